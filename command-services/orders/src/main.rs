@@ -1,0 +1,16 @@
+//! Entry point of the orders service.
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = orders::Settings::from_env(&runtime::env::Env::from_process())
+        .context("reading settings")?;
+    runtime::telemetry::init("orders", &settings.log);
+    runtime::failpoint::arm(&settings.failpoints);
+    let shutdown = runtime::shutdown::on_signal();
+    let app = orders::App::build(&settings).await?;
+    tracing::info!(addr = %app.local_addr(), "orders service listening");
+    app.run(shutdown).await
+}

@@ -1,0 +1,328 @@
+//! The outbox relay: publishes committed events to JetStream, in outbox order, then deletes
+//! their outbox rows.
+//!
+//! One relay per database publishes at a time: leadership is a session advisory lock held on
+//! the relay's own connection, so a second replica stands by and takes over within one poll
+//! interval when the leader dies. The relay wakes on a commit in this process (a `Notify`), on
+//! `NOTIFY outbox` from any replica, and otherwise polls.
+//!
+//! Invariant: an outbox row is deleted only after JetStream acknowledged its event; a crash in
+//! between re-publishes it with the same `Nats-Msg-Id`, which the stream drops as a duplicate.
+//! Invariant: per aggregate, events are published in sequence order (outbox ids grow with the
+//! sequence, and a batch is published in id order, stopping at the first failure).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::jetstream::message::PublishMessage;
+use chrono::{DateTime, Utc};
+use messaging::envelope::{meta, msg_id, StoredEvent};
+use messaging::streams::{ensure_stream, StreamSettings};
+use messaging::{BoundedContext, Envelope, Namespace};
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Advisory lock key that elects the publishing relay of a database ("outbox" in ASCII).
+const LEADER_LOCK_KEY: i64 = 0x6f75_7462_6f78;
+
+/// How a relay behaves.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub context: BoundedContext,
+    pub namespace: Namespace,
+    pub stream: StreamSettings,
+    /// Most events published per round trip.
+    pub batch_size: i64,
+    /// Fallback wake-up when no notification arrives, and the standby's retry interval.
+    pub poll_interval: Duration,
+}
+
+/// Why a batch did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("outbox database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("JetStream publish failed after {published} of the batch: {source}")]
+    Publish {
+        published: usize,
+        #[source]
+        source: async_nats::jetstream::context::PublishError,
+    },
+}
+
+/// Publishes one database's outbox to its context's stream.
+#[derive(Clone)]
+pub struct Relay {
+    pool: PgPool,
+    js: jetstream::Context,
+    settings: RelaySettings,
+    wake: Arc<Notify>,
+}
+
+impl Relay {
+    /// `wake` is the `Notify` the command bus signals after each commit.
+    pub fn new(
+        pool: PgPool,
+        js: jetstream::Context,
+        settings: RelaySettings,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            pool,
+            js,
+            settings,
+            wake,
+        }
+    }
+
+    /// Runs until `shutdown`; the batch in hand is finished first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let listener = tokio::spawn(forward_notifications(
+            self.pool.clone(),
+            self.wake.clone(),
+            shutdown.clone(),
+        ));
+        self.ensure_stream(&shutdown).await;
+        while !shutdown.is_cancelled() {
+            match self.try_lead().await {
+                Ok(Some(conn)) => self.lead(conn, &shutdown).await,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "outbox relay cannot reach its database"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+        }
+        let _ = listener.await;
+        tracing::info!("outbox relay stopped");
+    }
+
+    async fn ensure_stream(&self, shutdown: &CancellationToken) {
+        let mut delay = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match ensure_stream(
+                &self.js,
+                &self.settings.namespace,
+                self.settings.context,
+                &self.settings.stream,
+            )
+            .await
+            {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create or find the event stream; retrying")
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// A dedicated connection holding the leader lock, or `None` when another relay leads.
+    /// The connection is not pooled: closing it is what releases the lock.
+    pub async fn try_lead(&self) -> Result<Option<PgConnection>, sqlx::Error> {
+        let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
+        let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LEADER_LOCK_KEY)
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(leader.then_some(conn))
+    }
+
+    async fn lead(&self, mut conn: PgConnection, shutdown: &CancellationToken) {
+        tracing::info!(context = %self.settings.context, "outbox relay is the leader");
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.publish_batch(&mut conn).await {
+                Ok(n) => {
+                    backoff = Duration::from_millis(50);
+                    if shutdown.is_cancelled() {
+                        return;
+                    }
+                    if n as i64 == self.settings.batch_size {
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                    }
+                }
+                Err(RelayError::Database(e)) => {
+                    // Leadership may be gone with the connection: give it up and re-elect.
+                    tracing::warn!(error = %e, "outbox relay lost its database connection");
+                    return;
+                }
+                Err(e @ RelayError::Publish { .. }) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "outbox publish failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// One step: publishes up to `batch_size` outbox events in order, waits for JetStream's
+    /// acknowledgements, and deletes the rows of the acknowledged prefix. Returns how many
+    /// were published. The caller must hold leadership on `conn`.
+    pub async fn publish_batch(&self, conn: &mut PgConnection) -> Result<usize, RelayError> {
+        let rows = sqlx::query(
+            "SELECT o.id, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, \
+                    e.event_version, e.payload, e.metadata, e.recorded_at \
+             FROM outbox o \
+             JOIN events e USING (aggregate_type, aggregate_id, sequence) \
+             ORDER BY o.id LIMIT $1",
+        )
+        .bind(self.settings.batch_size)
+        .fetch_all(&mut *conn)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut pending = Vec::with_capacity(rows.len());
+        let mut failure = None;
+        for row in &rows {
+            let id: i64 = row.try_get("id")?;
+            let stored = self.stored_event(row)?;
+            let traceparent = metadata_value(row, meta::TRACEPARENT)?;
+            match self.send(&stored, traceparent).await {
+                Ok(ack) => {
+                    ids.push(id);
+                    pending.push(ack);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+
+        // Acknowledgements arrive in publish order; keep the prefix that was stored.
+        let mut acked = 0;
+        for ack in pending {
+            match ack.await {
+                Ok(_) => acked += 1,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    break;
+                }
+            }
+        }
+        runtime::failpoint::hit("outbox.after_publish");
+        if acked > 0 {
+            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+                .bind(&ids[..acked])
+                .execute(&mut *conn)
+                .await?;
+        }
+        tracing::debug!(published = acked, "outbox batch published");
+        match failure {
+            None => Ok(acked),
+            Some(source) => Err(RelayError::Publish {
+                published: acked,
+                source,
+            }),
+        }
+    }
+
+    fn stored_event(&self, row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx::Error> {
+        let sequence: i64 = row.try_get("sequence")?;
+        Ok(StoredEvent {
+            context: self.settings.context,
+            aggregate_type: row.try_get("aggregate_type")?,
+            aggregate_id: row.try_get("aggregate_id")?,
+            sequence: sequence as u64,
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+            payload: row.try_get("payload")?,
+            correlation_id: metadata_value(row, meta::CORRELATION_ID)?,
+            causation_id: metadata_value(row, meta::CAUSATION_ID)?,
+            recorded_at: row.try_get::<DateTime<Utc>, _>("recorded_at")?,
+        })
+    }
+
+    async fn send(
+        &self,
+        event: &StoredEvent,
+        traceparent: Option<String>,
+    ) -> Result<
+        async_nats::jetstream::context::PublishAckFuture,
+        async_nats::jetstream::context::PublishError,
+    > {
+        let envelope = Envelope::from_stored(event);
+        let subject = self.settings.namespace.event_subject(
+            event.context,
+            &event.aggregate_id,
+            &event.event_type,
+        );
+        let mut message = PublishMessage::build()
+            .message_id(msg_id(
+                &event.aggregate_type,
+                &event.aggregate_id,
+                event.sequence,
+            ))
+            .header("Content-Type", "application/cloudevents+json")
+            .payload(envelope.to_vec().into());
+        if let Some(tp) = traceparent {
+            message = message.header("traceparent", tp.as_str());
+        }
+        self.js.send_publish(subject, message).await
+    }
+}
+
+/// A string from the event's metadata JSON object.
+fn metadata_value(row: &sqlx::postgres::PgRow, key: &str) -> Result<Option<String>, sqlx::Error> {
+    let metadata: serde_json::Value = row.try_get("metadata")?;
+    Ok(metadata
+        .get(key)
+        .and_then(|v| v.as_str())
+        .map(str::to_owned))
+}
+
+/// Turns `NOTIFY outbox` from any replica's commits into wake-ups of this relay.
+async fn forward_notifications(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let mut listener = None;
+    while !shutdown.is_cancelled() {
+        if listener.is_none() {
+            match PgListener::connect_with(&pool).await {
+                Ok(mut l) => match l.listen("outbox").await {
+                    Ok(()) => {
+                        listener = Some(l);
+                        // Anything committed while we were not listening is found by this wake.
+                        wake.notify_one();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot LISTEN outbox"),
+                },
+                Err(e) => tracing::warn!(error = %e, "cannot connect the outbox listener"),
+            }
+        }
+        let Some(l) = listener.as_mut() else {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            received = l.recv() => match received {
+                Ok(_) => wake.notify_one(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox listener lost; reconnecting");
+                    listener = None;
+                }
+            }
+        }
+    }
+}

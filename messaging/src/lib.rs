@@ -1,0 +1,11 @@
+//! The event log contract shared by publishers and consumers: stream and subject names, the
+//! CloudEvents envelope, and JetStream stream set-up.
+#![forbid(unsafe_code)]
+
+pub mod envelope;
+pub mod names;
+pub mod streams;
+pub mod trace;
+
+pub use envelope::{Envelope, EnvelopeError};
+pub use names::{BoundedContext, Namespace};

@@ -1,0 +1,24 @@
+//! Projection workers: durable JetStream pull consumers that apply events to Postgres read
+//! models, each batch and its checkpoint in one transaction.
+//!
+//! Invariant: a message is acknowledged only after the transaction that applied it committed.
+//! Invariant: per (projection, aggregate), an event is applied only when its sequence is the
+//! last applied plus one; lower is a duplicate (acked, no effect), higher waits (nak + delay).
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod bookkeeping;
+pub mod orders_view;
+pub mod projection;
+pub mod settings;
+pub mod worker;
+
+pub use app::App;
+pub use settings::Settings;
+
+/// Migrations of the `read` database (the query API reads what these create).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Channel on which a committed batch announces `<projection>`; the query API listens to it
+/// to answer read-your-writes requests without polling.
+pub const UPDATED_CHANNEL: &str = "read_model_updated";

@@ -1,0 +1,382 @@
+//! Drives one projection from its durable pull consumer. [`Worker::process_batch`] is the step
+//! function: fetch a batch, apply it with the checkpoint in one transaction, then ack.
+//!
+//! A batch whose transaction fails on a data error is replayed one message at a time, so the one
+//! bad message ends in `dead_letters` (and is terminated) while the rest apply. Connection and
+//! other transient errors roll the batch back and nak it with a delay.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use messaging::streams::{ensure_stream, StreamSettings};
+use messaging::{Envelope, Namespace};
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::bookkeeping::{self, DeadLetter};
+use crate::projection::{ApplyError, Projection};
+
+/// Tuning of a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Most messages per transaction.
+    pub batch_size: usize,
+    /// How long a fetch waits for messages when the consumer is idle.
+    pub fetch_wait: Duration,
+    /// Delay before a deferred or failed message is redelivered.
+    pub retry_delay: Duration,
+    /// How long the server waits for an ack before it redelivers.
+    pub ack_wait: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            fetch_wait: Duration::from_millis(500),
+            retry_delay: Duration::from_millis(200),
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub fetched: usize,
+    pub applied: usize,
+    /// Already applied before (a redelivery or a re-publish): acked without effect.
+    pub duplicates: usize,
+    /// Arrived before an earlier event of the same aggregate: nak'd to come back later.
+    pub deferred: usize,
+    pub dead_lettered: usize,
+}
+
+/// Why a step could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("fetching from JetStream: {0}")]
+    Fetch(String),
+    #[error("read database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// The fate of one message, decided inside the transaction and carried out after commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Applied,
+    Duplicate,
+    Deferred,
+    DeadLettered,
+}
+
+/// Runs one projection.
+pub struct Worker<P: Projection> {
+    projection: P,
+    pool: PgPool,
+    consumer: PullConsumer,
+    stream: String,
+    settings: WorkerSettings,
+}
+
+impl<P: Projection> Worker<P> {
+    /// Ensures the stream and the projection's durable consumer exist.
+    pub async fn new(
+        projection: P,
+        pool: PgPool,
+        js: &jetstream::Context,
+        namespace: &Namespace,
+        stream_settings: &StreamSettings,
+        settings: WorkerSettings,
+    ) -> anyhow::Result<Self> {
+        let context = projection.context();
+        let stream = ensure_stream(js, namespace, context, stream_settings).await?;
+        let name = projection.name();
+        let consumer: PullConsumer = stream
+            .get_or_create_consumer(
+                name,
+                pull::Config {
+                    durable_name: Some(name.to_owned()),
+                    description: Some(format!("streamshop projection {name}")),
+                    filter_subject: namespace.events_filter(context),
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: settings.ack_wait,
+                    // Never give up on a message: what can never apply is dead-lettered by us.
+                    max_deliver: -1,
+                    max_ack_pending: (settings.batch_size * 4) as i64,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(Self {
+            projection,
+            pool,
+            consumer,
+            stream: namespace.stream(context),
+            settings,
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    /// Runs batches until `shutdown`; the batch in hand is always finished.
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(projection = self.name(), "projection worker started");
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match self.process_batch().await {
+                Ok(outcome) => {
+                    backoff = Duration::from_millis(100);
+                    if outcome.fetched > 0 {
+                        tracing::debug!(projection = self.name(), ?outcome, "batch done");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(projection = self.name(), error = %e, retry_in = ?backoff, "batch failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::info!(projection = self.name(), "projection worker stopped");
+    }
+
+    /// One step: fetch up to `batch_size` messages, apply them and the checkpoint in one
+    /// transaction, then ack, nak or terminate each.
+    pub async fn process_batch(&self) -> Result<BatchOutcome, WorkerError> {
+        let messages = self.fetch().await?;
+        let mut outcome = BatchOutcome {
+            fetched: messages.len(),
+            ..Default::default()
+        };
+        if messages.is_empty() {
+            return Ok(outcome);
+        }
+        let verdicts = match self.apply_all(&messages).await {
+            Ok(v) => v,
+            Err(e) if messages.len() > 1 && is_data_error(&e) => {
+                // Find the bad message: one transaction per message.
+                tracing::warn!(projection = self.name(), error = %e, "batch hit a data error; replaying one by one");
+                let mut verdicts = Vec::with_capacity(messages.len());
+                for message in &messages {
+                    verdicts.push(self.apply_one_or_dead_letter(message).await?);
+                }
+                verdicts
+            }
+            Err(e) if messages.len() == 1 && is_data_error(&e) => {
+                vec![self.apply_one_or_dead_letter(&messages[0]).await?]
+            }
+            Err(e) => {
+                // Transient: roll back (already done), hand the batch back for later.
+                for message in &messages {
+                    self.settle(message, AckKind::Nak(Some(self.settings.retry_delay)))
+                        .await;
+                }
+                return Err(WorkerError::Database(e));
+            }
+        };
+        for (message, verdict) in messages.iter().zip(verdicts) {
+            let kind = match verdict {
+                Verdict::Applied => {
+                    outcome.applied += 1;
+                    AckKind::Ack
+                }
+                Verdict::Duplicate => {
+                    outcome.duplicates += 1;
+                    AckKind::Ack
+                }
+                Verdict::Deferred => {
+                    outcome.deferred += 1;
+                    AckKind::Nak(Some(self.settings.retry_delay))
+                }
+                Verdict::DeadLettered => {
+                    outcome.dead_lettered += 1;
+                    AckKind::Term
+                }
+            };
+            self.settle(message, kind).await;
+        }
+        Ok(outcome)
+    }
+
+    async fn fetch(&self) -> Result<Vec<jetstream::Message>, WorkerError> {
+        let mut batch = self
+            .consumer
+            .fetch()
+            .max_messages(self.settings.batch_size)
+            .expires(self.settings.fetch_wait)
+            .messages()
+            .await
+            .map_err(|e| WorkerError::Fetch(e.to_string()))?;
+        let mut messages = Vec::new();
+        while let Some(message) = batch.next().await {
+            messages.push(message.map_err(|e| WorkerError::Fetch(e.to_string()))?);
+        }
+        Ok(messages)
+    }
+
+    async fn settle(&self, message: &jetstream::Message, kind: AckKind) {
+        if let Err(e) = message.ack_with(kind).await {
+            // The server redelivers after ack_wait; positions make that harmless.
+            tracing::warn!(projection = self.name(), error = %e, "ack failed");
+        }
+    }
+
+    /// Applies every message and the checkpoint in one transaction.
+    async fn apply_all(
+        &self,
+        messages: &[jetstream::Message],
+    ) -> Result<Vec<Verdict>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut verdicts = Vec::with_capacity(messages.len());
+        let mut max_sequence = 0;
+        for message in messages {
+            let verdict = self.apply_message(&mut tx, message).await?;
+            if verdict != Verdict::Deferred {
+                max_sequence = max_sequence.max(stream_sequence(message));
+            }
+            verdicts.push(verdict);
+        }
+        if max_sequence > 0 {
+            bookkeeping::advance_checkpoint(&mut tx, self.name(), &self.stream, max_sequence)
+                .await?;
+        }
+        if verdicts.contains(&Verdict::Applied) {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(crate::UPDATED_CHANNEL)
+                .bind(self.name())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(verdicts)
+    }
+
+    /// One message alone; a data error dead-letters it in a fresh transaction.
+    async fn apply_one_or_dead_letter(
+        &self,
+        message: &jetstream::Message,
+    ) -> Result<Verdict, sqlx::Error> {
+        match self.apply_all(std::slice::from_ref(message)).await {
+            Ok(v) => Ok(v[0]),
+            Err(e) if is_data_error(&e) => {
+                let mut tx = self.pool.begin().await?;
+                self.dead_letter(&mut tx, message, &format!("database refused it: {e}"))
+                    .await?;
+                bookkeeping::advance_checkpoint(
+                    &mut tx,
+                    self.name(),
+                    &self.stream,
+                    stream_sequence(message),
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(Verdict::DeadLettered)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn apply_message(
+        &self,
+        conn: &mut PgConnection,
+        message: &jetstream::Message,
+    ) -> Result<Verdict, sqlx::Error> {
+        let envelope = match Envelope::from_slice(&message.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                self.dead_letter(conn, message, &e.to_string()).await?;
+                return Ok(Verdict::DeadLettered);
+            }
+        };
+        let name = self.name();
+        let position =
+            bookkeeping::claim_position(conn, name, &envelope.aggregatetype, &envelope.subject)
+                .await?;
+        if envelope.sequence <= position {
+            return Ok(Verdict::Duplicate);
+        }
+        if envelope.sequence > position + 1 {
+            tracing::debug!(
+                projection = name,
+                aggregate_id = %envelope.subject,
+                sequence = envelope.sequence,
+                position,
+                "event arrived before its predecessor; deferring"
+            );
+            return Ok(Verdict::Deferred);
+        }
+        // `apply` decodes before it writes, so a poison event leaves nothing to undo.
+        match self.projection.apply(conn, &envelope).await {
+            Ok(()) => {
+                bookkeeping::set_position(
+                    conn,
+                    name,
+                    &envelope.aggregatetype,
+                    &envelope.subject,
+                    envelope.sequence,
+                )
+                .await?;
+                Ok(Verdict::Applied)
+            }
+            Err(ApplyError::Poison(reason)) => {
+                // Move past it: later events of the aggregate must not wait for it forever.
+                bookkeeping::set_position(
+                    conn,
+                    name,
+                    &envelope.aggregatetype,
+                    &envelope.subject,
+                    envelope.sequence,
+                )
+                .await?;
+                self.dead_letter(conn, message, &reason).await?;
+                Ok(Verdict::DeadLettered)
+            }
+            Err(ApplyError::Database(e)) => Err(e),
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        conn: &mut PgConnection,
+        message: &jetstream::Message,
+        reason: &str,
+    ) -> Result<(), sqlx::Error> {
+        tracing::warn!(projection = self.name(), subject = %message.subject, reason, "dead-lettering message");
+        bookkeeping::record_dead_letter(
+            conn,
+            &DeadLetter {
+                projection: self.name(),
+                stream: &self.stream,
+                stream_sequence: stream_sequence(message),
+                subject: message.subject.as_str(),
+                reason,
+                payload: &message.payload,
+            },
+        )
+        .await
+    }
+}
+
+fn stream_sequence(message: &jetstream::Message) -> u64 {
+    message.info().map(|i| i.stream_sequence).unwrap_or(0)
+}
+
+/// Errors that the same message will always hit again: bad data or a broken constraint.
+fn is_data_error(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => true,
+        _ => false,
+    }
+}

@@ -1,0 +1,45 @@
+//! The query API's errors, each mapped to one problem+json response.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use runtime::problem::Problem;
+
+/// Everything a read can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    /// The order is not in the read model; `stale` when a `min_version` wait timed out.
+    #[error("order not found")]
+    OrderNotFound { stale: bool },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::BadRequest(detail) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-request",
+                "The request is not valid",
+            )
+            .detail(detail)
+            .into_response(),
+            Self::OrderNotFound { stale: false } => {
+                Problem::new(StatusCode::NOT_FOUND, "order-not-found", "No such order")
+                    .into_response()
+            }
+            Self::OrderNotFound { stale: true } => Problem::new(
+                StatusCode::NOT_FOUND,
+                "order-not-found",
+                "The order is not visible yet",
+            )
+            .detail("the read model did not catch up with min_version in time; retry")
+            .with("stale", true)
+            .retry_after(1)
+            .into_response(),
+            Self::Database(e) => Problem::internal(&e).into_response(),
+        }
+    }
+}

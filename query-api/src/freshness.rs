@@ -1,0 +1,110 @@
+//! Read-your-writes support: wakes waiting requests when a projection commits.
+//!
+//! One `LISTEN read_model_updated` connection feeds a watch channel; a request that asked for
+//! `min_version` re-reads its row on each wake-up (and on a short poll, in case a notification
+//! was missed while the listener reconnected) until the version is reached or time runs out.
+
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Poll interval behind the notifications.
+const FALLBACK_POLL: Duration = Duration::from_millis(100);
+
+/// Hands out wake-ups on read-model commits.
+#[derive(Clone)]
+pub struct Freshness {
+    updates: watch::Receiver<u64>,
+}
+
+/// What a bounded wait found.
+#[derive(Debug)]
+pub enum Waited<T> {
+    /// The read model reached the wanted version.
+    Fresh(T),
+    /// Time ran out; this is what it has (maybe nothing).
+    Stale(Option<T>),
+}
+
+impl Freshness {
+    /// Starts the listener task; it stops with `shutdown`.
+    pub fn start(pool: PgPool, shutdown: CancellationToken) -> Self {
+        let (tx, rx) = watch::channel(0u64);
+        tokio::spawn(listen(pool, tx, shutdown));
+        Self { updates: rx }
+    }
+
+    /// Calls `read` until `is_fresh` holds for its result or `timeout` passes.
+    pub async fn wait_for<T, E, F, Fut>(
+        &self,
+        timeout: Duration,
+        mut read: F,
+        is_fresh: impl Fn(&T) -> bool,
+    ) -> Result<Waited<T>, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut updates = self.updates.clone();
+        loop {
+            updates.mark_unchanged();
+            let found = read().await?;
+            if found.as_ref().is_some_and(&is_fresh) {
+                return Ok(Waited::Fresh(found.expect("checked above")));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Waited::Stale(found));
+            }
+            tokio::select! {
+                _ = updates.changed() => {}
+                _ = tokio::time::sleep(FALLBACK_POLL) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+}
+
+async fn listen(pool: PgPool, tx: watch::Sender<u64>, shutdown: CancellationToken) {
+    let channel = projections::UPDATED_CHANNEL;
+    while !shutdown.is_cancelled() {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(mut l) => match l.listen(channel).await {
+                Ok(()) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot LISTEN for read-model updates");
+                    pause(&shutdown).await;
+                    continue;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot connect the read-model listener");
+                pause(&shutdown).await;
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                n = listener.recv() => match n {
+                    Ok(_) => { tx.send_modify(|v| *v += 1); }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "read-model listener lost; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn pause(shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+    }
+}

@@ -1,0 +1,115 @@
+//! `/healthz` (the process answers) and `/readyz` (its dependencies answer) for every service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Map, Value};
+
+/// The dependencies a service needs before it can do useful work.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    postgres: Vec<(&'static str, sqlx::PgPool)>,
+    nats: Option<async_nats::Client>,
+    streams: Option<(async_nats::jetstream::Context, Vec<String>)>,
+}
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A database that must answer `SELECT 1`.
+    pub fn postgres(mut self, name: &'static str, pool: sqlx::PgPool) -> Self {
+        self.postgres.push((name, pool));
+        self
+    }
+
+    /// A NATS connection that must be connected.
+    pub fn nats(mut self, client: async_nats::Client) -> Self {
+        self.nats = Some(client);
+        self
+    }
+
+    /// JetStream streams that must exist.
+    pub fn streams(mut self, js: async_nats::jetstream::Context, names: Vec<String>) -> Self {
+        self.streams = Some((js, names));
+        self
+    }
+
+    /// Runs every check; `Ok` when all pass. The map says what each check found.
+    pub async fn check(&self) -> (bool, Map<String, Value>) {
+        const TIMEOUT: Duration = Duration::from_secs(2);
+        let mut ok = true;
+        let mut report = Map::new();
+        for (name, pool) in &self.postgres {
+            let result = tokio::time::timeout(
+                TIMEOUT,
+                sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool),
+            )
+            .await;
+            let status = match result {
+                Ok(Ok(_)) => "ok".to_owned(),
+                Ok(Err(e)) => format!("error: {e}"),
+                Err(_) => "error: timed out".to_owned(),
+            };
+            ok &= status == "ok";
+            report.insert(format!("postgres:{name}"), Value::String(status));
+        }
+        if let Some(client) = &self.nats {
+            let state = client.connection_state();
+            let connected = state == async_nats::connection::State::Connected;
+            ok &= connected;
+            report.insert(
+                "nats".into(),
+                Value::String(if connected {
+                    "ok".into()
+                } else {
+                    format!("error: {state}")
+                }),
+            );
+        }
+        if let Some((js, names)) = &self.streams {
+            for name in names {
+                let result = tokio::time::timeout(TIMEOUT, js.get_stream_no_info(name)).await;
+                let status = match result {
+                    Ok(Ok(_)) => "ok".to_owned(),
+                    Ok(Err(e)) => format!("error: {e}"),
+                    Err(_) => "error: timed out".to_owned(),
+                };
+                ok &= status == "ok";
+                report.insert(format!("stream:{name}"), Value::String(status));
+            }
+        }
+        (ok, report)
+    }
+}
+
+/// Routes `/healthz` and `/readyz`, to merge into a service's router.
+pub fn routes<S: Clone + Send + Sync + 'static>(readiness: Readiness) -> Router<S> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(Arc::new(readiness))
+}
+
+async fn healthz() -> axum::Json<Value> {
+    axum::Json(json!({ "status": "alive" }))
+}
+
+async fn readyz(State(readiness): State<Arc<Readiness>>) -> (StatusCode, axum::Json<Value>) {
+    let (ok, checks) = readiness.check().await;
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = if ok { "ready" } else { "unready" };
+    (
+        status,
+        axum::Json(json!({ "status": word, "checks": checks })),
+    )
+}

@@ -1,0 +1,11 @@
+//! Shared runtime for every streamshop binary: settings, telemetry, shutdown, HTTP errors,
+//! health endpoints and failpoints. Domain logic never lives here.
+#![forbid(unsafe_code)]
+
+pub mod env;
+pub mod failpoint;
+pub mod health;
+pub mod problem;
+pub mod secret;
+pub mod shutdown;
+pub mod telemetry;

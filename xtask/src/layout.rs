@@ -1,0 +1,95 @@
+//! Where local state lives and which ports each environment uses.
+//!
+//! `dev` is what `up` runs (services on the DESIGN.md ports); `test` is the infrastructure of
+//! `cargo xtask test`, on other ports so both can run at once.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// One local environment: its state folder and ports.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub name: &'static str,
+    pub workspace: PathBuf,
+    pub root: PathBuf,
+    pub pg_port: u16,
+    pub nats_port: u16,
+    pub nats_monitor_port: u16,
+    /// Test clusters trade durability for speed (`fsync = off`).
+    pub durable: bool,
+}
+
+/// The `cargo` that runs us, so `cargo xtask` uses the same toolchain throughout.
+pub fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask lives inside the workspace")
+}
+
+impl Layout {
+    pub fn dev() -> anyhow::Result<Self> {
+        let workspace = workspace_root()?;
+        Ok(Self {
+            name: "dev",
+            root: workspace.join(".state/dev"),
+            workspace,
+            pg_port: 54330,
+            nats_port: 42230,
+            nats_monitor_port: 42231,
+            durable: true,
+        })
+    }
+
+    pub fn test() -> anyhow::Result<Self> {
+        let workspace = workspace_root()?;
+        Ok(Self {
+            name: "test",
+            root: workspace.join(".state/test"),
+            workspace,
+            pg_port: 54340,
+            nats_port: 42240,
+            nats_monitor_port: 42241,
+            durable: false,
+        })
+    }
+
+    /// Tools installed for every environment (nats-server from PyPI).
+    pub fn tools(&self) -> PathBuf {
+        self.workspace.join(".state/tools")
+    }
+
+    pub fn pg_admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.pg_port)
+    }
+
+    pub fn pg_url(&self, user: &str, database: &str) -> String {
+        format!("postgres://{user}@127.0.0.1:{}/{database}", self.pg_port)
+    }
+
+    pub fn nats_url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.nats_port)
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+
+    pub fn remove_state(&self) -> anyhow::Result<()> {
+        if self.root.exists() {
+            std::fs::remove_dir_all(&self.root)
+                .with_context(|| format!("removing {}", self.root.display()))?;
+        }
+        crate::postgres::remove_external_data(self)
+    }
+}

@@ -1,0 +1,117 @@
+//! Background processes: pid files, liveness, signals, and waiting for ports and URLs.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The pid recorded in `file`, if the process is alive.
+pub fn running_pid(file: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let pid: i32 = text.split_whitespace().next()?.parse().ok()?;
+    alive(pid).then_some(pid)
+}
+
+pub fn alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+}
+
+/// SIGTERM, then SIGKILL after `grace`.
+pub fn stop(pid: i32, grace: Duration) {
+    let pid_t = Pid::from_raw(pid);
+    if kill(pid_t, Signal::SIGTERM).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if !alive(pid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = kill(pid_t, Signal::SIGKILL);
+}
+
+/// Starts `cmd` in its own process group (so a Ctrl-C of xtask does not stop it) with output
+/// appended to `log`, and records its pid in `pid_file`.
+pub fn spawn_detached(mut cmd: Command, log: &Path, pid_file: &Path) -> anyhow::Result<i32> {
+    use std::os::unix::process::CommandExt;
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if let Some(dir) = pid_file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    let pid = child.id() as i32;
+    std::fs::write(pid_file, format!("{pid}\n"))?;
+    Ok(pid)
+}
+
+/// A plain HTTP/1.0 GET on 127.0.0.1; returns the status code.
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// Waits until `GET path` answers 200, or fails naming `what` and its log.
+pub fn wait_http_ok(
+    what: &str,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+    log: &Path,
+    pid: Option<i32>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if http_status(port, path) == Some(200) {
+            return Ok(());
+        }
+        if let Some(pid) = pid {
+            if !alive(pid) {
+                bail!(
+                    "{what} exited during start-up; see {}:\n{}",
+                    log.display(),
+                    tail(log, 15)
+                );
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{what} not ready on port {port} after {timeout:?}; see {}:\n{}",
+                log.display(),
+                tail(log, 15)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The last `n` lines of a log, for error messages.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -1,0 +1,177 @@
+//! Builds and runs the service binaries of the local stack on the DESIGN.md ports.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context};
+
+use crate::layout::{self, Layout};
+use crate::proc;
+
+/// A service of the local stack.
+struct Service {
+    name: &'static str,
+    package: &'static str,
+    port: u16,
+    /// (database, role) it connects to.
+    database: (&'static str, &'static str),
+}
+
+const SERVICES: &[Service] = &[
+    Service {
+        name: "orders",
+        package: "orders",
+        port: 8081,
+        database: ("orders", "orders"),
+    },
+    Service {
+        name: "projections",
+        package: "projections",
+        port: 8085,
+        database: ("read", "projections"),
+    },
+    Service {
+        name: "query-api",
+        package: "query-api",
+        port: 8080,
+        database: ("read", "query_api"),
+    },
+];
+
+/// Builds every service binary; returns the folder holding them.
+pub fn build(layout: &Layout, release: bool) -> anyhow::Result<PathBuf> {
+    let mut cmd = Command::new(layout::cargo());
+    cmd.arg("build").current_dir(&layout.workspace);
+    for s in SERVICES {
+        cmd.args(["--package", s.package, "--bin", s.package]);
+    }
+    if release {
+        cmd.arg("--release");
+    }
+    println!(
+        "services: building ({})",
+        if release { "release" } else { "debug" }
+    );
+    if !cmd.status().context("running cargo build")?.success() {
+        bail!("cargo build failed");
+    }
+    let target = target_dir(layout)?;
+    Ok(target.join(if release { "release" } else { "debug" }))
+}
+
+fn target_dir(layout: &Layout) -> anyhow::Result<PathBuf> {
+    let out = Command::new(layout::cargo())
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(&layout.workspace)
+        .output()
+        .context("running cargo metadata")?;
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata gave no target_directory")
+}
+
+fn pid_file(layout: &Layout, name: &str) -> PathBuf {
+    layout.run_dir().join(format!("{name}.pid"))
+}
+
+fn modified(path: &Path) -> u128 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Starts each service that is not running its current binary, then waits for every `/readyz`.
+pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
+    let mut started = Vec::new();
+    for s in SERVICES {
+        let binary = bins.join(s.package);
+        let pid_path = pid_file(layout, s.name);
+        let build_stamp = modified(&binary).to_string();
+        if let Some(pid) = proc::running_pid(&pid_path) {
+            let recorded = std::fs::read_to_string(&pid_path).unwrap_or_default();
+            if recorded.split_whitespace().nth(1) == Some(build_stamp.as_str()) {
+                println!("{}: already running (pid {pid})", s.name);
+                started.push((s, pid));
+                continue;
+            }
+            println!("{}: binary changed; restarting", s.name);
+            proc::stop(pid, Duration::from_secs(10));
+        }
+        let (db, role) = s.database;
+        let mut cmd = Command::new(&binary);
+        cmd.env("HTTP_ADDR", format!("127.0.0.1:{}", s.port))
+            .env("DATABASE_URL", layout.pg_url(role, db))
+            .env("NATS_URL", layout.nats_url())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .current_dir(&layout.workspace);
+        let log = layout.logs().join(format!("{}.log", s.name));
+        let pid = proc::spawn_detached(cmd, &log, &pid_path)?;
+        std::fs::write(&pid_path, format!("{pid} {build_stamp}\n"))?;
+        println!("{}: started (pid {pid})", s.name);
+        started.push((s, pid));
+    }
+    for (s, pid) in started {
+        let log = layout.logs().join(format!("{}.log", s.name));
+        proc::wait_http_ok(
+            s.name,
+            s.port,
+            "/readyz",
+            Duration::from_secs(60),
+            &log,
+            Some(pid),
+        )?;
+    }
+    Ok(())
+}
+
+pub fn stop_all(layout: &Layout) {
+    for s in SERVICES.iter().rev() {
+        if let Some(pid) = proc::running_pid(&pid_file(layout, s.name)) {
+            proc::stop(pid, Duration::from_secs(15));
+            println!("{}: stopped", s.name);
+        }
+        let _ = std::fs::remove_file(pid_file(layout, s.name));
+    }
+}
+
+pub fn status(layout: &Layout) {
+    for s in SERVICES {
+        let state = match proc::running_pid(&pid_file(layout, s.name)) {
+            Some(pid) => {
+                let ready = proc::http_status(s.port, "/readyz") == Some(200);
+                format!(
+                    "running  pid {pid} {}",
+                    if ready { "ready" } else { "NOT READY" }
+                )
+            }
+            None => "stopped ".into(),
+        };
+        println!("{:<12} {state} http://127.0.0.1:{}", s.name, s.port);
+    }
+}
+
+pub fn print_urls(layout: &Layout) {
+    println!();
+    println!("streamshop is up:");
+    for s in SERVICES {
+        println!("  {:<12} http://127.0.0.1:{}", s.name, s.port);
+    }
+    println!("  {:<12} {}", "nats", layout.nats_url());
+    println!("  {:<12} {}", "postgres", layout.pg_admin_url());
+    println!("logs: {}", layout.logs().display());
+    println!();
+    println!("try:");
+    println!(
+        r#"  curl -s -X POST localhost:8081/orders -H 'content-type: application/json' \
+    -d '{{"customer_id":"0192f0c1-0000-7000-8000-000000000001","lines":[{{"sku":"SKU-1","quantity":2}}]}}'"#
+    );
+    println!("  curl -s 'localhost:8080/orders/<order_id>?min_version=1'");
+}
