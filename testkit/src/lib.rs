@@ -106,3 +106,54 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("bind an ephemeral port")
 }
+
+/// One message read back from a stream.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub sequence: u64,
+    pub subject: String,
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+}
+
+impl StoredMessage {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Every message of a stream, in stream order (empty when the stream does not exist).
+pub async fn read_stream(js: &async_nats::jetstream::Context, stream: &str) -> Vec<StoredMessage> {
+    let Ok(mut s) = js.get_stream(stream).await else {
+        return vec![];
+    };
+    let info = s.info().await.expect("stream info");
+    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+    let mut out = Vec::new();
+    for seq in first..=last {
+        if last == 0 {
+            break;
+        }
+        let Ok(m) = s.get_raw_message(seq).await else {
+            continue;
+        };
+        let headers = m
+            .headers
+            .iter()
+            .flat_map(|(k, vs)| {
+                vs.iter()
+                    .map(move |v| (k.to_string(), v.as_str().to_owned()))
+            })
+            .collect();
+        out.push(StoredMessage {
+            sequence: m.sequence,
+            subject: m.subject.to_string(),
+            headers,
+            payload: m.payload.to_vec(),
+        });
+    }
+    out
+}

@@ -128,9 +128,17 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
         ExitCode::FAILURE
     };
 
-    println!("xtask: cargo test --workspace {}", cargo_args.join(" "));
-    let tests = std::process::Command::new(layout::cargo())
-        .args(["test", "--workspace"])
+    // `-p NAME` narrows the run; otherwise the whole workspace is tested.
+    let narrowed = cargo_args
+        .iter()
+        .any(|a| a == "-p" || a.starts_with("--package"));
+    let mut cargo_test = std::process::Command::new(layout::cargo());
+    cargo_test.arg("test");
+    if !narrowed {
+        cargo_test.arg("--workspace");
+    }
+    println!("xtask: {cargo_test:?}");
+    let tests = cargo_test
         .args(cargo_args)
         .env("STREAMSHOP_TEST_PG_URL", layout.pg_admin_url())
         .env("STREAMSHOP_TEST_NATS_URL", layout.nats_url())

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use event_store::{CommandBus, Relay, RelaySettings};
+use event_store::{Relay, RelaySettings};
 use messaging::BoundedContext;
 use runtime::health::Readiness;
 use tokio::net::TcpListener;
@@ -35,6 +35,15 @@ impl App {
             .await
             .with_context(|| format!("connecting NATS at {}", settings.nats_url))?;
         let js = async_nats::jetstream::new(nats.clone());
+        // The service owns its stream: create it even on replicas that run no relay.
+        messaging::streams::ensure_stream(
+            &js,
+            &settings.namespace,
+            BoundedContext::Orders,
+            &settings.stream,
+        )
+        .await
+        .context("creating the ORDERS stream")?;
         let committed = Arc::new(Notify::new());
 
         let relay = settings.outbox_relay.then(|| {
@@ -90,6 +99,3 @@ impl App {
         Ok(())
     }
 }
-
-/// Type alias kept for tests that drive the bus directly.
-pub type OrdersBus = CommandBus<domain::order::Order>;

@@ -1,0 +1,342 @@
+//! The orders service over HTTP, as an in-process app and as a real process that gets killed,
+//! against real Postgres and JetStream.
+
+use std::time::Duration;
+
+use messaging::{BoundedContext, Envelope, Namespace};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use testkit::process::ServiceProcess;
+use tokio_util::sync::CancellationToken;
+
+/// One test's private world: a fresh `orders` database and a NATS namespace.
+struct World {
+    db_url: String,
+    pool: PgPool,
+    ns: Namespace,
+    js: async_nats::jetstream::Context,
+}
+
+impl World {
+    async fn new() -> Self {
+        let db_url = testkit::fresh_database("orders").await;
+        let pool = event_store::connect_and_migrate(&db_url, 4).await.unwrap();
+        Self {
+            db_url,
+            pool,
+            ns: testkit::unique_namespace(),
+            js: async_nats::jetstream::new(testkit::nats().await),
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DATABASE_URL", self.db_url.clone()),
+            ("NATS_URL", testkit::infra().nats_url.clone()),
+            ("NATS_NAMESPACE", self.ns.as_str().to_owned()),
+            ("OUTBOX_POLL_INTERVAL_MS", "200".into()),
+        ]
+    }
+
+    /// The service in this process, on an ephemeral port.
+    async fn spawn_app(&self) -> (String, CancellationToken) {
+        let mut env = self.env();
+        env.push(("HTTP_ADDR", "127.0.0.1:0".into()));
+        let settings = orders::Settings::from_env(&runtime::env::Env::from_pairs(env)).unwrap();
+        let app = orders::App::build(&settings).await.unwrap();
+        let base = format!("http://{}", app.local_addr());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(app.run(shutdown.clone()));
+        (base, shutdown)
+    }
+
+    /// The service as a child process.
+    async fn start_process(&self, extra: &[(&'static str, &str)]) -> ServiceProcess {
+        let mut env = self.env();
+        env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        ServiceProcess::start(
+            std::path::Path::new(env!("CARGO_BIN_EXE_orders")),
+            testkit::free_port(),
+            &env,
+        )
+        .await
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn stream(&self) -> Vec<testkit::StoredMessage> {
+        testkit::read_stream(&self.js, &self.ns.stream(BoundedContext::Orders)).await
+    }
+
+    /// Waits until the stream holds `n` messages and the outbox is empty.
+    async fn wait_published(&self, n: usize) -> Vec<testkit::StoredMessage> {
+        testkit::eventually(Duration::from_secs(20), "events published", || async {
+            let messages = self.stream().await;
+            (messages.len() >= n && self.count("outbox").await == 0).then_some(messages)
+        })
+        .await
+    }
+}
+
+fn order_body() -> Value {
+    json!({
+        "customer_id": uuid::Uuid::now_v7(),
+        "lines": [{"sku": "SKU-1", "quantity": 2}, {"sku": "SKU-2", "quantity": 1}]
+    })
+}
+
+async fn place(base: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/orders"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Each event id once, and no two messages for the same (aggregate, sequence).
+fn assert_exactly_once(messages: &[testkit::StoredMessage], expected: usize) {
+    let mut keys: Vec<(String, u64)> = messages
+        .iter()
+        .map(|m| {
+            let e = Envelope::from_slice(&m.payload).unwrap();
+            (e.subject, e.sequence)
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), messages.len(), "no duplicates in the stream");
+    assert_eq!(messages.len(), expected);
+}
+
+#[tokio::test]
+async fn a_placed_order_reaches_the_stream_in_a_cloudevents_envelope() {
+    let w = World::new().await;
+    let (base, shutdown) = w.spawn_app().await;
+    let traceparent = messaging::trace::new_traceparent();
+    let body = order_body();
+    let response = reqwest::Client::new()
+        .post(format!("{base}/orders"))
+        .header("traceparent", &traceparent)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let accepted: Value = response.json().await.unwrap();
+    assert_eq!(accepted["version"], 1);
+    let order_id = accepted["order_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        uuid::Uuid::parse_str(&order_id).unwrap().get_version_num(),
+        7
+    );
+
+    let messages = w.wait_published(1).await;
+    assert_exactly_once(&messages, 1);
+    let m = &messages[0];
+    assert_eq!(
+        m.subject,
+        format!("{}.events.orders.{order_id}.OrderPlaced", w.ns.as_str())
+    );
+    assert_eq!(
+        m.header("Nats-Msg-Id"),
+        Some(format!("Order:{order_id}:1").as_str())
+    );
+    assert_eq!(m.header("traceparent"), Some(traceparent.as_str()));
+    let env = Envelope::from_slice(&m.payload).unwrap();
+    assert_eq!(env.event_type, "streamshop.orders.OrderPlaced.v1");
+    assert_eq!(env.source, "/streamshop/orders");
+    assert_eq!(env.subject, order_id);
+    assert_eq!(env.sequence, 1);
+    assert_eq!(env.correlationid.as_deref(), Some(order_id.as_str()));
+    assert!(env.causationid.is_some());
+    assert_eq!(env.data["customer_id"], body["customer_id"]);
+    assert_eq!(env.data["lines"], body["lines"]);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn bad_input_is_a_problem_and_writes_nothing() {
+    let w = World::new().await;
+    let (base, shutdown) = w.spawn_app().await;
+    let client = reqwest::Client::new();
+    let customer = uuid::Uuid::now_v7();
+    let line = |sku: Value, q: Value| {
+        json!({"customer_id": customer, "lines": [{"sku": sku, "quantity": q}]}).to_string()
+    };
+    let big = "x".repeat(70 * 1024);
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    let cases: Vec<(&str, String, StatusCode, &str)> = vec![
+        ("malformed JSON", "{\"customer_id\":".into(), StatusCode::BAD_REQUEST, "malformed-json"),
+        ("not an object", "[1,2]".into(), unprocessable, "invalid-body"),
+        ("missing lines", json!({"customer_id": customer}).to_string(), unprocessable, "invalid-body"),
+        ("unknown field", json!({"customer_id": customer, "lines": [], "price": 1}).to_string(), unprocessable, "invalid-body"),
+        ("invalid customer id", json!({"customer_id": "bob", "lines": []}).to_string(), unprocessable, "invalid-body"),
+        ("negative quantity", line(json!("SKU-1"), json!(-1)), unprocessable, "invalid-body"),
+        ("string quantity", line(json!("SKU-1"), json!("2")), unprocessable, "invalid-body"),
+        ("zero quantity", line(json!("SKU-1"), json!(0)), unprocessable, "order-rejected"),
+        ("huge quantity", line(json!("SKU-1"), json!(1001)), unprocessable, "order-rejected"),
+        ("bad sku", line(json!("sku 1"), json!(1)), unprocessable, "invalid-body"),
+        ("no lines", json!({"customer_id": customer, "lines": []}).to_string(), unprocessable, "order-rejected"),
+        (
+            "repeated sku",
+            json!({"customer_id": customer, "lines": [{"sku":"A","quantity":1},{"sku":"A","quantity":1}]}).to_string(),
+            unprocessable,
+            "order-rejected",
+        ),
+        (
+            "oversize body",
+            json!({"customer_id": customer, "lines": [], "pad": big}).to_string(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+        ),
+    ];
+    for (name, body, status, kind) in cases {
+        let r = client
+            .post(format!("{base}/orders"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{name}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{name}"
+        );
+        let problem: Value = r.json().await.unwrap();
+        assert_eq!(
+            problem["type"],
+            format!("urn:streamshop:problem:{kind}"),
+            "{name}: {problem}"
+        );
+        assert_eq!(problem["status"], status.as_u16(), "{name}");
+    }
+    let no_type = client
+        .post(format!("{base}/orders"))
+        .body(order_body().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_type.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let wrong_method = client.get(format!("{base}/orders")).send().await.unwrap();
+    assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let unknown = client.get(format!("{base}/nope")).send().await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        unknown.headers()["content-type"],
+        "application/problem+json"
+    );
+
+    assert_eq!(w.count("events").await, 0, "nothing was written");
+    assert_eq!(w.count("outbox").await, 0);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let w = World::new().await;
+    let (base, shutdown) = w.spawn_app().await;
+    let healthz = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(healthz.status(), StatusCode::OK);
+    let readyz: Value = reqwest::get(format!("{base}/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(readyz["status"], "ready", "{readyz}");
+    assert_eq!(readyz["checks"]["postgres:orders"], "ok");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn sigkill_after_commit_before_publish_loses_nothing() {
+    let w = World::new().await;
+    // A replica without a relay commits events that nobody publishes yet.
+    let first = w.start_process(&[("OUTBOX_RELAY", "false")]).await;
+    for _ in 0..5 {
+        assert_eq!(
+            place(&first.base_url, &order_body()).await.status(),
+            StatusCode::ACCEPTED
+        );
+    }
+    assert_eq!(w.count("outbox").await, 5);
+    assert!(
+        w.stream().await.is_empty(),
+        "nothing published before the kill"
+    );
+    first.kill9().await;
+
+    let second = w.start_process(&[]).await;
+    let messages = w.wait_published(5).await;
+    assert_exactly_once(&messages, 5);
+    assert!(second.terminate().await, "graceful exit on SIGTERM");
+}
+
+#[tokio::test]
+async fn crash_between_publish_and_outbox_delete_publishes_once() {
+    let w = World::new().await;
+    let doomed = w
+        .start_process(&[("FAILPOINTS", "outbox.after_publish")])
+        .await;
+    // The process may die before it answers: the commit is what matters.
+    let _ = reqwest::Client::new()
+        .post(format!("{}/orders", doomed.base_url))
+        .json(&order_body())
+        .send()
+        .await;
+    let status = doomed.wait_exit(Duration::from_secs(20)).await;
+    assert!(!status.success(), "the failpoint aborted the process");
+    assert_eq!(w.count("events").await, 1);
+    assert_eq!(
+        w.count("outbox").await,
+        1,
+        "crashed before the outbox row was deleted"
+    );
+    assert_eq!(
+        w.stream().await.len(),
+        1,
+        "but after JetStream stored the event"
+    );
+
+    let _restarted = w.start_process(&[]).await;
+    testkit::eventually(Duration::from_secs(20), "outbox drained", || async {
+        (w.count("outbox").await == 0).then_some(())
+    })
+    .await;
+    assert_exactly_once(&w.stream().await, 1);
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_database_publish_every_event_once() {
+    let w = World::new().await;
+    let a = w.start_process(&[]).await;
+    let b = w.start_process(&[]).await;
+    for i in 0..20 {
+        let base = if i % 2 == 0 { &a.base_url } else { &b.base_url };
+        assert_eq!(
+            place(base, &order_body()).await.status(),
+            StatusCode::ACCEPTED
+        );
+    }
+    let messages = w.wait_published(20).await;
+    assert_exactly_once(&messages, 20);
+    // One replica dies (maybe the leader); the other goes on publishing.
+    a.kill9().await;
+    for _ in 0..5 {
+        assert_eq!(
+            place(&b.base_url, &order_body()).await.status(),
+            StatusCode::ACCEPTED
+        );
+    }
+    let messages = w.wait_published(25).await;
+    assert_exactly_once(&messages, 25);
+}
