@@ -77,6 +77,7 @@ pub struct Worker<P: Projection> {
     projection: P,
     pool: PgPool,
     consumer: PullConsumer,
+    js: jetstream::Context,
     stream: String,
     settings: WorkerSettings,
 }
@@ -115,6 +116,7 @@ impl<P: Projection> Worker<P> {
             projection,
             pool,
             consumer,
+            js: js.clone(),
             stream: namespace.stream(context),
             settings,
         })
@@ -122,6 +124,22 @@ impl<P: Projection> Worker<P> {
 
     pub fn name(&self) -> &'static str {
         self.projection.name()
+    }
+
+    /// How far behind the stream the projection is: the stream's last sequence minus the
+    /// checkpoint (0 when caught up).
+    pub async fn lag(&self) -> anyhow::Result<u64> {
+        let last = self
+            .js
+            .get_stream(&self.stream)
+            .await?
+            .info()
+            .await?
+            .state
+            .last_sequence;
+        let mut conn = self.pool.acquire().await?;
+        let checkpoint = bookkeeping::checkpoint(&mut conn, self.name()).await?;
+        Ok(last.saturating_sub(checkpoint))
     }
 
     /// Runs batches until `shutdown`; the batch in hand is always finished.

@@ -1,0 +1,314 @@
+//! The projection worker against real JetStream and Postgres: batches, redeliveries, gaps,
+//! poison messages, and a worker process killed mid-batch.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use domain::order::{OrderLine, OrderPlaced};
+use domain::Sku;
+use messaging::envelope::StoredEvent;
+use messaging::streams::{ensure_stream, StreamSettings};
+use messaging::{BoundedContext, Envelope, Namespace};
+use projections::orders_view::OrdersView;
+use projections::worker::{BatchOutcome, Worker, WorkerSettings};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+struct World {
+    db_url: String,
+    pool: PgPool,
+    ns: Namespace,
+    js: async_nats::jetstream::Context,
+}
+
+impl World {
+    async fn new() -> Self {
+        let db_url = testkit::fresh_database("read").await;
+        let pool = PgPool::connect(&db_url).await.unwrap();
+        projections::MIGRATOR.run(&pool).await.unwrap();
+        let ns = testkit::unique_namespace();
+        let js = async_nats::jetstream::new(testkit::nats().await);
+        ensure_stream(&js, &ns, BoundedContext::Orders, &StreamSettings::default())
+            .await
+            .unwrap();
+        Self {
+            db_url,
+            pool,
+            ns,
+            js,
+        }
+    }
+
+    async fn worker(&self) -> Worker<OrdersView> {
+        Worker::new(
+            OrdersView,
+            self.pool.clone(),
+            &self.js,
+            &self.ns,
+            &StreamSettings::default(),
+            WorkerSettings {
+                batch_size: 100,
+                fetch_wait: Duration::from_millis(200),
+                retry_delay: Duration::from_millis(50),
+                ack_wait: Duration::from_secs(30),
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Publishes raw bytes as if to `aggregate`'s subject.
+    async fn publish_raw(&self, aggregate: &str, event_type: &str, body: Vec<u8>) {
+        let subject = self
+            .ns
+            .event_subject(BoundedContext::Orders, aggregate, event_type);
+        self.js
+            .publish(subject, body.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    async fn publish(&self, envelope: &Envelope) {
+        self.publish_raw(&envelope.subject, envelope.name(), envelope.to_vec())
+            .await;
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+}
+
+fn envelope(
+    order_id: Uuid,
+    sequence: u64,
+    event_type: &str,
+    payload: serde_json::Value,
+) -> Envelope {
+    Envelope::from_stored(&StoredEvent {
+        context: BoundedContext::Orders,
+        aggregate_type: "Order".into(),
+        aggregate_id: order_id.to_string(),
+        sequence,
+        event_type: event_type.into(),
+        event_version: "1".into(),
+        payload,
+        correlation_id: Some(order_id.to_string()),
+        causation_id: None,
+        recorded_at: Utc::now(),
+    })
+}
+
+fn placed(order_id: Uuid, customer_id: Uuid) -> Envelope {
+    let event = OrderPlaced {
+        order_id,
+        customer_id,
+        lines: vec![OrderLine {
+            sku: Sku::parse("SKU-1").unwrap(),
+            quantity: 3,
+        }],
+        placed_at: Utc::now(),
+    };
+    envelope(
+        order_id,
+        1,
+        "OrderPlaced",
+        serde_json::to_value(event).unwrap(),
+    )
+}
+
+/// Steps until a fetch comes back empty and the projection has caught up; sums the outcomes.
+async fn drain(worker: &Worker<OrdersView>) -> BatchOutcome {
+    let mut total = BatchOutcome::default();
+    for _ in 0..200 {
+        let o = worker.process_batch().await.unwrap();
+        total.fetched += o.fetched;
+        total.applied += o.applied;
+        total.duplicates += o.duplicates;
+        total.deferred += o.deferred;
+        total.dead_lettered += o.dead_lettered;
+        if o.fetched == 0 && worker.lag().await.unwrap() == 0 {
+            return total;
+        }
+    }
+    panic!("projection did not catch up: {total:?}");
+}
+
+#[tokio::test]
+async fn events_apply_once_and_redeliveries_change_nothing() {
+    let w = World::new().await;
+    let customers: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    let events: Vec<Envelope> = (0..10)
+        .map(|i| placed(Uuid::now_v7(), customers[i % 3]))
+        .collect();
+    for e in &events {
+        w.publish(e).await;
+    }
+    let worker = w.worker().await;
+    let first = drain(&worker).await;
+    assert_eq!((first.applied, first.duplicates), (10, 0));
+    assert_eq!(w.count("SELECT count(*) FROM orders_view").await, 10);
+    assert_eq!(
+        w.count("SELECT sum(orders)::bigint FROM customer_order_counts")
+            .await,
+        10
+    );
+    assert_eq!(
+        w.count("SELECT stream_sequence FROM projection_checkpoints")
+            .await,
+        10
+    );
+
+    // The same events again, as a re-publish after the duplicate window would bring them.
+    for e in &events {
+        w.publish(e).await;
+    }
+    let second = drain(&worker).await;
+    assert_eq!((second.applied, second.duplicates), (0, 10));
+    assert_eq!(
+        w.count("SELECT sum(orders)::bigint FROM customer_order_counts")
+            .await,
+        10,
+        "no effect applied twice"
+    );
+    assert_eq!(worker.lag().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn an_event_that_overtakes_its_predecessor_waits_for_it() {
+    let w = World::new().await;
+    let order = Uuid::now_v7();
+    // Sequence 2 (of a type this projection does not know) arrives first.
+    w.publish(&envelope(
+        order,
+        2,
+        "OrderShipped",
+        serde_json::json!({"OrderShipped": {}}),
+    ))
+    .await;
+    let worker = w.worker().await;
+    let first = worker.process_batch().await.unwrap();
+    assert_eq!((first.fetched, first.deferred), (1, 1));
+    assert_eq!(w.count("SELECT count(*) FROM dead_letters").await, 0);
+
+    w.publish(&placed(order, Uuid::now_v7())).await;
+    let rest = drain(&worker).await;
+    assert_eq!(rest.applied, 1, "{rest:?}");
+    assert_eq!(
+        rest.dead_lettered, 1,
+        "the unknown type, in its turn: {rest:?}"
+    );
+    let reason: String = sqlx::query_scalar("SELECT reason FROM dead_letters")
+        .fetch_one(&w.pool)
+        .await
+        .unwrap();
+    assert!(
+        reason.contains("unknown event type OrderShipped"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn poison_messages_are_dead_lettered_and_lag_returns_to_zero() {
+    let w = World::new().await;
+    let worker = w.worker().await;
+    w.publish_raw("junk", "OrderPlaced", b"{not json".to_vec())
+        .await;
+    let order = Uuid::now_v7();
+    w.publish(&envelope(
+        order,
+        1,
+        "OrderPlaced",
+        serde_json::json!({"OrderPlaced": {"order_id": 5}}),
+    ))
+    .await;
+    w.publish(&placed(Uuid::now_v7(), Uuid::now_v7())).await;
+
+    let outcome = drain(&worker).await;
+    assert_eq!(
+        (outcome.applied, outcome.dead_lettered),
+        (1, 2),
+        "{outcome:?}"
+    );
+    assert_eq!(w.count("SELECT count(*) FROM dead_letters").await, 2);
+    assert_eq!(w.count("SELECT count(*) FROM orders_view").await, 1);
+    assert_eq!(worker.lag().await.unwrap(), 0);
+    // Terminated, not left for redelivery.
+    assert_eq!(worker.process_batch().await.unwrap().fetched, 0);
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_batch_applies_every_event_exactly_once() {
+    let w = World::new().await;
+    let customers: Vec<Uuid> = (0..37).map(|_| Uuid::now_v7()).collect();
+    let total = 3000;
+    let mut expected: HashMap<Uuid, i64> = HashMap::new();
+    let mut acks = Vec::with_capacity(total);
+    for i in 0..total {
+        let customer = customers[i % customers.len()];
+        *expected.entry(customer).or_default() += 1;
+        let e = placed(Uuid::now_v7(), customer);
+        let subject =
+            w.ns.event_subject(BoundedContext::Orders, &e.subject, "OrderPlaced");
+        acks.push(w.js.publish(subject, e.to_vec().into()).await.unwrap());
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+
+    let env = vec![
+        ("DATABASE_URL", w.db_url.clone()),
+        ("NATS_URL", testkit::infra().nats_url.clone()),
+        ("NATS_NAMESPACE", w.ns.as_str().to_owned()),
+        ("PROJECTION_BATCH_SIZE", "200".to_owned()),
+        ("PROJECTION_ACK_WAIT_MS", "2000".to_owned()),
+    ];
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_projections"));
+    let checkpoint = "SELECT coalesce(max(stream_sequence), 0) FROM projection_checkpoints";
+    // Kill it three times while it is busy, each time once it has made progress.
+    let mut last = 0;
+    for _ in 0..3 {
+        let process =
+            testkit::process::ServiceProcess::start(binary, testkit::free_port(), &env).await;
+        last = testkit::eventually(Duration::from_secs(60), "progress", || async {
+            let now = w.count(checkpoint).await;
+            (now > last).then_some(now)
+        })
+        .await;
+        process.kill9().await;
+    }
+    assert!(
+        last < total as i64,
+        "killed before the end ({last} of {total})"
+    );
+
+    let _survivor =
+        testkit::process::ServiceProcess::start(binary, testkit::free_port(), &env).await;
+    testkit::eventually(Duration::from_secs(120), "all events applied", || async {
+        (w.count(checkpoint).await == total as i64).then_some(())
+    })
+    .await;
+    assert_eq!(
+        w.count("SELECT count(*) FROM orders_view").await,
+        total as i64
+    );
+    let counts: Vec<(Uuid, i64)> =
+        sqlx::query_as("SELECT customer_id, orders FROM customer_order_counts")
+            .fetch_all(&w.pool)
+            .await
+            .unwrap();
+    assert_eq!(counts.len(), customers.len());
+    for (customer, orders) in counts {
+        assert_eq!(
+            orders, expected[&customer],
+            "customer {customer} counted exactly once per order"
+        );
+    }
+    assert_eq!(
+        w.count("SELECT count(*) FROM projection_positions WHERE sequence <> 1")
+            .await,
+        0
+    );
+}
