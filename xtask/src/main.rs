@@ -8,6 +8,9 @@ mod postgres;
 mod proc;
 mod services;
 
+#[cfg(test)]
+mod compose_check;
+
 use std::process::ExitCode;
 
 use anyhow::Context;

@@ -10,15 +10,15 @@ use crate::layout::{self, Layout};
 use crate::proc;
 
 /// A service of the local stack.
-struct Service {
-    name: &'static str,
-    package: &'static str,
-    port: u16,
+pub(crate) struct Service {
+    pub name: &'static str,
+    pub package: &'static str,
+    pub port: u16,
     /// (database, role) it connects to.
-    database: (&'static str, &'static str),
+    pub database: (&'static str, &'static str),
 }
 
-const SERVICES: &[Service] = &[
+pub(crate) const SERVICES: &[Service] = &[
     Service {
         name: "orders",
         package: "orders",

@@ -1,0 +1,18 @@
+# One image for every streamshop service: build all binaries once, run each with its own command.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --package orders --package projections --package query-api \
+ && mkdir /out \
+ && cp target/release/orders target/release/projections target/release/query-api /out/
+
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home streamshop
+COPY --from=build /out/ /usr/local/bin/
+USER streamshop
+ENV LOG_FORMAT=json RUST_LOG=info

@@ -1,0 +1,13 @@
+-- Runs once, when the postgres container initialises its volume: one database and role per
+-- service, and a read-only role for the query API. Trust auth: local development only.
+CREATE ROLE orders LOGIN;
+CREATE ROLE projections LOGIN;
+CREATE ROLE query_api LOGIN;
+
+CREATE DATABASE orders OWNER orders;
+CREATE DATABASE read OWNER projections;
+
+\connect read
+GRANT CONNECT ON DATABASE read TO query_api;
+GRANT USAGE ON SCHEMA public TO query_api;
+ALTER DEFAULT PRIVILEGES FOR ROLE projections IN SCHEMA public GRANT SELECT ON TABLES TO query_api;

@@ -1,0 +1,145 @@
+//! Checks docker-compose.yml without Docker: it must validate against the Compose
+//! Specification's schema, and every service must point at hosts and ports the file defines.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::services::SERVICES;
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+fn compose() -> Value {
+    let text = std::fs::read_to_string(workspace().join("docker-compose.yml")).unwrap();
+    let mut yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    yaml.apply_merge().unwrap();
+    serde_json::to_value(yaml).unwrap()
+}
+
+fn services(compose: &Value) -> &serde_json::Map<String, Value> {
+    compose["services"].as_object().expect("services")
+}
+
+/// Container ports each service declares under `expose`.
+fn exposed(compose: &Value) -> BTreeMap<String, BTreeSet<u16>> {
+    services(compose)
+        .iter()
+        .map(|(name, s)| {
+            let ports = s["expose"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    p.as_str()
+                        .and_then(|p| p.parse().ok())
+                        .or(p.as_u64().map(|p| p as u16))
+                })
+                .collect();
+            (name.clone(), ports)
+        })
+        .collect()
+}
+
+/// (host, port) of `scheme://[user@]host:port[/...]`.
+fn host_port(url: &str) -> Option<(String, u16)> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let host_port = authority.rsplit('@').next()?;
+    let (host, port) = host_port.rsplit_once(':')?;
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
+#[test]
+fn compose_file_matches_the_compose_specification() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/compose-spec.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the Compose schema compiles");
+    let compose = compose();
+    let errors: Vec<String> = validator
+        .iter_errors(&compose)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "docker-compose.yml is invalid:\n{}",
+        errors.join("\n")
+    );
+}
+
+#[test]
+fn every_service_points_at_hosts_and_ports_the_file_defines() {
+    let compose = compose();
+    let exposed = exposed(&compose);
+    for (name, service) in services(&compose) {
+        let Some(env) = service["environment"].as_object() else {
+            continue;
+        };
+        for (key, value) in env {
+            let value = value.as_str().unwrap_or_default();
+            if key == "HTTP_ADDR" {
+                let port: u16 = value.rsplit(':').next().unwrap().parse().unwrap();
+                assert!(
+                    exposed[name].contains(&port),
+                    "{name} listens on {port} but does not expose it"
+                );
+            } else if let Some((host, port)) = host_port(value) {
+                let target = exposed.get(&host).unwrap_or_else(|| {
+                    panic!("{name}.{key} points at {host}, which is no service")
+                });
+                assert!(
+                    target.contains(&port),
+                    "{name}.{key} points at {host}:{port}, which {host} does not expose"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_service_of_the_local_stack_runs_in_compose_on_its_port() {
+    let compose = compose();
+    let init = std::fs::read_to_string(workspace().join("docker/postgres-init.sql")).unwrap();
+    let dockerfile = std::fs::read_to_string(workspace().join("Dockerfile")).unwrap();
+    for s in SERVICES {
+        let service = &services(&compose)[s.name];
+        assert_eq!(
+            service["command"][0], s.package,
+            "{} runs its binary",
+            s.name
+        );
+        assert!(
+            dockerfile.contains(&format!("target/release/{}", s.package)),
+            "the Dockerfile builds {}",
+            s.package
+        );
+        assert_eq!(
+            service["environment"]["HTTP_ADDR"],
+            format!("0.0.0.0:{}", s.port),
+            "{} uses its DESIGN.md port",
+            s.name
+        );
+        let (db, role) = s.database;
+        assert_eq!(
+            service["environment"]["DATABASE_URL"],
+            format!("postgres://{role}@postgres:5432/{db}")
+        );
+        assert!(
+            init.contains(&format!("CREATE ROLE {role} LOGIN")),
+            "init creates role {role}"
+        );
+    }
+    for (db, owner) in crate::postgres::DATABASES {
+        assert!(
+            init.contains(&format!("CREATE DATABASE {db} OWNER {owner}")),
+            "init creates database {db}"
+        );
+    }
+}
