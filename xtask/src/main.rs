@@ -141,13 +141,17 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
         cargo_test.arg("--workspace");
     }
     println!("xtask: {cargo_test:?}");
-    let tests = cargo_test
-        .args(cargo_args)
-        .env("STREAMSHOP_TEST_PG_URL", layout.pg_admin_url())
-        .env("STREAMSHOP_TEST_NATS_URL", layout.nats_url())
-        .current_dir(&layout.workspace)
-        .status()
-        .context("running cargo test")?;
+    let (tests, totals) = run_counting(
+        cargo_test
+            .args(cargo_args)
+            .env("STREAMSHOP_TEST_PG_URL", layout.pg_admin_url())
+            .env("STREAMSHOP_TEST_NATS_URL", layout.nats_url())
+            .current_dir(&layout.workspace),
+    )?;
+    println!(
+        "summary: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
     if !tests.success() {
         code = ExitCode::FAILURE;
     }
@@ -156,4 +160,76 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
         postgres::stop(&layout);
     }
     Ok(code)
+}
+
+/// Test counts summed from cargo's `test result:` lines.
+#[derive(Debug, Default, PartialEq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    /// Adds a line such as `test result: ok. 4 passed; 0 failed; 1 ignored; ...`.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result:") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match label {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cmd`, passing its output through, and totals its test results.
+fn run_counting(
+    cmd: &mut std::process::Command,
+) -> anyhow::Result<(std::process::ExitStatus, Totals)> {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let mut totals = Totals::default();
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        totals.add_line(&line);
+    }
+    Ok((child.wait()?, totals))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn test_result_lines_are_totalled() {
+        let mut t = Totals::default();
+        t.add_line("test result: ok. 4 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.04s");
+        t.add_line(
+            "test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        t.add_line("running 4 tests");
+        assert_eq!(
+            t,
+            Totals {
+                passed: 6,
+                failed: 3,
+                ignored: 1
+            }
+        );
+    }
 }
