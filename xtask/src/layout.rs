@@ -20,9 +20,25 @@ pub struct Layout {
     pub durable: bool,
 }
 
-/// The `cargo` that runs us, so `cargo xtask` uses the same toolchain throughout.
-pub fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+/// A `cargo` command with the toolchain that runs us, cleared of the package variables that
+/// `cargo run` exported to xtask: build scripts (ring's) fingerprint them, so leaving them in
+/// would rebuild half the dependency tree on every `cargo xtask` call.
+pub fn cargo() -> std::process::Command {
+    let mut cmd =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                key.as_ref(),
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    cmd
 }
 
 fn workspace_root() -> anyhow::Result<PathBuf> {

@@ -119,7 +119,7 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     nats::start(&layout)?;
 
     println!("xtask: cargo fmt --check");
-    let fmt = std::process::Command::new(layout::cargo())
+    let fmt = layout::cargo()
         .args(["fmt", "--all", "--", "--check"])
         .current_dir(&layout.workspace)
         .status()
@@ -135,7 +135,7 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     let narrowed = cargo_args
         .iter()
         .any(|a| a == "-p" || a.starts_with("--package"));
-    let mut cargo_test = std::process::Command::new(layout::cargo());
+    let mut cargo_test = layout::cargo();
     cargo_test.arg("test");
     if !narrowed {
         cargo_test.arg("--workspace");

@@ -41,7 +41,7 @@ pub(crate) const SERVICES: &[Service] = &[
 
 /// Builds every service binary; returns the folder holding them.
 pub fn build(layout: &Layout, release: bool) -> anyhow::Result<PathBuf> {
-    let mut cmd = Command::new(layout::cargo());
+    let mut cmd = layout::cargo();
     cmd.arg("build").current_dir(&layout.workspace);
     for s in SERVICES {
         cmd.args(["--package", s.package, "--bin", s.package]);
@@ -61,7 +61,7 @@ pub fn build(layout: &Layout, release: bool) -> anyhow::Result<PathBuf> {
 }
 
 fn target_dir(layout: &Layout) -> anyhow::Result<PathBuf> {
-    let out = Command::new(layout::cargo())
+    let out = layout::cargo()
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .current_dir(&layout.workspace)
         .output()
