@@ -16,14 +16,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Connects a pool and applies [`MIGRATOR`].
 pub async fn connect_and_migrate(
-    url: &str,
-    max_connections: u32,
+    database: &runtime::db::DatabaseSettings,
 ) -> Result<sqlx::PgPool, sqlx::Error> {
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(std::time::Duration::from_secs(5))
-        .connect(url)
-        .await?;
+    let pool = database.connect().await?;
     MIGRATOR.run(&pool).await?;
     Ok(pool)
 }

@@ -25,7 +25,12 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let url = testkit::fresh_database("relay").await;
-    let pool = event_store::connect_and_migrate(&url, 10).await.unwrap();
+    let pool = event_store::connect_and_migrate(&runtime::db::DatabaseSettings {
+        url: runtime::secret::Secret::new(url.clone()),
+        max_connections: 10,
+    })
+    .await
+    .unwrap();
     let js = async_nats::jetstream::new(testkit::nats().await);
     let ns = testkit::unique_namespace();
     messaging::streams::ensure_stream(&js, &ns, BoundedContext::Orders, &StreamSettings::default())

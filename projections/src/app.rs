@@ -21,26 +21,26 @@ pub struct App {
 
 impl App {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(settings.db_max_connections)
-            .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect(settings.database_url.expose())
-            .await
-            .with_context(|| format!("connecting the read database {}", settings.database_url))?;
+        let pool =
+            settings.database.connect().await.with_context(|| {
+                format!("connecting the read database {}", settings.database.url)
+            })?;
         crate::MIGRATOR
             .run(&pool)
             .await
             .context("migrating the read database")?;
-        let nats = async_nats::connect(&settings.nats_url)
+        let nats = settings
+            .nats
+            .connect()
             .await
-            .with_context(|| format!("connecting NATS at {}", settings.nats_url))?;
+            .with_context(|| format!("connecting NATS at {}", settings.nats.url))?;
         let js = async_nats::jetstream::new(nats.clone());
         let orders_view = Worker::new(
             OrdersView,
             pool.clone(),
             &js,
-            &settings.namespace,
-            &settings.stream,
+            &settings.nats.namespace,
+            &settings.nats.stream,
             settings.worker.clone(),
         )
         .await
@@ -50,7 +50,10 @@ impl App {
             .nats(nats)
             .streams(
                 js,
-                vec![settings.namespace.stream(messaging::BoundedContext::Orders)],
+                vec![settings
+                    .nats
+                    .namespace
+                    .stream(messaging::BoundedContext::Orders)],
             );
         let router = axum::Router::new()
             .merge(runtime::health::routes(readiness))

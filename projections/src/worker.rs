@@ -333,33 +333,24 @@ impl<P: Projection> Worker<P> {
             return Ok(Verdict::Deferred);
         }
         // `apply` decodes before it writes, so a poison event leaves nothing to undo.
-        match self.projection.apply(conn, &envelope).await {
-            Ok(()) => {
-                bookkeeping::set_position(
-                    conn,
-                    name,
-                    &envelope.aggregatetype,
-                    &envelope.subject,
-                    envelope.sequence,
-                )
-                .await?;
-                Ok(Verdict::Applied)
-            }
+        let verdict = match self.projection.apply(conn, &envelope).await {
+            Ok(()) => Verdict::Applied,
             Err(ApplyError::Poison(reason)) => {
-                // Move past it: later events of the aggregate must not wait for it forever.
-                bookkeeping::set_position(
-                    conn,
-                    name,
-                    &envelope.aggregatetype,
-                    &envelope.subject,
-                    envelope.sequence,
-                )
-                .await?;
                 self.dead_letter(conn, message, &reason).await?;
-                Ok(Verdict::DeadLettered)
+                Verdict::DeadLettered
             }
-            Err(ApplyError::Database(e)) => Err(e),
-        }
+            Err(ApplyError::Database(e)) => return Err(e),
+        };
+        // A dead letter moves the position too: later events must not wait for it forever.
+        bookkeeping::set_position(
+            conn,
+            name,
+            &envelope.aggregatetype,
+            &envelope.subject,
+            envelope.sequence,
+        )
+        .await?;
+        Ok(verdict)
     }
 
     async fn dead_letter(

@@ -21,12 +21,10 @@ pub struct App {
 
 impl App {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(settings.db_max_connections)
-            .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect(settings.database_url.expose())
-            .await
-            .with_context(|| format!("connecting the read database {}", settings.database_url))?;
+        let pool =
+            settings.database.connect().await.with_context(|| {
+                format!("connecting the read database {}", settings.database.url)
+            })?;
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("binding {}", settings.http_addr))?;

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use runtime::db::DatabaseSettings;
 use runtime::env::{Env, EnvError};
-use runtime::secret::Secret;
 use runtime::telemetry::LogSettings;
 
 /// Everything the query API can be told.
@@ -12,10 +12,8 @@ use runtime::telemetry::LogSettings;
 pub struct Settings {
     /// `HTTP_ADDR`, default `127.0.0.1:8080`.
     pub http_addr: SocketAddr,
-    /// `DATABASE_URL` of the `read` database.
-    pub database_url: Secret<String>,
-    /// `DATABASE_MAX_CONNECTIONS`, default 20.
-    pub db_max_connections: u32,
+    /// `DATABASE_URL` of the `read` database, `DATABASE_MAX_CONNECTIONS` (default 20).
+    pub database: DatabaseSettings,
     /// `READ_YOUR_WRITES_TIMEOUT_MS`: longest wait for `min_version`, default 2000.
     pub min_version_timeout: Duration,
     /// `RUST_LOG`, `LOG_FORMAT`.
@@ -26,10 +24,11 @@ impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, EnvError> {
         Ok(Self {
             http_addr: env.parse_or("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
-            database_url: Secret::new(
-                env.string_or("DATABASE_URL", "postgres://query_api@127.0.0.1:54330/read"),
-            ),
-            db_max_connections: env.parse_or("DATABASE_MAX_CONNECTIONS", 20)?,
+            database: DatabaseSettings::from_env(
+                env,
+                "postgres://query_api@127.0.0.1:54330/read",
+                20,
+            )?,
             min_version_timeout: env
                 .millis_or("READ_YOUR_WRITES_TIMEOUT_MS", Duration::from_millis(2000))?,
             log: LogSettings::from_env(env)?,

@@ -25,22 +25,21 @@ pub struct App {
 impl App {
     /// Connects, migrates and binds. Fails with context when a dependency is unreachable.
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let pool = event_store::connect_and_migrate(
-            settings.database_url.expose(),
-            settings.db_max_connections,
-        )
-        .await
-        .with_context(|| format!("connecting the orders database {}", settings.database_url))?;
-        let nats = async_nats::connect(&settings.nats_url)
+        let pool = event_store::connect_and_migrate(&settings.database)
             .await
-            .with_context(|| format!("connecting NATS at {}", settings.nats_url))?;
+            .with_context(|| format!("connecting the orders database {}", settings.database.url))?;
+        let nats = settings
+            .nats
+            .connect()
+            .await
+            .with_context(|| format!("connecting NATS at {}", settings.nats.url))?;
         let js = async_nats::jetstream::new(nats.clone());
         // The service owns its stream: create it even on replicas that run no relay.
         messaging::streams::ensure_stream(
             &js,
-            &settings.namespace,
+            &settings.nats.namespace,
             BoundedContext::Orders,
-            &settings.stream,
+            &settings.nats.stream,
         )
         .await
         .context("creating the ORDERS stream")?;
@@ -52,8 +51,8 @@ impl App {
                 js.clone(),
                 RelaySettings {
                     context: BoundedContext::Orders,
-                    namespace: settings.namespace.clone(),
-                    stream: settings.stream.clone(),
+                    namespace: settings.nats.namespace.clone(),
+                    stream: settings.nats.stream.clone(),
                     batch_size: settings.outbox_batch_size,
                     poll_interval: settings.outbox_poll_interval,
                 },
@@ -66,7 +65,10 @@ impl App {
         let readiness = Readiness::new()
             .postgres("orders", pool.clone())
             .nats(nats)
-            .streams(js, vec![settings.namespace.stream(BoundedContext::Orders)]);
+            .streams(
+                js,
+                vec![settings.nats.namespace.stream(BoundedContext::Orders)],
+            );
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("binding {}", settings.http_addr))?;

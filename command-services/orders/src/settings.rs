@@ -3,10 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use messaging::streams::StreamSettings;
-use messaging::Namespace;
+use messaging::NatsSettings;
+use runtime::db::DatabaseSettings;
 use runtime::env::{Env, EnvError};
-use runtime::secret::Secret;
 use runtime::telemetry::LogSettings;
 
 /// Everything the orders binary can be told.
@@ -14,16 +13,11 @@ use runtime::telemetry::LogSettings;
 pub struct Settings {
     /// `HTTP_ADDR`, default `127.0.0.1:8081`.
     pub http_addr: SocketAddr,
-    /// `DATABASE_URL`, default the `orders` database of `cargo xtask up`.
-    pub database_url: Secret<String>,
-    /// `DATABASE_MAX_CONNECTIONS`, default 10.
-    pub db_max_connections: u32,
-    /// `NATS_URL`, default the NATS server of `cargo xtask up`.
-    pub nats_url: String,
-    /// `NATS_NAMESPACE`: prefix of streams and subjects, default none.
-    pub namespace: Namespace,
-    /// `NATS_STREAM_REPLICAS` (default 1) and `NATS_DUPLICATE_WINDOW_MS` (default 120000).
-    pub stream: StreamSettings,
+    /// `DATABASE_URL` (default the `orders` database of `cargo xtask up`),
+    /// `DATABASE_MAX_CONNECTIONS` (default 10).
+    pub database: DatabaseSettings,
+    /// `NATS_URL`, `NATS_NAMESPACE`, `NATS_STREAM_REPLICAS`, `NATS_DUPLICATE_WINDOW_MS`.
+    pub nats: NatsSettings,
     /// `OUTBOX_RELAY`: whether this replica runs a relay, default true.
     pub outbox_relay: bool,
     /// `OUTBOX_BATCH_SIZE`, 1 to 1000, default 500.
@@ -49,17 +43,12 @@ impl Settings {
         }
         Ok(Self {
             http_addr: env.parse_or("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8081)))?,
-            database_url: Secret::new(
-                env.string_or("DATABASE_URL", "postgres://orders@127.0.0.1:54330/orders"),
-            ),
-            db_max_connections: env.parse_or("DATABASE_MAX_CONNECTIONS", 10)?,
-            nats_url: env.string_or("NATS_URL", "nats://127.0.0.1:42230"),
-            namespace: env.parse_or("NATS_NAMESPACE", Namespace::default())?,
-            stream: StreamSettings {
-                replicas: env.parse_or("NATS_STREAM_REPLICAS", 1)?,
-                duplicate_window: env
-                    .millis_or("NATS_DUPLICATE_WINDOW_MS", Duration::from_secs(120))?,
-            },
+            database: DatabaseSettings::from_env(
+                env,
+                "postgres://orders@127.0.0.1:54330/orders",
+                10,
+            )?,
+            nats: NatsSettings::from_env(env)?,
             outbox_relay: env.bool_or("OUTBOX_RELAY", true)?,
             outbox_batch_size: batch,
             outbox_poll_interval: env

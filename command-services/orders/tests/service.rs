@@ -21,7 +21,12 @@ struct World {
 impl World {
     async fn new() -> Self {
         let db_url = testkit::fresh_database("orders").await;
-        let pool = event_store::connect_and_migrate(&db_url, 4).await.unwrap();
+        let pool = event_store::connect_and_migrate(&runtime::db::DatabaseSettings {
+            url: runtime::secret::Secret::new(db_url.clone()),
+            max_connections: 4,
+        })
+        .await
+        .unwrap();
         Self {
             db_url,
             pool,

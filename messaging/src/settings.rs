@@ -1,0 +1,38 @@
+//! NATS settings every service that talks to JetStream reads the same way.
+
+use std::time::Duration;
+
+use runtime::env::{Env, EnvError};
+
+use crate::streams::StreamSettings;
+use crate::Namespace;
+
+/// `NATS_URL`, `NATS_NAMESPACE`, `NATS_STREAM_REPLICAS`, `NATS_DUPLICATE_WINDOW_MS`.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    pub url: String,
+    pub namespace: Namespace,
+    pub stream: StreamSettings,
+}
+
+/// Where `cargo xtask up` runs NATS.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:42230";
+
+impl NatsSettings {
+    pub fn from_env(env: &Env) -> Result<Self, EnvError> {
+        Ok(Self {
+            url: env.string_or("NATS_URL", DEFAULT_NATS_URL),
+            namespace: env.parse_or("NATS_NAMESPACE", Namespace::default())?,
+            stream: StreamSettings {
+                replicas: env.parse_or("NATS_STREAM_REPLICAS", 1)?,
+                duplicate_window: env
+                    .millis_or("NATS_DUPLICATE_WINDOW_MS", Duration::from_secs(120))?,
+            },
+        })
+    }
+
+    /// Connects to NATS.
+    pub async fn connect(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
+        async_nats::connect(&self.url).await
+    }
+}
