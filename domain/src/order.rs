@@ -6,7 +6,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::Sku;
+use crate::{Money, Sku};
 
 /// Most lines one order may hold.
 pub const MAX_LINES: usize = 100;
@@ -21,10 +21,44 @@ pub struct OrderLine {
     pub quantity: u32,
 }
 
+/// A line with the unit price inventory answered, and its total.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricedLine {
+    pub sku: Sku,
+    pub quantity: u32,
+    pub unit_price: Money,
+    pub line_total: Money,
+}
+
+/// Why an order was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionReason {
+    OutOfStock,
+    PaymentDeclined,
+    Timeout,
+    /// The saga could not finish, even with retries and compensation.
+    Failed,
+}
+
 /// Commands an order accepts.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrderCommand {
     Place(PlaceOrder),
+    /// Inventory's unit price for each SKU of the order.
+    Price {
+        unit_prices: Vec<(Sku, Money)>,
+    },
+    Confirm,
+    Reject {
+        reason: RejectionReason,
+        detail: String,
+        skus: Vec<Sku>,
+    },
+    Cancel {
+        cancelled_at: DateTime<Utc>,
+    },
 }
 
 /// Place a new order. The service chooses `order_id` and stamps `placed_at`.
@@ -33,15 +67,18 @@ pub struct PlaceOrder {
     pub order_id: Uuid,
     pub customer_id: Uuid,
     pub lines: Vec<OrderLine>,
+    pub payment_token: String,
     pub placed_at: DateTime<Utc>,
 }
 
-/// The order was placed; prices are not known yet.
+/// The order was placed; prices are not known yet. Version 2 added `payment_token`; events
+/// stored as version 1 are upcast with `payment_token: null` (see [`upcasters`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderPlaced {
     pub order_id: Uuid,
     pub customer_id: Uuid,
     pub lines: Vec<OrderLine>,
+    pub payment_token: Option<String>,
     pub placed_at: DateTime<Utc>,
 }
 
@@ -49,20 +86,73 @@ pub struct OrderPlaced {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OrderEvent {
     OrderPlaced(OrderPlaced),
+    OrderPriced {
+        order_id: Uuid,
+        lines: Vec<PricedLine>,
+        total: Money,
+    },
+    OrderConfirmed {
+        order_id: Uuid,
+        total: Money,
+    },
+    OrderRejected {
+        order_id: Uuid,
+        reason: RejectionReason,
+        detail: String,
+        skus: Vec<Sku>,
+    },
+    OrderCancelled {
+        order_id: Uuid,
+        cancelled_at: DateTime<Utc>,
+    },
 }
+
+/// The current version of `OrderPlaced`.
+pub const ORDER_PLACED_VERSION: &str = "2";
 
 impl DomainEvent for OrderEvent {
     fn event_type(&self) -> String {
         match self {
-            Self::OrderPlaced(_) => "OrderPlaced".into(),
+            Self::OrderPlaced(_) => "OrderPlaced",
+            Self::OrderPriced { .. } => "OrderPriced",
+            Self::OrderConfirmed { .. } => "OrderConfirmed",
+            Self::OrderRejected { .. } => "OrderRejected",
+            Self::OrderCancelled { .. } => "OrderCancelled",
         }
+        .into()
     }
 
     fn event_version(&self) -> String {
         match self {
-            Self::OrderPlaced(_) => "1".into(),
+            Self::OrderPlaced(_) => ORDER_PLACED_VERSION.into(),
+            _ => "1".into(),
         }
     }
+}
+
+/// `OrderPlaced` v1 -> v2 on the event's own object: v1 orders had no payment token.
+pub fn order_placed_v1_to_v2(mut data: serde_json::Value) -> serde_json::Value {
+    if let Some(obj) = data.as_object_mut() {
+        obj.entry("payment_token")
+            .or_insert(serde_json::Value::Null);
+    }
+    data
+}
+
+/// cqrs-es upcasters for stored order events (the payload is `{"OrderPlaced": {...}}`).
+pub fn upcasters() -> Vec<Box<dyn cqrs_es::persist::EventUpcaster>> {
+    vec![Box::new(
+        cqrs_es::persist::SemanticVersionEventUpcaster::new(
+            "OrderPlaced",
+            ORDER_PLACED_VERSION,
+            Box::new(|mut payload| {
+                if let Some(inner) = payload.get_mut("OrderPlaced") {
+                    *inner = order_placed_v1_to_v2(inner.take());
+                }
+                payload
+            }),
+        ),
+    )]
 }
 
 /// Why an order command was refused.
@@ -76,8 +166,18 @@ pub enum OrderError {
     DuplicateSku(Sku),
     #[error("quantity of {sku} must be 1 to {MAX_QUANTITY}, not {quantity}")]
     InvalidQuantity { sku: Sku, quantity: u32 },
+    #[error("the payment token must be 1 to 64 of A-Z, a-z, 0-9, _ and -")]
+    InvalidPaymentToken,
     #[error("order {0} was already placed")]
     AlreadyPlaced(Uuid),
+    #[error("no such order")]
+    NotFound,
+    #[error("prices must cover exactly the order's SKUs; {0} is wrong or missing")]
+    PriceMismatch(Sku),
+    #[error("all prices of an order must be positive and in one currency")]
+    InvalidPrices,
+    #[error("the order is {0:?}, so it cannot be {1}")]
+    InvalidTransition(OrderStatus, &'static str),
 }
 
 impl OrderError {
@@ -88,7 +188,12 @@ impl OrderError {
             Self::TooManyLines(_) => "too_many_lines",
             Self::DuplicateSku(_) => "duplicate_sku",
             Self::InvalidQuantity { .. } => "invalid_quantity",
+            Self::InvalidPaymentToken => "invalid_payment_token",
             Self::AlreadyPlaced(_) => "already_placed",
+            Self::NotFound => "not_found",
+            Self::PriceMismatch(_) => "price_mismatch",
+            Self::InvalidPrices => "invalid_prices",
+            Self::InvalidTransition(..) => "invalid_transition",
         }
     }
 }
@@ -101,6 +206,10 @@ pub enum OrderStatus {
     #[default]
     New,
     Placed,
+    Priced,
+    Confirmed,
+    Rejected,
+    Cancelled,
 }
 
 /// The Order aggregate's state, rebuilt from its events.
@@ -110,10 +219,24 @@ pub struct Order {
     pub customer_id: Option<Uuid>,
     pub status: OrderStatus,
     pub lines: Vec<OrderLine>,
+    pub priced_lines: Vec<PricedLine>,
+    pub total: Option<Money>,
+    pub payment_token: Option<String>,
+}
+
+fn valid_token(token: &str) -> bool {
+    (1..=64).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl Order {
-    fn place(&self, cmd: PlaceOrder) -> Result<OrderEvent, OrderError> {
+    fn id(&self) -> Result<Uuid, OrderError> {
+        self.id.ok_or(OrderError::NotFound)
+    }
+
+    fn place(&self, cmd: PlaceOrder) -> Result<Vec<OrderEvent>, OrderError> {
         if let Some(id) = self.id {
             return Err(OrderError::AlreadyPlaced(id));
         }
@@ -135,12 +258,109 @@ impl Order {
                 });
             }
         }
-        Ok(OrderEvent::OrderPlaced(OrderPlaced {
+        if !valid_token(&cmd.payment_token) {
+            return Err(OrderError::InvalidPaymentToken);
+        }
+        Ok(vec![OrderEvent::OrderPlaced(OrderPlaced {
             order_id: cmd.order_id,
             customer_id: cmd.customer_id,
             lines: cmd.lines,
+            payment_token: Some(cmd.payment_token),
             placed_at: cmd.placed_at,
-        }))
+        })])
+    }
+
+    fn price(&self, unit_prices: Vec<(Sku, Money)>) -> Result<Vec<OrderEvent>, OrderError> {
+        let order_id = self.id()?;
+        match self.status {
+            OrderStatus::Placed => {}
+            other => return Err(OrderError::InvalidTransition(other, "priced")),
+        }
+        let prices: std::collections::HashMap<Sku, Money> = unit_prices.into_iter().collect();
+        if let Some(extra) = prices
+            .keys()
+            .find(|s| !self.lines.iter().any(|l| &l.sku == *s))
+        {
+            return Err(OrderError::PriceMismatch(extra.clone()));
+        }
+        let mut lines = Vec::with_capacity(self.lines.len());
+        let mut total: Option<Money> = None;
+        for line in &self.lines {
+            let unit_price = *prices
+                .get(&line.sku)
+                .ok_or_else(|| OrderError::PriceMismatch(line.sku.clone()))?;
+            if unit_price.amount_minor <= 0 {
+                return Err(OrderError::InvalidPrices);
+            }
+            let line_total = unit_price
+                .times(line.quantity)
+                .map_err(|_| OrderError::InvalidPrices)?;
+            total = Some(match total {
+                None => line_total,
+                Some(t) => t
+                    .checked_add(line_total)
+                    .map_err(|_| OrderError::InvalidPrices)?,
+            });
+            lines.push(PricedLine {
+                sku: line.sku.clone(),
+                quantity: line.quantity,
+                unit_price,
+                line_total,
+            });
+        }
+        Ok(vec![OrderEvent::OrderPriced {
+            order_id,
+            lines,
+            total: total.ok_or(OrderError::NoLines)?,
+        }])
+    }
+
+    fn decide(&self, command: OrderCommand) -> Result<Vec<OrderEvent>, OrderError> {
+        match command {
+            OrderCommand::Place(cmd) => self.place(cmd),
+            OrderCommand::Price { unit_prices } => self.price(unit_prices),
+            OrderCommand::Confirm => {
+                let order_id = self.id()?;
+                match (self.status, self.total) {
+                    (OrderStatus::Priced, Some(total)) => {
+                        Ok(vec![OrderEvent::OrderConfirmed { order_id, total }])
+                    }
+                    (other, _) => Err(OrderError::InvalidTransition(other, "confirmed")),
+                }
+            }
+            OrderCommand::Reject {
+                reason,
+                detail,
+                skus,
+            } => {
+                let order_id = self.id()?;
+                match self.status {
+                    OrderStatus::Placed | OrderStatus::Priced => {
+                        Ok(vec![OrderEvent::OrderRejected {
+                            order_id,
+                            reason,
+                            detail,
+                            skus,
+                        }])
+                    }
+                    other => Err(OrderError::InvalidTransition(other, "rejected")),
+                }
+            }
+            OrderCommand::Cancel { cancelled_at } => {
+                let order_id = self.id()?;
+                match self.status {
+                    OrderStatus::Placed | OrderStatus::Priced => {
+                        Ok(vec![OrderEvent::OrderCancelled {
+                            order_id,
+                            cancelled_at,
+                        }])
+                    }
+                    // Cancelling twice is the customer's retry: nothing more to do.
+                    OrderStatus::Cancelled => Ok(vec![]),
+                    other => Err(OrderError::InvalidTransition(other, "cancelled")),
+                }
+            }
+        }
     }
 }
 
@@ -157,10 +377,9 @@ impl Aggregate for Order {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        let event = match command {
-            OrderCommand::Place(cmd) => self.place(cmd)?,
-        };
-        sink.write(event, self).await;
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
         Ok(())
     }
 
@@ -170,8 +389,17 @@ impl Aggregate for Order {
                 self.id = Some(e.order_id);
                 self.customer_id = Some(e.customer_id);
                 self.lines = e.lines;
+                self.payment_token = e.payment_token;
                 self.status = OrderStatus::Placed;
             }
+            OrderEvent::OrderPriced { lines, total, .. } => {
+                self.priced_lines = lines;
+                self.total = Some(total);
+                self.status = OrderStatus::Priced;
+            }
+            OrderEvent::OrderConfirmed { .. } => self.status = OrderStatus::Confirmed,
+            OrderEvent::OrderRejected { .. } => self.status = OrderStatus::Rejected,
+            OrderEvent::OrderCancelled { .. } => self.status = OrderStatus::Cancelled,
         }
     }
 }
@@ -179,9 +407,9 @@ impl Aggregate for Order {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::money::eur;
+    use crate::Currency;
     use cqrs_es::test::TestFramework;
-
-    type OrderTest = TestFramework<Order>;
 
     fn line(sku: &str, quantity: u32) -> OrderLine {
         OrderLine {
@@ -190,11 +418,16 @@ mod tests {
         }
     }
 
+    fn sku(s: &str) -> Sku {
+        Sku::parse(s).unwrap()
+    }
+
     fn place(lines: Vec<OrderLine>) -> PlaceOrder {
         PlaceOrder {
             order_id: Uuid::from_u128(1),
             customer_id: Uuid::from_u128(2),
             lines,
+            payment_token: "tok_ok".into(),
             placed_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
         }
     }
@@ -204,81 +437,288 @@ mod tests {
             order_id: cmd.order_id,
             customer_id: cmd.customer_id,
             lines: cmd.lines.clone(),
+            payment_token: Some(cmd.payment_token.clone()),
             placed_at: cmd.placed_at,
         })
+    }
+
+    /// A placed order of 2 x A-1 and 1 x B-2.
+    fn placed_two() -> OrderEvent {
+        placed(&place(vec![line("A-1", 2), line("B-2", 1)]))
+    }
+
+    fn priced_two() -> OrderEvent {
+        OrderEvent::OrderPriced {
+            order_id: Uuid::from_u128(1),
+            lines: vec![
+                PricedLine {
+                    sku: sku("A-1"),
+                    quantity: 2,
+                    unit_price: eur(150),
+                    line_total: eur(300),
+                },
+                PricedLine {
+                    sku: sku("B-2"),
+                    quantity: 1,
+                    unit_price: eur(1000),
+                    line_total: eur(1000),
+                },
+            ],
+            total: eur(1300),
+        }
+    }
+
+    fn confirmed() -> OrderEvent {
+        OrderEvent::OrderConfirmed {
+            order_id: Uuid::from_u128(1),
+            total: eur(1300),
+        }
+    }
+
+    fn rejected() -> OrderEvent {
+        OrderEvent::OrderRejected {
+            order_id: Uuid::from_u128(1),
+            reason: RejectionReason::OutOfStock,
+            detail: "B-2 is out of stock".into(),
+            skus: vec![sku("B-2")],
+        }
+    }
+
+    fn cancelled() -> OrderEvent {
+        OrderEvent::OrderCancelled {
+            order_id: Uuid::from_u128(1),
+            cancelled_at: DateTime::from_timestamp(1_700_000_100, 0).unwrap(),
+        }
+    }
+
+    fn cancel() -> OrderCommand {
+        OrderCommand::Cancel {
+            cancelled_at: DateTime::from_timestamp(1_700_000_100, 0).unwrap(),
+        }
+    }
+
+    fn reject() -> OrderCommand {
+        OrderCommand::Reject {
+            reason: RejectionReason::OutOfStock,
+            detail: "B-2 is out of stock".into(),
+            skus: vec![sku("B-2")],
+        }
+    }
+
+    fn prices(pairs: &[(&str, Money)]) -> OrderCommand {
+        OrderCommand::Price {
+            unit_prices: pairs.iter().map(|(s, m)| (sku(s), *m)).collect(),
+        }
+    }
+
+    async fn expect(given: Vec<OrderEvent>, when: OrderCommand, then: Vec<OrderEvent>) {
+        TestFramework::<Order>::with(())
+            .given(given)
+            .when_async(when)
+            .await
+            .then_expect_events(then);
+    }
+
+    async fn refuse(given: Vec<OrderEvent>, when: OrderCommand, error: OrderError) {
+        TestFramework::<Order>::with(())
+            .given(given)
+            .when_async(when)
+            .await
+            .then_expect_error(error);
     }
 
     #[tokio::test]
     async fn place_succeeds() {
         let cmd = place(vec![line("A-1", 2), line("B-2", 1000)]);
-        OrderTest::with(())
-            .given_no_previous_events()
-            .when_async(OrderCommand::Place(cmd.clone()))
-            .await
-            .then_expect_events(vec![placed(&cmd)]);
+        expect(vec![], OrderCommand::Place(cmd.clone()), vec![placed(&cmd)]).await;
     }
 
     #[tokio::test]
-    async fn place_twice_is_refused() {
+    async fn place_refuses_each_broken_rule() {
         let cmd = place(vec![line("A-1", 1)]);
-        OrderTest::with(())
-            .given(vec![placed(&cmd)])
-            .when_async(OrderCommand::Place(cmd.clone()))
-            .await
-            .then_expect_error(OrderError::AlreadyPlaced(cmd.order_id));
-    }
-
-    #[tokio::test]
-    async fn place_without_lines_is_refused() {
-        OrderTest::with(())
-            .given_no_previous_events()
-            .when_async(OrderCommand::Place(place(vec![])))
-            .await
-            .then_expect_error(OrderError::NoLines);
-    }
-
-    #[tokio::test]
-    async fn place_with_too_many_lines_is_refused() {
+        refuse(
+            vec![placed(&cmd)],
+            OrderCommand::Place(cmd.clone()),
+            OrderError::AlreadyPlaced(cmd.order_id),
+        )
+        .await;
+        refuse(
+            vec![],
+            OrderCommand::Place(place(vec![])),
+            OrderError::NoLines,
+        )
+        .await;
         let lines = (0..=MAX_LINES).map(|i| line(&format!("S{i}"), 1)).collect();
-        OrderTest::with(())
-            .given_no_previous_events()
-            .when_async(OrderCommand::Place(place(lines)))
-            .await
-            .then_expect_error(OrderError::TooManyLines(MAX_LINES + 1));
-    }
-
-    #[tokio::test]
-    async fn place_with_a_repeated_sku_is_refused() {
-        OrderTest::with(())
-            .given_no_previous_events()
-            .when_async(OrderCommand::Place(place(vec![
-                line("A-1", 1),
-                line("A-1", 2),
-            ])))
-            .await
-            .then_expect_error(OrderError::DuplicateSku(Sku::parse("A-1").unwrap()));
-    }
-
-    #[tokio::test]
-    async fn place_with_a_bad_quantity_is_refused() {
+        refuse(
+            vec![],
+            OrderCommand::Place(place(lines)),
+            OrderError::TooManyLines(MAX_LINES + 1),
+        )
+        .await;
+        refuse(
+            vec![],
+            OrderCommand::Place(place(vec![line("A-1", 1), line("A-1", 2)])),
+            OrderError::DuplicateSku(sku("A-1")),
+        )
+        .await;
         for quantity in [0, MAX_QUANTITY + 1] {
-            OrderTest::with(())
-                .given_no_previous_events()
-                .when_async(OrderCommand::Place(place(vec![line("A-1", quantity)])))
-                .await
-                .then_expect_error(OrderError::InvalidQuantity {
-                    sku: Sku::parse("A-1").unwrap(),
+            refuse(
+                vec![],
+                OrderCommand::Place(place(vec![line("A-1", quantity)])),
+                OrderError::InvalidQuantity {
+                    sku: sku("A-1"),
                     quantity,
-                });
+                },
+            )
+            .await;
         }
+        let mut bad_token = place(vec![line("A-1", 1)]);
+        bad_token.payment_token = "tok ok".into();
+        refuse(
+            vec![],
+            OrderCommand::Place(bad_token),
+            OrderError::InvalidPaymentToken,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn price_totals_the_lines() {
+        expect(
+            vec![placed_two()],
+            prices(&[("A-1", eur(150)), ("B-2", eur(1000))]),
+            vec![priced_two()],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn price_refuses_wrong_skus_mixed_currencies_and_wrong_states() {
+        refuse(
+            vec![placed_two()],
+            prices(&[("A-1", eur(150))]),
+            OrderError::PriceMismatch(sku("B-2")),
+        )
+        .await;
+        refuse(
+            vec![placed_two()],
+            prices(&[("A-1", eur(150)), ("B-2", eur(1)), ("C-3", eur(1))]),
+            OrderError::PriceMismatch(sku("C-3")),
+        )
+        .await;
+        let usd = Money::new(1000, Currency::parse("USD").unwrap());
+        refuse(
+            vec![placed_two()],
+            prices(&[("A-1", eur(150)), ("B-2", usd)]),
+            OrderError::InvalidPrices,
+        )
+        .await;
+        refuse(
+            vec![placed_two()],
+            prices(&[("A-1", eur(0)), ("B-2", eur(1))]),
+            OrderError::InvalidPrices,
+        )
+        .await;
+        refuse(
+            vec![placed_two(), priced_two()],
+            prices(&[("A-1", eur(150)), ("B-2", eur(1000))]),
+            OrderError::InvalidTransition(OrderStatus::Priced, "priced"),
+        )
+        .await;
+        refuse(vec![], prices(&[]), OrderError::NotFound).await;
+    }
+
+    #[tokio::test]
+    async fn confirm_needs_a_priced_order_and_happens_once() {
+        expect(
+            vec![placed_two(), priced_two()],
+            OrderCommand::Confirm,
+            vec![confirmed()],
+        )
+        .await;
+        refuse(
+            vec![placed_two(), priced_two(), confirmed()],
+            OrderCommand::Confirm,
+            OrderError::InvalidTransition(OrderStatus::Confirmed, "confirmed"),
+        )
+        .await;
+        refuse(
+            vec![placed_two(), rejected()],
+            OrderCommand::Confirm,
+            OrderError::InvalidTransition(OrderStatus::Rejected, "confirmed"),
+        )
+        .await;
+        refuse(
+            vec![placed_two()],
+            OrderCommand::Confirm,
+            OrderError::InvalidTransition(OrderStatus::Placed, "confirmed"),
+        )
+        .await;
+        refuse(vec![], OrderCommand::Confirm, OrderError::NotFound).await;
+    }
+
+    #[tokio::test]
+    async fn reject_closes_an_open_order_only() {
+        expect(vec![placed_two()], reject(), vec![rejected()]).await;
+        expect(vec![placed_two(), priced_two()], reject(), vec![rejected()]).await;
+        refuse(
+            vec![placed_two(), priced_two(), confirmed()],
+            reject(),
+            OrderError::InvalidTransition(OrderStatus::Confirmed, "rejected"),
+        )
+        .await;
+        refuse(
+            vec![placed_two(), rejected()],
+            reject(),
+            OrderError::InvalidTransition(OrderStatus::Rejected, "rejected"),
+        )
+        .await;
+        refuse(vec![], reject(), OrderError::NotFound).await;
+    }
+
+    #[tokio::test]
+    async fn cancel_before_confirmation_only() {
+        expect(vec![placed_two()], cancel(), vec![cancelled()]).await;
+        expect(
+            vec![placed_two(), priced_two()],
+            cancel(),
+            vec![cancelled()],
+        )
+        .await;
+        expect(vec![placed_two(), cancelled()], cancel(), vec![]).await;
+        refuse(
+            vec![placed_two(), priced_two(), confirmed()],
+            cancel(),
+            OrderError::InvalidTransition(OrderStatus::Confirmed, "cancelled"),
+        )
+        .await;
+        refuse(
+            vec![placed_two(), rejected()],
+            cancel(),
+            OrderError::InvalidTransition(OrderStatus::Rejected, "cancelled"),
+        )
+        .await;
+        refuse(vec![], cancel(), OrderError::NotFound).await;
     }
 
     #[test]
     fn events_are_stored_with_type_and_version() {
-        let event = placed(&place(vec![line("A-1", 1)]));
+        let event = placed_two();
         assert_eq!(event.event_type(), "OrderPlaced");
-        assert_eq!(event.event_version(), "1");
+        assert_eq!(event.event_version(), "2");
+        assert_eq!(confirmed().event_version(), "1");
         let json = serde_json::to_value(&event).unwrap();
         assert!(json.get("OrderPlaced").is_some(), "{json}");
+    }
+
+    #[test]
+    fn order_placed_v1_upcasts_to_v2() {
+        let v1 = serde_json::json!({"order_id": Uuid::from_u128(1), "customer_id": Uuid::from_u128(2),
+            "lines": [{"sku": "A-1", "quantity": 1}], "placed_at": "2026-01-01T00:00:00Z"});
+        let v2: OrderPlaced = serde_json::from_value(order_placed_v1_to_v2(v1)).unwrap();
+        assert_eq!(v2.payment_token, None);
+        let upcaster = &upcasters()[0];
+        assert!(upcaster.can_upcast("OrderPlaced", "1"));
+        assert!(!upcaster.can_upcast("OrderPlaced", "2"));
     }
 }

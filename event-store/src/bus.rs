@@ -1,9 +1,12 @@
-//! Executes a command against an event-sourced aggregate and reports the version it reached.
+//! Executes a command against an event-sourced aggregate and reports what came of it.
 //!
 //! This is cqrs-es's own load -> handle -> commit cycle (as in `CqrsFramework`), on the plain
 //! event store (no snapshots: cqrs-es 0.5's snapshot and aggregate stores apply new events
-//! twice), without `Query` processors, and returning the committed sequence so HTTP can answer
-//! with the new version. Optimistic-concurrency conflicts are retried with jitter.
+//! twice), without `Query` processors. It adds what command services need:
+//! - the version reached, so HTTP can answer with it;
+//! - retries with jitter of optimistic-concurrency conflicts;
+//! - idempotency: a command with an idempotency key answers a repeat with the first answer
+//!   (see migrations/0002_idempotency.sql for how that stays atomic with the commit).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,15 +14,22 @@ use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{EventUpcaster, PersistedEventStore};
-use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
+use domain::Rejection;
 use messaging::envelope::meta;
 use postgres_es::PostgresEventRepository;
 use rand::Rng;
+use serde_json::json;
+use sqlx::{PgPool, Row};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// How many times a command is re-run after an optimistic-concurrency conflict.
-const CONFLICT_RETRIES: u32 = 4;
+const CONFLICT_RETRIES: u32 = 6;
+
+/// Metadata keys of idempotent commands.
+const IDEMPOTENCY_KEY: &str = "idempotency_key";
+const REQUEST_HASH: &str = "request_hash";
 
 /// Ids carried from the request into every event the command produces.
 #[derive(Debug, Clone)]
@@ -27,44 +37,106 @@ pub struct CommandMetadata {
     pub command_id: Uuid,
     pub correlation_id: String,
     pub traceparent: String,
+    /// `(key, request hash)`: a repeat with the same key and hash gets the first answer.
+    pub idempotency: Option<(String, String)>,
 }
 
 impl CommandMetadata {
     fn to_map(&self) -> HashMap<String, String> {
-        HashMap::from([
+        let mut map = HashMap::from([
             (meta::CAUSATION_ID.to_owned(), self.command_id.to_string()),
             (meta::CORRELATION_ID.to_owned(), self.correlation_id.clone()),
             (meta::TRACEPARENT.to_owned(), self.traceparent.clone()),
-        ])
+        ]);
+        if let Some((key, hash)) = &self.idempotency {
+            map.insert(IDEMPOTENCY_KEY.to_owned(), key.clone());
+            map.insert(REQUEST_HASH.to_owned(), hash.clone());
+        }
+        map
     }
 }
 
-/// The outcome of a successful command.
+/// What a command came to.
 #[derive(Debug)]
-pub struct Committed<A: Aggregate> {
-    /// The aggregate's version (last sequence) after the command.
-    pub version: u64,
-    pub events: Vec<EventEnvelope<A>>,
+pub enum Executed<A: Aggregate> {
+    /// Accepted (now, or the first time under this idempotency key).
+    Accepted {
+        aggregate_id: String,
+        /// The aggregate's version (last sequence) after the command.
+        version: u64,
+        /// The events the command appended (none when it changed nothing).
+        events: Vec<A::Event>,
+        /// The aggregate after the command (for a replay: as it is now).
+        state: A,
+        /// True when this answer repeats the first one of an idempotency key.
+        replayed: bool,
+    },
+    /// Refused by the domain.
+    Rejected {
+        reason: String,
+        message: String,
+        retryable: bool,
+        not_found: bool,
+        replayed: bool,
+    },
+}
+
+/// Why a command could not be executed at all.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("concurrent writes kept conflicting")]
+    Conflict,
+    #[error("the idempotency key was used with a different request")]
+    KeyReused,
+    #[error("database unavailable: {0}")]
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Internal(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<sqlx::Error> for BusError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+                Self::Unavailable(Box::new(e))
+            }
+            other => Self::Internal(Box::new(other)),
+        }
+    }
+}
+
+/// A stored first answer.
+struct Recorded {
+    request_hash: String,
+    aggregate_id: Option<String>,
+    first_sequence: Option<i64>,
+    last_sequence: Option<i64>,
+    rejection: Option<serde_json::Value>,
 }
 
 /// Runs commands for one aggregate type.
 pub struct CommandBus<A: Aggregate> {
     store: PersistedEventStore<PostgresEventRepository, A>,
+    pool: PgPool,
     services: A::Services,
     /// Woken after every commit so the in-process relay publishes at once.
     committed: Arc<Notify>,
+    locks: crate::locks::AggregateLocks,
 }
 
 impl<A> CommandBus<A>
 where
-    A: Aggregate,
+    A: Aggregate + Clone,
     A::Command: Clone,
+    A::Error: Rejection,
 {
-    pub fn new(pool: sqlx::PgPool, services: A::Services, committed: Arc<Notify>) -> Self {
+    pub fn new(pool: PgPool, services: A::Services, committed: Arc<Notify>) -> Self {
         Self {
-            store: PersistedEventStore::new_event_store(PostgresEventRepository::new(pool)),
+            store: PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone())),
+            pool,
             services,
             committed,
+            locks: Default::default(),
         }
     }
 
@@ -78,31 +150,42 @@ where
     pub async fn load_events(
         &self,
         aggregate_id: &str,
-    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
-        self.store.load_events(aggregate_id).await
+    ) -> Result<Vec<cqrs_es::EventEnvelope<A>>, BusError> {
+        self.store.load_events(aggregate_id).await.map_err(infra)
     }
 
     /// Loads the aggregate, handles the command and commits its events atomically (with their
-    /// outbox rows). A conflicting concurrent write makes it start again from a fresh load.
+    /// outbox and idempotency rows). A conflicting concurrent write makes it start again.
     pub async fn execute(
         &self,
         aggregate_id: &str,
         command: A::Command,
         metadata: &CommandMetadata,
-    ) -> Result<Committed<A>, AggregateError<A::Error>> {
+    ) -> Result<Executed<A>, BusError> {
+        let _turn = self.locks.lock(aggregate_id).await;
         let mut attempt = 0;
         loop {
+            if let Some((key, hash)) = &metadata.idempotency {
+                if let Some(recorded) = self.recorded(key).await? {
+                    return self.replay(recorded, hash).await;
+                }
+            }
             match self
                 .execute_once(aggregate_id, command.clone(), metadata)
                 .await
             {
                 Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => {
                     attempt += 1;
-                    let jitter = rand::rng().random_range(1..=10u64 << attempt);
+                    let jitter = rand::rng().random_range(1..=(5u64 << attempt));
                     tracing::debug!(aggregate_id, attempt, "concurrency conflict; retrying");
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
                 }
-                other => return other,
+                Err(AggregateError::AggregateConflict) => return Err(BusError::Conflict),
+                Err(AggregateError::UserError(e)) => {
+                    return self.rejected(&e, metadata).await;
+                }
+                Err(other) => return Err(infra(other)),
+                Ok(executed) => return Ok(executed),
             }
         }
     }
@@ -112,7 +195,7 @@ where
         aggregate_id: &str,
         command: A::Command,
         metadata: &CommandMetadata,
-    ) -> Result<Committed<A>, AggregateError<A::Error>> {
+    ) -> Result<Executed<A>, AggregateError<A::Error>> {
         let mut context = self.store.load_aggregate(aggregate_id).await?;
         let loaded_version = context.current_sequence as u64;
         let sink = EventSink::<A>::default();
@@ -122,10 +205,15 @@ where
             .await
             .map_err(AggregateError::UserError)?;
         let events = sink.collect().await;
+        // `handle` wrote each event through the sink, which applied it: this is the new state.
+        let state = context.aggregate().clone();
         if events.is_empty() {
-            return Ok(Committed {
+            return Ok(Executed::Accepted {
+                aggregate_id: aggregate_id.to_owned(),
                 version: loaded_version,
-                events: vec![],
+                events,
+                state,
+                replayed: false,
             });
         }
         let committed = self
@@ -136,9 +224,125 @@ where
         let version = committed
             .last()
             .map_or(loaded_version, |e| e.sequence as u64);
-        Ok(Committed {
+        Ok(Executed::Accepted {
+            aggregate_id: aggregate_id.to_owned(),
             version,
-            events: committed,
+            events: committed.into_iter().map(|e| e.payload).collect(),
+            state,
+            replayed: false,
         })
+    }
+
+    /// Records a non-retryable rejection under the idempotency key (first writer wins).
+    async fn rejected(
+        &self,
+        error: &A::Error,
+        metadata: &CommandMetadata,
+    ) -> Result<Executed<A>, BusError> {
+        let executed = Executed::Rejected {
+            reason: error.code().to_owned(),
+            message: error.to_string(),
+            retryable: error.is_retryable(),
+            not_found: error.is_not_found(),
+            replayed: false,
+        };
+        let Some((key, hash)) = &metadata.idempotency else {
+            return Ok(executed);
+        };
+        if error.is_retryable() {
+            return Ok(executed);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency (key, request_hash, command_id, rejection) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(hash)
+        .bind(metadata.command_id.to_string())
+        .bind(json!({
+            "reason": error.code(),
+            "message": error.to_string(),
+            "not_found": error.is_not_found(),
+        }))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(executed);
+        }
+        // Another execution under this key answered first: its answer stands.
+        match self.recorded(key).await? {
+            Some(recorded) => self.replay(recorded, hash).await,
+            None => Ok(executed),
+        }
+    }
+
+    async fn recorded(&self, key: &str) -> Result<Option<Recorded>, BusError> {
+        let row = sqlx::query(
+            "SELECT request_hash, aggregate_id, first_sequence, last_sequence, rejection \
+             FROM idempotency WHERE key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Recorded {
+                request_hash: r.try_get("request_hash")?,
+                aggregate_id: r.try_get("aggregate_id")?,
+                first_sequence: r.try_get("first_sequence")?,
+                last_sequence: r.try_get("last_sequence")?,
+                rejection: r.try_get("rejection")?,
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| BusError::from(e))
+    }
+
+    /// The first answer under a key, rebuilt from the events it appended.
+    async fn replay(&self, recorded: Recorded, hash: &str) -> Result<Executed<A>, BusError> {
+        if recorded.request_hash != hash {
+            return Err(BusError::KeyReused);
+        }
+        if let Some(rejection) = recorded.rejection {
+            let text = |k: &str| rejection[k].as_str().unwrap_or_default().to_owned();
+            return Ok(Executed::Rejected {
+                reason: text("reason"),
+                message: text("message"),
+                retryable: false,
+                not_found: rejection["not_found"].as_bool().unwrap_or(false),
+                replayed: true,
+            });
+        }
+        let aggregate_id = recorded.aggregate_id.unwrap_or_default();
+        let (first, last) = (
+            recorded.first_sequence.unwrap_or(0) as usize,
+            recorded.last_sequence.unwrap_or(0) as usize,
+        );
+        let mut state = A::default();
+        let mut events = Vec::new();
+        for envelope in self.load_events(&aggregate_id).await? {
+            if (first..=last).contains(&envelope.sequence) {
+                events.push(envelope.payload.clone());
+            }
+            state.apply(envelope.payload);
+        }
+        Ok(Executed::Accepted {
+            aggregate_id,
+            version: last as u64,
+            events,
+            state,
+            replayed: true,
+        })
+    }
+}
+
+fn infra<E: std::error::Error>(error: AggregateError<E>) -> BusError {
+    match error {
+        AggregateError::AggregateConflict => BusError::Conflict,
+        AggregateError::DatabaseConnectionError(e) => BusError::Unavailable(e),
+        AggregateError::DeserializationError(e) | AggregateError::UnexpectedError(e) => {
+            BusError::Internal(e)
+        }
+        AggregateError::UserError(e) => BusError::Internal(e.to_string().into()),
     }
 }

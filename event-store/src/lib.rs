@@ -6,9 +6,10 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod locks;
 pub mod relay;
 
-pub use bus::{CommandBus, CommandMetadata, Committed};
+pub use bus::{BusError, CommandBus, CommandMetadata, Executed};
 pub use relay::{Relay, RelaySettings};
 
 /// Migrations for a command service's database: the event store and the outbox.

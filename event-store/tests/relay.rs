@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use cqrs_es::AggregateError;
-use domain::order::{Order, OrderCommand, OrderError, OrderLine, PlaceOrder};
+use domain::order::{Order, OrderCommand, OrderLine, PlaceOrder};
 use domain::Sku;
-use event_store::{CommandBus, CommandMetadata, Relay, RelaySettings};
+use event_store::{CommandBus, CommandMetadata, Executed, Relay, RelaySettings};
 use messaging::streams::StreamSettings;
 use messaging::{BoundedContext, Envelope, Namespace};
 use sqlx::PgPool;
@@ -197,40 +196,204 @@ async fn two_running_relays_with_concurrent_writers_publish_exactly_once() {
     assert_once_and_ordered(&f.stream().await, 500);
 }
 
-fn metadata() -> CommandMetadata {
+fn metadata(key: Option<&str>, hash: &str) -> CommandMetadata {
     CommandMetadata {
         command_id: Uuid::now_v7(),
         correlation_id: "c".into(),
         traceparent: messaging::trace::new_traceparent(),
+        idempotency: key.map(|k| (k.to_owned(), hash.to_owned())),
+    }
+}
+
+fn place(order_id: Uuid) -> OrderCommand {
+    OrderCommand::Place(PlaceOrder {
+        order_id,
+        customer_id: Uuid::from_u128(42),
+        lines: vec![OrderLine {
+            sku: Sku::parse("SKU-1").unwrap(),
+            quantity: 1,
+        }],
+        payment_token: "tok_ok".into(),
+        placed_at: Utc::now(),
+    })
+}
+
+fn accepted(executed: Executed<Order>) -> (String, u64, bool) {
+    match executed {
+        Executed::Accepted {
+            aggregate_id,
+            version,
+            replayed,
+            ..
+        } => (aggregate_id, version, replayed),
+        other => panic!("expected accepted, got {other:?}"),
+    }
+}
+
+impl Fixture {
+    fn bus(&self) -> CommandBus<Order> {
+        CommandBus::<Order>::new(self.pool.clone(), (), self.wake.clone())
+            .with_upcasters(domain::order::upcasters())
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
     }
 }
 
 #[tokio::test]
 async fn the_bus_reports_the_new_version_and_writes_the_outbox_in_the_same_commit() {
     let f = fixture().await;
-    let bus = CommandBus::<Order>::new(f.pool.clone(), (), f.wake.clone());
+    let bus = f.bus();
     let id = Uuid::now_v7();
-    let place = OrderCommand::Place(PlaceOrder {
-        order_id: id,
-        customer_id: Uuid::now_v7(),
-        lines: vec![OrderLine {
-            sku: Sku::parse("SKU-1").unwrap(),
-            quantity: 1,
-        }],
-        placed_at: Utc::now(),
-    });
-    let committed = bus
-        .execute(&id.to_string(), place.clone(), &metadata())
+    let first = bus
+        .execute(&id.to_string(), place(id), &metadata(None, ""))
         .await
         .unwrap();
-    assert_eq!(committed.version, 1);
+    assert_eq!(accepted(first), (id.to_string(), 1, false));
     assert_eq!(f.outbox_len().await, 1);
 
-    let again = bus.execute(&id.to_string(), place, &metadata()).await;
+    let again = bus
+        .execute(&id.to_string(), place(id), &metadata(None, ""))
+        .await
+        .unwrap();
     assert!(matches!(
         again,
-        Err(AggregateError::UserError(OrderError::AlreadyPlaced(_)))
+        Executed::Rejected { ref reason, .. } if reason == "already_placed"
     ));
     assert_eq!(f.outbox_len().await, 1, "a refused command writes nothing");
     assert_eq!(bus.load_events(&id.to_string()).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_answers_a_repeat_with_the_first_answer() {
+    let f = fixture().await;
+    let bus = f.bus();
+    let (first_id, second_id) = (Uuid::now_v7(), Uuid::now_v7());
+    let first = bus
+        .execute(
+            &first_id.to_string(),
+            place(first_id),
+            &metadata(Some("k1"), "h1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(accepted(first), (first_id.to_string(), 1, false));
+    // The retry would place another order (a new id); the key returns the first one instead.
+    let repeat = bus
+        .execute(
+            &second_id.to_string(),
+            place(second_id),
+            &metadata(Some("k1"), "h1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(accepted(repeat), (first_id.to_string(), 1, true));
+    assert_eq!(f.count("events").await, 1, "the repeat appended nothing");
+
+    let other_body = bus
+        .execute(
+            &second_id.to_string(),
+            place(second_id),
+            &metadata(Some("k1"), "h2"),
+        )
+        .await;
+    assert!(matches!(other_body, Err(event_store::BusError::KeyReused)));
+
+    // A rejection is an answer too.
+    let rejected = bus
+        .execute(
+            &first_id.to_string(),
+            place(first_id),
+            &metadata(Some("k2"), "h3"),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        rejected,
+        Executed::Rejected {
+            replayed: false,
+            ..
+        }
+    ));
+    let rejected_again = bus
+        .execute(
+            &first_id.to_string(),
+            place(first_id),
+            &metadata(Some("k2"), "h3"),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        rejected_again,
+        Executed::Rejected { ref reason, replayed: true, .. } if reason == "already_placed"
+    ));
+}
+
+#[tokio::test]
+async fn concurrent_repeats_of_one_key_commit_once() {
+    let f = Arc::new(fixture().await);
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let f = f.clone();
+            tokio::spawn(async move {
+                let id = Uuid::now_v7();
+                f.bus()
+                    .execute(&id.to_string(), place(id), &metadata(Some("same"), "h"))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        let (id, version, _) = accepted(t.await.unwrap());
+        answers.push((id, version));
+    }
+    answers.dedup();
+    assert_eq!(
+        answers.len(),
+        1,
+        "every caller got the same answer: {answers:?}"
+    );
+    assert_eq!(f.count("events").await, 1, "one order placed");
+}
+
+#[tokio::test]
+async fn stored_v1_events_load_through_the_upcaster() {
+    let f = fixture().await;
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('Order', $1, 1, 'OrderPlaced', '1', $2, '{}')",
+    )
+    .bind(id.to_string())
+    .bind(serde_json::json!({"OrderPlaced": {
+        "order_id": id, "customer_id": Uuid::from_u128(9),
+        "lines": [{"sku": "OLD-1", "quantity": 3}], "placed_at": "2025-01-01T00:00:00Z"}}))
+    .execute(&f.pool)
+    .await
+    .unwrap();
+    let bus = f.bus();
+    let events = bus.load_events(&id.to_string()).await.unwrap();
+    match &events[0].payload {
+        domain::order::OrderEvent::OrderPlaced(p) => {
+            assert_eq!(p.payment_token, None);
+            assert_eq!(p.lines[0].quantity, 3);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // The aggregate built from v1 history accepts the next command of its life cycle.
+    let cancel = OrderCommand::Cancel {
+        cancelled_at: Utc::now(),
+    };
+    let (_, version, _) = accepted(
+        bus.execute(&id.to_string(), cancel, &metadata(None, ""))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(version, 2);
 }

@@ -1,9 +1,13 @@
 //! The order read models: one row per order (`orders_view`) and orders per customer
 //! (`customer_order_counts`).
 
-use domain::order::OrderPlaced;
+use domain::order::{order_placed_v1_to_v2, OrderPlaced, PricedLine};
+use domain::Money;
 use messaging::{BoundedContext, Envelope};
+use serde::Deserialize;
+use serde_json::{json, Value};
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::projection::{ApplyError, Projection};
 
@@ -31,9 +35,22 @@ impl Projection for OrdersView {
     }
 
     async fn apply(&self, conn: &mut PgConnection, event: &Envelope) -> Result<(), ApplyError> {
+        let version = event.sequence as i64;
         match (event.name(), event.version()) {
-            ("OrderPlaced", 1) => {
-                let placed: OrderPlaced = decode(event)?;
+            ("OrderPlaced", 1 | 2) => {
+                // v1 (no payment token) is upcast the way the domain upcasts stored events.
+                let data = if event.version() == 1 {
+                    order_placed_v1_to_v2(event.data.clone())
+                } else {
+                    event.data.clone()
+                };
+                let placed: OrderPlaced = serde_json::from_value(data)
+                    .map_err(|e| ApplyError::Poison(format!("OrderPlaced does not decode: {e}")))?;
+                let lines: Vec<Value> = placed
+                    .lines
+                    .iter()
+                    .map(|l| json!({"sku": l.sku, "quantity": l.quantity}))
+                    .collect();
                 sqlx::query(
                     "INSERT INTO orders_view \
                        (order_id, customer_id, status, lines, version, placed_at, updated_at) \
@@ -41,8 +58,8 @@ impl Projection for OrdersView {
                 )
                 .bind(placed.order_id)
                 .bind(placed.customer_id)
-                .bind(sqlx::types::Json(&placed.lines))
-                .bind(event.sequence as i64)
+                .bind(Value::Array(lines))
+                .bind(version)
                 .bind(placed.placed_at)
                 .bind(event.time)
                 .execute(&mut *conn)
@@ -55,11 +72,92 @@ impl Projection for OrdersView {
                 .bind(placed.customer_id)
                 .execute(&mut *conn)
                 .await?;
-                Ok(())
             }
-            (name, version) => Err(ApplyError::Poison(format!(
-                "unknown event type {name} v{version}"
-            ))),
+            ("OrderPriced", 1) => {
+                let priced: Priced = decode(event)?;
+                sqlx::query(
+                    "UPDATE orders_view SET status = 'priced', lines = $2, total_minor = $3, \
+                       currency = $4, version = $5, updated_at = $6 WHERE order_id = $1",
+                )
+                .bind(priced.order_id)
+                .bind(serde_json::to_value(&priced.lines).unwrap_or_default())
+                .bind(priced.total.amount_minor)
+                .bind(priced.total.currency.as_str())
+                .bind(version)
+                .bind(event.time)
+                .execute(&mut *conn)
+                .await?;
+            }
+            ("OrderConfirmed" | "OrderCancelled", 1) => {
+                let id: OrderId = decode(event)?;
+                let status = if event.name() == "OrderConfirmed" {
+                    "confirmed"
+                } else {
+                    "cancelled"
+                };
+                set_status(conn, id.order_id, status, None, version, event).await?;
+            }
+            ("OrderRejected", 1) => {
+                let rejected: Rejected = decode(event)?;
+                set_status(
+                    conn,
+                    rejected.order_id,
+                    "rejected",
+                    Some((rejected.reason, rejected.detail)),
+                    version,
+                    event,
+                )
+                .await?;
+            }
+            (name, version) => {
+                return Err(ApplyError::Poison(format!(
+                    "unknown event type {name} v{version}"
+                )))
+            }
         }
+        Ok(())
     }
+}
+
+#[derive(Deserialize)]
+struct Priced {
+    order_id: Uuid,
+    lines: Vec<PricedLine>,
+    total: Money,
+}
+
+#[derive(Deserialize)]
+struct OrderId {
+    order_id: Uuid,
+}
+
+#[derive(Deserialize)]
+struct Rejected {
+    order_id: Uuid,
+    reason: String,
+    detail: String,
+}
+
+async fn set_status(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    status: &str,
+    rejection: Option<(String, String)>,
+    version: i64,
+    event: &Envelope,
+) -> Result<(), sqlx::Error> {
+    let (reason, detail) = rejection.unzip();
+    sqlx::query(
+        "UPDATE orders_view SET status = $2, rejection_reason = $3, rejection_detail = $4, \
+           version = $5, updated_at = $6 WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .bind(status)
+    .bind(reason)
+    .bind(detail)
+    .bind(version)
+    .bind(event.time)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -87,13 +87,23 @@ fn envelope(
     event_type: &str,
     payload: serde_json::Value,
 ) -> Envelope {
+    versioned(order_id, sequence, event_type, "1", payload)
+}
+
+fn versioned(
+    order_id: Uuid,
+    sequence: u64,
+    event_type: &str,
+    version: &str,
+    payload: serde_json::Value,
+) -> Envelope {
     Envelope::from_stored(&StoredEvent {
         context: BoundedContext::Orders,
         aggregate_type: "Order".into(),
         aggregate_id: order_id.to_string(),
         sequence,
         event_type: event_type.into(),
-        event_version: "1".into(),
+        event_version: version.into(),
         payload,
         correlation_id: Some(order_id.to_string()),
         causation_id: None,
@@ -109,12 +119,14 @@ fn placed(order_id: Uuid, customer_id: Uuid) -> Envelope {
             sku: Sku::parse("SKU-1").unwrap(),
             quantity: 3,
         }],
+        payment_token: Some("tok_ok".into()),
         placed_at: Utc::now(),
     };
-    envelope(
+    versioned(
         order_id,
         1,
         "OrderPlaced",
+        "2",
         serde_json::to_value(event).unwrap(),
     )
 }

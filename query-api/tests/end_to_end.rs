@@ -31,11 +31,9 @@ impl Stack {
             ]
         };
 
-        let orders = orders::App::build(
-            &orders::Settings::from_env(&Env::from_pairs(common(&orders_db))).unwrap(),
-        )
-        .await
-        .unwrap();
+        let orders = orders::app(&orders::settings(&Env::from_pairs(common(&orders_db))).unwrap())
+            .await
+            .unwrap();
         let orders_url = format!("http://{}", orders.local_addr());
         tokio::spawn(orders.run(shutdown.clone()));
 
@@ -71,7 +69,8 @@ impl Stack {
             .post(format!("{}/orders", self.orders))
             .json(&json!({
                 "customer_id": uuid::Uuid::now_v7(),
-                "lines": [{"sku": "SKU-1", "quantity": 2}, {"sku": "SKU-9", "quantity": 5}]
+                "lines": [{"sku": "SKU-1", "quantity": 2}, {"sku": "SKU-9", "quantity": 5}],
+                "payment_token": "tok_ok"
             }))
             .send()
             .await

@@ -1,11 +1,46 @@
-//! The orders command service: HTTP commands on the Order aggregate, its event store in the
-//! `orders` database, and the outbox relay to the `ORDERS` stream.
+//! The orders command service: the Order aggregate's commands over HTTP and NATS
+//! (`cmd.orders.*`), its event store in the `orders` database, and its outbox to `ORDERS`.
 #![forbid(unsafe_code)]
 
-pub mod app;
-pub mod error;
-pub mod http;
-pub mod settings;
+pub mod spec;
 
-pub use app::App;
-pub use settings::Settings;
+use axum::Router;
+use command_kit::http::command;
+use command_kit::settings::ServiceDefaults;
+use command_kit::{CommandApp, ServiceSettings};
+use runtime::env::{Env, EnvError};
+
+pub use spec::OrdersSpec;
+
+/// Port and database of `cargo xtask up`.
+pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
+    port: 8081,
+    database_url: "postgres://orders@127.0.0.1:54330/orders",
+};
+
+/// The service's settings from an environment.
+pub fn settings(env: &Env) -> Result<ServiceSettings, EnvError> {
+    ServiceSettings::from_env(env, DEFAULTS)
+}
+
+/// The HTTP routes of the order commands.
+pub fn routes() -> Router<std::sync::Arc<command_kit::Dispatcher<OrdersSpec>>> {
+    Router::new()
+        .route("/orders", command("PlaceOrder"))
+        .route("/orders/{order_id}/price", command("PriceOrder"))
+        .route("/orders/{order_id}/confirm", command("ConfirmOrder"))
+        .route("/orders/{order_id}/reject", command("RejectOrder"))
+        .route("/orders/{order_id}/cancel", command("CancelOrder"))
+}
+
+/// The service, built and bound.
+pub async fn app(settings: &ServiceSettings) -> anyhow::Result<CommandApp> {
+    CommandApp::build(
+        settings,
+        OrdersSpec,
+        (),
+        domain::order::upcasters(),
+        routes(),
+    )
+    .await
+}

@@ -5,12 +5,12 @@ use anyhow::Context;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = orders::Settings::from_env(&runtime::env::Env::from_process())
-        .context("reading settings")?;
+    let settings =
+        orders::settings(&runtime::env::Env::from_process()).context("reading settings")?;
     runtime::telemetry::init("orders", &settings.log);
     runtime::failpoint::arm(&settings.failpoints);
     let shutdown = runtime::shutdown::on_signal();
-    let app = orders::App::build(&settings).await?;
+    let app = orders::app(&settings).await?;
     tracing::info!(addr = %app.local_addr(), "orders service listening");
     app.run(shutdown).await
 }

@@ -48,8 +48,8 @@ impl World {
     async fn spawn_app(&self) -> (String, CancellationToken) {
         let mut env = self.env();
         env.push(("HTTP_ADDR", "127.0.0.1:0".into()));
-        let settings = orders::Settings::from_env(&runtime::env::Env::from_pairs(env)).unwrap();
-        let app = orders::App::build(&settings).await.unwrap();
+        let settings = orders::settings(&runtime::env::Env::from_pairs(env)).unwrap();
+        let app = orders::app(&settings).await.unwrap();
         let base = format!("http://{}", app.local_addr());
         let shutdown = CancellationToken::new();
         tokio::spawn(app.run(shutdown.clone()));
@@ -92,7 +92,8 @@ impl World {
 fn order_body() -> Value {
     json!({
         "customer_id": uuid::Uuid::now_v7(),
-        "lines": [{"sku": "SKU-1", "quantity": 2}, {"sku": "SKU-2", "quantity": 1}]
+        "lines": [{"sku": "SKU-1", "quantity": 2}, {"sku": "SKU-2", "quantity": 1}],
+        "payment_token": "tok_ok"
     })
 }
 
@@ -155,7 +156,7 @@ async fn a_placed_order_reaches_the_stream_in_a_cloudevents_envelope() {
     );
     assert_eq!(m.header("traceparent"), Some(traceparent.as_str()));
     let env = Envelope::from_slice(&m.payload).unwrap();
-    assert_eq!(env.event_type, "streamshop.orders.OrderPlaced.v1");
+    assert_eq!(env.event_type, "streamshop.orders.OrderPlaced.v2");
     assert_eq!(env.source, "/streamshop/orders");
     assert_eq!(env.subject, order_id);
     assert_eq!(env.sequence, 1);
@@ -173,7 +174,8 @@ async fn bad_input_is_a_problem_and_writes_nothing() {
     let client = reqwest::Client::new();
     let customer = uuid::Uuid::now_v7();
     let line = |sku: Value, q: Value| {
-        json!({"customer_id": customer, "lines": [{"sku": sku, "quantity": q}]}).to_string()
+        json!({"customer_id": customer, "lines": [{"sku": sku, "quantity": q}], "payment_token": "tok_ok"})
+            .to_string()
     };
     let big = "x".repeat(70 * 1024);
     let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
@@ -188,10 +190,10 @@ async fn bad_input_is_a_problem_and_writes_nothing() {
         ("zero quantity", line(json!("SKU-1"), json!(0)), unprocessable, "order-rejected"),
         ("huge quantity", line(json!("SKU-1"), json!(1001)), unprocessable, "order-rejected"),
         ("bad sku", line(json!("sku 1"), json!(1)), unprocessable, "invalid-body"),
-        ("no lines", json!({"customer_id": customer, "lines": []}).to_string(), unprocessable, "order-rejected"),
+        ("no lines", json!({"customer_id": customer, "lines": [], "payment_token": "tok_ok"}).to_string(), unprocessable, "order-rejected"),
         (
             "repeated sku",
-            json!({"customer_id": customer, "lines": [{"sku":"A","quantity":1},{"sku":"A","quantity":1}]}).to_string(),
+            json!({"customer_id": customer, "lines": [{"sku":"A","quantity":1},{"sku":"A","quantity":1}], "payment_token": "tok_ok"}).to_string(),
             unprocessable,
             "order-rejected",
         ),

@@ -1,0 +1,165 @@
+//! Runs one command from any transport: parse, execute through the command bus (idempotency,
+//! conflict retries), answer with a [`Reply`].
+
+use chrono::Utc;
+use event_store::{BusError, CommandBus, CommandMetadata, Executed};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::reply::{reasons, Reply};
+use crate::spec::CommandSpec;
+
+/// A command as a transport received it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub name: String,
+    /// The JSON object of the command's fields.
+    pub body: Value,
+    /// Scoped by the transport (`http:` or `nats:`), so the two cannot collide.
+    pub idempotency_key: Option<String>,
+    pub traceparent: Option<String>,
+}
+
+/// Executes the commands of one context.
+pub struct Dispatcher<S: CommandSpec> {
+    spec: S,
+    bus: CommandBus<S::Aggregate>,
+}
+
+/// SHA-256 of the command name and its canonical JSON body (serde_json sorts object keys).
+pub fn request_hash(name: &str, body: &Value) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(name.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(body.to_string().as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl<S> Dispatcher<S>
+where
+    S: CommandSpec,
+{
+    pub fn new(spec: S, bus: CommandBus<S::Aggregate>) -> Self {
+        Self { spec, bus }
+    }
+
+    pub fn spec(&self) -> &S {
+        &self.spec
+    }
+
+    /// Runs one command and answers it; never fails: every outcome is a [`Reply`].
+    pub async fn dispatch(&self, request: Request) -> Reply {
+        let name = request.name.as_str();
+        if !self.spec.command_names().contains(&name) {
+            return Reply::rejected(
+                reasons::UNKNOWN_COMMAND,
+                format!("{name} is not a command of {}", S::CONTEXT),
+                false,
+            );
+        }
+        if !request.body.is_object() {
+            return Reply::rejected(
+                reasons::INVALID_BODY,
+                "the body must be a JSON object",
+                false,
+            );
+        }
+        let hash = request_hash(name, &request.body);
+        let parsed = match self.spec.parse(name, request.body, Utc::now()) {
+            Ok(parsed) => parsed,
+            Err(reason) => return Reply::rejected(reasons::INVALID_BODY, reason, false),
+        };
+        let metadata = CommandMetadata {
+            command_id: Uuid::now_v7(),
+            correlation_id: parsed.correlation_id,
+            traceparent: request
+                .traceparent
+                .filter(|t| messaging::trace::is_valid_traceparent(t))
+                .unwrap_or_else(messaging::trace::new_traceparent),
+            idempotency: request.idempotency_key.map(|k| (k, hash)),
+        };
+        let command = parsed.command.clone();
+        let outcome = self
+            .bus
+            .execute(&parsed.aggregate_id, parsed.command, &metadata)
+            .await;
+        match outcome {
+            Ok(Executed::Accepted {
+                aggregate_id,
+                version,
+                events,
+                state,
+                replayed,
+            }) => {
+                tracing::info!(command = name, %aggregate_id, version, replayed, "command accepted");
+                Reply::Accepted {
+                    data: self.spec.reply_data(&command, &state, &events),
+                    aggregate_id,
+                    version,
+                    replayed,
+                }
+            }
+            Ok(Executed::Rejected {
+                reason,
+                message,
+                retryable,
+                not_found,
+                ..
+            }) => {
+                tracing::info!(command = name, reason, "command rejected");
+                let reason = if not_found {
+                    reasons::NOT_FOUND.to_owned()
+                } else {
+                    reason
+                };
+                Reply::Rejected {
+                    reason,
+                    message,
+                    retryable,
+                }
+            }
+            Err(BusError::KeyReused) => Reply::rejected(
+                reasons::KEY_REUSED,
+                "this idempotency key was used with a different request",
+                false,
+            ),
+            Err(BusError::Conflict) => Reply::rejected(
+                reasons::CONFLICT,
+                "concurrent changes kept conflicting; retry",
+                true,
+            ),
+            Err(BusError::Unavailable(e)) => {
+                tracing::warn!(command = name, error = %e, "database unavailable");
+                Reply::rejected(
+                    reasons::UNAVAILABLE,
+                    "the database is unavailable; retry",
+                    true,
+                )
+            }
+            Err(BusError::Internal(e)) => {
+                tracing::error!(command = name, error = %e, "command failed");
+                Reply::rejected(reasons::INTERNAL, "internal error", true)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_hashes_ignore_key_order_but_not_values() {
+        let a: Value = serde_json::from_str(r#"{"a":1,"b":2}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"b":2,"a":1}"#).unwrap();
+        let c: Value = serde_json::from_str(r#"{"a":1,"b":3}"#).unwrap();
+        assert_eq!(request_hash("X", &a), request_hash("X", &b));
+        assert_ne!(request_hash("X", &a), request_hash("X", &c));
+        assert_ne!(request_hash("X", &a), request_hash("Y", &a));
+    }
+}

@@ -1,0 +1,223 @@
+//! The HTTP face of a command: `POST` routes whose path parameters and JSON body become one
+//! [`Request`]; the [`Reply`] becomes 202 or a problem+json.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawPathParams, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{post, MethodRouter};
+use bytes::Bytes;
+use runtime::problem::Problem;
+use serde_json::{Map, Value};
+
+use crate::dispatch::{Dispatcher, Request};
+use crate::reply::{reasons, Reply};
+use crate::spec::CommandSpec;
+
+/// Longest accepted `Idempotency-Key`.
+const MAX_KEY_LEN: usize = 255;
+
+/// A `POST` route that runs the command `name`; path parameters become body fields.
+pub fn command<S>(name: &'static str) -> MethodRouter<Arc<Dispatcher<S>>>
+where
+    S: CommandSpec,
+{
+    post(
+        move |State(dispatcher): State<Arc<Dispatcher<S>>>,
+              params: RawPathParams,
+              headers: HeaderMap,
+              body: Result<Bytes, BytesRejection>| async move {
+            let params: Vec<(String, String)> = params
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            match request(name, &params, &headers, body) {
+                Ok(request) => into_response::<S>(dispatcher.dispatch(request).await),
+                Err(problem) => problem.into_response(),
+            }
+        },
+    )
+    .fallback(runtime::problem::method_not_allowed)
+}
+
+/// Builds the transport-neutral request, or the problem that refuses it.
+fn request(
+    name: &str,
+    params: &[(String, String)],
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Request, Problem> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "The body is larger than this endpoint accepts",
+            )
+        } else {
+            Problem::new(
+                rejection.status(),
+                "invalid-body",
+                "The body could not be read",
+            )
+        }
+    })?;
+    let mut fields = if body.is_empty() {
+        Map::new()
+    } else {
+        let is_json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !is_json {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Send the body as application/json",
+            ));
+        }
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => {
+                return Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-body",
+                    "The body must be a JSON object",
+                ))
+            }
+            Err(e) => {
+                return Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed-json",
+                    "The body is not valid JSON",
+                )
+                .detail(e.to_string()))
+            }
+        }
+    };
+    for (key, value) in params {
+        let value = Value::String(value.clone());
+        match fields.get(key) {
+            Some(existing) if *existing != value => {
+                return Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-body",
+                    "The body disagrees with the path",
+                )
+                .detail(format!("{key} is {value} in the path")));
+            }
+            _ => {
+                fields.insert(key.clone(), value);
+            }
+        }
+    }
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v.to_str().ok().filter(|k| {
+                !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic())
+            });
+            match key {
+                Some(k) => Some(format!("http:{k}")),
+                None => {
+                    return Err(Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid-idempotency-key",
+                        "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                    ))
+                }
+            }
+        }
+    };
+    Ok(Request {
+        name: name.to_owned(),
+        body: Value::Object(fields),
+        idempotency_key,
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    })
+}
+
+/// 202 with `{<id field>, version, ...data}`, or the problem for the rejection.
+pub fn into_response<S: CommandSpec>(reply: Reply) -> Response {
+    match reply {
+        Reply::Accepted {
+            aggregate_id,
+            version,
+            data,
+            replayed,
+        } => {
+            let mut body = Map::new();
+            body.insert(S::ID_FIELD.to_owned(), Value::String(aggregate_id));
+            body.insert("version".to_owned(), Value::from(version));
+            body.extend(data);
+            let mut response =
+                (StatusCode::ACCEPTED, axum::Json(Value::Object(body))).into_response();
+            if replayed {
+                response
+                    .headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            }
+            response
+        }
+        Reply::Rejected {
+            reason,
+            message,
+            retryable,
+        } => rejection_problem::<S>(&reason, message, retryable).into_response(),
+    }
+}
+
+fn rejection_problem<S: CommandSpec>(reason: &str, message: String, retryable: bool) -> Problem {
+    let problem = match reason {
+        reasons::INVALID_BODY => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "The body does not have the expected fields and types",
+        ),
+        reasons::UNKNOWN_COMMAND => {
+            Problem::new(StatusCode::NOT_FOUND, "not-found", "No such command")
+        }
+        reasons::KEY_REUSED => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "This Idempotency-Key was used with a different request",
+        ),
+        reasons::NOT_FOUND => Problem::new(StatusCode::NOT_FOUND, "not-found", "No such resource"),
+        reasons::CONFLICT => Problem::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "Concurrent changes kept conflicting; retry",
+        )
+        .retry_after(1),
+        reasons::UNAVAILABLE => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "A dependency is unavailable; retry",
+        )
+        .retry_after(1),
+        reasons::INTERNAL => {
+            return Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal server error",
+            )
+        }
+        _ if retryable => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "The command could not be completed now; retry",
+        )
+        .retry_after(1),
+        _ => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            S::REJECTED_KIND,
+            "The command was rejected",
+        ),
+    };
+    problem.detail(message).with("reason", reason)
+}

@@ -1,0 +1,110 @@
+//! The NATS face of a context's commands: a queue-group subscription on
+//! `cmd.<context>.*` (replicas share the load), request/reply, never captured by a stream.
+//!
+//! The request body is the command's JSON object plus a required `command_id`, which is the
+//! idempotency key: a repeated command id gets the first answer.
+
+use std::sync::Arc;
+
+use async_nats::{Client, Message};
+use futures::StreamExt;
+use messaging::Namespace;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::dispatch::{Dispatcher, Request};
+use crate::reply::{reasons, Reply};
+use crate::spec::CommandSpec;
+
+/// Serves commands until `shutdown`, then finishes the ones in hand.
+pub async fn serve<S>(
+    client: Client,
+    namespace: Namespace,
+    dispatcher: Arc<Dispatcher<S>>,
+    concurrency: usize,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    S: CommandSpec,
+{
+    let subject = namespace.command_subject(S::CONTEXT, "*");
+    let queue = format!("{}-commands", S::CONTEXT.token());
+    let mut subscription = client.queue_subscribe(subject.clone(), queue).await?;
+    tracing::info!(%subject, "serving commands over NATS");
+    let permits = Arc::new(Semaphore::new(concurrency));
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = subscription.next() => match m {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        let permit = permits.clone().acquire_owned().await?;
+        let (client, dispatcher) = (client.clone(), dispatcher.clone());
+        tokio::spawn(async move {
+            let reply_to = message.reply.clone();
+            let reply = handle(&dispatcher, message).await;
+            if let Some(reply_to) = reply_to {
+                let body = serde_json::to_vec(&reply).expect("replies serialise");
+                if let Err(e) = client.publish(reply_to, body.into()).await {
+                    tracing::warn!(error = %e, "could not send a command reply");
+                }
+            }
+            drop(permit);
+        });
+    }
+    let _ = subscription.unsubscribe().await;
+    // Every permit back means every command in hand has been answered.
+    let _ = permits.acquire_many(concurrency as u32).await;
+    let _ = client.flush().await;
+    Ok(())
+}
+
+async fn handle<S>(dispatcher: &Dispatcher<S>, message: Message) -> Reply
+where
+    S: CommandSpec,
+{
+    let name = message
+        .subject
+        .as_str()
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let mut body: Value = match serde_json::from_slice(&message.payload) {
+        Ok(Value::Object(map)) => Value::Object(map),
+        Ok(_) => {
+            return Reply::rejected(
+                reasons::INVALID_BODY,
+                "the body must be a JSON object",
+                false,
+            )
+        }
+        Err(e) => return Reply::rejected(reasons::INVALID_BODY, format!("not JSON: {e}"), false),
+    };
+    let command_id = match body.as_object_mut().and_then(|m| m.remove("command_id")) {
+        Some(Value::String(id)) if !id.is_empty() && id.len() <= 255 => id,
+        _ => {
+            return Reply::rejected(
+                reasons::INVALID_BODY,
+                "command_id (a non-empty string) is required",
+                false,
+            )
+        }
+    };
+    let traceparent = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("traceparent"))
+        .map(|v| v.as_str().to_owned());
+    dispatcher
+        .dispatch(Request {
+            name,
+            body,
+            idempotency_key: Some(format!("nats:{command_id}")),
+            traceparent,
+        })
+        .await
+}

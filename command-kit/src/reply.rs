@@ -1,0 +1,60 @@
+//! The answer to a command, the same over HTTP and NATS.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Reasons the machinery itself gives (domain reasons come from the aggregates' errors).
+pub mod reasons {
+    pub const INVALID_BODY: &str = "invalid_body";
+    pub const UNKNOWN_COMMAND: &str = "unknown_command";
+    pub const KEY_REUSED: &str = "idempotency_key_reused";
+    pub const CONFLICT: &str = "conflict";
+    pub const UNAVAILABLE: &str = "unavailable";
+    pub const INTERNAL: &str = "internal";
+    pub const NOT_FOUND: &str = "not_found";
+}
+
+/// A command's answer. On NATS it is the reply body, tagged by `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Reply {
+    Accepted {
+        aggregate_id: String,
+        /// The aggregate's version after the command: pass it as `min_version` to reads.
+        version: u64,
+        /// Command-specific answers, such as the unit price of a reservation.
+        #[serde(default)]
+        data: Map<String, Value>,
+        /// True when this repeats the first answer of an idempotency key or command id.
+        #[serde(default)]
+        replayed: bool,
+    },
+    Rejected {
+        /// Machine-readable: a domain reason (`out_of_stock`) or one of [`reasons`].
+        reason: String,
+        message: String,
+        /// Whether sending the same command again may succeed.
+        retryable: bool,
+    },
+}
+
+impl Reply {
+    pub fn rejected(reason: &str, message: impl Into<String>, retryable: bool) -> Self {
+        Self::Rejected {
+            reason: reason.to_owned(),
+            message: message.into(),
+            retryable,
+        }
+    }
+
+    pub fn is_accepted(&self) -> bool {
+        matches!(self, Self::Accepted { .. })
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Rejected { reason, .. } => Some(reason),
+            Self::Accepted { .. } => None,
+        }
+    }
+}

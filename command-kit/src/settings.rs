@@ -1,0 +1,109 @@
+//! The settings every command service reads, with each service's own port and database as
+//! defaults.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use messaging::NatsSettings;
+use runtime::db::DatabaseSettings;
+use runtime::env::{Env, EnvError};
+use runtime::telemetry::LogSettings;
+
+/// Everything a command service binary can be told.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// `HTTP_ADDR`, default `127.0.0.1:<the service's port>`.
+    pub http_addr: SocketAddr,
+    /// `DATABASE_URL` (default the service's database of `cargo xtask up`),
+    /// `DATABASE_MAX_CONNECTIONS` (default 10).
+    pub database: DatabaseSettings,
+    /// `NATS_URL`, `NATS_NAMESPACE`, `NATS_STREAM_REPLICAS`, `NATS_DUPLICATE_WINDOW_MS`.
+    pub nats: NatsSettings,
+    /// `OUTBOX_RELAY`: whether this replica runs a relay, default true.
+    pub outbox_relay: bool,
+    /// `OUTBOX_BATCH_SIZE`, 1 to 1000, default 500.
+    pub outbox_batch_size: i64,
+    /// `OUTBOX_POLL_INTERVAL_MS`, default 1000.
+    pub outbox_poll_interval: Duration,
+    /// `NATS_COMMAND_CONCURRENCY`: NATS commands handled at once, default 64.
+    pub nats_command_concurrency: usize,
+    /// `HTTP_BODY_LIMIT_BYTES`, default 65536.
+    pub body_limit_bytes: usize,
+    /// `FAILPOINTS`: comma-separated crash points for fault-injection tests, default none.
+    pub failpoints: String,
+    /// `RUST_LOG`, `LOG_FORMAT`.
+    pub log: LogSettings,
+}
+
+/// What differs between command services.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceDefaults {
+    pub port: u16,
+    pub database_url: &'static str,
+}
+
+impl ServiceSettings {
+    pub fn from_env(env: &Env, defaults: ServiceDefaults) -> Result<Self, EnvError> {
+        let batch: i64 = env.parse_or("OUTBOX_BATCH_SIZE", 500)?;
+        if !(1..=1000).contains(&batch) {
+            return Err(EnvError {
+                name: "OUTBOX_BATCH_SIZE".into(),
+                reason: format!("{batch} is outside 1..=1000"),
+            });
+        }
+        let concurrency: usize = env.parse_or("NATS_COMMAND_CONCURRENCY", 64)?;
+        if concurrency == 0 {
+            return Err(EnvError {
+                name: "NATS_COMMAND_CONCURRENCY".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            http_addr: env.parse_or(
+                "HTTP_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], defaults.port)),
+            )?,
+            database: DatabaseSettings::from_env(env, defaults.database_url, 10)?,
+            nats: NatsSettings::from_env(env)?,
+            outbox_relay: env.bool_or("OUTBOX_RELAY", true)?,
+            outbox_batch_size: batch,
+            outbox_poll_interval: env
+                .millis_or("OUTBOX_POLL_INTERVAL_MS", Duration::from_millis(1000))?,
+            nats_command_concurrency: concurrency,
+            body_limit_bytes: env.parse_or("HTTP_BODY_LIMIT_BYTES", 64 * 1024)?,
+            failpoints: env.string_or("FAILPOINTS", ""),
+            log: LogSettings::from_env(env)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULTS: ServiceDefaults = ServiceDefaults {
+        port: 8082,
+        database_url: "postgres://inventory@127.0.0.1:54330/inventory",
+    };
+
+    #[test]
+    fn defaults_work_locally_and_secrets_stay_hidden() {
+        let env = Env::from_pairs([("DATABASE_URL", "postgres://inventory:s3cret@db/inventory")]);
+        let s = ServiceSettings::from_env(&env, DEFAULTS).unwrap();
+        assert_eq!(s.http_addr.port(), 8082);
+        assert!(s.outbox_relay);
+        assert!(!format!("{s:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_by_name() {
+        for (name, value) in [
+            ("OUTBOX_BATCH_SIZE", "0"),
+            ("NATS_COMMAND_CONCURRENCY", "0"),
+        ] {
+            let err =
+                ServiceSettings::from_env(&Env::from_pairs([(name, value)]), DEFAULTS).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+}

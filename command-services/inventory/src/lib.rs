@@ -1,0 +1,46 @@
+//! The inventory command service: Product aggregates (one per SKU: catalog and stock) over
+//! HTTP and NATS (`cmd.inventory.*`), the `inventory` database, its outbox to `INVENTORY`.
+#![forbid(unsafe_code)]
+
+pub mod spec;
+
+use axum::Router;
+use command_kit::http::command;
+use command_kit::settings::ServiceDefaults;
+use command_kit::{CommandApp, ServiceSettings};
+use runtime::env::{Env, EnvError};
+
+pub use spec::InventorySpec;
+
+/// Port and database of `cargo xtask up`.
+pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
+    port: 8082,
+    database_url: "postgres://inventory@127.0.0.1:54330/inventory",
+};
+
+/// The service's settings from an environment.
+pub fn settings(env: &Env) -> Result<ServiceSettings, EnvError> {
+    ServiceSettings::from_env(env, DEFAULTS)
+}
+
+/// The HTTP routes of the product commands.
+pub fn routes() -> Router<std::sync::Arc<command_kit::Dispatcher<InventorySpec>>> {
+    Router::new()
+        .route("/products", command("CreateProduct"))
+        .route("/products/{sku}/restock", command("RestockProduct"))
+        .route("/products/{sku}/price", command("ChangePrice"))
+        .route("/products/{sku}/reservations", command("ReserveStock"))
+        .route(
+            "/products/{sku}/reservations/{order_id}/release",
+            command("ReleaseStock"),
+        )
+        .route(
+            "/products/{sku}/reservations/{order_id}/commit",
+            command("CommitStock"),
+        )
+}
+
+/// The service, built and bound.
+pub async fn app(settings: &ServiceSettings) -> anyhow::Result<CommandApp> {
+    CommandApp::build(settings, InventorySpec, (), vec![], routes()).await
+}

@@ -1,0 +1,16 @@
+//! Entry point of the inventory service.
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings =
+        inventory::settings(&runtime::env::Env::from_process()).context("reading settings")?;
+    runtime::telemetry::init("inventory", &settings.log);
+    runtime::failpoint::arm(&settings.failpoints);
+    let shutdown = runtime::shutdown::on_signal();
+    let app = inventory::app(&settings).await?;
+    tracing::info!(addr = %app.local_addr(), "inventory service listening");
+    app.run(shutdown).await
+}

@@ -1,0 +1,65 @@
+//! The payments command service: Payment aggregates (one per order) behind a payment provider,
+//! over HTTP and NATS (`cmd.payments.*`), the `payments` database, its outbox to `PAYMENTS`.
+#![forbid(unsafe_code)]
+
+pub mod provider;
+pub mod spec;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use command_kit::http::command;
+use command_kit::settings::ServiceDefaults;
+use command_kit::{CommandApp, ServiceSettings};
+use domain::payment::{PaymentServices, TestProvider};
+use runtime::env::{Env, EnvError};
+
+pub use spec::PaymentsSpec;
+
+/// Port and database of `cargo xtask up`.
+pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
+    port: 8083,
+    database_url: "postgres://payments@127.0.0.1:54330/payments",
+};
+
+/// The payments service's settings: the common ones and the provider's.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub service: ServiceSettings,
+    /// `PAYMENT_PROVIDER_TIMEOUT_MS`: longest wait for the provider, default 2000.
+    pub provider_timeout: Duration,
+}
+
+/// The service's settings from an environment.
+pub fn settings(env: &Env) -> Result<Settings, EnvError> {
+    Ok(Settings {
+        service: ServiceSettings::from_env(env, DEFAULTS)?,
+        provider_timeout: env.millis_or("PAYMENT_PROVIDER_TIMEOUT_MS", Duration::from_secs(2))?,
+    })
+}
+
+/// The HTTP routes of the payment commands.
+pub fn routes() -> Router<Arc<command_kit::Dispatcher<PaymentsSpec>>> {
+    Router::new()
+        .route("/payments", command("AuthorisePayment"))
+        .route("/payments/{order_id}/capture", command("CapturePayment"))
+        .route("/payments/{order_id}/void", command("VoidPayment"))
+        .route("/payments/{order_id}/refund", command("RefundPayment"))
+}
+
+/// The service, built and bound, with the built-in test provider.
+pub async fn app(settings: &Settings) -> anyhow::Result<CommandApp> {
+    let provider =
+        provider::TimeoutProvider::new(TestProvider::default(), settings.provider_timeout);
+    CommandApp::build(
+        &settings.service,
+        PaymentsSpec,
+        PaymentServices {
+            provider: Arc::new(provider),
+        },
+        vec![],
+        routes(),
+    )
+    .await
+}

@@ -1,0 +1,680 @@
+//! The Product aggregate: one per SKU. Catalog data (name, unit price) and stock (on hand,
+//! reservations per order). Reserve, release and commit are idempotent per order id.
+
+use std::collections::BTreeMap;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Money, Sku};
+
+/// Largest stock movement one command may make.
+pub const MAX_STOCK_MOVEMENT: u32 = 1_000_000;
+/// Longest product name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// Commands a product accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProductCommand {
+    Create {
+        sku: Sku,
+        name: String,
+        unit_price: Money,
+        initial_stock: u32,
+    },
+    Restock {
+        quantity: u32,
+    },
+    ChangePrice {
+        unit_price: Money,
+    },
+    Reserve {
+        order_id: Uuid,
+        quantity: u32,
+    },
+    Release {
+        order_id: Uuid,
+    },
+    Commit {
+        order_id: Uuid,
+    },
+}
+
+/// Everything that can happen to a product.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ProductEvent {
+    ProductCreated {
+        sku: Sku,
+        name: String,
+        unit_price: Money,
+        initial_stock: u32,
+    },
+    ProductRestocked {
+        sku: Sku,
+        quantity: u32,
+        on_hand: u64,
+    },
+    PriceChanged {
+        sku: Sku,
+        old_price: Money,
+        new_price: Money,
+    },
+    StockReserved {
+        sku: Sku,
+        order_id: Uuid,
+        quantity: u32,
+        unit_price: Money,
+        available: u64,
+    },
+    ReservationReleased {
+        sku: Sku,
+        order_id: Uuid,
+        quantity: u32,
+        available: u64,
+    },
+    ReservationCommitted {
+        sku: Sku,
+        order_id: Uuid,
+        quantity: u32,
+        on_hand: u64,
+    },
+}
+
+impl DomainEvent for ProductEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::ProductCreated { .. } => "ProductCreated",
+            Self::ProductRestocked { .. } => "ProductRestocked",
+            Self::PriceChanged { .. } => "PriceChanged",
+            Self::StockReserved { .. } => "StockReserved",
+            Self::ReservationReleased { .. } => "ReservationReleased",
+            Self::ReservationCommitted { .. } => "ReservationCommitted",
+        }
+        .into()
+    }
+
+    fn event_version(&self) -> String {
+        "1".into()
+    }
+}
+
+/// Why a product command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProductError {
+    #[error("product {0} already exists")]
+    AlreadyExists(Sku),
+    #[error("no such product")]
+    NotFound,
+    #[error("the name must be 1 to {MAX_NAME_CHARS} characters")]
+    InvalidName,
+    #[error("a price must be positive, not {0}")]
+    InvalidPrice(Money),
+    #[error("a price change must keep the currency {0}")]
+    CurrencyChange(crate::Currency),
+    #[error("quantity must be 1 to {MAX_STOCK_MOVEMENT}, not {0}")]
+    InvalidQuantity(u32),
+    #[error("initial stock must be at most {MAX_STOCK_MOVEMENT}, not {0}")]
+    InvalidInitialStock(u32),
+    #[error("out of stock: {requested} requested, {available} available")]
+    OutOfStock { requested: u32, available: u64 },
+    #[error("order {0} already reserved a different quantity")]
+    ReservationMismatch(Uuid),
+    #[error("order {0} has no reservation to commit")]
+    NoReservation(Uuid),
+    #[error("the reservation of order {0} was committed: it cannot be released")]
+    AlreadyCommitted(Uuid),
+}
+
+impl ProductError {
+    /// A stable machine-readable reason.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::AlreadyExists(_) => "already_exists",
+            Self::NotFound => "not_found",
+            Self::InvalidName => "invalid_name",
+            Self::InvalidPrice(_) => "invalid_price",
+            Self::CurrencyChange(_) => "currency_mismatch",
+            Self::InvalidQuantity(_) => "invalid_quantity",
+            Self::InvalidInitialStock(_) => "invalid_quantity",
+            Self::OutOfStock { .. } => "out_of_stock",
+            Self::ReservationMismatch(_) => "reservation_mismatch",
+            Self::NoReservation(_) => "no_reservation",
+            Self::AlreadyCommitted(_) => "already_committed",
+        }
+    }
+}
+
+/// What happened to one order's reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationState {
+    Reserved,
+    Released,
+    Committed,
+}
+
+/// One order's reservation, kept after release or commit so repeats are recognised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub quantity: u32,
+    pub unit_price: Money,
+    pub state: ReservationState,
+}
+
+/// The Product aggregate's state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Product {
+    pub sku: Option<Sku>,
+    pub name: String,
+    pub unit_price: Option<Money>,
+    pub on_hand: u64,
+    /// Units held by live (`Reserved`) reservations.
+    pub reserved: u64,
+    pub reservations: BTreeMap<Uuid, Reservation>,
+}
+
+fn check_quantity(quantity: u32) -> Result<(), ProductError> {
+    if (1..=MAX_STOCK_MOVEMENT).contains(&quantity) {
+        Ok(())
+    } else {
+        Err(ProductError::InvalidQuantity(quantity))
+    }
+}
+
+fn check_price(price: Money) -> Result<(), ProductError> {
+    if price.amount_minor > 0 {
+        Ok(())
+    } else {
+        Err(ProductError::InvalidPrice(price))
+    }
+}
+
+impl Product {
+    /// Units that can still be reserved.
+    pub fn available(&self) -> u64 {
+        self.on_hand - self.reserved
+    }
+
+    fn existing(&self) -> Result<(&Sku, Money), ProductError> {
+        match (&self.sku, self.unit_price) {
+            (Some(sku), Some(price)) => Ok((sku, price)),
+            _ => Err(ProductError::NotFound),
+        }
+    }
+
+    /// The events a command produces; empty when it was already done (idempotent repeat).
+    fn decide(&self, command: ProductCommand) -> Result<Vec<ProductEvent>, ProductError> {
+        if let ProductCommand::Create {
+            sku,
+            name,
+            unit_price,
+            initial_stock,
+        } = command
+        {
+            if let Some(existing) = &self.sku {
+                return Err(ProductError::AlreadyExists(existing.clone()));
+            }
+            let chars = name.trim().chars().count();
+            if chars == 0 || chars > MAX_NAME_CHARS {
+                return Err(ProductError::InvalidName);
+            }
+            check_price(unit_price)?;
+            if initial_stock > MAX_STOCK_MOVEMENT {
+                return Err(ProductError::InvalidInitialStock(initial_stock));
+            }
+            return Ok(vec![ProductEvent::ProductCreated {
+                sku,
+                name: name.trim().to_owned(),
+                unit_price,
+                initial_stock,
+            }]);
+        }
+        let (sku, price) = self.existing()?;
+        let sku = sku.clone();
+        match command {
+            ProductCommand::Create { .. } => unreachable!("handled above"),
+            ProductCommand::Restock { quantity } => {
+                check_quantity(quantity)?;
+                Ok(vec![ProductEvent::ProductRestocked {
+                    sku,
+                    quantity,
+                    on_hand: self.on_hand + u64::from(quantity),
+                }])
+            }
+            ProductCommand::ChangePrice { unit_price } => {
+                check_price(unit_price)?;
+                if unit_price.currency != price.currency {
+                    return Err(ProductError::CurrencyChange(price.currency));
+                }
+                if unit_price == price {
+                    return Ok(vec![]);
+                }
+                Ok(vec![ProductEvent::PriceChanged {
+                    sku,
+                    old_price: price,
+                    new_price: unit_price,
+                }])
+            }
+            ProductCommand::Reserve { order_id, quantity } => {
+                check_quantity(quantity)?;
+                if let Some(existing) = self.reservations.get(&order_id) {
+                    return if existing.quantity == quantity {
+                        Ok(vec![])
+                    } else {
+                        Err(ProductError::ReservationMismatch(order_id))
+                    };
+                }
+                let available = self.available();
+                if u64::from(quantity) > available {
+                    return Err(ProductError::OutOfStock {
+                        requested: quantity,
+                        available,
+                    });
+                }
+                Ok(vec![ProductEvent::StockReserved {
+                    sku,
+                    order_id,
+                    quantity,
+                    unit_price: price,
+                    available: available - u64::from(quantity),
+                }])
+            }
+            ProductCommand::Release { order_id } => match self.reservations.get(&order_id) {
+                None => Ok(vec![]),
+                Some(r) => match r.state {
+                    ReservationState::Released => Ok(vec![]),
+                    ReservationState::Committed => Err(ProductError::AlreadyCommitted(order_id)),
+                    ReservationState::Reserved => Ok(vec![ProductEvent::ReservationReleased {
+                        sku,
+                        order_id,
+                        quantity: r.quantity,
+                        available: self.available() + u64::from(r.quantity),
+                    }]),
+                },
+            },
+            ProductCommand::Commit { order_id } => match self.reservations.get(&order_id) {
+                Some(r) if r.state == ReservationState::Committed => Ok(vec![]),
+                Some(r) if r.state == ReservationState::Reserved => {
+                    Ok(vec![ProductEvent::ReservationCommitted {
+                        sku,
+                        order_id,
+                        quantity: r.quantity,
+                        on_hand: self.on_hand - u64::from(r.quantity),
+                    }])
+                }
+                _ => Err(ProductError::NoReservation(order_id)),
+            },
+        }
+    }
+}
+
+impl Aggregate for Product {
+    const TYPE: &'static str = "Product";
+    type Command = ProductCommand;
+    type Event = ProductEvent;
+    type Error = ProductError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            ProductEvent::ProductCreated {
+                sku,
+                name,
+                unit_price,
+                initial_stock,
+            } => {
+                self.sku = Some(sku);
+                self.name = name;
+                self.unit_price = Some(unit_price);
+                self.on_hand = u64::from(initial_stock);
+            }
+            ProductEvent::ProductRestocked { on_hand, .. } => self.on_hand = on_hand,
+            ProductEvent::PriceChanged { new_price, .. } => self.unit_price = Some(new_price),
+            ProductEvent::StockReserved {
+                order_id,
+                quantity,
+                unit_price,
+                ..
+            } => {
+                self.reserved += u64::from(quantity);
+                self.reservations.insert(
+                    order_id,
+                    Reservation {
+                        quantity,
+                        unit_price,
+                        state: ReservationState::Reserved,
+                    },
+                );
+            }
+            ProductEvent::ReservationReleased {
+                order_id, quantity, ..
+            } => {
+                self.reserved -= u64::from(quantity);
+                if let Some(r) = self.reservations.get_mut(&order_id) {
+                    r.state = ReservationState::Released;
+                }
+            }
+            ProductEvent::ReservationCommitted {
+                order_id,
+                quantity,
+                on_hand,
+                ..
+            } => {
+                self.reserved -= u64::from(quantity);
+                self.on_hand = on_hand;
+                if let Some(r) = self.reservations.get_mut(&order_id) {
+                    r.state = ReservationState::Committed;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::eur;
+    use crate::Currency;
+    use cqrs_es::test::TestFramework;
+
+    type ProductTest = TestFramework<Product>;
+
+    fn sku() -> Sku {
+        Sku::parse("SKU-1").unwrap()
+    }
+
+    fn order(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn created(stock: u32) -> ProductEvent {
+        ProductEvent::ProductCreated {
+            sku: sku(),
+            name: "Mug".into(),
+            unit_price: eur(1250),
+            initial_stock: stock,
+        }
+    }
+
+    fn reserved(order_id: Uuid, quantity: u32, available: u64) -> ProductEvent {
+        ProductEvent::StockReserved {
+            sku: sku(),
+            order_id,
+            quantity,
+            unit_price: eur(1250),
+            available,
+        }
+    }
+
+    async fn expect(given: Vec<ProductEvent>, when: ProductCommand, then: Vec<ProductEvent>) {
+        ProductTest::with(())
+            .given(given)
+            .when_async(when)
+            .await
+            .then_expect_events(then);
+    }
+
+    async fn refuse(given: Vec<ProductEvent>, when: ProductCommand, error: ProductError) {
+        ProductTest::with(())
+            .given(given)
+            .when_async(when)
+            .await
+            .then_expect_error(error);
+    }
+
+    fn create(name: &str, price: Money, stock: u32) -> ProductCommand {
+        ProductCommand::Create {
+            sku: sku(),
+            name: name.into(),
+            unit_price: price,
+            initial_stock: stock,
+        }
+    }
+
+    #[tokio::test]
+    async fn create_succeeds_and_refuses_bad_input_or_a_second_create() {
+        expect(vec![], create(" Mug ", eur(1250), 10), vec![created(10)]).await;
+        refuse(
+            vec![created(1)],
+            create("Mug", eur(1250), 1),
+            ProductError::AlreadyExists(sku()),
+        )
+        .await;
+        refuse(vec![], create("  ", eur(1), 1), ProductError::InvalidName).await;
+        refuse(
+            vec![],
+            create("Mug", eur(0), 1),
+            ProductError::InvalidPrice(eur(0)),
+        )
+        .await;
+        refuse(
+            vec![],
+            create("Mug", eur(1), MAX_STOCK_MOVEMENT + 1),
+            ProductError::InvalidInitialStock(MAX_STOCK_MOVEMENT + 1),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn restock_adds_to_on_hand() {
+        expect(
+            vec![created(10)],
+            ProductCommand::Restock { quantity: 5 },
+            vec![ProductEvent::ProductRestocked {
+                sku: sku(),
+                quantity: 5,
+                on_hand: 15,
+            }],
+        )
+        .await;
+        refuse(
+            vec![created(10)],
+            ProductCommand::Restock { quantity: 0 },
+            ProductError::InvalidQuantity(0),
+        )
+        .await;
+        refuse(
+            vec![],
+            ProductCommand::Restock { quantity: 1 },
+            ProductError::NotFound,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn change_price_keeps_the_currency() {
+        expect(
+            vec![created(1)],
+            ProductCommand::ChangePrice {
+                unit_price: eur(999),
+            },
+            vec![ProductEvent::PriceChanged {
+                sku: sku(),
+                old_price: eur(1250),
+                new_price: eur(999),
+            }],
+        )
+        .await;
+        expect(
+            vec![created(1)],
+            ProductCommand::ChangePrice {
+                unit_price: eur(1250),
+            },
+            vec![],
+        )
+        .await;
+        let usd = Money::new(999, Currency::parse("USD").unwrap());
+        refuse(
+            vec![created(1)],
+            ProductCommand::ChangePrice { unit_price: usd },
+            ProductError::CurrencyChange(Currency::parse("EUR").unwrap()),
+        )
+        .await;
+        refuse(
+            vec![created(1)],
+            ProductCommand::ChangePrice {
+                unit_price: eur(-1),
+            },
+            ProductError::InvalidPrice(eur(-1)),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn reserve_answers_with_the_unit_price_and_never_oversells() {
+        expect(
+            vec![created(10)],
+            ProductCommand::Reserve {
+                order_id: order(1),
+                quantity: 4,
+            },
+            vec![reserved(order(1), 4, 6)],
+        )
+        .await;
+        refuse(
+            vec![created(10), reserved(order(1), 8, 2)],
+            ProductCommand::Reserve {
+                order_id: order(2),
+                quantity: 3,
+            },
+            ProductError::OutOfStock {
+                requested: 3,
+                available: 2,
+            },
+        )
+        .await;
+        refuse(
+            vec![created(10)],
+            ProductCommand::Reserve {
+                order_id: order(1),
+                quantity: 0,
+            },
+            ProductError::InvalidQuantity(0),
+        )
+        .await;
+        refuse(
+            vec![],
+            ProductCommand::Reserve {
+                order_id: order(1),
+                quantity: 1,
+            },
+            ProductError::NotFound,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn reserve_is_idempotent_per_order() {
+        expect(
+            vec![created(10), reserved(order(1), 4, 6)],
+            ProductCommand::Reserve {
+                order_id: order(1),
+                quantity: 4,
+            },
+            vec![],
+        )
+        .await;
+        refuse(
+            vec![created(10), reserved(order(1), 4, 6)],
+            ProductCommand::Reserve {
+                order_id: order(1),
+                quantity: 5,
+            },
+            ProductError::ReservationMismatch(order(1)),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn release_returns_stock_once() {
+        let released = ProductEvent::ReservationReleased {
+            sku: sku(),
+            order_id: order(1),
+            quantity: 4,
+            available: 10,
+        };
+        expect(
+            vec![created(10), reserved(order(1), 4, 6)],
+            ProductCommand::Release { order_id: order(1) },
+            vec![released.clone()],
+        )
+        .await;
+        expect(
+            vec![created(10), reserved(order(1), 4, 6), released],
+            ProductCommand::Release { order_id: order(1) },
+            vec![],
+        )
+        .await;
+        expect(
+            vec![created(10)],
+            ProductCommand::Release { order_id: order(9) },
+            vec![],
+        )
+        .await;
+        refuse(
+            vec![created(10), reserved(order(1), 4, 6), committed(4, 6)],
+            ProductCommand::Release { order_id: order(1) },
+            ProductError::AlreadyCommitted(order(1)),
+        )
+        .await;
+    }
+
+    fn committed(quantity: u32, on_hand: u64) -> ProductEvent {
+        ProductEvent::ReservationCommitted {
+            sku: sku(),
+            order_id: order(1),
+            quantity,
+            on_hand,
+        }
+    }
+
+    #[tokio::test]
+    async fn commit_takes_stock_out_once() {
+        expect(
+            vec![created(10), reserved(order(1), 4, 6)],
+            ProductCommand::Commit { order_id: order(1) },
+            vec![committed(4, 6)],
+        )
+        .await;
+        expect(
+            vec![created(10), reserved(order(1), 4, 6), committed(4, 6)],
+            ProductCommand::Commit { order_id: order(1) },
+            vec![],
+        )
+        .await;
+        refuse(
+            vec![created(10)],
+            ProductCommand::Commit { order_id: order(1) },
+            ProductError::NoReservation(order(1)),
+        )
+        .await;
+    }
+
+    #[test]
+    fn available_counts_live_reservations_only() {
+        let mut p = Product::default();
+        for e in [
+            created(10),
+            reserved(order(1), 4, 6),
+            reserved(order(2), 3, 3),
+            committed(4, 6),
+        ] {
+            p.apply(e);
+        }
+        assert_eq!((p.on_hand, p.reserved, p.available()), (6, 3, 3));
+    }
+}
