@@ -1,10 +1,14 @@
 -- Runs once, when the postgres container initialises its volume: one database and role per
 -- service, and a read-only role for the query API. Trust auth: local development only.
 CREATE ROLE orders LOGIN;
+CREATE ROLE inventory LOGIN;
+CREATE ROLE payments LOGIN;
 CREATE ROLE projections LOGIN;
 CREATE ROLE query_api LOGIN;
 
 CREATE DATABASE orders OWNER orders;
+CREATE DATABASE inventory OWNER inventory;
+CREATE DATABASE payments OWNER payments;
 CREATE DATABASE read OWNER projections;
 
 \connect read

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -14,7 +15,7 @@ pub const MAX_LINES: usize = 100;
 pub const MAX_QUANTITY: u32 = 1000;
 
 /// One line of an order: a SKU and how many.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderLine {
     pub sku: Sku,
@@ -22,7 +23,7 @@ pub struct OrderLine {
 }
 
 /// A line with the unit price inventory answered, and its total.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PricedLine {
     pub sku: Sku,
@@ -32,7 +33,7 @@ pub struct PricedLine {
 }
 
 /// Why an order was rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectionReason {
     OutOfStock,
@@ -73,7 +74,7 @@ pub struct PlaceOrder {
 
 /// The order was placed; prices are not known yet. Version 2 added `payment_token`; events
 /// stored as version 1 are upcast with `payment_token: null` (see [`upcasters`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderPlaced {
     pub order_id: Uuid,
     pub customer_id: Uuid,
@@ -82,8 +83,18 @@ pub struct OrderPlaced {
     pub placed_at: DateTime<Utc>,
 }
 
+/// Version 1 of `OrderPlaced`, as stored before payment tokens existed. Kept for its schema
+/// and for reading old history (through [`order_placed_v1_to_v2`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderPlacedV1 {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub lines: Vec<OrderLine>,
+    pub placed_at: DateTime<Utc>,
+}
+
 /// Everything that can happen to an order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum OrderEvent {
     OrderPlaced(OrderPlaced),
     OrderPriced {

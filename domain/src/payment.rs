@@ -122,7 +122,7 @@ pub enum PaymentCommand {
 }
 
 /// Everything that can happen to a payment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum PaymentEvent {
     PaymentAuthorised {
         order_id: Uuid,

@@ -43,7 +43,7 @@ pub enum ProductCommand {
 }
 
 /// Everything that can happen to a product.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum ProductEvent {
     ProductCreated {
         sku: Sku,

@@ -47,6 +47,20 @@ impl From<Sku> for String {
     }
 }
 
+impl schemars::JsonSchema for Sku {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Sku".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[A-Z0-9][A-Z0-9-]{0,31}$",
+            "description": "A stock-keeping unit"
+        })
+    }
+}
+
 impl fmt::Display for Sku {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -22,9 +22,10 @@ pub mod meta {
 }
 
 /// A CloudEvents 1.0 structured-mode event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
+    /// Always `1.0`.
     pub specversion: String,
     pub id: Uuid,
     pub source: String,

@@ -6,6 +6,8 @@
 #![forbid(unsafe_code)]
 
 pub mod process;
+pub mod schemas;
+pub mod world;
 
 use std::future::Future;
 use std::sync::OnceLock;

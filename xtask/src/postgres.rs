@@ -16,7 +16,12 @@ use nix::unistd::{Gid, Uid, User};
 use crate::layout::Layout;
 
 /// Service databases and their owning roles; `read` also gets a read-only `query_api` role.
-pub const DATABASES: &[(&str, &str)] = &[("orders", "orders"), ("read", "projections")];
+pub const DATABASES: &[(&str, &str)] = &[
+    ("orders", "orders"),
+    ("inventory", "inventory"),
+    ("payments", "payments"),
+    ("read", "projections"),
+];
 
 /// The Postgres binary folder: from PATH, else the newest under /usr/lib/postgresql.
 fn bin(name: &str) -> anyhow::Result<PathBuf> {

@@ -26,6 +26,18 @@ pub(crate) const SERVICES: &[Service] = &[
         database: ("orders", "orders"),
     },
     Service {
+        name: "inventory",
+        package: "inventory",
+        port: 8082,
+        database: ("inventory", "inventory"),
+    },
+    Service {
+        name: "payments",
+        package: "payments",
+        port: 8083,
+        database: ("payments", "payments"),
+    },
+    Service {
         name: "projections",
         package: "projections",
         port: 8085,

@@ -49,11 +49,7 @@ impl World {
         let mut env = self.env();
         env.push(("HTTP_ADDR", "127.0.0.1:0".into()));
         let settings = orders::settings(&runtime::env::Env::from_pairs(env)).unwrap();
-        let app = orders::app(&settings).await.unwrap();
-        let base = format!("http://{}", app.local_addr());
-        let shutdown = CancellationToken::new();
-        tokio::spawn(app.run(shutdown.clone()));
-        (base, shutdown)
+        testkit::world::serve(orders::app(&settings).await.unwrap())
     }
 
     /// The service as a child process.
@@ -346,4 +342,135 @@ async fn two_replicas_on_one_database_publish_every_event_once() {
     }
     let messages = w.wait_published(25).await;
     assert_exactly_once(&messages, 25);
+}
+
+#[tokio::test]
+async fn every_order_command_works_over_http_and_nats() {
+    use testkit::world::post;
+    let w = World::new().await;
+    let (base, shutdown) = w.spawn_app().await;
+    let nats_client = testkit::nats().await;
+    let nats = |command: &'static str, body: Value| {
+        let (client, subject) = (
+            nats_client.clone(),
+            w.ns.command_subject(BoundedContext::Orders, command),
+        );
+        async move {
+            let reply = client
+                .request(subject, serde_json::to_vec(&body).unwrap().into())
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&reply.payload).unwrap()
+        }
+    };
+
+    // Placed over HTTP, priced over NATS, confirmed over HTTP.
+    let placed = post(&base, "/orders", order_body(), None).await;
+    assert_eq!(placed.status, 202);
+    let a = placed.body["order_id"].as_str().unwrap().to_owned();
+    let priced = nats(
+        "PriceOrder",
+        json!({"command_id": "p1", "order_id": a, "lines": [
+            {"sku": "SKU-1", "unit_price": 150, "currency": "EUR"},
+            {"sku": "SKU-2", "unit_price": 1000, "currency": "EUR"}]}),
+    )
+    .await;
+    assert_eq!(
+        (
+            priced["data"]["status"].as_str(),
+            priced["data"]["total"].as_i64()
+        ),
+        (Some("priced"), Some(1300)),
+        "{priced}"
+    );
+    let confirmed = post(&base, &format!("/orders/{a}/confirm"), json!({}), None).await;
+    assert_eq!(
+        (confirmed.status, confirmed.body["status"].as_str()),
+        (202, Some("confirmed"))
+    );
+    let twice = post(&base, &format!("/orders/{a}/confirm"), json!({}), None).await;
+    assert_eq!(
+        (twice.status, twice.body["reason"].as_str()),
+        (422, Some("invalid_transition"))
+    );
+    let late_cancel = post(&base, &format!("/orders/{a}/cancel"), json!({}), None).await;
+    assert_eq!(late_cancel.body["reason"], "invalid_transition");
+
+    // Placed over NATS (the command id makes it idempotent), rejected over NATS.
+    let mut body = order_body();
+    body["command_id"] = json!("place-1");
+    let first = nats("PlaceOrder", body.clone()).await;
+    let repeat = nats("PlaceOrder", body).await;
+    assert_eq!(
+        first["aggregate_id"], repeat["aggregate_id"],
+        "one order for one command id"
+    );
+    let b = first["aggregate_id"].as_str().unwrap().to_owned();
+    let rejected = nats(
+        "RejectOrder",
+        json!({"command_id": "r1", "order_id": b, "reason": "out_of_stock", "detail": "SKU-2 sold out", "skus": ["SKU-2"]}),
+    )
+    .await;
+    assert_eq!(rejected["data"]["status"], "rejected", "{rejected}");
+    let confirm_rejected = nats("ConfirmOrder", json!({"command_id": "c9", "order_id": b})).await;
+    assert_eq!(confirm_rejected["reason"], "invalid_transition");
+
+    // Cancelled over HTTP; cancelling again is a harmless repeat.
+    let c = post(&base, "/orders", order_body(), Some("place-c"))
+        .await
+        .body["order_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cancelled = post(&base, &format!("/orders/{c}/cancel"), json!({}), None).await;
+    let again = nats("CancelOrder", json!({"command_id": "x1", "order_id": c})).await;
+    assert_eq!(
+        (cancelled.status, cancelled.body["status"].as_str()),
+        (202, Some("cancelled"))
+    );
+    assert_eq!(
+        again["version"].as_u64(),
+        cancelled.body["version"].as_u64()
+    );
+
+    let missing = post(
+        &base,
+        &format!("/orders/{}/confirm", uuid::Uuid::now_v7()),
+        json!({}),
+        None,
+    )
+    .await;
+    assert_eq!(missing.status, 404);
+    let bad_reason = post(
+        &base,
+        &format!("/orders/{c}/reject"),
+        json!({"reason": "bored"}),
+        None,
+    )
+    .await;
+    assert_eq!(bad_reason.status, 422);
+
+    let envelopes: Vec<Envelope> = w
+        .wait_published(7)
+        .await
+        .iter()
+        .map(|m| Envelope::from_slice(&m.payload).unwrap())
+        .collect();
+    let mut types: Vec<&str> = envelopes.iter().map(|e| e.name()).collect();
+    types.sort();
+    types.dedup();
+    assert_eq!(
+        types,
+        [
+            "OrderCancelled",
+            "OrderConfirmed",
+            "OrderPlaced",
+            "OrderPriced",
+            "OrderRejected"
+        ]
+    );
+    for e in &envelopes {
+        testkit::schemas::assert_valid(e);
+    }
+    shutdown.cancel();
 }

@@ -1,0 +1,228 @@
+//! The payments service over HTTP and NATS against real Postgres and JetStream, with the
+//! deterministic test provider.
+
+use messaging::BoundedContext;
+use serde_json::{json, Value};
+use testkit::world::{post, World};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+async fn start(world: &World) -> (String, CancellationToken) {
+    let mut env = world.env();
+    env.push(("PAYMENT_PROVIDER_TIMEOUT_MS", "300".into()));
+    let settings = payments::settings(&runtime::env::Env::from_pairs(env)).unwrap();
+    testkit::world::serve(payments::app(&settings).await.unwrap())
+}
+
+fn authorise(order: Uuid, token: &str, amount: i64) -> Value {
+    json!({"order_id": order, "amount": amount, "currency": "EUR", "payment_token": token})
+}
+
+#[tokio::test]
+async fn every_payment_command_works_over_http_and_nats() {
+    let world = World::new("payments").await;
+    let (base, shutdown) = start(&world).await;
+    let nats = |command: &'static str, body: Value| {
+        let world = &world;
+        async move {
+            world
+                .nats_command(BoundedContext::Payments, command, body)
+                .await
+        }
+    };
+    let paid = Uuid::now_v7();
+
+    let authorised = post(&base, "/payments", authorise(paid, "tok_ok", 2500), None).await;
+    assert_eq!(authorised.status, 202, "{:?}", authorised.body);
+    assert_eq!(
+        (
+            authorised.body["payment_status"].as_str(),
+            authorised.body["authorised"].as_i64()
+        ),
+        (Some("authorised"), Some(2500))
+    );
+    let captured = nats(
+        "CapturePayment",
+        json!({"command_id": "cap-1", "order_id": paid, "amount": 2500, "currency": "EUR"}),
+    )
+    .await;
+    assert_eq!(
+        (
+            captured["status"].as_str(),
+            captured["data"]["captured"].as_i64()
+        ),
+        (Some("accepted"), Some(2500))
+    );
+    // The saga repeating its capture (same command id) does not capture twice.
+    let repeated = nats(
+        "CapturePayment",
+        json!({"command_id": "cap-1", "order_id": paid, "amount": 2500, "currency": "EUR"}),
+    )
+    .await;
+    assert_eq!(
+        (repeated["replayed"].as_bool(), repeated["version"].clone()),
+        (Some(true), captured["version"].clone())
+    );
+    let over = post(
+        &base,
+        &format!("/payments/{paid}/capture"),
+        json!({"amount": 1, "currency": "EUR"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (over.status, over.body["reason"].as_str()),
+        (422, Some("exceeds_remaining"))
+    );
+
+    let refunded = post(
+        &base,
+        &format!("/payments/{paid}/refund"),
+        json!({"amount": 1000, "currency": "EUR"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (refunded.status, refunded.body["refunded"].as_i64()),
+        (202, Some(1000))
+    );
+    let too_much = nats(
+        "RefundPayment",
+        json!({"command_id": "ref-2", "order_id": paid, "amount": 1501, "currency": "EUR"}),
+    )
+    .await;
+    assert_eq!(too_much["reason"], "exceeds_remaining");
+
+    // Declined is an answer, recorded as an event.
+    let declined_order = Uuid::now_v7();
+    let mut body = authorise(declined_order, "tok_decline", 900);
+    body["command_id"] = json!("auth-d");
+    let declined = nats("AuthorisePayment", body).await;
+    assert_eq!(
+        (
+            declined["status"].as_str(),
+            declined["data"]["payment_status"].as_str(),
+            declined["data"]["decline_reason"].as_str()
+        ),
+        (Some("accepted"), Some("declined"), Some("card_declined"))
+    );
+
+    // Void an authorisation that was never captured; voiding again changes nothing.
+    let voided_order = Uuid::now_v7();
+    assert_eq!(
+        post(
+            &base,
+            "/payments",
+            authorise(voided_order, "tok_ok", 700),
+            None
+        )
+        .await
+        .status,
+        202
+    );
+    let voided = nats(
+        "VoidPayment",
+        json!({"command_id": "void-1", "order_id": voided_order}),
+    )
+    .await;
+    assert_eq!(voided["data"]["payment_status"], "voided", "{voided}");
+    let again = post(
+        &base,
+        &format!("/payments/{voided_order}/void"),
+        json!({}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (again.status, again.body["version"].as_u64()),
+        (202, voided["version"].as_u64())
+    );
+
+    // A provider that never answers is a retryable failure, and nothing is stored.
+    let silent = Uuid::now_v7();
+    let timed_out = post(
+        &base,
+        "/payments",
+        authorise(silent, "tok_timeout", 100),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (timed_out.status, timed_out.body["reason"].as_str()),
+        (503, Some("provider_timeout"))
+    );
+    let mut body = authorise(silent, "tok_timeout", 100);
+    body["command_id"] = json!("auth-t");
+    let timed_out = nats("AuthorisePayment", body).await;
+    assert_eq!(
+        (
+            timed_out["reason"].as_str(),
+            timed_out["retryable"].as_bool()
+        ),
+        (Some("provider_timeout"), Some(true))
+    );
+
+    // tok_flaky: two retryable failures, then authorised, under one command id.
+    let flaky = Uuid::now_v7();
+    let mut body = authorise(flaky, "tok_flaky", 300);
+    body["command_id"] = json!("auth-f");
+    let answers = [
+        nats("AuthorisePayment", body.clone()).await,
+        nats("AuthorisePayment", body.clone()).await,
+        nats("AuthorisePayment", body).await,
+    ];
+    assert_eq!(answers[0]["retryable"], true);
+    assert_eq!(answers[1]["retryable"], true);
+    assert_eq!(
+        answers[2]["data"]["payment_status"], "authorised",
+        "{}",
+        answers[2]
+    );
+
+    let bad = post(
+        &base,
+        "/payments",
+        json!({"order_id": paid, "amount": 1.5, "currency": "EUR", "payment_token": "tok_ok"}),
+        None,
+    )
+    .await;
+    assert_eq!(bad.status, 422);
+    let nothing = post(
+        &base,
+        &format!("/payments/{}/capture", Uuid::now_v7()),
+        json!({"amount": 1, "currency": "EUR"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (nothing.status, nothing.body["reason"].as_str()),
+        (422, Some("not_authorised"))
+    );
+
+    let envelopes = world.published(BoundedContext::Payments, 7).await;
+    let mut types: Vec<&str> = envelopes.iter().map(|e| e.name()).collect();
+    types.sort();
+    types.dedup();
+    assert_eq!(
+        types,
+        [
+            "PaymentAuthorised",
+            "PaymentCaptured",
+            "PaymentDeclined",
+            "PaymentRefunded",
+            "PaymentVoided"
+        ]
+    );
+    for e in &envelopes {
+        testkit::schemas::assert_valid(e);
+    }
+    assert_eq!(
+        world
+            .count(&format!(
+                "SELECT count(*) FROM events WHERE aggregate_id = '{silent}'"
+            ))
+            .await,
+        0
+    );
+    shutdown.cancel();
+}

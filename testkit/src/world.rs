@@ -1,0 +1,128 @@
+//! A command service's private test world: a fresh database (migrated like the service's),
+//! a NATS namespace, and helpers to send commands over HTTP and NATS and read the stream.
+
+use std::time::Duration;
+
+use messaging::{BoundedContext, Envelope, Namespace};
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::StoredMessage;
+
+/// One test's databases and namespace.
+pub struct World {
+    pub db_url: String,
+    pub pool: PgPool,
+    pub ns: Namespace,
+    pub nats: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+}
+
+/// An HTTP answer: status and JSON body (`Null` when there is none).
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub body: Value,
+    pub replayed: bool,
+}
+
+impl World {
+    /// A fresh command-service database named after `label`.
+    pub async fn new(label: &str) -> Self {
+        let db_url = crate::fresh_database(label).await;
+        let pool = event_store::connect_and_migrate(&runtime::db::DatabaseSettings {
+            url: runtime::secret::Secret::new(db_url.clone()),
+            max_connections: 4,
+        })
+        .await
+        .expect("migrate the test database");
+        let nats = crate::nats().await;
+        Self {
+            db_url,
+            pool,
+            ns: crate::unique_namespace(),
+            js: async_nats::jetstream::new(nats.clone()),
+            nats,
+        }
+    }
+
+    /// The environment a service needs to run in this world.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("HTTP_ADDR", "127.0.0.1:0".into()),
+            ("DATABASE_URL", self.db_url.clone()),
+            ("NATS_URL", crate::infra().nats_url.clone()),
+            ("NATS_NAMESPACE", self.ns.as_str().to_owned()),
+            ("OUTBOX_POLL_INTERVAL_MS", "200".into()),
+        ]
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count query")
+    }
+
+    /// The context's stream, read back in order.
+    pub async fn stream(&self, context: BoundedContext) -> Vec<StoredMessage> {
+        crate::read_stream(&self.js, &self.ns.stream(context)).await
+    }
+
+    /// Waits until the outbox is empty and the stream holds at least `n` messages; returns
+    /// their envelopes.
+    pub async fn published(&self, context: BoundedContext, n: usize) -> Vec<Envelope> {
+        let messages = crate::eventually(Duration::from_secs(20), "events published", || async {
+            let messages = self.stream(context).await;
+            (messages.len() >= n && self.count("SELECT count(*) FROM outbox").await == 0)
+                .then_some(messages)
+        })
+        .await;
+        messages
+            .iter()
+            .map(|m| Envelope::from_slice(&m.payload).expect("every message is an envelope"))
+            .collect()
+    }
+
+    /// Sends a command over NATS request/reply and returns the reply.
+    pub async fn nats_command(&self, context: BoundedContext, command: &str, body: Value) -> Value {
+        let subject = self.ns.command_subject(context, command);
+        let reply = tokio::time::timeout(
+            Duration::from_secs(20),
+            self.nats
+                .request(subject, serde_json::to_vec(&body).unwrap().into()),
+        )
+        .await
+        .expect("a reply in time")
+        .expect("NATS request");
+        serde_json::from_slice(&reply.payload).expect("a JSON reply")
+    }
+}
+
+/// `POST base+path` with a JSON body and an optional `Idempotency-Key`.
+pub async fn post(base: &str, path: &str, body: Value, key: Option<&str>) -> HttpAnswer {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.expect("HTTP request");
+    let status = response.status().as_u16();
+    let replayed = response.headers().contains_key("idempotent-replayed");
+    let body = response.json().await.unwrap_or(Value::Null);
+    HttpAnswer {
+        status,
+        body,
+        replayed,
+    }
+}
+
+/// Serves a built command service in this process; returns its base URL and the token that
+/// stops it.
+pub fn serve(app: command_kit::CommandApp) -> (String, tokio_util::sync::CancellationToken) {
+    let base = format!("http://{}", app.local_addr());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(app.run(shutdown.clone()));
+    (base, shutdown)
+}
