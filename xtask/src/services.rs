@@ -183,7 +183,7 @@ pub fn print_urls(layout: &Layout) {
     println!("try:");
     println!(
         r#"  curl -s -X POST localhost:8081/orders -H 'content-type: application/json' \
-    -d '{{"customer_id":"0192f0c1-0000-7000-8000-000000000001","lines":[{{"sku":"SKU-1","quantity":2}}]}}'"#
+    -d '{{"customer_id":"0192f0c1-0000-7000-8000-000000000001","lines":[{{"sku":"SKU-1","quantity":2}}],"payment_token":"tok_ok"}}'"#
     );
     println!("  curl -s 'localhost:8080/orders/<order_id>?min_version=1'");
 }
