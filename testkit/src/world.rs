@@ -126,3 +126,61 @@ pub fn serve(app: command_kit::CommandApp) -> (String, tokio_util::sync::Cancell
     tokio::spawn(app.run(shutdown.clone()));
     (base, shutdown)
 }
+
+/// Which transport a command goes over.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// HTTP, at this base URL.
+    Http(String),
+    Nats,
+}
+
+/// A command's answer, the same shape whichever transport carried it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub accepted: bool,
+    /// Accepted: the version and the answer data. Rejected: the problem or the reply.
+    pub fields: Value,
+}
+
+impl World {
+    /// Sends `command` over `via`: on HTTP `POST path` with `body`, on NATS the same body
+    /// (with the path's fields already in it) plus a fresh `command_id`.
+    pub async fn send(
+        &self,
+        via: &Via,
+        context: BoundedContext,
+        command: &str,
+        path: &str,
+        body: Value,
+    ) -> Answer {
+        match via {
+            Via::Http(base) => {
+                let answer = post(base, path, body, None).await;
+                Answer {
+                    accepted: answer.status == 202,
+                    fields: answer.body,
+                }
+            }
+            Via::Nats => {
+                let mut body = body;
+                body["command_id"] = Value::String(uuid::Uuid::now_v7().to_string());
+                let reply = self.nats_command(context, command, body).await;
+                if reply["status"] == "accepted" {
+                    let mut fields = reply["data"].clone();
+                    fields["version"] = reply["version"].clone();
+                    fields["aggregate_id"] = reply["aggregate_id"].clone();
+                    Answer {
+                        accepted: true,
+                        fields,
+                    }
+                } else {
+                    Answer {
+                        accepted: false,
+                        fields: reply,
+                    }
+                }
+            }
+        }
+    }
+}

@@ -6,7 +6,7 @@ use cqrs_es::Aggregate;
 use domain::product::Product;
 use messaging::BoundedContext;
 use serde_json::{json, Value};
-use testkit::world::{post, World};
+use testkit::world::{post, Via, World};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -271,6 +271,69 @@ async fn every_inventory_command_works_over_http_and_nats() {
         assert_eq!(e.subject, "SKU-7");
         assert_eq!(e.source, "/streamshop/inventory");
         testkit::schemas::assert_valid(e);
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn every_inventory_command_succeeds_over_each_transport() {
+    let world = World::new("inventory").await;
+    let (base, shutdown) = start(&world).await;
+    for (via, sku) in [
+        (Via::Http(base.clone()), "VIA-HTTP"),
+        (Via::Nats, "VIA-NATS"),
+    ] {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let steps: [(&str, String, Value); 7] = [
+            ("CreateProduct", "/products".into(), create(sku, 10)),
+            (
+                "RestockProduct",
+                format!("/products/{sku}/restock"),
+                json!({"sku": sku, "quantity": 5}),
+            ),
+            (
+                "ChangePrice",
+                format!("/products/{sku}/price"),
+                json!({"sku": sku, "unit_price": 990, "currency": "EUR"}),
+            ),
+            (
+                "ReserveStock",
+                format!("/products/{sku}/reservations"),
+                json!({"sku": sku, "order_id": a, "quantity": 3}),
+            ),
+            (
+                "ReleaseStock",
+                format!("/products/{sku}/reservations/{a}/release"),
+                json!({"sku": sku, "order_id": a}),
+            ),
+            (
+                "ReserveStock",
+                format!("/products/{sku}/reservations"),
+                json!({"sku": sku, "order_id": b, "quantity": 4}),
+            ),
+            (
+                "CommitStock",
+                format!("/products/{sku}/reservations/{b}/commit"),
+                json!({"sku": sku, "order_id": b}),
+            ),
+        ];
+        for (i, (command, path, body)) in steps.into_iter().enumerate() {
+            let answer = world
+                .send(&via, BoundedContext::Inventory, command, &path, body)
+                .await;
+            assert!(
+                answer.accepted,
+                "{command} over {via:?}: {:?}",
+                answer.fields
+            );
+            assert_eq!(
+                answer.fields["version"],
+                i as u64 + 1,
+                "{command} over {via:?}"
+            );
+        }
+        let p = product(&world, sku).await;
+        assert_eq!((p.on_hand, p.available()), (11, 11), "over {via:?}");
     }
     shutdown.cancel();
 }

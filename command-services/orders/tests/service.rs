@@ -474,3 +474,68 @@ async fn every_order_command_works_over_http_and_nats() {
     }
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn every_order_command_succeeds_over_each_transport() {
+    use testkit::world::Via;
+    let world = testkit::world::World::new("orders").await;
+    let settings = orders::settings(&runtime::env::Env::from_pairs(world.env())).unwrap();
+    let (base, shutdown) = testkit::world::serve(orders::app(&settings).await.unwrap());
+    let ctx = BoundedContext::Orders;
+    for via in [Via::Http(base.clone()), Via::Nats] {
+        let place = || world.send(&via, ctx, "PlaceOrder", "/orders", order_body());
+        let id = |a: &testkit::world::Answer| {
+            a.fields["order_id"]
+                .as_str()
+                .or(a.fields["aggregate_id"].as_str())
+                .unwrap()
+                .to_owned()
+        };
+        let placed = place().await;
+        assert!(
+            placed.accepted,
+            "PlaceOrder over {via:?}: {:?}",
+            placed.fields
+        );
+        let a = id(&placed);
+        let price = json!({"order_id": a, "lines": [
+            {"sku": "SKU-1", "unit_price": 150, "currency": "EUR"},
+            {"sku": "SKU-2", "unit_price": 1000, "currency": "EUR"}]});
+        let b = id(&place().await);
+        let c = id(&place().await);
+        let steps = [
+            ("PriceOrder", format!("/orders/{a}/price"), price, "priced"),
+            (
+                "ConfirmOrder",
+                format!("/orders/{a}/confirm"),
+                json!({"order_id": a}),
+                "confirmed",
+            ),
+            (
+                "RejectOrder",
+                format!("/orders/{b}/reject"),
+                json!({"order_id": b, "reason": "payment_declined", "detail": "card declined"}),
+                "rejected",
+            ),
+            (
+                "CancelOrder",
+                format!("/orders/{c}/cancel"),
+                json!({"order_id": c}),
+                "cancelled",
+            ),
+        ];
+        for (command, path, body, status) in steps {
+            let answer = world.send(&via, ctx, command, &path, body).await;
+            assert!(
+                answer.accepted,
+                "{command} over {via:?}: {:?}",
+                answer.fields
+            );
+            assert_eq!(answer.fields["status"], status, "{command} over {via:?}");
+        }
+    }
+    for e in world.published(ctx, 12).await {
+        testkit::schemas::assert_valid(&e);
+    }
+    shutdown.cancel();
+}

@@ -3,7 +3,7 @@
 
 use messaging::BoundedContext;
 use serde_json::{json, Value};
-use testkit::world::{post, World};
+use testkit::world::{post, Via, World};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -224,5 +224,61 @@ async fn every_payment_command_works_over_http_and_nats() {
             .await,
         0
     );
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn every_payment_command_succeeds_over_each_transport() {
+    let world = World::new("payments").await;
+    let (base, shutdown) = start(&world).await;
+    for via in [Via::Http(base.clone()), Via::Nats] {
+        let (kept, voided) = (Uuid::now_v7(), Uuid::now_v7());
+        let steps: [(&str, String, Value, &str); 5] = [
+            (
+                "AuthorisePayment",
+                "/payments".into(),
+                authorise(kept, "tok_ok", 1000),
+                "authorised",
+            ),
+            (
+                "CapturePayment",
+                format!("/payments/{kept}/capture"),
+                json!({"order_id": kept, "amount": 1000, "currency": "EUR"}),
+                "authorised",
+            ),
+            (
+                "RefundPayment",
+                format!("/payments/{kept}/refund"),
+                json!({"order_id": kept, "amount": 400, "currency": "EUR"}),
+                "authorised",
+            ),
+            (
+                "AuthorisePayment",
+                "/payments".into(),
+                authorise(voided, "tok_ok", 500),
+                "authorised",
+            ),
+            (
+                "VoidPayment",
+                format!("/payments/{voided}/void"),
+                json!({"order_id": voided}),
+                "voided",
+            ),
+        ];
+        for (command, path, body, status) in steps {
+            let answer = world
+                .send(&via, BoundedContext::Payments, command, &path, body)
+                .await;
+            assert!(
+                answer.accepted,
+                "{command} over {via:?}: {:?}",
+                answer.fields
+            );
+            assert_eq!(
+                answer.fields["payment_status"], status,
+                "{command} over {via:?}"
+            );
+        }
+    }
     shutdown.cancel();
 }
