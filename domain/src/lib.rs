@@ -8,6 +8,7 @@ pub mod money;
 pub mod order;
 pub mod payment;
 pub mod product;
+pub mod saga;
 pub mod sku;
 
 pub use money::{Currency, Money};

@@ -65,9 +65,17 @@ fn every_event_type_and_version_has_a_schema() {
         "events/payments/PaymentCaptured.v1.json",
         "events/payments/PaymentVoided.v1.json",
         "events/payments/PaymentRefunded.v1.json",
+        "events/sagas/SagaStarted.v1.json",
+        "events/sagas/StepAttempted.v1.json",
+        "events/sagas/StepCompleted.v1.json",
+        "events/sagas/StepFailed.v1.json",
+        "events/sagas/StepGaveUp.v1.json",
+        "events/sagas/CompensationStarted.v1.json",
+        "events/sagas/SagaCompleted.v1.json",
+        "events/sagas/SagaNeedsAttention.v1.json",
         "envelope.json",
     ] {
         assert!(generated.contains_key(path), "no schema {path}");
     }
-    assert_eq!(generated.len(), 18);
+    assert_eq!(generated.len(), 26);
 }
