@@ -513,9 +513,9 @@ impl OrderSaga {
     pub fn next_wake(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.due_steps()
             .iter()
-            .filter_map(|s| match self.readiness(s, now) {
-                Readiness::InFlight(at) | Readiness::Waiting(at) => Some(at),
-                Readiness::Ready | Readiness::TimedOut => Some(now),
+            .map(|s| match self.readiness(s, now) {
+                Readiness::InFlight(at) | Readiness::Waiting(at) => at,
+                Readiness::Ready | Readiness::TimedOut => now,
             })
             .min()
     }

@@ -94,6 +94,10 @@ pub fn generate() -> BTreeMap<String, Value> {
             BoundedContext::Payments,
             schema_of::<domain::payment::PaymentEvent>(),
         ),
+        (
+            BoundedContext::Sagas,
+            schema_of::<domain::saga::SagaEvent>(),
+        ),
     ];
     for (context, enum_schema) in contexts {
         for (event, schema) in variants(&enum_schema) {
