@@ -689,7 +689,10 @@ impl OrderSaga {
                 now,
                 jitter_permille,
             } => {
-                if self.done(&step) || !self.is_open() {
+                // Only an attempt in flight can fail: a stale timeout seen by a second driver,
+                // or a late reply after a retry was scheduled, changes nothing.
+                let in_flight = self.step(&step).is_some_and(|s| s.deadline.is_some());
+                if self.done(&step) || !self.is_open() || !in_flight {
                     return Ok(vec![]);
                 }
                 let attempts = self.step(&step).map_or(0, |s| s.attempts);
@@ -1171,22 +1174,41 @@ mod tests {
 
     #[tokio::test]
     async fn fail_schedules_a_retry_and_cancel_starts_compensation() {
+        let step = Step::Reserve(sku("A"));
+        let attempted = {
+            let mut s = OrderSaga::default();
+            s.apply(started(&["A"]));
+            SagaEvent::StepAttempted {
+                step: step.clone(),
+                attempt: 1,
+                command_id: s.command_id(&step),
+                at: t(5),
+                deadline: t(10),
+            }
+        };
+        let fail = SagaCommand::Fail {
+            step: step.clone(),
+            reason: "unavailable".into(),
+            now: t(10),
+            jitter_permille: 1000,
+        };
         saga_test()
-            .given(vec![started(&["A"])])
-            .when_async(SagaCommand::Fail {
-                step: Step::Reserve(sku("A")),
-                reason: "unavailable".into(),
-                now: t(10),
-                jitter_permille: 1000,
-            })
+            .given(vec![started(&["A"]), attempted])
+            .when_async(fail.clone())
             .await
             .then_expect_events(vec![SagaEvent::StepFailed {
-                step: Step::Reserve(sku("A")),
-                attempt: 0,
+                step: step.clone(),
+                attempt: 1,
                 reason: "unavailable".into(),
                 at: t(10),
                 retry_at: t(11),
             }]);
+        // Nothing in flight: a stale failure changes nothing.
+        saga_test()
+            .given(vec![started(&["A"])])
+            .when_async(fail)
+            .await
+            .then_expect_events(vec![]);
         saga_test()
             .given(vec![started(&["A"])])
             .when_async(SagaCommand::Cancel { now: t(3) })

@@ -1,0 +1,296 @@
+//! Drives sagas: sends the commands of due steps (after recording each attempt and its
+//! deadline), turns replies into results or failures, and wakes each saga at its next
+//! deadline or retry time.
+//!
+//! Invariant: an attempt is recorded (with its deadline) before its command is sent, so a
+//! crash never leaves a command in flight that the saga does not know of. Every attempt of a
+//! step carries the same command id, so a retry of a command that went through gets the
+//! first answer from the target's idempotency store.
+//! Invariant: the OrderSaga aggregate guards every transition (optimistic concurrency plus
+//! "not due" / "not in flight" rules), so several drivers (replicas) cannot send a step twice
+//! concurrently or fail it twice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use cqrs_es::Aggregate;
+use domain::saga::{OrderSaga, Readiness, SagaCommand, SagaPolicy, SagaStatus, Step};
+use event_store::{BusError, CommandBus, CommandMetadata, Executed};
+use messaging::Namespace;
+use rand::Rng;
+use sqlx::PgPool;
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::steps::{command_for, reply_outcome, Input};
+
+/// Drives every saga of this replica.
+pub struct Driver {
+    bus: CommandBus<OrderSaga>,
+    pool: PgPool,
+    nats: async_nats::Client,
+    namespace: Namespace,
+    policy: SagaPolicy,
+    timers: Mutex<HashMap<Uuid, AbortHandle>>,
+    shutdown: CancellationToken,
+}
+
+fn metadata(order_id: Uuid) -> CommandMetadata {
+    CommandMetadata {
+        command_id: Uuid::now_v7(),
+        correlation_id: order_id.to_string(),
+        traceparent: messaging::trace::new_traceparent(),
+        idempotency: None,
+    }
+}
+
+impl Driver {
+    pub fn new(
+        bus: CommandBus<OrderSaga>,
+        pool: PgPool,
+        nats: async_nats::Client,
+        namespace: Namespace,
+        policy: SagaPolicy,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            bus,
+            pool,
+            nats,
+            namespace,
+            policy,
+            timers: Mutex::new(HashMap::new()),
+            shutdown,
+        })
+    }
+
+    async fn execute(
+        &self,
+        order_id: Uuid,
+        command: SagaCommand,
+    ) -> Result<Executed<OrderSaga>, BusError> {
+        self.bus
+            .execute(&order_id.to_string(), command, &metadata(order_id))
+            .await
+    }
+
+    /// Applies an input from an event stream to its saga, then drives it.
+    pub async fn input(self: &Arc<Self>, order_id: Uuid, input: Input) -> Result<(), BusError> {
+        let now = Utc::now();
+        let command = match input {
+            Input::Start(placed) => SagaCommand::Start {
+                order_id,
+                customer_id: placed.customer_id,
+                lines: placed.lines,
+                payment_token: placed.payment_token,
+                now,
+            },
+            Input::Cancel => SagaCommand::Cancel { now },
+            Input::Completed(step, result) => SagaCommand::Complete { step, result, now },
+        };
+        match self.execute(order_id, command).await? {
+            // Events about orders that have no saga (a manual reservation, say) are not ours.
+            Executed::Rejected {
+                not_found: true, ..
+            } => Ok(()),
+            _ => {
+                self.spawn_drive(order_id);
+                Ok(())
+            }
+        }
+    }
+
+    /// The saga as its events make it.
+    pub async fn load(
+        &self,
+        order_id: Uuid,
+    ) -> Result<(OrderSaga, Vec<cqrs_es::EventEnvelope<OrderSaga>>), BusError> {
+        let events = self.bus.load_events(&order_id.to_string()).await?;
+        let mut saga = OrderSaga::default();
+        for e in &events {
+            saga.apply(e.payload.clone());
+        }
+        Ok((saga, events))
+    }
+
+    pub fn spawn_drive(self: &Arc<Self>, order_id: Uuid) {
+        let driver = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = driver.drive(order_id).await {
+                tracing::warn!(%order_id, error = %e, "driving the saga failed; it is retried");
+                driver.wake_at(order_id, Duration::from_secs(1));
+            }
+        });
+    }
+
+    /// Acts on every due step of the saga and sets its next wake-up.
+    pub async fn drive(self: &Arc<Self>, order_id: Uuid) -> Result<(), BusError> {
+        if self.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let (saga, _) = self.load(order_id).await?;
+        if !matches!(saga.status, SagaStatus::Running | SagaStatus::Compensating) {
+            self.clear_timer(order_id);
+            return Ok(());
+        }
+        let now = Utc::now();
+        for step in saga.due_steps() {
+            match saga.readiness(&step, now) {
+                Readiness::Ready => {
+                    let driver = self.clone();
+                    tokio::spawn(async move { driver.attempt(order_id, step).await });
+                }
+                Readiness::TimedOut => {
+                    self.fail(order_id, step, "no answer before the deadline".into())
+                        .await?;
+                }
+                Readiness::InFlight(_) | Readiness::Waiting(_) => {}
+            }
+        }
+        let (saga, _) = self.load(order_id).await?;
+        if let Some(at) = saga.next_wake(Utc::now()) {
+            let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            self.wake_at(order_id, wait + Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    async fn fail(&self, order_id: Uuid, step: Step, reason: String) -> Result<(), BusError> {
+        let jitter_permille = rand::rng().random_range(0..=1000);
+        tracing::info!(%order_id, %step, reason, "saga step failed");
+        self.execute(
+            order_id,
+            SagaCommand::Fail {
+                step,
+                reason,
+                now: Utc::now(),
+                jitter_permille,
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Records the attempt, sends the step's command, and records what came of it.
+    async fn attempt(self: Arc<Self>, order_id: Uuid, step: Step) {
+        let result = self.attempt_inner(order_id, step.clone()).await;
+        if let Err(e) = result {
+            tracing::warn!(%order_id, %step, error = %e, "saga step could not be recorded");
+        }
+        self.spawn_drive(order_id);
+    }
+
+    async fn attempt_inner(&self, order_id: Uuid, step: Step) -> Result<(), BusError> {
+        let attempt = SagaCommand::Attempt {
+            step: step.clone(),
+            now: Utc::now(),
+        };
+        let saga = match self.execute(order_id, attempt).await? {
+            Executed::Accepted { state, .. } => state,
+            // Not due any more: another driver or a reply got there first.
+            Executed::Rejected { .. } => return Ok(()),
+        };
+        runtime::failpoint::hit("saga.after_attempt");
+        let Some(outgoing) = command_for(&saga, &step) else {
+            return self
+                .fail(
+                    order_id,
+                    step,
+                    "the saga lacks what the command needs".into(),
+                )
+                .await;
+        };
+        let mut body = outgoing.body;
+        body["command_id"] = serde_json::Value::String(saga.command_id(&step).to_string());
+        let subject = self
+            .namespace
+            .command_subject(outgoing.context, outgoing.name);
+        tracing::debug!(%order_id, %step, %subject, "sending saga command");
+        let request = self
+            .nats
+            .request(subject, serde_json::to_vec(&body).expect("JSON").into());
+        let outcome = match tokio::time::timeout(self.policy.step_deadline, request).await {
+            Err(_) => Err("no answer before the deadline".to_owned()),
+            Ok(Err(e)) => Err(format!("request failed: {e}")),
+            Ok(Ok(reply)) => match serde_json::from_slice::<serde_json::Value>(&reply.payload) {
+                Ok(reply) => reply_outcome(&step, &reply),
+                Err(e) => Err(format!("unreadable reply: {e}")),
+            },
+        };
+        match outcome {
+            Ok(result) => {
+                self.execute(
+                    order_id,
+                    SagaCommand::Complete {
+                        step,
+                        result,
+                        now: Utc::now(),
+                    },
+                )
+                .await?;
+                runtime::failpoint::hit("saga.after_result");
+                Ok(())
+            }
+            Err(reason) => self.fail(order_id, step, reason).await,
+        }
+    }
+
+    fn wake_at(self: &Arc<Self>, order_id: Uuid, wait: Duration) {
+        let driver = self.clone();
+        let shutdown = self.shutdown.clone();
+        let handle = tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(wait) => driver.spawn_drive(order_id),
+            }
+        });
+        let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = timers.insert(order_id, handle.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    fn clear_timer(&self, order_id: Uuid) {
+        let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = timers.remove(&order_id) {
+            old.abort();
+        }
+    }
+
+    /// Sagas not yet completed (nor parked for attention).
+    pub async fn open_sagas(&self) -> Result<Vec<Uuid>, sqlx::Error> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT aggregate_id FROM events WHERE aggregate_type = 'OrderSaga' \
+             GROUP BY aggregate_id \
+             HAVING bool_and(event_type NOT IN ('SagaCompleted', 'SagaNeedsAttention'))",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.iter().filter_map(|s| Uuid::parse_str(s).ok()).collect())
+    }
+
+    /// Drives every open saga now and then every `interval`: resumes sagas after a restart
+    /// (their deadlines are stored) and takes over those of a replica that died.
+    pub async fn recover(self: Arc<Self>, interval: Duration) {
+        loop {
+            match self.open_sagas().await {
+                Ok(ids) => {
+                    if !ids.is_empty() {
+                        tracing::debug!(open = ids.len(), "checking open sagas");
+                    }
+                    for id in ids {
+                        self.spawn_drive(id);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list open sagas"),
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Reads the contexts' event streams with durable consumers and feeds each event to the saga
+//! it concerns: the saga advances on whichever comes first, a reply or the resulting event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use messaging::streams::{ensure_stream, StreamSettings};
+use messaging::{BoundedContext, Envelope, Namespace};
+use tokio_util::sync::CancellationToken;
+
+use crate::driver::Driver;
+use crate::steps::input_of;
+
+/// The orchestrator's durable consumer on a context's stream.
+pub async fn consumer(
+    js: &jetstream::Context,
+    namespace: &Namespace,
+    context: BoundedContext,
+    stream: &StreamSettings,
+) -> anyhow::Result<PullConsumer> {
+    let stream = ensure_stream(js, namespace, context, stream).await?;
+    Ok(stream
+        .get_or_create_consumer(
+            "orchestrator",
+            pull::Config {
+                durable_name: Some("orchestrator".into()),
+                description: Some("streamshop saga orchestrator".into()),
+                filter_subject: namespace.events_filter(context),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_deliver: -1,
+                ..Default::default()
+            },
+        )
+        .await?)
+}
+
+/// Feeds events to sagas until `shutdown`; the batch in hand is finished.
+pub async fn run(consumer: PullConsumer, driver: Arc<Driver>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let batch = consumer
+            .fetch()
+            .max_messages(100)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "orchestrator fetch failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(message) = batch.next().await {
+            let Ok(message) = message else { continue };
+            let kind = match Envelope::from_slice(&message.payload) {
+                Err(e) => {
+                    tracing::warn!(subject = %message.subject, error = %e, "not an envelope; skipped");
+                    AckKind::Term
+                }
+                Ok(envelope) => match input_of(&envelope) {
+                    None => AckKind::Ack,
+                    Some((order_id, input)) => match driver.input(order_id, input).await {
+                        Ok(()) => AckKind::Ack,
+                        Err(e) => {
+                            tracing::warn!(%order_id, error = %e, "saga input failed; redelivering");
+                            AckKind::Nak(Some(Duration::from_secs(1)))
+                        }
+                    },
+                },
+            };
+            if let Err(e) = message.ack_with(kind).await {
+                tracing::warn!(error = %e, "ack failed");
+            }
+        }
+    }
+}

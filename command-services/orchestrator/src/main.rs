@@ -1,0 +1,16 @@
+//! Entry point of the orchestrator.
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = orchestrator::Settings::from_env(&runtime::env::Env::from_process())
+        .context("reading settings")?;
+    runtime::telemetry::init("orchestrator", &settings.log);
+    runtime::failpoint::arm(&settings.failpoints);
+    let shutdown = runtime::shutdown::on_signal();
+    let app = orchestrator::App::build(&settings).await?;
+    tracing::info!(addr = %app.local_addr(), "orchestrator listening");
+    app.run(shutdown).await
+}

@@ -1,0 +1,296 @@
+//! End to end through the real services and JetStream: one test per saga path, each checking
+//! the final state of the order, the stock and the payment, not only the saga.
+
+use std::time::Duration;
+
+use cqrs_es::Aggregate;
+use domain::order::{Order, OrderStatus};
+use domain::payment::{Payment, PaymentStatus};
+use domain::product::Product;
+use runtime::env::Env;
+use serde_json::{json, Value};
+use testkit::world::{post, serve, World};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Orders, inventory, payments and the orchestrator, in this process, in one namespace.
+struct Stack {
+    orders: World,
+    inventory: World,
+    payments: World,
+    urls: [String; 4],
+    shutdown: Vec<CancellationToken>,
+}
+
+impl Stack {
+    async fn start(max_attempts: u32) -> Self {
+        let orders = World::new("orders").await;
+        let mut inventory = World::new("inventory").await;
+        let mut payments = World::new("payments").await;
+        // One namespace for the whole stack.
+        inventory.ns = orders.ns.clone();
+        payments.ns = orders.ns.clone();
+        let orchestrator_db = testkit::fresh_database("orchestrator").await;
+
+        let (o, o_stop) = serve(
+            orders::app(&orders::settings(&Env::from_pairs(orders.env())).unwrap())
+                .await
+                .unwrap(),
+        );
+        let (i, i_stop) = serve(
+            inventory::app(&inventory::settings(&Env::from_pairs(inventory.env())).unwrap())
+                .await
+                .unwrap(),
+        );
+        let mut pay_env = payments.env();
+        pay_env.push(("PAYMENT_PROVIDER_TIMEOUT_MS", "300".into()));
+        let (p, p_stop) = serve(
+            payments::app(&payments::settings(&Env::from_pairs(pay_env)).unwrap())
+                .await
+                .unwrap(),
+        );
+
+        let mut env = orders.env();
+        env.retain(|(k, _)| *k != "DATABASE_URL");
+        env.extend([
+            ("DATABASE_URL", orchestrator_db),
+            ("SAGA_STEP_DEADLINE_MS", "1000".into()),
+            ("SAGA_MAX_ATTEMPTS", max_attempts.to_string()),
+            ("SAGA_BACKOFF_BASE_MS", "50".into()),
+            ("SAGA_BACKOFF_MAX_MS", "200".into()),
+            ("SAGA_RECOVERY_INTERVAL_MS", "1000".into()),
+        ]);
+        let settings = orchestrator::Settings::from_env(&Env::from_pairs(env)).unwrap();
+        let app = orchestrator::App::build(&settings).await.unwrap();
+        let s = format!("http://{}", app.local_addr());
+        let s_stop = CancellationToken::new();
+        tokio::spawn(app.run(s_stop.clone()));
+        Self {
+            orders,
+            inventory,
+            payments,
+            urls: [o, i, p, s],
+            shutdown: vec![o_stop, i_stop, p_stop, s_stop],
+        }
+    }
+
+    async fn product(&self, sku: &str, stock: u32) {
+        let r = post(
+            &self.urls[1],
+            "/products",
+            json!({"sku": sku, "name": sku, "unit_price": 250, "currency": "EUR", "initial_stock": stock}),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+    }
+
+    async fn place(&self, lines: &[(&str, u32)], token: &str) -> Uuid {
+        let lines: Vec<Value> = lines
+            .iter()
+            .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
+            .collect();
+        let r = post(
+            &self.urls[0],
+            "/orders",
+            json!({"customer_id": Uuid::now_v7(), "lines": lines, "payment_token": token}),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        Uuid::parse_str(r.body["order_id"].as_str().unwrap()).unwrap()
+    }
+
+    async fn saga(&self, order: Uuid) -> Value {
+        reqwest::get(format!("{}/sagas/{order}", self.urls[3]))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or(Value::Null)
+    }
+
+    /// Waits for the saga to end and returns it.
+    async fn finished(&self, order: Uuid) -> Value {
+        testkit::eventually(Duration::from_secs(30), "the saga to end", || async {
+            let saga = self.saga(order).await;
+            (saga["status"] == "completed" || saga["status"] == "needs_attention").then_some(saga)
+        })
+        .await
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for s in &self.shutdown {
+            s.cancel();
+        }
+    }
+}
+
+/// An aggregate as the events in a world's database make it.
+async fn fold<A: Aggregate>(world: &World, id: &str) -> A {
+    let rows: Vec<(Value,)> = sqlx::query_as(
+        "SELECT payload::jsonb FROM events WHERE aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(id)
+    .fetch_all(&world.pool)
+    .await
+    .unwrap();
+    let mut aggregate = A::default();
+    for (payload,) in rows {
+        aggregate.apply(serde_json::from_value(payload).unwrap());
+    }
+    aggregate
+}
+
+fn steps_failed(saga: &Value, step: &str) -> usize {
+    saga["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"]["StepFailed"]["step"] == step)
+        .count()
+}
+
+#[tokio::test]
+async fn a_saga_confirms_an_order_it_can_fill_and_pay() {
+    let s = Stack::start(3).await;
+    s.product("A", 10).await;
+    s.product("B", 10).await;
+    let order = s.place(&[("A", 2), ("B", 1)], "tok_ok").await;
+    let saga = s.finished(order).await;
+    assert_eq!(saga["outcome"], "confirmed", "{saga}");
+
+    let o: Order = fold(&s.orders, &order.to_string()).await;
+    assert_eq!(o.status, OrderStatus::Confirmed);
+    assert_eq!(o.total.unwrap().amount_minor, 750);
+    let a: Product = fold(&s.inventory, "A").await;
+    let b: Product = fold(&s.inventory, "B").await;
+    assert_eq!((a.on_hand, a.reserved, b.on_hand, b.reserved), (8, 0, 9, 0));
+    let p: Payment = fold(&s.payments, &order.to_string()).await;
+    assert_eq!(p.captured.unwrap().amount_minor, 750);
+}
+
+#[tokio::test]
+async fn one_line_out_of_stock_releases_the_other_two_and_rejects() {
+    let s = Stack::start(3).await;
+    s.product("A", 10).await;
+    s.product("B", 1).await;
+    s.product("C", 10).await;
+    let order = s.place(&[("A", 2), ("B", 2), ("C", 3)], "tok_ok").await;
+    let saga = s.finished(order).await;
+    assert_eq!(saga["outcome"], "rejected", "{saga}");
+
+    let o: Order = fold(&s.orders, &order.to_string()).await;
+    assert_eq!(o.status, OrderStatus::Rejected);
+    for (sku, stock) in [("A", 10), ("B", 1), ("C", 10)] {
+        let p: Product = fold(&s.inventory, sku).await;
+        assert_eq!((p.on_hand, p.reserved), (stock, 0), "{sku} released");
+    }
+    let rejected: Vec<(Value,)> =
+        sqlx::query_as("SELECT payload::jsonb FROM events WHERE event_type = 'OrderRejected'")
+            .fetch_all(&s.orders.pool)
+            .await
+            .unwrap();
+    assert_eq!(rejected[0].0["OrderRejected"]["reason"], "out_of_stock");
+    assert_eq!(rejected[0].0["OrderRejected"]["skus"], json!(["B"]));
+    let p: Payment = fold(&s.payments, &order.to_string()).await;
+    assert_eq!(p.status, PaymentStatus::New, "no payment was attempted");
+}
+
+#[tokio::test]
+async fn a_declined_payment_releases_the_stock_and_rejects() {
+    let s = Stack::start(3).await;
+    s.product("A", 5).await;
+    let order = s.place(&[("A", 5)], "tok_decline").await;
+    let saga = s.finished(order).await;
+    assert_eq!(saga["outcome"], "rejected", "{saga}");
+    assert_eq!(saga["compensation"]["rejected"], "payment_declined");
+
+    let o: Order = fold(&s.orders, &order.to_string()).await;
+    assert_eq!(o.status, OrderStatus::Rejected);
+    let a: Product = fold(&s.inventory, "A").await;
+    assert_eq!((a.on_hand, a.reserved), (5, 0));
+    let p: Payment = fold(&s.payments, &order.to_string()).await;
+    assert_eq!(p.status, PaymentStatus::Declined);
+}
+
+#[tokio::test]
+async fn a_flaky_provider_ends_confirmed_after_retries() {
+    let s = Stack::start(5).await;
+    s.product("A", 5).await;
+    let order = s.place(&[("A", 1)], "tok_flaky").await;
+    let saga = s.finished(order).await;
+    assert_eq!(saga["outcome"], "confirmed", "{saga}");
+    assert_eq!(
+        steps_failed(&saga, "authorise"),
+        2,
+        "two failed attempts were retried"
+    );
+
+    let p: Payment = fold(&s.payments, &order.to_string()).await;
+    assert_eq!(p.captured.unwrap().amount_minor, 250);
+    let a: Product = fold(&s.inventory, "A").await;
+    assert_eq!((a.on_hand, a.reserved), (4, 0));
+}
+
+#[tokio::test]
+async fn a_provider_that_never_answers_ends_rejected_with_the_payment_voided() {
+    let s = Stack::start(3).await;
+    s.product("A", 5).await;
+    let order = s.place(&[("A", 2)], "tok_timeout").await;
+    let saga = s.finished(order).await;
+    assert_eq!(saga["outcome"], "rejected", "{saga}");
+    assert_eq!(saga["compensation"]["rejected"], "timeout");
+    assert_eq!(steps_failed(&saga, "authorise"), 2);
+    assert!(
+        saga["steps"]["void"]["result"].is_object(),
+        "the maybe-authorised payment was voided: {saga}"
+    );
+
+    let o: Order = fold(&s.orders, &order.to_string()).await;
+    assert_eq!(o.status, OrderStatus::Rejected);
+    let a: Product = fold(&s.inventory, "A").await;
+    assert_eq!((a.on_hand, a.reserved), (5, 0));
+    let p: Payment = fold(&s.payments, &order.to_string()).await;
+    assert!(p.captured.is_none() && p.status != PaymentStatus::Authorised);
+}
+
+#[tokio::test]
+async fn a_customer_cancel_mid_saga_compensates_and_ends_cancelled() {
+    // Many attempts: the saga is still retrying the silent provider when the customer cancels.
+    let s = Stack::start(50).await;
+    s.product("A", 5).await;
+    let order = s.place(&[("A", 3)], "tok_timeout").await;
+    testkit::eventually(
+        Duration::from_secs(20),
+        "the saga to be authorising",
+        || async {
+            let saga = s.saga(order).await;
+            (saga["steps"]["authorise"]["attempts"].as_u64() >= Some(1)).then_some(())
+        },
+    )
+    .await;
+    let cancelled = post(
+        &s.urls[0],
+        &format!("/orders/{order}/cancel"),
+        json!({}),
+        None,
+    )
+    .await;
+    assert_eq!(cancelled.status, 202, "{:?}", cancelled.body);
+
+    let saga = s.finished(order).await;
+    assert_eq!(saga["outcome"], "cancelled", "{saga}");
+    let o: Order = fold(&s.orders, &order.to_string()).await;
+    assert_eq!(o.status, OrderStatus::Cancelled);
+    let a: Product = fold(&s.inventory, "A").await;
+    assert_eq!(
+        (a.on_hand, a.reserved),
+        (5, 0),
+        "the reservation was released"
+    );
+    let p: Payment = fold(&s.payments, &order.to_string()).await;
+    assert!(p.captured.is_none());
+}
