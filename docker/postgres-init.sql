@@ -3,12 +3,14 @@
 CREATE ROLE orders LOGIN;
 CREATE ROLE inventory LOGIN;
 CREATE ROLE payments LOGIN;
+CREATE ROLE orchestrator LOGIN;
 CREATE ROLE projections LOGIN;
 CREATE ROLE query_api LOGIN;
 
 CREATE DATABASE orders OWNER orders;
 CREATE DATABASE inventory OWNER inventory;
 CREATE DATABASE payments OWNER payments;
+CREATE DATABASE orchestrator OWNER orchestrator;
 CREATE DATABASE read OWNER projections;
 
 \connect read

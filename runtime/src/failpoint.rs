@@ -1,32 +1,131 @@
-//! Named crash points for fault-injection tests: a process started with
-//! `FAILPOINTS=name[,name]` aborts (as a SIGKILL would end it) when it reaches one of them.
+//! Named crash points for fault-injection tests. `FAILPOINTS` is a comma-separated list of
+//! `name`, `name@N` (only the Nth time it is reached) and `name@N:hang`:
+//! - the default action aborts the process, which runs no cleanup, as SIGKILL would;
+//! - `hang` stops the task that reached the point forever and, when `FAILPOINT_MARKER_DIR` is
+//!   set, creates the file `<dir>/<name>` so a test knows the process is parked exactly there
+//!   and can SIGKILL it.
 //!
-//! They exist so tests can stop a real process at an exact step, such as "event published to
-//! JetStream but not yet marked done in the outbox", which a timed kill cannot hit reliably.
+//! They exist so tests can stop a real process at an exact step, such as "saga step attempt
+//! recorded but its command not yet sent", which a timed kill cannot hit reliably.
 
-use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
-static ARMED: OnceLock<HashSet<String>> = OnceLock::new();
+#[derive(Debug)]
+struct Armed {
+    name: String,
+    /// Fire only on this hit (1-based); every hit when `None`.
+    at: Option<u32>,
+    hang: bool,
+    hits: AtomicU32,
+}
 
-/// Arms the failpoints named in a comma-separated list. Only the first call has effect.
-pub fn arm(list: &str) {
-    let names: HashSet<String> = list
+#[derive(Debug, Default)]
+struct Config {
+    points: Vec<Armed>,
+    marker_dir: Option<PathBuf>,
+}
+
+static ARMED: OnceLock<Config> = OnceLock::new();
+
+fn parse(item: &str) -> Option<Armed> {
+    let (spec, hang) = match item.split_once(':') {
+        Some((spec, "hang")) => (spec, true),
+        Some(_) => return None,
+        None => (item, false),
+    };
+    let (name, at) = match spec.split_once('@') {
+        Some((name, n)) => (name, Some(n.parse().ok()?)),
+        None => (spec, None),
+    };
+    Some(Armed {
+        name: name.to_owned(),
+        at,
+        hang,
+        hits: AtomicU32::new(0),
+    })
+}
+
+/// Arms the failpoints of `list`. Only the first call has effect.
+pub fn arm_with_markers(list: &str, marker_dir: Option<PathBuf>) {
+    let points: Vec<Armed> = list
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+        .filter_map(|item| {
+            let parsed = parse(item);
+            if parsed.is_none() {
+                tracing::error!(item, "ignoring a malformed failpoint");
+            }
+            parsed
+        })
         .collect();
-    if !names.is_empty() {
-        tracing::warn!(failpoints = ?names, "failpoints armed: this process will abort at them");
+    if !points.is_empty() {
+        tracing::warn!(
+            failpoints = list,
+            "failpoints armed: this process will stop at them"
+        );
     }
-    let _ = ARMED.set(names);
+    let _ = ARMED.set(Config { points, marker_dir });
 }
 
-/// Aborts the process when the failpoint `name` is armed.
+/// Arms the failpoints of `list` (no marker files).
+pub fn arm(list: &str) {
+    arm_with_markers(list, None);
+}
+
+/// What reaching `name` should do now.
+fn fires(name: &str) -> Option<bool> {
+    let config = ARMED.get()?;
+    let point = config.points.iter().find(|p| p.name == name)?;
+    let hit = point.hits.fetch_add(1, Ordering::SeqCst) + 1;
+    if point.at.is_some_and(|n| n != hit) {
+        return None;
+    }
+    eprintln!("failpoint {name} reached (hit {hit})");
+    if point.hang {
+        if let Some(dir) = &config.marker_dir {
+            let _ = std::fs::write(dir.join(name), hit.to_string());
+        }
+    }
+    Some(point.hang)
+}
+
+/// Reached from synchronous code: aborts when armed (a `hang` blocks this thread).
 pub fn hit(name: &str) {
-    if ARMED.get().is_some_and(|armed| armed.contains(name)) {
-        eprintln!("failpoint {name} reached: aborting");
-        std::process::abort();
+    match fires(name) {
+        None => {}
+        Some(false) => std::process::abort(),
+        Some(true) => loop {
+            std::thread::park();
+        },
+    }
+}
+
+/// Reached from async code: aborts when armed, or parks this task forever for `hang`.
+pub async fn reached(name: &str) {
+    match fires(name) {
+        None => {}
+        Some(false) => std::process::abort(),
+        Some(true) => std::future::pending::<()>().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse() {
+        let a = parse("saga.after_attempt@3:hang").unwrap();
+        assert_eq!(
+            (a.name.as_str(), a.at, a.hang),
+            ("saga.after_attempt", Some(3), true)
+        );
+        let b = parse("outbox.after_publish").unwrap();
+        assert_eq!((b.at, b.hang), (None, false));
+        assert!(parse("x@y").is_none());
+        assert!(parse("x:explode").is_none());
     }
 }

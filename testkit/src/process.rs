@@ -22,9 +22,10 @@ impl ServiceProcess {
         let mut cmd = Command::new(binary);
         cmd.env_clear()
             .env("PATH", "/usr/bin:/bin")
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "warn")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            // The port is the caller's choice, whatever the environment says.
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())

@@ -20,6 +20,7 @@ pub const DATABASES: &[(&str, &str)] = &[
     ("orders", "orders"),
     ("inventory", "inventory"),
     ("payments", "payments"),
+    ("orchestrator", "orchestrator"),
     ("read", "projections"),
 ];
 

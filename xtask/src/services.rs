@@ -38,6 +38,12 @@ pub(crate) const SERVICES: &[Service] = &[
         database: ("payments", "payments"),
     },
     Service {
+        name: "orchestrator",
+        package: "orchestrator",
+        port: 8084,
+        database: ("orchestrator", "orchestrator"),
+    },
+    Service {
         name: "projections",
         package: "projections",
         port: 8085,

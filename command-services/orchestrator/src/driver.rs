@@ -10,8 +10,7 @@
 //! "not due" / "not in flight" rules), so several drivers (replicas) cannot send a step twice
 //! concurrently or fail it twice.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -21,11 +20,11 @@ use event_store::{BusError, CommandBus, CommandMetadata, Executed};
 use messaging::Namespace;
 use rand::Rng;
 use sqlx::PgPool;
-use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::steps::{command_for, reply_outcome, Input};
+use crate::timers::Timers;
 
 /// Drives every saga of this replica.
 pub struct Driver {
@@ -34,7 +33,7 @@ pub struct Driver {
     nats: async_nats::Client,
     namespace: Namespace,
     policy: SagaPolicy,
-    timers: Mutex<HashMap<Uuid, AbortHandle>>,
+    timers: Timers<Uuid>,
     shutdown: CancellationToken,
 }
 
@@ -62,7 +61,7 @@ impl Driver {
             nats,
             namespace,
             policy,
-            timers: Mutex::new(HashMap::new()),
+            timers: Timers::new(shutdown.clone()),
             shutdown,
         })
     }
@@ -193,7 +192,7 @@ impl Driver {
             // Not due any more: another driver or a reply got there first.
             Executed::Rejected { .. } => return Ok(()),
         };
-        runtime::failpoint::hit("saga.after_attempt");
+        runtime::failpoint::reached("saga.after_attempt").await;
         let Some(outgoing) = command_for(&saga, &step) else {
             return self
                 .fail(
@@ -231,7 +230,7 @@ impl Driver {
                     },
                 )
                 .await?;
-                runtime::failpoint::hit("saga.after_result");
+                runtime::failpoint::reached("saga.after_result").await;
                 Ok(())
             }
             Err(reason) => self.fail(order_id, step, reason).await,
@@ -240,24 +239,13 @@ impl Driver {
 
     fn wake_at(self: &Arc<Self>, order_id: Uuid, wait: Duration) {
         let driver = self.clone();
-        let shutdown = self.shutdown.clone();
-        let handle = tokio::spawn(async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(wait) => driver.spawn_drive(order_id),
-            }
+        self.timers.schedule(order_id, wait, move || async move {
+            driver.spawn_drive(order_id);
         });
-        let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = timers.insert(order_id, handle.abort_handle()) {
-            old.abort();
-        }
     }
 
     fn clear_timer(&self, order_id: Uuid) {
-        let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = timers.remove(&order_id) {
-            old.abort();
-        }
+        self.timers.cancel(&order_id);
     }
 
     /// Sagas not yet completed (nor parked for attention).

@@ -10,6 +10,7 @@ pub mod http;
 pub mod inputs;
 pub mod settings;
 pub mod steps;
+pub mod timers;
 
 pub use app::App;
 pub use settings::Settings;

@@ -8,7 +8,10 @@ async fn main() -> anyhow::Result<()> {
     let settings = orchestrator::Settings::from_env(&runtime::env::Env::from_process())
         .context("reading settings")?;
     runtime::telemetry::init("orchestrator", &settings.log);
-    runtime::failpoint::arm(&settings.failpoints);
+    runtime::failpoint::arm_with_markers(
+        &settings.failpoints,
+        settings.failpoint_marker_dir.clone(),
+    );
     let shutdown = runtime::shutdown::on_signal();
     let app = orchestrator::App::build(&settings).await?;
     tracing::info!(addr = %app.local_addr(), "orchestrator listening");

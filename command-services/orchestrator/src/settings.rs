@@ -26,8 +26,9 @@ pub struct Settings {
     pub recovery_interval: Duration,
     /// `OUTBOX_POLL_INTERVAL_MS`, default 1000.
     pub outbox_poll_interval: Duration,
-    /// `FAILPOINTS`, default none.
+    /// `FAILPOINTS` (default none) and `FAILPOINT_MARKER_DIR`: see `runtime::failpoint`.
     pub failpoints: String,
+    pub failpoint_marker_dir: Option<std::path::PathBuf>,
     /// `RUST_LOG`, `LOG_FORMAT`.
     pub log: LogSettings,
 }
@@ -61,6 +62,7 @@ impl Settings {
             outbox_poll_interval: env
                 .millis_or("OUTBOX_POLL_INTERVAL_MS", Duration::from_millis(1000))?,
             failpoints: env.string_or("FAILPOINTS", ""),
+            failpoint_marker_dir: env.get("FAILPOINT_MARKER_DIR").map(Into::into),
             log: LogSettings::from_env(env)?,
         })
     }
