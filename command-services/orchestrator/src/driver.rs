@@ -10,7 +10,8 @@
 //! "not due" / "not in flight" rules), so several drivers (replicas) cannot send a step twice
 //! concurrently or fail it twice.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -34,6 +35,9 @@ pub struct Driver {
     namespace: Namespace,
     policy: SagaPolicy,
     timers: Timers<Uuid>,
+    /// Sagas being driven, and whether another drive was asked for meanwhile: drives of one
+    /// saga never overlap, and a burst of requests collapses into one more drive.
+    driving: Mutex<HashMap<Uuid, bool>>,
     shutdown: CancellationToken,
 }
 
@@ -62,6 +66,7 @@ impl Driver {
             namespace,
             policy,
             timers: Timers::new(shutdown.clone()),
+            driving: Mutex::new(HashMap::new()),
             shutdown,
         })
     }
@@ -115,12 +120,30 @@ impl Driver {
         Ok((saga, events))
     }
 
+    /// Drives the saga soon. If a drive of it is running, one more follows it instead.
     pub fn spawn_drive(self: &Arc<Self>, order_id: Uuid) {
+        {
+            let mut driving = self.driving.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(again) = driving.get_mut(&order_id) {
+                *again = true;
+                return;
+            }
+            driving.insert(order_id, false);
+        }
         let driver = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = driver.drive(order_id).await {
-                tracing::warn!(%order_id, error = %e, "driving the saga failed; it is retried");
-                driver.wake_at(order_id, Duration::from_secs(1));
+            loop {
+                if let Err(e) = driver.drive(order_id).await {
+                    tracing::warn!(%order_id, error = %e, "driving the saga failed; it is retried");
+                    driver.wake_at(order_id, Duration::from_secs(1));
+                }
+                let mut driving = driver.driving.lock().unwrap_or_else(|p| p.into_inner());
+                if driving.get(&order_id) == Some(&true) {
+                    driving.insert(order_id, false);
+                } else {
+                    driving.remove(&order_id);
+                    return;
+                }
             }
         });
     }
@@ -136,21 +159,28 @@ impl Driver {
             return Ok(());
         }
         let now = Utc::now();
+        let (mut sent, mut failed) = (false, false);
         for step in saga.due_steps() {
             match saga.readiness(&step, now) {
                 Readiness::Ready => {
+                    sent = true;
                     let driver = self.clone();
                     tokio::spawn(async move { driver.attempt(order_id, step).await });
                 }
                 Readiness::TimedOut => {
+                    failed = true;
                     self.fail(order_id, step, "no answer before the deadline".into())
                         .await?;
                 }
                 Readiness::InFlight(_) | Readiness::Waiting(_) => {}
             }
         }
-        let (saga, _) = self.load(order_id).await?;
-        if let Some(at) = saga.next_wake(Utc::now()) {
+        if sent {
+            // Each attempt drives the saga again when it lands.
+        } else if failed {
+            // The failures set retry times: look again to schedule them.
+            self.spawn_drive(order_id);
+        } else if let Some(at) = saga.next_wake(now) {
             let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             self.wake_at(order_id, wait + Duration::from_millis(5));
         }

@@ -381,3 +381,168 @@ async fn a_saga_killed_at_every_step_boundary_completes_exactly_once() {
     let _ = std::fs::remove_dir_all(&markers);
     let _ = &s.orchestrator;
 }
+
+async fn scalar(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar::<_, Option<i64>>(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn five_hundred_orders_through_two_replicas_all_end_and_balance() {
+    let (mut s, mut env) = Stack::services(6).await;
+    // Deadlines for a loaded machine: this test is about outcomes, not timeouts.
+    for (key, value) in env.iter_mut() {
+        match *key {
+            "SAGA_STEP_DEADLINE_MS" => *value = "10000".into(),
+            "SAGA_RECOVERY_INTERVAL_MS" => *value = "5000".into(),
+            _ => {}
+        }
+    }
+    // Two orchestrator replicas on one database.
+    for _ in 0..2 {
+        let settings = orchestrator::Settings::from_env(&Env::from_pairs(env.clone())).unwrap();
+        let app = orchestrator::App::build(&settings).await.unwrap();
+        s.urls[3] = format!("http://{}", app.local_addr());
+        let stop = CancellationToken::new();
+        tokio::spawn(app.run(stop.clone()));
+        s.shutdown.push(stop);
+    }
+    let received = [("S1", 120u64), ("S2", 90), ("S3", 60)];
+    for (sku, stock) in received {
+        s.product(sku, stock as u32).await;
+    }
+    let tokens = [
+        "tok_ok",
+        "tok_ok",
+        "tok_ok",
+        "tok_ok",
+        "tok_decline",
+        "tok_flaky",
+        "tok_timeout",
+    ];
+    let s = std::sync::Arc::new(s);
+    let mut placed = Vec::new();
+    for chunk in (0..500).collect::<Vec<usize>>().chunks(25) {
+        let batch: Vec<_> = chunk
+            .iter()
+            .map(|&i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let lines: Vec<(&str, u32)> = match i % 4 {
+                        0 => vec![("S1", 1)],
+                        1 => vec![("S1", 1), ("S2", 2)],
+                        2 => vec![("S2", 1), ("S3", 1)],
+                        _ => vec![("S1", 2), ("S2", 1), ("S3", 1)],
+                    };
+                    s.place(&lines, tokens[i % tokens.len()]).await
+                })
+            })
+            .collect();
+        for b in batch {
+            placed.push(b.await.unwrap());
+        }
+    }
+    assert_eq!(placed.len(), 500);
+
+    let sagas = &s.orchestrator;
+    testkit::eventually(Duration::from_secs(240), "every saga to end", || async {
+        let ended = scalar(sagas, "SELECT count(*) FROM events WHERE event_type IN ('SagaCompleted', 'SagaNeedsAttention')").await;
+        (ended >= 500).then_some(())
+    })
+    .await;
+    assert_eq!(
+        scalar(
+            sagas,
+            "SELECT count(*) FROM events WHERE event_type = 'SagaStarted'"
+        )
+        .await,
+        500
+    );
+    assert_eq!(
+        scalar(
+            sagas,
+            "SELECT count(*) FROM events WHERE event_type = 'SagaNeedsAttention'"
+        )
+        .await,
+        0,
+        "no saga parked"
+    );
+    assert_eq!(
+        scalar(
+            sagas,
+            "SELECT count(DISTINCT aggregate_id) FROM events WHERE event_type = 'SagaCompleted'"
+        )
+        .await,
+        500,
+        "every saga ended exactly once"
+    );
+
+    // Stock: what is available, reserved and committed adds up to what was received, nothing
+    // stays reserved, and what left equals what confirmed orders bought.
+    for (sku, stock) in received {
+        let p: Product = fold(&s.inventory, sku).await;
+        let committed = scalar(
+            &s.inventory.pool,
+            &format!("SELECT sum((payload::jsonb->'ReservationCommitted'->>'quantity')::bigint)::bigint FROM events WHERE aggregate_id = '{sku}' AND event_type = 'ReservationCommitted'"),
+        )
+        .await as u64;
+        assert_eq!(
+            p.available() + p.reserved + committed,
+            stock,
+            "{sku} balances"
+        );
+        assert_eq!(p.reserved, 0, "{sku}: no reservation left behind");
+        let bought = scalar(
+            &s.orders.pool,
+            &format!(
+                "SELECT sum((line->>'quantity')::bigint)::bigint FROM events e, \
+                   json_array_elements(e.payload->'OrderPlaced'->'lines') line \
+                 WHERE e.event_type = 'OrderPlaced' AND line->>'sku' = '{sku}' \
+                   AND e.aggregate_id IN (SELECT aggregate_id FROM events WHERE event_type = 'OrderConfirmed')"
+            ),
+        )
+        .await as u64;
+        assert_eq!(
+            committed, bought,
+            "{sku}: stock left only for confirmed orders"
+        );
+    }
+
+    // Money: what was captured (less refunds) equals the confirmed orders' totals.
+    let confirmed_total = scalar(
+        &s.orders.pool,
+        "SELECT sum((payload::jsonb->'OrderConfirmed'->'total'->>'amount_minor')::bigint)::bigint FROM events WHERE event_type = 'OrderConfirmed'",
+    )
+    .await;
+    let captured = scalar(
+        &s.payments.pool,
+        "SELECT sum((payload::jsonb->'PaymentCaptured'->'amount'->>'amount_minor')::bigint)::bigint FROM events WHERE event_type = 'PaymentCaptured'",
+    )
+    .await;
+    let refunded = scalar(
+        &s.payments.pool,
+        "SELECT sum((payload::jsonb->'PaymentRefunded'->'amount'->>'amount_minor')::bigint)::bigint FROM events WHERE event_type = 'PaymentRefunded'",
+    )
+    .await;
+    assert!(confirmed_total > 0, "some orders were confirmed");
+    assert_eq!(captured - refunded, confirmed_total);
+    let confirmed = scalar(
+        &s.orders.pool,
+        "SELECT count(*) FROM events WHERE event_type = 'OrderConfirmed'",
+    )
+    .await;
+    let rejected = scalar(
+        &s.orders.pool,
+        "SELECT count(*) FROM events WHERE event_type = 'OrderRejected'",
+    )
+    .await;
+    assert_eq!(
+        confirmed + rejected,
+        500,
+        "every order ended confirmed or rejected"
+    );
+    println!("500 orders: {confirmed} confirmed, {rejected} rejected");
+}
