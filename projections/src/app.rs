@@ -1,22 +1,59 @@
 //! Wires the projections worker: read database, NATS, one worker per projection, health HTTP.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use anyhow::Context;
+use messaging::BoundedContext;
 use runtime::health::Readiness;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::orders_view::OrdersView;
+use crate::payments_view::PaymentsView;
+use crate::products_view::ProductsView;
+use crate::projection::Projection;
+use crate::saga_timeline::SagaTimeline;
 use crate::worker::Worker;
 use crate::Settings;
+
+type Run = Box<dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// A built worker process, bound to its port, not yet running.
 pub struct App {
     listener: TcpListener,
     router: axum::Router,
-    orders_view: Worker<OrdersView>,
+    workers: Vec<Run>,
     pool: sqlx::PgPool,
+}
+
+/// Every projection this process runs.
+const STREAMS: [BoundedContext; 4] = [
+    BoundedContext::Orders,
+    BoundedContext::Inventory,
+    BoundedContext::Payments,
+    BoundedContext::Sagas,
+];
+
+async fn worker<P: Projection>(
+    projection: P,
+    pool: &sqlx::PgPool,
+    js: &async_nats::jetstream::Context,
+    settings: &Settings,
+) -> anyhow::Result<Run> {
+    let name = projection.name();
+    let worker = Worker::new(
+        projection,
+        pool.clone(),
+        js,
+        &settings.nats.namespace,
+        &settings.nats.stream,
+        settings.worker.clone(),
+    )
+    .await
+    .with_context(|| format!("creating the {name} consumer"))?;
+    Ok(Box::new(move |shutdown| Box::pin(worker.run(shutdown))))
 }
 
 impl App {
@@ -35,27 +72,22 @@ impl App {
             .await
             .with_context(|| format!("connecting NATS at {}", settings.nats.url))?;
         let js = async_nats::jetstream::new(nats.clone());
-        let orders_view = Worker::new(
-            OrdersView,
-            pool.clone(),
-            &js,
-            &settings.nats.namespace,
-            &settings.nats.stream,
-            settings.worker.clone(),
-        )
-        .await
-        .context("creating the orders_view consumer")?;
+        let workers = vec![
+            worker(OrdersView, &pool, &js, settings).await?,
+            worker(ProductsView, &pool, &js, settings).await?,
+            worker(PaymentsView, &pool, &js, settings).await?,
+            worker(SagaTimeline, &pool, &js, settings).await?,
+        ];
+        let streams = STREAMS
+            .iter()
+            .map(|c| settings.nats.namespace.stream(*c))
+            .collect();
         let readiness = Readiness::new()
             .postgres("read", pool.clone())
             .nats(nats)
-            .streams(
-                js,
-                vec![settings
-                    .nats
-                    .namespace
-                    .stream(messaging::BoundedContext::Orders)],
-            );
+            .streams(js, streams);
         let router = axum::Router::new()
+            .merge(crate::lag::routes(pool.clone()))
             .merge(runtime::health::routes(readiness))
             .fallback(runtime::problem::not_found);
         let listener = TcpListener::bind(settings.http_addr)
@@ -64,7 +96,7 @@ impl App {
         Ok(Self {
             listener,
             router,
-            orders_view,
+            workers,
             pool,
         })
     }
@@ -73,14 +105,20 @@ impl App {
         self.listener.local_addr().expect("bound listener")
     }
 
-    /// Runs the workers and the health endpoint until `shutdown`; batches in hand finish.
+    /// Runs the workers and the HTTP endpoints until `shutdown`; batches in hand finish.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let worker = tokio::spawn(self.orders_view.run(shutdown.clone()));
+        let tasks: Vec<_> = self
+            .workers
+            .into_iter()
+            .map(|run| tokio::spawn(run(shutdown.clone())))
+            .collect();
         axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
             .context("serving HTTP")?;
-        worker.await.context("projection worker task")?;
+        for task in tasks {
+            task.await.context("projection worker task")?;
+        }
         self.pool.close().await;
         tracing::info!("projections stopped");
         Ok(())

@@ -46,23 +46,27 @@ pub async fn set_position(
     Ok(())
 }
 
-/// Moves the checkpoint forward (never back) to `stream_sequence`.
+/// Moves the checkpoint forward (never back) to `stream_sequence`, and records the last
+/// stream sequence seen (for lag).
 pub async fn advance_checkpoint(
     conn: &mut PgConnection,
     projection: &str,
     stream: &str,
     stream_sequence: u64,
+    stream_last_sequence: u64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO projection_checkpoints (projection, stream, stream_sequence) \
-         VALUES ($1, $2, $3) \
+        "INSERT INTO projection_checkpoints (projection, stream, stream_sequence, stream_last_sequence) \
+         VALUES ($1, $2, $3, $4) \
          ON CONFLICT (projection) DO UPDATE \
          SET stream_sequence = GREATEST(projection_checkpoints.stream_sequence, EXCLUDED.stream_sequence), \
+             stream_last_sequence = GREATEST(projection_checkpoints.stream_last_sequence, EXCLUDED.stream_last_sequence), \
              updated_at = now()",
     )
     .bind(projection)
     .bind(stream)
     .bind(stream_sequence as i64)
+    .bind(stream_last_sequence as i64)
     .execute(conn)
     .await?;
     Ok(())

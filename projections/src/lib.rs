@@ -8,8 +8,12 @@
 
 pub mod app;
 pub mod bookkeeping;
+pub mod lag;
 pub mod orders_view;
+pub mod payments_view;
+pub mod products_view;
 pub mod projection;
+pub mod saga_timeline;
 pub mod settings;
 pub mod worker;
 

@@ -9,21 +9,11 @@ use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::projection::{ApplyError, Projection};
+use crate::projection::{decode, ApplyError, Projection};
 
 /// Keeps `orders_view` and `customer_order_counts` up to date from the `ORDERS` stream.
 #[derive(Debug, Default, Clone)]
 pub struct OrdersView;
-
-fn decode<T: serde::de::DeserializeOwned>(event: &Envelope) -> Result<T, ApplyError> {
-    serde_json::from_value(event.data.clone()).map_err(|e| {
-        ApplyError::Poison(format!(
-            "{} v{} does not decode: {e}",
-            event.name(),
-            event.version()
-        ))
-    })
-}
 
 impl Projection for OrdersView {
     fn name(&self) -> &'static str {
@@ -88,17 +78,20 @@ impl Projection for OrdersView {
                 .execute(&mut *conn)
                 .await?;
             }
-            ("OrderConfirmed" | "OrderCancelled", 1) => {
+            ("OrderConfirmed", 1) => {
                 let id: OrderId = decode(event)?;
-                let status = if event.name() == "OrderConfirmed" {
-                    "confirmed"
-                } else {
-                    "cancelled"
-                };
-                set_status(conn, id.order_id, status, None, version, event).await?;
+                set_status(conn, id.order_id, "confirmed", None, version, event).await?;
+                record_sale(conn, id.order_id, event).await?;
+                count_outcome(conn, "confirmed", event).await?;
+            }
+            ("OrderCancelled", 1) => {
+                let id: OrderId = decode(event)?;
+                set_status(conn, id.order_id, "cancelled", None, version, event).await?;
+                count_outcome(conn, "cancelled", event).await?;
             }
             ("OrderRejected", 1) => {
                 let rejected: Rejected = decode(event)?;
+                count_outcome(conn, &rejected.reason, event).await?;
                 set_status(
                     conn,
                     rejected.order_id,
@@ -157,6 +150,48 @@ async fn set_status(
     .bind(detail)
     .bind(version)
     .bind(event.time)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Adds a confirmed order's priced lines to the day's sales (the day of confirmation, UTC).
+async fn record_sale(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    event: &Envelope,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO sales_daily (day, sku, currency, units, revenue_minor, orders) \
+         SELECT ($2 AT TIME ZONE 'UTC')::date, line->>'sku', line->'line_total'->>'currency', \
+                (line->>'quantity')::bigint, (line->'line_total'->>'amount_minor')::bigint, 1 \
+         FROM orders_view, jsonb_array_elements(lines) line \
+         WHERE order_id = $1 AND line ? 'line_total' \
+         ON CONFLICT (day, sku, currency) DO UPDATE SET \
+           units = sales_daily.units + EXCLUDED.units, \
+           revenue_minor = sales_daily.revenue_minor + EXCLUDED.revenue_minor, \
+           orders = sales_daily.orders + 1",
+    )
+    .bind(order_id)
+    .bind(event.time)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Counts how an order ended, per day.
+async fn count_outcome(
+    conn: &mut PgConnection,
+    outcome: &str,
+    event: &Envelope,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO order_outcomes_daily (day, outcome, orders) \
+         VALUES (($1 AT TIME ZONE 'UTC')::date, $2, 1) \
+         ON CONFLICT (day, outcome) DO UPDATE SET orders = order_outcomes_daily.orders + 1",
+    )
+    .bind(event.time)
+    .bind(outcome)
     .execute(conn)
     .await?;
     Ok(())

@@ -32,3 +32,14 @@ pub trait Projection: Send + Sync + 'static {
         event: &'a Envelope,
     ) -> impl Future<Output = Result<(), ApplyError>> + Send + 'a;
 }
+
+/// Decodes an event's `data`; a body that does not decode can never be applied.
+pub fn decode<T: serde::de::DeserializeOwned>(event: &Envelope) -> Result<T, ApplyError> {
+    serde_json::from_value(event.data.clone()).map_err(|e| {
+        ApplyError::Poison(format!(
+            "{} v{} does not decode: {e}",
+            event.name(),
+            event.version()
+        ))
+    })
+}

@@ -264,8 +264,15 @@ impl<P: Projection> Worker<P> {
             verdicts.push(verdict);
         }
         if max_sequence > 0 {
-            bookkeeping::advance_checkpoint(&mut tx, self.name(), &self.stream, max_sequence)
-                .await?;
+            let last_seen = messages.iter().map(last_sequence).max().unwrap_or(0);
+            bookkeeping::advance_checkpoint(
+                &mut tx,
+                self.name(),
+                &self.stream,
+                max_sequence,
+                last_seen,
+            )
+            .await?;
         }
         if verdicts.contains(&Verdict::Applied) {
             sqlx::query("SELECT pg_notify($1, $2)")
@@ -294,6 +301,7 @@ impl<P: Projection> Worker<P> {
                     self.name(),
                     &self.stream,
                     stream_sequence(message),
+                    last_sequence(message),
                 )
                 .await?;
                 tx.commit().await?;
@@ -377,6 +385,14 @@ impl<P: Projection> Worker<P> {
 
 fn stream_sequence(message: &jetstream::Message) -> u64 {
     message.info().map(|i| i.stream_sequence).unwrap_or(0)
+}
+
+/// The stream's last sequence as the message saw it: its own plus what was still pending.
+fn last_sequence(message: &jetstream::Message) -> u64 {
+    message
+        .info()
+        .map(|i| i.stream_sequence + i.pending)
+        .unwrap_or(0)
 }
 
 /// Errors that the same message will always hit again: bad data or a broken constraint.

@@ -9,6 +9,9 @@ use runtime::problem::Problem;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// A product or payment the read model does not hold.
+    #[error("{0} not found")]
+    NotFound(&'static str),
     /// The order is not in the read model; `stale` when a `min_version` wait timed out.
     #[error("order not found")]
     OrderNotFound { stale: bool },
@@ -26,6 +29,11 @@ impl IntoResponse for ApiError {
             )
             .detail(detail)
             .into_response(),
+            Self::NotFound(what) => {
+                Problem::new(StatusCode::NOT_FOUND, "not-found", "No such resource")
+                    .detail(format!("no such {what}"))
+                    .into_response()
+            }
             Self::OrderNotFound { stale: false } => {
                 Problem::new(StatusCode::NOT_FOUND, "order-not-found", "No such order")
                     .into_response()

@@ -546,3 +546,108 @@ async fn five_hundred_orders_through_two_replicas_all_end_and_balance() {
     );
     println!("500 orders: {confirmed} confirmed, {rejected} rejected");
 }
+
+#[tokio::test]
+async fn the_query_api_shows_an_order_with_its_payment_saga_stock_and_sales() {
+    let s = Stack::start(3).await;
+    let read_db = testkit::fresh_database("read").await;
+    let mut env = s.orders.env();
+    env.retain(|(k, _)| *k != "DATABASE_URL");
+    env.push(("DATABASE_URL", read_db));
+    let worker = projections::App::build(
+        &projections::Settings::from_env(&Env::from_pairs(env.clone())).unwrap(),
+    )
+    .await
+    .unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(worker.run(stop.clone()));
+    let query =
+        query_api::App::build(&query_api::Settings::from_env(&Env::from_pairs(env)).unwrap())
+            .await
+            .unwrap();
+    let q = format!("http://{}", query.local_addr());
+    tokio::spawn(query.run(stop.clone()));
+
+    s.product("R1", 10).await;
+    let order = s.place(&[("R1", 4)], "tok_ok").await;
+    assert_eq!(s.finished(order).await["outcome"], "confirmed");
+    let get = |path: String| {
+        let url = format!("{q}{path}");
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    // The order's last event is its 3rd (placed, priced, confirmed): wait for it.
+    let details = get(format!("/orders/{order}?min_version=3")).await;
+    assert_eq!(
+        (details["status"].as_str(), details["stale"].as_bool()),
+        (Some("confirmed"), Some(false)),
+        "{details}"
+    );
+    assert_eq!(details["total"]["amount_minor"], 1000);
+    assert_eq!(details["lines"][0]["unit_price"]["amount_minor"], 250);
+    let details = testkit::eventually(
+        Duration::from_secs(10),
+        "payment and saga in the read model",
+        || async move {
+            let d = get(format!("/orders/{order}")).await;
+            (d["payment"]["status"] == "captured" && d["saga"]["outcome"] == "confirmed")
+                .then_some(d)
+        },
+    )
+    .await;
+    let kinds: Vec<&str> = details["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"SagaStarted"));
+    assert_eq!(kinds.last(), Some(&"SagaCompleted"));
+
+    let product = get("/products/R1?min_version=4".into()).await;
+    assert_eq!(
+        (
+            product["on_hand"].as_i64(),
+            product["reserved"].as_i64(),
+            product["available"].as_i64()
+        ),
+        (Some(6), Some(0), Some(6)),
+        "{product}"
+    );
+    let payment = get(format!("/payments/{order}")).await;
+    assert_eq!(
+        (payment["captured"].as_i64(), payment["authorised"].as_i64()),
+        (Some(1000), Some(1000))
+    );
+    let analytics = get("/analytics/sales".into()).await;
+    assert_eq!(analytics["sales"][0]["units"], 4, "{analytics}");
+    assert_eq!(analytics["sales"][0]["revenue_minor"], 1000);
+    assert_eq!(analytics["outcomes"][0]["outcome"], "confirmed");
+    let customer = details["customer_id"].as_str().unwrap().to_owned();
+    let mine = get(format!("/customers/{customer}/orders")).await;
+    assert_eq!(mine["items"][0]["order_id"], order.to_string());
+    let lags = testkit::eventually(
+        Duration::from_secs(10),
+        "every projection caught up",
+        || async move {
+            let lags = get("/projections".into()).await;
+            let all = lags.as_array()?;
+            (all.len() == 4 && all.iter().all(|p| p["lag"] == 0)).then_some(lags)
+        },
+    )
+    .await;
+    assert!(
+        lags.as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["dead_letters"] == 0),
+        "{lags}"
+    );
+    stop.cancel();
+}

@@ -1,0 +1,182 @@
+//! The query API's list reads against a real read database: keyset pagination under
+//! concurrent inserts, filters, and bad parameters.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+use runtime::env::Env;
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+async fn read_db() -> (String, PgPool) {
+    let url = testkit::fresh_database("read").await;
+    let pool = PgPool::connect(&url).await.unwrap();
+    projections::MIGRATOR.run(&pool).await.unwrap();
+    (url, pool)
+}
+
+async fn serve(url: &str) -> (String, CancellationToken) {
+    let settings = query_api::Settings::from_env(&Env::from_pairs([
+        ("HTTP_ADDR", "127.0.0.1:0"),
+        ("DATABASE_URL", url),
+    ]))
+    .unwrap();
+    let app = query_api::App::build(&settings).await.unwrap();
+    let base = format!("http://{}", app.local_addr());
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run(stop.clone()));
+    (base, stop)
+}
+
+async fn insert_order(
+    pool: &PgPool,
+    customer: Uuid,
+    placed_at: DateTime<Utc>,
+    status: &str,
+) -> Uuid {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO orders_view (order_id, customer_id, status, lines, version, placed_at, updated_at) \
+         VALUES ($1, $2, $3, '[{\"sku\":\"A\",\"quantity\":1}]', 1, $4, $4)",
+    )
+    .bind(id)
+    .bind(customer)
+    .bind(status)
+    .bind(placed_at)
+    .execute(pool)
+    .await
+    .unwrap();
+    id
+}
+
+async fn get(url: String) -> (StatusCode, Value) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn walking_pages_while_orders_arrive_never_repeats_or_skips() {
+    let (url, pool) = read_db().await;
+    let (base, stop) = serve(&url).await;
+    let customer = Uuid::now_v7();
+    let start = Utc::now() - chrono::Duration::hours(1);
+    let mut existing = HashSet::new();
+    for i in 0..120 {
+        // Some share a timestamp, so the order id must break ties.
+        let at = start + chrono::Duration::seconds(i / 3);
+        existing.insert(insert_order(&pool, customer, at, "placed").await);
+    }
+    // Orders keep arriving (newer, and some with the very same timestamps) during the walk.
+    let writer = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                let at = if i % 2 == 0 {
+                    Utc::now()
+                } else {
+                    start + chrono::Duration::seconds(i % 40)
+                };
+                insert_order(&pool, customer, at, "placed").await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut page_url = format!("{base}/customers/{customer}/orders?limit=7");
+        if let Some(c) = &cursor {
+            page_url.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = get(page_url).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 7);
+        seen.extend(
+            items
+                .iter()
+                .map(|o| Uuid::parse_str(o["order_id"].as_str().unwrap()).unwrap()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    writer.await.unwrap();
+    let unique: HashSet<Uuid> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "no order appeared twice");
+    assert!(
+        existing.is_subset(&unique),
+        "every order that existed at the start was seen"
+    );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn list_filters_and_bad_parameters() {
+    let (url, pool) = read_db().await;
+    let (base, stop) = serve(&url).await;
+    let customer = Uuid::now_v7();
+    for status in ["placed", "confirmed", "confirmed", "rejected"] {
+        insert_order(&pool, customer, Utc::now(), status).await;
+    }
+    let (_, confirmed) = get(format!(
+        "{base}/customers/{customer}/orders?status=confirmed"
+    ))
+    .await;
+    assert_eq!(confirmed["items"].as_array().unwrap().len(), 2);
+    assert!(confirmed["next_cursor"].is_null());
+
+    for (sku, on_hand) in [("A", 50), ("B", 3), ("C", 0)] {
+        sqlx::query(
+            "INSERT INTO products_view (sku, name, unit_price, currency, on_hand, reserved, version, updated_at) \
+             VALUES ($1, $1, 100, 'EUR', $2, 0, 1, now())",
+        )
+        .bind(sku)
+        .bind(on_hand)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let (_, low) = get(format!("{base}/products?low_stock=5")).await;
+    let skus: Vec<&str> = low["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["sku"].as_str().unwrap())
+        .collect();
+    assert_eq!(skus, ["B", "C"]);
+    let (_, first) = get(format!("{base}/products?limit=2")).await;
+    assert_eq!(first["next_cursor"], "B");
+    let (_, rest) = get(format!("{base}/products?limit=2&cursor=B")).await;
+    assert_eq!(rest["items"][0]["sku"], "C");
+    let (status, product) = get(format!("{base}/products/A")).await;
+    assert_eq!(
+        (status, product["available"].as_i64()),
+        (StatusCode::OK, Some(50))
+    );
+
+    for path in [
+        format!("/customers/{customer}/orders?limit=0"),
+        format!("/customers/{customer}/orders?limit=500"),
+        format!("/customers/{customer}/orders?cursor=garbage"),
+        format!("/customers/{customer}/orders?status=shipped"),
+        "/customers/not-a-uuid/orders".to_owned(),
+        "/products?low_stock=x".to_owned(),
+        "/analytics/sales?from=2026-02-01&to=2026-01-01".to_owned(),
+        "/payments/not-a-uuid".to_owned(),
+    ] {
+        let (status, body) = get(format!("{base}{path}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+    }
+    let (status, _) = get(format!("{base}/products/NOPE")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = get(format!("{base}/payments/{}", Uuid::now_v7())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    stop.cancel();
+}
