@@ -23,6 +23,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub freshness: Freshness,
     pub min_version_timeout: Duration,
+    /// Longest a read may take before it is answered 503.
+    pub request_timeout: Duration,
 }
 
 /// Query string of single-entity reads.
@@ -64,6 +66,11 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
             "/analytics/sales",
             get(sales).fallback(problem::method_not_allowed),
         )
+        .layer(axum::middleware::from_fn(crate::caching::etag))
+        .layer(axum::middleware::from_fn_with_state(
+            state.request_timeout,
+            crate::caching::time_limit,
+        ))
         .with_state(state)
         .merge(projections::lag::routes(pool))
         .merge(runtime::health::routes(readiness))

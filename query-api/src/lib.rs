@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod caching;
 pub mod catalog;
 pub mod error;
 pub mod freshness;

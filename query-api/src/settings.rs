@@ -16,6 +16,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// `READ_YOUR_WRITES_TIMEOUT_MS`: longest wait for `min_version`, default 2000.
     pub min_version_timeout: Duration,
+    /// `HTTP_REQUEST_TIMEOUT_MS`: longest a read may take, default 10000 (more than the
+    /// read-your-writes wait).
+    pub request_timeout: Duration,
     /// `RUST_LOG`, `LOG_FORMAT`.
     pub log: LogSettings,
 }
@@ -31,6 +34,8 @@ impl Settings {
             )?,
             min_version_timeout: env
                 .millis_or("READ_YOUR_WRITES_TIMEOUT_MS", Duration::from_millis(2000))?,
+            request_timeout: env
+                .millis_or("HTTP_REQUEST_TIMEOUT_MS", Duration::from_millis(10_000))?,
             log: LogSettings::from_env(env)?,
         })
     }

@@ -180,3 +180,55 @@ async fn list_filters_and_bad_parameters() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     stop.cancel();
 }
+
+#[tokio::test]
+async fn reads_carry_an_etag_and_answer_304_when_unchanged() {
+    let (url, pool) = read_db().await;
+    let (base, stop) = serve(&url).await;
+    sqlx::query(
+        "INSERT INTO products_view (sku, name, unit_price, currency, on_hand, reserved, version, updated_at) \
+         VALUES ('E1', 'E1', 100, 'EUR', 5, 0, 1, now())",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    let first = client
+        .get(format!("{base}/products/E1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.headers()["cache-control"], "no-cache");
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let again = client
+        .get(format!("{base}/products/E1"))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert!(again.bytes().await.unwrap().is_empty());
+
+    sqlx::query("UPDATE products_view SET on_hand = 4, version = 2 WHERE sku = 'E1'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let changed = client
+        .get(format!("{base}/products/E1"))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_ne!(changed.headers()["etag"].to_str().unwrap(), etag);
+    let missing = client
+        .get(format!("{base}/products/NOPE"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        missing.headers().get("etag").is_none(),
+        "errors carry no ETag"
+    );
+    stop.cancel();
+}
