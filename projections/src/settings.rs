@@ -19,7 +19,8 @@ pub struct Settings {
     /// `NATS_URL`, `NATS_NAMESPACE`, `NATS_STREAM_REPLICAS`, `NATS_DUPLICATE_WINDOW_MS`.
     pub nats: NatsSettings,
     /// `PROJECTION_BATCH_SIZE` (default 500), `PROJECTION_FETCH_WAIT_MS` (500),
-    /// `PROJECTION_RETRY_DELAY_MS` (200), `PROJECTION_ACK_WAIT_MS` (30000).
+    /// `PROJECTION_RETRY_DELAY_MS` (200), `PROJECTION_ACK_WAIT_MS` (30000),
+    /// `PROJECTION_CONSUMER_PREFIX` (empty).
     pub worker: WorkerSettings,
     /// `FAILPOINTS`, default none.
     pub failpoints: String,
@@ -43,6 +44,7 @@ impl Settings {
                 fetch_wait: env.millis_or("PROJECTION_FETCH_WAIT_MS", defaults.fetch_wait)?,
                 retry_delay: env.millis_or("PROJECTION_RETRY_DELAY_MS", defaults.retry_delay)?,
                 ack_wait: env.millis_or("PROJECTION_ACK_WAIT_MS", defaults.ack_wait)?,
+                consumer_prefix: env.string_or("PROJECTION_CONSUMER_PREFIX", ""),
             },
             failpoints: env.string_or("FAILPOINTS", ""),
             log: LogSettings::from_env(env)?,

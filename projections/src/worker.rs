@@ -29,6 +29,9 @@ pub struct WorkerSettings {
     pub retry_delay: Duration,
     /// How long the server waits for an ack before it redelivers.
     pub ack_wait: Duration,
+    /// Put before each projection's durable consumer name, so separate deployments (or a
+    /// rebuild) on one NATS server each get their own consumers; default empty.
+    pub consumer_prefix: String,
 }
 
 impl Default for WorkerSettings {
@@ -38,6 +41,7 @@ impl Default for WorkerSettings {
             fetch_wait: Duration::from_millis(500),
             retry_delay: Duration::from_millis(200),
             ack_wait: Duration::from_secs(30),
+            consumer_prefix: String::new(),
         }
     }
 }
@@ -95,11 +99,12 @@ impl<P: Projection> Worker<P> {
         let context = projection.context();
         let stream = ensure_stream(js, namespace, context, stream_settings).await?;
         let name = projection.name();
+        let durable = format!("{}{name}", settings.consumer_prefix);
         let consumer: PullConsumer = stream
             .get_or_create_consumer(
-                name,
+                &durable,
                 pull::Config {
-                    durable_name: Some(name.to_owned()),
+                    durable_name: Some(durable.clone()),
                     description: Some(format!("streamshop projection {name}")),
                     filter_subject: namespace.events_filter(context),
                     deliver_policy: DeliverPolicy::All,

@@ -52,6 +52,7 @@ impl World {
                 fetch_wait: Duration::from_millis(200),
                 retry_delay: Duration::from_millis(50),
                 ack_wait: Duration::from_secs(30),
+                consumer_prefix: String::new(),
             },
         )
         .await

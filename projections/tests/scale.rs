@@ -1,0 +1,164 @@
+//! Two projection workers side by side build exactly what one builds, from 20,000 events that
+//! went through the real orders service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use runtime::env::Env;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use testkit::world::{post, serve, World};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Every read model's rows, in key order, as JSON.
+async fn snapshot(pool: &PgPool) -> Vec<(String, Vec<Value>)> {
+    let mut out = Vec::new();
+    for (table, key) in [
+        ("orders_view", "order_id"),
+        ("customer_order_counts", "customer_id"),
+        ("sales_daily", "day, sku, currency"),
+        ("order_outcomes_daily", "day, outcome"),
+        (
+            "projection_positions",
+            "projection, aggregate_type, aggregate_id",
+        ),
+    ] {
+        let rows: Vec<(Value,)> =
+            sqlx::query_as(&format!("SELECT to_jsonb(t) FROM {table} t ORDER BY {key}"))
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        out.push((table.to_owned(), rows.into_iter().map(|(v,)| v).collect()));
+    }
+    out
+}
+
+async fn checkpoint(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(max(stream_sequence), 0) FROM projection_checkpoints WHERE projection = 'orders_view'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn two_workers_build_exactly_what_one_builds_from_20000_events() {
+    let world = World::new("orders").await;
+    let settings = orders::settings(&Env::from_pairs(world.env())).unwrap();
+    let (base, stop_orders) = serve(orders::app(&settings).await.unwrap());
+
+    // 16,000 orders from 400 customers, 4,000 of them cancelled: 20,000 events.
+    let customers: Arc<Vec<Uuid>> = Arc::new((0..400).map(|_| Uuid::now_v7()).collect());
+    let base = Arc::new(base);
+    let mut placed = Vec::new();
+    for chunk in (0..16_000usize).collect::<Vec<_>>().chunks(64) {
+        let tasks: Vec<_> = chunk
+            .iter()
+            .map(|&i| {
+                let (base, customers) = (base.clone(), customers.clone());
+                tokio::spawn(async move {
+                    let body = json!({
+                        "customer_id": customers[i % customers.len()],
+                        "lines": [{"sku": format!("S{}", i % 7), "quantity": 1 + i % 3}],
+                        "payment_token": "tok_ok"
+                    });
+                    let r = post(&base, "/orders", body, None).await;
+                    assert_eq!(r.status, 202, "{:?}", r.body);
+                    r.body["order_id"].as_str().unwrap().to_owned()
+                })
+            })
+            .collect();
+        for t in tasks {
+            placed.push(t.await.unwrap());
+        }
+    }
+    for chunk in placed.iter().step_by(4).collect::<Vec<_>>().chunks(64) {
+        let tasks: Vec<_> = chunk
+            .iter()
+            .map(|id| {
+                let (base, id) = (base.clone(), (*id).clone());
+                tokio::spawn(async move {
+                    let r = post(&base, &format!("/orders/{id}/cancel"), json!({}), None).await;
+                    assert_eq!(r.status, 202, "{:?}", r.body);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+    let total = world
+        .published(messaging::BoundedContext::Orders, 20_000)
+        .await
+        .len();
+    assert_eq!(total, 20_000);
+
+    // One read database built by one worker, another by two workers side by side.
+    let mut stops = vec![stop_orders];
+    let mut dbs = Vec::new();
+    for (prefix, workers) in [("single_", 1), ("pair_", 2)] {
+        let url = testkit::fresh_database("read").await;
+        for _ in 0..workers {
+            let mut env = world.env();
+            env.retain(|(k, _)| *k != "DATABASE_URL");
+            env.extend([
+                ("DATABASE_URL", url.clone()),
+                ("PROJECTION_CONSUMER_PREFIX", prefix.to_owned()),
+                ("PROJECTION_BATCH_SIZE", "200".to_owned()),
+                ("PROJECTION_RETRY_DELAY_MS", "50".to_owned()),
+            ]);
+            let app = projections::App::build(
+                &projections::Settings::from_env(&Env::from_pairs(env)).unwrap(),
+            )
+            .await
+            .unwrap();
+            let stop = CancellationToken::new();
+            tokio::spawn(app.run(stop.clone()));
+            stops.push(stop);
+        }
+        dbs.push(PgPool::connect(&url).await.unwrap());
+    }
+    for db in &dbs {
+        testkit::eventually(
+            Duration::from_secs(300),
+            "the projection to catch up",
+            || async { (checkpoint(db).await >= 20_000).then_some(()) },
+        )
+        .await;
+    }
+    // Deferred events may still be in flight: wait for both to settle on the same row count.
+    for db in &dbs {
+        testkit::eventually(Duration::from_secs(60), "every position at its last sequence", || async {
+            let pending: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM projection_positions WHERE projection = 'orders_view' AND sequence < \
+                   CASE WHEN aggregate_id IN (SELECT order_id::text FROM orders_view WHERE status = 'cancelled') THEN 2 ELSE 1 END",
+            )
+            .fetch_one(db)
+            .await
+            .unwrap();
+            let cancelled: i64 = sqlx::query_scalar("SELECT count(*) FROM orders_view WHERE status = 'cancelled'")
+                .fetch_one(db)
+                .await
+                .unwrap();
+            (pending == 0 && cancelled == 4_000).then_some(())
+        })
+        .await;
+    }
+    let single = snapshot(&dbs[0]).await;
+    let pair = snapshot(&dbs[1]).await;
+    for ((table, a), (_, b)) in single.iter().zip(&pair) {
+        assert_eq!(a.len(), b.len(), "{table}: row counts differ");
+        assert!(a == b, "{table}: the two builds differ");
+    }
+    assert_eq!(single[0].1.len(), 16_000);
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+        .fetch_one(&dbs[1])
+        .await
+        .unwrap();
+    assert_eq!(dead, 0);
+    for s in stops {
+        s.cancel();
+    }
+}
