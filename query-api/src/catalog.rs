@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// `GET /products/{sku}` and the items of `GET /products`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct ProductView {
     pub sku: String,
     pub name: String,
@@ -57,7 +57,7 @@ pub async fn products(
 }
 
 /// `GET /payments/{order_id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct PaymentView {
     pub order_id: Uuid,
     pub status: String,
@@ -82,7 +82,7 @@ pub async fn payment(pool: &PgPool, order_id: Uuid) -> Result<Option<PaymentView
 }
 
 /// One day's sales of one SKU (confirmed orders only).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct SalesRow {
     pub day: NaiveDate,
     pub sku: String,
@@ -93,7 +93,7 @@ pub struct SalesRow {
 }
 
 /// How many orders ended one way on one day.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct OutcomeRow {
     pub day: NaiveDate,
     pub outcome: String,

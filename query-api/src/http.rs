@@ -72,6 +72,10 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
             crate::caching::time_limit,
         ))
         .with_state(state)
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(crate::openapi::document()) }),
+        )
         .merge(projections::lag::routes(pool))
         .merge(runtime::health::routes(readiness))
         .fallback(problem::not_found)
@@ -100,7 +104,7 @@ fn limit(params: &PageParams) -> Result<i64, ApiError> {
 }
 
 /// A page of items and where the next one starts (absent on the last page).
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,

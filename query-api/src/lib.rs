@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod error;
 pub mod freshness;
 pub mod http;
+pub mod openapi;
 pub mod orders;
 pub mod settings;
 

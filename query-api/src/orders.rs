@@ -6,14 +6,14 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// An amount in minor units of a currency.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MoneyView {
     pub amount_minor: i64,
     pub currency: String,
 }
 
 /// One line as the read model holds it; prices once inventory answered.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OrderLineView {
     pub sku: String,
     pub quantity: u32,
@@ -24,7 +24,7 @@ pub struct OrderLineView {
 }
 
 /// `GET /orders/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OrderView {
     pub order_id: Uuid,
     pub customer_id: Uuid,

@@ -232,3 +232,21 @@ async fn reads_carry_an_etag_and_answer_304_when_unchanged() {
     );
     stop.cancel();
 }
+
+#[tokio::test]
+async fn the_served_openapi_document_is_the_committed_one() {
+    let (url, _pool) = read_db().await;
+    let (base, stop) = serve(&url).await;
+    let (status, served) = get(format!("{base}/openapi.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../schemas/openapi/query-api.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(served, committed, "run `cargo run -p schemas`");
+    stop.cancel();
+}

@@ -2,6 +2,8 @@
 //! one file per event type and version under `events/<context>/<Type>.v<N>.json` (the
 //! envelope's `dataschema` names it), and `envelope.json` for the CloudEvents envelope.
 //!
+//! The OpenAPI documents of the HTTP services are written here too (`openapi/`).
+//!
 //! `cargo run -p schemas` rewrites the files; a test fails when they differ from the code.
 #![forbid(unsafe_code)]
 
@@ -116,6 +118,10 @@ pub fn generate() -> BTreeMap<String, Value> {
             &path,
             "OrderPlaced v1 (orders context)".into(),
         ),
+    );
+    files.insert(
+        "openapi/query-api.json".into(),
+        query_api::openapi::document(),
     );
     files.insert(
         "envelope.json".into(),

@@ -74,8 +74,22 @@ fn every_event_type_and_version_has_a_schema() {
         "events/sagas/SagaCompleted.v1.json",
         "events/sagas/SagaNeedsAttention.v1.json",
         "envelope.json",
+        "openapi/query-api.json",
     ] {
         assert!(generated.contains_key(path), "no schema {path}");
     }
-    assert_eq!(generated.len(), 26);
+    assert_eq!(generated.len(), 27);
+}
+
+#[test]
+fn the_openapi_document_references_only_defined_schemas() {
+    let doc = &schemas::generate()["openapi/query-api.json"];
+    let defined = doc["components"]["schemas"].as_object().unwrap();
+    let text = doc.to_string();
+    for reference in text.split("\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(defined.contains_key(name), "dangling $ref to {name}");
+    }
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/orders/{id}"]["get"].is_object());
 }
