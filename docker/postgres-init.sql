@@ -16,4 +16,5 @@ CREATE DATABASE read OWNER projections;
 \connect read
 GRANT CONNECT ON DATABASE read TO query_api;
 GRANT USAGE ON SCHEMA public TO query_api;
-ALTER DEFAULT PRIVILEGES FOR ROLE projections IN SCHEMA public GRANT SELECT ON TABLES TO query_api;
+-- In every schema: a rebuild creates tables elsewhere and then moves them into public.
+ALTER DEFAULT PRIVILEGES FOR ROLE projections GRANT SELECT ON TABLES TO query_api;

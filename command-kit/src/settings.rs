@@ -83,7 +83,7 @@ mod tests {
 
     const DEFAULTS: ServiceDefaults = ServiceDefaults {
         port: 8082,
-        database_url: "postgres://inventory@127.0.0.1:54330/inventory",
+        database_url: "postgres://inventory@127.0.0.1:25432/inventory",
     };
 
     #[test]

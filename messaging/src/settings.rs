@@ -16,7 +16,7 @@ pub struct NatsSettings {
 }
 
 /// Where `cargo xtask up` runs NATS.
-pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:42230";
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:24222";
 
 impl NatsSettings {
     pub fn from_env(env: &Env) -> Result<Self, EnvError> {

@@ -124,3 +124,65 @@ impl App {
         Ok(())
     }
 }
+
+/// Rebuilds one projection (by name) or `all`, in turn; `progress` gets each one's name and
+/// progress a few times a second.
+pub async fn rebuild(
+    settings: &Settings,
+    which: &str,
+    mut progress: impl FnMut(&str, &crate::rebuild::Progress),
+) -> anyhow::Result<Vec<crate::rebuild::Report>> {
+    let pool = settings
+        .database
+        .connect()
+        .await
+        .with_context(|| format!("connecting the read database {}", settings.database.url))?;
+    crate::MIGRATOR
+        .run(&pool)
+        .await
+        .context("migrating the read database")?;
+    let nats = settings.nats.connect().await?;
+    let js = async_nats::jetstream::new(nats);
+    let (ns, stream, live) = (
+        &settings.nats.namespace,
+        &settings.nats.stream,
+        &settings.worker,
+    );
+    let known = [
+        "orders_view",
+        "products_view",
+        "payments_view",
+        "saga_timeline",
+    ];
+    anyhow::ensure!(
+        which == "all" || known.contains(&which),
+        "unknown projection {which:?}; use one of {} or all",
+        known.join(", ")
+    );
+    let mut reports = Vec::new();
+    for name in known {
+        if which != "all" && which != name {
+            continue;
+        }
+        let mut report = |p: &crate::rebuild::Progress| progress(name, p);
+        let r = match name {
+            "orders_view" => {
+                crate::rebuild::rebuild(OrdersView, &pool, &js, ns, stream, live, &mut report).await
+            }
+            "products_view" => {
+                crate::rebuild::rebuild(ProductsView, &pool, &js, ns, stream, live, &mut report)
+                    .await
+            }
+            "payments_view" => {
+                crate::rebuild::rebuild(PaymentsView, &pool, &js, ns, stream, live, &mut report)
+                    .await
+            }
+            _ => {
+                crate::rebuild::rebuild(SagaTimeline, &pool, &js, ns, stream, live, &mut report)
+                    .await
+            }
+        };
+        reports.push(r.with_context(|| format!("rebuilding {name}"))?);
+    }
+    Ok(reports)
+}

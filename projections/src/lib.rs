@@ -13,6 +13,7 @@ pub mod orders_view;
 pub mod payments_view;
 pub mod products_view;
 pub mod projection;
+pub mod rebuild;
 pub mod saga_timeline;
 pub mod settings;
 pub mod worker;

@@ -1,5 +1,9 @@
-//! Entry point of the projections worker.
+//! Entry point of the projections worker: `projections` runs the workers;
+//! `projections rebuild <projection|all>` rebuilds from the start of the log and swaps the new
+//! tables in, while running workers keep serving the old ones.
 #![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
 
 use anyhow::Context;
 
@@ -8,9 +12,50 @@ async fn main() -> anyhow::Result<()> {
     let settings = projections::Settings::from_env(&runtime::env::Env::from_process())
         .context("reading settings")?;
     runtime::telemetry::init("projections", &settings.log);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] => serve(settings).await,
+        ["rebuild", which] => rebuild(settings, which).await,
+        _ => {
+            eprintln!("usage: projections [rebuild <orders_view|products_view|payments_view|saga_timeline|all>]");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn serve(settings: projections::Settings) -> anyhow::Result<()> {
     runtime::failpoint::arm(&settings.failpoints);
     let shutdown = runtime::shutdown::on_signal();
     let app = projections::App::build(&settings).await?;
     tracing::info!(addr = %app.local_addr(), "projections worker listening");
     app.run(shutdown).await
+}
+
+async fn rebuild(settings: projections::Settings, which: &str) -> anyhow::Result<()> {
+    let terminal = std::io::stderr().is_terminal();
+    let reports = projections::app::rebuild(&settings, which, |name, progress| {
+        if terminal {
+            eprint!("\r\x1b[2Krebuilding {name}: {progress}");
+        } else {
+            eprintln!("rebuilding {name}: {progress}");
+        }
+    })
+    .await?;
+    if terminal {
+        eprintln!();
+    }
+    for r in reports {
+        println!(
+            "rebuilt {} from {} events in {:.1}s; the new tables are live",
+            r.projection,
+            r.events,
+            r.elapsed.as_secs_f64()
+        );
+    }
+    Ok(())
 }

@@ -24,6 +24,15 @@ impl Projection for OrdersView {
         BoundedContext::Orders
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &[
+            "orders_view",
+            "customer_order_counts",
+            "sales_daily",
+            "order_outcomes_daily",
+        ]
+    }
+
     async fn apply(&self, conn: &mut PgConnection, event: &Envelope) -> Result<(), ApplyError> {
         let version = event.sequence as i64;
         match (event.name(), event.version()) {

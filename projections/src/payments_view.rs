@@ -30,6 +30,10 @@ impl Projection for PaymentsView {
         BoundedContext::Payments
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["payments_view"]
+    }
+
     async fn apply(&self, conn: &mut PgConnection, event: &Envelope) -> Result<(), ApplyError> {
         let sql = match (event.name(), event.version()) {
             ("PaymentAuthorised", 1) => {

@@ -53,6 +53,10 @@ impl Projection for ProductsView {
         BoundedContext::Inventory
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["products_view"]
+    }
+
     async fn apply(&self, conn: &mut PgConnection, event: &Envelope) -> Result<(), ApplyError> {
         let (version, at) = (event.sequence as i64, event.time);
         let query = match (event.name(), event.version()) {

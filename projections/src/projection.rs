@@ -24,6 +24,9 @@ pub trait Projection: Send + Sync + 'static {
     /// The context whose stream feeds it.
     fn context(&self) -> BoundedContext;
 
+    /// The tables it owns: what a rebuild builds afresh and swaps in.
+    fn tables(&self) -> &'static [&'static str];
+
     /// Applies one event inside the batch's transaction. It must decode before it writes, so
     /// that a `Poison` leaves nothing behind.
     fn apply<'a>(

@@ -31,6 +31,10 @@ impl Projection for SagaTimeline {
         BoundedContext::Sagas
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["saga_timeline", "sagas_view"]
+    }
+
     async fn apply(&self, conn: &mut PgConnection, event: &Envelope) -> Result<(), ApplyError> {
         let kind = event.name();
         if !KINDS.contains(&kind) || event.version() != 1 {

@@ -35,7 +35,7 @@ impl Settings {
             http_addr: env.parse_or("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8085)))?,
             database: DatabaseSettings::from_env(
                 env,
-                "postgres://projections@127.0.0.1:54330/read",
+                "postgres://projections@127.0.0.1:25432/read",
                 10,
             )?,
             nats: NatsSettings::from_env(env)?,
@@ -45,6 +45,7 @@ impl Settings {
                 retry_delay: env.millis_or("PROJECTION_RETRY_DELAY_MS", defaults.retry_delay)?,
                 ack_wait: env.millis_or("PROJECTION_ACK_WAIT_MS", defaults.ack_wait)?,
                 consumer_prefix: env.string_or("PROJECTION_CONSUMER_PREFIX", ""),
+                schema: None,
             },
             failpoints: env.string_or("FAILPOINTS", ""),
             log: LogSettings::from_env(env)?,

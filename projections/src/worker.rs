@@ -32,6 +32,9 @@ pub struct WorkerSettings {
     /// Put before each projection's durable consumer name, so separate deployments (or a
     /// rebuild) on one NATS server each get their own consumers; default empty.
     pub consumer_prefix: String,
+    /// The Postgres schema the projection's tables live in; `None` is the live tables
+    /// (`public`). A rebuild writes into a schema of its own.
+    pub schema: Option<String>,
 }
 
 impl Default for WorkerSettings {
@@ -42,6 +45,7 @@ impl Default for WorkerSettings {
             retry_delay: Duration::from_millis(200),
             ack_wait: Duration::from_secs(30),
             consumer_prefix: String::new(),
+            schema: None,
         }
     }
 }
@@ -80,11 +84,22 @@ enum Verdict {
 pub struct Worker<P: Projection> {
     projection: P,
     pool: PgPool,
-    consumer: PullConsumer,
+    /// Created on first use, and again (from the checkpoint) when it disappears: a rebuild's
+    /// cut-over deletes it so the live worker resumes from the rebuilt checkpoint.
+    consumer: tokio::sync::Mutex<Option<PullConsumer>>,
+    durable: String,
+    filter: String,
     js: jetstream::Context,
     stream: String,
     settings: WorkerSettings,
 }
+
+/// SQL that takes the projection's cut-over lock: shared by live batches, exclusive for a
+/// rebuild's cut-over, so the swap never lands in the middle of a batch.
+pub const BATCH_LOCK: &str =
+    "SELECT pg_advisory_xact_lock_shared(hashtext('projection:' || $1)::bigint)";
+pub const CUTOVER_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(hashtext('projection:' || $1)::bigint)";
 
 impl<P: Projection> Worker<P> {
     /// Ensures the stream and the projection's durable consumer exist.
@@ -97,34 +112,86 @@ impl<P: Projection> Worker<P> {
         settings: WorkerSettings,
     ) -> anyhow::Result<Self> {
         let context = projection.context();
-        let stream = ensure_stream(js, namespace, context, stream_settings).await?;
-        let name = projection.name();
-        let durable = format!("{}{name}", settings.consumer_prefix);
+        ensure_stream(js, namespace, context, stream_settings).await?;
+        if let Some(schema) = &settings.schema {
+            anyhow::ensure!(
+                schema
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "schema {schema:?} must be lower-case letters, digits and _"
+            );
+        }
+        let worker = Self {
+            durable: format!("{}{}", settings.consumer_prefix, projection.name()),
+            filter: namespace.events_filter(context),
+            projection,
+            pool,
+            consumer: tokio::sync::Mutex::new(None),
+            js: js.clone(),
+            stream: namespace.stream(context),
+            settings,
+        };
+        worker.consumer().await?;
+        Ok(worker)
+    }
+
+    /// The durable consumer; (re)created to start after the checkpoint when missing.
+    async fn consumer(&self) -> anyhow::Result<PullConsumer> {
+        let mut slot = self.consumer.lock().await;
+        if let Some(consumer) = slot.as_ref() {
+            return Ok(consumer.clone());
+        }
+        let checkpoint = {
+            let mut tx = self.pool.begin().await?;
+            self.scope(&mut tx).await?;
+            bookkeeping::checkpoint(&mut tx, self.name()).await?
+        };
+        let deliver_policy = if checkpoint == 0 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: checkpoint + 1,
+            }
+        };
+        let stream = self.js.get_stream(&self.stream).await?;
         let consumer: PullConsumer = stream
             .get_or_create_consumer(
-                &durable,
+                &self.durable,
                 pull::Config {
-                    durable_name: Some(durable.clone()),
-                    description: Some(format!("streamshop projection {name}")),
-                    filter_subject: namespace.events_filter(context),
-                    deliver_policy: DeliverPolicy::All,
+                    durable_name: Some(self.durable.clone()),
+                    description: Some(format!("streamshop projection {}", self.name())),
+                    filter_subject: self.filter.clone(),
+                    deliver_policy,
                     ack_policy: AckPolicy::Explicit,
-                    ack_wait: settings.ack_wait,
+                    ack_wait: self.settings.ack_wait,
                     // Never give up on a message: what can never apply is dead-lettered by us.
                     max_deliver: -1,
-                    max_ack_pending: (settings.batch_size * 4) as i64,
+                    max_ack_pending: (self.settings.batch_size * 4) as i64,
                     ..Default::default()
                 },
             )
             .await?;
-        Ok(Self {
-            projection,
-            pool,
-            consumer,
-            js: js.clone(),
-            stream: namespace.stream(context),
-            settings,
-        })
+        *slot = Some(consumer.clone());
+        Ok(consumer)
+    }
+
+    /// Points the transaction at the projection's tables (a rebuild's schema) or, for the live
+    /// tables, takes the shared cut-over lock.
+    async fn scope(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        match &self.settings.schema {
+            Some(schema) => {
+                sqlx::query(&format!("SET LOCAL search_path TO {schema}"))
+                    .execute(conn)
+                    .await?;
+            }
+            None => {
+                sqlx::query(BATCH_LOCK)
+                    .bind(self.name())
+                    .execute(conn)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     pub fn name(&self) -> &'static str {
@@ -142,9 +209,23 @@ impl<P: Projection> Worker<P> {
             .await?
             .state
             .last_sequence;
-        let mut conn = self.pool.acquire().await?;
-        let checkpoint = bookkeeping::checkpoint(&mut conn, self.name()).await?;
-        Ok(last.saturating_sub(checkpoint))
+        Ok(last.saturating_sub(self.checkpoint().await?))
+    }
+
+    /// The checkpoint in this worker's tables.
+    pub async fn checkpoint(&self) -> Result<u64, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(schema) = &self.settings.schema {
+            sqlx::query(&format!("SET LOCAL search_path TO {schema}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        bookkeeping::checkpoint(&mut tx, self.name()).await
+    }
+
+    /// The durable consumer's name.
+    pub fn durable_name(&self) -> &str {
+        &self.durable
     }
 
     /// Runs batches until `shutdown`; the batch in hand is always finished.
@@ -231,17 +312,40 @@ impl<P: Projection> Worker<P> {
     }
 
     async fn fetch(&self) -> Result<Vec<jetstream::Message>, WorkerError> {
-        let mut batch = self
-            .consumer
+        let consumer = self
+            .consumer()
+            .await
+            .map_err(|e| WorkerError::Fetch(format!("{e:#}")))?;
+        let batch = consumer
             .fetch()
             .max_messages(self.settings.batch_size)
             .expires(self.settings.fetch_wait)
             .messages()
-            .await
-            .map_err(|e| WorkerError::Fetch(e.to_string()))?;
+            .await;
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                // The consumer may be gone (a rebuild's cut-over): make it again next time.
+                *self.consumer.lock().await = None;
+                return Err(WorkerError::Fetch(e.to_string()));
+            }
+        };
         let mut messages = Vec::new();
         while let Some(message) = batch.next().await {
-            messages.push(message.map_err(|e| WorkerError::Fetch(e.to_string()))?);
+            match message {
+                Ok(m) => messages.push(m),
+                Err(e) => {
+                    *self.consumer.lock().await = None;
+                    return Err(WorkerError::Fetch(e.to_string()));
+                }
+            }
+        }
+        if messages.is_empty() {
+            // Idle: make sure the consumer still exists (a rebuild's cut-over deletes it).
+            let mut consumer = consumer;
+            if consumer.info().await.is_err() {
+                *self.consumer.lock().await = None;
+            }
         }
         Ok(messages)
     }
@@ -259,6 +363,7 @@ impl<P: Projection> Worker<P> {
         messages: &[jetstream::Message],
     ) -> Result<Vec<Verdict>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        self.scope(&mut tx).await?;
         let mut verdicts = Vec::with_capacity(messages.len());
         let mut max_sequence = 0;
         for message in messages {
@@ -299,6 +404,7 @@ impl<P: Projection> Worker<P> {
             Ok(v) => Ok(v[0]),
             Err(e) if is_data_error(&e) => {
                 let mut tx = self.pool.begin().await?;
+                self.scope(&mut tx).await?;
                 self.dead_letter(&mut tx, message, &format!("database refused it: {e}"))
                     .await?;
                 bookkeeping::advance_checkpoint(

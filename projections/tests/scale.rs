@@ -162,3 +162,117 @@ async fn two_workers_build_exactly_what_one_builds_from_20000_events() {
         s.cancel();
     }
 }
+
+#[tokio::test]
+async fn a_rebuild_swaps_in_equal_tables_while_a_reader_never_sees_them_empty_or_partial() {
+    let world = World::new("orders").await;
+    let settings = orders::settings(&Env::from_pairs(world.env())).unwrap();
+    let (base, stop_orders) = serve(orders::app(&settings).await.unwrap());
+    let base = Arc::new(base);
+    let customers: Arc<Vec<Uuid>> = Arc::new((0..50).map(|_| Uuid::now_v7()).collect());
+    for chunk in (0..3_000usize).collect::<Vec<_>>().chunks(64) {
+        let tasks: Vec<_> = chunk
+            .iter()
+            .map(|&i| {
+                let (base, customers) = (base.clone(), customers.clone());
+                tokio::spawn(async move {
+                    let body = json!({"customer_id": customers[i % 50],
+                        "lines": [{"sku": "R", "quantity": 1}], "payment_token": "tok_ok"});
+                    assert_eq!(post(&base, "/orders", body, None).await.status, 202);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+    world
+        .published(messaging::BoundedContext::Orders, 3_000)
+        .await;
+
+    let url = testkit::fresh_database("read").await;
+    let mut env = world.env();
+    env.retain(|(k, _)| *k != "DATABASE_URL");
+    env.push(("DATABASE_URL", url.clone()));
+    let settings = projections::Settings::from_env(&Env::from_pairs(env)).unwrap();
+    let app = projections::App::build(&settings).await.unwrap();
+    let stop_worker = CancellationToken::new();
+    tokio::spawn(app.run(stop_worker.clone()));
+    let pool = PgPool::connect(&url).await.unwrap();
+    testkit::eventually(Duration::from_secs(60), "the live projection", || async {
+        (checkpoint(&pool).await >= 3_000).then_some(())
+    })
+    .await;
+    let before = snapshot(&pool).await;
+
+    // A reader polls the live tables throughout the rebuild.
+    let reading = CancellationToken::new();
+    let reader = {
+        let (pool, reading) = (pool.clone(), reading.clone());
+        tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !reading.is_cancelled() {
+                let (orders, counted): (i64, Option<i64>) = sqlx::query_as(
+                    "SELECT (SELECT count(*) FROM orders_view), \
+                            (SELECT sum(orders)::bigint FROM customer_order_counts)",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                assert_eq!(
+                    orders, 3_000,
+                    "the reader saw an empty or partial orders_view"
+                );
+                assert_eq!(
+                    counted,
+                    Some(3_000),
+                    "the reader saw partial customer counts"
+                );
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let mut reports = Vec::new();
+    let rebuilt = projections::app::rebuild(&settings, "orders_view", |_, p| reports.push(*p))
+        .await
+        .unwrap();
+    assert_eq!(rebuilt[0].events, 3_000);
+    assert!(
+        reports.last().is_some_and(|p| p.done == p.total),
+        "progress reached the end"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    reading.cancel();
+    let reads = reader.await.unwrap();
+    assert!(reads > 10, "the reader kept reading ({reads} reads)");
+    let after = snapshot(&pool).await;
+    assert!(before == after, "the rebuilt tables equal the live ones");
+
+    // The live worker goes on, into the new tables, from the rebuilt checkpoint.
+    let extra = post(
+        &base,
+        "/orders",
+        json!({"customer_id": customers[0],
+        "lines": [{"sku": "R", "quantity": 1}], "payment_token": "tok_ok"}),
+        None,
+    )
+    .await;
+    let id = extra.body["order_id"].as_str().unwrap().to_owned();
+    testkit::eventually(
+        Duration::from_secs(30),
+        "a new order in the new tables",
+        || async {
+            let found: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM orders_view WHERE order_id::text = $1")
+                    .bind(&id)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            (found == 1).then_some(())
+        },
+    )
+    .await;
+    stop_worker.cancel();
+    stop_orders.cancel();
+}

@@ -53,6 +53,7 @@ impl World {
                 retry_delay: Duration::from_millis(50),
                 ack_wait: Duration::from_secs(30),
                 consumer_prefix: String::new(),
+                schema: None,
             },
         )
         .await

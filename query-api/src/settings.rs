@@ -29,7 +29,7 @@ impl Settings {
             http_addr: env.parse_or("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             database: DatabaseSettings::from_env(
                 env,
-                "postgres://query_api@127.0.0.1:54330/read",
+                "postgres://query_api@127.0.0.1:25432/read",
                 20,
             )?,
             min_version_timeout: env

@@ -18,8 +18,8 @@ use sqlx::{Connection, PgConnection};
 
 /// Where the test infrastructure listens unless the environment says otherwise; these are the
 /// ports `cargo xtask test` uses.
-pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:54340/postgres";
-pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:42240";
+pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:25433/postgres";
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:24223";
 
 /// Addresses of the shared test infrastructure.
 #[derive(Debug, Clone)]

@@ -1,7 +1,9 @@
 //! Where local state lives and which ports each environment uses.
 //!
 //! `dev` is what `up` runs (services on the DESIGN.md ports); `test` is the infrastructure of
-//! `cargo xtask test`, on other ports so both can run at once.
+//! `cargo xtask test`, on other ports so both can run at once. Every port is below 32768, out
+//! of Linux's ephemeral range, so no outgoing connection can be holding it when a server
+//! starts.
 
 use std::path::{Path, PathBuf};
 
@@ -56,9 +58,9 @@ impl Layout {
             name: "dev",
             root: workspace.join(".state/dev"),
             workspace,
-            pg_port: 54330,
-            nats_port: 42230,
-            nats_monitor_port: 42231,
+            pg_port: 25432,
+            nats_port: 24222,
+            nats_monitor_port: 28222,
             durable: true,
         })
     }
@@ -69,9 +71,9 @@ impl Layout {
             name: "test",
             root: workspace.join(".state/test"),
             workspace,
-            pg_port: 54340,
-            nats_port: 42240,
-            nats_monitor_port: 42241,
+            pg_port: 25433,
+            nats_port: 24223,
+            nats_monitor_port: 28223,
             durable: false,
         })
     }

@@ -172,6 +172,9 @@ pub fn start(layout: &Layout) -> anyhow::Result<()> {
         .arg(&data)
         .arg("-l")
         .arg(&log)
+        // The port on the command line wins over the one initdb wrote, so a cluster made
+        // with other ports still comes up where this layout says.
+        .args(["-o", &format!("-p {}", layout.pg_port)])
         .args(["-w", "-t", "60", "start"])
         .stdout(std::process::Stdio::null())
         .status()
@@ -261,12 +264,11 @@ pub fn provision(layout: &Layout) -> anyhow::Result<()> {
             }
         }
         for (db, owner) in DATABASES {
-            let exists: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
-            )
-            .bind(db)
-            .fetch_one(&mut admin)
-            .await?;
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                    .bind(db)
+                    .fetch_one(&mut admin)
+                    .await?;
             if !exists {
                 sqlx::query(&format!("CREATE DATABASE {db} OWNER {owner}"))
                     .execute(&mut admin)
@@ -281,7 +283,7 @@ pub fn provision(layout: &Layout) -> anyhow::Result<()> {
             "GRANT CONNECT ON DATABASE read TO query_api",
             "GRANT USAGE ON SCHEMA public TO query_api",
             "GRANT SELECT ON ALL TABLES IN SCHEMA public TO query_api",
-            "ALTER DEFAULT PRIVILEGES FOR ROLE projections IN SCHEMA public GRANT SELECT ON TABLES TO query_api",
+            "ALTER DEFAULT PRIVILEGES FOR ROLE projections GRANT SELECT ON TABLES TO query_api",
         ] {
             sqlx::query(sql).execute(&mut read).await?;
         }

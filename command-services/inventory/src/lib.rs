@@ -15,7 +15,7 @@ pub use spec::InventorySpec;
 /// Port and database of `cargo xtask up`.
 pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     port: 8082,
-    database_url: "postgres://inventory@127.0.0.1:54330/inventory",
+    database_url: "postgres://inventory@127.0.0.1:25432/inventory",
 };
 
 /// The service's settings from an environment.

@@ -47,7 +47,7 @@ impl Settings {
             http_addr: env.parse_or("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8084)))?,
             database: DatabaseSettings::from_env(
                 env,
-                "postgres://orchestrator@127.0.0.1:54330/orchestrator",
+                "postgres://orchestrator@127.0.0.1:25432/orchestrator",
                 20,
             )?,
             nats: NatsSettings::from_env(env)?,

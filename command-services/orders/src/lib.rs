@@ -15,7 +15,7 @@ pub use spec::OrdersSpec;
 /// Port and database of `cargo xtask up`.
 pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     port: 8081,
-    database_url: "postgres://orders@127.0.0.1:54330/orders",
+    database_url: "postgres://orders@127.0.0.1:25432/orders",
 };
 
 /// The service's settings from an environment.

@@ -20,7 +20,7 @@ pub use spec::PaymentsSpec;
 /// Port and database of `cargo xtask up`.
 pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     port: 8083,
-    database_url: "postgres://payments@127.0.0.1:54330/payments",
+    database_url: "postgres://payments@127.0.0.1:25432/payments",
 };
 
 /// The payments service's settings: the common ones and the provider's.
