@@ -107,7 +107,8 @@ impl CommandApp {
             .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
             .with_state(dispatcher)
             .merge(runtime::health::routes(readiness))
-            .fallback(runtime::problem::not_found);
+            .fallback(runtime::problem::not_found)
+            .layer(axum::middleware::from_fn(runtime::metrics::track_http));
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("binding {}", settings.http_addr))?;

@@ -54,6 +54,22 @@ where
 
     /// Runs one command and answers it; never fails: every outcome is a [`Reply`].
     pub async fn dispatch(&self, request: Request) -> Reply {
+        let started = std::time::Instant::now();
+        let name = request.name.clone();
+        let reply = self.dispatch_inner(request).await;
+        let known = self.spec.command_names().contains(&name.as_str());
+        let labels = [
+            ("context", S::CONTEXT.token().to_owned()),
+            ("command", if known { name } else { "unknown".into() }),
+            ("outcome", reply.reason().unwrap_or("accepted").to_owned()),
+        ];
+        metrics::counter!("commands_total", &labels).increment(1);
+        metrics::histogram!("command_duration_seconds", &labels)
+            .record(started.elapsed().as_secs_f64());
+        reply
+    }
+
+    async fn dispatch_inner(&self, request: Request) -> Reply {
         let name = request.name.as_str();
         if !self.spec.command_names().contains(&name) {
             return Reply::rejected(

@@ -176,6 +176,8 @@ where
             {
                 Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => {
                     attempt += 1;
+                    metrics::counter!("command_conflict_retries_total", "aggregate" => A::TYPE)
+                        .increment(1);
                     let jitter = rand::rng().random_range(1..=(5u64 << attempt));
                     tracing::debug!(aggregate_id, attempt, "concurrency conflict; retrying");
                     tokio::time::sleep(Duration::from_millis(jitter)).await;

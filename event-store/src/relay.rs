@@ -190,6 +190,7 @@ impl Relay {
             return Ok(0);
         }
 
+        let batch_started = std::time::Instant::now();
         let mut ids = Vec::with_capacity(rows.len());
         let mut pending = Vec::with_capacity(rows.len());
         let mut failure = None;
@@ -221,6 +222,10 @@ impl Relay {
             }
         }
         runtime::failpoint::hit("outbox.after_publish");
+        let stream = self.settings.context.stream_base();
+        metrics::counter!("outbox_published_total", "stream" => stream).increment(acked as u64);
+        metrics::histogram!("outbox_batch_publish_seconds", "stream" => stream)
+            .record(batch_started.elapsed().as_secs_f64());
         if acked > 0 {
             sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
                 .bind(&ids[..acked])

@@ -89,7 +89,8 @@ impl App {
         let router = axum::Router::new()
             .merge(crate::lag::routes(pool.clone()))
             .merge(runtime::health::routes(readiness))
-            .fallback(runtime::problem::not_found);
+            .fallback(runtime::problem::not_found)
+            .layer(axum::middleware::from_fn(runtime::metrics::track_http));
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("binding {}", settings.http_addr))?;

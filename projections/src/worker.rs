@@ -287,7 +287,20 @@ impl<P: Projection> Worker<P> {
                 return Err(WorkerError::Database(e));
             }
         };
+        let last_seen = messages.iter().map(last_sequence).max().unwrap_or(0);
+        if let Ok(checkpoint) = self.checkpoint().await {
+            metrics::gauge!("projection_lag", "projection" => self.name())
+                .set(last_seen.saturating_sub(checkpoint) as f64);
+        }
         for (message, verdict) in messages.iter().zip(verdicts) {
+            let label = match verdict {
+                Verdict::Applied => "applied",
+                Verdict::Duplicate => "duplicate",
+                Verdict::Deferred => "deferred",
+                Verdict::DeadLettered => "dead_lettered",
+            };
+            metrics::counter!("projection_events_total", "projection" => self.name(), "verdict" => label)
+                .increment(1);
             let kind = match verdict {
                 Verdict::Applied => {
                     outcome.applied += 1;

@@ -79,6 +79,7 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
         .merge(projections::lag::routes(pool))
         .merge(runtime::health::routes(readiness))
         .fallback(problem::not_found)
+        .layer(axum::middleware::from_fn(runtime::metrics::track_http))
 }
 
 /// Query string of lists.

@@ -1,4 +1,5 @@
-//! `/healthz` (the process answers) and `/readyz` (its dependencies answer) for every service.
+//! `/healthz` (the process answers), `/readyz` (its dependencies answer) and `/metrics` for
+//! every service.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +94,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(readiness: Readiness) -> Router<
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::render))
         .with_state(Arc::new(readiness))
 }
 

@@ -6,6 +6,7 @@ pub mod db;
 pub mod env;
 pub mod failpoint;
 pub mod health;
+pub mod metrics;
 pub mod problem;
 pub mod secret;
 pub mod shutdown;

@@ -8,6 +8,7 @@ async fn main() -> anyhow::Result<()> {
     let settings =
         inventory::settings(&runtime::env::Env::from_process()).context("reading settings")?;
     runtime::telemetry::init("inventory", &settings.log);
+    runtime::metrics::install("inventory");
     runtime::failpoint::arm(&settings.failpoints);
     let shutdown = runtime::shutdown::on_signal();
     let app = inventory::app(&settings).await?;

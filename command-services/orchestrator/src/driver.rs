@@ -76,9 +76,16 @@ impl Driver {
         order_id: Uuid,
         command: SagaCommand,
     ) -> Result<Executed<OrderSaga>, BusError> {
-        self.bus
+        let executed = self
+            .bus
             .execute(&order_id.to_string(), command, &metadata(order_id))
-            .await
+            .await?;
+        if let Executed::Accepted { events, .. } = &executed {
+            for event in events {
+                count(event);
+            }
+        }
+        Ok(executed)
     }
 
     /// Applies an input from an event stream to its saga, then drives it.
@@ -311,4 +318,38 @@ impl Driver {
             }
         }
     }
+}
+
+/// Saga metrics, from the events the saga just recorded.
+fn count(event: &domain::saga::SagaEvent) {
+    use domain::saga::SagaEvent;
+    match event {
+        SagaEvent::SagaStarted { .. } => metrics::counter!("sagas_started_total").increment(1),
+        SagaEvent::StepFailed { step, .. } => {
+            metrics::counter!("saga_step_retries_total", "step" => step_kind(step)).increment(1);
+        }
+        SagaEvent::CompensationStarted { .. } => {
+            metrics::counter!("saga_compensations_total").increment(1);
+        }
+        SagaEvent::SagaCompleted { outcome, .. } => {
+            let outcome = serde_json::to_value(outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            metrics::counter!("sagas_completed_total", "outcome" => outcome).increment(1);
+        }
+        SagaEvent::SagaNeedsAttention { .. } => {
+            metrics::counter!("sagas_needing_attention_total").increment(1);
+        }
+        _ => {}
+    }
+}
+
+/// A step's kind without its SKU, so labels stay few.
+fn step_kind(step: &Step) -> String {
+    step.to_string()
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }

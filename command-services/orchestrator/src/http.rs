@@ -22,6 +22,7 @@ pub fn router(driver: Arc<Driver>, readiness: Readiness) -> Router {
         .with_state(driver)
         .merge(runtime::health::routes(readiness))
         .fallback(problem::not_found)
+        .layer(axum::middleware::from_fn(runtime::metrics::track_http))
 }
 
 /// `GET /sagas/{order_id}`: status, outcome, steps and the timeline of saga events.

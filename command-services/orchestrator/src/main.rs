@@ -8,6 +8,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = orchestrator::Settings::from_env(&runtime::env::Env::from_process())
         .context("reading settings")?;
     runtime::telemetry::init("orchestrator", &settings.log);
+    runtime::metrics::install("orchestrator");
     runtime::failpoint::arm_with_markers(
         &settings.failpoints,
         settings.failpoint_marker_dir.clone(),

@@ -1,169 +1,20 @@
 //! End to end through the real services and JetStream: one test per saga path, each checking
 //! the final state of the order, the stock and the payment, not only the saga.
 
+mod common;
+
 use std::time::Duration;
 
-use cqrs_es::Aggregate;
+use common::{fold, steps_failed, Stack};
 use domain::order::{Order, OrderStatus};
 use domain::payment::{Payment, PaymentStatus};
 use domain::product::Product;
 use runtime::env::Env;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use testkit::world::{post, serve, World};
+use testkit::world::post;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-/// Orders, inventory, payments and the orchestrator, in this process, in one namespace.
-struct Stack {
-    orders: World,
-    inventory: World,
-    payments: World,
-    orchestrator: PgPool,
-    urls: [String; 4],
-    shutdown: Vec<CancellationToken>,
-}
-
-impl Stack {
-    async fn start(max_attempts: u32) -> Self {
-        let (mut stack, env) = Self::services(max_attempts).await;
-        let settings = orchestrator::Settings::from_env(&Env::from_pairs(env)).unwrap();
-        let app = orchestrator::App::build(&settings).await.unwrap();
-        stack.urls[3] = format!("http://{}", app.local_addr());
-        let stop = CancellationToken::new();
-        tokio::spawn(app.run(stop.clone()));
-        stack.shutdown.push(stop);
-        stack
-    }
-
-    /// Orders, inventory and payments in this process; the orchestrator's environment.
-    async fn services(max_attempts: u32) -> (Self, Vec<(&'static str, String)>) {
-        let orders = World::new("orders").await;
-        let mut inventory = World::new("inventory").await;
-        let mut payments = World::new("payments").await;
-        // One namespace for the whole stack.
-        inventory.ns = orders.ns.clone();
-        payments.ns = orders.ns.clone();
-        let orchestrator_db = testkit::fresh_database("orchestrator").await;
-        let orchestrator = PgPool::connect(&orchestrator_db).await.unwrap();
-
-        let (o, o_stop) = serve(
-            orders::app(&orders::settings(&Env::from_pairs(orders.env())).unwrap())
-                .await
-                .unwrap(),
-        );
-        let (i, i_stop) = serve(
-            inventory::app(&inventory::settings(&Env::from_pairs(inventory.env())).unwrap())
-                .await
-                .unwrap(),
-        );
-        let mut pay_env = payments.env();
-        pay_env.push(("PAYMENT_PROVIDER_TIMEOUT_MS", "300".into()));
-        let (p, p_stop) = serve(
-            payments::app(&payments::settings(&Env::from_pairs(pay_env)).unwrap())
-                .await
-                .unwrap(),
-        );
-
-        let mut env = orders.env();
-        env.retain(|(k, _)| *k != "DATABASE_URL");
-        env.extend([
-            ("DATABASE_URL", orchestrator_db),
-            ("SAGA_STEP_DEADLINE_MS", "1000".into()),
-            ("SAGA_MAX_ATTEMPTS", max_attempts.to_string()),
-            ("SAGA_BACKOFF_BASE_MS", "50".into()),
-            ("SAGA_BACKOFF_MAX_MS", "200".into()),
-            ("SAGA_RECOVERY_INTERVAL_MS", "1000".into()),
-        ]);
-        let stack = Self {
-            orders,
-            inventory,
-            payments,
-            orchestrator,
-            urls: [o, i, p, String::new()],
-            shutdown: vec![o_stop, i_stop, p_stop],
-        };
-        (stack, env)
-    }
-
-    async fn product(&self, sku: &str, stock: u32) {
-        let r = post(
-            &self.urls[1],
-            "/products",
-            json!({"sku": sku, "name": sku, "unit_price": 250, "currency": "EUR", "initial_stock": stock}),
-            None,
-        )
-        .await;
-        assert_eq!(r.status, 202, "{:?}", r.body);
-    }
-
-    async fn place(&self, lines: &[(&str, u32)], token: &str) -> Uuid {
-        let lines: Vec<Value> = lines
-            .iter()
-            .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
-            .collect();
-        let r = post(
-            &self.urls[0],
-            "/orders",
-            json!({"customer_id": Uuid::now_v7(), "lines": lines, "payment_token": token}),
-            None,
-        )
-        .await;
-        assert_eq!(r.status, 202, "{:?}", r.body);
-        Uuid::parse_str(r.body["order_id"].as_str().unwrap()).unwrap()
-    }
-
-    async fn saga(&self, order: Uuid) -> Value {
-        reqwest::get(format!("{}/sagas/{order}", self.urls[3]))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap_or(Value::Null)
-    }
-
-    /// Waits for the saga to end and returns it.
-    async fn finished(&self, order: Uuid) -> Value {
-        testkit::eventually(Duration::from_secs(30), "the saga to end", || async {
-            let saga = self.saga(order).await;
-            (saga["status"] == "completed" || saga["status"] == "needs_attention").then_some(saga)
-        })
-        .await
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        for s in &self.shutdown {
-            s.cancel();
-        }
-    }
-}
-
-/// An aggregate as the events in a world's database make it.
-async fn fold<A: Aggregate>(world: &World, id: &str) -> A {
-    let rows: Vec<(Value,)> = sqlx::query_as(
-        "SELECT payload::jsonb FROM events WHERE aggregate_id = $1 ORDER BY sequence",
-    )
-    .bind(id)
-    .fetch_all(&world.pool)
-    .await
-    .unwrap();
-    let mut aggregate = A::default();
-    for (payload,) in rows {
-        aggregate.apply(serde_json::from_value(payload).unwrap());
-    }
-    aggregate
-}
-
-fn steps_failed(saga: &Value, step: &str) -> usize {
-    saga["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["event"]["StepFailed"]["step"] == step)
-        .count()
-}
 
 #[tokio::test]
 async fn a_saga_confirms_an_order_it_can_fill_and_pay() {

@@ -8,6 +8,7 @@ async fn main() -> anyhow::Result<()> {
     let settings =
         payments::settings(&runtime::env::Env::from_process()).context("reading settings")?;
     runtime::telemetry::init("payments", &settings.service.log);
+    runtime::metrics::install("payments");
     runtime::failpoint::arm(&settings.service.failpoints);
     let shutdown = runtime::shutdown::on_signal();
     let app = payments::app(&settings).await?;

@@ -1,0 +1,84 @@
+//! `/metrics` after one saga: the counters of every hop carry the right values. A test binary
+//! of its own, because the metrics recorder is one per process.
+
+mod common;
+
+use common::Stack;
+
+/// The value of the sample whose line starts with `name{` and contains every label.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_one_saga_at_every_hop() {
+    let s = Stack::start(3).await;
+    s.product("M1", 10).await;
+    let order = s.place(&[("M1", 2)], "tok_ok").await;
+    assert_eq!(s.finished(order).await["outcome"], "confirmed");
+
+    // Every service answers /metrics; in this process they share one registry.
+    let mut texts = Vec::new();
+    for base in &s.urls {
+        let r = reqwest::get(format!("{base}/metrics")).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        texts.push(r.text().await.unwrap());
+    }
+    let text = texts.last().unwrap();
+    let expect = |name: &str, labels: &[&str], value: f64| {
+        assert_eq!(
+            sample(text, name, labels),
+            Some(value),
+            "{name} {labels:?} in:\n{text}"
+        );
+    };
+    expect(
+        "commands_total",
+        &["command=\"PlaceOrder\"", "outcome=\"accepted\""],
+        1.0,
+    );
+    expect(
+        "commands_total",
+        &["command=\"ReserveStock\"", "outcome=\"accepted\""],
+        1.0,
+    );
+    expect(
+        "commands_total",
+        &["command=\"AuthorisePayment\"", "outcome=\"accepted\""],
+        1.0,
+    );
+    expect(
+        "commands_total",
+        &["command=\"CapturePayment\"", "outcome=\"accepted\""],
+        1.0,
+    );
+    expect(
+        "commands_total",
+        &["command=\"ConfirmOrder\"", "outcome=\"accepted\""],
+        1.0,
+    );
+    expect("sagas_started_total", &[], 1.0);
+    expect("sagas_completed_total", &["outcome=\"confirmed\""], 1.0);
+    expect(
+        "http_requests_total",
+        &["route=\"/orders\"", "method=\"POST\"", "status=\"202\""],
+        1.0,
+    );
+    // Placed, priced, confirmed.
+    expect("outbox_published_total", &["stream=\"ORDERS\""], 3.0);
+    assert!(
+        sample(
+            text,
+            "command_duration_seconds_count",
+            &["command=\"PlaceOrder\""]
+        ) == Some(1.0)
+    );
+}

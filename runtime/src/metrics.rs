@@ -1,0 +1,75 @@
+//! Prometheus metrics: one recorder per process, `GET /metrics` on every service, and the
+//! HTTP RED metrics (requests by route and status, latency histograms) as a middleware.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+fn build(service: Option<&'static str>) -> PrometheusHandle {
+    let mut builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .expect("static buckets are valid");
+    if let Some(service) = service {
+        builder = builder.add_global_label("service", service);
+    }
+    match builder.install_recorder() {
+        Ok(handle) => handle,
+        // Another recorder is installed (a test harness): render an empty registry.
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics recorder already installed");
+            PrometheusBuilder::new().build_recorder().handle()
+        }
+    }
+}
+
+/// Installs the process's recorder with a `service` label on every metric. Call once, early
+/// in `main`; without it the recorder is installed unlabelled on first use.
+pub fn install(service: &'static str) {
+    let _ = HANDLE.get_or_init(|| build(Some(service)));
+}
+
+fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| build(None))
+}
+
+/// `GET /metrics` in the Prometheus text format.
+pub async fn render() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle().render(),
+    )
+        .into_response()
+}
+
+/// Counts and times every request by method, matched route and status.
+pub async fn track_http(request: Request, next: Next) -> Response {
+    // Make sure the recorder exists before the first metric is emitted.
+    let _ = handle();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
