@@ -19,6 +19,16 @@ impl ServiceProcess {
     /// Starts `binary` with `env` (on top of a clean environment but `PATH`) listening on
     /// `port`, and waits until `/readyz` answers 200.
     pub async fn start(binary: &Path, port: u16, env: &[(&str, String)]) -> Self {
+        Self::start_logging_to(binary, port, env, None).await
+    }
+
+    /// Like [`start`](Self::start), with the process's standard output written to `log`.
+    pub async fn start_logging_to(
+        binary: &Path,
+        port: u16,
+        env: &[(&str, String)],
+        log: Option<&Path>,
+    ) -> Self {
         let mut cmd = Command::new(binary);
         cmd.env_clear()
             .env("PATH", "/usr/bin:/bin")
@@ -27,7 +37,12 @@ impl ServiceProcess {
             // The port is the caller's choice, whatever the environment says.
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
             .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
+            .stdout(match log {
+                Some(path) => {
+                    Stdio::from(std::fs::File::create(path).expect("create the log file"))
+                }
+                None => Stdio::inherit(),
+            })
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
         let child = cmd

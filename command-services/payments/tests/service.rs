@@ -282,3 +282,68 @@ async fn every_payment_command_succeeds_over_each_transport() {
     }
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn json_logs_parse_and_never_contain_a_payment_token() {
+    let world = World::new("payments").await;
+    let log = std::env::temp_dir().join(format!("streamshop-payments-{}.log", Uuid::now_v7()));
+    let mut env = world.env();
+    env.extend([
+        ("LOG_FORMAT", "json".to_owned()),
+        ("RUST_LOG", "debug".to_owned()),
+        ("PAYMENT_PROVIDER_TIMEOUT_MS", "200".to_owned()),
+    ]);
+    let process = testkit::process::ServiceProcess::start_logging_to(
+        std::path::Path::new(env!("CARGO_BIN_EXE_payments")),
+        testkit::free_port(),
+        &env,
+        Some(&log),
+    )
+    .await;
+    // Every token, accepted, declined, failed and timed out, over HTTP and NATS.
+    for token in ["tok_ok", "tok_decline", "tok_flaky", "tok_timeout"] {
+        let order = Uuid::now_v7();
+        post(
+            &process.base_url,
+            "/payments",
+            authorise(order, token, 100),
+            None,
+        )
+        .await;
+        let mut body = authorise(Uuid::now_v7(), token, 100);
+        body["command_id"] = json!(format!("log-{token}"));
+        world
+            .nats_command(BoundedContext::Payments, "AuthorisePayment", body)
+            .await;
+    }
+    let bad = post(
+        &process.base_url,
+        "/payments",
+        json!({"order_id": "x", "payment_token": "tok_ok"}),
+        None,
+    )
+    .await;
+    assert_eq!(bad.status, 422);
+    assert!(process.terminate().await);
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.len() > 10,
+        "the service logged ({} lines)",
+        lines.len()
+    );
+    for line in &lines {
+        let parsed: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a log line is not JSON ({e}): {line}"));
+        assert!(
+            parsed.get("level").is_some() && parsed.get("timestamp").is_some(),
+            "{line}"
+        );
+        assert!(
+            !line.contains("tok_"),
+            "a payment token reached the log: {line}"
+        );
+    }
+    let _ = std::fs::remove_file(&log);
+}
