@@ -78,6 +78,33 @@ impl Layout {
         })
     }
 
+    /// Moves the ports to free ones when another checkout's servers hold them; the tests
+    /// learn the addresses from the environment. Call after stopping this layout's own
+    /// servers.
+    pub fn with_free_ports(mut self) -> anyhow::Result<Self> {
+        for step in 0..200u16 {
+            let ports = [
+                self.pg_port + step * 3,
+                self.nats_port + step * 3,
+                self.nats_monitor_port + step * 3,
+            ];
+            if ports.iter().all(|p| port_is_free(*p)) {
+                if step > 0 {
+                    println!(
+                        "xtask: the usual test ports are taken; using Postgres {}, NATS {}",
+                        ports[0], ports[1]
+                    );
+                }
+                [self.pg_port, self.nats_port, self.nats_monitor_port] = ports;
+                return Ok(self);
+            }
+        }
+        anyhow::bail!(
+            "no free ports for the test infrastructure near {}",
+            self.pg_port
+        )
+    }
+
     /// Tools installed for every environment (nats-server from PyPI).
     pub fn tools(&self) -> PathBuf {
         self.workspace.join(".state/tools")
@@ -110,4 +137,9 @@ impl Layout {
         }
         crate::postgres::remove_external_data(self)
     }
+}
+
+/// Whether a server could listen on `port` on loopback now.
+fn port_is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }

@@ -115,6 +115,7 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     nats::stop(&layout);
     postgres::stop(&layout);
     layout.remove_state()?;
+    let layout = layout.with_free_ports()?;
     postgres::start(&layout)?;
     nats::start(&layout)?;
 
