@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawPathParams, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, MethodRouter};
 use bytes::Bytes;
@@ -49,54 +49,7 @@ fn request(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Request, Problem> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "The body is larger than this endpoint accepts",
-            )
-        } else {
-            Problem::new(
-                rejection.status(),
-                "invalid-body",
-                "The body could not be read",
-            )
-        }
-    })?;
-    let mut fields = if body.is_empty() {
-        Map::new()
-    } else {
-        let is_json = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if !is_json {
-            return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Send the body as application/json",
-            ));
-        }
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => {
-                return Err(Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid-body",
-                    "The body must be a JSON object",
-                ))
-            }
-            Err(e) => {
-                return Err(Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "malformed-json",
-                    "The body is not valid JSON",
-                )
-                .detail(e.to_string()))
-            }
-        }
-    };
+    let mut fields = runtime::problem::json_object(headers, body)?;
     for (key, value) in params {
         let value = Value::String(value.clone());
         match fields.get(key) {

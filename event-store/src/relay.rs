@@ -196,8 +196,9 @@ impl Relay {
         let mut failure = None;
         for row in &rows {
             let id: i64 = row.try_get("id")?;
-            let stored = self.stored_event(row)?;
-            let traceparent = metadata_value(row, meta::TRACEPARENT)?;
+            let metadata: serde_json::Value = row.try_get("metadata")?;
+            let stored = self.stored_event(row, &metadata)?;
+            let traceparent = metadata_value(&metadata, meta::TRACEPARENT);
             match self.send(&stored, traceparent).await {
                 Ok(ack) => {
                     ids.push(id);
@@ -242,7 +243,11 @@ impl Relay {
         }
     }
 
-    fn stored_event(&self, row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx::Error> {
+    fn stored_event(
+        &self,
+        row: &sqlx::postgres::PgRow,
+        metadata: &serde_json::Value,
+    ) -> Result<StoredEvent, sqlx::Error> {
         let sequence: i64 = row.try_get("sequence")?;
         Ok(StoredEvent {
             context: self.settings.context,
@@ -252,8 +257,8 @@ impl Relay {
             event_type: row.try_get("event_type")?,
             event_version: row.try_get("event_version")?,
             payload: row.try_get("payload")?,
-            correlation_id: metadata_value(row, meta::CORRELATION_ID)?,
-            causation_id: metadata_value(row, meta::CAUSATION_ID)?,
+            correlation_id: metadata_value(metadata, meta::CORRELATION_ID),
+            causation_id: metadata_value(metadata, meta::CAUSATION_ID),
             recorded_at: row.try_get::<DateTime<Utc>, _>("recorded_at")?,
         })
     }
@@ -288,12 +293,11 @@ impl Relay {
 }
 
 /// A string from the event's metadata JSON object.
-fn metadata_value(row: &sqlx::postgres::PgRow, key: &str) -> Result<Option<String>, sqlx::Error> {
-    let metadata: serde_json::Value = row.try_get("metadata")?;
-    Ok(metadata
+fn metadata_value(metadata: &serde_json::Value, key: &str) -> Option<String> {
+    metadata
         .get(key)
         .and_then(|v| v.as_str())
-        .map(str::to_owned))
+        .map(str::to_owned)
 }
 
 /// Turns `NOTIFY outbox` from any replica's commits into wake-ups of this relay.

@@ -287,10 +287,17 @@ impl<P: Projection> Worker<P> {
                 return Err(WorkerError::Database(e));
             }
         };
+        // The checkpoint just committed is the highest sequence this batch did not defer.
         let last_seen = messages.iter().map(last_sequence).max().unwrap_or(0);
-        if let Ok(checkpoint) = self.checkpoint().await {
+        let committed = messages
+            .iter()
+            .zip(&verdicts)
+            .filter(|(_, v)| **v != Verdict::Deferred)
+            .map(|(m, _)| stream_sequence(m))
+            .max();
+        if let Some(committed) = committed {
             metrics::gauge!("projection_lag", "projection" => self.name())
-                .set(last_seen.saturating_sub(checkpoint) as f64);
+                .set(last_seen.saturating_sub(committed) as f64);
         }
         for (message, verdict) in messages.iter().zip(verdicts) {
             let label = match verdict {

@@ -1,11 +1,10 @@
-//! RFC 9457 problem+json responses, and a JSON body extractor whose rejections are problems
-//! too, so malformed input gets the same error shape as a broken business rule.
+//! RFC 9457 problem+json responses, and the JSON body reader whose refusals are problems too,
+//! so malformed input gets the same error shape as a broken business rule.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -114,54 +113,61 @@ impl std::fmt::Display for ErrorChain<'_> {
     }
 }
 
-/// The problem for a rejected JSON body: 400 syntax, 422 shape, 415 content type, 413 size.
-pub fn json_rejection(rejection: &JsonRejection) -> Problem {
-    match rejection {
-        JsonRejection::JsonSyntaxError(e) => Problem::new(
+/// Reads a request body as a JSON object, or gives the problem that refuses it: 413 too large,
+/// 415 not `application/json`, 400 not JSON, 422 not an object. An empty body is `{}`, so
+/// commands without fields need no body. Every JSON body of every service goes through here.
+pub fn json_object(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Map<String, Value>, Problem> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "The body is larger than this endpoint accepts",
+            )
+        } else {
+            Problem::new(
+                rejection.status(),
+                "invalid-body",
+                "The body could not be read",
+            )
+        }
+    })?;
+    if body.is_empty() {
+        return Ok(Map::new());
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Send the body as application/json",
+        ));
+    }
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "The body must be a JSON object",
+        )),
+        Err(e) => Err(Problem::new(
             StatusCode::BAD_REQUEST,
             "malformed-json",
             "The body is not valid JSON",
         )
-        .detail(e.body_text()),
-        JsonRejection::JsonDataError(e) => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-body",
-            "The body does not have the expected fields and types",
-        )
-        .detail(e.body_text()),
-        JsonRejection::MissingJsonContentType(_) => Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Send the body as application/json",
-        ),
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body-too-large",
-            "The body is larger than this endpoint accepts",
-        ),
-        other => Problem::new(other.status(), "invalid-body", "The body could not be read")
-            .detail(other.body_text()),
+        .detail(e.to_string())),
     }
 }
 
-/// `axum::Json`, but a rejected body answers with problem+json.
+/// A JSON response body.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
-
-impl<S, T> FromRequest<S> for Json<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = Problem;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(&rejection)),
-        }
-    }
-}
 
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
@@ -186,6 +192,30 @@ pub async fn method_not_allowed() -> Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read(content_type: Option<&str>, body: &'static str) -> Result<Map<String, Value>, u16> {
+        let mut headers = HeaderMap::new();
+        if let Some(ct) = content_type {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+        }
+        json_object(&headers, Ok(Bytes::from_static(body.as_bytes())))
+            .map_err(|p| p.status.as_u16())
+    }
+
+    #[test]
+    fn json_bodies_are_read_or_refused_with_the_right_status() {
+        let json = Some("application/json");
+        assert_eq!(read(None, "").unwrap().len(), 0, "an empty body is {{}}");
+        assert_eq!(read(json, r#"{"a":1}"#).unwrap()["a"], 1);
+        assert_eq!(
+            read(Some("application/json; charset=utf-8"), "{}").map(|m| m.len()),
+            Ok(0)
+        );
+        assert_eq!(read(Some("text/plain"), "{}"), Err(415));
+        assert_eq!(read(None, "{}"), Err(415));
+        assert_eq!(read(json, "{"), Err(400));
+        assert_eq!(read(json, "[1]"), Err(422));
+    }
 
     #[test]
     fn body_carries_type_status_and_extensions() {
