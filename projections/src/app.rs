@@ -126,12 +126,12 @@ impl App {
     }
 }
 
-/// Rebuilds one projection (by name) or `all`, in turn; `progress` gets each one's name and
+/// Rebuilds one projection (by name) or `all`, side by side; `progress` gets each one's name and
 /// progress a few times a second.
 pub async fn rebuild(
     settings: &Settings,
     which: &str,
-    mut progress: impl FnMut(&str, &crate::rebuild::Progress),
+    progress: impl FnMut(&str, &crate::rebuild::Progress),
 ) -> anyhow::Result<Vec<crate::rebuild::Report>> {
     let pool = settings
         .database
@@ -160,30 +160,63 @@ pub async fn rebuild(
         "unknown projection {which:?}; use one of {} or all",
         known.join(", ")
     );
-    let mut reports = Vec::new();
+    // The projections read different streams and write different tables: rebuild them side
+    // by side, so both cores (and the database) are busy.
+    let progress = std::sync::Mutex::new(progress);
+    let report = |name: &'static str| {
+        let progress = &progress;
+        move |p: &crate::rebuild::Progress| {
+            (progress.lock().expect("progress callback"))(name, p);
+        }
+    };
+    let mut jobs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _> + '_>>> = Vec::new();
     for name in known {
         if which != "all" && which != name {
             continue;
         }
-        let mut report = |p: &crate::rebuild::Progress| progress(name, p);
-        let r = match name {
-            "orders_view" => {
-                crate::rebuild::rebuild(OrdersView, &pool, &js, ns, stream, live, &mut report).await
-            }
-            "products_view" => {
-                crate::rebuild::rebuild(ProductsView, &pool, &js, ns, stream, live, &mut report)
-                    .await
-            }
-            "payments_view" => {
-                crate::rebuild::rebuild(PaymentsView, &pool, &js, ns, stream, live, &mut report)
-                    .await
-            }
-            _ => {
-                crate::rebuild::rebuild(SagaTimeline, &pool, &js, ns, stream, live, &mut report)
-                    .await
-            }
-        };
-        reports.push(r.with_context(|| format!("rebuilding {name}"))?);
+        let job: std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<_>>>> =
+            match name {
+                "orders_view" => Box::pin(crate::rebuild::rebuild(
+                    OrdersView,
+                    &pool,
+                    &js,
+                    ns,
+                    stream,
+                    live,
+                    report(name),
+                )),
+                "products_view" => Box::pin(crate::rebuild::rebuild(
+                    ProductsView,
+                    &pool,
+                    &js,
+                    ns,
+                    stream,
+                    live,
+                    report(name),
+                )),
+                "payments_view" => Box::pin(crate::rebuild::rebuild(
+                    PaymentsView,
+                    &pool,
+                    &js,
+                    ns,
+                    stream,
+                    live,
+                    report(name),
+                )),
+                _ => Box::pin(crate::rebuild::rebuild(
+                    SagaTimeline,
+                    &pool,
+                    &js,
+                    ns,
+                    stream,
+                    live,
+                    report(name),
+                )),
+            };
+        jobs.push(Box::pin(async move {
+            job.await.with_context(|| format!("rebuilding {name}"))
+        }));
     }
+    let reports = futures::future::try_join_all(jobs).await?;
     Ok(reports)
 }

@@ -1,46 +1,58 @@
 //! SQL for what every projection records besides its own tables: per-aggregate positions,
 //! checkpoints and dead letters.
 
+use std::collections::HashMap;
+
 use sqlx::PgConnection;
 
-/// Locks the aggregate's position row (creating it at 0) and returns the last applied
-/// sequence. Locking serialises workers that hold events of the same aggregate.
-pub async fn claim_position(
+/// Locks the position rows of `keys` (`(aggregate type, aggregate id)`, sorted and without
+/// repeats), creating missing ones at 0, and returns each one's last applied sequence. Locking
+/// serialises workers that hold events of the same aggregate; taking the locks in one sorted
+/// statement means two workers never wait on each other in a cycle.
+pub async fn claim_positions<'k>(
     conn: &mut PgConnection,
     projection: &str,
-    aggregate_type: &str,
-    aggregate_id: &str,
-) -> Result<u64, sqlx::Error> {
-    let seq: i64 = sqlx::query_scalar(
+    keys: &[(&'k str, &'k str)],
+) -> Result<HashMap<(&'k str, &'k str), u64>, sqlx::Error> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "INSERT INTO projection_positions (projection, aggregate_type, aggregate_id, sequence) \
-         VALUES ($1, $2, $3, 0) \
+         SELECT $1, t, i, 0 FROM unnest($2::text[], $3::text[]) AS u(t, i) ORDER BY t, i \
          ON CONFLICT (projection, aggregate_type, aggregate_id) \
          DO UPDATE SET sequence = projection_positions.sequence \
-         RETURNING sequence",
+         RETURNING aggregate_type, aggregate_id, sequence",
     )
     .bind(projection)
-    .bind(aggregate_type)
-    .bind(aggregate_id)
-    .fetch_one(conn)
+    .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+    .fetch_all(conn)
     .await?;
-    Ok(seq as u64)
+    Ok(rows
+        .iter()
+        .filter_map(|(t, i, seq)| {
+            let at = keys.binary_search(&(t.as_str(), i.as_str())).ok()?;
+            Some((keys[at], *seq as u64))
+        })
+        .collect())
 }
 
-pub async fn set_position(
+/// Sets the positions of `moved` aggregates (`(type, id, sequence)`), already claimed.
+pub async fn set_positions(
     conn: &mut PgConnection,
     projection: &str,
-    aggregate_type: &str,
-    aggregate_id: &str,
-    sequence: u64,
+    moved: &[(&str, &str, u64)],
 ) -> Result<(), sqlx::Error> {
+    if moved.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "UPDATE projection_positions SET sequence = $4 \
-         WHERE projection = $1 AND aggregate_type = $2 AND aggregate_id = $3",
+        "UPDATE projection_positions p SET sequence = u.s \
+         FROM unnest($2::text[], $3::text[], $4::bigint[]) AS u(t, i, s) \
+         WHERE p.projection = $1 AND p.aggregate_type = u.t AND p.aggregate_id = u.i",
     )
     .bind(projection)
-    .bind(aggregate_type)
-    .bind(aggregate_id)
-    .bind(sequence as i64)
+    .bind(moved.iter().map(|m| m.0).collect::<Vec<_>>())
+    .bind(moved.iter().map(|m| m.1).collect::<Vec<_>>())
+    .bind(moved.iter().map(|m| m.2 as i64).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())

@@ -1,6 +1,8 @@
-//! The order read models: one row per order (`orders_view`) and orders per customer
-//! (`customer_order_counts`).
+//! The order read models: one row per order (`orders_view`), orders per customer
+//! (`customer_order_counts`), confirmed sales per day and SKU (`sales_daily`) and how orders
+//! ended per day (`order_outcomes_daily`).
 
+use chrono::{DateTime, NaiveDate, Utc};
 use domain::order::{order_placed_v1_to_v2, OrderPlaced, PricedLine};
 use domain::Money;
 use messaging::{BoundedContext, Envelope};
@@ -9,117 +11,11 @@ use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::projection::{decode, ApplyError, Projection};
+use crate::projection::{decode, unknown, Folds, Projection};
 
-/// Keeps `orders_view` and `customer_order_counts` up to date from the `ORDERS` stream.
+/// Keeps the order read models up to date from the `ORDERS` stream.
 #[derive(Debug, Default, Clone)]
 pub struct OrdersView;
-
-impl Projection for OrdersView {
-    fn name(&self) -> &'static str {
-        "orders_view"
-    }
-
-    fn context(&self) -> BoundedContext {
-        BoundedContext::Orders
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &[
-            "orders_view",
-            "customer_order_counts",
-            "sales_daily",
-            "order_outcomes_daily",
-        ]
-    }
-
-    async fn apply(&self, conn: &mut PgConnection, event: &Envelope) -> Result<(), ApplyError> {
-        let version = event.sequence as i64;
-        match (event.name(), event.version()) {
-            ("OrderPlaced", 1 | 2) => {
-                // v1 (no payment token) is upcast the way the domain upcasts stored events.
-                let data = if event.version() == 1 {
-                    order_placed_v1_to_v2(event.data.clone())
-                } else {
-                    event.data.clone()
-                };
-                let placed: OrderPlaced = serde_json::from_value(data)
-                    .map_err(|e| ApplyError::Poison(format!("OrderPlaced does not decode: {e}")))?;
-                let lines: Vec<Value> = placed
-                    .lines
-                    .iter()
-                    .map(|l| json!({"sku": l.sku, "quantity": l.quantity}))
-                    .collect();
-                sqlx::query(
-                    "INSERT INTO orders_view \
-                       (order_id, customer_id, status, lines, version, placed_at, updated_at) \
-                     VALUES ($1, $2, 'placed', $3, $4, $5, $6)",
-                )
-                .bind(placed.order_id)
-                .bind(placed.customer_id)
-                .bind(Value::Array(lines))
-                .bind(version)
-                .bind(placed.placed_at)
-                .bind(event.time)
-                .execute(&mut *conn)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO customer_order_counts (customer_id, orders) VALUES ($1, 1) \
-                     ON CONFLICT (customer_id) \
-                     DO UPDATE SET orders = customer_order_counts.orders + 1",
-                )
-                .bind(placed.customer_id)
-                .execute(&mut *conn)
-                .await?;
-            }
-            ("OrderPriced", 1) => {
-                let priced: Priced = decode(event)?;
-                sqlx::query(
-                    "UPDATE orders_view SET status = 'priced', lines = $2, total_minor = $3, \
-                       currency = $4, version = $5, updated_at = $6 WHERE order_id = $1",
-                )
-                .bind(priced.order_id)
-                .bind(serde_json::to_value(&priced.lines).unwrap_or_default())
-                .bind(priced.total.amount_minor)
-                .bind(priced.total.currency.as_str())
-                .bind(version)
-                .bind(event.time)
-                .execute(&mut *conn)
-                .await?;
-            }
-            ("OrderConfirmed", 1) => {
-                let id: OrderId = decode(event)?;
-                set_status(conn, id.order_id, "confirmed", None, version, event).await?;
-                record_sale(conn, id.order_id, event).await?;
-                count_outcome(conn, "confirmed", event).await?;
-            }
-            ("OrderCancelled", 1) => {
-                let id: OrderId = decode(event)?;
-                set_status(conn, id.order_id, "cancelled", None, version, event).await?;
-                count_outcome(conn, "cancelled", event).await?;
-            }
-            ("OrderRejected", 1) => {
-                let rejected: Rejected = decode(event)?;
-                count_outcome(conn, &rejected.reason, event).await?;
-                set_status(
-                    conn,
-                    rejected.order_id,
-                    "rejected",
-                    Some((rejected.reason, rejected.detail)),
-                    version,
-                    event,
-                )
-                .await?;
-            }
-            (name, version) => {
-                return Err(ApplyError::Poison(format!(
-                    "unknown event type {name} v{version}"
-                )))
-            }
-        }
-        Ok(())
-    }
-}
 
 #[derive(Deserialize)]
 struct Priced {
@@ -140,68 +36,280 @@ struct Rejected {
     detail: String,
 }
 
-async fn set_status(
-    conn: &mut PgConnection,
+/// What one order event does.
+#[derive(Debug)]
+pub enum Effect {
+    Placed {
+        customer_id: Uuid,
+        lines: Value,
+        placed_at: DateTime<Utc>,
+    },
+    Priced {
+        lines: Value,
+        total_minor: i64,
+        currency: String,
+    },
+    Confirmed,
+    Cancelled,
+    Rejected {
+        reason: String,
+        detail: String,
+    },
+}
+
+#[derive(Debug)]
+pub struct OrderChange {
     order_id: Uuid,
-    status: &str,
-    rejection: Option<(String, String)>,
+    effect: Effect,
     version: i64,
-    event: &Envelope,
-) -> Result<(), sqlx::Error> {
-    let (reason, detail) = rejection.unzip();
-    sqlx::query(
-        "UPDATE orders_view SET status = $2, rejection_reason = $3, rejection_detail = $4, \
-           version = $5, updated_at = $6 WHERE order_id = $1",
-    )
-    .bind(order_id)
-    .bind(status)
-    .bind(reason)
-    .bind(detail)
-    .bind(version)
-    .bind(event.time)
-    .execute(conn)
-    .await?;
-    Ok(())
+    at: DateTime<Utc>,
 }
 
-/// Adds a confirmed order's priced lines to the day's sales (the day of confirmation, UTC).
-async fn record_sale(
-    conn: &mut PgConnection,
+/// One order's row as this batch leaves it.
+#[derive(Default)]
+struct Fold {
     order_id: Uuid,
-    event: &Envelope,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO sales_daily (day, sku, currency, units, revenue_minor, orders) \
-         SELECT ($2 AT TIME ZONE 'UTC')::date, line->>'sku', line->'line_total'->>'currency', \
-                (line->>'quantity')::bigint, (line->'line_total'->>'amount_minor')::bigint, 1 \
-         FROM orders_view, jsonb_array_elements(lines) line \
-         WHERE order_id = $1 AND line ? 'line_total' \
-         ON CONFLICT (day, sku, currency) DO UPDATE SET \
-           units = sales_daily.units + EXCLUDED.units, \
-           revenue_minor = sales_daily.revenue_minor + EXCLUDED.revenue_minor, \
-           orders = sales_daily.orders + 1",
-    )
-    .bind(order_id)
-    .bind(event.time)
-    .execute(conn)
-    .await?;
-    Ok(())
+    created: bool,
+    customer_id: Option<Uuid>,
+    status: Option<&'static str>,
+    lines: Option<Value>,
+    placed_at: Option<DateTime<Utc>>,
+    total_minor: Option<i64>,
+    currency: Option<String>,
+    /// The last status change set (or cleared) the rejection.
+    rejection_set: bool,
+    rejection_reason: Option<String>,
+    rejection_detail: Option<String>,
+    version: i64,
+    at: Option<DateTime<Utc>>,
 }
 
-/// Counts how an order ended, per day.
-async fn count_outcome(
-    conn: &mut PgConnection,
-    outcome: &str,
-    event: &Envelope,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO order_outcomes_daily (day, outcome, orders) \
-         VALUES (($1 AT TIME ZONE 'UTC')::date, $2, 1) \
-         ON CONFLICT (day, outcome) DO UPDATE SET orders = order_outcomes_daily.orders + 1",
-    )
-    .bind(event.time)
-    .bind(outcome)
-    .execute(conn)
-    .await?;
-    Ok(())
+impl Projection for OrdersView {
+    type Change = OrderChange;
+
+    fn name(&self) -> &'static str {
+        "orders_view"
+    }
+
+    fn context(&self) -> BoundedContext {
+        BoundedContext::Orders
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[
+            "orders_view",
+            "customer_order_counts",
+            "sales_daily",
+            "order_outcomes_daily",
+        ]
+    }
+
+    fn decode(&self, event: &Envelope) -> Result<OrderChange, String> {
+        let (order_id, effect) = match (event.name(), event.version()) {
+            ("OrderPlaced", 1 | 2) => {
+                // v1 (no payment token) is upcast the way the domain upcasts stored events.
+                let placed: OrderPlaced = if event.version() == 1 {
+                    serde_json::from_value(order_placed_v1_to_v2(event.data.clone()))
+                } else {
+                    OrderPlaced::deserialize(&event.data)
+                }
+                .map_err(|e| format!("OrderPlaced does not decode: {e}"))?;
+                let lines = placed
+                    .lines
+                    .iter()
+                    .map(|l| json!({"sku": l.sku, "quantity": l.quantity}))
+                    .collect();
+                let effect = Effect::Placed {
+                    customer_id: placed.customer_id,
+                    lines: Value::Array(lines),
+                    placed_at: placed.placed_at,
+                };
+                (placed.order_id, effect)
+            }
+            ("OrderPriced", 1) => {
+                let p: Priced = decode(event)?;
+                let effect = Effect::Priced {
+                    lines: serde_json::to_value(&p.lines).map_err(|e| e.to_string())?,
+                    total_minor: p.total.amount_minor,
+                    currency: p.total.currency.as_str().to_owned(),
+                };
+                (p.order_id, effect)
+            }
+            ("OrderConfirmed", 1) => (decode::<OrderId>(event)?.order_id, Effect::Confirmed),
+            ("OrderCancelled", 1) => (decode::<OrderId>(event)?.order_id, Effect::Cancelled),
+            ("OrderRejected", 1) => {
+                let r: Rejected = decode(event)?;
+                let effect = Effect::Rejected {
+                    reason: r.reason,
+                    detail: r.detail,
+                };
+                (r.order_id, effect)
+            }
+            _ => return Err(unknown(event)),
+        };
+        Ok(OrderChange {
+            order_id,
+            effect,
+            version: event.sequence as i64,
+            at: event.time,
+        })
+    }
+
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        changes: &[OrderChange],
+    ) -> Result<(), sqlx::Error> {
+        let mut rows: Folds<Uuid, Fold> = Folds::default();
+        let mut customers: Folds<Uuid, (Uuid, i64)> = Folds::default();
+        let mut outcomes: Folds<(NaiveDate, String), (NaiveDate, String, i64)> = Folds::default();
+        // Confirmed orders and when: their priced lines count as sales of that day (UTC).
+        let mut sales: Vec<(Uuid, DateTime<Utc>)> = Vec::new();
+        for c in changes {
+            let f = rows.entry(c.order_id, || Fold {
+                order_id: c.order_id,
+                ..Fold::default()
+            });
+            f.version = c.version;
+            f.at = Some(c.at);
+            let mut outcome = |name: &str| {
+                let day = c.at.date_naive();
+                outcomes
+                    .entry((day, name.to_owned()), || (day, name.to_owned(), 0))
+                    .2 += 1;
+            };
+            match &c.effect {
+                Effect::Placed {
+                    customer_id,
+                    lines,
+                    placed_at,
+                } => {
+                    f.created = true;
+                    f.customer_id = Some(*customer_id);
+                    f.status = Some("placed");
+                    f.lines = Some(lines.clone());
+                    f.placed_at = Some(*placed_at);
+                    customers.entry(*customer_id, || (*customer_id, 0)).1 += 1;
+                }
+                Effect::Priced {
+                    lines,
+                    total_minor,
+                    currency,
+                } => {
+                    f.status = Some("priced");
+                    f.lines = Some(lines.clone());
+                    f.total_minor = Some(*total_minor);
+                    f.currency = Some(currency.clone());
+                }
+                Effect::Confirmed | Effect::Cancelled => {
+                    let confirmed = matches!(c.effect, Effect::Confirmed);
+                    f.status = Some(if confirmed { "confirmed" } else { "cancelled" });
+                    f.rejection_set = true;
+                    f.rejection_reason = None;
+                    f.rejection_detail = None;
+                    if confirmed {
+                        sales.push((c.order_id, c.at));
+                        outcome("confirmed");
+                    } else {
+                        outcome("cancelled");
+                    }
+                }
+                Effect::Rejected { reason, detail } => {
+                    f.status = Some("rejected");
+                    f.rejection_set = true;
+                    f.rejection_reason = Some(reason.clone());
+                    f.rejection_detail = Some(detail.clone());
+                    outcome(reason);
+                }
+            }
+        }
+
+        // Orders neither placed now nor known are skipped, as an UPDATE of a missing row
+        // would be.
+        sqlx::query(
+            "INSERT INTO orders_view (order_id, customer_id, status, lines, version, placed_at, \
+               updated_at, total_minor, currency, rejection_reason, rejection_detail) \
+             SELECT u.order_id, coalesce(u.customer_id, o.customer_id), coalesce(u.status, o.status), \
+               coalesce(u.lines, o.lines), u.version, coalesce(u.placed_at, o.placed_at), u.at, \
+               coalesce(u.total_minor, o.total_minor), coalesce(u.currency, o.currency), \
+               CASE WHEN u.rejection_set THEN u.reason ELSE o.rejection_reason END, \
+               CASE WHEN u.rejection_set THEN u.detail ELSE o.rejection_detail END \
+             FROM unnest($1::uuid[], $2::bool[], $3::uuid[], $4::text[], $5::jsonb[], \
+                         $6::timestamptz[], $7::bigint[], $8::text[], $9::bool[], $10::text[], \
+                         $11::text[], $12::bigint[], $13::timestamptz[]) \
+                  AS u(order_id, created, customer_id, status, lines, placed_at, total_minor, \
+                       currency, rejection_set, reason, detail, version, at) \
+             LEFT JOIN orders_view o USING (order_id) \
+             WHERE u.created OR o.order_id IS NOT NULL \
+             ON CONFLICT (order_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, \
+               status = EXCLUDED.status, lines = EXCLUDED.lines, version = EXCLUDED.version, \
+               placed_at = EXCLUDED.placed_at, updated_at = EXCLUDED.updated_at, \
+               total_minor = EXCLUDED.total_minor, currency = EXCLUDED.currency, \
+               rejection_reason = EXCLUDED.rejection_reason, \
+               rejection_detail = EXCLUDED.rejection_detail",
+        )
+        .bind(rows.column(|f| f.order_id))
+        .bind(rows.column(|f| f.created))
+        .bind(rows.column(|f| f.customer_id))
+        .bind(rows.column(|f| f.status))
+        .bind(rows.column(|f| f.lines.clone()))
+        .bind(rows.column(|f| f.placed_at))
+        .bind(rows.column(|f| f.total_minor))
+        .bind(rows.column(|f| f.currency.clone()))
+        .bind(rows.column(|f| f.rejection_set))
+        .bind(rows.column(|f| f.rejection_reason.clone()))
+        .bind(rows.column(|f| f.rejection_detail.clone()))
+        .bind(rows.column(|f| f.version))
+        .bind(rows.column(|f| f.at))
+        .execute(&mut *conn)
+        .await?;
+
+        if !customers.rows().is_empty() {
+            sqlx::query(
+                "INSERT INTO customer_order_counts (customer_id, orders) \
+                 SELECT * FROM unnest($1::uuid[], $2::bigint[]) \
+                 ON CONFLICT (customer_id) \
+                 DO UPDATE SET orders = customer_order_counts.orders + EXCLUDED.orders",
+            )
+            .bind(customers.column(|c| c.0))
+            .bind(customers.column(|c| c.1))
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !sales.is_empty() {
+            sqlx::query(
+                "INSERT INTO sales_daily (day, sku, currency, units, revenue_minor, orders) \
+                 SELECT (u.at AT TIME ZONE 'UTC')::date, line->>'sku', line->'line_total'->>'currency', \
+                        sum((line->>'quantity')::bigint), \
+                        sum((line->'line_total'->>'amount_minor')::bigint), \
+                        count(DISTINCT u.order_id) \
+                 FROM unnest($1::uuid[], $2::timestamptz[]) AS u(order_id, at) \
+                 JOIN orders_view o USING (order_id), jsonb_array_elements(o.lines) line \
+                 WHERE line ? 'line_total' \
+                 GROUP BY 1, 2, 3 \
+                 ON CONFLICT (day, sku, currency) DO UPDATE SET \
+                   units = sales_daily.units + EXCLUDED.units, \
+                   revenue_minor = sales_daily.revenue_minor + EXCLUDED.revenue_minor, \
+                   orders = sales_daily.orders + EXCLUDED.orders",
+            )
+            .bind(sales.iter().map(|s| s.0).collect::<Vec<_>>())
+            .bind(sales.iter().map(|s| s.1).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !outcomes.rows().is_empty() {
+            sqlx::query(
+                "INSERT INTO order_outcomes_daily (day, outcome, orders) \
+                 SELECT * FROM unnest($1::date[], $2::text[], $3::bigint[]) \
+                 ON CONFLICT (day, outcome) \
+                 DO UPDATE SET orders = order_outcomes_daily.orders + EXCLUDED.orders",
+            )
+            .bind(outcomes.column(|o| o.0))
+            .bind(outcomes.column(|o| o.1.clone()))
+            .bind(outcomes.column(|o| o.2))
+            .execute(conn)
+            .await?;
+        }
+        Ok(())
+    }
 }

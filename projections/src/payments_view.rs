@@ -1,13 +1,14 @@
 //! The payment read model: per order, authorised / captured / voided / refunded, from the
 //! `PAYMENTS` stream.
 
+use chrono::{DateTime, Utc};
 use domain::Money;
 use messaging::{BoundedContext, Envelope};
 use serde::Deserialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::projection::{decode, ApplyError, Projection};
+use crate::projection::{decode, unknown, Folds, Projection};
 
 /// Keeps `payments_view` up to date.
 #[derive(Debug, Default, Clone)]
@@ -21,7 +22,48 @@ struct Amount {
     reason: Option<String>,
 }
 
+/// What a payment event does to its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Authorised,
+    Declined,
+    Captured,
+    Voided,
+    Refunded,
+}
+
+#[derive(Debug)]
+pub struct PaymentChange {
+    kind: Kind,
+    order_id: Uuid,
+    amount_minor: i64,
+    currency: String,
+    reason: Option<String>,
+    version: i64,
+    at: DateTime<Utc>,
+}
+
+/// One payment's row as this batch leaves it: absolute values where an event sets them,
+/// deltas where events add up.
+#[derive(Default)]
+struct Fold {
+    order_id: Uuid,
+    /// Authorised or declined in this batch: the row starts here.
+    created: bool,
+    status: Option<&'static str>,
+    currency: Option<String>,
+    authorised: Option<i64>,
+    captured: i64,
+    voided: Option<i64>,
+    refunded: i64,
+    decline_reason: Option<String>,
+    version: i64,
+    at: Option<DateTime<Utc>>,
+}
+
 impl Projection for PaymentsView {
+    type Change = PaymentChange;
+
     fn name(&self) -> &'static str {
         "payments_view"
     }
@@ -34,41 +76,103 @@ impl Projection for PaymentsView {
         &["payments_view"]
     }
 
-    async fn apply(&self, conn: &mut PgConnection, event: &Envelope) -> Result<(), ApplyError> {
-        let sql = match (event.name(), event.version()) {
-            ("PaymentAuthorised", 1) => {
-                "INSERT INTO payments_view (order_id, status, currency, authorised, version, updated_at) \
-                 VALUES ($1, 'authorised', $2, $3, $4, $5)"
-            }
-            ("PaymentDeclined", 1) => {
-                "INSERT INTO payments_view (order_id, status, currency, decline_reason, version, updated_at) \
-                 VALUES ($1, 'declined', $2, $6, $4, $5)"
-            }
-            ("PaymentCaptured", 1) => {
-                "UPDATE payments_view SET status = 'captured', currency = $2, captured = captured + $3, \
-                   version = $4, updated_at = $5 WHERE order_id = $1"
-            }
-            ("PaymentVoided", 1) => {
-                "UPDATE payments_view SET status = 'voided', currency = $2, voided = $3, version = $4, \
-                   updated_at = $5 WHERE order_id = $1"
-            }
-            ("PaymentRefunded", 1) => {
-                "UPDATE payments_view SET status = 'refunded', currency = $2, refunded = refunded + $3, \
-                   version = $4, updated_at = $5 WHERE order_id = $1"
-            }
-            (name, v) => return Err(ApplyError::Poison(format!("unknown event type {name} v{v}"))),
+    fn decode(&self, event: &Envelope) -> Result<PaymentChange, String> {
+        let kind = match (event.name(), event.version()) {
+            ("PaymentAuthorised", 1) => Kind::Authorised,
+            ("PaymentDeclined", 1) => Kind::Declined,
+            ("PaymentCaptured", 1) => Kind::Captured,
+            ("PaymentVoided", 1) => Kind::Voided,
+            ("PaymentRefunded", 1) => Kind::Refunded,
+            _ => return Err(unknown(event)),
         };
         let e: Amount = decode(event)?;
-        let mut query = sqlx::query(sql)
-            .bind(e.order_id)
-            .bind(e.amount.currency.as_str().to_owned())
-            .bind(e.amount.amount_minor)
-            .bind(event.sequence as i64)
-            .bind(event.time);
-        if event.name() == "PaymentDeclined" {
-            query = query.bind(e.reason);
+        Ok(PaymentChange {
+            kind,
+            order_id: e.order_id,
+            amount_minor: e.amount.amount_minor,
+            currency: e.amount.currency.as_str().to_owned(),
+            reason: e.reason,
+            version: event.sequence as i64,
+            at: event.time,
+        })
+    }
+
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        changes: &[PaymentChange],
+    ) -> Result<(), sqlx::Error> {
+        let mut rows: Folds<Uuid, Fold> = Folds::default();
+        for c in changes {
+            let f = rows.entry(c.order_id, || Fold {
+                order_id: c.order_id,
+                ..Fold::default()
+            });
+            f.currency = Some(c.currency.clone());
+            f.version = c.version;
+            f.at = Some(c.at);
+            match c.kind {
+                Kind::Authorised => {
+                    f.created = true;
+                    f.status = Some("authorised");
+                    f.authorised = Some(c.amount_minor);
+                }
+                Kind::Declined => {
+                    f.created = true;
+                    f.status = Some("declined");
+                    f.decline_reason = c.reason.clone();
+                }
+                Kind::Captured => {
+                    f.status = Some("captured");
+                    f.captured += c.amount_minor;
+                }
+                Kind::Voided => {
+                    f.status = Some("voided");
+                    f.voided = Some(c.amount_minor);
+                }
+                Kind::Refunded => {
+                    f.status = Some("refunded");
+                    f.refunded += c.amount_minor;
+                }
+            }
         }
-        query.execute(conn).await?;
+        // Rows of payments neither created now nor known are skipped, as an UPDATE of a
+        // missing row would be.
+        sqlx::query(
+            "INSERT INTO payments_view (order_id, status, currency, authorised, captured, voided, \
+               refunded, decline_reason, version, updated_at) \
+             SELECT u.order_id, coalesce(u.status, p.status), coalesce(u.currency, p.currency), \
+               coalesce(u.authorised, CASE WHEN u.created THEN 0 ELSE p.authorised END), \
+               CASE WHEN u.created THEN 0 ELSE p.captured END + u.captured, \
+               coalesce(u.voided, CASE WHEN u.created THEN 0 ELSE p.voided END), \
+               CASE WHEN u.created THEN 0 ELSE p.refunded END + u.refunded, \
+               CASE WHEN u.created THEN u.decline_reason ELSE p.decline_reason END, \
+               u.version, u.at \
+             FROM unnest($1::uuid[], $2::bool[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], \
+                         $7::bigint[], $8::bigint[], $9::text[], $10::bigint[], $11::timestamptz[]) \
+                  AS u(order_id, created, status, currency, authorised, captured, voided, refunded, \
+                       decline_reason, version, at) \
+             LEFT JOIN payments_view p USING (order_id) \
+             WHERE u.created OR p.order_id IS NOT NULL \
+             ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, \
+               currency = EXCLUDED.currency, authorised = EXCLUDED.authorised, \
+               captured = EXCLUDED.captured, voided = EXCLUDED.voided, refunded = EXCLUDED.refunded, \
+               decline_reason = EXCLUDED.decline_reason, version = EXCLUDED.version, \
+               updated_at = EXCLUDED.updated_at",
+        )
+        .bind(rows.column(|f| f.order_id))
+        .bind(rows.column(|f| f.created))
+        .bind(rows.column(|f| f.status))
+        .bind(rows.column(|f| f.currency.clone()))
+        .bind(rows.column(|f| f.authorised))
+        .bind(rows.column(|f| f.captured))
+        .bind(rows.column(|f| f.voided))
+        .bind(rows.column(|f| f.refunded))
+        .bind(rows.column(|f| f.decline_reason.clone()))
+        .bind(rows.column(|f| f.version))
+        .bind(rows.column(|f| f.at))
+        .execute(conn)
+        .await?;
         Ok(())
     }
 }

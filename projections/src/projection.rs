@@ -1,23 +1,22 @@
-//! What a projection is: a name, the stream it reads, and how one event changes its tables.
+//! What a projection is: a name, the stream it reads, how an event decodes into a change, and
+//! how a batch of changes is written.
 
 use std::future::Future;
 
 use messaging::{BoundedContext, Envelope};
 use sqlx::PgConnection;
 
-/// Why an event was not applied.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// The event can never be applied (unknown type, a body that does not decode).
-    #[error("{0}")]
-    Poison(String),
-    /// The database failed; whether to retry depends on the error.
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
-/// A read model fed by one stream.
+/// A read model fed by one stream, written a batch at a time.
+///
+/// The worker hands [`write`](Projection::write) the changes of one batch in stream order, each
+/// the next event of its aggregate (per-aggregate positions guarantee it), and it holds those
+/// aggregates' position locks. So a projection may fold each aggregate's changes in memory and
+/// write each table with one set-based statement: a batch costs a few round trips, not a few
+/// per event.
 pub trait Projection: Send + Sync + 'static {
+    /// What one event means to this projection.
+    type Change: Send + Sync;
+
     /// Unique name: the durable consumer's name and the checkpoint's key.
     fn name(&self) -> &'static str;
 
@@ -27,22 +26,62 @@ pub trait Projection: Send + Sync + 'static {
     /// The tables it owns: what a rebuild builds afresh and swaps in.
     fn tables(&self) -> &'static [&'static str];
 
-    /// Applies one event inside the batch's transaction. It must decode before it writes, so
-    /// that a `Poison` leaves nothing behind.
-    fn apply<'a>(
+    /// Decodes one event before anything is written; `Err` names why it can never apply (an
+    /// unknown type, a body that does not decode), and the event is dead-lettered.
+    fn decode(&self, event: &Envelope) -> Result<Self::Change, String>;
+
+    /// Writes a batch of changes inside the batch's transaction.
+    fn write<'a>(
         &'a self,
         conn: &'a mut PgConnection,
-        event: &'a Envelope,
-    ) -> impl Future<Output = Result<(), ApplyError>> + Send + 'a;
+        changes: &'a [Self::Change],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
 }
 
 /// Decodes an event's `data`; a body that does not decode can never be applied.
-pub fn decode<T: serde::de::DeserializeOwned>(event: &Envelope) -> Result<T, ApplyError> {
-    serde_json::from_value(event.data.clone()).map_err(|e| {
-        ApplyError::Poison(format!(
-            "{} v{} does not decode: {e}",
-            event.name(),
-            event.version()
-        ))
-    })
+pub fn decode<T: serde::de::DeserializeOwned>(event: &Envelope) -> Result<T, String> {
+    T::deserialize(&event.data)
+        .map_err(|e| format!("{} v{} does not decode: {e}", event.name(), event.version()))
+}
+
+/// The message when a projection meets an event type it does not know.
+pub fn unknown(event: &Envelope) -> String {
+    format!("unknown event type {} v{}", event.name(), event.version())
+}
+
+/// Rows folded per key, kept in the order keys were first seen.
+#[derive(Debug)]
+pub struct Folds<K, V> {
+    index: std::collections::HashMap<K, usize>,
+    rows: Vec<V>,
+}
+
+impl<K: std::hash::Hash + Eq, V> Default for Folds<K, V> {
+    fn default() -> Self {
+        Self {
+            index: std::collections::HashMap::new(),
+            rows: Vec::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> Folds<K, V> {
+    /// The row of `key`, made by `init` the first time.
+    pub fn entry(&mut self, key: K, init: impl FnOnce() -> V) -> &mut V {
+        let rows = &mut self.rows;
+        let i = *self.index.entry(key).or_insert_with(|| {
+            rows.push(init());
+            rows.len() - 1
+        });
+        &mut self.rows[i]
+    }
+
+    pub fn rows(&self) -> &[V] {
+        &self.rows
+    }
+
+    /// One column of every row, for an `unnest` parameter.
+    pub fn column<T>(&self, f: impl Fn(&V) -> T) -> Vec<T> {
+        self.rows.iter().map(f).collect()
+    }
 }

@@ -1,11 +1,13 @@
 //! The saga read models: every saga event as a timeline row, and each saga's status and
 //! outcome, from the `SAGAS` stream.
 
+use chrono::{DateTime, Utc};
 use messaging::{BoundedContext, Envelope};
+use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::projection::{ApplyError, Projection};
+use crate::projection::{unknown, Folds, Projection};
 
 /// Keeps `saga_timeline` and `sagas_view` up to date.
 #[derive(Debug, Default, Clone)]
@@ -22,7 +24,23 @@ const KINDS: &[&str] = &[
     "SagaNeedsAttention",
 ];
 
+/// One saga event as the timeline keeps it.
+#[derive(Debug)]
+pub struct SagaChange {
+    order_id: Uuid,
+    sequence: i64,
+    at: DateTime<Utc>,
+    kind: &'static str,
+    step: Option<String>,
+    detail: Value,
+    /// The saga's status and outcome after this event, when it sets them.
+    status: Option<&'static str>,
+    outcome: Option<String>,
+}
+
 impl Projection for SagaTimeline {
+    type Change = SagaChange;
+
     fn name(&self) -> &'static str {
         "saga_timeline"
     }
@@ -35,55 +53,103 @@ impl Projection for SagaTimeline {
         &["saga_timeline", "sagas_view"]
     }
 
-    async fn apply(&self, conn: &mut PgConnection, event: &Envelope) -> Result<(), ApplyError> {
-        let kind = event.name();
-        if !KINDS.contains(&kind) || event.version() != 1 {
-            return Err(ApplyError::Poison(format!(
-                "unknown event type {kind} v{}",
-                event.version()
-            )));
-        }
-        let order_id = Uuid::parse_str(&event.subject).map_err(|_| {
-            ApplyError::Poison(format!("saga id {:?} is not a UUID", event.subject))
-        })?;
-        let step = event.data.get("step").and_then(|s| s.as_str());
-        let (status, outcome) = match kind {
-            "SagaStarted" => (Some("running"), None),
-            "CompensationStarted" => (Some("compensating"), None),
-            "SagaCompleted" => (
-                Some("completed"),
-                event.data.get("outcome").and_then(|o| o.as_str()),
-            ),
-            "SagaNeedsAttention" => (Some("needs_attention"), None),
-            _ => (None, None),
+    fn decode(&self, event: &Envelope) -> Result<SagaChange, String> {
+        let Some(kind) = KINDS.iter().copied().find(|k| *k == event.name()) else {
+            return Err(unknown(event));
         };
+        if event.version() != 1 {
+            return Err(unknown(event));
+        }
+        let order_id = Uuid::parse_str(&event.subject)
+            .map_err(|_| format!("saga id {:?} is not a UUID", event.subject))?;
+        let text = |key: &str| {
+            event
+                .data
+                .get(key)
+                .and_then(|s| s.as_str())
+                .map(str::to_owned)
+        };
+        let status = match kind {
+            "SagaStarted" => Some("running"),
+            "CompensationStarted" => Some("compensating"),
+            "SagaCompleted" => Some("completed"),
+            "SagaNeedsAttention" => Some("needs_attention"),
+            _ => None,
+        };
+        Ok(SagaChange {
+            order_id,
+            sequence: event.sequence as i64,
+            at: event.time,
+            kind,
+            step: text("step"),
+            detail: event.data.clone(),
+            status,
+            outcome: if kind == "SagaCompleted" {
+                text("outcome")
+            } else {
+                None
+            },
+        })
+    }
+
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        changes: &[SagaChange],
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO saga_timeline (order_id, sequence, at, kind, step, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+             SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[], $4::text[], \
+                                  $5::text[], $6::jsonb[])",
         )
-        .bind(order_id)
-        .bind(event.sequence as i64)
-        .bind(event.time)
-        .bind(kind)
-        .bind(step)
-        .bind(&event.data)
+        .bind(changes.iter().map(|c| c.order_id).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.sequence).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.at).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.kind).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.step.clone()).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.detail.clone()).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
+
+        // Each saga's last status and outcome in this batch, folded in stream order.
+        let mut sagas: Folds<Uuid, Fold> = Folds::default();
+        for c in changes {
+            let f = sagas.entry(c.order_id, || Fold {
+                order_id: c.order_id,
+                ..Fold::default()
+            });
+            f.status = c.status.or(f.status);
+            f.outcome = c.outcome.clone().or(f.outcome.take());
+            f.version = c.sequence;
+            f.at = Some(c.at);
+        }
         sqlx::query(
             "INSERT INTO sagas_view (order_id, status, outcome, version, updated_at) \
-             VALUES ($1, coalesce($2, 'running'), $3, $4, $5) \
-             ON CONFLICT (order_id) DO UPDATE SET \
-               status = coalesce($2, sagas_view.status), \
-               outcome = coalesce($3, sagas_view.outcome), \
-               version = $4, updated_at = $5",
+             SELECT u.order_id, coalesce(u.status, s.status, 'running'), \
+                    coalesce(u.outcome, s.outcome), u.version, u.at \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[]) \
+                  AS u(order_id, status, outcome, version, at) \
+             LEFT JOIN sagas_view s USING (order_id) \
+             ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, \
+               outcome = EXCLUDED.outcome, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
         )
-        .bind(order_id)
-        .bind(status)
-        .bind(outcome)
-        .bind(event.sequence as i64)
-        .bind(event.time)
+        .bind(sagas.column(|f| f.order_id))
+        .bind(sagas.column(|f| f.status))
+        .bind(sagas.column(|f| f.outcome.clone()))
+        .bind(sagas.column(|f| f.version))
+        .bind(sagas.column(|f| f.at))
         .execute(conn)
         .await?;
         Ok(())
     }
+}
+
+/// One saga's row as this batch leaves it.
+#[derive(Default)]
+struct Fold {
+    order_id: Uuid,
+    status: Option<&'static str>,
+    outcome: Option<String>,
+    version: i64,
+    at: Option<DateTime<Utc>>,
 }

@@ -16,7 +16,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::bookkeeping::{self, DeadLetter};
-use crate::projection::{ApplyError, Projection};
+use crate::projection::Projection;
 
 /// Tuning of a worker.
 #[derive(Debug, Clone)]
@@ -377,22 +377,88 @@ impl<P: Projection> Worker<P> {
         }
     }
 
-    /// Applies every message and the checkpoint in one transaction.
+    /// Applies every message and the checkpoint in one transaction: the positions of every
+    /// aggregate in the batch are claimed in one statement, verdicts are decided in memory, and
+    /// the projection writes all applied changes with a few set-based statements.
     async fn apply_all(
         &self,
         messages: &[jetstream::Message],
     ) -> Result<Vec<Verdict>, sqlx::Error> {
+        let name = self.name();
+        let envelopes: Vec<Result<Envelope, String>> = messages
+            .iter()
+            .map(|m| Envelope::from_slice(&m.payload).map_err(|e| e.to_string()))
+            .collect();
+        let mut keys: Vec<(&str, &str)> = envelopes
+            .iter()
+            .flatten()
+            .map(|e| (e.aggregatetype.as_str(), e.subject.as_str()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+
         let mut tx = self.pool.begin().await?;
         self.scope(&mut tx).await?;
+        let claimed = bookkeeping::claim_positions(&mut tx, name, &keys).await?;
+        let mut positions = claimed.clone();
         let mut verdicts = Vec::with_capacity(messages.len());
+        let mut changes = Vec::new();
+        let mut poison: Vec<(usize, String)> = Vec::new();
         let mut max_sequence = 0;
-        for message in messages {
-            let verdict = self.apply_message(&mut tx, message).await?;
+        for (i, (message, envelope)) in messages.iter().zip(&envelopes).enumerate() {
+            let verdict = match envelope {
+                Err(reason) => {
+                    poison.push((i, reason.clone()));
+                    Verdict::DeadLettered
+                }
+                Ok(envelope) => {
+                    let key = (envelope.aggregatetype.as_str(), envelope.subject.as_str());
+                    let position = positions.get(&key).copied().unwrap_or(0);
+                    if envelope.sequence <= position {
+                        Verdict::Duplicate
+                    } else if envelope.sequence > position + 1 {
+                        tracing::debug!(
+                            projection = name,
+                            aggregate_id = %envelope.subject,
+                            sequence = envelope.sequence,
+                            position,
+                            "event arrived before its predecessor; deferring"
+                        );
+                        Verdict::Deferred
+                    } else {
+                        // A dead letter moves the position too: later events must not wait
+                        // for it forever.
+                        positions.insert(key, envelope.sequence);
+                        match self.projection.decode(envelope) {
+                            Ok(change) => {
+                                changes.push(change);
+                                Verdict::Applied
+                            }
+                            Err(reason) => {
+                                poison.push((i, reason));
+                                Verdict::DeadLettered
+                            }
+                        }
+                    }
+                }
+            };
             if verdict != Verdict::Deferred {
                 max_sequence = max_sequence.max(stream_sequence(message));
             }
             verdicts.push(verdict);
         }
+        if !changes.is_empty() {
+            self.projection.write(&mut tx, &changes).await?;
+        }
+        for (i, reason) in &poison {
+            self.dead_letter(&mut tx, &messages[*i], reason).await?;
+        }
+        let moved: Vec<(&str, &str, u64)> = positions
+            .iter()
+            .filter(|(key, seq)| claimed.get(*key) != Some(*seq))
+            .map(|((t, id), seq)| (*t, *id, *seq))
+            .collect();
+        bookkeeping::set_positions(&mut tx, name, &moved).await?;
         if max_sequence > 0 {
             let last_seen = messages.iter().map(last_sequence).max().unwrap_or(0);
             bookkeeping::advance_checkpoint(
@@ -440,56 +506,6 @@ impl<P: Projection> Worker<P> {
             }
             Err(e) => Err(e),
         }
-    }
-
-    async fn apply_message(
-        &self,
-        conn: &mut PgConnection,
-        message: &jetstream::Message,
-    ) -> Result<Verdict, sqlx::Error> {
-        let envelope = match Envelope::from_slice(&message.payload) {
-            Ok(e) => e,
-            Err(e) => {
-                self.dead_letter(conn, message, &e.to_string()).await?;
-                return Ok(Verdict::DeadLettered);
-            }
-        };
-        let name = self.name();
-        let position =
-            bookkeeping::claim_position(conn, name, &envelope.aggregatetype, &envelope.subject)
-                .await?;
-        if envelope.sequence <= position {
-            return Ok(Verdict::Duplicate);
-        }
-        if envelope.sequence > position + 1 {
-            tracing::debug!(
-                projection = name,
-                aggregate_id = %envelope.subject,
-                sequence = envelope.sequence,
-                position,
-                "event arrived before its predecessor; deferring"
-            );
-            return Ok(Verdict::Deferred);
-        }
-        // `apply` decodes before it writes, so a poison event leaves nothing to undo.
-        let verdict = match self.projection.apply(conn, &envelope).await {
-            Ok(()) => Verdict::Applied,
-            Err(ApplyError::Poison(reason)) => {
-                self.dead_letter(conn, message, &reason).await?;
-                Verdict::DeadLettered
-            }
-            Err(ApplyError::Database(e)) => return Err(e),
-        };
-        // A dead letter moves the position too: later events must not wait for it forever.
-        bookkeeping::set_position(
-            conn,
-            name,
-            &envelope.aggregatetype,
-            &envelope.subject,
-            envelope.sequence,
-        )
-        .await?;
-        Ok(verdict)
     }
 
     async fn dead_letter(
