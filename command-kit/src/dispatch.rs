@@ -100,10 +100,15 @@ where
             idempotency: request.idempotency_key.map(|k| (k, hash)),
         };
         let command = parsed.command.clone();
-        let outcome = self
-            .bus
-            .execute(&parsed.aggregate_id, parsed.command, &metadata)
-            .await;
+        let outcome = if parsed.new_aggregate {
+            self.bus
+                .execute_new(&parsed.aggregate_id, parsed.command, &metadata)
+                .await
+        } else {
+            self.bus
+                .execute(&parsed.aggregate_id, parsed.command, &metadata)
+                .await
+        };
         match outcome {
             Ok(Executed::Accepted {
                 aggregate_id,

@@ -14,6 +14,8 @@ pub struct Parsed<A: Aggregate> {
     pub command: A::Command,
     /// The business correlation id (the order id in the order flow).
     pub correlation_id: String,
+    /// The id was generated for this command (`PlaceOrder`): there is no history to load.
+    pub new_aggregate: bool,
 }
 
 /// One context's commands.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{EventUpcaster, PersistedEventStore};
+use cqrs_es::persist::{EventStoreAggregateContext, EventUpcaster, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
 use domain::Rejection;
 use messaging::envelope::meta;
@@ -122,7 +122,15 @@ pub struct CommandBus<A: Aggregate> {
     /// Woken after every commit so the in-process relay publishes at once.
     committed: Arc<Notify>,
     locks: crate::locks::AggregateLocks,
+    /// Aggregates as this process last loaded or committed them, with their version, so a
+    /// command need not reload (and re-decode) the whole history. A stale entry is harmless:
+    /// an append on top of it conflicts and is retried from a fresh load, and an outcome that
+    /// appends nothing is checked against the stored version first.
+    states: std::sync::Mutex<HashMap<String, (A, u64)>>,
 }
+
+/// Most aggregates kept in memory per bus; past it the cache starts again empty.
+const CACHED_STATES: usize = 10_000;
 
 impl<A> CommandBus<A>
 where
@@ -137,6 +145,7 @@ where
             services,
             committed,
             locks: Default::default(),
+            states: Default::default(),
         }
     }
 
@@ -154,6 +163,52 @@ where
         self.store.load_events(aggregate_id).await.map_err(infra)
     }
 
+    /// The aggregate now and its version: from memory when this process knows it, else loaded.
+    pub async fn state(&self, aggregate_id: &str) -> Result<(A, u64), BusError> {
+        if let Some(hit) = self.cached(aggregate_id) {
+            return Ok(hit);
+        }
+        let context = self
+            .store
+            .load_aggregate(aggregate_id)
+            .await
+            .map_err(infra)?;
+        let version = context.current_sequence as u64;
+        self.remember(aggregate_id, &context.aggregate, version);
+        Ok((context.aggregate, version))
+    }
+
+    fn cached(&self, aggregate_id: &str) -> Option<(A, u64)> {
+        let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        states.get(aggregate_id).cloned()
+    }
+
+    fn remember(&self, aggregate_id: &str, state: &A, version: u64) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        if states.len() >= CACHED_STATES && !states.contains_key(aggregate_id) {
+            states.clear();
+        }
+        states.insert(aggregate_id.to_owned(), (state.clone(), version));
+    }
+
+    fn forget(&self, aggregate_id: &str) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        states.remove(aggregate_id);
+    }
+
+    /// The last stored sequence of the aggregate (0 when it has none).
+    async fn stored_version(&self, aggregate_id: &str) -> Result<u64, sqlx::Error> {
+        let version: i64 = sqlx::query_scalar(
+            "SELECT coalesce(max(sequence), 0) FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(version as u64)
+    }
+
     /// Loads the aggregate, handles the command and commits its events atomically (with their
     /// outbox and idempotency rows). A conflicting concurrent write makes it start again.
     pub async fn execute(
@@ -161,6 +216,29 @@ where
         aggregate_id: &str,
         command: A::Command,
         metadata: &CommandMetadata,
+    ) -> Result<Executed<A>, BusError> {
+        self.execute_on(aggregate_id, command, metadata, false)
+            .await
+    }
+
+    /// Like [`execute`](Self::execute) for an aggregate whose id was just generated for this
+    /// command: no history can exist, so the first attempt skips loading it. Should the id
+    /// exist after all, the append conflicts and the retry loads it as usual.
+    pub async fn execute_new(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &CommandMetadata,
+    ) -> Result<Executed<A>, BusError> {
+        self.execute_on(aggregate_id, command, metadata, true).await
+    }
+
+    async fn execute_on(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &CommandMetadata,
+        new: bool,
     ) -> Result<Executed<A>, BusError> {
         let _turn = self.locks.lock(aggregate_id).await;
         let mut attempt = 0;
@@ -171,7 +249,7 @@ where
                 }
             }
             match self
-                .execute_once(aggregate_id, command.clone(), metadata)
+                .execute_once(aggregate_id, command.clone(), metadata, new && attempt == 0)
                 .await
             {
                 Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => {
@@ -197,19 +275,51 @@ where
         aggregate_id: &str,
         command: A::Command,
         metadata: &CommandMetadata,
+        new: bool,
     ) -> Result<Executed<A>, AggregateError<A::Error>> {
-        let mut context = self.store.load_aggregate(aggregate_id).await?;
-        let loaded_version = context.current_sequence as u64;
+        let blank = |version: u64, aggregate: A| EventStoreAggregateContext {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate,
+            current_sequence: version as usize,
+            current_snapshot: None,
+        };
+        let remembered = if new { None } else { self.cached(aggregate_id) };
+        let from_memory = remembered.is_some();
+        let mut context = match remembered {
+            _ if new => blank(0, A::default()),
+            Some((state, version)) => blank(version, state),
+            None => self.store.load_aggregate(aggregate_id).await?,
+        };
         let sink = EventSink::<A>::default();
-        context
+        let mut handled = context
             .aggregate()
-            .handle(command, &self.services, &sink)
-            .await
-            .map_err(AggregateError::UserError)?;
-        let events = sink.collect().await;
+            .handle(command.clone(), &self.services, &sink)
+            .await;
+        let mut events = sink.collect().await;
+        // Nothing to append means no conflict would reveal a stale memory: check the stored
+        // version, and decide again from a fresh load if it moved.
+        if from_memory && (handled.is_err() || events.is_empty()) {
+            let stored = self
+                .stored_version(aggregate_id)
+                .await
+                .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
+            if stored != context.current_sequence as u64 {
+                self.forget(aggregate_id);
+                context = self.store.load_aggregate(aggregate_id).await?;
+                let sink = EventSink::<A>::default();
+                handled = context
+                    .aggregate()
+                    .handle(command, &self.services, &sink)
+                    .await;
+                events = sink.collect().await;
+            }
+        }
+        handled.map_err(AggregateError::UserError)?;
+        let loaded_version = context.current_sequence as u64;
         // `handle` wrote each event through the sink, which applied it: this is the new state.
         let state = context.aggregate().clone();
         if events.is_empty() {
+            self.remember(aggregate_id, &state, loaded_version);
             return Ok(Executed::Accepted {
                 aggregate_id: aggregate_id.to_owned(),
                 version: loaded_version,
@@ -218,14 +328,19 @@ where
                 replayed: false,
             });
         }
-        let committed = self
-            .store
-            .commit(events, context, metadata.to_map())
-            .await?;
+        let committed = match self.store.commit(events, context, metadata.to_map()).await {
+            Ok(c) => c,
+            Err(e) => {
+                // A conflict (or a commit whose fate is unknown): the next attempt loads.
+                self.forget(aggregate_id);
+                return Err(e);
+            }
+        };
         self.committed.notify_one();
         let version = committed
             .last()
             .map_or(loaded_version, |e| e.sequence as u64);
+        self.remember(aggregate_id, &state, version);
         Ok(Executed::Accepted {
             aggregate_id: aggregate_id.to_owned(),
             version,

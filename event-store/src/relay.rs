@@ -177,11 +177,15 @@ impl Relay {
     /// were published. The caller must hold leadership on `conn`.
     pub async fn publish_batch(&self, conn: &mut PgConnection) -> Result<usize, RelayError> {
         let rows = sqlx::query(
+            // LATERAL makes each outbox row one primary-key lookup of its event: a plain join
+            // let the planner hash the whole events table on every batch.
             "SELECT o.id, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, \
                     e.event_version, e.payload, e.metadata, e.recorded_at \
-             FROM outbox o \
-             JOIN events e USING (aggregate_type, aggregate_id, sequence) \
-             ORDER BY o.id LIMIT $1",
+             FROM (SELECT * FROM outbox ORDER BY id LIMIT $1) o \
+             CROSS JOIN LATERAL (SELECT * FROM events e \
+                 WHERE e.aggregate_type = o.aggregate_type AND e.aggregate_id = o.aggregate_id \
+                   AND e.sequence = o.sequence) e \
+             ORDER BY o.id",
         )
         .bind(self.settings.batch_size)
         .fetch_all(&mut *conn)

@@ -68,6 +68,7 @@ fn parsed(sku: Sku, correlation: String, command: ProductCommand) -> Parsed<Prod
         aggregate_id: sku.to_string(),
         command,
         correlation_id: correlation,
+        new_aggregate: false,
     }
 }
 

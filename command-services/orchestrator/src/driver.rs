@@ -160,7 +160,9 @@ impl Driver {
         if self.shutdown.is_cancelled() {
             return Ok(());
         }
-        let (saga, _) = self.load(order_id).await?;
+        // From memory when this replica wrote it last: a stale view can only propose a step
+        // that the aggregate then refuses, never send one twice.
+        let (saga, _) = self.bus.state(&order_id.to_string()).await?;
         if !matches!(saga.status, SagaStatus::Running | SagaStatus::Compensating) {
             self.clear_timer(order_id);
             return Ok(());

@@ -65,6 +65,7 @@ struct RejectBody {
 fn parsed(order_id: Uuid, command: OrderCommand) -> Parsed<Order> {
     Parsed {
         aggregate_id: order_id.to_string(),
+        new_aggregate: matches!(command, OrderCommand::Place(_)),
         command,
         correlation_id: order_id.to_string(),
     }

@@ -49,6 +49,7 @@ fn parsed(order_id: Uuid, command: PaymentCommand) -> Parsed<Payment> {
         aggregate_id: order_id.to_string(),
         command,
         correlation_id: order_id.to_string(),
+        new_aggregate: false,
     }
 }
 
