@@ -78,6 +78,20 @@ impl Layout {
         })
     }
 
+    /// The benchmark's own cluster and NATS: durable like `dev`, fresh on every run.
+    pub fn bench() -> anyhow::Result<Self> {
+        let workspace = workspace_root()?;
+        Ok(Self {
+            name: "bench",
+            root: workspace.join(".state/bench"),
+            workspace,
+            pg_port: 25434,
+            nats_port: 24224,
+            nats_monitor_port: 28224,
+            durable: true,
+        })
+    }
+
     /// Moves the ports to free ones when another checkout's servers hold them; the tests
     /// learn the addresses from the environment. Call after stopping this layout's own
     /// servers.

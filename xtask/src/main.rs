@@ -2,6 +2,7 @@
 //! hand beyond Rust, Python 3 with pip and the Postgres server binaries.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod layout;
 mod nats;
 mod postgres;
@@ -48,6 +49,12 @@ enum Command {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
+    /// Benchmark release builds on a fresh durable cluster; writes .state/bench-report/.
+    Bench {
+        /// Arguments passed to `loadgen run` (after `--`), e.g. `--figures commands --repeats 1`.
+        #[arg(last = true)]
+        loadgen_args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,6 +65,7 @@ fn main() -> ExitCode {
         Command::Status => status(),
         Command::Reset => reset(),
         Command::Test { keep, cargo_args } => test(keep, &cargo_args),
+        Command::Bench { loadgen_args } => bench::run(&loadgen_args),
     };
     match result {
         Ok(code) => code,
@@ -73,7 +81,7 @@ fn up(release: bool) -> anyhow::Result<ExitCode> {
     postgres::start(&layout)?;
     postgres::provision(&layout)?;
     nats::start(&layout)?;
-    let bins = services::build(&layout, release)?;
+    let bins = services::build(&layout, release, &[])?;
     services::start_all(&layout, &bins)?;
     services::print_urls(&layout);
     Ok(ExitCode::SUCCESS)
@@ -99,7 +107,8 @@ fn status() -> anyhow::Result<ExitCode> {
 fn reset() -> anyhow::Result<ExitCode> {
     let dev = Layout::dev()?;
     let test = Layout::test()?;
-    for layout in [&dev, &test] {
+    let bench = Layout::bench()?;
+    for layout in [&dev, &test, &bench] {
         services::stop_all(layout);
         nats::stop(layout);
         postgres::stop(layout);

@@ -112,6 +112,11 @@ pub fn start(layout: &Layout) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The server's pid while it runs.
+pub fn pid(layout: &Layout) -> Option<i32> {
+    proc::running_pid(&pid_file(layout))
+}
+
 pub fn stop(layout: &Layout) {
     if let Some(pid) = proc::running_pid(&pid_file(layout)) {
         proc::stop(pid, Duration::from_secs(10));

@@ -155,6 +155,10 @@ pub fn start(layout: &Layout) -> anyhow::Result<()> {
             "\n# streamshop {}\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nmax_connections = 400\nshared_buffers = 256MB\n",
             layout.name, layout.pg_port
         );
+        if layout.name == "bench" {
+            // The benchmark lists the statements that cost the most (its database profile).
+            conf.push_str("shared_preload_libraries = 'pg_stat_statements'\n");
+        }
         if !layout.durable {
             conf.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
         }
@@ -203,6 +207,14 @@ fn is_running(data: &Path, user: &Option<User>) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
+}
+
+/// The postmaster's pid, from `postmaster.pid` (first line), while the cluster runs.
+pub fn postmaster_pid(layout: &Layout) -> Option<i32> {
+    let user = run_as().ok()?;
+    let data = cluster_dir(layout, &user).ok()?.join("data");
+    let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
+    text.lines().next()?.trim().parse().ok()
 }
 
 pub fn stop(layout: &Layout) {

@@ -57,12 +57,17 @@ pub(crate) const SERVICES: &[Service] = &[
     },
 ];
 
-/// Builds every service binary; returns the folder holding them.
-pub fn build(layout: &Layout, release: bool) -> anyhow::Result<PathBuf> {
+/// Builds every service binary and those of `extra` packages; returns the folder holding
+/// them.
+pub fn build(layout: &Layout, release: bool, extra: &[&str]) -> anyhow::Result<PathBuf> {
     let mut cmd = layout::cargo();
     cmd.arg("build").current_dir(&layout.workspace);
-    for s in SERVICES {
-        cmd.args(["--package", s.package, "--bin", s.package]);
+    for package in SERVICES
+        .iter()
+        .map(|s| s.package)
+        .chain(extra.iter().copied())
+    {
+        cmd.args(["--package", package, "--bin", package]);
     }
     if release {
         cmd.arg("--release");

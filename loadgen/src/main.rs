@@ -1,0 +1,241 @@
+//! `loadgen`: the benchmark behind `cargo xtask bench`. `loadgen run` drives release builds of
+//! the services against a Postgres cluster and a NATS server that xtask started, measures each
+//! figure beside a baseline from the same run, and writes the report; `loadgen bare-server` is
+//! the bare axum + sqlx baseline it starts.
+#![forbid(unsafe_code)]
+
+mod bare;
+mod commands;
+mod drive;
+mod pg;
+mod procs;
+mod queries;
+mod replay;
+mod report;
+mod sagas;
+mod stats;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Parser};
+
+use crate::pg::Cluster;
+use crate::procs::Proc;
+use crate::report::{Machine, Report};
+
+#[derive(Parser)]
+#[command(
+    name = "loadgen",
+    about = "streamshop's benchmark driver (run it through `cargo xtask bench`)"
+)]
+enum Cli {
+    /// Run the figures and write the report.
+    Run(RunArgs),
+    /// The bare axum + sqlx baseline server.
+    BareServer {
+        #[arg(long)]
+        database_url: String,
+        #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8090")]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 10)]
+        max_connections: u32,
+        /// Apply the event store's migrations first (for the orders baseline).
+        #[arg(long)]
+        migrate: bool,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Superuser URL of the Postgres cluster to create the benchmark's databases on.
+    #[arg(long)]
+    pg_admin_url: String,
+    #[arg(long)]
+    nats_url: String,
+    /// Folder of the release service binaries.
+    #[arg(long)]
+    bins: PathBuf,
+    /// Where report.md and report.json go.
+    #[arg(long)]
+    out: PathBuf,
+    /// Where the processes' logs go.
+    #[arg(long)]
+    logs: PathBuf,
+    /// The postmaster's pid, to count Postgres's CPU and memory.
+    #[arg(long)]
+    pg_pid: Option<i32>,
+    #[arg(long)]
+    nats_pid: Option<i32>,
+    /// Length of each rate and latency run, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Runs of each figure; the report gives the median and the range.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Length of each offered load of the saga figure.
+    #[arg(long, default_value_t = 4.0)]
+    step_seconds: f64,
+    /// Length of each light-load (10 orders/s) run.
+    #[arg(long, default_value_t = 6.0)]
+    light_seconds: f64,
+    /// At least this many events are replayed.
+    #[arg(long, default_value_t = 1_000_000)]
+    replay_events: u64,
+    /// Which figures to run (commands, sagas, queries, replay); sagas feeds queries and replay.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "commands,sagas,queries,replay"
+    )]
+    figures: Vec<String>,
+    /// The commit measured, for the report.
+    #[arg(long, default_value = "unknown")]
+    commit: String,
+}
+
+/// What every figure needs.
+pub struct Bench {
+    pub cluster: Cluster,
+    pub nats_url: String,
+    pub bins: PathBuf,
+    pub logs: PathBuf,
+    pub self_exe: PathBuf,
+    pub pg_pid: Option<i32>,
+    pub nats_pid: Option<i32>,
+    pub duration: Duration,
+    pub repeats: usize,
+    pub step_seconds: f64,
+    pub light_seconds: f64,
+    pub replay_events: u64,
+    seeds: AtomicU64,
+}
+
+impl Bench {
+    /// Starts a release service binary on `database_url` and `namespace`.
+    pub async fn service(
+        &self,
+        package: &str,
+        database_url: &str,
+        namespace: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Proc> {
+        let mut env = vec![
+            ("DATABASE_URL".to_owned(), database_url.to_owned()),
+            ("NATS_URL".to_owned(), self.nats_url.clone()),
+            ("NATS_NAMESPACE".to_owned(), namespace.to_owned()),
+        ];
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        Proc::start(package, &self.bins.join(package), &[], &env, &self.logs).await
+    }
+
+    /// A fresh range of order numbers, so no two runs send the same bodies.
+    pub fn next_seed(&self) -> u64 {
+        self.seeds.fetch_add(100_000_000, Ordering::Relaxed)
+    }
+}
+
+fn main() -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let result = runtime.block_on(async {
+        match Cli::parse() {
+            Cli::Run(args) => run(args).await,
+            Cli::BareServer {
+                database_url,
+                addr,
+                max_connections,
+                migrate,
+            } => bare::serve(&database_url, addr, max_connections, migrate).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::create_dir_all(&args.logs)?;
+    let b = Bench {
+        cluster: Cluster {
+            admin_url: args.pg_admin_url,
+        },
+        nats_url: args.nats_url,
+        bins: args.bins,
+        logs: args.logs,
+        self_exe: std::env::current_exe().context("finding loadgen's own binary")?,
+        pg_pid: args.pg_pid,
+        nats_pid: args.nats_pid,
+        duration: Duration::from_secs_f64(args.seconds),
+        repeats: args.repeats.max(1),
+        step_seconds: args.step_seconds,
+        light_seconds: args.light_seconds,
+        replay_events: args.replay_events,
+        seeds: AtomicU64::new(0),
+    };
+    let wants = |f: &str| args.figures.iter().any(|x| x == f);
+    let mut machine = Machine::read(args.commit);
+    machine.seconds_per_run = args.seconds;
+    machine.repeats = b.repeats;
+    machine.saga_step_seconds = args.step_seconds;
+    let mut report = Report {
+        machine,
+        commands: None,
+        sagas: None,
+        queries: None,
+        replay: None,
+        targets: Vec::new(),
+    };
+
+    if wants("commands") {
+        report.commands = Some(commands::run(&b).await?);
+    }
+    if wants("sagas") || wants("queries") || wants("replay") {
+        let mut stack = sagas::Stack::start(&b).await?;
+        let figure = sagas::run(&b, &stack).await?;
+        if wants("queries") {
+            // Only the query API keeps running: the bare server gets the machine alone too.
+            stack.stop_except(&["query-api"]).await;
+            report.queries = Some(
+                queries::run(&b, &stack.query_url, &stack.read_url, &figure.confirmed_ids).await?,
+            );
+        }
+        stack.stop_except(&[]).await;
+        report.sagas = Some(figure);
+        if wants("replay") {
+            report.replay = Some(replay::run(&b, sagas::NAMESPACE).await?);
+        }
+    }
+
+    report.machine.total_seconds = started.elapsed().as_secs_f64();
+    report.check_targets();
+    let markdown = report.markdown();
+    std::fs::write(args.out.join("report.md"), &markdown)?;
+    std::fs::write(
+        args.out.join("report.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    println!();
+    println!("{markdown}");
+    println!(
+        "report: {} and report.json",
+        args.out.join("report.md").display()
+    );
+    Ok(())
+}

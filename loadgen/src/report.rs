@@ -1,0 +1,385 @@
+//! The benchmark report: every figure beside its same-run baseline, the targets, and the
+//! machine it ran on; written as JSON and as Markdown.
+
+use serde::Serialize;
+
+use crate::commands::CommandsFigure;
+use crate::queries::QueriesFigure;
+use crate::replay::ReplayFigure;
+use crate::sagas::SagasFigure;
+use crate::stats::{ratio, LatencySpread};
+
+/// Where and how the benchmark ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub date: String,
+    pub cores: usize,
+    pub cpu: String,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub commit: String,
+    pub seconds_per_run: f64,
+    pub repeats: usize,
+    pub saga_step_seconds: f64,
+    pub total_seconds: f64,
+}
+
+impl Machine {
+    pub fn read(commit: String) -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+            .unwrap_or_else(|| "unknown".into());
+        let memory_kb: f64 = std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        Self {
+            date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu,
+            memory_gib: memory_kb / (1024.0 * 1024.0),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            commit,
+            seconds_per_run: 0.0,
+            repeats: 0,
+            saga_step_seconds: 0.0,
+            total_seconds: 0.0,
+        }
+    }
+}
+
+/// One target of the issue, checked against what was measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub what: String,
+    pub target: String,
+    pub measured: String,
+    pub met: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    pub commands: Option<CommandsFigure>,
+    pub sagas: Option<SagasFigure>,
+    pub queries: Option<QueriesFigure>,
+    pub replay: Option<ReplayFigure>,
+    pub targets: Vec<Target>,
+}
+
+/// Processes whose memory the 100 MB target is about: ours and NATS (Postgres's resident set
+/// counts the shared buffers each backend touched, so it is shown but not judged).
+fn judged(name: &str) -> bool {
+    !(name == "postgres" || name.starts_with("loadgen"))
+}
+
+impl Report {
+    /// Checks the issue's targets against the figures that ran.
+    pub fn check_targets(&mut self) {
+        let mut t = Vec::new();
+        let mut add = |what: &str, target: &str, measured: String, met: bool| {
+            t.push(Target {
+                what: what.into(),
+                target: target.into(),
+                measured,
+                met,
+            })
+        };
+        if let Some(c) = &self.commands {
+            if let Some(row) = c.rows.iter().find(|r| r.clients == 64) {
+                let r = ratio(row.streamshop.rate.median, row.bare.rate.median);
+                add(
+                    "commands at 64 clients vs bare handler",
+                    ">= 70%",
+                    format!("{:.0}%", r * 100.0),
+                    r >= 0.7,
+                );
+                add(
+                    "commands at 64 clients",
+                    ">= 5,000 orders/s",
+                    format!("{:.0} orders/s", row.streamshop.rate.median),
+                    row.streamshop.rate.median >= 5000.0,
+                );
+            }
+        }
+        if let Some(s) = &self.sagas {
+            let rate = s.sustained_completed_per_second.median;
+            add(
+                "sagas completed with p99 < 250 ms",
+                ">= 500/s",
+                format!(
+                    "{rate:.0}/s (offered {:.0}/s, p99 {:.0} ms)",
+                    s.sustained_rate, s.sustained_latency.p99.median
+                ),
+                rate >= 500.0 && s.sustained_latency.p99.median < 250.0,
+            );
+            add(
+                "sagas at 10 orders/s: p50",
+                "< 20 ms",
+                format!("{:.1} ms", s.light_latency.p50.median),
+                s.light_latency.p50.median < 20.0,
+            );
+            add(
+                "sagas at 10 orders/s: p99",
+                "< 50 ms",
+                format!("{:.1} ms", s.light_latency.p99.median),
+                s.light_latency.p99.median < 50.0,
+            );
+            let worst = s
+                .resources
+                .iter()
+                .filter(|c| judged(&c.name))
+                .max_by(|a, b| a.peak_rss_mb.total_cmp(&b.peak_rss_mb));
+            if let Some(w) = worst {
+                add(
+                    "peak RSS of every process during the saga figure",
+                    "< 100 MB",
+                    format!("largest: {} {:.0} MB", w.name, w.peak_rss_mb),
+                    w.peak_rss_mb < 100.0,
+                );
+            }
+        }
+        if let Some(r) = &self.replay {
+            add(
+                "replay into the read models",
+                ">= 50,000 events/s",
+                format!("{:.0} events/s", r.rebuild_rate.median),
+                r.rebuild_rate.median >= 50_000.0,
+            );
+        }
+        if let Some(q) = &self.queries {
+            let r = ratio(q.streamshop.rate.median, q.bare.rate.median);
+            add(
+                "GET /orders/{id} at 64 connections vs bare handler",
+                ">= 80%",
+                format!("{:.0}%", r * 100.0),
+                r >= 0.8,
+            );
+        }
+        self.targets = t;
+    }
+
+    pub fn markdown(&self) -> String {
+        let m = &self.machine;
+        let mut o = String::new();
+        let mut line = |s: String| {
+            o.push_str(&s);
+            o.push('\n');
+        };
+        line(format!("### Benchmark: {}, {} cores", m.date, m.cores));
+        line(String::new());
+        line(format!(
+            "{} · {:.0} GiB · Linux {} · commit `{}` · took {:.0} s. Every figure is the median of \
+             {} runs, with the smallest and largest in brackets; each ratio divides by a baseline \
+             measured in the same run on the same machine.",
+            m.cpu, m.memory_gib, m.kernel, m.commit, m.total_seconds, m.repeats
+        ));
+        line(String::new());
+        if !self.targets.is_empty() {
+            line("| target | wanted | measured | met |".into());
+            line("|---|---|---|---|".into());
+            for t in &self.targets {
+                line(format!(
+                    "| {} | {} | {} | {} |",
+                    t.what,
+                    t.target,
+                    t.measured,
+                    if t.met { "yes" } else { "**no**" }
+                ));
+            }
+            line(String::new());
+        }
+        if let Some(c) = &self.commands {
+            line("**1. Commands** (`POST /orders`, 202; closed loop for the rate, open loop at 80% of it for latency)".into());
+            line(String::new());
+            line("| clients | streamshop orders/s | bare axum + sqlx | ratio | Postgres INSERT tx/s | ratio | streamshop p50 / p95 / p99 ms | bare p50 / p95 / p99 ms |".into());
+            line("|---|---|---|---|---|---|---|---|".into());
+            for r in &c.rows {
+                line(format!(
+                    "| {} | {} | {} | {:.0}% | {} | {:.0}% | {} at {:.0}/s | {} at {:.0}/s |",
+                    r.clients,
+                    r.streamshop.rate.show(0),
+                    r.bare.rate.show(0),
+                    ratio(r.streamshop.rate.median, r.bare.rate.median) * 100.0,
+                    r.postgres_inserts.show(0),
+                    ratio(r.streamshop.rate.median, r.postgres_inserts.median) * 100.0,
+                    lat(&r.streamshop.latency),
+                    r.streamshop.latency_rate,
+                    lat(&r.bare.latency),
+                    r.bare.latency_rate,
+                ));
+            }
+            line(String::new());
+        }
+        if let Some(s) = &self.sagas {
+            line("**2. Sagas end to end** (placed → confirmed and visible in `GET /orders/{id}`; open-loop arrivals)".into());
+            line(String::new());
+            line("| offered/s | confirmed | completed/s | p50 ms | p95 ms | p99 ms | p99 < 250 ms, all confirmed |".into());
+            line("|---|---|---|---|---|---|---|".into());
+            for st in &s.ladder {
+                line(format!(
+                    "| {:.0} | {}/{} | {:.0} | {:.1} | {:.1} | {:.1} | {} |",
+                    st.offered_rate,
+                    st.confirmed,
+                    st.placed,
+                    st.completed_per_second,
+                    st.latency.p50,
+                    st.latency.p95,
+                    st.latency.p99,
+                    if st.passed { "yes" } else { "no" }
+                ));
+            }
+            line(String::new());
+            let pg64 = self
+                .commands
+                .as_ref()
+                .and_then(|c| c.rows.iter().find(|r| r.clients == 64))
+                .map_or(0.0, |r| r.postgres_inserts.median);
+            let baseline = ratio(pg64, s.commits_per_order);
+            if s.sustained_rate > 0.0 {
+                line(format!(
+                    "- Sustained (the highest offered load that passed, run {} times): offered \
+                     {:.0}/s, completed {}/s, latency p50 / p95 / p99 {} ms.",
+                    s.sustained_completed_per_second.runs.len(),
+                    s.sustained_rate,
+                    s.sustained_completed_per_second.show(0),
+                    lat(&s.sustained_latency)
+                ));
+            } else {
+                line(format!(
+                    "- No offered load passed; at the lowest one: completed {}/s, latency p50 / \
+                     p95 / p99 {} ms.",
+                    s.sustained_completed_per_second.show(0),
+                    lat(&s.sustained_latency)
+                ));
+            }
+            line(format!(
+                "- Baseline: {pg64:.0} Postgres commits/s (single-row INSERTs, 64 clients) ÷ \
+                 {:.1} write transactions per order = {baseline:.0} sagas/s; streamshop reaches \
+                 {:.0}% of it.",
+                s.commits_per_order,
+                ratio(s.sustained_completed_per_second.median, baseline) * 100.0
+            ));
+            line(format!(
+                "- Light load, {:.0} orders/s: p50 / p95 / p99 {} ms.",
+                s.light_rate,
+                lat(&s.light_latency)
+            ));
+            line(String::new());
+        }
+        if let Some(r) = &self.replay {
+            line(format!(
+                "**3. Replay**: `projections rebuild all` from {} events ({} copies of figure 2's {} events, every id remapped per copy)",
+                r.events, r.copies, r.template_events
+            ));
+            line(String::new());
+            line("| | events/s | streamshop's share |".into());
+            line("|---|---|---|".into());
+            line(format!(
+                "| rebuild all projections (streamshop) | {} | |",
+                r.rebuild_rate.show(0)
+            ));
+            line(format!(
+                "| JetStream ordered-consumer read | {} | {:.0}% |",
+                r.jetstream_read_rate.show(0),
+                ratio(r.rebuild_rate.median, r.jetstream_read_rate.median) * 100.0
+            ));
+            line(format!(
+                "| Postgres batched INSERT (1,000 rows per statement, {} rows) | {} | {:.0}% |",
+                r.postgres_batched_rows,
+                r.postgres_batched_rate.show(0),
+                ratio(r.rebuild_rate.median, r.postgres_batched_rate.median) * 100.0
+            ));
+            line(String::new());
+            line(format!(
+                "Check: `orders_view` holds {} orders after the rebuild ({} expected).",
+                r.orders_rebuilt, r.orders_expected
+            ));
+            line(String::new());
+        }
+        if let Some(q) = &self.queries {
+            line(format!(
+                "**4. Query API**: `GET /orders/{{id}}` at {} connections over {} orders",
+                q.streamshop.clients, q.orders
+            ));
+            line(String::new());
+            line("| | reads/s | ratio | p50 / p95 / p99 ms |".into());
+            line("|---|---|---|---|".into());
+            line(format!(
+                "| query API | {} | {:.0}% | {} at {:.0}/s |",
+                q.streamshop.rate.show(0),
+                ratio(q.streamshop.rate.median, q.bare.rate.median) * 100.0,
+                lat(&q.streamshop.latency),
+                q.streamshop.latency_rate
+            ));
+            line(format!(
+                "| bare axum + sqlx, same statement | {} | | {} at {:.0}/s |",
+                q.bare.rate.show(0),
+                lat(&q.bare.latency),
+                q.bare.latency_rate
+            ));
+            line(String::new());
+        }
+        if let Some(s) = &self.sagas {
+            line(format!(
+                "**5. Resources** during figure 2 ({} sagas; CPU per saga {:.2} ms over all processes but the load generator)",
+                s.sagas_while_monitored,
+                s.cpu_seconds_per_saga * 1000.0
+            ));
+            line(String::new());
+            line("| process | peak RSS MB | CPU s | CPU ms per saga |".into());
+            line("|---|---|---|---|".into());
+            for c in &s.resources {
+                line(format!(
+                    "| {}{} | {:.0} | {:.1} | {:.2} |",
+                    c.name,
+                    if c.processes > 1 {
+                        format!(" ({} processes; largest one)", c.processes)
+                    } else {
+                        String::new()
+                    },
+                    c.peak_rss_mb,
+                    c.cpu_seconds,
+                    c.cpu_seconds * 1000.0 / (s.sagas_while_monitored.max(1) as f64)
+                ));
+            }
+            line(String::new());
+            if !s.statements.is_empty() {
+                line(
+                    "Postgres's costliest statements during figure 2 (`pg_stat_statements`):"
+                        .into(),
+                );
+                line(String::new());
+                line("| database | calls | total ms | mean ms | statement |".into());
+                line("|---|---|---|---|---|".into());
+                for st in s.statements.iter().take(8) {
+                    line(format!(
+                        "| {} | {} | {:.0} | {:.3} | `{}` |",
+                        st.database,
+                        st.calls,
+                        st.total_ms,
+                        st.mean_ms,
+                        st.query.replace('|', "\\|")
+                    ));
+                }
+                line(String::new());
+            }
+        }
+        o
+    }
+}
+
+fn lat(l: &LatencySpread) -> String {
+    format!(
+        "{:.1} / {:.1} / {:.1}",
+        l.p50.median, l.p95.median, l.p99.median
+    )
+}

@@ -1,0 +1,94 @@
+//! `cargo xtask bench`: release builds of every service and of the load generator, a fresh
+//! durable Postgres cluster and NATS server of their own, then `loadgen run`, which writes the
+//! report to `.state/bench-report/` (git-ignored).
+
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::layout::Layout;
+use crate::{nats, postgres, services};
+
+pub fn run(loadgen_args: &[String]) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let layout = Layout::bench()?;
+    // Fresh servers and data every run: no run inherits another's tables or streams.
+    nats::stop(&layout);
+    postgres::stop(&layout);
+    layout.remove_state()?;
+    let layout = layout.with_free_ports()?;
+    let bins = services::build(&layout, true, &["loadgen"])?;
+    println!(
+        "bench: release build ready after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    postgres::start(&layout)?;
+    let result = nats::start(&layout).and_then(|()| drive(&layout, &bins, loadgen_args));
+    nats::stop(&layout);
+    postgres::stop(&layout);
+    let code = result?;
+    println!(
+        "bench: finished in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(code)
+}
+
+fn drive(
+    layout: &Layout,
+    bins: &std::path::Path,
+    loadgen_args: &[String],
+) -> anyhow::Result<ExitCode> {
+    let out = layout.workspace.join(".state/bench-report");
+    let mut cmd = Command::new(bins.join("loadgen"));
+    cmd.arg("run")
+        .args(["--pg-admin-url", &layout.pg_admin_url()])
+        .args(["--nats-url", &layout.nats_url()])
+        .arg("--bins")
+        .arg(bins)
+        .arg("--out")
+        .arg(&out)
+        .arg("--logs")
+        .arg(layout.logs())
+        .args(["--commit", &commit(layout)]);
+    if let Some(pid) = postgres::postmaster_pid(layout) {
+        cmd.args(["--pg-pid", &pid.to_string()]);
+    }
+    if let Some(pid) = nats::pid(layout) {
+        cmd.args(["--nats-pid", &pid.to_string()]);
+    }
+    let status = cmd
+        .args(loadgen_args)
+        .current_dir(&layout.workspace)
+        .status()
+        .context("running loadgen")?;
+    if !status.success() {
+        eprintln!(
+            "bench: loadgen failed; the services' logs are in {}",
+            layout.logs().display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The commit measured, marked when the work tree has changes.
+fn commit(layout: &Layout) -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(&layout.workspace)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let Some(head) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return "unknown".into();
+    };
+    match git(&["status", "--porcelain"]) {
+        Some(changes) if !changes.is_empty() => format!("{head}-dirty"),
+        _ => head,
+    }
+}
