@@ -29,6 +29,9 @@ const BOOKKEEPING: [&str; 3] = [
     "dead_letters",
 ];
 
+/// Smallest batch a rebuild fetches and applies at once.
+const REBUILD_BATCH: usize = 2_000;
+
 /// How far a rebuild has come.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
@@ -100,6 +103,9 @@ pub async fn rebuild<P: Projection + Clone>(
     let settings = WorkerSettings {
         consumer_prefix: format!("{}rebuild_", live.consumer_prefix),
         schema: Some(schema.clone()),
+        // Catching up on a whole stream: bigger batches spread each transaction's fixed cost
+        // (positions, checkpoint, commit) over more events.
+        batch_size: live.batch_size.max(REBUILD_BATCH),
         ..live.clone()
     };
     let stream_name = namespace.stream(projection.context());
