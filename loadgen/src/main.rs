@@ -137,6 +137,26 @@ impl Bench {
         Proc::start(package, &self.bins.join(package), &[], &env, &self.logs).await
     }
 
+    /// Postgres (with its backends) and NATS, to watch beside the processes of a figure.
+    pub fn infrastructure(&self) -> Vec<procs::Watched> {
+        let mut watched = Vec::new();
+        if let Some(pid) = self.pg_pid {
+            watched.push(procs::Watched {
+                name: "postgres".into(),
+                pid,
+                with_children: true,
+            });
+        }
+        if let Some(pid) = self.nats_pid {
+            watched.push(procs::Watched {
+                name: "nats-server".into(),
+                pid,
+                with_children: false,
+            });
+        }
+        watched
+    }
+
     /// A fresh range of order numbers, so no two runs send the same bodies.
     pub fn next_seed(&self) -> u64 {
         self.seeds.fetch_add(100_000_000, Ordering::Relaxed)

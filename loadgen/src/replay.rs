@@ -14,6 +14,7 @@ use messaging::streams::{ensure_stream, StreamSettings};
 use messaging::{BoundedContext, Namespace};
 use serde::Serialize;
 
+use crate::procs::{Cost, Monitor, Watched};
 use crate::stats::Spread;
 use crate::Bench;
 
@@ -35,6 +36,8 @@ pub struct ReplayFigure {
     pub postgres_batched_rate: Spread,
     pub postgres_batched_rows: u64,
     pub publish_rate: f64,
+    /// CPU and memory of the last rebuild's processes.
+    pub costs: Vec<Cost>,
 }
 
 /// One stream's messages: (subject, payload).
@@ -125,9 +128,10 @@ pub async fn run(b: &Bench, template: &str) -> anyhow::Result<ReplayFigure> {
     let url = b.cluster.fresh("bench_replay_read").await?;
     let mut seconds = Vec::new();
     let mut orders_rebuilt = 0;
+    let mut costs = Vec::new();
     while seconds.len() < b.repeats {
         let started = Instant::now();
-        let status = tokio::process::Command::new(b.bins.join("projections"))
+        let mut child = tokio::process::Command::new(b.bins.join("projections"))
             .args(["rebuild", "all"])
             .env_clear()
             .env("DATABASE_URL", &url)
@@ -136,8 +140,16 @@ pub async fn run(b: &Bench, template: &str) -> anyhow::Result<ReplayFigure> {
             .env("RUST_LOG", "warn")
             .stdout(log_file(b, "rebuild")?)
             .stderr(log_file(b, "rebuild")?)
-            .status()
-            .await?;
+            .spawn()?;
+        let mut watched = vec![Watched {
+            name: "projections rebuild".into(),
+            pid: child.id().map_or(0, |p| p as i32),
+            with_children: false,
+        }];
+        watched.extend(b.infrastructure());
+        let monitor = Monitor::start(watched);
+        let status = child.wait().await?;
+        costs = monitor.finish().await;
         anyhow::ensure!(
             status.success(),
             "projections rebuild all failed; see {}",
@@ -164,6 +176,7 @@ pub async fn run(b: &Bench, template: &str) -> anyhow::Result<ReplayFigure> {
         rebuild_rate: Spread::of(&rates),
         rebuild_seconds: Spread::of(&seconds),
         orders_rebuilt,
+        costs,
         orders_expected: template_orders * copies as i64,
         jetstream_read_rate,
         postgres_batched_rate,

@@ -300,8 +300,16 @@ impl Report {
             ));
             line(String::new());
             line(format!(
-                "Check: `orders_view` holds {} orders after the rebuild ({} expected).",
-                r.orders_rebuilt, r.orders_expected
+                "Check: `orders_view` holds {} orders after the rebuild ({} expected). Where \
+                 the last rebuild's {:.1} s went, in CPU seconds: {}.",
+                r.orders_rebuilt,
+                r.orders_expected,
+                r.rebuild_seconds.runs.last().copied().unwrap_or(0.0),
+                r.costs
+                    .iter()
+                    .map(|c| format!("{} {:.1}", c.name, c.cpu_seconds))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
             line(String::new());
         }

@@ -338,20 +338,7 @@ pub async fn run(b: &Bench, stack: &Stack) -> anyhow::Result<SagasFigure> {
             with_children: false,
         })
         .collect();
-    if let Some(pid) = b.pg_pid {
-        watched.push(Watched {
-            name: "postgres".into(),
-            pid,
-            with_children: true,
-        });
-    }
-    if let Some(pid) = b.nats_pid {
-        watched.push(Watched {
-            name: "nats-server".into(),
-            pid,
-            with_children: false,
-        });
-    }
+    watched.extend(b.infrastructure());
     watched.push(Watched {
         name: "loadgen (the load itself)".into(),
         pid: std::process::id() as i32,
