@@ -149,12 +149,7 @@ pub async fn rebuild(
         &settings.nats.stream,
         &settings.worker,
     );
-    let known = [
-        "orders_view",
-        "products_view",
-        "payments_view",
-        "saga_timeline",
-    ];
+    let known = crate::NAMES;
     anyhow::ensure!(
         which == "all" || known.contains(&which),
         "unknown projection {which:?}; use one of {} or all",

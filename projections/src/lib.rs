@@ -27,3 +27,12 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Channel on which a committed batch announces `<projection>`; the query API listens to it
 /// to answer read-your-writes requests without polling.
 pub const UPDATED_CHANNEL: &str = "read_model_updated";
+
+/// Every projection's name: its durable consumer, its checkpoint key and the payload of its
+/// `UPDATED_CHANNEL` notifications.
+pub const NAMES: [&str; 4] = [
+    "orders_view",
+    "products_view",
+    "payments_view",
+    "saga_timeline",
+];

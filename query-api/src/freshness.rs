@@ -1,7 +1,8 @@
 //! Read-your-writes support: wakes waiting requests when a projection commits.
 //!
-//! One `LISTEN read_model_updated` connection feeds a watch channel; a request that asked for
-//! `min_version` re-reads its row on each wake-up (and on a short poll, in case a notification
+//! One `LISTEN read_model_updated` connection feeds a watch channel per projection (the
+//! notification's payload names it); a request that asked for `min_version` waits on the
+//! projection that sets that version, and re-reads its row on each of its wake-ups (and on a short poll, in case a notification
 //! was missed while the listener reconnected) until the version is reached or time runs out.
 
 use std::future::Future;
@@ -15,10 +16,11 @@ use tokio_util::sync::CancellationToken;
 /// Poll interval behind the notifications.
 const FALLBACK_POLL: Duration = Duration::from_millis(100);
 
-/// Hands out wake-ups on read-model commits.
+/// Hands out wake-ups on read-model commits, per projection: a wait for an order is not woken
+/// by every saga or stock batch.
 #[derive(Clone)]
 pub struct Freshness {
-    updates: watch::Receiver<u64>,
+    updates: std::collections::HashMap<&'static str, watch::Receiver<u64>>,
 }
 
 /// What a bounded wait found.
@@ -33,14 +35,22 @@ pub enum Waited<T> {
 impl Freshness {
     /// Starts the listener task; it stops with `shutdown`.
     pub fn start(pool: PgPool, shutdown: CancellationToken) -> Self {
-        let (tx, rx) = watch::channel(0u64);
-        tokio::spawn(listen(pool, tx, shutdown));
-        Self { updates: rx }
+        let (senders, updates) = projections::NAMES
+            .into_iter()
+            .map(|name| {
+                let (tx, rx) = watch::channel(0u64);
+                ((name, tx), (name, rx))
+            })
+            .unzip();
+        tokio::spawn(listen(pool, senders, shutdown));
+        Self { updates }
     }
 
-    /// Calls `read` until `is_fresh` holds for its result or `timeout` passes.
+    /// Calls `read` until `is_fresh` holds for its result or `timeout` passes, reading again
+    /// whenever `projection` commits.
     pub async fn wait_for<T, E, F, Fut>(
         &self,
+        projection: &str,
         timeout: Duration,
         mut read: F,
         is_fresh: impl Fn(&T) -> bool,
@@ -50,7 +60,12 @@ impl Freshness {
         Fut: Future<Output = Result<Option<T>, E>>,
     {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut updates = self.updates.clone();
+        let mut updates = self
+            .updates
+            .get(projection)
+            .or_else(|| self.updates.values().next())
+            .expect("a channel per projection")
+            .clone();
         loop {
             updates.mark_unchanged();
             let found = read().await?;
@@ -69,7 +84,11 @@ impl Freshness {
     }
 }
 
-async fn listen(pool: PgPool, tx: watch::Sender<u64>, shutdown: CancellationToken) {
+async fn listen(
+    pool: PgPool,
+    senders: std::collections::HashMap<&'static str, watch::Sender<u64>>,
+    shutdown: CancellationToken,
+) {
     let channel = projections::UPDATED_CHANNEL;
     while !shutdown.is_cancelled() {
         let mut listener = match PgListener::connect_with(&pool).await {
@@ -91,7 +110,11 @@ async fn listen(pool: PgPool, tx: watch::Sender<u64>, shutdown: CancellationToke
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 n = listener.recv() => match n {
-                    Ok(_) => { tx.send_modify(|v| *v += 1); }
+                    Ok(n) => match senders.get(n.payload()) {
+                        Some(tx) => tx.send_modify(|v| *v += 1),
+                        // Unknown payload: wake everyone rather than miss a commit.
+                        None => senders.values().for_each(|tx| tx.send_modify(|v| *v += 1)),
+                    },
                     Err(e) => {
                         tracing::warn!(error = %e, "read-model listener lost; reconnecting");
                         break;

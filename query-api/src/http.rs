@@ -180,6 +180,7 @@ async fn get_product(
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let found = read_at_least(
         &state,
+        "products_view",
         params.min_version,
         || catalog::product(&state.pool, &sku),
         |p| p.version as u64,
@@ -197,6 +198,7 @@ async fn get_payment(
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let found = read_at_least(
         &state,
+        "payments_view",
         params.min_version,
         || catalog::payment(&state.pool, order_id),
         |p| p.version as u64,
@@ -235,6 +237,7 @@ async fn sales(
 /// a single entity's read-your-writes without the staleness flag of orders.
 async fn read_at_least<T, F, Fut>(
     state: &AppState,
+    projection: &str,
     min_version: Option<u64>,
     read: F,
     version: impl Fn(&T) -> u64,
@@ -249,7 +252,9 @@ where
     };
     let waited = state
         .freshness
-        .wait_for(state.min_version_timeout, read, |t: &T| version(t) >= min)
+        .wait_for(projection, state.min_version_timeout, read, |t: &T| {
+            version(t) >= min
+        })
         .await?;
     Ok(match waited {
         Waited::Fresh(t) => Some(t),
@@ -277,6 +282,7 @@ async fn get_order(
     let waited = state
         .freshness
         .wait_for(
+            "orders_view",
             state.min_version_timeout,
             || orders::find(&state.pool, order_id),
             |o: &OrderView| o.version >= min_version,
