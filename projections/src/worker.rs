@@ -331,17 +331,63 @@ impl<P: Projection> Worker<P> {
         Ok(outcome)
     }
 
+    /// Up to `batch_size` messages. What is there is taken at once; when nothing is, the
+    /// request waits (up to `fetch_wait`) for the next message instead of asking again at
+    /// once: `fetch` alone never waits, and an idle worker would spin on the server.
     async fn fetch(&self) -> Result<Vec<jetstream::Message>, WorkerError> {
         let consumer = self
             .consumer()
             .await
             .map_err(|e| WorkerError::Fetch(format!("{e:#}")))?;
-        let batch = consumer
-            .fetch()
-            .max_messages(self.settings.batch_size)
-            .expires(self.settings.fetch_wait)
-            .messages()
-            .await;
+        let size = self.settings.batch_size;
+        let wait = self.settings.fetch_wait;
+        let mut messages = self
+            .collect(
+                consumer
+                    .fetch()
+                    .max_messages(size)
+                    .expires(wait)
+                    .messages()
+                    .await,
+            )
+            .await?;
+        if messages.is_empty() {
+            messages = self
+                .collect(
+                    consumer
+                        .batch()
+                        .max_messages(1)
+                        .expires(wait)
+                        .messages()
+                        .await,
+                )
+                .await?;
+            if messages.is_empty() {
+                // Idle: make sure the consumer still exists (a rebuild's cut-over deletes it).
+                let mut consumer = consumer;
+                if consumer.info().await.is_err() {
+                    *self.consumer.lock().await = None;
+                }
+                return Ok(messages);
+            }
+            if size > 1 {
+                let more = consumer
+                    .fetch()
+                    .max_messages(size - 1)
+                    .expires(wait)
+                    .messages()
+                    .await;
+                messages.extend(self.collect(more).await?);
+            }
+        }
+        Ok(messages)
+    }
+
+    /// Reads a pull request's messages to the end.
+    async fn collect(
+        &self,
+        batch: Result<pull::Batch, pull::BatchError>,
+    ) -> Result<Vec<jetstream::Message>, WorkerError> {
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
@@ -358,13 +404,6 @@ impl<P: Projection> Worker<P> {
                     *self.consumer.lock().await = None;
                     return Err(WorkerError::Fetch(e.to_string()));
                 }
-            }
-        }
-        if messages.is_empty() {
-            // Idle: make sure the consumer still exists (a rebuild's cut-over deletes it).
-            let mut consumer = consumer;
-            if consumer.info().await.is_err() {
-                *self.consumer.lock().await = None;
             }
         }
         Ok(messages)

@@ -41,8 +41,10 @@ pub async fn consumer(
 /// Feeds events to sagas until `shutdown`; the batch in hand is finished.
 pub async fn run(consumer: PullConsumer, driver: Arc<Driver>, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
+        // A waiting pull: messages are handled as they arrive, and an idle loop waits on the
+        // server instead of asking again at once (`fetch` never waits).
         let batch = consumer
-            .fetch()
+            .batch()
             .max_messages(100)
             .expires(Duration::from_millis(500))
             .messages()
