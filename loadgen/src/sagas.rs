@@ -22,8 +22,9 @@ use crate::stats::{LatencySpread, Percentiles, Spread};
 use crate::Bench;
 
 /// The offered loads tried, in orders per second, until one misses.
-const LADDER: [f64; 14] = [
-    10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 400.0, 500.0, 600.0, 800.0, 1000.0,
+const LADDER: [f64; 15] = [
+    10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 75.0, 100.0, 150.0, 200.0, 300.0, 400.0, 500.0, 750.0,
+    1000.0,
 ];
 const P99_LIMIT_MS: f64 = 250.0;
 const LIGHT_RATE: f64 = 10.0;
