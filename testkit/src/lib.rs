@@ -5,6 +5,7 @@
 //! starts; their addresses come from `STREAMSHOP_TEST_PG_URL` and `STREAMSHOP_TEST_NATS_URL`.
 #![forbid(unsafe_code)]
 
+pub mod gate;
 pub mod process;
 pub mod schemas;
 pub mod world;

@@ -261,6 +261,59 @@ async fn health_and_readiness_answer() {
 }
 
 #[tokio::test]
+async fn readiness_follows_the_database_going_away_and_coming_back() {
+    let w = World::new().await;
+    let gate = testkit::gate::Gate::start(&testkit::gate::Gate::target_of(&w.db_url)).await;
+    let mut env: Vec<_> = w
+        .env()
+        .into_iter()
+        .filter(|(k, _)| *k != "DATABASE_URL")
+        .collect();
+    env.push(("DATABASE_URL", gate.route(&w.db_url)));
+    env.push(("HTTP_ADDR", "127.0.0.1:0".into()));
+    let settings = orders::settings(&runtime::env::Env::from_pairs(env)).unwrap();
+    let (base, shutdown) = testkit::world::serve(orders::app(&settings).await.unwrap());
+    let readyz = || async {
+        let r = reqwest::get(format!("{base}/readyz")).await.unwrap();
+        let status = r.status();
+        (status, r.json::<Value>().await.unwrap())
+    };
+    let wait = Duration::from_secs(20);
+    testkit::eventually(wait, "ready", || async {
+        (readyz().await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
+
+    gate.close();
+    let report = testkit::eventually(wait, "unready while the database is away", || async {
+        let (status, body) = readyz().await;
+        (status == StatusCode::SERVICE_UNAVAILABLE).then_some(body)
+    })
+    .await;
+    let check = report["checks"]["postgres:orders"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(check.starts_with("error"), "{report}");
+    assert_eq!(
+        report["checks"]["nats"], "ok",
+        "only the database is away: {report}"
+    );
+    let healthz = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(
+        healthz.status(),
+        StatusCode::OK,
+        "the process itself is alive"
+    );
+
+    gate.open();
+    testkit::eventually(wait, "ready again once the database is back", || async {
+        (readyz().await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+}
+
+#[tokio::test]
 async fn sigkill_after_commit_before_publish_loses_nothing() {
     let w = World::new().await;
     // A replica without a relay commits events that nobody publishes yet.
