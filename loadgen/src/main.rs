@@ -72,7 +72,7 @@ struct RunArgs {
     #[arg(long)]
     nats_pid: Option<i32>,
     /// Length of each rate and latency run, in seconds.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 1.5)]
     seconds: f64,
     /// Runs of each figure; the report gives the median and the range.
     #[arg(long, default_value_t = 3)]
@@ -81,7 +81,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 4.0)]
     step_seconds: f64,
     /// Length of each light-load (10 orders/s) run.
-    #[arg(long, default_value_t = 6.0)]
+    #[arg(long, default_value_t = 5.0)]
     light_seconds: f64,
     /// At least this many events are replayed.
     #[arg(long, default_value_t = 1_000_000)]
