@@ -36,3 +36,19 @@ pub const NAMES: [&str; 4] = [
     "payments_view",
     "saga_timeline",
 ];
+
+#[cfg(test)]
+mod tests {
+    use crate::projection::Projection;
+
+    #[test]
+    fn names_are_the_projections_own() {
+        let own = [
+            crate::orders_view::OrdersView.name(),
+            crate::products_view::ProductsView.name(),
+            crate::payments_view::PaymentsView.name(),
+            crate::saga_timeline::SagaTimeline.name(),
+        ];
+        assert_eq!(own, super::NAMES);
+    }
+}

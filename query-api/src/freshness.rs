@@ -1,9 +1,10 @@
 //! Read-your-writes support: wakes waiting requests when a projection commits.
 //!
 //! One `LISTEN read_model_updated` connection feeds a watch channel per projection (the
-//! notification's payload names it); a request that asked for `min_version` waits on the
-//! projection that sets that version, and re-reads its row on each of its wake-ups (and on a short poll, in case a notification
-//! was missed while the listener reconnected) until the version is reached or time runs out.
+//! notification's payload names it). A request that asked for `min_version` waits on the
+//! projection that sets that version and re-reads its row on each of its wake-ups (and on a
+//! short poll, in case a notification was missed while the listener reconnected) until the
+//! version is reached or time runs out.
 
 use std::future::Future;
 use std::time::Duration;
@@ -47,7 +48,7 @@ impl Freshness {
     }
 
     /// Calls `read` until `is_fresh` holds for its result or `timeout` passes, reading again
-    /// whenever `projection` commits.
+    /// whenever `projection` (one of `projections::NAMES`) commits.
     pub async fn wait_for<T, E, F, Fut>(
         &self,
         projection: &str,
@@ -63,8 +64,7 @@ impl Freshness {
         let mut updates = self
             .updates
             .get(projection)
-            .or_else(|| self.updates.values().next())
-            .expect("a channel per projection")
+            .expect("callers name a projection of projections::NAMES")
             .clone();
         loop {
             updates.mark_unchanged();

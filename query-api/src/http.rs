@@ -7,6 +7,10 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::Router;
+use projections::orders_view::OrdersView;
+use projections::payments_view::PaymentsView;
+use projections::products_view::ProductsView;
+use projections::projection::Projection;
 use runtime::health::Readiness;
 use runtime::problem::{self, Json};
 use serde::Deserialize;
@@ -180,7 +184,7 @@ async fn get_product(
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let found = read_at_least(
         &state,
-        "products_view",
+        ProductsView.name(),
         params.min_version,
         || catalog::product(&state.pool, &sku),
         |p| p.version as u64,
@@ -198,7 +202,7 @@ async fn get_payment(
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let found = read_at_least(
         &state,
-        "payments_view",
+        PaymentsView.name(),
         params.min_version,
         || catalog::payment(&state.pool, order_id),
         |p| p.version as u64,
@@ -282,7 +286,7 @@ async fn get_order(
     let waited = state
         .freshness
         .wait_for(
-            "orders_view",
+            OrdersView.name(),
             state.min_version_timeout,
             || orders::find(&state.pool, order_id),
             |o: &OrderView| o.version >= min_version,
