@@ -126,6 +126,32 @@ impl App {
     }
 }
 
+type RebuildJob<'a> = Pin<Box<dyn Future<Output = anyhow::Result<crate::rebuild::Report>> + 'a>>;
+
+/// One projection's rebuild, boxed so the four can run side by side.
+fn rebuild_job<'a, P: Projection + Clone>(
+    projection: P,
+    pool: &'a sqlx::PgPool,
+    js: &'a async_nats::jetstream::Context,
+    settings: &'a Settings,
+    progress: impl FnMut(&crate::rebuild::Progress) + 'a,
+) -> RebuildJob<'a> {
+    let name = projection.name();
+    Box::pin(async move {
+        crate::rebuild::rebuild(
+            projection,
+            pool,
+            js,
+            &settings.nats.namespace,
+            &settings.nats.stream,
+            &settings.worker,
+            progress,
+        )
+        .await
+        .with_context(|| format!("rebuilding {name}"))
+    })
+}
+
 /// Rebuilds one projection (by name) or `all`, side by side; `progress` gets each one's name and
 /// progress a few times a second.
 pub async fn rebuild(
@@ -144,11 +170,6 @@ pub async fn rebuild(
         .context("migrating the read database")?;
     let nats = settings.nats.connect().await?;
     let js = async_nats::jetstream::new(nats);
-    let (ns, stream, live) = (
-        &settings.nats.namespace,
-        &settings.nats.stream,
-        &settings.worker,
-    );
     let known = crate::NAMES;
     anyhow::ensure!(
         which == "all" || known.contains(&which),
@@ -164,53 +185,18 @@ pub async fn rebuild(
             (progress.lock().expect("progress callback"))(name, p);
         }
     };
-    let mut jobs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _> + '_>>> = Vec::new();
+    let mut jobs: Vec<RebuildJob<'_>> = Vec::new();
     for name in known {
         if which != "all" && which != name {
             continue;
         }
-        let job: std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<_>>>> =
-            match name {
-                "orders_view" => Box::pin(crate::rebuild::rebuild(
-                    OrdersView,
-                    &pool,
-                    &js,
-                    ns,
-                    stream,
-                    live,
-                    report(name),
-                )),
-                "products_view" => Box::pin(crate::rebuild::rebuild(
-                    ProductsView,
-                    &pool,
-                    &js,
-                    ns,
-                    stream,
-                    live,
-                    report(name),
-                )),
-                "payments_view" => Box::pin(crate::rebuild::rebuild(
-                    PaymentsView,
-                    &pool,
-                    &js,
-                    ns,
-                    stream,
-                    live,
-                    report(name),
-                )),
-                _ => Box::pin(crate::rebuild::rebuild(
-                    SagaTimeline,
-                    &pool,
-                    &js,
-                    ns,
-                    stream,
-                    live,
-                    report(name),
-                )),
-            };
-        jobs.push(Box::pin(async move {
-            job.await.with_context(|| format!("rebuilding {name}"))
-        }));
+        let (pool, js, progress) = (&pool, &js, report(name));
+        jobs.push(match name {
+            "orders_view" => rebuild_job(OrdersView, pool, js, settings, progress),
+            "products_view" => rebuild_job(ProductsView, pool, js, settings, progress),
+            "payments_view" => rebuild_job(PaymentsView, pool, js, settings, progress),
+            _ => rebuild_job(SagaTimeline, pool, js, settings, progress),
+        });
     }
     let reports = futures::future::try_join_all(jobs).await?;
     Ok(reports)

@@ -39,9 +39,14 @@ async fn serve(settings: projections::Settings) -> anyhow::Result<()> {
 
 async fn rebuild(settings: projections::Settings, which: &str) -> anyhow::Result<()> {
     let terminal = std::io::stderr().is_terminal();
+    // The projections rebuild side by side: a terminal shows each one's latest progress on
+    // one line; a log gets a line per report.
+    let mut latest = std::collections::BTreeMap::new();
     let reports = projections::app::rebuild(&settings, which, |name, progress| {
         if terminal {
-            eprint!("\r\x1b[2Krebuilding {name}: {progress}");
+            latest.insert(name.to_owned(), progress.to_string());
+            let line: Vec<String> = latest.iter().map(|(n, p)| format!("{n}: {p}")).collect();
+            eprint!("\r\x1b[2Krebuilding {}", line.join(" | "));
         } else {
             eprintln!("rebuilding {name}: {progress}");
         }
