@@ -186,8 +186,8 @@ impl Relay {
     /// were published. The caller must hold leadership on `conn`.
     pub async fn publish_batch(&self, conn: &mut PgConnection) -> Result<usize, RelayError> {
         let rows = sqlx::query(
-            // LATERAL makes each outbox row one primary-key lookup of its event: a plain join
-            // let the planner hash the whole events table on every batch.
+            // LATERAL makes each outbox row one primary-key lookup of its event, whatever the
+            // planner's statistics say about the two tables.
             "SELECT o.id, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, \
                     e.event_version, e.payload, e.metadata, e.recorded_at \
              FROM (SELECT * FROM outbox ORDER BY id LIMIT $1) o \

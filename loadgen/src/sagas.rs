@@ -309,7 +309,7 @@ async fn listen(b: &Bench, tracker: Arc<Tracker>) -> anyhow::Result<tokio::task:
 
 pub async fn run(b: &Bench, stack: &Stack) -> anyhow::Result<SagasFigure> {
     println!("figure 2: sagas end to end");
-    create_products(b, stack).await?;
+    create_products(stack).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let tracker = Arc::new(Tracker {
         entries: Mutex::new(HashMap::new()),
@@ -425,8 +425,7 @@ async fn xid(b: &Bench) -> anyhow::Result<i64> {
 }
 
 /// 100 products with stock for every order the benchmark can place.
-async fn create_products(b: &Bench, stack: &Stack) -> anyhow::Result<()> {
-    let _ = b;
+async fn create_products(stack: &Stack) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let url = format!("{}/products", stack.url("inventory"));
     for i in 0..100 {

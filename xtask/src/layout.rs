@@ -20,6 +20,8 @@ pub struct Layout {
     pub nats_monitor_port: u16,
     /// Test clusters trade durability for speed (`fsync = off`).
     pub durable: bool,
+    /// Load `pg_stat_statements`, so the benchmark can list the costliest statements.
+    pub statement_stats: bool,
 }
 
 /// A `cargo` command with the toolchain that runs us, cleared of the package variables that
@@ -62,6 +64,7 @@ impl Layout {
             nats_port: 24222,
             nats_monitor_port: 28222,
             durable: true,
+            statement_stats: false,
         })
     }
 
@@ -75,6 +78,7 @@ impl Layout {
             nats_port: 24223,
             nats_monitor_port: 28223,
             durable: false,
+            statement_stats: false,
         })
     }
 
@@ -89,6 +93,7 @@ impl Layout {
             nats_port: 24224,
             nats_monitor_port: 28224,
             durable: true,
+            statement_stats: true,
         })
     }
 

@@ -155,8 +155,7 @@ pub fn start(layout: &Layout) -> anyhow::Result<()> {
             "\n# streamshop {}\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nmax_connections = 400\nshared_buffers = 256MB\n",
             layout.name, layout.pg_port
         );
-        if layout.name == "bench" {
-            // The benchmark lists the statements that cost the most (its database profile).
+        if layout.statement_stats {
             conf.push_str("shared_preload_libraries = 'pg_stat_statements'\n");
         }
         if !layout.durable {
