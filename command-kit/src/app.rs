@@ -108,7 +108,8 @@ impl CommandApp {
             .with_state(dispatcher)
             .merge(runtime::health::routes(readiness))
             .fallback(runtime::problem::not_found)
-            .layer(axum::middleware::from_fn(runtime::metrics::track_http));
+            .layer(axum::middleware::from_fn(runtime::metrics::track_http))
+            .layer(axum::middleware::from_fn(runtime::trace::http_span));
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("binding {}", settings.http_addr))?;

@@ -5,6 +5,7 @@ use chrono::Utc;
 use event_store::{BusError, CommandBus, CommandMetadata, Executed};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::reply::{reasons, Reply};
@@ -56,7 +57,21 @@ where
     pub async fn dispatch(&self, request: Request) -> Reply {
         let started = std::time::Instant::now();
         let name = request.name.clone();
-        let reply = self.dispatch_inner(request).await;
+        // A child of the transport's span (HTTP request or NATS message), which has already
+        // joined the caller's trace; `join` covers a transport without a span of its own.
+        let span = tracing::info_span!(
+            "command",
+            context = S::CONTEXT.token(),
+            command = %name,
+            aggregate_id = tracing::field::Empty,
+            correlation_id = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        if !runtime::trace::in_trace() {
+            runtime::trace::join(&span, request.traceparent.as_deref());
+        }
+        let reply = self.dispatch_inner(request).instrument(span.clone()).await;
+        span.record("outcome", reply.reason().unwrap_or("accepted"));
         let known = self.spec.command_names().contains(&name.as_str());
         let labels = [
             ("context", S::CONTEXT.token().to_owned()),
@@ -90,13 +105,15 @@ where
             Ok(parsed) => parsed,
             Err(reason) => return Reply::rejected(reasons::INVALID_BODY, reason, false),
         };
+        let span = tracing::Span::current();
+        span.record("aggregate_id", parsed.aggregate_id.as_str());
+        span.record("correlation_id", parsed.correlation_id.as_str());
         let metadata = CommandMetadata {
             command_id: Uuid::now_v7(),
             correlation_id: parsed.correlation_id,
-            traceparent: request
-                .traceparent
-                .filter(|t| messaging::trace::is_valid_traceparent(t))
-                .unwrap_or_else(messaging::trace::new_traceparent),
+            // The command span's own context, so the outbox publish and every consumer join
+            // this trace as its descendants.
+            traceparent: runtime::trace::outgoing(request.traceparent.as_deref()),
             idempotency: request.idempotency_key.map(|k| (k, hash)),
         };
         let command = parsed.command.clone();
@@ -117,7 +134,7 @@ where
                 state,
                 replayed,
             }) => {
-                tracing::info!(command = name, %aggregate_id, version, replayed, "command accepted");
+                tracing::info!(command = name, %aggregate_id, aggregate_version = version, replayed, "command accepted");
                 Reply::Accepted {
                     data: self.spec.reply_data(&command, &state, &events),
                     aggregate_id,

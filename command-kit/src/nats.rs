@@ -12,6 +12,7 @@ use messaging::Namespace;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::dispatch::{Dispatcher, Request};
 use crate::reply::{reasons, Reply};
@@ -45,7 +46,13 @@ where
         let (client, dispatcher) = (client.clone(), dispatcher.clone());
         tokio::spawn(async move {
             let reply_to = message.reply.clone();
-            let reply = handle(&dispatcher, message).await;
+            let span = tracing::info_span!(
+                "nats.command",
+                otel.kind = "server",
+                subject = %message.subject,
+            );
+            runtime::trace::join_message(&span, message.headers.as_ref());
+            let reply = handle(&dispatcher, message).instrument(span).await;
             if let Some(reply_to) = reply_to {
                 let body = serde_json::to_vec(&reply).expect("replies serialise");
                 if let Err(e) = client.publish(reply_to, body.into()).await {

@@ -361,6 +361,9 @@ pub struct OrderSaga {
     pub customer_id: Option<Uuid>,
     pub lines: Vec<OrderLine>,
     pub payment_token: Option<String>,
+    /// When the saga started, so its duration can be told when it ends.
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
     pub status: SagaStatus,
     pub compensation: Option<CompensationReason>,
     pub outcome: Option<SagaOutcome>,
@@ -776,12 +779,13 @@ impl Aggregate for OrderSaga {
                 customer_id,
                 lines,
                 payment_token,
-                ..
+                started_at,
             } => {
                 self.order_id = Some(order_id);
                 self.customer_id = Some(customer_id);
                 self.lines = lines;
                 self.payment_token = payment_token;
+                self.started_at = Some(started_at);
                 self.status = SagaStatus::Running;
             }
             SagaEvent::StepAttempted {

@@ -24,6 +24,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Advisory lock key that elects the publishing relay of a database ("outbox" in ASCII).
 const LEADER_LOCK_KEY: i64 = 0x6f75_7462_6f78;
@@ -199,6 +200,17 @@ impl Relay {
         .bind(self.settings.batch_size)
         .fetch_all(&mut *conn)
         .await?;
+        let stream = self.settings.context.stream_base();
+        // The backlog as of this look: a short batch is all there is; a full one may have
+        // more behind it, so count (the outbox stays small: acknowledged rows are deleted).
+        let backlog = if rows.len() as i64 >= self.settings.batch_size {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")
+                .fetch_one(&mut *conn)
+                .await?
+        } else {
+            rows.len() as i64
+        };
+        metrics::gauge!("outbox_backlog", "stream" => stream).set(backlog as f64);
         if rows.is_empty() {
             return Ok(0);
         }
@@ -211,8 +223,20 @@ impl Relay {
             let id: i64 = row.try_get("id")?;
             let metadata: serde_json::Value = row.try_get("metadata")?;
             let stored = self.stored_event(row, &metadata)?;
-            let traceparent = metadata_value(&metadata, meta::TRACEPARENT);
-            match self.send(&stored, traceparent).await {
+            // The publish joins the trace of the command that stored the event, and the
+            // message carries the publish span's context on to every consumer.
+            let span = tracing::info_span!(
+                "outbox.publish",
+                otel.kind = "producer",
+                stream = self.settings.context.stream_base(),
+                aggregate_id = %stored.aggregate_id,
+                sequence = stored.sequence,
+                event_type = %stored.event_type,
+            );
+            let stored_traceparent = metadata_value(&metadata, meta::TRACEPARENT);
+            runtime::trace::join(&span, stored_traceparent.as_deref());
+            let traceparent = runtime::trace::traceparent_of(&span).or(stored_traceparent);
+            match self.send(&stored, traceparent).instrument(span).await {
                 Ok(ack) => {
                     ids.push(id);
                     pending.push(ack);
@@ -236,7 +260,8 @@ impl Relay {
             }
         }
         runtime::failpoint::hit("outbox.after_publish");
-        let stream = self.settings.context.stream_base();
+        metrics::gauge!("outbox_backlog", "stream" => stream)
+            .set(backlog.saturating_sub(acked as i64) as f64);
         metrics::counter!("outbox_published_total", "stream" => stream).increment(acked as u64);
         metrics::histogram!("outbox_batch_publish_seconds", "stream" => stream)
             .record(batch_started.elapsed().as_secs_f64());
@@ -314,7 +339,7 @@ impl Relay {
             .header("Content-Type", "application/cloudevents+json")
             .payload(envelope.to_vec().into());
         if let Some(tp) = traceparent {
-            message = message.header("traceparent", tp.as_str());
+            message = message.header(runtime::trace::TRACEPARENT, tp.as_str());
         }
         self.js.send_publish(subject, message).await
     }

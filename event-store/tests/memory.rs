@@ -25,7 +25,7 @@ fn metadata() -> CommandMetadata {
     CommandMetadata {
         command_id: Uuid::now_v7(),
         correlation_id: "c".into(),
-        traceparent: messaging::trace::new_traceparent(),
+        traceparent: runtime::trace::new_traceparent(),
         idempotency: None,
     }
 }

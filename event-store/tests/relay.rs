@@ -68,7 +68,7 @@ impl Fixture {
         .bind(aggregate_id)
         .bind(sequence)
         .bind(serde_json::json!({"OrderPlaced": {"n": sequence}}))
-        .bind(serde_json::json!({"correlation_id": aggregate_id, "traceparent": messaging::trace::new_traceparent()}))
+        .bind(serde_json::json!({"correlation_id": aggregate_id, "traceparent": runtime::trace::new_traceparent()}))
         .execute(&self.pool)
         .await
         .unwrap();
@@ -110,7 +110,7 @@ fn assert_once_and_ordered(messages: &[testkit::StoredMessage], expected: usize)
         );
         assert!(m
             .header("traceparent")
-            .is_some_and(messaging::trace::is_valid_traceparent));
+            .is_some_and(runtime::trace::is_valid_traceparent));
     }
 }
 
@@ -200,7 +200,7 @@ fn metadata(key: Option<&str>, hash: &str) -> CommandMetadata {
     CommandMetadata {
         command_id: Uuid::now_v7(),
         correlation_id: "c".into(),
-        traceparent: messaging::trace::new_traceparent(),
+        traceparent: runtime::trace::new_traceparent(),
         idempotency: key.map(|k| (k.to_owned(), hash.to_owned())),
     }
 }

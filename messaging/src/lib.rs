@@ -6,7 +6,6 @@ pub mod envelope;
 pub mod names;
 pub mod settings;
 pub mod streams;
-pub mod trace;
 
 pub use envelope::{Envelope, EnvelopeError};
 pub use names::{BoundedContext, Namespace};

@@ -11,7 +11,7 @@ use anyhow::Context;
 async fn main() -> anyhow::Result<()> {
     let settings = projections::Settings::from_env(&runtime::env::Env::from_process())
         .context("reading settings")?;
-    runtime::telemetry::init("projections", &settings.log);
+    let _telemetry = runtime::telemetry::init("projections", &settings.log);
     runtime::metrics::install("projections");
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args

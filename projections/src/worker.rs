@@ -14,6 +14,7 @@ use messaging::streams::{ensure_stream, StreamSettings};
 use messaging::{Envelope, Namespace};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::bookkeeping::{self, DeadLetter};
 use crate::projection::Projection;
@@ -264,6 +265,9 @@ impl<P: Projection> Worker<P> {
         if messages.is_empty() {
             return Ok(outcome);
         }
+        // One span per event, joined to the trace of the command that caused it; each ends
+        // when its message is settled, after the batch's transaction.
+        let spans: Vec<tracing::Span> = messages.iter().map(|m| self.event_span(m)).collect();
         let verdicts = match self.apply_all(&messages).await {
             Ok(v) => v,
             Err(e) if messages.len() > 1 && is_data_error(&e) => {
@@ -299,7 +303,7 @@ impl<P: Projection> Worker<P> {
             metrics::gauge!("projection_lag", "projection" => self.name())
                 .set(last_seen.saturating_sub(committed) as f64);
         }
-        for (message, verdict) in messages.iter().zip(verdicts) {
+        for ((message, verdict), span) in messages.iter().zip(verdicts).zip(spans) {
             let label = match verdict {
                 Verdict::Applied => "applied",
                 Verdict::Duplicate => "duplicate",
@@ -323,10 +327,13 @@ impl<P: Projection> Worker<P> {
                 }
                 Verdict::DeadLettered => {
                     outcome.dead_lettered += 1;
+                    metrics::counter!("consumer_dead_letters_total", "consumer" => self.durable.clone())
+                        .increment(1);
                     AckKind::Term
                 }
             };
-            self.settle(message, kind).await;
+            span.record("verdict", label);
+            self.settle(message, kind).instrument(span).await;
         }
         Ok(outcome)
     }
@@ -407,6 +414,24 @@ impl<P: Projection> Worker<P> {
             }
         }
         Ok(messages)
+    }
+
+    /// The span of one consumed event; counts it as a redelivery when it is one.
+    fn event_span(&self, message: &jetstream::Message) -> tracing::Span {
+        let span = tracing::info_span!(
+            "projection.event",
+            otel.kind = "consumer",
+            projection = self.name(),
+            subject = %message.subject,
+            stream_sequence = stream_sequence(message),
+            verdict = tracing::field::Empty,
+        );
+        runtime::trace::join_message(&span, message.headers.as_ref());
+        if message.info().is_ok_and(|info| info.delivered > 1) {
+            metrics::counter!("consumer_redeliveries_total", "consumer" => self.durable.clone())
+                .increment(1);
+        }
+        span
     }
 
     async fn settle(&self, message: &jetstream::Message, kind: AckKind) {

@@ -84,6 +84,7 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
         .merge(runtime::health::routes(readiness))
         .fallback(problem::not_found)
         .layer(axum::middleware::from_fn(runtime::metrics::track_http))
+        .layer(axum::middleware::from_fn(runtime::trace::http_span))
 }
 
 /// Query string of lists.

@@ -7,7 +7,7 @@ use anyhow::Context;
 async fn main() -> anyhow::Result<()> {
     let settings = query_api::Settings::from_env(&runtime::env::Env::from_process())
         .context("reading settings")?;
-    runtime::telemetry::init("query-api", &settings.log);
+    let _telemetry = runtime::telemetry::init("query-api", &settings.log);
     runtime::metrics::install("query-api");
     let shutdown = runtime::shutdown::on_signal();
     let app = query_api::App::build(&settings).await?;

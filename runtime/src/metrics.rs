@@ -1,7 +1,7 @@
 //! Prometheus metrics: one recorder per process, `GET /metrics` on every service, and the
 //! HTTP RED metrics (requests by route and status, latency histograms) as a middleware.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
@@ -11,6 +11,41 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The pools whose usage `/metrics` reports, read at each scrape.
+static POOLS: Mutex<Vec<sqlx::PgPool>> = Mutex::new(Vec::new());
+
+/// Reports the pool's connections (in use, idle, the maximum) on `/metrics` from now on,
+/// labelled by database.
+pub fn watch_pool(pool: &sqlx::PgPool) {
+    POOLS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(pool.clone());
+}
+
+fn record_pools() {
+    let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+    pools.retain(|pool| !pool.is_closed());
+    for pool in pools.iter() {
+        let database = pool
+            .connect_options()
+            .get_database()
+            .unwrap_or("postgres")
+            .to_owned();
+        let size = pool.size();
+        let idle = pool.num_idle() as u32;
+        let max = pool.options().get_max_connections();
+        for (state, value) in [
+            ("in_use", size.saturating_sub(idle)),
+            ("idle", idle),
+            ("max", max),
+        ] {
+            metrics::gauge!("db_pool_connections", "database" => database.clone(), "state" => state)
+                .set(f64::from(value));
+        }
+    }
+}
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -45,6 +80,8 @@ fn handle() -> &'static PrometheusHandle {
 
 /// `GET /metrics` in the Prometheus text format.
 pub async fn render() -> Response {
+    let _ = handle();
+    record_pools();
     (
         [(
             header::CONTENT_TYPE,

@@ -1,7 +1,21 @@
-//! Logging set-up shared by every binary: `pretty` for people, `json` (one object a line) for
-//! machines, filtered by `RUST_LOG`.
+//! Logging and tracing set-up shared by every binary: `pretty` for people, `json` (one object
+//! a line) for machines, filtered by `RUST_LOG`; spans for OpenTelemetry, exported over OTLP
+//! when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
 use std::str::FromStr;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::format::JsonFields;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::json_log::JsonLines;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,11 +35,13 @@ impl FromStr for LogFormat {
     }
 }
 
-/// Logging settings every binary reads the same way.
+/// Logging and tracing settings every binary reads the same way.
 #[derive(Debug, Clone)]
 pub struct LogSettings {
     pub filter: String,
     pub format: LogFormat,
+    /// OTLP/HTTP base URL (`/v1/traces` is appended); traces are exported only when set.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl LogSettings {
@@ -33,13 +49,41 @@ impl LogSettings {
         Ok(Self {
             filter: env.string_or("RUST_LOG", "info"),
             format: env.parse_or("LOG_FORMAT", LogFormat::Pretty)?,
+            otlp_endpoint: env
+                .get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(str::to_owned),
         })
     }
 }
 
-/// Installs the global subscriber. Call once, first thing in `main`.
-pub fn init(service: &'static str, settings: &LogSettings) {
-    use tracing_subscriber::EnvFilter;
+/// Keeps the tracer provider alive; dropping it exports the spans still queued.
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Telemetry {
+    /// Exports every finished span now. Blocks: call it from a blocking context.
+    pub fn flush(&self) {
+        if let Err(e) = self.provider.force_flush() {
+            eprintln!("flushing traces failed: {e}");
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Err(e) = self.provider.shutdown() {
+            eprintln!("flushing traces failed: {e}");
+        }
+    }
+}
+
+/// Installs the global subscriber: log lines filtered by `RUST_LOG`, and spans at INFO and
+/// above for OpenTelemetry whatever the log filter, so trace context propagates even when
+/// logs are quiet. Call once, first thing in `main`, and keep the guard until the end.
+pub fn init(service: &'static str, settings: &LogSettings) -> Telemetry {
     let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|e| {
         eprintln!(
             "RUST_LOG {:?} is invalid ({e}); using info",
@@ -47,22 +91,56 @@ pub fn init(service: &'static str, settings: &LogSettings) {
         );
         EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true);
-    let result = match settings.format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
+    let provider = tracer_provider(service, settings.otlp_endpoint.as_deref());
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(service))
+        .with_filter(LevelFilter::INFO);
+    let logs = match settings.format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(true).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLines {
+                service,
+                version: VERSION,
+            })
+            .boxed(),
     };
+    let result = tracing_subscriber::registry()
+        .with(otel)
+        .with(logs.with_filter(filter))
+        .try_init();
     if result.is_ok() {
         tracing::info!(
             service,
-            version = env!("CARGO_PKG_VERSION"),
+            version = VERSION,
+            otlp_endpoint = settings.otlp_endpoint.as_deref().unwrap_or("none"),
             "logging started"
         );
     }
+    Telemetry { provider }
+}
+
+/// The version every binary reports: the workspace's.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Spans get ids whether or not they leave the process (log lines carry them); they are
+/// exported in batches only when an endpoint is configured.
+fn tracer_provider(service: &'static str, endpoint: Option<&str>) -> SdkTracerProvider {
+    let resource = Resource::builder_empty()
+        .with_service_name(service)
+        .with_attribute(KeyValue::new("service.version", VERSION))
+        .build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    if let Some(endpoint) = endpoint {
+        let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(url.clone())
+            .build()
+        {
+            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+            Err(e) => eprintln!("cannot export traces to {url} ({e}); they stay in this process"),
+        }
+    }
+    builder.build()
 }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod gate;
+pub mod otlp;
 pub mod process;
 pub mod schemas;
 pub mod world;

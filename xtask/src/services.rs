@@ -197,4 +197,15 @@ pub fn print_urls(layout: &Layout) {
     -d '{{"customer_id":"0192f0c1-0000-7000-8000-000000000001","lines":[{{"sku":"SKU-1","quantity":2}}],"payment_token":"tok_ok"}}'"#
     );
     println!("  curl -s 'localhost:8080/orders/<order_id>?min_version=1'");
+    println!();
+    println!("observe:");
+    println!(
+        "  metrics    http://127.0.0.1:<port>/metrics on every service above (Prometheus text)"
+    );
+    println!("  health     /healthz (alive) and /readyz (its database, NATS and streams answer)");
+    println!("  traces     set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4318) before `up` to export them;");
+    println!("             every response carries its trace in the traceparent header");
+    println!(
+        "  dashboards `docker compose up` adds Prometheus :9090, Grafana :3000, Jaeger :16686"
+    );
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 async fn main() -> anyhow::Result<()> {
     let settings =
         inventory::settings(&runtime::env::Env::from_process()).context("reading settings")?;
-    runtime::telemetry::init("inventory", &settings.log);
+    let _telemetry = runtime::telemetry::init("inventory", &settings.log);
     runtime::metrics::install("inventory");
     runtime::failpoint::arm(&settings.failpoints);
     let shutdown = runtime::shutdown::on_signal();

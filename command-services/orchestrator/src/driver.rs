@@ -22,6 +22,7 @@ use messaging::Namespace;
 use rand::Rng;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::steps::{command_for, reply_outcome, Input};
@@ -38,6 +39,9 @@ pub struct Driver {
     /// Sagas being driven, and whether another drive was asked for meanwhile: drives of one
     /// saga never overlap, and a burst of requests collapses into one more drive.
     driving: Mutex<HashMap<Uuid, bool>>,
+    /// The trace each open saga's work joins: the context of the last input it took in (all
+    /// of one order's inputs are one trace). A saga resumed after a restart starts a new one.
+    traces: Mutex<HashMap<Uuid, String>>,
     shutdown: CancellationToken,
 }
 
@@ -45,7 +49,7 @@ fn metadata(order_id: Uuid) -> CommandMetadata {
     CommandMetadata {
         command_id: Uuid::now_v7(),
         correlation_id: order_id.to_string(),
-        traceparent: messaging::trace::new_traceparent(),
+        traceparent: runtime::trace::outgoing(None),
         idempotency: None,
     }
 }
@@ -67,6 +71,7 @@ impl Driver {
             policy,
             timers: Timers::new(shutdown.clone()),
             driving: Mutex::new(HashMap::new()),
+            traces: Mutex::new(HashMap::new()),
             shutdown,
         })
     }
@@ -80,9 +85,9 @@ impl Driver {
             .bus
             .execute(&order_id.to_string(), command, &metadata(order_id))
             .await?;
-        if let Executed::Accepted { events, .. } = &executed {
+        if let Executed::Accepted { events, state, .. } = &executed {
             for event in events {
-                count(event);
+                count(event, state);
             }
         }
         Ok(executed)
@@ -108,6 +113,13 @@ impl Driver {
                 not_found: true, ..
             } => Ok(()),
             _ => {
+                if let Some(traceparent) = runtime::trace::traceparent_of(&tracing::Span::current())
+                {
+                    self.traces
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(order_id, traceparent);
+                }
                 self.spawn_drive(order_id);
                 Ok(())
             }
@@ -138,7 +150,15 @@ impl Driver {
             driving.insert(order_id, false);
         }
         let driver = self.clone();
-        tokio::spawn(async move {
+        let span = tracing::info_span!("saga.drive", %order_id);
+        let traceparent = self
+            .traces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&order_id)
+            .cloned();
+        runtime::trace::join(&span, traceparent.as_deref());
+        let drives = async move {
             loop {
                 if let Err(e) = driver.drive(order_id).await {
                     tracing::warn!(%order_id, error = %e, "driving the saga failed; it is retried");
@@ -152,7 +172,8 @@ impl Driver {
                     return;
                 }
             }
-        });
+        };
+        tokio::spawn(drives.instrument(span));
     }
 
     /// Acts on every due step of the saga and sets its next wake-up.
@@ -165,6 +186,10 @@ impl Driver {
         let (saga, _) = self.bus.state(&order_id.to_string()).await?;
         if !matches!(saga.status, SagaStatus::Running | SagaStatus::Compensating) {
             self.clear_timer(order_id);
+            self.traces
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&order_id);
             return Ok(());
         }
         let now = Utc::now();
@@ -174,7 +199,10 @@ impl Driver {
                 Readiness::Ready => {
                     sent = true;
                     let driver = self.clone();
-                    tokio::spawn(async move { driver.attempt(order_id, step).await });
+                    let span = tracing::info_span!("saga.step", %order_id, %step);
+                    tokio::spawn(
+                        async move { driver.attempt(order_id, step).await }.instrument(span),
+                    );
                 }
                 Readiness::TimedOut => {
                     failed = true;
@@ -247,9 +275,17 @@ impl Driver {
             .namespace
             .command_subject(outgoing.context, outgoing.name);
         tracing::debug!(%order_id, %step, %subject, "sending saga command");
-        let request = self
-            .nats
-            .request(subject, serde_json::to_vec(&body).expect("JSON").into());
+        // The target's handler joins this step's span.
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            runtime::trace::TRACEPARENT,
+            runtime::trace::outgoing(None).as_str(),
+        );
+        let request = self.nats.request_with_headers(
+            subject,
+            headers,
+            serde_json::to_vec(&body).expect("JSON").into(),
+        );
         let outcome = match tokio::time::timeout(self.policy.step_deadline, request).await {
             Err(_) => Err("no answer before the deadline".to_owned()),
             Ok(Err(e)) => Err(format!("request failed: {e}")),
@@ -322,9 +358,14 @@ impl Driver {
     }
 }
 
-/// Saga metrics, from the events the saga just recorded.
-fn count(event: &domain::saga::SagaEvent) {
+/// Saga metrics, from the events the saga just recorded and the state they left.
+fn count(event: &domain::saga::SagaEvent, saga: &OrderSaga) {
     use domain::saga::SagaEvent;
+    let duration = |at: &chrono::DateTime<Utc>| {
+        saga.started_at
+            .and_then(|started| (*at - started).to_std().ok())
+            .map(|d| d.as_secs_f64())
+    };
     match event {
         SagaEvent::SagaStarted { .. } => metrics::counter!("sagas_started_total").increment(1),
         SagaEvent::StepFailed { step, .. } => {
@@ -333,14 +374,22 @@ fn count(event: &domain::saga::SagaEvent) {
         SagaEvent::CompensationStarted { .. } => {
             metrics::counter!("saga_compensations_total").increment(1);
         }
-        SagaEvent::SagaCompleted { outcome, .. } => {
+        SagaEvent::SagaCompleted { outcome, at } => {
             let outcome = serde_json::to_value(outcome)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
+            if let Some(seconds) = duration(at) {
+                metrics::histogram!("saga_duration_seconds", "outcome" => outcome.clone())
+                    .record(seconds);
+            }
             metrics::counter!("sagas_completed_total", "outcome" => outcome).increment(1);
         }
-        SagaEvent::SagaNeedsAttention { .. } => {
+        SagaEvent::SagaNeedsAttention { at, .. } => {
+            if let Some(seconds) = duration(at) {
+                metrics::histogram!("saga_duration_seconds", "outcome" => "needs_attention")
+                    .record(seconds);
+            }
             metrics::counter!("sagas_needing_attention_total").increment(1);
         }
         _ => {}

@@ -23,6 +23,7 @@ pub fn router(driver: Arc<Driver>, readiness: Readiness) -> Router {
         .merge(runtime::health::routes(readiness))
         .fallback(problem::not_found)
         .layer(axum::middleware::from_fn(runtime::metrics::track_http))
+        .layer(axum::middleware::from_fn(runtime::trace::http_span))
 }
 
 /// `GET /sagas/{order_id}`: status, outcome, steps and the timeline of saga events.

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use messaging::streams::{ensure_stream, StreamSettings};
 use messaging::{BoundedContext, Envelope, Namespace};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::driver::Driver;
 use crate::steps::input_of;
@@ -39,7 +40,12 @@ pub async fn consumer(
 }
 
 /// Feeds events to sagas until `shutdown`; the batch in hand is finished.
-pub async fn run(consumer: PullConsumer, driver: Arc<Driver>, shutdown: CancellationToken) {
+pub async fn run(mut consumer: PullConsumer, driver: Arc<Driver>, shutdown: CancellationToken) {
+    // Named by its stream, so each of the orchestrator's three consumers has its own metrics.
+    let name = match consumer.info().await {
+        Ok(info) => format!("orchestrator:{}", info.stream_name),
+        Err(_) => "orchestrator".to_owned(),
+    };
     while !shutdown.is_cancelled() {
         // A waiting pull: messages are handled as they arrive, and an idle loop waits on the
         // server instead of asking again at once (`fetch` never waits).
@@ -59,22 +65,39 @@ pub async fn run(consumer: PullConsumer, driver: Arc<Driver>, shutdown: Cancella
         };
         while let Some(message) = batch.next().await {
             let Ok(message) = message else { continue };
-            let kind = match Envelope::from_slice(&message.payload) {
-                Err(e) => {
-                    tracing::warn!(subject = %message.subject, error = %e, "not an envelope; skipped");
-                    AckKind::Term
-                }
-                Ok(envelope) => match input_of(&envelope) {
-                    None => AckKind::Ack,
-                    Some((order_id, input)) => match driver.input(order_id, input).await {
-                        Ok(()) => AckKind::Ack,
-                        Err(e) => {
-                            tracing::warn!(%order_id, error = %e, "saga input failed; redelivering");
-                            AckKind::Nak(Some(Duration::from_secs(1)))
-                        }
+            let span = tracing::info_span!(
+                "saga.input",
+                otel.kind = "consumer",
+                consumer = %name,
+                subject = %message.subject,
+            );
+            runtime::trace::join_message(&span, message.headers.as_ref());
+            if message.info().is_ok_and(|info| info.delivered > 1) {
+                metrics::counter!("consumer_redeliveries_total", "consumer" => name.clone())
+                    .increment(1);
+            }
+            let kind = async {
+                match Envelope::from_slice(&message.payload) {
+                    Err(e) => {
+                        tracing::warn!(subject = %message.subject, error = %e, "not an envelope; terminated");
+                        metrics::counter!("consumer_dead_letters_total", "consumer" => name.clone())
+                            .increment(1);
+                        AckKind::Term
+                    }
+                    Ok(envelope) => match input_of(&envelope) {
+                        None => AckKind::Ack,
+                        Some((order_id, input)) => match driver.input(order_id, input).await {
+                            Ok(()) => AckKind::Ack,
+                            Err(e) => {
+                                tracing::warn!(%order_id, error = %e, "saga input failed; redelivering");
+                                AckKind::Nak(Some(Duration::from_secs(1)))
+                            }
+                        },
                     },
-                },
-            };
+                }
+            }
+            .instrument(span)
+            .await;
             if let Err(e) = message.ack_with(kind).await {
                 tracing::warn!(error = %e, "ack failed");
             }

@@ -7,7 +7,7 @@ use anyhow::Context;
 async fn main() -> anyhow::Result<()> {
     let settings = orchestrator::Settings::from_env(&runtime::env::Env::from_process())
         .context("reading settings")?;
-    runtime::telemetry::init("orchestrator", &settings.log);
+    let _telemetry = runtime::telemetry::init("orchestrator", &settings.log);
     runtime::metrics::install("orchestrator");
     runtime::failpoint::arm_with_markers(
         &settings.failpoints,

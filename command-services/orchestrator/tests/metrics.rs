@@ -4,6 +4,7 @@
 mod common;
 
 use common::Stack;
+use messaging::BoundedContext;
 
 /// The value of the sample whose line starts with `name{` and contains every label.
 fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
@@ -16,14 +17,14 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 
 #[tokio::test]
 async fn metrics_count_one_saga_at_every_hop() {
-    let s = Stack::start(3).await;
+    let s = Stack::start_all(3).await;
     s.product("M1", 10).await;
     let order = s.place(&[("M1", 2)], "tok_ok").await;
     assert_eq!(s.finished(order).await["outcome"], "confirmed");
 
     // Every service answers /metrics; in this process they share one registry.
     let mut texts = Vec::new();
-    for base in &s.urls {
+    for base in &s.all_urls() {
         let r = reqwest::get(format!("{base}/metrics")).await.unwrap();
         assert_eq!(r.status(), 200);
         assert!(r.headers()["content-type"]
@@ -74,11 +75,69 @@ async fn metrics_count_one_saga_at_every_hop() {
     );
     // Placed, priced, confirmed.
     expect("outbox_published_total", &["stream=\"ORDERS\""], 3.0);
+    expect(
+        "command_duration_seconds_count",
+        &["command=\"PlaceOrder\""],
+        1.0,
+    );
+    expect(
+        "saga_duration_seconds_count",
+        &["outcome=\"confirmed\""],
+        1.0,
+    );
+
+    // What each relay published is what its stream holds, and nothing waits in an outbox.
+    for context in BoundedContext::ALL {
+        let stream = context.stream_base();
+        let name = s.orders.ns.stream(context);
+        let held = s
+            .orders
+            .js
+            .get_stream(&name)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages;
+        let label = format!("stream=\"{stream}\"");
+        expect("outbox_published_total", &[&label], held as f64);
+        expect("outbox_backlog", &[&label], 0.0);
+    }
+
+    // The projections took every event once and are caught up; no consumer saw a
+    // redelivery or a dead letter.
+    for projection in projections::NAMES {
+        let label = format!("projection=\"{projection}\"");
+        expect("projection_lag", &[&label], 0.0);
+        assert!(
+            sample(
+                text,
+                "projection_events_total",
+                &[&label, "verdict=\"applied\""]
+            )
+            .is_some_and(|n| n >= 1.0),
+            "{projection} applied nothing:\n{text}"
+        );
+    }
+    for name in ["consumer_redeliveries_total", "consumer_dead_letters_total"] {
+        assert_eq!(sample(text, name, &[]), None, "{name} in:\n{text}");
+    }
+
+    // Each database pool reports its size; the orders service's pool is at most its maximum.
+    let orders_db = s.orders.db_url.rsplit('/').next().unwrap().to_owned();
+    let database = format!("database=\"{orders_db}\"");
+    let max = sample(text, "db_pool_connections", &[&database, "state=\"max\""]).unwrap();
+    let in_use = sample(
+        text,
+        "db_pool_connections",
+        &[&database, "state=\"in_use\""],
+    )
+    .unwrap();
+    let idle = sample(text, "db_pool_connections", &[&database, "state=\"idle\""]).unwrap();
     assert!(
-        sample(
-            text,
-            "command_duration_seconds_count",
-            &["command=\"PlaceOrder\""]
-        ) == Some(1.0)
+        max >= 1.0 && in_use + idle <= max,
+        "{in_use} + {idle} > {max}"
     );
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 async fn main() -> anyhow::Result<()> {
     let settings =
         orders::settings(&runtime::env::Env::from_process()).context("reading settings")?;
-    runtime::telemetry::init("orders", &settings.log);
+    let _telemetry = runtime::telemetry::init("orders", &settings.log);
     runtime::metrics::install("orders");
     runtime::failpoint::arm(&settings.failpoints);
     let shutdown = runtime::shutdown::on_signal();

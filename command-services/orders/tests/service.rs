@@ -121,7 +121,7 @@ fn assert_exactly_once(messages: &[testkit::StoredMessage], expected: usize) {
 async fn a_placed_order_reaches_the_stream_in_a_cloudevents_envelope() {
     let w = World::new().await;
     let (base, shutdown) = w.spawn_app().await;
-    let traceparent = messaging::trace::new_traceparent();
+    let traceparent = runtime::trace::new_traceparent();
     let body = order_body();
     let response = reqwest::Client::new()
         .post(format!("{base}/orders"))

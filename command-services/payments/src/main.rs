@@ -7,7 +7,7 @@ use anyhow::Context;
 async fn main() -> anyhow::Result<()> {
     let settings =
         payments::settings(&runtime::env::Env::from_process()).context("reading settings")?;
-    runtime::telemetry::init("payments", &settings.service.log);
+    let _telemetry = runtime::telemetry::init("payments", &settings.service.log);
     runtime::metrics::install("payments");
     runtime::failpoint::arm(&settings.service.failpoints);
     let shutdown = runtime::shutdown::on_signal();

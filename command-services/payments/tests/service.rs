@@ -324,6 +324,20 @@ async fn json_logs_parse_and_never_contain_a_payment_token() {
     )
     .await;
     assert_eq!(bad.status, 422);
+    // One request in a known trace: its log lines carry that trace id.
+    let traceparent = runtime::trace::new_traceparent();
+    let trace_id = runtime::trace::trace_id_of(&traceparent)
+        .unwrap()
+        .to_owned();
+    let traced_order = Uuid::now_v7();
+    let r = reqwest::Client::new()
+        .post(format!("{}/payments", process.base_url))
+        .header("traceparent", &traceparent)
+        .json(&authorise(traced_order, "tok_ok", 100))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
     assert!(process.terminate().await);
 
     let text = std::fs::read_to_string(&log).unwrap();
@@ -344,6 +358,34 @@ async fn json_logs_parse_and_never_contain_a_payment_token() {
             !line.contains("tok_"),
             "a payment token reached the log: {line}"
         );
+        assert_eq!(parsed["service"], "payments", "{line}");
+        assert_eq!(parsed["version"], env!("CARGO_PKG_VERSION"), "{line}");
+        // Inside a span, the line names its trace and span.
+        if parsed.get("spans").is_some() {
+            let hex = |key: &str, len: usize| {
+                parsed[key]
+                    .as_str()
+                    .is_some_and(|v| v.len() == len && v.bytes().all(|b| b.is_ascii_hexdigit()))
+            };
+            assert!(hex("trace_id", 32) && hex("span_id", 16), "{line}");
+        }
     }
+    // Every accepted command's line carries the command's span fields, the order among them.
+    let accepted: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["message"] == "command accepted")
+        .collect();
+    assert!(accepted.len() >= 3, "{accepted:?}");
+    for line in &accepted {
+        assert_eq!(line["command"], "AuthorisePayment", "{line}");
+        assert!(line["correlation_id"].is_string(), "{line}");
+    }
+    let traced: Vec<&Value> = accepted
+        .iter()
+        .filter(|l| l["correlation_id"] == traced_order.to_string())
+        .collect();
+    assert_eq!(traced.len(), 1, "{accepted:?}");
+    assert_eq!(traced[0]["trace_id"], trace_id.as_str());
     let _ = std::fs::remove_file(&log);
 }

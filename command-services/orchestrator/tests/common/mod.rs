@@ -19,6 +19,8 @@ pub struct Stack {
     pub payments: World,
     pub orchestrator: PgPool,
     pub urls: [String; 4],
+    /// The projections service and the query API, when started (`start_all`).
+    pub reads: Vec<String>,
     pub shutdown: Vec<CancellationToken>,
 }
 
@@ -32,6 +34,42 @@ impl Stack {
         tokio::spawn(app.run(stop.clone()));
         stack.shutdown.push(stop);
         stack
+    }
+
+    /// Every service: the saga stack plus the projections service and the query API on a
+    /// fresh read database.
+    pub async fn start_all(max_attempts: u32) -> Self {
+        let mut stack = Self::start(max_attempts).await;
+        let read_db = testkit::fresh_database("read").await;
+        let env = vec![
+            ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
+            ("DATABASE_URL", read_db),
+            ("NATS_URL", testkit::infra().nats_url.clone()),
+            ("NATS_NAMESPACE", stack.orders.ns.as_str().to_owned()),
+        ];
+        let stop = CancellationToken::new();
+        let projections = projections::App::build(
+            &projections::Settings::from_env(&Env::from_pairs(env.clone())).unwrap(),
+        )
+        .await
+        .unwrap();
+        stack
+            .reads
+            .push(format!("http://{}", projections.local_addr()));
+        tokio::spawn(projections.run(stop.clone()));
+        let query =
+            query_api::App::build(&query_api::Settings::from_env(&Env::from_pairs(env)).unwrap())
+                .await
+                .unwrap();
+        stack.reads.push(format!("http://{}", query.local_addr()));
+        tokio::spawn(query.run(stop.clone()));
+        stack.shutdown.push(stop);
+        stack
+    }
+
+    /// Every service's base URL: orders, inventory, payments, orchestrator, then the reads.
+    pub fn all_urls(&self) -> Vec<String> {
+        self.urls.iter().chain(&self.reads).cloned().collect()
     }
 
     /// Orders, inventory and payments in this process; the orchestrator's environment.
@@ -79,6 +117,7 @@ impl Stack {
             payments,
             orchestrator,
             urls: [o, i, p, String::new()],
+            reads: Vec::new(),
             shutdown: vec![o_stop, i_stop, p_stop],
         };
         (stack, env)
