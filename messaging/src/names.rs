@@ -111,6 +111,11 @@ impl Namespace {
         self.subject(format!("events.{}.>", context.token()))
     }
 
+    /// `events.orders.<aggregate_id>.>`: every event of one aggregate.
+    pub fn aggregate_events_filter(&self, context: BoundedContext, aggregate_id: &str) -> String {
+        self.subject(format!("events.{}.{aggregate_id}.>", context.token()))
+    }
+
     /// `cmd.orders.<Command>`, for NATS request/reply (never captured by a stream).
     pub fn command_subject(&self, context: BoundedContext, command: &str) -> String {
         self.subject(format!("cmd.{}.{command}", context.token()))

@@ -28,6 +28,8 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:24223";
 pub struct Infra {
     pub pg_admin_url: String,
     pub nats_url: String,
+    /// Where the test command installed the analysts' Python packages (nats-py, pyarrow).
+    pub python_path: Option<String>,
 }
 
 /// The test infrastructure, read once from the environment.
@@ -38,6 +40,7 @@ pub fn infra() -> &'static Infra {
         Infra {
             pg_admin_url: env.string_or("STREAMSHOP_TEST_PG_URL", DEFAULT_PG_URL),
             nats_url: env.string_or("STREAMSHOP_TEST_NATS_URL", DEFAULT_NATS_URL),
+            python_path: env.get("STREAMSHOP_TEST_PYTHONPATH").map(str::to_owned),
         }
     })
 }

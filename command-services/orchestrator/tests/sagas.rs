@@ -12,7 +12,6 @@ use domain::product::Product;
 use runtime::env::Env;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use testkit::world::post;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -33,6 +32,8 @@ async fn a_saga_confirms_an_order_it_can_fill_and_pay() {
     assert_eq!((a.on_hand, a.reserved, b.on_hand, b.reserved), (8, 0, 9, 0));
     let p: Payment = fold(&s.payments, &order.to_string()).await;
     assert_eq!(p.captured.unwrap().amount_minor, 750);
+    // The streams, the event stores and the aggregates' folds agree (`events verify`).
+    s.assert_consistent().await;
 }
 
 #[tokio::test]
@@ -60,6 +61,8 @@ async fn one_line_out_of_stock_releases_the_other_two_and_rejects() {
     assert_eq!(rejected[0].0["OrderRejected"]["skus"], json!(["B"]));
     let p: Payment = fold(&s.payments, &order.to_string()).await;
     assert_eq!(p.status, PaymentStatus::New, "no payment was attempted");
+    // The streams, the event stores and the aggregates' folds agree (`events verify`).
+    s.assert_consistent().await;
 }
 
 #[tokio::test]
@@ -77,6 +80,8 @@ async fn a_declined_payment_releases_the_stock_and_rejects() {
     assert_eq!((a.on_hand, a.reserved), (5, 0));
     let p: Payment = fold(&s.payments, &order.to_string()).await;
     assert_eq!(p.status, PaymentStatus::Declined);
+    // The streams, the event stores and the aggregates' folds agree (`events verify`).
+    s.assert_consistent().await;
 }
 
 #[tokio::test]
@@ -96,6 +101,8 @@ async fn a_flaky_provider_ends_confirmed_after_retries() {
     assert_eq!(p.captured.unwrap().amount_minor, 250);
     let a: Product = fold(&s.inventory, "A").await;
     assert_eq!((a.on_hand, a.reserved), (4, 0));
+    // The streams, the event stores and the aggregates' folds agree (`events verify`).
+    s.assert_consistent().await;
 }
 
 #[tokio::test]
@@ -118,31 +125,13 @@ async fn a_provider_that_never_answers_ends_rejected_with_the_payment_voided() {
     assert_eq!((a.on_hand, a.reserved), (5, 0));
     let p: Payment = fold(&s.payments, &order.to_string()).await;
     assert!(p.captured.is_none() && p.status != PaymentStatus::Authorised);
+    // The streams, the event stores and the aggregates' folds agree (`events verify`).
+    s.assert_consistent().await;
 }
 
 #[tokio::test]
 async fn a_customer_cancel_mid_saga_compensates_and_ends_cancelled() {
-    // Many attempts: the saga is still retrying the silent provider when the customer cancels.
-    let s = Stack::start(50).await;
-    s.product("A", 5).await;
-    let order = s.place(&[("A", 3)], "tok_timeout").await;
-    testkit::eventually(
-        Duration::from_secs(20),
-        "the saga to be authorising",
-        || async {
-            let saga = s.saga(order).await;
-            (saga["steps"]["authorise"]["attempts"].as_u64() >= Some(1)).then_some(())
-        },
-    )
-    .await;
-    let cancelled = post(
-        &s.urls[0],
-        &format!("/orders/{order}/cancel"),
-        json!({}),
-        None,
-    )
-    .await;
-    assert_eq!(cancelled.status, 202, "{:?}", cancelled.body);
+    let (s, order) = Stack::cancelled_mid_saga("A", 5, 3).await;
 
     let saga = s.finished(order).await;
     assert_eq!(saga["outcome"], "cancelled", "{saga}");
@@ -156,6 +145,8 @@ async fn a_customer_cancel_mid_saga_compensates_and_ends_cancelled() {
     );
     let p: Payment = fold(&s.payments, &order.to_string()).await;
     assert!(p.captured.is_none());
+    // The streams, the event stores and the aggregates' folds agree (`events verify`).
+    s.assert_consistent().await;
 }
 
 /// How many times an event type was stored in a world's database for one aggregate.
@@ -396,6 +387,7 @@ async fn five_hundred_orders_through_two_replicas_all_end_and_balance() {
         "every order ended confirmed or rejected"
     );
     println!("500 orders: {confirmed} confirmed, {rejected} rejected");
+    s.assert_consistent().await;
 }
 
 #[tokio::test]
@@ -501,4 +493,6 @@ async fn the_query_api_shows_an_order_with_its_payment_saga_stock_and_sales() {
         "{lags}"
     );
     stop.cancel();
+    // The streams, the event stores and the aggregates' folds agree (`events verify`).
+    s.assert_consistent().await;
 }

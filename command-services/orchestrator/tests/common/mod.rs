@@ -18,6 +18,9 @@ pub struct Stack {
     pub inventory: World,
     pub payments: World,
     pub orchestrator: PgPool,
+    pub orchestrator_db: String,
+    /// The read database, when the projections run (`start_all`).
+    pub read_db: Option<String>,
     pub urls: [String; 4],
     /// The projections service and the query API, when started (`start_all`).
     pub reads: Vec<String>,
@@ -41,6 +44,7 @@ impl Stack {
     pub async fn start_all(max_attempts: u32) -> Self {
         let mut stack = Self::start(max_attempts).await;
         let read_db = testkit::fresh_database("read").await;
+        stack.read_db = Some(read_db.clone());
         let env = vec![
             ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
             ("DATABASE_URL", read_db),
@@ -72,6 +76,79 @@ impl Stack {
         self.urls.iter().chain(&self.reads).cloned().collect()
     }
 
+    /// A stack where the customer cancels an order of `quantity` of `sku` (stock `stock`)
+    /// while its saga retries a payment provider that never answers. The saga may still be
+    /// compensating when this returns.
+    pub async fn cancelled_mid_saga(sku: &str, stock: u32, quantity: u32) -> (Self, Uuid) {
+        // Many attempts: the saga is still retrying the silent provider when the customer
+        // cancels.
+        let s = Self::start(50).await;
+        s.product(sku, stock).await;
+        let order = s.place(&[(sku, quantity)], "tok_timeout").await;
+        testkit::eventually(
+            Duration::from_secs(20),
+            "the saga to be authorising",
+            || async {
+                let saga = s.saga(order).await;
+                (saga["steps"]["authorise"]["attempts"].as_u64() >= Some(1)).then_some(())
+            },
+        )
+        .await;
+        let cancelled = post(
+            &s.urls[0],
+            &format!("/orders/{order}/cancel"),
+            json!({}),
+            None,
+        )
+        .await;
+        assert_eq!(cancelled.status, 202, "{:?}", cancelled.body);
+        (s, order)
+    }
+
+    /// Where the analysts' tool reads this stack's streams.
+    pub fn source(&self) -> events::read::Source {
+        events::read::Source {
+            js: self.orders.js.clone(),
+            namespace: self.orders.ns.clone(),
+        }
+    }
+
+    /// `events verify` against this stack: its four event stores, and its read models when
+    /// they run.
+    pub async fn verify(&self) -> events::verify::Report {
+        use messaging::BoundedContext;
+        let mut targets = events::verify::Targets {
+            read_models: self.read_db.clone(),
+            ..Default::default()
+        };
+        for (context, url) in [
+            (BoundedContext::Orders, &self.orders.db_url),
+            (BoundedContext::Inventory, &self.inventory.db_url),
+            (BoundedContext::Payments, &self.payments.db_url),
+            (BoundedContext::Sagas, &self.orchestrator_db),
+        ] {
+            targets.stores.insert(context, url.clone());
+        }
+        let progress = std::sync::Arc::new(events::progress::Progress::new("verify", true));
+        events::verify::verify(&self.source(), &targets, progress)
+            .await
+            .unwrap()
+    }
+
+    /// Waits for the relays and projections to settle, then requires `events verify` to
+    /// find no difference between the streams, the event stores and the read models.
+    pub async fn assert_consistent(&self) {
+        let mut report = self.verify().await;
+        for _ in 0..50 {
+            if report.differences.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            report = self.verify().await;
+        }
+        panic!("events verify found differences: {:#?}", report.differences);
+    }
+
     /// Orders, inventory and payments in this process; the orchestrator's environment.
     pub async fn services(max_attempts: u32) -> (Self, Vec<(&'static str, String)>) {
         let orders = World::new("orders").await;
@@ -82,6 +159,7 @@ impl Stack {
         payments.ns = orders.ns.clone();
         let orchestrator_db = testkit::fresh_database("orchestrator").await;
         let orchestrator = PgPool::connect(&orchestrator_db).await.unwrap();
+        let orchestrator_url = orchestrator_db.clone();
 
         let (o, o_stop) = serve(
             orders::app(&orders::settings(&Env::from_pairs(orders.env())).unwrap())
@@ -116,6 +194,8 @@ impl Stack {
             inventory,
             payments,
             orchestrator,
+            orchestrator_db: orchestrator_url,
+            read_db: None,
             urls: [o, i, p, String::new()],
             reads: Vec::new(),
             shutdown: vec![o_stop, i_stop, p_stop],

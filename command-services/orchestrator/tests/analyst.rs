@@ -1,0 +1,330 @@
+//! The analysts' tool (`events`) on real streams made by real sagas: exports that read back
+//! identical in every format (and resume after a break), a Python script with only nats-py
+//! and pyarrow that agrees with the stream and the Parquet file, time travel to before a
+//! cancel, and `verify` finding nothing until a read-model row is altered by hand.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::Stack;
+use events::export::{self, ExportOptions};
+use events::fold::{self, AsOf};
+use events::formats::{self, Format};
+use events::progress::Progress;
+use events::read::Selection;
+use events::record::Record;
+use messaging::{BoundedContext, Envelope};
+use serde_json::{json, Value};
+
+fn quiet() -> Arc<Progress> {
+    Arc::new(Progress::new("test", true))
+}
+
+fn scratch_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("streamshop-events-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The streams as JetStream holds them, read without the tool: the expected export.
+async fn stored(s: &Stack, contexts: &[BoundedContext]) -> Vec<Record> {
+    let mut records = Vec::new();
+    for &context in contexts {
+        for m in testkit::read_stream(&s.orders.js, &s.orders.ns.stream(context)).await {
+            records.push(Record {
+                stream: context.stream_base().to_owned(),
+                stream_sequence: m.sequence,
+                envelope: Envelope::from_slice(&m.payload).unwrap(),
+            });
+        }
+    }
+    records
+}
+
+fn read_back(format: Format, path: &Path) -> Vec<Record> {
+    let mut records = Vec::new();
+    formats::read_file(format, path, |r| {
+        records.push(r);
+        Ok(())
+    })
+    .unwrap();
+    records
+}
+
+/// Three sagas (confirmed, declined, one line out of stock), settled everywhere.
+async fn stack_with_history() -> Stack {
+    let s = Stack::start_all(3).await;
+    s.product("EX-1", 10).await;
+    s.product("EX-2", 1).await;
+    let orders = [
+        s.place(&[("EX-1", 2)], "tok_ok").await,
+        s.place(&[("EX-1", 1)], "tok_decline").await,
+        s.place(&[("EX-1", 1), ("EX-2", 5)], "tok_ok").await,
+    ];
+    for order in orders {
+        s.finished(order).await;
+    }
+    s.assert_consistent().await;
+    s
+}
+
+#[tokio::test]
+async fn exports_read_back_identical_in_every_format_and_resume_after_a_break() {
+    let s = stack_with_history().await;
+    let source = s.source();
+    let selection = Selection::everything(BoundedContext::ALL.to_vec());
+    let expected = stored(&s, &BoundedContext::ALL).await;
+    assert!(expected.len() > 40, "{} events", expected.len());
+    let dir = scratch_dir();
+
+    for format in [Format::Jsonl, Format::Csv, Format::Parquet] {
+        let output = dir.join(format!("all.{}", format.extension()));
+        let options = ExportOptions {
+            format,
+            output: output.clone(),
+            // Several parts, so joining them is exercised too.
+            part_events: 7,
+            restart: false,
+            stop_after_parts: None,
+        };
+        let report = export::export(&source, &selection, &options, quiet())
+            .await
+            .unwrap();
+        assert!(report.complete);
+        assert_eq!(report.events, expected.len() as u64);
+        assert!(!Path::new(&format!("{}.partial", output.display())).exists());
+        let got = read_back(format, &output);
+        assert_eq!(got.len(), expected.len(), "{format:?}");
+        assert_eq!(got, expected, "{format:?}: same events in the same order");
+    }
+
+    // A run broken after two parts leaves no output, only parts; the next run resumes them.
+    for format in [Format::Jsonl, Format::Csv, Format::Parquet] {
+        let output = dir.join(format!("resumed.{}", format.extension()));
+        let mut options = ExportOptions {
+            format,
+            output: output.clone(),
+            part_events: 5,
+            restart: false,
+            stop_after_parts: Some(2),
+        };
+        let broken = export::export(&source, &selection, &options, quiet())
+            .await
+            .unwrap();
+        assert!(!broken.complete);
+        assert_eq!(broken.events, 10);
+        assert!(!output.exists(), "no half-written output");
+        // Another selection does not mix into the broken run's parts.
+        let other = Selection::everything(vec![BoundedContext::Orders]);
+        options.stop_after_parts = None;
+        let refused = export::export(&source, &other, &options, quiet()).await;
+        assert!(refused.unwrap_err().to_string().contains("--restart"));
+
+        let resumed = export::export(&source, &selection, &options, quiet())
+            .await
+            .unwrap();
+        assert!(resumed.complete);
+        assert_eq!(resumed.resumed, 10, "{format:?}");
+        assert_eq!(read_back(format, &output), expected, "{format:?} resumed");
+    }
+
+    // Filters: one order's events, by correlation id, from every stream.
+    let order = expected
+        .iter()
+        .find(|r| r.envelope.name() == "OrderConfirmed")
+        .map(|r| r.envelope.subject.clone())
+        .unwrap();
+    let selection = Selection {
+        correlation: Some(order.clone()),
+        ..Selection::everything(BoundedContext::ALL.to_vec())
+    };
+    let output = dir.join("one-order.jsonl");
+    let options = ExportOptions {
+        format: Format::Jsonl,
+        output: output.clone(),
+        part_events: 100,
+        restart: false,
+        stop_after_parts: None,
+    };
+    export::export(&source, &selection, &options, quiet())
+        .await
+        .unwrap();
+    let wanted: Vec<Record> = expected
+        .iter()
+        .filter(|r| r.envelope.correlationid.as_deref() == Some(order.as_str()))
+        .cloned()
+        .collect();
+    assert!(wanted.len() > 10);
+    assert_eq!(read_back(Format::Jsonl, &output), wanted);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_python_script_with_only_nats_py_and_pyarrow_agrees_on_counts_per_type() {
+    let s = stack_with_history().await;
+    let dir = scratch_dir();
+    let output = dir.join("orders.parquet");
+    let options = ExportOptions {
+        format: Format::Parquet,
+        output: output.clone(),
+        part_events: 100_000,
+        restart: false,
+        stop_after_parts: None,
+    };
+    let selection = Selection::everything(vec![BoundedContext::Orders]);
+    export::export(&s.source(), &selection, &options, quiet())
+        .await
+        .unwrap();
+
+    let python_path = testkit::infra().python_path.clone().expect(
+        "STREAMSHOP_TEST_PYTHONPATH: run the tests with `cargo xtask test`, which installs nats-py and pyarrow",
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/analyst/count_types.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args(["--nats", &testkit::infra().nats_url])
+        .args(["--stream", &s.orders.ns.stream(BoundedContext::Orders)])
+        .arg("--parquet")
+        .arg(&output)
+        .env("PYTHONPATH", python_path)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(counts["agree"], true);
+    // And both agree with the stream as this test reads it.
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for r in stored(&s, &[BoundedContext::Orders]).await {
+        *expected.entry(r.envelope.event_type).or_default() += 1;
+    }
+    assert_eq!(counts["stream"], json!(expected));
+    assert_eq!(counts["parquet"], json!(expected));
+    for name in ["OrderPlaced", "OrderConfirmed", "OrderRejected"] {
+        assert!(
+            expected.keys().any(|t| t.contains(&format!(".{name}."))),
+            "{name} in {expected:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn state_as_of_a_time_before_a_cancel_shows_the_order_as_it_was() {
+    let (s, order) = Stack::cancelled_mid_saga("TT-1", 5, 3).await;
+    assert_eq!(s.finished(order).await["outcome"], "cancelled");
+    s.assert_consistent().await;
+
+    let source = s.source();
+    let id = order.to_string();
+    let history: Vec<Envelope> = stored(&s, &[BoundedContext::Orders])
+        .await
+        .into_iter()
+        .map(|r| r.envelope)
+        .filter(|e| e.subject == id)
+        .collect();
+    let cancel = history
+        .iter()
+        .position(|e| e.name() == "OrderCancelled")
+        .expect("an OrderCancelled event");
+    let before = &history[cancel - 1];
+
+    let now = fold::state(&source, BoundedContext::Orders, &id, AsOf::Latest, quiet())
+        .await
+        .unwrap();
+    assert_eq!(now["state"]["status"], "cancelled");
+    assert_eq!(now["version"], history.len() as u64);
+
+    // As of the last event before the cancel: by its time, and by its version.
+    let then = fold::state(
+        &source,
+        BoundedContext::Orders,
+        &id,
+        AsOf::Time(before.time),
+        quiet(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(then["version"], before.sequence);
+    assert_ne!(then["state"]["status"], "cancelled");
+    assert_eq!(
+        then["state"]["status"],
+        if before.name() == "OrderPriced" {
+            "priced"
+        } else {
+            "placed"
+        }
+    );
+    assert_eq!(then["state"]["lines"][0]["quantity"], 3);
+    let by_version = fold::state(
+        &source,
+        BoundedContext::Orders,
+        &id,
+        AsOf::Version(before.sequence),
+        quiet(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_version["state"], then["state"]);
+
+    // Before the order existed there is nothing to show.
+    let too_early = fold::state(
+        &source,
+        BoundedContext::Orders,
+        &id,
+        AsOf::Time(history[0].time - chrono::Duration::seconds(1)),
+        quiet(),
+    )
+    .await;
+    assert!(too_early.is_err());
+}
+
+#[tokio::test]
+async fn verify_finds_nothing_after_sagas_and_every_row_altered_by_hand() {
+    let s = stack_with_history().await;
+    let clean = s.verify().await;
+    assert!(clean.differences.is_empty(), "{:#?}", clean.differences);
+    assert!(clean.skipped.is_empty(), "{:?}", clean.skipped);
+    assert!(clean.aggregates >= 8 && clean.events > 40, "{clean:?}");
+
+    // By hand: an order's status, and a product's reserved units.
+    let read = sqlx::PgPool::connect(s.read_db.as_ref().unwrap())
+        .await
+        .unwrap();
+    let order: String = sqlx::query_scalar(
+        "UPDATE orders_view SET status = 'placed' \
+         WHERE order_id = (SELECT order_id FROM orders_view WHERE status = 'confirmed' LIMIT 1) \
+         RETURNING order_id::text",
+    )
+    .fetch_one(&read)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE products_view SET on_hand = on_hand + 1 WHERE sku = 'EX-2'")
+        .execute(&read)
+        .await
+        .unwrap();
+
+    let report = s.verify().await;
+    let found: HashMap<(&str, &str), &str> = report
+        .differences
+        .iter()
+        .map(|d| ((d.place.as_str(), d.aggregate.as_str()), d.detail.as_str()))
+        .collect();
+    assert_eq!(report.differences.len(), 2, "{:#?}", report.differences);
+    assert!(
+        found[&("orders_view", order.as_str())].contains("\"placed\""),
+        "{found:?}"
+    );
+    assert!(
+        found[&("products_view", "EX-2")].contains("on_hand"),
+        "{found:?}"
+    );
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Counts the events of each type in a JetStream stream and in a Parquet export of it, and
+says whether they agree (exit 0) or not (exit 1).
+
+It uses only nats-py and pyarrow from PyPI, as an analyst's own notebook would:
+
+    pip install -r requirements.txt
+    python3 count_types.py --nats nats://127.0.0.1:4222 --stream ORDERS --parquet orders.parquet
+
+Both sides are read in a streaming way, so memory stays flat for large streams.
+"""
+
+import argparse
+import asyncio
+import collections
+import json
+import sys
+
+import nats
+import pyarrow.parquet as pq
+from nats.js.api import DeliverPolicy
+
+
+async def stream_counts(url: str, stream: str) -> collections.Counter:
+    """Reads every message stored in the stream now, with an ordered consumer."""
+    counts: collections.Counter = collections.Counter()
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        last = info.state.last_seq
+        if info.state.messages == 0:
+            return counts
+        subject = info.config.subjects[0]
+        sub = await js.subscribe(
+            subject,
+            stream=stream,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+        )
+        while True:
+            msg = await sub.next_msg(timeout=10)
+            counts[json.loads(msg.data)["type"]] += 1
+            if msg.metadata.sequence.stream >= last:
+                break
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+    return counts
+
+
+def parquet_counts(path: str) -> collections.Counter:
+    """Counts the `type` column, one record batch at a time."""
+    counts: collections.Counter = collections.Counter()
+    for batch in pq.ParquetFile(path).iter_batches(columns=["type"]):
+        counts.update(batch.column(0).to_pylist())
+    return counts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nats", default="nats://127.0.0.1:4222", help="the NATS server")
+    parser.add_argument("--stream", required=True, help="the stream's full name, such as ORDERS")
+    parser.add_argument("--parquet", required=True, help="a Parquet file from `events export`")
+    args = parser.parse_args()
+
+    from_stream = asyncio.run(stream_counts(args.nats, args.stream))
+    from_file = parquet_counts(args.parquet)
+    agree = from_stream == from_file
+    print(
+        json.dumps(
+            {
+                "stream": dict(sorted(from_stream.items())),
+                "parquet": dict(sorted(from_file.items())),
+                "agree": agree,
+            }
+        )
+    )
+    return 0 if agree else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+//! Reads a selection of the event streams from JetStream with ordered (ephemeral, flow-
+//! controlled) consumers, and hands each event on through a bounded channel, so memory stays
+//! flat however long the streams are.
+
+use std::collections::BTreeMap;
+
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::{self, stream::Stream};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use messaging::{BoundedContext, Envelope, Namespace};
+use tokio::sync::mpsc;
+
+use crate::progress::Progress;
+use crate::record::Record;
+
+/// Where reading starts in each stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Start {
+    Beginning,
+    /// The first message at or after this stream sequence.
+    Sequence(u64),
+    /// The first message stored at or after this time.
+    Time(DateTime<Utc>),
+    /// Only messages stored from now on.
+    Now,
+}
+
+/// Where reading stops in each stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum End {
+    /// The last message stored when reading began.
+    Now,
+    /// The last message at or before this stream sequence.
+    Sequence(u64),
+    /// The last message stored at or before this time.
+    Time(DateTime<Utc>),
+    /// Never: keep reading live.
+    Follow,
+}
+
+/// What to read.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub streams: Vec<BoundedContext>,
+    pub start: Start,
+    pub end: End,
+    /// Event names (`OrderPlaced`) or full types (`streamshop.orders.OrderPlaced.v2`).
+    pub types: Vec<String>,
+    pub aggregate: Option<String>,
+    pub correlation: Option<String>,
+}
+
+impl Selection {
+    /// All of every stream, as it is now.
+    pub fn everything(streams: Vec<BoundedContext>) -> Self {
+        Self {
+            streams,
+            start: Start::Beginning,
+            end: End::Now,
+            types: Vec::new(),
+            aggregate: None,
+            correlation: None,
+        }
+    }
+
+    /// A stable text of the selection, so a resumed export can tell it is the same one.
+    pub fn key(&self) -> String {
+        format!(
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.streams, self.start, self.end, self.types, self.aggregate, self.correlation
+        )
+    }
+
+    fn wants(&self, envelope: &Envelope) -> bool {
+        let type_ok = self.types.is_empty()
+            || self
+                .types
+                .iter()
+                .any(|t| t == &envelope.event_type || t == envelope.name());
+        let correlation_ok = self
+            .correlation
+            .as_ref()
+            .is_none_or(|c| envelope.correlationid.as_deref() == Some(c.as_str()));
+        let aggregate_ok = self
+            .aggregate
+            .as_ref()
+            .is_none_or(|a| &envelope.subject == a);
+        type_ok && correlation_ok && aggregate_ok
+    }
+}
+
+/// Where to connect, and the namespace of the streams (empty in production).
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub js: jetstream::Context,
+    pub namespace: Namespace,
+}
+
+impl Source {
+    pub async fn connect(url: &str, namespace: &str) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let client = async_nats::connect(url)
+            .await
+            .with_context(|| format!("connecting to NATS at {url}"))?;
+        Ok(Self {
+            js: jetstream::new(client),
+            namespace: Namespace::new(namespace).map_err(anyhow::Error::msg)?,
+        })
+    }
+
+    async fn stream(&self, context: BoundedContext) -> anyhow::Result<Stream> {
+        use anyhow::Context;
+        let name = self.namespace.stream(context);
+        self.js
+            .get_stream(&name)
+            .await
+            .with_context(|| format!("stream {name} (is NATS_NAMESPACE right?)"))
+    }
+}
+
+/// The bounds of one stream's read, resolved against the stream as it is now.
+struct Plan {
+    context: BoundedContext,
+    deliver: DeliverPolicy,
+    /// Inclusive; `None` when following.
+    last: Option<u64>,
+    /// Messages the consumer has to deliver, for progress (0 when there is nothing to read).
+    pending: u64,
+    filter: String,
+}
+
+/// The JetStream form of a time.
+fn nats_time(at: DateTime<Utc>) -> anyhow::Result<async_nats::jetstream::consumer::DeliverPolicy> {
+    let parsed = async_nats::datetime::parse_rfc3339(&at.to_rfc3339())
+        .map_err(|e| anyhow::anyhow!("time {at}: {e}"))?;
+    Ok(DeliverPolicy::ByStartTime { start_time: parsed })
+}
+
+/// Messages stored at or after `at` in the whole stream.
+async fn stored_from(stream: &Stream, at: DateTime<Utc>) -> anyhow::Result<u64> {
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: nats_time(at)?,
+            ..Default::default()
+        })
+        .await?;
+    Ok(consumer.cached_info().num_pending)
+}
+
+async fn plan(
+    source: &Source,
+    selection: &Selection,
+    context: BoundedContext,
+    resume_after: Option<u64>,
+) -> anyhow::Result<Plan> {
+    let mut stream = source.stream(context).await?;
+    let last_sequence = stream.info().await?.state.last_sequence;
+    let deliver = match (resume_after, selection.start) {
+        (Some(seq), _) => DeliverPolicy::ByStartSequence {
+            start_sequence: seq + 1,
+        },
+        (None, Start::Beginning) => DeliverPolicy::All,
+        (None, Start::Sequence(seq)) => DeliverPolicy::ByStartSequence {
+            start_sequence: seq.max(1),
+        },
+        (None, Start::Time(at)) => nats_time(at)?,
+        (None, Start::Now) => DeliverPolicy::New,
+    };
+    let last = match selection.end {
+        End::Now => Some(last_sequence),
+        End::Sequence(seq) => Some(seq.min(last_sequence)),
+        End::Time(at) => {
+            let after = stored_from(&stream, at + chrono::Duration::microseconds(1)).await?;
+            Some(last_sequence.saturating_sub(after))
+        }
+        End::Follow => None,
+    };
+    // The aggregate id is a subject token, so the server filters by it.
+    let filter = match &selection.aggregate {
+        Some(id) => source.namespace.aggregate_events_filter(context, id),
+        None => source.namespace.events_filter(context),
+    };
+    Ok(Plan {
+        context,
+        deliver,
+        last,
+        pending: 0,
+        filter,
+    })
+}
+
+/// Reads the selection and sends every wanted event to `out` in stream order, one stream after
+/// another (or all at once when following). `resume` gives, per stream, the last sequence
+/// already handled. Returns how many events were sent.
+pub async fn read(
+    source: &Source,
+    selection: &Selection,
+    resume: &BTreeMap<String, u64>,
+    out: mpsc::Sender<Record>,
+    progress: &Progress,
+) -> anyhow::Result<u64> {
+    let mut plans = Vec::new();
+    for &context in &selection.streams {
+        let resume_after = resume.get(context.stream_base()).copied();
+        plans.push(plan(source, selection, context, resume_after).await?);
+    }
+    if selection.end == End::Follow {
+        let reads = plans
+            .into_iter()
+            .map(|plan| read_one(source, selection, plan, out.clone(), progress));
+        let counts = futures::future::try_join_all(reads).await?;
+        return Ok(counts.iter().sum());
+    }
+    let mut sent = 0;
+    for plan in plans {
+        sent += read_one(source, selection, plan, out.clone(), progress).await?;
+    }
+    Ok(sent)
+}
+
+async fn read_one(
+    source: &Source,
+    selection: &Selection,
+    mut plan: Plan,
+    out: mpsc::Sender<Record>,
+    progress: &Progress,
+) -> anyhow::Result<u64> {
+    let stream = source.stream(plan.context).await?;
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: plan.deliver,
+            filter_subject: plan.filter.clone(),
+            ..Default::default()
+        })
+        .await?;
+    plan.pending = consumer.cached_info().num_pending;
+    if plan.last.is_some() && plan.pending == 0 {
+        // Nothing stored matches; waiting would wait for new events.
+        return Ok(0);
+    }
+    progress.add_total(plan.pending);
+    let base = plan.context.stream_base().to_owned();
+    let mut messages = consumer.messages().await?;
+    let mut sent = 0;
+    while let Some(message) = messages.next().await {
+        let message = message?;
+        let meta = message
+            .info()
+            .map_err(|e| anyhow::anyhow!("a message without JetStream metadata: {e}"))?;
+        let (sequence, pending) = (meta.stream_sequence, meta.pending);
+        if plan.last.is_some_and(|last| sequence > last) {
+            break;
+        }
+        progress.tick();
+        match Envelope::from_slice(&message.payload) {
+            Ok(envelope) if selection.wants(&envelope) => {
+                let record = Record {
+                    stream: base.clone(),
+                    stream_sequence: sequence,
+                    envelope,
+                };
+                if out.send(record).await.is_err() {
+                    // The receiver is gone (output closed): stop quietly.
+                    return Ok(sent);
+                }
+                sent += 1;
+            }
+            Ok(_) => {}
+            Err(e) => progress.warn(&format!("{base} #{sequence} skipped: {e}")),
+        }
+        if let Some(last) = plan.last {
+            if sequence >= last || pending == 0 {
+                break;
+            }
+        }
+    }
+    Ok(sent)
+}
