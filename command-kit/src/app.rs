@@ -55,6 +55,7 @@ impl CommandApp {
                     settings.database.url
                 )
             })?;
+        runtime::metrics::watch_pool(&pool);
         let nats = settings
             .nats
             .connect()

@@ -172,7 +172,7 @@ where
                 true,
             ),
             Err(BusError::Unavailable(e)) => {
-                tracing::warn!(command = name, error = %e, "database unavailable");
+                tracing::warn!(command = name, error = %runtime::problem::ErrorChain(&*e), "database unavailable");
                 Reply::rejected(
                     reasons::UNAVAILABLE,
                     "the database is unavailable; retry",
@@ -180,7 +180,7 @@ where
                 )
             }
             Err(BusError::Internal(e)) => {
-                tracing::error!(command = name, error = %e, "command failed");
+                tracing::error!(command = name, error = %runtime::problem::ErrorChain(&*e), "command failed");
                 Reply::rejected(reasons::INTERNAL, "internal error", true)
             }
         }

@@ -56,7 +56,7 @@ where
             if let Some(reply_to) = reply_to {
                 let body = serde_json::to_vec(&reply).expect("replies serialise");
                 if let Err(e) = client.publish(reply_to, body.into()).await {
-                    tracing::warn!(error = %e, "could not send a command reply");
+                    tracing::warn!(error = %runtime::problem::ErrorChain(&e), "could not send a command reply");
                 }
             }
             drop(permit);

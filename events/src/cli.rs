@@ -168,7 +168,8 @@ fn parse_store(value: &str) -> Result<(BoundedContext, String), String> {
     Ok((context.parse()?, url.to_owned()))
 }
 
-/// Runs the command; the exit code is 1 on failure or when `verify` found differences.
+/// Runs the command. `Ok` carries 0, or 1 when `verify` found differences; `main` exits 2
+/// on an error.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let source = Source::connect(&cli.nats_url, &cli.namespace).await?;
     match cli.command {
@@ -177,10 +178,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_lines(&source, &selection, cli.quiet).await
         }
         Command::Tail(args) => {
+            anyhow::ensure!(
+                args.to_seq.is_none() && args.to_time.is_none(),
+                "tail follows live events; use replay for an end point"
+            );
             let selection = args.selection(Start::Now, End::Follow);
             print_lines(&source, &selection, true).await
         }
         Command::Export(args) => {
+            anyhow::ensure!(
+                !args.selection.follow,
+                "an export needs an end: --follow never ends, so it would never be written"
+            );
             let selection = args.selection.selection(Start::Beginning, End::Now);
             let progress = Arc::new(Progress::new("export", cli.quiet));
             let options = ExportOptions {
@@ -229,9 +238,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("not compared: {skipped}");
             }
             eprintln!(
-                "{} aggregates, {} events: {} differences",
+                "{} aggregates, {} events ({} re-published duplicates skipped): {} differences",
                 report.aggregates,
                 report.events,
+                report.duplicates,
                 report.differences.len()
             );
             Ok(if report.differences.is_empty() {

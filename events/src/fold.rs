@@ -118,7 +118,8 @@ pub async fn state(
             AsOf::Version(v) => e.sequence <= v,
             AsOf::Time(t) => e.time <= t,
         };
-        if !wanted {
+        // A re-published duplicate (at a sequence already applied) is skipped.
+        if !wanted || e.sequence <= version {
             continue;
         }
         folded

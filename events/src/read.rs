@@ -138,15 +138,30 @@ fn nats_time(at: DateTime<Utc>) -> anyhow::Result<async_nats::jetstream::consume
     Ok(DeliverPolicy::ByStartTime { start_time: parsed })
 }
 
-/// Messages stored at or after `at` in the whole stream.
-async fn stored_from(stream: &Stream, at: DateTime<Utc>) -> anyhow::Result<u64> {
+/// The last stream sequence stored at or before `at`: one before the first message stored
+/// after it, or the stream's last when none is (read after looking, so it is not too small).
+async fn last_at_or_before(stream: &Stream, at: DateTime<Utc>) -> anyhow::Result<u64> {
+    let after = at + chrono::Duration::nanoseconds(1);
     let consumer = stream
         .create_consumer(OrderedConfig {
-            deliver_policy: nats_time(at)?,
+            deliver_policy: nats_time(after)?,
             ..Default::default()
         })
         .await?;
-    Ok(consumer.cached_info().num_pending)
+    if consumer.cached_info().num_pending == 0 {
+        let mut stream = stream.clone();
+        return Ok(stream.info().await?.state.last_sequence);
+    }
+    let mut messages = consumer.messages().await?;
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), messages.next())
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from the stream while resolving {at}"))?
+        .ok_or_else(|| anyhow::anyhow!("the stream ended while resolving {at}"))??;
+    let sequence = first
+        .info()
+        .map_err(|e| anyhow::anyhow!("a message without JetStream metadata: {e}"))?
+        .stream_sequence;
+    Ok(sequence.saturating_sub(1))
 }
 
 async fn plan(
@@ -171,10 +186,7 @@ async fn plan(
     let last = match selection.end {
         End::Now => Some(last_sequence),
         End::Sequence(seq) => Some(seq.min(last_sequence)),
-        End::Time(at) => {
-            let after = stored_from(&stream, at + chrono::Duration::microseconds(1)).await?;
-            Some(last_sequence.saturating_sub(after))
-        }
+        End::Time(at) => Some(last_at_or_before(&stream, at).await?),
         End::Follow => None,
     };
     // The aggregate id is a subject token, so the server filters by it.

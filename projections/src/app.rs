@@ -62,6 +62,7 @@ impl App {
             settings.database.connect().await.with_context(|| {
                 format!("connecting the read database {}", settings.database.url)
             })?;
+        runtime::metrics::watch_pool(&pool);
         crate::MIGRATOR
             .run(&pool)
             .await

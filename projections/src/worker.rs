@@ -242,7 +242,7 @@ impl<P: Projection> Worker<P> {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(projection = self.name(), error = %e, retry_in = ?backoff, "batch failed");
+                    tracing::warn!(projection = self.name(), error = %runtime::problem::ErrorChain(&e), retry_in = ?backoff, "batch failed");
                     tokio::select! {
                         _ = shutdown.cancelled() => {}
                         _ = tokio::time::sleep(backoff) => {}
@@ -272,7 +272,7 @@ impl<P: Projection> Worker<P> {
             Ok(v) => v,
             Err(e) if messages.len() > 1 && is_data_error(&e) => {
                 // Find the bad message: one transaction per message.
-                tracing::warn!(projection = self.name(), error = %e, "batch hit a data error; replaying one by one");
+                tracing::warn!(projection = self.name(), error = %runtime::problem::ErrorChain(&e), "batch hit a data error; replaying one by one");
                 let mut verdicts = Vec::with_capacity(messages.len());
                 for message in &messages {
                     verdicts.push(self.apply_one_or_dead_letter(message).await?);
@@ -437,7 +437,7 @@ impl<P: Projection> Worker<P> {
     async fn settle(&self, message: &jetstream::Message, kind: AckKind) {
         if let Err(e) = message.ack_with(kind).await {
             // The server redelivers after ack_wait; positions make that harmless.
-            tracing::warn!(projection = self.name(), error = %e, "ack failed");
+            tracing::warn!(projection = self.name(), error = %runtime::problem::ErrorChain(&*e), "ack failed");
         }
     }
 

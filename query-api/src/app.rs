@@ -25,6 +25,7 @@ impl App {
             settings.database.connect().await.with_context(|| {
                 format!("connecting the read database {}", settings.database.url)
             })?;
+        runtime::metrics::watch_pool(&pool);
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("binding {}", settings.http_addr))?;

@@ -95,13 +95,13 @@ async fn listen(
             Ok(mut l) => match l.listen(channel).await {
                 Ok(()) => l,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot LISTEN for read-model updates");
+                    tracing::warn!(error = %runtime::problem::ErrorChain(&e), "cannot LISTEN for read-model updates");
                     pause(&shutdown).await;
                     continue;
                 }
             },
             Err(e) => {
-                tracing::warn!(error = %e, "cannot connect the read-model listener");
+                tracing::warn!(error = %runtime::problem::ErrorChain(&e), "cannot connect the read-model listener");
                 pause(&shutdown).await;
                 continue;
             }
@@ -116,7 +116,7 @@ async fn listen(
                         None => senders.values().for_each(|tx| tx.send_modify(|v| *v += 1)),
                     },
                     Err(e) => {
-                        tracing::warn!(error = %e, "read-model listener lost; reconnecting");
+                        tracing::warn!(error = %runtime::problem::ErrorChain(&e), "read-model listener lost; reconnecting");
                         break;
                     }
                 }

@@ -27,12 +27,10 @@ impl DatabaseSettings {
 
     /// Opens a pool; waits at most 5 s for a free connection before a request fails.
     pub async fn connect(&self) -> Result<sqlx::PgPool, sqlx::Error> {
-        let pool = sqlx::postgres::PgPoolOptions::new()
+        sqlx::postgres::PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect(self.url.expose())
-            .await?;
-        crate::metrics::watch_pool(&pool);
-        Ok(pool)
+            .await
     }
 }

@@ -16,7 +16,8 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static POOLS: Mutex<Vec<sqlx::PgPool>> = Mutex::new(Vec::new());
 
 /// Reports the pool's connections (in use, idle, the maximum) on `/metrics` from now on,
-/// labelled by database.
+/// labelled by database, until the pool is closed (every service closes its pool when it
+/// stops).
 pub fn watch_pool(pool: &sqlx::PgPool) {
     POOLS
         .lock()
@@ -27,20 +28,22 @@ pub fn watch_pool(pool: &sqlx::PgPool) {
 fn record_pools() {
     let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
     pools.retain(|pool| !pool.is_closed());
+    // Pools on one database (replicas in one process) add up.
+    let mut by_database: std::collections::BTreeMap<String, [u32; 3]> = Default::default();
     for pool in pools.iter() {
         let database = pool
             .connect_options()
             .get_database()
             .unwrap_or("postgres")
             .to_owned();
-        let size = pool.size();
         let idle = pool.num_idle() as u32;
-        let max = pool.options().get_max_connections();
-        for (state, value) in [
-            ("in_use", size.saturating_sub(idle)),
-            ("idle", idle),
-            ("max", max),
-        ] {
+        let sums = by_database.entry(database).or_default();
+        sums[0] += pool.size().saturating_sub(idle);
+        sums[1] += idle;
+        sums[2] += pool.options().get_max_connections();
+    }
+    for (database, [in_use, idle, max]) in by_database {
+        for (state, value) in [("in_use", in_use), ("idle", idle), ("max", max)] {
             metrics::gauge!("db_pool_connections", "database" => database.clone(), "state" => state)
                 .set(f64::from(value));
         }

@@ -20,7 +20,7 @@ async fn wait_for_signal() {
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops this process");
+            tracing::error!(error = %crate::problem::ErrorChain(&e), "cannot listen for SIGTERM; only SIGINT stops this process");
             let _ = tokio::signal::ctrl_c().await;
             return;
         }

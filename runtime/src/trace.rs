@@ -48,8 +48,9 @@ pub fn trace_id_of(traceparent: &str) -> Option<&str> {
     traceparent.split('-').nth(1).filter(|id| id.len() == 32)
 }
 
-/// Makes `span` a child of the remote span that `traceparent` names. An absent or malformed
-/// value, or a span that already has a local parent in a trace, leaves the span as it is.
+/// Makes `span` a child of the remote span that `traceparent` names, in place of any local
+/// parent. Call it before the span is entered, asked for its context or given children: a
+/// started span keeps its parent. An absent or malformed value leaves the span as it is.
 pub fn join(span: &tracing::Span, traceparent: Option<&str>) {
     let Some(value) = traceparent.filter(|t| is_valid_traceparent(t)) else {
         return;

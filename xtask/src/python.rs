@@ -44,7 +44,7 @@ pub fn pip_install(target: &Path, requirements: &[&str]) -> anyhow::Result<()> {
 pub fn analyst_packages(layout: &Layout) -> anyhow::Result<PathBuf> {
     let target = layout.tools().join("python");
     let requirements = layout.workspace.join("events/analyst/requirements.txt");
-    // pip leaves a marker of what it installed from; reinstall when the requirements change.
+    // A marker of the requirements last installed: reinstall when they change.
     let marker = target.join(".requirements");
     let wanted = std::fs::read_to_string(&requirements)
         .with_context(|| format!("reading {}", requirements.display()))?;

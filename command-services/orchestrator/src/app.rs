@@ -44,6 +44,7 @@ impl App {
                     settings.database.url
                 )
             })?;
+        runtime::metrics::watch_pool(&pool);
         let nats = settings
             .nats
             .connect()

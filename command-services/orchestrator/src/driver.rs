@@ -41,7 +41,7 @@ pub struct Driver {
     driving: Mutex<HashMap<Uuid, bool>>,
     /// The trace each open saga's work joins: the context of the last input it took in (all
     /// of one order's inputs are one trace). A saga resumed after a restart starts a new one.
-    traces: Mutex<HashMap<Uuid, String>>,
+    traces: Mutex<HashMap<Uuid, (String, std::time::Instant)>>,
     shutdown: CancellationToken,
 }
 
@@ -89,6 +89,13 @@ impl Driver {
             for event in events {
                 count(event, state);
             }
+            // Whichever replica ends the saga forgets its trace.
+            if !matches!(state.status, SagaStatus::Running | SagaStatus::Compensating) {
+                self.traces
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&order_id);
+            }
         }
         Ok(executed)
     }
@@ -118,7 +125,7 @@ impl Driver {
                     self.traces
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert(order_id, traceparent);
+                        .insert(order_id, (traceparent, std::time::Instant::now()));
                 }
                 self.spawn_drive(order_id);
                 Ok(())
@@ -156,12 +163,12 @@ impl Driver {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&order_id)
-            .cloned();
+            .map(|(traceparent, _)| traceparent.clone());
         runtime::trace::join(&span, traceparent.as_deref());
         let drives = async move {
             loop {
                 if let Err(e) = driver.drive(order_id).await {
-                    tracing::warn!(%order_id, error = %e, "driving the saga failed; it is retried");
+                    tracing::warn!(%order_id, error = %runtime::problem::ErrorChain(&e), "driving the saga failed; it is retried");
                     driver.wake_at(order_id, Duration::from_secs(1));
                 }
                 let mut driving = driver.driving.lock().unwrap_or_else(|p| p.into_inner());
@@ -244,7 +251,7 @@ impl Driver {
     async fn attempt(self: Arc<Self>, order_id: Uuid, step: Step) {
         let result = self.attempt_inner(order_id, step.clone()).await;
         if let Err(e) = result {
-            tracing::warn!(%order_id, %step, error = %e, "saga step could not be recorded");
+            tracing::warn!(%order_id, %step, error = %runtime::problem::ErrorChain(&e), "saga step could not be recorded");
         }
         self.spawn_drive(order_id);
     }
@@ -323,6 +330,16 @@ impl Driver {
         self.timers.cancel(&order_id);
     }
 
+    /// Drops the traces of sagas that were closed when `open` was listed (another replica may
+    /// have ended them), keeping those recorded since.
+    fn forget_traces_of_closed(&self, open: &[Uuid], listed_at: std::time::Instant) {
+        let open: std::collections::HashSet<&Uuid> = open.iter().collect();
+        self.traces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, (_, recorded)| open.contains(id) || *recorded > listed_at);
+    }
+
     /// Sagas not yet completed (nor parked for attention).
     pub async fn open_sagas(&self) -> Result<Vec<Uuid>, sqlx::Error> {
         let ids: Vec<String> = sqlx::query_scalar(
@@ -339,8 +356,10 @@ impl Driver {
     /// (their deadlines are stored) and takes over those of a replica that died.
     pub async fn recover(self: Arc<Self>, interval: Duration) {
         loop {
+            let listed_at = std::time::Instant::now();
             match self.open_sagas().await {
                 Ok(ids) => {
+                    self.forget_traces_of_closed(&ids, listed_at);
                     if !ids.is_empty() {
                         tracing::debug!(open = ids.len(), "checking open sagas");
                     }
@@ -348,7 +367,9 @@ impl Driver {
                         self.spawn_drive(id);
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot list open sagas"),
+                Err(e) => {
+                    tracing::warn!(error = %runtime::problem::ErrorChain(&e), "cannot list open sagas")
+                }
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,

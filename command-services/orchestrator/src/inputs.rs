@@ -58,7 +58,7 @@ pub async fn run(mut consumer: PullConsumer, driver: Arc<Driver>, shutdown: Canc
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(error = %e, "orchestrator fetch failed");
+                tracing::warn!(error = %runtime::problem::ErrorChain(&e), "orchestrator fetch failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -79,7 +79,7 @@ pub async fn run(mut consumer: PullConsumer, driver: Arc<Driver>, shutdown: Canc
             let kind = async {
                 match Envelope::from_slice(&message.payload) {
                     Err(e) => {
-                        tracing::warn!(subject = %message.subject, error = %e, "not an envelope; terminated");
+                        tracing::warn!(subject = %message.subject, error = %runtime::problem::ErrorChain(&e), "not an envelope; terminated");
                         metrics::counter!("consumer_dead_letters_total", "consumer" => name.clone())
                             .increment(1);
                         AckKind::Term
@@ -89,7 +89,7 @@ pub async fn run(mut consumer: PullConsumer, driver: Arc<Driver>, shutdown: Canc
                         Some((order_id, input)) => match driver.input(order_id, input).await {
                             Ok(()) => AckKind::Ack,
                             Err(e) => {
-                                tracing::warn!(%order_id, error = %e, "saga input failed; redelivering");
+                                tracing::warn!(%order_id, error = %runtime::problem::ErrorChain(&e), "saga input failed; redelivering");
                                 AckKind::Nak(Some(Duration::from_secs(1)))
                             }
                         },
@@ -99,7 +99,7 @@ pub async fn run(mut consumer: PullConsumer, driver: Arc<Driver>, shutdown: Canc
             .instrument(span)
             .await;
             if let Err(e) = message.ack_with(kind).await {
-                tracing::warn!(error = %e, "ack failed");
+                tracing::warn!(error = %runtime::problem::ErrorChain(&*e), "ack failed");
             }
         }
     }

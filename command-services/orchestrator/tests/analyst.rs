@@ -162,6 +162,80 @@ async fn exports_read_back_identical_in_every_format_and_resume_after_a_break() 
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// What `replay` would print for `selection`.
+async fn select(s: &Stack, selection: Selection) -> Vec<Record> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let source = s.source();
+    let reader = tokio::spawn(async move {
+        events::read::read(&source, &selection, &BTreeMap::new(), tx, &quiet()).await
+    });
+    let mut records = Vec::new();
+    while let Some(r) = rx.recv().await {
+        records.push(r);
+    }
+    reader.await.unwrap().unwrap();
+    records
+}
+
+#[tokio::test]
+async fn start_and_end_points_by_sequence_and_time_select_what_they_say() {
+    use events::read::{End, Start};
+    let s = stack_with_history().await;
+    let orders = stored(&s, &[BoundedContext::Orders]).await;
+    let all = Selection::everything(vec![BoundedContext::Orders]);
+    assert_eq!(select(&s, all.clone()).await, orders);
+
+    let middle = Selection {
+        start: Start::Sequence(3),
+        end: End::Sequence(6),
+        ..all.clone()
+    };
+    assert_eq!(select(&s, middle).await, orders[2..6].to_vec());
+
+    // JetStream's store times: everything is stored before now, nothing before an hour ago.
+    let now = chrono::Utc::now();
+    let until_now = Selection {
+        end: End::Time(now),
+        ..all.clone()
+    };
+    assert_eq!(select(&s, until_now).await, orders);
+    let hour_ago = now - chrono::Duration::hours(1);
+    let until_an_hour_ago = Selection {
+        end: End::Time(hour_ago),
+        ..all.clone()
+    };
+    assert!(select(&s, until_an_hour_ago).await.is_empty());
+    let from_an_hour_ago = Selection {
+        start: Start::Time(hour_ago),
+        ..all.clone()
+    };
+    assert_eq!(select(&s, from_an_hour_ago).await, orders);
+    let from_later = Selection {
+        start: Start::Time(now + chrono::Duration::hours(1)),
+        ..all.clone()
+    };
+    assert!(select(&s, from_later).await.is_empty());
+
+    // Filters: a type by name, and one aggregate (filtered by the server).
+    let placed = Selection {
+        types: vec!["OrderPlaced".into()],
+        ..all.clone()
+    };
+    let got = select(&s, placed).await;
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|r| r.envelope.name() == "OrderPlaced"));
+    let id = got[1].envelope.subject.clone();
+    let one = Selection {
+        aggregate: Some(id.clone()),
+        ..all
+    };
+    let expected: Vec<Record> = orders
+        .into_iter()
+        .filter(|r| r.envelope.subject == id)
+        .collect();
+    assert_eq!(select(&s, one).await, expected);
+}
+
 #[tokio::test]
 async fn a_python_script_with_only_nats_py_and_pyarrow_agrees_on_counts_per_type() {
     let s = stack_with_history().await;

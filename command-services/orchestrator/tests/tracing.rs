@@ -92,7 +92,8 @@ async fn one_order_is_one_trace_across_every_service() {
     let trace_id = runtime::trace::trace_id_of(&traceparent)
         .unwrap()
         .to_owned();
-    let r = reqwest::Client::new()
+    // Another order at the same time, in a trace of its own: none of its work may join ours.
+    let ours = reqwest::Client::new()
         .post(format!("{}/orders", s.urls[0]))
         .header("traceparent", &traceparent)
         .json(&json!({
@@ -100,9 +101,9 @@ async fn one_order_is_one_trace_across_every_service() {
             "lines": [{"sku": "TR-1", "quantity": 2}],
             "payment_token": "tok_ok"
         }))
-        .send()
-        .await
-        .unwrap();
+        .send();
+    let (r, other) = tokio::join!(ours, s.place(&[("TR-1", 1)], "tok_ok"));
+    let r = r.unwrap();
     assert_eq!(r.status(), 202);
     // The answer carries the request span's context: same trace, the server's own span id.
     let answered = r.headers()["traceparent"].to_str().unwrap().to_owned();
@@ -114,6 +115,7 @@ async fn one_order_is_one_trace_across_every_service() {
     let body: serde_json::Value = r.json().await.unwrap();
     let order = Uuid::parse_str(body["order_id"].as_str().unwrap()).unwrap();
     assert_eq!(s.finished(order).await["outcome"], "confirmed");
+    assert_eq!(s.finished(other).await["outcome"], "confirmed");
     // The read side has the confirmed order, so the projections have handled its events.
     testkit::eventually(Duration::from_secs(10), "the order view", || async {
         let view: serde_json::Value = reqwest::get(format!("{}/orders/{order}", s.reads[1]))
@@ -152,12 +154,32 @@ async fn one_order_is_one_trace_across_every_service() {
     );
 
     assert!(spans.iter().all(|s| s.service == "streamshop-test"));
-    // Nothing of another order's trace leaked in: the order id on the command spans is ours.
-    for span in spans.iter().filter(|s| s.name == "command") {
-        if let Some(id) = span.attributes.get("correlation_id") {
-            if span.attributes.get("command").map(String::as_str) != Some("CreateProduct") {
-                assert_eq!(id, &order.to_string(), "{span:?}");
-            }
-        }
+    // Nothing of the other order leaked in: every id on the trace's spans is our order's.
+    let other = other.to_string();
+    for span in &spans {
+        assert!(
+            !span.attributes.values().any(|v| v.contains(&other)),
+            "the other order in our trace: {span:?}"
+        );
     }
+    for span in spans.iter().filter(|s| s.name == "command") {
+        assert_eq!(
+            span.attributes.get("correlation_id"),
+            Some(&order.to_string()),
+            "{span:?}"
+        );
+    }
+    // And the other order's work is a trace of its own, with the same hops.
+    let other_trace = receiver
+        .spans()
+        .into_iter()
+        .find(|s| s.name == "command" && s.attributes.get("correlation_id") == Some(&other))
+        .map(|s| s.trace_id)
+        .unwrap();
+    assert_ne!(other_trace, trace_id);
+    assert!(has(
+        &receiver.trace(&other_trace),
+        "command",
+        ("command", "ConfirmOrder")
+    ));
 }
