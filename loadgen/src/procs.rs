@@ -53,6 +53,9 @@ impl Proc {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "warn")
+            // OpenTelemetry's own settings pass through, so a run can export traces or switch
+            // them off (OTEL_SDK_DISABLED=true) to measure what they cost.
+            .envs(std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")))
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
             .stdin(Stdio::null())

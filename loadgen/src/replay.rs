@@ -38,6 +38,75 @@ pub struct ReplayFigure {
     pub publish_rate: f64,
     /// CPU and memory of the last rebuild's processes.
     pub costs: Vec<Cost>,
+    /// `events export` of the same streams, once per format.
+    pub exports: Vec<ExportRun>,
+}
+
+/// One `events export` run over the replay streams.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportRun {
+    pub format: String,
+    pub events: u64,
+    pub seconds: f64,
+    pub rate: f64,
+    pub cpu_seconds: f64,
+    pub peak_rss_mb: f64,
+    pub file_mb: f64,
+}
+
+/// Exports the replay streams with the `events` binary in each format, timing it and sampling
+/// its CPU and memory: the analysts' path over the same million events.
+async fn exports(b: &Bench, events: u64) -> anyhow::Result<Vec<ExportRun>> {
+    let mut runs = Vec::new();
+    for format in ["jsonl", "csv", "parquet"] {
+        let output = b.logs.join(format!("export.{format}"));
+        let _ = std::fs::remove_file(&output);
+        let started = Instant::now();
+        let mut child = tokio::process::Command::new(b.bins.join("events"))
+            .args(["export", "--quiet", "--format", format, "--output"])
+            .arg(&output)
+            .env_clear()
+            .env("NATS_URL", &b.nats_url)
+            .env("NATS_NAMESPACE", NAMESPACE)
+            .stdout(log_file(b, "export")?)
+            .stderr(log_file(b, "export")?)
+            .spawn()?;
+        let monitor = Monitor::start(vec![Watched {
+            name: "events export".into(),
+            pid: child.id().map_or(0, |p| p as i32),
+            with_children: false,
+        }]);
+        let status = child.wait().await?;
+        let cost = monitor
+            .finish()
+            .await
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        anyhow::ensure!(
+            status.success(),
+            "events export failed; see {}",
+            b.logs.join("export.log").display()
+        );
+        let seconds = started.elapsed().as_secs_f64();
+        let file_mb = std::fs::metadata(&output)?.len() as f64 / 1e6;
+        println!(
+            "  events export --format {format}: {events} events in {seconds:.1} s ({:.0} events/s, peak RSS {:.0} MB, file {file_mb:.0} MB)",
+            events as f64 / seconds,
+            cost.peak_rss_mb
+        );
+        runs.push(ExportRun {
+            format: format.into(),
+            events,
+            seconds,
+            rate: events as f64 / seconds,
+            cpu_seconds: cost.cpu_seconds,
+            peak_rss_mb: cost.peak_rss_mb,
+            file_mb,
+        });
+        let _ = std::fs::remove_file(&output);
+    }
+    Ok(runs)
 }
 
 /// One stream's messages: (subject, payload).
@@ -170,6 +239,7 @@ pub async fn run(b: &Bench, template: &str) -> anyhow::Result<ReplayFigure> {
         }
     }
     let rates: Vec<f64> = seconds.iter().map(|s| events as f64 / s).collect();
+    let exports = exports(b, events).await?;
     Ok(ReplayFigure {
         events,
         template_events,
@@ -179,6 +249,7 @@ pub async fn run(b: &Bench, template: &str) -> anyhow::Result<ReplayFigure> {
         rebuild_seconds: Spread::of(&seconds),
         orders_rebuilt,
         costs,
+        exports,
         orders_expected: template_orders * copies as i64,
         jetstream_read_rate,
         postgres_batched_rate,

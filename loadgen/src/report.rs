@@ -313,6 +313,27 @@ impl Report {
             ));
             line(String::new());
         }
+        if let Some(r) = self.replay.as_ref().filter(|r| !r.exports.is_empty()) {
+            line(format!(
+                "**3b. Export**: `events export` of the same {} events, one run per format",
+                r.events
+            ));
+            line(String::new());
+            line("| format | events/s | share of the JetStream read | CPU s | peak RSS MB | file MB |".into());
+            line("|---|---|---|---|---|---|".into());
+            for e in &r.exports {
+                line(format!(
+                    "| {} | {:.0} | {:.0}% | {:.1} | {:.0} | {:.0} |",
+                    e.format,
+                    e.rate,
+                    ratio(e.rate, r.jetstream_read_rate.median) * 100.0,
+                    e.cpu_seconds,
+                    e.peak_rss_mb,
+                    e.file_mb
+                ));
+            }
+            line(String::new());
+        }
         if let Some(q) = &self.queries {
             line(format!(
                 "**4. Query API**: `GET /orders/{{id}}` at {} connections over {} orders",

@@ -103,6 +103,7 @@ pub async fn rebuild<P: Projection + Clone>(
     let settings = WorkerSettings {
         consumer_prefix: format!("{}rebuild_", live.consumer_prefix),
         schema: Some(schema.clone()),
+        trace_events: false,
         // Catching up on a whole stream: bigger batches spread each transaction's fixed cost
         // (positions, checkpoint, commit) over more events.
         batch_size: live.batch_size.max(REBUILD_BATCH),

@@ -46,6 +46,7 @@ impl Settings {
                 ack_wait: env.millis_or("PROJECTION_ACK_WAIT_MS", defaults.ack_wait)?,
                 consumer_prefix: env.string_or("PROJECTION_CONSUMER_PREFIX", ""),
                 schema: None,
+                trace_events: true,
             },
             failpoints: env.string_or("FAILPOINTS", ""),
             log: LogSettings::from_env(env)?,

@@ -54,6 +54,7 @@ impl World {
                 ack_wait: Duration::from_secs(30),
                 consumer_prefix: String::new(),
                 schema: None,
+                trace_events: true,
             },
         )
         .await

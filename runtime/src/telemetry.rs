@@ -42,6 +42,9 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// OTLP/HTTP base URL (`/v1/traces` is appended); traces are exported only when set.
     pub otlp_endpoint: Option<String>,
+    /// `OTEL_SDK_DISABLED=true`: no OpenTelemetry layer at all (no spans' ids in logs, and
+    /// each incoming `traceparent` passed on unchanged), for measuring what tracing costs.
+    pub otel_disabled: bool,
 }
 
 impl LogSettings {
@@ -54,6 +57,7 @@ impl LogSettings {
                 .map(str::trim)
                 .filter(|e| !e.is_empty())
                 .map(str::to_owned),
+            otel_disabled: env.bool_or("OTEL_SDK_DISABLED", false)?,
         })
     }
 }
@@ -92,9 +96,16 @@ pub fn init(service: &'static str, settings: &LogSettings) -> Telemetry {
         EnvFilter::new("info")
     });
     let provider = tracer_provider(service, settings.otlp_endpoint.as_deref());
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer(service))
-        .with_filter(LevelFilter::INFO);
+    // No per-span thread, source location or busy/idle timing: each is work on every span
+    // (timing on every poll of an async span) that the traces do not need.
+    let otel = (!settings.otel_disabled).then(|| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(service))
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_location(false)
+            .with_filter(LevelFilter::INFO)
+    });
     let logs = match settings.format {
         LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(true).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()

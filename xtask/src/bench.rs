@@ -18,7 +18,7 @@ pub fn run(loadgen_args: &[String]) -> anyhow::Result<ExitCode> {
     postgres::stop(&layout);
     layout.remove_state()?;
     let layout = layout.with_free_ports()?;
-    let bins = services::build(&layout, true, &["loadgen"])?;
+    let bins = services::build(&layout, true, &["loadgen", "events"])?;
     println!(
         "bench: release build ready after {:.0} s",
         started.elapsed().as_secs_f64()

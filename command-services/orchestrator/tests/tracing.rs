@@ -83,6 +83,7 @@ async fn one_order_is_one_trace_across_every_service() {
             filter: "warn".into(),
             format: LogFormat::Pretty,
             otlp_endpoint: Some(receiver.endpoint.clone()),
+            otel_disabled: false,
         },
     ));
     let s = Stack::start_all(3).await;
