@@ -101,11 +101,7 @@ where
             )
         }
     };
-    let traceparent = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("traceparent"))
-        .map(|v| v.as_str().to_owned());
+    let traceparent = runtime::trace::of_message(message.headers.as_ref()).map(str::to_owned);
     dispatcher
         .dispatch(Request {
             name,

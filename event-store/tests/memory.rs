@@ -39,6 +39,10 @@ fn create(stock: u32) -> ProductCommand {
     }
 }
 
+fn reserve(order_id: Uuid, quantity: u32) -> ProductCommand {
+    ProductCommand::Reserve { order_id, quantity }
+}
+
 async fn run(bus: &CommandBus<Product>, command: ProductCommand) -> Executed<Product> {
     bus.execute("SKU-1", command, &metadata()).await.unwrap()
 }
@@ -58,25 +62,11 @@ async fn a_rejection_from_a_stale_state_is_decided_again_from_the_store() {
     let (x, y) = (Uuid::now_v7(), Uuid::now_v7());
     run(&a, create(1)).await;
     // A remembers the only unit reserved for X.
-    run(
-        &a,
-        ProductCommand::Reserve {
-            order_id: x,
-            quantity: 1,
-        },
-    )
-    .await;
+    run(&a, reserve(x, 1)).await;
     // B releases it: A's memory is now behind.
     run(&b, ProductCommand::Release { order_id: x }).await;
     // From memory Y would be out of stock; from the store it is not.
-    let reserved = run(
-        &a,
-        ProductCommand::Reserve {
-            order_id: y,
-            quantity: 1,
-        },
-    )
-    .await;
+    let reserved = run(&a, reserve(y, 1)).await;
     assert_eq!(version(&reserved), (4, 1), "{reserved:?}");
 }
 
@@ -86,14 +76,7 @@ async fn a_no_op_from_a_stale_state_is_decided_again_from_the_store() {
     let x = Uuid::now_v7();
     run(&a, create(10)).await;
     // B reserves for X after A remembered the product without that reservation.
-    run(
-        &b,
-        ProductCommand::Reserve {
-            order_id: x,
-            quantity: 2,
-        },
-    )
-    .await;
+    run(&b, reserve(x, 2)).await;
     // From memory there is nothing to release; from the store there is.
     let released = run(&a, ProductCommand::Release { order_id: x }).await;
     assert_eq!(version(&released), (3, 1), "{released:?}");
@@ -104,22 +87,8 @@ async fn an_append_on_a_stale_state_conflicts_and_is_retried_from_the_store() {
     let (a, b) = two_replicas().await;
     let (x, y) = (Uuid::now_v7(), Uuid::now_v7());
     run(&a, create(10)).await;
-    run(
-        &b,
-        ProductCommand::Reserve {
-            order_id: x,
-            quantity: 2,
-        },
-    )
-    .await;
-    let reserved = run(
-        &a,
-        ProductCommand::Reserve {
-            order_id: y,
-            quantity: 3,
-        },
-    )
-    .await;
+    run(&b, reserve(x, 2)).await;
+    let reserved = run(&a, reserve(y, 3)).await;
     assert_eq!(version(&reserved), (3, 1), "{reserved:?}");
     let (state, v) = a.state("SKU-1").await.unwrap();
     assert_eq!((v, state.reserved), (3, 5), "both reservations count");

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use messaging::BoundedContext;
-use tokio::sync::mpsc;
 
 use crate::export::{self, ExportOptions};
 use crate::fold::{self, AsOf};
@@ -171,6 +170,18 @@ fn parse_store(value: &str) -> Result<(BoundedContext, String), String> {
 /// Runs the command. `Ok` carries 0, or 1 when `verify` found differences; `main` exits 2
 /// on an error.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Refused before anything is opened, so the answer does not depend on NATS being up.
+    match &cli.command {
+        Command::Tail(args) => anyhow::ensure!(
+            args.to_seq.is_none() && args.to_time.is_none(),
+            "tail follows live events; use replay for an end point"
+        ),
+        Command::Export(args) => anyhow::ensure!(
+            !args.selection.follow,
+            "an export needs an end: --follow never ends, so it would never be written"
+        ),
+        _ => {}
+    }
     let source = Source::connect(&cli.nats_url, &cli.namespace).await?;
     match cli.command {
         Command::Replay(args) => {
@@ -178,18 +189,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_lines(&source, &selection, cli.quiet).await
         }
         Command::Tail(args) => {
-            anyhow::ensure!(
-                args.to_seq.is_none() && args.to_time.is_none(),
-                "tail follows live events; use replay for an end point"
-            );
             let selection = args.selection(Start::Now, End::Follow);
             print_lines(&source, &selection, true).await
         }
         Command::Export(args) => {
-            anyhow::ensure!(
-                !args.selection.follow,
-                "an export needs an end: --follow never ends, so it would never be written"
-            );
             let selection = args.selection.selection(Start::Beginning, End::Now);
             let progress = Arc::new(Progress::new("export", cli.quiet));
             let options = ExportOptions {
@@ -260,17 +263,11 @@ async fn print_lines(
     quiet: bool,
 ) -> anyhow::Result<ExitCode> {
     let progress = Arc::new(Progress::new("replay", quiet));
-    let (tx, mut rx) = mpsc::channel(1024);
-    let reader = {
-        let (source, selection, progress) = (source.clone(), selection.clone(), progress.clone());
-        tokio::spawn(async move {
-            read::read(&source, &selection, &BTreeMap::new(), tx, &progress).await
-        })
-    };
+    let mut reading = read::spawn(source, selection, BTreeMap::new(), progress.clone());
     let live = selection.end == End::Follow;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    while let Some(record) = rx.recv().await {
+    while let Some(record) = reading.events.recv().await {
         let written = serde_json::to_writer(&mut out, &record.to_json())
             .map_err(std::io::Error::from)
             .and_then(|()| out.write_all(b"\n"))
@@ -283,7 +280,7 @@ async fn print_lines(
         }
     }
     out.flush()?;
-    reader.await??;
+    reading.finish().await?;
     progress.finish();
     Ok(ExitCode::SUCCESS)
 }

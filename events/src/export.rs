@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
 use crate::formats::{self, Format};
 use crate::progress::Progress;
@@ -112,65 +111,32 @@ pub async fn export(
     }
     let extension = options.format.extension();
 
-    // A bounded channel: the reader waits while the writer is busy.
-    let (tx, mut rx) = mpsc::channel(1024);
-    let reader = {
-        let (source, selection) = (source.clone(), selection.clone());
-        let (positions, progress) = (state.positions.clone(), progress.clone());
-        tokio::spawn(
-            async move { read::read(&source, &selection, &positions, tx, &progress).await },
-        )
-    };
-
-    let mut writer = None;
-    let mut in_part = 0;
-    let mut positions = state.positions.clone();
-    let mut stopped = false;
-    while let Some(record) = rx.recv().await {
-        if writer.is_none() {
-            let tmp = part_path(&dir, state.parts + 1, "tmp");
-            writer = Some(formats::part_writer(options.format, &tmp)?);
-        }
-        if let Some(w) = writer.as_mut() {
-            w.write(&record)?;
-        }
-        positions.insert(record.stream.clone(), record.stream_sequence);
-        in_part += 1;
-        if in_part >= options.part_events {
-            close_part(
-                &dir,
-                extension,
-                &mut state,
-                writer.take(),
-                in_part,
-                &positions,
-            )?;
-            in_part = 0;
+    let mut reading = read::spawn(source, selection, state.positions.clone(), progress);
+    let mut part: Option<OpenPart> = None;
+    while let Some(record) = reading.events.recv().await {
+        let open = match part.as_mut() {
+            Some(open) => open,
+            None => part.insert(OpenPart::new(options.format, &dir, &state)?),
+        };
+        open.write(&record)?;
+        if open.events >= options.part_events {
+            if let Some(full) = part.take() {
+                full.close(&dir, extension, &mut state)?;
+            }
             if options.stop_after_parts.is_some_and(|n| state.parts >= n) {
-                stopped = true;
-                break;
+                // Stopped as a crash would stop it: how the reader ends no longer matters.
+                let _ = reading.finish().await;
+                return Ok(ExportReport {
+                    events: state.events,
+                    resumed,
+                    complete: false,
+                });
             }
         }
     }
-    if stopped {
-        drop(rx);
-        let _ = reader.await;
-        return Ok(ExportReport {
-            events: state.events,
-            resumed,
-            complete: false,
-        });
-    }
-    reader.await.context("the reader task")??;
-    if in_part > 0 {
-        close_part(
-            &dir,
-            extension,
-            &mut state,
-            writer.take(),
-            in_part,
-            &positions,
-        )?;
+    reading.finish().await?;
+    if let Some(last) = part {
+        last.close(&dir, extension, &mut state)?;
     }
 
     let parts: Vec<PathBuf> = (1..=state.parts)
@@ -188,24 +154,40 @@ pub async fn export(
     })
 }
 
-/// Completes a part: sync it, give it its final name, then record it in the state.
-fn close_part(
-    dir: &Path,
-    extension: &str,
-    state: &mut State,
-    writer: Option<Box<dyn formats::PartWriter>>,
+/// The part being written: its writer, how many events it holds, and the stream positions
+/// the state will record once it is complete.
+struct OpenPart {
+    writer: Box<dyn formats::PartWriter>,
     events: u64,
-    positions: &BTreeMap<String, u64>,
-) -> anyhow::Result<()> {
-    let Some(writer) = writer else {
-        return Ok(());
-    };
-    writer.finish()?;
-    let n = state.parts + 1;
-    std::fs::rename(part_path(dir, n, "tmp"), part_path(dir, n, extension))?;
-    state.parts = n;
-    state.events += events;
-    state.positions = positions.clone();
-    write_atomically(&dir.join("state.json"), &serde_json::to_vec_pretty(state)?)?;
-    Ok(())
+    positions: BTreeMap<String, u64>,
+}
+
+impl OpenPart {
+    /// Starts the next part as `part-N.tmp`; a leftover of a killed run is overwritten.
+    fn new(format: Format, dir: &Path, state: &State) -> anyhow::Result<Self> {
+        Ok(Self {
+            writer: formats::part_writer(format, &part_path(dir, state.parts + 1, "tmp"))?,
+            events: 0,
+            positions: state.positions.clone(),
+        })
+    }
+
+    fn write(&mut self, record: &crate::record::Record) -> anyhow::Result<()> {
+        self.writer.write(record)?;
+        self.positions
+            .insert(record.stream.clone(), record.stream_sequence);
+        self.events += 1;
+        Ok(())
+    }
+
+    /// Completes the part: sync it, give it its final name, then record it in the state.
+    fn close(self, dir: &Path, extension: &str, state: &mut State) -> anyhow::Result<()> {
+        self.writer.finish()?;
+        let n = state.parts + 1;
+        std::fs::rename(part_path(dir, n, "tmp"), part_path(dir, n, extension))?;
+        state.parts = n;
+        state.events += self.events;
+        state.positions = self.positions;
+        write_atomically(&dir.join("state.json"), &serde_json::to_vec_pretty(state)?)
+    }
 }

@@ -13,7 +13,6 @@ use domain::saga::OrderSaga;
 use messaging::BoundedContext;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 use crate::progress::Progress;
 use crate::read::{self, End, Selection, Source};
@@ -101,17 +100,11 @@ pub async fn state(
         end: End::Now,
         ..Selection::everything(vec![context])
     };
-    let (tx, mut rx) = mpsc::channel(1024);
-    let reader = {
-        let (source, selection, progress) = (source.clone(), selection.clone(), progress.clone());
-        tokio::spawn(async move {
-            read::read(&source, &selection, &BTreeMap::new(), tx, &progress).await
-        })
-    };
+    let mut reading = read::spawn(source, &selection, BTreeMap::new(), progress);
     let mut folded = Folded::new(context);
     let mut version = 0;
     let mut at = None;
-    while let Some(record) = rx.recv().await {
+    while let Some(record) = reading.events.recv().await {
         let e = &record.envelope;
         let wanted = match as_of {
             AsOf::Latest => true,
@@ -130,7 +123,7 @@ pub async fn state(
         version = e.sequence;
         at = Some(e.time);
     }
-    reader.await??;
+    reading.finish().await?;
     anyhow::ensure!(
         version > 0,
         "{} has no events in {} as of {as_of:?}",

@@ -3,6 +3,7 @@
 //! flat however long the streams are.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::consumer::DeliverPolicy;
@@ -11,6 +12,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use messaging::{BoundedContext, Envelope, Namespace};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::progress::Progress;
 use crate::record::Record;
@@ -126,8 +128,6 @@ struct Plan {
     deliver: DeliverPolicy,
     /// Inclusive; `None` when following.
     last: Option<u64>,
-    /// Messages the consumer has to deliver, for progress (0 when there is nothing to read).
-    pending: u64,
     filter: String,
 }
 
@@ -198,9 +198,40 @@ async fn plan(
         context,
         deliver,
         last,
-        pending: 0,
         filter,
     })
+}
+
+/// How many events a reading holds in hand at most: what bounds the memory of every command.
+const IN_HAND: usize = 1024;
+
+/// A read running in its own task: events arrive on `events`, in order.
+pub struct Reading {
+    pub events: mpsc::Receiver<Record>,
+    task: JoinHandle<anyhow::Result<u64>>,
+}
+
+impl Reading {
+    /// Ends the read (stopping it, when events are still coming) and says how it went: how
+    /// many events it sent, or why it failed.
+    pub async fn finish(self) -> anyhow::Result<u64> {
+        drop(self.events);
+        use anyhow::Context;
+        self.task.await.context("the reader task")?
+    }
+}
+
+/// Starts `read` in a task of its own, feeding a bounded channel.
+pub fn spawn(
+    source: &Source,
+    selection: &Selection,
+    resume: BTreeMap<String, u64>,
+    progress: Arc<Progress>,
+) -> Reading {
+    let (tx, events) = mpsc::channel(IN_HAND);
+    let (source, selection) = (source.clone(), selection.clone());
+    let task = tokio::spawn(async move { read(&source, &selection, &resume, tx, &progress).await });
+    Reading { events, task }
 }
 
 /// Reads the selection and sends every wanted event to `out` in stream order, one stream after
@@ -235,7 +266,7 @@ pub async fn read(
 async fn read_one(
     source: &Source,
     selection: &Selection,
-    mut plan: Plan,
+    plan: Plan,
     out: mpsc::Sender<Record>,
     progress: &Progress,
 ) -> anyhow::Result<u64> {
@@ -247,12 +278,12 @@ async fn read_one(
             ..Default::default()
         })
         .await?;
-    plan.pending = consumer.cached_info().num_pending;
-    if plan.last.is_some() && plan.pending == 0 {
+    let pending = consumer.cached_info().num_pending;
+    if plan.last.is_some() && pending == 0 {
         // Nothing stored matches; waiting would wait for new events.
         return Ok(0);
     }
-    progress.add_total(plan.pending);
+    progress.add_total(pending);
     let base = plan.context.stream_base().to_owned();
     let mut messages = consumer.messages().await?;
     let mut sent = 0;

@@ -14,9 +14,7 @@ use anyhow::Context;
 use futures::TryStreamExt;
 use messaging::BoundedContext;
 use serde_json::Value;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
-use tokio::sync::mpsc;
 
 use crate::fold::Folded;
 use crate::progress::Progress;
@@ -114,12 +112,16 @@ pub async fn verify(
     Ok(report)
 }
 
+/// One connection, opened the way every service opens its pool.
 async fn connect(url: &str) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
+    let settings = runtime::db::DatabaseSettings {
+        url: runtime::secret::Secret::new(url.to_owned()),
+        max_connections: 1,
+    };
+    settings
+        .connect()
         .await
-        .context("connecting to a database to compare with")
+        .with_context(|| format!("connecting to {} to compare with it", settings.url))
 }
 
 /// Folds a whole stream per aggregate, noting gaps and events that do not apply.
@@ -130,16 +132,10 @@ async fn fold_stream(
     report: &mut Report,
 ) -> anyhow::Result<HashMap<String, Entry>> {
     let selection = Selection::everything(vec![context]);
-    let (tx, mut rx) = mpsc::channel(1024);
-    let reader = {
-        let (source, progress) = (source.clone(), progress.clone());
-        tokio::spawn(async move {
-            read::read(&source, &selection, &BTreeMap::new(), tx, &progress).await
-        })
-    };
+    let mut reading = read::spawn(source, &selection, BTreeMap::new(), progress.clone());
     let place = format!("stream {}", context.stream_base());
     let mut entries: HashMap<String, Entry> = HashMap::new();
-    while let Some(record) = rx.recv().await {
+    while let Some(record) = reading.events.recv().await {
         report.events += 1;
         let e = &record.envelope;
         let entry = entries.entry(e.subject.clone()).or_insert_with(|| Entry {
@@ -173,7 +169,7 @@ async fn fold_stream(
         }
         entry.version = e.sequence;
     }
-    reader.await??;
+    reading.finish().await?;
     report.aggregates += entries.len() as u64;
     Ok(entries)
 }

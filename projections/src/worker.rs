@@ -429,8 +429,7 @@ impl<P: Projection> Worker<P> {
                 .increment(1);
         }
         let headers = message.headers.as_ref();
-        let traced = headers.is_some_and(|h| h.get(runtime::trace::TRACEPARENT).is_some());
-        if !self.settings.trace_events || !traced {
+        if !self.settings.trace_events || runtime::trace::of_message(headers).is_none() {
             return tracing::Span::none();
         }
         let span = tracing::info_span!(

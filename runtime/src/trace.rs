@@ -63,10 +63,14 @@ pub fn join(span: &tracing::Span, traceparent: Option<&str>) {
     }
 }
 
+/// The `traceparent` header of a NATS message, if it has one.
+pub fn of_message(headers: Option<&async_nats::HeaderMap>) -> Option<&str> {
+    headers.and_then(|h| h.get(TRACEPARENT)).map(|v| v.as_str())
+}
+
 /// `join` with the `traceparent` header of a NATS message, if it has one.
 pub fn join_message(span: &tracing::Span, headers: Option<&async_nats::HeaderMap>) {
-    let traceparent = headers.and_then(|h| h.get(TRACEPARENT)).map(|v| v.as_str());
-    join(span, traceparent);
+    join(span, of_message(headers));
 }
 
 /// Whether the current span belongs to a trace (the OpenTelemetry layer is installed and the

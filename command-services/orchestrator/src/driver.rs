@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use crate::steps::{command_for, reply_outcome, Input};
 use crate::timers::Timers;
+use crate::traces::SagaTraces;
 
 /// Drives every saga of this replica.
 pub struct Driver {
@@ -39,9 +40,7 @@ pub struct Driver {
     /// Sagas being driven, and whether another drive was asked for meanwhile: drives of one
     /// saga never overlap, and a burst of requests collapses into one more drive.
     driving: Mutex<HashMap<Uuid, bool>>,
-    /// The trace each open saga's work joins: the context of the last input it took in (all
-    /// of one order's inputs are one trace). A saga resumed after a restart starts a new one.
-    traces: Mutex<HashMap<Uuid, (String, std::time::Instant)>>,
+    traces: SagaTraces,
     shutdown: CancellationToken,
 }
 
@@ -71,7 +70,7 @@ impl Driver {
             policy,
             timers: Timers::new(shutdown.clone()),
             driving: Mutex::new(HashMap::new()),
-            traces: Mutex::new(HashMap::new()),
+            traces: SagaTraces::default(),
             shutdown,
         })
     }
@@ -91,10 +90,7 @@ impl Driver {
             }
             // Whichever replica ends the saga forgets its trace.
             if !matches!(state.status, SagaStatus::Running | SagaStatus::Compensating) {
-                self.traces
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&order_id);
+                self.traces.forget(order_id);
             }
         }
         Ok(executed)
@@ -122,10 +118,7 @@ impl Driver {
             _ => {
                 if let Some(traceparent) = runtime::trace::traceparent_of(&tracing::Span::current())
                 {
-                    self.traces
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(order_id, (traceparent, std::time::Instant::now()));
+                    self.traces.remember(order_id, traceparent);
                 }
                 self.spawn_drive(order_id);
                 Ok(())
@@ -158,13 +151,7 @@ impl Driver {
         }
         let driver = self.clone();
         let span = tracing::info_span!("saga.drive", %order_id);
-        let traceparent = self
-            .traces
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&order_id)
-            .map(|(traceparent, _)| traceparent.clone());
-        runtime::trace::join(&span, traceparent.as_deref());
+        runtime::trace::join(&span, self.traces.of(order_id).as_deref());
         let drives = async move {
             loop {
                 if let Err(e) = driver.drive(order_id).await {
@@ -193,10 +180,7 @@ impl Driver {
         let (saga, _) = self.bus.state(&order_id.to_string()).await?;
         if !matches!(saga.status, SagaStatus::Running | SagaStatus::Compensating) {
             self.clear_timer(order_id);
-            self.traces
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&order_id);
+            self.traces.forget(order_id);
             return Ok(());
         }
         let now = Utc::now();
@@ -330,16 +314,6 @@ impl Driver {
         self.timers.cancel(&order_id);
     }
 
-    /// Drops the traces of sagas that were closed when `open` was listed (another replica may
-    /// have ended them), keeping those recorded since.
-    fn forget_traces_of_closed(&self, open: &[Uuid], listed_at: std::time::Instant) {
-        let open: std::collections::HashSet<&Uuid> = open.iter().collect();
-        self.traces
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|id, (_, recorded)| open.contains(id) || *recorded > listed_at);
-    }
-
     /// Sagas not yet completed (nor parked for attention).
     pub async fn open_sagas(&self) -> Result<Vec<Uuid>, sqlx::Error> {
         let ids: Vec<String> = sqlx::query_scalar(
@@ -359,7 +333,7 @@ impl Driver {
             let listed_at = std::time::Instant::now();
             match self.open_sagas().await {
                 Ok(ids) => {
-                    self.forget_traces_of_closed(&ids, listed_at);
+                    self.traces.forget_closed(&ids, listed_at);
                     if !ids.is_empty() {
                         tracing::debug!(open = ids.len(), "checking open sagas");
                     }

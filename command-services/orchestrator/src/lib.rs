@@ -11,6 +11,7 @@ pub mod inputs;
 pub mod settings;
 pub mod steps;
 pub mod timers;
+pub mod traces;
 
 pub use app::App;
 pub use settings::Settings;
