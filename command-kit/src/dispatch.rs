@@ -8,8 +8,10 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::reply::{reasons, Reply};
-use crate::spec::CommandSpec;
+use contracts::{reasons, Reply};
+use std::collections::HashMap;
+
+use crate::spec::{by_name, Binding, CommandSpec};
 
 /// A command as a transport received it.
 #[derive(Debug, Clone)]
@@ -25,6 +27,7 @@ pub struct Request {
 /// Executes the commands of one context.
 pub struct Dispatcher<S: CommandSpec> {
     spec: S,
+    commands: HashMap<&'static str, Binding<S::Aggregate>>,
     bus: CommandBus<S::Aggregate>,
 }
 
@@ -46,7 +49,11 @@ where
     S: CommandSpec,
 {
     pub fn new(spec: S, bus: CommandBus<S::Aggregate>) -> Self {
-        Self { spec, bus }
+        Self {
+            spec,
+            commands: by_name::<S>(),
+            bus,
+        }
     }
 
     pub fn spec(&self) -> &S {
@@ -72,7 +79,7 @@ where
         }
         let reply = self.dispatch_inner(request).instrument(span.clone()).await;
         span.record("outcome", reply.reason().unwrap_or("accepted"));
-        let known = self.spec.command_names().contains(&name.as_str());
+        let known = self.commands.contains_key(name.as_str());
         let labels = [
             ("context", S::CONTEXT.token().to_owned()),
             ("command", if known { name } else { "unknown".into() }),
@@ -86,13 +93,13 @@ where
 
     async fn dispatch_inner(&self, request: Request) -> Reply {
         let name = request.name.as_str();
-        if !self.spec.command_names().contains(&name) {
+        let Some(binding) = self.commands.get(name) else {
             return Reply::rejected(
                 reasons::UNKNOWN_COMMAND,
                 format!("{name} is not a command of {}", S::CONTEXT),
                 false,
             );
-        }
+        };
         if !request.body.is_object() {
             return Reply::rejected(
                 reasons::INVALID_BODY,
@@ -101,7 +108,7 @@ where
             );
         }
         let hash = request_hash(name, &request.body);
-        let parsed = match self.spec.parse(name, request.body, Utc::now()) {
+        let parsed = match binding.parse(request.body, Utc::now()) {
             Ok(parsed) => parsed,
             Err(reason) => return Reply::rejected(reasons::INVALID_BODY, reason, false),
         };
@@ -136,7 +143,7 @@ where
             }) => {
                 tracing::info!(command = name, %aggregate_id, aggregate_version = version, replayed, "command accepted");
                 Reply::Accepted {
-                    data: self.spec.reply_data(&command, &state, &events),
+                    data: answer_data(&self.spec.answer(&command, &state, &events)),
                     aggregate_id,
                     version,
                     replayed,
@@ -183,6 +190,18 @@ where
                 tracing::error!(command = name, error = %runtime::problem::ErrorChain(&*e), "command failed");
                 Reply::rejected(reasons::INTERNAL, "internal error", true)
             }
+        }
+    }
+}
+
+/// The answer as the reply's JSON object.
+fn answer_data<T: serde::Serialize>(answer: &T) -> serde_json::Map<String, Value> {
+    match serde_json::to_value(answer) {
+        Ok(Value::Object(map)) => map,
+        // Answers are structs (a contracts test checks each); anything else is a bug.
+        other => {
+            tracing::error!(answer = ?other, "a command answer is not a JSON object");
+            serde_json::Map::new()
         }
     }
 }

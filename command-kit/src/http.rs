@@ -8,16 +8,24 @@ use axum::extract::{RawPathParams, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, MethodRouter};
+use axum::Router;
 use bytes::Bytes;
 use runtime::problem::Problem;
 use serde_json::{Map, Value};
 
 use crate::dispatch::{Dispatcher, Request};
-use crate::reply::{reasons, Reply};
 use crate::spec::CommandSpec;
+use contracts::{reasons, Reply};
 
 /// Longest accepted `Idempotency-Key`.
 const MAX_KEY_LEN: usize = 255;
+
+/// The context's command routes: one `POST` per command of its contract, on the contract's path.
+pub fn routes<S: CommandSpec>() -> Router<Arc<Dispatcher<S>>> {
+    S::bindings().iter().fold(Router::new(), |router, binding| {
+        router.route(binding.info.path, command::<S>(binding.info.name))
+    })
+}
 
 /// A `POST` route that runs the command `name`; path parameters become body fields.
 pub fn command<S>(name: &'static str) -> MethodRouter<Arc<Dispatcher<S>>>

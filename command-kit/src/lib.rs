@@ -11,12 +11,12 @@ pub mod app;
 pub mod dispatch;
 pub mod http;
 pub mod nats;
-pub mod reply;
+pub mod openapi;
 pub mod settings;
 pub mod spec;
 
 pub use app::CommandApp;
+pub use contracts::Reply;
 pub use dispatch::{Dispatcher, Request};
-pub use reply::Reply;
 pub use settings::ServiceSettings;
-pub use spec::{parse_body, CommandSpec, Parsed};
+pub use spec::{Binding, CommandSpec, Parsed};

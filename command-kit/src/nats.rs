@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::dispatch::{Dispatcher, Request};
-use crate::reply::{reasons, Reply};
 use crate::spec::CommandSpec;
+use contracts::{reasons, Reply};
 
 /// Serves commands until `shutdown`, then finishes the ones in hand.
 pub async fn serve<S>(
@@ -91,7 +91,10 @@ where
         }
         Err(e) => return Reply::rejected(reasons::INVALID_BODY, format!("not JSON: {e}"), false),
     };
-    let command_id = match body.as_object_mut().and_then(|m| m.remove("command_id")) {
+    let command_id = match body
+        .as_object_mut()
+        .and_then(|m| m.remove(contracts::reply::COMMAND_ID))
+    {
         Some(Value::String(id)) if !id.is_empty() && id.len() <= 255 => id,
         _ => {
             return Reply::rejected(

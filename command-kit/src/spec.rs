@@ -1,11 +1,17 @@
-//! What a context tells the shared machinery about its commands.
+//! What a context tells the shared machinery about its commands: for each command of its
+//! contract (`contracts::<context>`), how the request becomes the aggregate's command; and what
+//! an accepted answer holds.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use contracts::{Command, CommandInfo};
 use cqrs_es::Aggregate;
 use domain::Rejection;
 use messaging::BoundedContext;
-use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
 
 /// A command read from a request, bound to its aggregate.
 #[derive(Debug)]
@@ -18,12 +24,42 @@ pub struct Parsed<A: Aggregate> {
     pub new_aggregate: bool,
 }
 
+type Parse<A> = Box<dyn Fn(Value, DateTime<Utc>) -> Result<Parsed<A>, String> + Send + Sync>;
+
+/// One command of the context's contract and how its request becomes the aggregate's command.
+pub struct Binding<A: Aggregate> {
+    pub info: CommandInfo,
+    parse: Parse<A>,
+}
+
+impl<A: Aggregate + 'static> Binding<A> {
+    /// Binds the contract's command `C`; `bind` maps its request (with the time it arrived)
+    /// to the aggregate's command.
+    pub fn new<C: Command>(bind: fn(C, DateTime<Utc>) -> Parsed<A>) -> Self {
+        Self {
+            info: contracts::info::<C>(),
+            parse: Box::new(move |body, now| {
+                let request: C = serde_json::from_value(body).map_err(|e| e.to_string())?;
+                Ok(bind(request, now))
+            }),
+        }
+    }
+
+    /// Reads the command from its JSON body (path parameters already merged in); `Err` is a
+    /// human-readable reason the body is invalid.
+    pub fn parse(&self, body: Value, now: DateTime<Utc>) -> Result<Parsed<A>, String> {
+        (self.parse)(body, now)
+    }
+}
+
 /// One context's commands.
 pub trait CommandSpec: Send + Sync + 'static {
     /// The aggregate, with what the shared machinery needs of its commands and errors.
     type Aggregate: Aggregate<Command: Clone + Send + Sync, Error: Rejection + Send + Sync + 'static>
         + Clone
         + 'static;
+    /// The data of every accepted answer of the context: each contract command's `Answer`.
+    type Answer: Serialize + JsonSchema;
 
     /// The context, for NATS subjects and the stream.
     const CONTEXT: BoundedContext;
@@ -32,31 +68,23 @@ pub trait CommandSpec: Send + Sync + 'static {
     /// The problem type of a domain rejection over HTTP: `order-rejected`.
     const REJECTED_KIND: &'static str;
 
-    /// Every command name, as used in `cmd.<context>.<Command>`.
-    fn command_names(&self) -> &'static [&'static str];
+    /// Every command of the context, each bound to the aggregate.
+    fn bindings() -> Vec<Binding<Self::Aggregate>>;
 
-    /// Reads the command `name` from its JSON body (path parameters already merged in).
-    /// `Err` is a human-readable reason the body is invalid.
-    fn parse(
+    /// An accepted answer, from the command, the aggregate after it, and the events it
+    /// appended (none when it changed nothing).
+    fn answer(
         &self,
-        name: &str,
-        body: Value,
-        now: DateTime<Utc>,
-    ) -> Result<Parsed<Self::Aggregate>, String>;
-
-    /// Fields added to an accepted reply, from the command, the aggregate after it, and the
-    /// events it appended (none when it changed nothing).
-    fn reply_data(
-        &self,
-        _command: &<Self::Aggregate as Aggregate>::Command,
-        _state: &Self::Aggregate,
-        _events: &[<Self::Aggregate as Aggregate>::Event],
-    ) -> Map<String, Value> {
-        Map::new()
-    }
+        command: &<Self::Aggregate as Aggregate>::Command,
+        state: &Self::Aggregate,
+        events: &[<Self::Aggregate as Aggregate>::Event],
+    ) -> Self::Answer;
 }
 
-/// Deserialises a command body, with the field path in the error.
-pub fn parse_body<T: DeserializeOwned>(body: Value) -> Result<T, String> {
-    serde_json::from_value(body).map_err(|e| e.to_string())
+/// The context's bindings by command name.
+pub fn by_name<S: CommandSpec>() -> HashMap<&'static str, Binding<S::Aggregate>> {
+    S::bindings()
+        .into_iter()
+        .map(|b| (b.info.name, b))
+        .collect()
 }

@@ -210,7 +210,9 @@ impl OrderError {
 }
 
 /// Where an order is in its life cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// No event yet: the aggregate does not exist.

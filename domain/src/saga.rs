@@ -320,7 +320,7 @@ impl crate::Rejection for SagaError {
 }
 
 /// Where a saga is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SagaStatus {
     #[default]
@@ -332,7 +332,7 @@ pub enum SagaStatus {
 }
 
 /// One step's progress.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StepState {
     pub attempts: u32,
     pub deadline: Option<DateTime<Utc>>,
@@ -398,6 +398,20 @@ impl OrderSaga {
                 Some(StepResult::Reserved { unit_price }) => Some((l.sku.clone(), *unit_price)),
                 _ => None,
             })
+            .collect()
+    }
+
+    /// The SKUs whose reservation inventory refused for want of stock, in line order.
+    pub fn out_of_stock(&self) -> Vec<Sku> {
+        self.lines
+            .iter()
+            .filter(|l| {
+                matches!(
+                    self.result(&Step::Reserve(l.sku.clone())),
+                    Some(StepResult::OutOfStock)
+                )
+            })
+            .map(|l| l.sku.clone())
             .collect()
     }
 

@@ -11,7 +11,6 @@ use domain::payment::Payment;
 use domain::product::Product;
 use domain::saga::OrderSaga;
 use messaging::BoundedContext;
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::progress::Progress;
@@ -26,11 +25,13 @@ pub enum Folded {
     Saga(OrderSaga),
 }
 
-fn event<A: Aggregate>(name: &str, data: &Value) -> Result<A::Event, String>
+/// The event `name` at major `version` as `A`'s event, read through the contract (which
+/// upcasts old versions).
+fn event<A: Aggregate>(name: &str, version: u32, data: &Value) -> Result<A::Event, String>
 where
-    A::Event: DeserializeOwned,
+    A::Event: contracts::LogEvent,
 {
-    serde_json::from_value(json!({ name: data })).map_err(|e| format!("{name}: {e}"))
+    contracts::events::decode_data(name, version, data).map_err(|e| e.to_string())
 }
 
 impl Folded {
@@ -44,23 +45,14 @@ impl Folded {
         }
     }
 
-    /// Applies one event, given by name, major version and body. Old versions are upcast the
-    /// way the services upcast stored events.
+    /// Applies one event, given by name, major version and body; old versions are upcast by
+    /// the contract, as every consumer reads them.
     pub fn apply(&mut self, name: &str, version: u32, data: &Value) -> Result<(), String> {
         match self {
-            Self::Order(order) => {
-                let upcast;
-                let data = if name == "OrderPlaced" && version == 1 {
-                    upcast = domain::order::order_placed_v1_to_v2(data.clone());
-                    &upcast
-                } else {
-                    data
-                };
-                order.apply(event::<Order>(name, data)?);
-            }
-            Self::Product(product) => product.apply(event::<Product>(name, data)?),
-            Self::Payment(payment) => payment.apply(event::<Payment>(name, data)?),
-            Self::Saga(saga) => saga.apply(event::<OrderSaga>(name, data)?),
+            Self::Order(order) => order.apply(event::<Order>(name, version, data)?),
+            Self::Product(product) => product.apply(event::<Product>(name, version, data)?),
+            Self::Payment(payment) => payment.apply(event::<Payment>(name, version, data)?),
+            Self::Saga(saga) => saga.apply(event::<OrderSaga>(name, version, data)?),
         }
         Ok(())
     }

@@ -143,8 +143,8 @@ mod tests {
         );
         assert_eq!(ns.events_filter(BoundedContext::Sagas), "events.sagas.>");
         assert_eq!(
-            ns.command_subject(BoundedContext::Inventory, "ReserveStock"),
-            "cmd.inventory.ReserveStock"
+            ns.command_subject(BoundedContext::Inventory, "SomeCommand"),
+            "cmd.inventory.SomeCommand"
         );
     }
 

@@ -35,4 +35,26 @@ impl NatsSettings {
     pub async fn connect(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
         async_nats::connect(&self.url).await
     }
+
+    /// Connects and makes sure the streams of `contexts` exist (each service creates the
+    /// streams it needs, so start-up order does not matter).
+    pub async fn connect_with_streams(
+        &self,
+        contexts: &[crate::BoundedContext],
+    ) -> anyhow::Result<(async_nats::Client, async_nats::jetstream::Context)> {
+        use anyhow::Context;
+        let nats = self
+            .connect()
+            .await
+            .with_context(|| format!("connecting NATS at {}", self.url))?;
+        let js = async_nats::jetstream::new(nats.clone());
+        for context in contexts {
+            crate::streams::ensure_stream(&js, &self.namespace, *context, &self.stream)
+                .await
+                .with_context(|| {
+                    format!("creating the {} stream", self.namespace.stream(*context))
+                })?;
+        }
+        Ok((nats, js))
+    }
 }

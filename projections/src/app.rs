@@ -7,7 +7,7 @@ use std::pin::Pin;
 use anyhow::Context;
 use messaging::BoundedContext;
 use runtime::health::Readiness;
-use tokio::net::TcpListener;
+use runtime::service::{task, Service, Task};
 use tokio_util::sync::CancellationToken;
 
 use crate::orders_view::OrdersView;
@@ -18,14 +18,9 @@ use crate::saga_timeline::SagaTimeline;
 use crate::worker::Worker;
 use crate::Settings;
 
-type Run = Box<dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
-
 /// A built worker process, bound to its port, not yet running.
 pub struct App {
-    listener: TcpListener,
-    router: axum::Router,
-    workers: Vec<Run>,
-    pool: sqlx::PgPool,
+    service: Service,
 }
 
 /// Every projection this process runs.
@@ -41,7 +36,7 @@ async fn worker<P: Projection>(
     pool: &sqlx::PgPool,
     js: &async_nats::jetstream::Context,
     settings: &Settings,
-) -> anyhow::Result<Run> {
+) -> anyhow::Result<Task> {
     let name = projection.name();
     let worker = Worker::new(
         projection,
@@ -53,26 +48,18 @@ async fn worker<P: Projection>(
     )
     .await
     .with_context(|| format!("creating the {name} consumer"))?;
-    Ok(Box::new(move |shutdown| Box::pin(worker.run(shutdown))))
+    Ok(task(|shutdown| async move {
+        worker.run(shutdown).await;
+        Ok(())
+    }))
 }
 
 impl App {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         let pool =
-            settings.database.connect().await.with_context(|| {
-                format!("connecting the read database {}", settings.database.url)
-            })?;
-        runtime::metrics::watch_pool(&pool);
-        crate::MIGRATOR
-            .run(&pool)
-            .await
-            .context("migrating the read database")?;
-        let nats = settings
-            .nats
-            .connect()
-            .await
-            .with_context(|| format!("connecting NATS at {}", settings.nats.url))?;
-        let js = async_nats::jetstream::new(nats.clone());
+            runtime::service::connect_database("read", &settings.database, Some(&crate::MIGRATOR))
+                .await?;
+        let (nats, js) = settings.nats.connect_with_streams(&[]).await?;
         let workers = vec![
             worker(OrdersView, &pool, &js, settings).await?,
             worker(ProductsView, &pool, &js, settings).await?,
@@ -87,44 +74,27 @@ impl App {
             .postgres("read", pool.clone())
             .nats(nats)
             .streams(js, streams);
-        let router = axum::Router::new()
-            .merge(crate::lag::routes(pool.clone()))
-            .merge(runtime::health::routes(readiness))
-            .fallback(runtime::problem::not_found)
-            .layer(axum::middleware::from_fn(runtime::metrics::track_http))
-            .layer(axum::middleware::from_fn(runtime::trace::http_span));
-        let listener = TcpListener::bind(settings.http_addr)
-            .await
-            .with_context(|| format!("binding {}", settings.http_addr))?;
-        Ok(Self {
-            listener,
-            router,
-            workers,
-            pool,
-        })
+        let service = Service::bind("projections", settings.http_addr)
+            .await?
+            .routes(
+                crate::lag::routes(pool.clone()),
+                readiness,
+                crate::lag::openapi(),
+            )
+            .with_pool(pool);
+        let service = workers
+            .into_iter()
+            .fold(service, |service, worker| service.with_task(worker));
+        Ok(Self { service })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener")
+        self.service.local_addr()
     }
 
     /// Runs the workers and the HTTP endpoints until `shutdown`; batches in hand finish.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let tasks: Vec<_> = self
-            .workers
-            .into_iter()
-            .map(|run| tokio::spawn(run(shutdown.clone())))
-            .collect();
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await
-            .context("serving HTTP")?;
-        for task in tasks {
-            task.await.context("projection worker task")?;
-        }
-        self.pool.close().await;
-        tracing::info!("projections stopped");
-        Ok(())
+        self.service.run(shutdown).await
     }
 }
 

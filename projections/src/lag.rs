@@ -50,3 +50,26 @@ async fn list(
         .map(axum::Json)
         .map_err(|e| runtime::problem::Problem::internal(&e))
 }
+
+/// The projections worker's OpenAPI document: `GET /projections` beside the common paths.
+pub fn openapi() -> serde_json::Value {
+    let mut components = serde_json::Map::new();
+    let lags = runtime::openapi::add::<Vec<ProjectionLag>>(&mut components, "ProjectionLags");
+    let mut paths = serde_json::Map::new();
+    paths.insert(
+        "/projections".into(),
+        serde_json::json!({"get": {
+            "summary": "Each projection's checkpoint, lag and dead letters",
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": lags}}},
+                "500": runtime::openapi::problem("Internal error")
+            }
+        }}),
+    );
+    runtime::openapi::document(
+        "streamshop projections worker",
+        "The projection workers' health, metrics and progress.",
+        paths,
+        components,
+    )
+}

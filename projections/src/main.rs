@@ -6,13 +6,12 @@
 use std::io::IsTerminal;
 
 use anyhow::Context;
+use runtime::service::Process;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = projections::Settings::from_env(&runtime::env::Env::from_process())
-        .context("reading settings")?;
-    let _telemetry = runtime::telemetry::init("projections", &settings.log);
-    runtime::metrics::install("projections");
+    let env = runtime::env::Env::from_process();
+    let settings = projections::Settings::from_env(&env).context("reading settings")?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args
         .iter()
@@ -20,7 +19,11 @@ async fn main() -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        [] => serve(settings).await,
+        [] => {
+            let process = Process::start("projections", &settings.log, &settings.failpoints, None);
+            let app = projections::App::build(&settings).await?;
+            app.run(process.shutdown.clone()).await
+        }
         ["rebuild", which] => rebuild(settings, which).await,
         _ => {
             eprintln!("usage: projections [rebuild <orders_view|products_view|payments_view|saga_timeline|all>]");
@@ -29,15 +32,11 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(settings: projections::Settings) -> anyhow::Result<()> {
-    runtime::failpoint::arm(&settings.failpoints);
-    let shutdown = runtime::shutdown::on_signal();
-    let app = projections::App::build(&settings).await?;
-    tracing::info!(addr = %app.local_addr(), "projections worker listening");
-    app.run(shutdown).await
-}
-
 async fn rebuild(settings: projections::Settings, which: &str) -> anyhow::Result<()> {
+    // No shutdown signal here: an interrupted rebuild stops at once, and its tables are never
+    // swapped in.
+    let _telemetry = runtime::telemetry::init("projections", &settings.log);
+    runtime::metrics::install("projections");
     let terminal = std::io::stderr().is_terminal();
     // The projections rebuild side by side: a terminal shows each one's latest progress on
     // one line; a log gets a line per report.

@@ -3,38 +3,17 @@
 //! ended per day (`order_outcomes_daily`).
 
 use chrono::{DateTime, NaiveDate, Utc};
-use domain::order::{order_placed_v1_to_v2, OrderPlaced, PricedLine};
-use domain::Money;
+use domain::order::OrderEvent;
 use messaging::{BoundedContext, Envelope};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::projection::{decode, unknown, Folds, Projection};
+use crate::projection::{decode, Folds, Projection};
 
 /// Keeps the order read models up to date from the `ORDERS` stream.
 #[derive(Debug, Default, Clone)]
 pub struct OrdersView;
-
-#[derive(Deserialize)]
-struct Priced {
-    order_id: Uuid,
-    lines: Vec<PricedLine>,
-    total: Money,
-}
-
-#[derive(Deserialize)]
-struct OrderId {
-    order_id: Uuid,
-}
-
-#[derive(Deserialize)]
-struct Rejected {
-    order_id: Uuid,
-    reason: String,
-    detail: String,
-}
 
 /// What one order event does.
 #[derive(Debug)]
@@ -105,15 +84,9 @@ impl Projection for OrdersView {
     }
 
     fn decode(&self, event: &Envelope) -> Result<OrderChange, String> {
-        let (order_id, effect) = match (event.name(), event.version()) {
-            ("OrderPlaced", 1 | 2) => {
-                // v1 (no payment token) is upcast the way the domain upcasts stored events.
-                let placed: OrderPlaced = if event.version() == 1 {
-                    serde_json::from_value(order_placed_v1_to_v2(event.data.clone()))
-                } else {
-                    OrderPlaced::deserialize(&event.data)
-                }
-                .map_err(|e| format!("OrderPlaced does not decode: {e}"))?;
+        // The contract's decode reads every version (v1 OrderPlaced is upcast there).
+        let (order_id, effect) = match decode::<OrderEvent>(event)? {
+            OrderEvent::OrderPlaced(placed) => {
                 let lines = placed
                     .lines
                     .iter()
@@ -126,26 +99,32 @@ impl Projection for OrdersView {
                 };
                 (placed.order_id, effect)
             }
-            ("OrderPriced", 1) => {
-                let p: Priced = decode(event)?;
+            OrderEvent::OrderPriced {
+                order_id,
+                lines,
+                total,
+            } => {
                 let effect = Effect::Priced {
-                    lines: serde_json::to_value(&p.lines).map_err(|e| e.to_string())?,
-                    total_minor: p.total.amount_minor,
-                    currency: p.total.currency.as_str().to_owned(),
+                    lines: serde_json::to_value(&lines).map_err(|e| e.to_string())?,
+                    total_minor: total.amount_minor,
+                    currency: total.currency.as_str().to_owned(),
                 };
-                (p.order_id, effect)
+                (order_id, effect)
             }
-            ("OrderConfirmed", 1) => (decode::<OrderId>(event)?.order_id, Effect::Confirmed),
-            ("OrderCancelled", 1) => (decode::<OrderId>(event)?.order_id, Effect::Cancelled),
-            ("OrderRejected", 1) => {
-                let r: Rejected = decode(event)?;
-                let effect = Effect::Rejected {
-                    reason: r.reason,
-                    detail: r.detail,
-                };
-                (r.order_id, effect)
+            OrderEvent::OrderConfirmed { order_id, .. } => (order_id, Effect::Confirmed),
+            OrderEvent::OrderCancelled { order_id, .. } => (order_id, Effect::Cancelled),
+            OrderEvent::OrderRejected {
+                order_id,
+                reason,
+                detail,
+                ..
+            } => {
+                let reason = serde_json::to_value(reason)
+                    .ok()
+                    .and_then(|r| r.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                (order_id, Effect::Rejected { reason, detail })
             }
-            _ => return Err(unknown(event)),
         };
         Ok(OrderChange {
             order_id,

@@ -2,25 +2,16 @@
 //! `PAYMENTS` stream.
 
 use chrono::{DateTime, Utc};
-use domain::Money;
+use domain::payment::PaymentEvent;
 use messaging::{BoundedContext, Envelope};
-use serde::Deserialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::projection::{decode, unknown, Folds, Projection};
+use crate::projection::{decode, Folds, Projection};
 
 /// Keeps `payments_view` up to date.
 #[derive(Debug, Default, Clone)]
 pub struct PaymentsView;
-
-#[derive(Deserialize)]
-struct Amount {
-    order_id: Uuid,
-    amount: Money,
-    #[serde(default)]
-    reason: Option<String>,
-}
 
 /// What a payment event does to its row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,21 +68,31 @@ impl Projection for PaymentsView {
     }
 
     fn decode(&self, event: &Envelope) -> Result<PaymentChange, String> {
-        let kind = match (event.name(), event.version()) {
-            ("PaymentAuthorised", 1) => Kind::Authorised,
-            ("PaymentDeclined", 1) => Kind::Declined,
-            ("PaymentCaptured", 1) => Kind::Captured,
-            ("PaymentVoided", 1) => Kind::Voided,
-            ("PaymentRefunded", 1) => Kind::Refunded,
-            _ => return Err(unknown(event)),
+        let (kind, order_id, amount, reason) = match decode::<PaymentEvent>(event)? {
+            PaymentEvent::PaymentAuthorised {
+                order_id, amount, ..
+            } => (Kind::Authorised, order_id, amount, None),
+            PaymentEvent::PaymentDeclined {
+                order_id,
+                amount,
+                reason,
+            } => (Kind::Declined, order_id, amount, Some(reason)),
+            PaymentEvent::PaymentCaptured {
+                order_id, amount, ..
+            } => (Kind::Captured, order_id, amount, None),
+            PaymentEvent::PaymentVoided { order_id, amount } => {
+                (Kind::Voided, order_id, amount, None)
+            }
+            PaymentEvent::PaymentRefunded {
+                order_id, amount, ..
+            } => (Kind::Refunded, order_id, amount, None),
         };
-        let e: Amount = decode(event)?;
         Ok(PaymentChange {
             kind,
-            order_id: e.order_id,
-            amount_minor: e.amount.amount_minor,
-            currency: e.amount.currency.as_str().to_owned(),
-            reason: e.reason,
+            order_id,
+            amount_minor: amount.amount_minor,
+            currency: amount.currency.as_str().to_owned(),
+            reason,
             version: event.sequence as i64,
             at: event.time,
         })

@@ -1,49 +1,15 @@
 //! The product read model: catalog and stock per SKU, from the `INVENTORY` stream.
 
 use chrono::{DateTime, Utc};
-use domain::Money;
+use domain::product::ProductEvent;
 use messaging::{BoundedContext, Envelope};
-use serde::Deserialize;
 use sqlx::PgConnection;
 
-use crate::projection::{decode, unknown, Folds, Projection};
+use crate::projection::{decode, Folds, Projection};
 
 /// Keeps `products_view` up to date.
 #[derive(Debug, Default, Clone)]
 pub struct ProductsView;
-
-#[derive(Deserialize)]
-struct Created {
-    sku: String,
-    name: String,
-    unit_price: Money,
-    initial_stock: i64,
-}
-
-#[derive(Deserialize)]
-struct Restocked {
-    sku: String,
-    on_hand: i64,
-}
-
-#[derive(Deserialize)]
-struct Repriced {
-    sku: String,
-    new_price: Money,
-}
-
-#[derive(Deserialize)]
-struct Moved {
-    sku: String,
-    quantity: i64,
-}
-
-#[derive(Deserialize)]
-struct Committed {
-    sku: String,
-    quantity: i64,
-    on_hand: i64,
-}
 
 /// What one inventory event does to its product's row.
 #[derive(Debug)]
@@ -105,45 +71,48 @@ impl Projection for ProductsView {
     }
 
     fn decode(&self, event: &Envelope) -> Result<ProductChange, String> {
-        let (sku, effect) = match (event.name(), event.version()) {
-            ("ProductCreated", 1) => {
-                let e: Created = decode(event)?;
+        let (sku, effect) = match decode::<ProductEvent>(event)? {
+            ProductEvent::ProductCreated {
+                sku,
+                name,
+                unit_price,
+                initial_stock,
+            } => {
                 let effect = Effect::Created {
-                    name: e.name,
-                    unit_price: e.unit_price.amount_minor,
-                    currency: e.unit_price.currency.as_str().to_owned(),
-                    on_hand: e.initial_stock,
+                    name,
+                    unit_price: unit_price.amount_minor,
+                    currency: unit_price.currency.as_str().to_owned(),
+                    on_hand: i64::from(initial_stock),
                 };
-                (e.sku, effect)
+                (sku, effect)
             }
-            ("ProductRestocked", 1) => {
-                let e: Restocked = decode(event)?;
-                (e.sku, Effect::OnHand(e.on_hand))
+            ProductEvent::ProductRestocked { sku, on_hand, .. } => {
+                (sku, Effect::OnHand(on_hand as i64))
             }
-            ("PriceChanged", 1) => {
-                let e: Repriced = decode(event)?;
-                (e.sku, Effect::Price(e.new_price.amount_minor))
+            ProductEvent::PriceChanged { sku, new_price, .. } => {
+                (sku, Effect::Price(new_price.amount_minor))
             }
-            ("StockReserved", 1) => {
-                let e: Moved = decode(event)?;
-                (e.sku, Effect::Reserved(e.quantity))
+            ProductEvent::StockReserved { sku, quantity, .. } => {
+                (sku, Effect::Reserved(i64::from(quantity)))
             }
-            ("ReservationReleased", 1) => {
-                let e: Moved = decode(event)?;
-                (e.sku, Effect::Reserved(-e.quantity))
+            ProductEvent::ReservationReleased { sku, quantity, .. } => {
+                (sku, Effect::Reserved(-i64::from(quantity)))
             }
-            ("ReservationCommitted", 1) => {
-                let e: Committed = decode(event)?;
+            ProductEvent::ReservationCommitted {
+                sku,
+                quantity,
+                on_hand,
+                ..
+            } => {
                 let effect = Effect::Committed {
-                    quantity: e.quantity,
-                    on_hand: e.on_hand,
+                    quantity: i64::from(quantity),
+                    on_hand: on_hand as i64,
                 };
-                (e.sku, effect)
+                (sku, effect)
             }
-            _ => return Err(unknown(event)),
         };
         Ok(ProductChange {
-            sku,
+            sku: sku.to_string(),
             effect,
             version: event.sequence as i64,
             at: event.time,

@@ -38,10 +38,10 @@ pub trait Projection: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
 }
 
-/// Decodes an event's `data`; a body that does not decode can never be applied.
-pub fn decode<T: serde::de::DeserializeOwned>(event: &Envelope) -> Result<T, String> {
-    T::deserialize(&event.data)
-        .map_err(|e| format!("{} v{} does not decode: {e}", event.name(), event.version()))
+/// Decodes an event with its context's contract (upcasting old versions); an event that does
+/// not decode (an unknown type or version, a body of the wrong shape) can never be applied.
+pub fn decode<E: contracts::LogEvent>(event: &Envelope) -> Result<E, String> {
+    contracts::decode(event).map_err(|e| e.to_string())
 }
 
 /// The message when a projection meets an event type it does not know.

@@ -1,11 +1,11 @@
-//! Wires the query API: read database, freshness listener, HTTP server.
+//! Wires the query API on the shared service start-up: read database, freshness listener,
+//! HTTP server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context;
 use runtime::health::Readiness;
-use tokio::net::TcpListener;
+use runtime::service::Service;
 use tokio_util::sync::CancellationToken;
 
 use crate::freshness::Freshness;
@@ -14,30 +14,25 @@ use crate::Settings;
 
 /// A built API, bound to its port, not yet serving.
 pub struct App {
-    listener: TcpListener,
+    service: Service,
     pool: sqlx::PgPool,
     settings: Settings,
 }
 
 impl App {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let pool =
-            settings.database.connect().await.with_context(|| {
-                format!("connecting the read database {}", settings.database.url)
-            })?;
-        runtime::metrics::watch_pool(&pool);
-        let listener = TcpListener::bind(settings.http_addr)
-            .await
-            .with_context(|| format!("binding {}", settings.http_addr))?;
+        // The read database belongs to the projections, which migrate it.
+        let pool = runtime::service::connect_database("read", &settings.database, None).await?;
+        let service = Service::bind("query-api", settings.http_addr).await?;
         Ok(Self {
-            listener,
+            service,
             pool,
             settings: settings.clone(),
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener")
+        self.service.local_addr()
     }
 
     /// Serves until `shutdown`.
@@ -49,12 +44,10 @@ impl App {
             request_timeout: self.settings.request_timeout,
         });
         let readiness = Readiness::new().postgres("read", self.pool.clone());
-        axum::serve(self.listener, router(state, readiness))
-            .with_graceful_shutdown(shutdown.cancelled_owned())
+        self.service
+            .routes(router(state), readiness, crate::openapi::document())
+            .with_pool(self.pool)
+            .run(shutdown)
             .await
-            .context("serving HTTP")?;
-        self.pool.close().await;
-        tracing::info!("query API stopped");
-        Ok(())
     }
 }

@@ -11,7 +11,6 @@ use projections::orders_view::OrdersView;
 use projections::payments_view::PaymentsView;
 use projections::products_view::ProductsView;
 use projections::projection::Projection;
-use runtime::health::Readiness;
 use runtime::problem::{self, Json};
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -42,8 +41,9 @@ pub struct ReadParams {
 /// Most items one page holds; the default is 50.
 pub const MAX_PAGE: i64 = 200;
 
-/// The API's routes, apart from `main` so tests can serve them on any port.
-pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
+/// The API's own routes, apart from `main` so tests can serve them on any port (the shared
+/// start-up adds health, metrics and `/openapi.json`).
+pub fn router(state: Arc<AppState>) -> Router {
     let pool = state.pool.clone();
     Router::new()
         .route(
@@ -76,15 +76,7 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
             crate::caching::time_limit,
         ))
         .with_state(state)
-        .route(
-            "/openapi.json",
-            get(|| async { axum::Json(crate::openapi::document()) }),
-        )
         .merge(projections::lag::routes(pool))
-        .merge(runtime::health::routes(readiness))
-        .fallback(problem::not_found)
-        .layer(axum::middleware::from_fn(runtime::metrics::track_http))
-        .layer(axum::middleware::from_fn(runtime::trace::http_span))
 }
 
 /// Query string of lists.

@@ -2,15 +2,14 @@
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
+use runtime::service::Process;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = query_api::Settings::from_env(&runtime::env::Env::from_process())
-        .context("reading settings")?;
-    let _telemetry = runtime::telemetry::init("query-api", &settings.log);
-    runtime::metrics::install("query-api");
-    let shutdown = runtime::shutdown::on_signal();
+    let env = runtime::env::Env::from_process();
+    let settings = query_api::Settings::from_env(&env).context("reading settings")?;
+    // The query API has no failpoints: it only reads.
+    let process = Process::start("query-api", &settings.log, "", None);
     let app = query_api::App::build(&settings).await?;
-    tracing::info!(addr = %app.local_addr(), "query API listening");
-    app.run(shutdown).await
+    app.run(process.shutdown.clone()).await
 }

@@ -3,6 +3,7 @@
 //! Served at `GET /openapi.json`, committed as `schemas/openapi/query-api.json`, and checked
 //! against the code by the schemas drift test.
 
+use runtime::openapi::{add, path_param, problem, reference};
 use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
@@ -111,44 +112,6 @@ struct SalesReport {
     outcomes: Vec<OutcomeRow>,
 }
 
-/// Adds `T`'s schema (and the schemas it uses) to `components`, under `name`.
-fn add<T: JsonSchema>(components: &mut Map<String, Value>, name: &str) {
-    let settings = schemars::generate::SchemaSettings::draft2020_12().with(|s| {
-        s.definitions_path = "#/components/schemas/".into();
-    });
-    let mut schema = settings
-        .into_generator()
-        .into_root_schema_for::<T>()
-        .to_value();
-    if let Some(obj) = schema.as_object_mut() {
-        obj.remove("$schema");
-        // With this definitions path, schemars nests the definitions as components.schemas.
-        if let Some(Value::Object(mut nested)) = obj.remove("components") {
-            if let Some(Value::Object(defs)) = nested.remove("schemas") {
-                components.extend(defs);
-            }
-        }
-        if let Some(Value::Object(defs)) = obj.remove("$defs") {
-            components.extend(defs);
-        }
-    }
-    components.insert(name.to_owned(), schema);
-}
-
-fn problem_schema() -> Value {
-    json!({
-        "type": "object",
-        "description": "RFC 9457 problem details; `type` is urn:streamshop:problem:<slug>",
-        "required": ["type", "title", "status"],
-        "properties": {
-            "type": {"type": "string"},
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "detail": {"type": "string"}
-        }
-    })
-}
-
 /// The whole document.
 pub fn document() -> Value {
     let mut components = Map::new();
@@ -159,19 +122,10 @@ pub fn document() -> Value {
     add::<PaymentView>(&mut components, "PaymentView");
     add::<SalesReport>(&mut components, "SalesReport");
     add::<Vec<projections::lag::ProjectionLag>>(&mut components, "ProjectionLags");
-    components.insert("Problem".into(), problem_schema());
 
-    let problem = |description: &str| {
-        json!({"description": description,
-               "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
-    };
     let mut paths = Map::new();
     for route in ROUTES {
-        let mut parameters: Vec<Value> = route
-            .path_params
-            .iter()
-            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
+        let mut parameters: Vec<Value> = route.path_params.iter().map(|p| path_param(p)).collect();
         parameters.extend(route.query.iter().map(|(name, ty, description)| {
             json!({"name": name, "in": "query", "required": false,
                    "description": description, "schema": {"type": ty}})
@@ -184,7 +138,7 @@ pub fn document() -> Value {
                 "responses": {
                     "200": {
                         "description": "OK; carries ETag and Cache-Control: no-cache",
-                        "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{}", route.schema)}}}
+                        "content": {"application/json": {"schema": reference(route.schema)}}
                     },
                     "304": {"description": "Not modified (If-None-Match named the current ETag)"},
                     "400": problem("Bad path id or query parameter"),
@@ -194,15 +148,10 @@ pub fn document() -> Value {
             }}),
         );
     }
-    json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "streamshop query API",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Reads over the read models the projections build from the event streams."
-        },
-        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
-        "paths": paths,
-        "components": {"schemas": components}
-    })
+    runtime::openapi::document(
+        "streamshop query API",
+        "Reads over the read models the projections build from the event streams.",
+        paths,
+        components,
+    )
 }

@@ -2,13 +2,19 @@
 //! one file per event type and version under `events/<context>/<Type>.v<N>.json` (the
 //! envelope's `dataschema` names it), and `envelope.json` for the CloudEvents envelope.
 //!
-//! The OpenAPI documents of the HTTP services are written here too (`openapi/`).
+//! The schemas of every command's request and reply (`commands/<context>/<Command>.json` and
+//! `.reply.json`) and the OpenAPI documents of every HTTP service (`openapi/`) are written
+//! here too.
 //!
-//! `cargo run -p schemas` rewrites the files; a test fails when they differ from the code.
+//! A released event schema never changes: `released.json` holds the SHA-256 of every event
+//! schema file as it was released, and [`check`] fails when a file or the code that
+//! generates it no longer matches (change an event's shape with a new version instead).
+//!
+//! `cargo run -p schemas` rewrites the files (never a released one); `--check` only compares.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use messaging::envelope::schema_path;
 use messaging::BoundedContext;
@@ -119,10 +125,33 @@ pub fn generate() -> BTreeMap<String, Value> {
             "OrderPlaced v1 (orders context)".into(),
         ),
     );
-    files.insert(
-        "openapi/query-api.json".into(),
-        query_api::openapi::document(),
-    );
+    for command in contracts::all() {
+        let base = format!("commands/{}/{}", command.context.token(), command.name);
+        let settings = schemars::generate::SchemaSettings::draft2020_12;
+        let request = format!("{base}.json");
+        let title = format!(
+            "{} request ({} context)",
+            command.name,
+            command.context.token()
+        );
+        files.insert(
+            request.clone(),
+            finish((command.request)(settings()).to_value(), &request, title),
+        );
+        let reply = format!("{base}.reply.json");
+        let title = format!(
+            "{} reply ({} context)",
+            command.name,
+            command.context.token()
+        );
+        files.insert(
+            reply.clone(),
+            finish((command.reply)(settings()).to_value(), &reply, title),
+        );
+    }
+    for (service, document) in openapi_documents() {
+        files.insert(format!("openapi/{service}.json"), document);
+    }
     files.insert(
         "envelope.json".into(),
         finish(
@@ -132,6 +161,117 @@ pub fn generate() -> BTreeMap<String, Value> {
         ),
     );
     files
+}
+
+/// Every HTTP service's OpenAPI document, by service name.
+pub fn openapi_documents() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "orders",
+            command_kit::openapi::document::<orders::OrdersSpec>(),
+        ),
+        (
+            "inventory",
+            command_kit::openapi::document::<inventory::InventorySpec>(),
+        ),
+        (
+            "payments",
+            command_kit::openapi::document::<payments::PaymentsSpec>(),
+        ),
+        ("orchestrator", orchestrator::http::openapi()),
+        ("projections", projections::lag::openapi()),
+        ("query-api", query_api::openapi::document()),
+    ]
+}
+
+/// The file that locks released event schemas.
+pub const RELEASED: &str = "released.json";
+
+/// SHA-256 of a file's text, in hex.
+pub fn digest(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The released event schemas as locked in `dir`: path -> digest.
+pub fn released(dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(dir.join(RELEASED))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default()
+}
+
+/// Everything wrong with the schema files under `dir`: files that differ from the code, and
+/// released event schemas that changed, vanished, or that the code would now generate
+/// differently. Empty when all is well.
+pub fn check(dir: &Path) -> Vec<String> {
+    let generated = generate();
+    let released = released(dir);
+    let mut problems = Vec::new();
+    for (path, schema) in &generated {
+        let text = render(schema);
+        if std::fs::read_to_string(dir.join(path)).ok().as_deref() != Some(text.as_str()) {
+            problems.push(format!(
+                "stale: {path} differs from the code (run `cargo run -p schemas`)"
+            ));
+        }
+        if path.starts_with("events/") && !released.contains_key(path) {
+            problems.push(format!(
+                "unreleased: {path} is not locked in {RELEASED} (run `cargo run -p schemas`)"
+            ));
+        }
+    }
+    for (path, locked) in &released {
+        match std::fs::read_to_string(dir.join(path)) {
+            Err(_) => problems.push(format!("released: {path} was removed; released schemas stay")),
+            Ok(text) if digest(&text) != *locked => problems.push(format!(
+                "released: {path} changed; a released schema never changes: add a new version with an upcaster"
+            )),
+            Ok(_) => {}
+        }
+        match generated.get(path) {
+            None => problems.push(format!("released: the code no longer generates {path}")),
+            Some(schema) if digest(&render(schema)) != *locked => problems.push(format!(
+                "released: the code now generates a different {path}; a released schema never changes: add a new version with an upcaster"
+            )),
+            Some(_) => {}
+        }
+    }
+    problems
+}
+
+/// Writes every file that differs from the code, and locks new event schemas. A released
+/// schema is never rewritten: its path is returned as refused.
+pub fn write(dir: &Path) -> std::io::Result<(Vec<String>, Vec<String>)> {
+    let mut released = released(dir);
+    let (mut written, mut refused) = (Vec::new(), Vec::new());
+    for (path, schema) in generate() {
+        let text = render(&schema);
+        if let Some(locked) = released.get(&path) {
+            if *locked != digest(&text) {
+                refused.push(path);
+                continue;
+            }
+        } else if path.starts_with("events/") {
+            released.insert(path.clone(), digest(&text));
+        }
+        let file = dir.join(&path);
+        if std::fs::read_to_string(&file).ok().as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        std::fs::create_dir_all(file.parent().expect("files live in folders"))?;
+        std::fs::write(&file, text)?;
+        written.push(path);
+    }
+    let lock = render(&serde_json::to_value(&released).expect("a map serialises"));
+    if std::fs::read_to_string(dir.join(RELEASED)).ok().as_deref() != Some(lock.as_str()) {
+        std::fs::write(dir.join(RELEASED), lock)?;
+        written.push(RELEASED.to_owned());
+    }
+    Ok((written, refused))
 }
 
 /// Pretty JSON with a final newline, as the files are stored.

@@ -1,31 +1,42 @@
-//! `cargo run -p schemas` rewrites the schema files from the code; `-- --check` only compares.
+//! `cargo run -p schemas` rewrites the schema files from the code (never a released event
+//! schema); `-- --check` only compares, and fails on any difference.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let check = std::env::args().any(|a| a == "--check");
     let dir = schemas::dir();
-    let mut stale = 0;
-    for (path, schema) in schemas::generate() {
-        let file = dir.join(&path);
-        let text = schemas::render(&schema);
-        if std::fs::read_to_string(&file).ok().as_deref() == Some(text.as_str()) {
-            continue;
+    if std::env::args().any(|a| a == "--check") {
+        let problems = schemas::check(&dir);
+        for problem in &problems {
+            eprintln!("{problem}");
         }
-        stale += 1;
-        if check {
-            eprintln!("stale: {path}");
-        } else {
-            std::fs::create_dir_all(file.parent().expect("files live in folders"))
-                .expect("create the schema folder");
-            std::fs::write(&file, text).expect("write the schema");
-            println!("wrote {path}");
+        if problems.is_empty() {
+            println!("every schema file matches the code");
+            return ExitCode::SUCCESS;
         }
-    }
-    if check && stale > 0 {
-        eprintln!("{stale} schema file(s) differ from the code: run `cargo run -p schemas`");
         return ExitCode::FAILURE;
     }
-    ExitCode::SUCCESS
+    match schemas::write(&dir) {
+        Ok((written, refused)) => {
+            for path in &written {
+                println!("wrote {path}");
+            }
+            for path in &refused {
+                eprintln!(
+                    "refused: {path} is released and the code now makes a different one; \
+                     keep the released shape and add a new version with an upcaster"
+                );
+            }
+            if refused.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("cannot write the schema files: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! The committed schema files are exactly what the code generates.
+//! The committed schema files are exactly what the code generates, released event schemas
+//! never change, and every OpenAPI document is valid OpenAPI 3.1.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -19,33 +20,133 @@ fn files_under(dir: &Path, base: &Path, out: &mut BTreeSet<String>) {
     }
 }
 
-#[test]
-fn schema_files_match_the_code() {
+/// A folder removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A copy of the committed schema files (and the lock) in a fresh folder.
+fn copy_of_schemas() -> Scratch {
     let dir = schemas::dir();
+    let copy = Scratch(std::env::temp_dir().join(format!("schemas-{}", uuid::Uuid::new_v4())));
+    let mut files = BTreeSet::new();
+    for folder in ["events", "commands", "openapi"] {
+        files_under(&dir.join(folder), &dir, &mut files);
+    }
+    files.insert("envelope.json".into());
+    files.insert(schemas::RELEASED.into());
+    for file in files {
+        let to = copy.path().join(&file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(dir.join(&file), to).unwrap();
+    }
+    copy
+}
+
+#[test]
+fn schema_files_match_the_code_and_released_schemas_are_unchanged() {
+    let dir = schemas::dir();
+    let problems = schemas::check(&dir);
+    assert!(problems.is_empty(), "{problems:#?}");
     let generated = schemas::generate();
-    for (path, schema) in &generated {
-        let on_disk = std::fs::read_to_string(dir.join(path)).unwrap_or_default();
+    for folder in ["events", "commands", "openapi"] {
+        let mut present = BTreeSet::new();
+        files_under(&dir.join(folder), &dir, &mut present);
+        let expected: BTreeSet<String> = generated
+            .keys()
+            .filter(|p| p.starts_with(&format!("{folder}/")))
+            .cloned()
+            .collect();
         assert_eq!(
-            on_disk,
-            schemas::render(schema),
-            "{path} is stale: run `cargo run -p schemas`"
+            present, expected,
+            "files under {folder}/ without a source, or missing ones"
         );
     }
-    let mut present = BTreeSet::new();
-    files_under(&dir.join("events"), &dir, &mut present);
-    let expected: BTreeSet<String> = generated
-        .keys()
-        .filter(|p| p.starts_with("events/"))
-        .cloned()
-        .collect();
+}
+
+#[test]
+fn a_changed_historic_schema_fails_the_check() {
+    let copy = copy_of_schemas();
+    let historic = "events/orders/OrderPlaced.v1.json";
+    assert!(schemas::check(copy.path()).is_empty());
+
+    // Someone edits the released v1 file by hand.
+    let file = copy.path().join(historic);
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replacen("\"order_id\"", "\"order_ref\"", 1)).unwrap();
+    let problems = schemas::check(copy.path());
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with(&format!("released: {historic} changed"))),
+        "{problems:#?}"
+    );
+    assert!(problems
+        .iter()
+        .any(|p| p.starts_with(&format!("stale: {historic}"))));
+
+    // The code changes the v1 type: what it generates no longer matches the lock, which
+    // stands here for the code as it was released. Writing the files refuses to rewrite it.
+    std::fs::write(&file, &text).unwrap();
+    let lock_file = copy.path().join(schemas::RELEASED);
+    let mut lock = schemas::released(copy.path());
+    lock.insert(
+        historic.into(),
+        schemas::digest("the schema as it was released"),
+    );
+    std::fs::write(&lock_file, serde_json::to_string_pretty(&lock).unwrap()).unwrap();
+    let problems = schemas::check(copy.path());
+    assert!(
+        problems.iter().any(|p| p.starts_with(&format!(
+            "released: the code now generates a different {historic}"
+        ))),
+        "{problems:#?}"
+    );
+    let (_, refused) = schemas::write(copy.path()).unwrap();
+    assert_eq!(refused, vec![historic.to_owned()]);
     assert_eq!(
-        present, expected,
-        "schema files without an event type, or missing ones"
+        std::fs::read_to_string(&file).unwrap(),
+        text,
+        "a released file is never rewritten"
     );
 }
 
 #[test]
-fn every_event_type_and_version_has_a_schema() {
+fn a_new_event_schema_must_be_locked() {
+    let copy = copy_of_schemas();
+    let mut lock = schemas::released(copy.path());
+    lock.remove("events/orders/OrderPlaced.v2.json");
+    std::fs::write(
+        copy.path().join(schemas::RELEASED),
+        serde_json::to_string_pretty(&lock).unwrap(),
+    )
+    .unwrap();
+    let problems = schemas::check(copy.path());
+    assert_eq!(
+        problems,
+        vec![format!(
+            "unreleased: events/orders/OrderPlaced.v2.json is not locked in {} (run `cargo run -p schemas`)",
+            schemas::RELEASED
+        )]
+    );
+    let (written, refused) = schemas::write(copy.path()).unwrap();
+    assert!(refused.is_empty());
+    assert_eq!(written, vec![schemas::RELEASED.to_owned()]);
+    assert!(schemas::check(copy.path()).is_empty());
+}
+
+#[test]
+fn every_event_type_version_and_command_has_a_schema() {
     let generated = schemas::generate();
     for path in [
         "events/orders/OrderPlaced.v1.json",
@@ -74,22 +175,60 @@ fn every_event_type_and_version_has_a_schema() {
         "events/sagas/SagaCompleted.v1.json",
         "events/sagas/SagaNeedsAttention.v1.json",
         "envelope.json",
-        "openapi/query-api.json",
     ] {
         assert!(generated.contains_key(path), "no schema {path}");
     }
-    assert_eq!(generated.len(), 27);
+    for command in contracts::all() {
+        let base = format!("commands/{}/{}", command.context.token(), command.name);
+        assert!(generated.contains_key(&format!("{base}.json")), "no {base}");
+        assert!(
+            generated.contains_key(&format!("{base}.reply.json")),
+            "no {base} reply"
+        );
+    }
+    assert_eq!(generated.len(), 26 + 2 * contracts::all().len() + 6);
 }
 
 #[test]
-fn the_openapi_document_references_only_defined_schemas() {
-    let doc = &schemas::generate()["openapi/query-api.json"];
-    let defined = doc["components"]["schemas"].as_object().unwrap();
-    let text = doc.to_string();
-    for reference in text.split("\"#/components/schemas/").skip(1) {
-        let name = reference.split('"').next().unwrap();
-        assert!(defined.contains_key(name), "dangling $ref to {name}");
+fn every_openapi_document_is_valid_openapi_3_1_and_references_only_defined_schemas() {
+    let python_path = testkit::infra().python_path.clone().expect(
+        "STREAMSHOP_TEST_PYTHONPATH names where openapi-spec-validator is installed: run the tests with `cargo xtask test`",
+    );
+    let dir = schemas::dir();
+    for (service, doc) in schemas::openapi_documents() {
+        assert_eq!(doc["openapi"], "3.1.0", "{service}");
+        let defined = doc["components"]["schemas"].as_object().unwrap();
+        let text = doc.to_string();
+        for reference in text.split("\"#/components/schemas/").skip(1) {
+            let name = reference.split('"').next().unwrap();
+            assert!(
+                defined.contains_key(name),
+                "{service}: dangling $ref to {name}"
+            );
+        }
+        for common in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+            assert!(
+                doc["paths"][common]["get"].is_object(),
+                "{service} lacks {common}"
+            );
+        }
+        let file = dir.join(format!("openapi/{service}.json"));
+        let output = std::process::Command::new("python3")
+            .env("PYTHONPATH", &python_path)
+            .args([
+                "-c",
+                "import json, sys\n\
+                 from openapi_spec_validator import validate\n\
+                 from openapi_spec_validator.validation import OpenAPIV31SpecValidator\n\
+                 validate(json.load(open(sys.argv[1])), cls=OpenAPIV31SpecValidator)",
+            ])
+            .arg(&file)
+            .output()
+            .expect("python3 runs");
+        assert!(
+            output.status.success(),
+            "{service}: not valid OpenAPI 3.1:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
-    assert_eq!(doc["openapi"], "3.1.0");
-    assert!(doc["paths"]["/orders/{id}"]["get"].is_object());
 }

@@ -128,7 +128,7 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     let layout = layout.with_free_ports()?;
     postgres::start(&layout)?;
     nats::start(&layout)?;
-    let python_path = python::analyst_packages(&layout)?;
+    let python_path = python::test_packages(&layout)?;
 
     println!("xtask: cargo fmt --check");
     let fmt = layout::cargo()

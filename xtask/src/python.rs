@@ -39,24 +39,37 @@ pub fn pip_install(target: &Path, requirements: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The folder (for `PYTHONPATH`) holding the analysts' script's packages (nats-py and
-/// pyarrow, from `events/analyst/requirements.txt`), installed on first use.
-pub fn analyst_packages(layout: &Layout) -> anyhow::Result<PathBuf> {
+/// The folder (for `PYTHONPATH`) holding the Python packages the tests use, installed on
+/// first use: the analysts' script's (nats-py and pyarrow, `events/analyst/requirements.txt`)
+/// and the OpenAPI validator the schema tests run (`schemas/requirements.txt`).
+pub fn test_packages(layout: &Layout) -> anyhow::Result<PathBuf> {
     let target = layout.tools().join("python");
-    let requirements = layout.workspace.join("events/analyst/requirements.txt");
+    let files = [
+        "events/analyst/requirements.txt",
+        "schemas/requirements.txt",
+    ]
+    .map(|f| layout.workspace.join(f));
     // A marker of the requirements last installed: reinstall when they change.
     let marker = target.join(".requirements");
-    let wanted = std::fs::read_to_string(&requirements)
-        .with_context(|| format!("reading {}", requirements.display()))?;
+    let mut wanted = String::new();
+    for file in &files {
+        wanted += &std::fs::read_to_string(file)
+            .with_context(|| format!("reading {}", file.display()))?;
+    }
     if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
         return Ok(target);
     }
     println!(
-        "python: installing nats-py and pyarrow into {}",
+        "python: installing the tests' packages (nats-py, pyarrow, openapi-spec-validator) into {}",
         target.display()
     );
-    let requirements = requirements.to_string_lossy().into_owned();
-    pip_install(&target, &["-r", &requirements])?;
+    let mut args = Vec::new();
+    for file in &files {
+        args.push("-r".to_owned());
+        args.push(file.to_string_lossy().into_owned());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    pip_install(&target, &args)?;
     std::fs::write(&marker, wanted)?;
     Ok(target)
 }

@@ -4,8 +4,6 @@
 
 pub mod spec;
 
-use axum::Router;
-use command_kit::http::command;
 use command_kit::settings::ServiceDefaults;
 use command_kit::{CommandApp, ServiceSettings};
 use runtime::env::{Env, EnvError};
@@ -23,24 +21,7 @@ pub fn settings(env: &Env) -> Result<ServiceSettings, EnvError> {
     ServiceSettings::from_env(env, DEFAULTS)
 }
 
-/// The HTTP routes of the product commands.
-pub fn routes() -> Router<std::sync::Arc<command_kit::Dispatcher<InventorySpec>>> {
-    Router::new()
-        .route("/products", command("CreateProduct"))
-        .route("/products/{sku}/restock", command("RestockProduct"))
-        .route("/products/{sku}/price", command("ChangePrice"))
-        .route("/products/{sku}/reservations", command("ReserveStock"))
-        .route(
-            "/products/{sku}/reservations/{order_id}/release",
-            command("ReleaseStock"),
-        )
-        .route(
-            "/products/{sku}/reservations/{order_id}/commit",
-            command("CommitStock"),
-        )
-}
-
 /// The service, built and bound.
 pub async fn app(settings: &ServiceSettings) -> anyhow::Result<CommandApp> {
-    CommandApp::build(settings, InventorySpec, (), vec![], routes()).await
+    CommandApp::build(settings, InventorySpec, (), vec![]).await
 }

@@ -1,68 +1,21 @@
-//! The product commands: how each is read from a request and what its answer holds.
+//! The product commands: how each request of the inventory contract becomes a
+//! `ProductCommand`, and what an answer holds.
 
-use chrono::{DateTime, Utc};
-use command_kit::spec::{parse_body, CommandSpec, Parsed};
+use command_kit::spec::{Binding, CommandSpec, Parsed};
+use contracts::inventory::{
+    ChangePrice, CommitStock, CreateProduct, ReleaseStock, ReserveStock, RestockProduct,
+    StockAnswer,
+};
 use domain::product::{Product, ProductCommand, ProductEvent};
-use domain::{Currency, Money, Sku};
+use domain::{Money, Sku};
 use messaging::BoundedContext;
-use serde::Deserialize;
-use serde_json::{Map, Value};
-use uuid::Uuid;
 
 /// The inventory context's commands.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct InventorySpec;
 
-/// Command names, as in `cmd.inventory.<Command>`.
-pub const COMMANDS: &[&str] = &[
-    "CreateProduct",
-    "RestockProduct",
-    "ChangePrice",
-    "ReserveStock",
-    "ReleaseStock",
-    "CommitStock",
-];
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateBody {
-    sku: Sku,
-    name: String,
-    unit_price: i64,
-    currency: Currency,
-    initial_stock: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RestockBody {
-    sku: Sku,
-    quantity: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PriceBody {
-    sku: Sku,
-    unit_price: i64,
-    currency: Currency,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReserveBody {
-    sku: Sku,
-    order_id: Uuid,
-    quantity: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReservationBody {
-    sku: Sku,
-    order_id: Uuid,
-}
-
+/// A command on the product `sku`, correlated with `correlation` (the SKU for catalog
+/// commands, the order id for reservations).
 fn parsed(sku: Sku, correlation: String, command: ProductCommand) -> Parsed<Product> {
     Parsed {
         aggregate_id: sku.to_string(),
@@ -72,29 +25,24 @@ fn parsed(sku: Sku, correlation: String, command: ProductCommand) -> Parsed<Prod
     }
 }
 
+/// A catalog command: correlated with its own SKU.
+fn catalog(sku: Sku, command: ProductCommand) -> Parsed<Product> {
+    let correlation = sku.to_string();
+    parsed(sku, correlation, command)
+}
+
 impl CommandSpec for InventorySpec {
     type Aggregate = Product;
+    type Answer = StockAnswer;
     const CONTEXT: BoundedContext = BoundedContext::Inventory;
     const ID_FIELD: &'static str = "sku";
     const REJECTED_KIND: &'static str = "product-rejected";
 
-    fn command_names(&self) -> &'static [&'static str] {
-        COMMANDS
-    }
-
-    fn parse(
-        &self,
-        name: &str,
-        body: Value,
-        _now: DateTime<Utc>,
-    ) -> Result<Parsed<Product>, String> {
-        Ok(match name {
-            "CreateProduct" => {
-                let b: CreateBody = parse_body(body)?;
-                let correlation = b.sku.to_string();
-                parsed(
+    fn bindings() -> Vec<Binding<Product>> {
+        vec![
+            Binding::new(|b: CreateProduct, _| {
+                catalog(
                     b.sku.clone(),
-                    correlation,
                     ProductCommand::Create {
                         sku: b.sku,
                         name: b.name,
@@ -102,31 +50,24 @@ impl CommandSpec for InventorySpec {
                         initial_stock: b.initial_stock,
                     },
                 )
-            }
-            "RestockProduct" => {
-                let b: RestockBody = parse_body(body)?;
-                let correlation = b.sku.to_string();
-                parsed(
+            }),
+            Binding::new(|b: RestockProduct, _| {
+                catalog(
                     b.sku,
-                    correlation,
                     ProductCommand::Restock {
                         quantity: b.quantity,
                     },
                 )
-            }
-            "ChangePrice" => {
-                let b: PriceBody = parse_body(body)?;
-                let correlation = b.sku.to_string();
-                parsed(
+            }),
+            Binding::new(|b: ChangePrice, _| {
+                catalog(
                     b.sku,
-                    correlation,
                     ProductCommand::ChangePrice {
                         unit_price: Money::new(b.unit_price, b.currency),
                     },
                 )
-            }
-            "ReserveStock" => {
-                let b: ReserveBody = parse_body(body)?;
+            }),
+            Binding::new(|b: ReserveStock, _| {
                 parsed(
                     b.sku,
                     b.order_id.to_string(),
@@ -135,9 +76,8 @@ impl CommandSpec for InventorySpec {
                         quantity: b.quantity,
                     },
                 )
-            }
-            "ReleaseStock" => {
-                let b: ReservationBody = parse_body(body)?;
+            }),
+            Binding::new(|b: ReleaseStock, _| {
                 parsed(
                     b.sku,
                     b.order_id.to_string(),
@@ -145,9 +85,8 @@ impl CommandSpec for InventorySpec {
                         order_id: b.order_id,
                     },
                 )
-            }
-            "CommitStock" => {
-                let b: ReservationBody = parse_body(body)?;
+            }),
+            Binding::new(|b: CommitStock, _| {
                 parsed(
                     b.sku,
                     b.order_id.to_string(),
@@ -155,22 +94,26 @@ impl CommandSpec for InventorySpec {
                         order_id: b.order_id,
                     },
                 )
-            }
-            other => return Err(format!("unknown command {other}")),
-        })
+            }),
+        ]
     }
 
     /// Every answer carries the stock figures; a reservation also its unit price.
-    fn reply_data(
+    fn answer(
         &self,
         command: &ProductCommand,
         state: &Product,
         _events: &[ProductEvent],
-    ) -> Map<String, Value> {
-        let mut data = Map::new();
-        data.insert("on_hand".into(), Value::from(state.on_hand));
-        data.insert("reserved".into(), Value::from(state.reserved));
-        data.insert("available".into(), Value::from(state.available()));
+    ) -> StockAnswer {
+        let mut answer = StockAnswer {
+            on_hand: state.on_hand,
+            reserved: state.reserved,
+            available: state.available(),
+            quantity: None,
+            unit_price: None,
+            currency: None,
+            reservation: None,
+        };
         let order_id = match command {
             ProductCommand::Reserve { order_id, .. }
             | ProductCommand::Release { order_id }
@@ -178,23 +121,14 @@ impl CommandSpec for InventorySpec {
             _ => None,
         };
         if let Some(reservation) = order_id.and_then(|id| state.reservations.get(id)) {
-            data.insert("quantity".into(), Value::from(reservation.quantity));
-            data.insert(
-                "unit_price".into(),
-                Value::from(reservation.unit_price.amount_minor),
-            );
-            data.insert(
-                "currency".into(),
-                Value::from(reservation.unit_price.currency.as_str()),
-            );
-            data.insert(
-                "reservation".into(),
-                serde_json::to_value(reservation.state).unwrap_or(Value::Null),
-            );
+            answer.quantity = Some(reservation.quantity);
+            answer.unit_price = Some(reservation.unit_price.amount_minor);
+            answer.currency = Some(reservation.unit_price.currency);
+            answer.reservation = Some(reservation.state);
         } else if let Some(price) = state.unit_price {
-            data.insert("unit_price".into(), Value::from(price.amount_minor));
-            data.insert("currency".into(), Value::from(price.currency.as_str()));
+            answer.unit_price = Some(price.amount_minor);
+            answer.currency = Some(price.currency);
         }
-        data
+        answer
     }
 }

@@ -1,5 +1,9 @@
 //! The inventory service over HTTP and NATS against real Postgres and JetStream.
 
+use contracts::inventory::{
+    ChangePrice, CommitStock, CreateProduct, ReleaseStock, ReserveStock, RestockProduct,
+};
+use contracts::Command;
 use std::sync::Arc;
 
 use cqrs_es::Aggregate;
@@ -116,7 +120,7 @@ async fn every_inventory_command_works_over_http_and_nats() {
     );
 
     let restocked = nats(
-        "RestockProduct",
+        RestockProduct::NAME,
         json!({"command_id": "c1", "sku": "SKU-7", "quantity": 5}),
     )
     .await;
@@ -136,7 +140,7 @@ async fn every_inventory_command_works_over_http_and_nats() {
     );
 
     let reserve = json!({"command_id": "c2", "sku": "SKU-7", "order_id": order_a, "quantity": 4});
-    let reserved = nats("ReserveStock", reserve.clone()).await;
+    let reserved = nats(ReserveStock::NAME, reserve.clone()).await;
     assert_eq!(reserved["status"], "accepted", "{reserved}");
     assert_eq!(
         (
@@ -146,7 +150,7 @@ async fn every_inventory_command_works_over_http_and_nats() {
         (Some(990), Some(11))
     );
     // The same command id again: the first answer, nothing new stored.
-    let again = nats("ReserveStock", reserve).await;
+    let again = nats(ReserveStock::NAME, reserve).await;
     assert_eq!(
         (again["replayed"].as_bool(), again["version"].clone()),
         (Some(true), reserved["version"].clone())
@@ -192,7 +196,7 @@ async fn every_inventory_command_works_over_http_and_nats() {
     );
 
     let committed = nats(
-        "CommitStock",
+        CommitStock::NAME,
         json!({"command_id": "c3", "sku": "SKU-7", "order_id": order_b}),
     )
     .await;
@@ -207,7 +211,7 @@ async fn every_inventory_command_works_over_http_and_nats() {
 
     // Rejections, over both transports.
     let too_many = nats(
-        "ReserveStock",
+        ReserveStock::NAME,
         json!({"command_id": "c4", "sku": "SKU-7", "order_id": Uuid::now_v7(), "quantity": 14}),
     )
     .await;
@@ -230,10 +234,10 @@ async fn every_inventory_command_works_over_http_and_nats() {
         (missing.status, missing.body["reason"].as_str()),
         (404, Some("not_found"))
     );
-    let no_id = nats("RestockProduct", json!({"sku": "SKU-7", "quantity": 1})).await;
+    let no_id = nats(RestockProduct::NAME, json!({"sku": "SKU-7", "quantity": 1})).await;
     assert_eq!(no_id["reason"], "invalid_body");
     let bad = nats(
-        "RestockProduct",
+        RestockProduct::NAME,
         json!({"command_id": "c5", "sku": "SKU-7", "quantity": -1}),
     )
     .await;
@@ -285,34 +289,34 @@ async fn every_inventory_command_succeeds_over_each_transport() {
     ] {
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         let steps: [(&str, String, Value); 7] = [
-            ("CreateProduct", "/products".into(), create(sku, 10)),
+            (CreateProduct::NAME, "/products".into(), create(sku, 10)),
             (
-                "RestockProduct",
+                RestockProduct::NAME,
                 format!("/products/{sku}/restock"),
                 json!({"sku": sku, "quantity": 5}),
             ),
             (
-                "ChangePrice",
+                ChangePrice::NAME,
                 format!("/products/{sku}/price"),
                 json!({"sku": sku, "unit_price": 990, "currency": "EUR"}),
             ),
             (
-                "ReserveStock",
+                ReserveStock::NAME,
                 format!("/products/{sku}/reservations"),
                 json!({"sku": sku, "order_id": a, "quantity": 3}),
             ),
             (
-                "ReleaseStock",
+                ReleaseStock::NAME,
                 format!("/products/{sku}/reservations/{a}/release"),
                 json!({"sku": sku, "order_id": a}),
             ),
             (
-                "ReserveStock",
+                ReserveStock::NAME,
                 format!("/products/{sku}/reservations"),
                 json!({"sku": sku, "order_id": b, "quantity": 4}),
             ),
             (
-                "CommitStock",
+                CommitStock::NAME,
                 format!("/products/{sku}/reservations/{b}/commit"),
                 json!({"sku": sku, "order_id": b}),
             ),

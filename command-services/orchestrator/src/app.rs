@@ -1,4 +1,5 @@
-//! Wires the orchestrator: database, saga bus and relay, event consumers, driver, HTTP.
+//! Wires the orchestrator on the shared service start-up: database, saga bus and relay, event
+//! consumers, driver, HTTP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use domain::saga::OrderSaga;
 use event_store::{CommandBus, Relay, RelaySettings};
 use messaging::BoundedContext;
 use runtime::health::Readiness;
-use tokio::net::TcpListener;
+use runtime::service::{task, Service};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +18,7 @@ use crate::Settings;
 
 /// A built orchestrator, bound to its port, not yet running.
 pub struct App {
-    listener: TcpListener,
+    service: Service,
     settings: Settings,
     pool: sqlx::PgPool,
     nats: async_nats::Client,
@@ -36,25 +37,17 @@ const INPUTS: [BoundedContext; 3] = [
 
 impl App {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let pool = event_store::connect_and_migrate(&settings.database)
-            .await
-            .with_context(|| {
-                format!(
-                    "connecting the orchestrator database {}",
-                    settings.database.url
-                )
-            })?;
-        runtime::metrics::watch_pool(&pool);
-        let nats = settings
+        let pool = runtime::service::connect_database(
+            "orchestrator",
+            &settings.database,
+            Some(&event_store::MIGRATOR),
+        )
+        .await?;
+        let (nats, js) = settings
             .nats
-            .connect()
-            .await
-            .with_context(|| format!("connecting NATS at {}", settings.nats.url))?;
-        let js = async_nats::jetstream::new(nats.clone());
+            .connect_with_streams(&[BoundedContext::Sagas])
+            .await?;
         let ns = &settings.nats.namespace;
-        messaging::streams::ensure_stream(&js, ns, BoundedContext::Sagas, &settings.nats.stream)
-            .await
-            .context("creating the SAGAS stream")?;
         let mut consumers = Vec::new();
         for context in INPUTS {
             consumers.push(
@@ -87,11 +80,9 @@ impl App {
             .postgres("orchestrator", pool.clone())
             .nats(nats.clone())
             .streams(js, streams);
-        let listener = TcpListener::bind(settings.http_addr)
-            .await
-            .with_context(|| format!("binding {}", settings.http_addr))?;
+        let service = Service::bind("orchestrator", settings.http_addr).await?;
         Ok(Self {
-            listener,
+            service,
             settings: settings.clone(),
             pool,
             nats,
@@ -103,7 +94,7 @@ impl App {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener")
+        self.service.local_addr()
     }
 
     /// Runs until `shutdown`: consumers finish their batch, the relay its batch.
@@ -118,28 +109,31 @@ impl App {
             self.settings.policy,
             shutdown.clone(),
         );
-        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
-        let mut tasks = Vec::new();
+        let relay = self.relay;
+        let mut service = self
+            .service
+            .routes(
+                crate::http::router(driver.clone()),
+                self.readiness,
+                crate::http::openapi(),
+            )
+            .with_pool(self.pool)
+            .with_task(task(|shutdown| async move {
+                relay.run(shutdown).await;
+                Ok(())
+            }));
         for consumer in self.consumers {
-            tasks.push(tokio::spawn(crate::inputs::run(
-                consumer,
-                driver.clone(),
-                shutdown.clone(),
-            )));
+            let driver = driver.clone();
+            service = service.with_task(task(|shutdown| async move {
+                crate::inputs::run(consumer, driver, shutdown).await;
+                Ok(())
+            }));
         }
-        tasks.push(tokio::spawn(
-            driver.clone().recover(self.settings.recovery_interval),
-        ));
-        axum::serve(self.listener, crate::http::router(driver, self.readiness))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await
-            .context("serving HTTP")?;
-        for task in tasks {
-            task.await.context("orchestrator task")?;
-        }
-        relay.await.context("outbox relay task")?;
-        self.pool.close().await;
-        tracing::info!("orchestrator stopped");
-        Ok(())
+        let interval = self.settings.recovery_interval;
+        service = service.with_task(task(move |_| async move {
+            driver.recover(interval).await;
+            Ok(())
+        }));
+        service.run(shutdown).await
     }
 }

@@ -260,8 +260,6 @@ impl Driver {
                 )
                 .await;
         };
-        let mut body = outgoing.body;
-        body["command_id"] = serde_json::Value::String(saga.command_id(&step).to_string());
         let subject = self
             .namespace
             .command_subject(outgoing.context, outgoing.name);
@@ -272,18 +270,13 @@ impl Driver {
             runtime::trace::TRACEPARENT,
             runtime::trace::outgoing(None).as_str(),
         );
-        let request = self.nats.request_with_headers(
-            subject,
-            headers,
-            serde_json::to_vec(&body).expect("JSON").into(),
-        );
+        let request = self
+            .nats
+            .request_with_headers(subject, headers, outgoing.body.into());
         let outcome = match tokio::time::timeout(self.policy.step_deadline, request).await {
             Err(_) => Err("no answer before the deadline".to_owned()),
             Ok(Err(e)) => Err(format!("request failed: {e}")),
-            Ok(Ok(reply)) => match serde_json::from_slice::<serde_json::Value>(&reply.payload) {
-                Ok(reply) => reply_outcome(&step, &reply),
-                Err(e) => Err(format!("unreadable reply: {e}")),
-            },
+            Ok(Ok(reply)) => reply_outcome(&step, &reply.payload),
         };
         match outcome {
             Ok(result) => {

@@ -6,31 +6,80 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use runtime::health::Readiness;
 use runtime::problem::{self, Json, Problem};
+use std::collections::BTreeMap;
+
+use domain::saga::{CompensationReason, SagaEvent, SagaOutcome, SagaStatus, StepState};
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::driver::Driver;
 
-pub fn router(driver: Arc<Driver>, readiness: Readiness) -> Router {
+/// The orchestrator's own routes (the shared start-up adds health, metrics and the document).
+pub fn router(driver: Arc<Driver>) -> Router {
     Router::new()
         .route(
             "/sagas/{order_id}",
             get(saga).fallback(problem::method_not_allowed),
         )
         .with_state(driver)
-        .merge(runtime::health::routes(readiness))
-        .fallback(problem::not_found)
-        .layer(axum::middleware::from_fn(runtime::metrics::track_http))
-        .layer(axum::middleware::from_fn(runtime::trace::http_span))
+}
+
+/// `GET /sagas/{order_id}`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SagaView {
+    pub order_id: Uuid,
+    pub status: SagaStatus,
+    pub outcome: Option<SagaOutcome>,
+    pub compensation: Option<CompensationReason>,
+    /// The saga's version: how many events it has.
+    pub version: usize,
+    /// Each step by name (`reserve:SKU-1`, `authorise`, ...).
+    pub steps: BTreeMap<String, StepState>,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// One saga event.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TimelineEntry {
+    pub sequence: usize,
+    /// The event as stored (`{"<EventType>": {...}}`).
+    pub event: SagaEvent,
+}
+
+/// The orchestrator's OpenAPI document.
+pub fn openapi() -> Value {
+    let mut components = serde_json::Map::new();
+    let view = runtime::openapi::add::<SagaView>(&mut components, "SagaView");
+    let mut paths = serde_json::Map::new();
+    paths.insert(
+        "/sagas/{order_id}".into(),
+        json!({"get": {
+            "summary": "A saga's status, outcome, steps and timeline of events",
+            "parameters": [runtime::openapi::path_param("order_id")],
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": view}}},
+                "400": runtime::openapi::problem("The order id is not a UUID"),
+                "404": runtime::openapi::problem("No saga for this order"),
+                "500": runtime::openapi::problem("Internal error")
+            }
+        }}),
+    );
+    runtime::openapi::document(
+        "streamshop orchestrator",
+        "The saga orchestrator's reads: each order's saga.",
+        paths,
+        components,
+    )
 }
 
 /// `GET /sagas/{order_id}`: status, outcome, steps and the timeline of saga events.
 async fn saga(
     State(driver): State<Arc<Driver>>,
     Path(order_id): Path<String>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<SagaView>, Problem> {
     let order_id = Uuid::parse_str(&order_id).map_err(|_| {
         Problem::new(
             StatusCode::BAD_REQUEST,
@@ -49,27 +98,25 @@ async fn saga(
             "No saga for this order",
         ));
     }
-    let steps: serde_json::Map<String, Value> = saga
+    let steps = saga
         .steps
         .iter()
-        .map(|(step, state)| {
-            (
-                step.to_string(),
-                serde_json::to_value(state).unwrap_or(Value::Null),
-            )
+        .map(|(step, state)| (step.to_string(), state.clone()))
+        .collect();
+    let timeline = events
+        .iter()
+        .map(|e| TimelineEntry {
+            sequence: e.sequence,
+            event: e.payload.clone(),
         })
         .collect();
-    let timeline: Vec<Value> = events
-        .iter()
-        .map(|e| json!({"sequence": e.sequence, "event": e.payload}))
-        .collect();
-    Ok(Json(json!({
-        "order_id": order_id,
-        "status": saga.status,
-        "outcome": saga.outcome,
-        "compensation": saga.compensation,
-        "version": events.len(),
-        "steps": steps,
-        "timeline": timeline,
-    })))
+    Ok(Json(SagaView {
+        order_id,
+        status: saga.status,
+        outcome: saga.outcome,
+        compensation: saga.compensation,
+        version: events.len(),
+        steps,
+        timeline,
+    }))
 }

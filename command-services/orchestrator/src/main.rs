@@ -2,19 +2,14 @@
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
+use runtime::service::Process;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = orchestrator::Settings::from_env(&runtime::env::Env::from_process())
-        .context("reading settings")?;
-    let _telemetry = runtime::telemetry::init("orchestrator", &settings.log);
-    runtime::metrics::install("orchestrator");
-    runtime::failpoint::arm_with_markers(
-        &settings.failpoints,
-        settings.failpoint_marker_dir.clone(),
-    );
-    let shutdown = runtime::shutdown::on_signal();
+    let env = runtime::env::Env::from_process();
+    let settings = orchestrator::Settings::from_env(&env).context("reading settings")?;
+    let markers = settings.failpoint_marker_dir.clone();
+    let process = Process::start("orchestrator", &settings.log, &settings.failpoints, markers);
     let app = orchestrator::App::build(&settings).await?;
-    tracing::info!(addr = %app.local_addr(), "orchestrator listening");
-    app.run(shutdown).await
+    app.run(process.shutdown.clone()).await
 }

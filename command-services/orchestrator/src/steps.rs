@@ -1,19 +1,27 @@
-//! The bridge between saga steps and the contexts' commands: what to send for a step, and
-//! what a reply or an event means for it.
+//! The bridge between saga steps and the contexts' contracts: which command to send for a
+//! step, and what a reply or an event means for it.
 
-use domain::order::RejectionReason;
+use contracts::inventory::{CommitStock, ReleaseStock, ReserveStock, RestockProduct, StockAnswer};
+use contracts::orders::{ConfirmOrder, PriceLine, PriceOrder, RejectOrder};
+use contracts::payments::{
+    AuthorisePayment, CapturePayment, PaymentAnswer, RefundPayment, VoidPayment,
+};
+use contracts::{decode, Command, NatsCommand, Reply};
+use domain::order::{OrderEvent, RejectionReason};
+use domain::payment::{PaymentEvent, PaymentStatus};
+use domain::product::ProductEvent;
 use domain::saga::{CompensationReason, OrderSaga, Step, StepResult};
-use domain::{Currency, Money, Sku};
+use domain::{Money, Sku};
 use messaging::{BoundedContext, Envelope};
-use serde_json::{json, Value};
+use serde::de::IgnoredAny;
 use uuid::Uuid;
 
-/// A command to send for a step.
+/// A command to send for a step: where, and the NATS request body (with its command id).
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub context: BoundedContext,
     pub name: &'static str,
-    pub body: Value,
+    pub body: Vec<u8>,
 }
 
 fn quantity(saga: &OrderSaga, sku: &Sku) -> u32 {
@@ -23,149 +31,190 @@ fn quantity(saga: &OrderSaga, sku: &Sku) -> u32 {
         .map_or(0, |l| l.quantity)
 }
 
+/// `command` as the NATS request of this saga's `step`.
+fn outgoing<C: Command>(saga: &OrderSaga, step: &Step, command: C) -> Outgoing {
+    let command_id = saga.command_id(step).to_string();
+    let body = serde_json::to_vec(&NatsCommand {
+        command_id: &command_id,
+        command: &command,
+    })
+    .expect("contract requests serialise");
+    Outgoing {
+        context: C::CONTEXT,
+        name: C::NAME,
+        body,
+    }
+}
+
 /// The command of `step` for this saga; `None` when the saga lacks what it needs (no total).
 pub fn command_for(saga: &OrderSaga, step: &Step) -> Option<Outgoing> {
     let order_id = saga.order_id?;
-    let (context, name, body) = match step {
-        Step::Reserve(sku) => (
-            BoundedContext::Inventory,
-            "ReserveStock",
-            json!({"sku": sku, "order_id": order_id, "quantity": quantity(saga, sku)}),
+    Some(match step {
+        Step::Reserve(sku) => outgoing(
+            saga,
+            step,
+            ReserveStock {
+                sku: sku.clone(),
+                order_id,
+                quantity: quantity(saga, sku),
+            },
         ),
-        Step::Commit(sku) => (
-            BoundedContext::Inventory,
-            "CommitStock",
-            json!({"sku": sku, "order_id": order_id}),
+        Step::Commit(sku) => outgoing(
+            saga,
+            step,
+            CommitStock {
+                sku: sku.clone(),
+                order_id,
+            },
         ),
-        Step::Release(sku) => (
-            BoundedContext::Inventory,
-            "ReleaseStock",
-            json!({"sku": sku, "order_id": order_id}),
+        Step::Release(sku) => outgoing(
+            saga,
+            step,
+            ReleaseStock {
+                sku: sku.clone(),
+                order_id,
+            },
         ),
-        Step::Restock(sku) => (
-            BoundedContext::Inventory,
-            "RestockProduct",
-            json!({"sku": sku, "quantity": quantity(saga, sku)}),
+        Step::Restock(sku) => outgoing(
+            saga,
+            step,
+            RestockProduct {
+                sku: sku.clone(),
+                quantity: quantity(saga, sku),
+            },
         ),
         Step::Price => {
-            let lines: Vec<Value> = saga
+            let lines = saga
                 .unit_prices()
                 .into_iter()
-                .map(|(sku, price)| {
-                    json!({"sku": sku, "unit_price": price.amount_minor, "currency": price.currency})
+                .map(|(sku, price)| PriceLine {
+                    sku,
+                    unit_price: price.amount_minor,
+                    currency: price.currency,
                 })
                 .collect();
-            (
-                BoundedContext::Orders,
-                "PriceOrder",
-                json!({"order_id": order_id, "lines": lines}),
-            )
+            outgoing(saga, step, PriceOrder { order_id, lines })
         }
         Step::Authorise => {
             let total = saga.total()?;
-            (
-                BoundedContext::Payments,
-                "AuthorisePayment",
-                json!({"order_id": order_id, "amount": total.amount_minor, "currency": total.currency,
-                       "payment_token": saga.payment_token.clone().unwrap_or_default()}),
+            outgoing(
+                saga,
+                step,
+                AuthorisePayment {
+                    order_id,
+                    amount: total.amount_minor,
+                    currency: total.currency,
+                    payment_token: saga.payment_token.clone().unwrap_or_default(),
+                },
             )
         }
-        Step::Capture | Step::Refund => {
+        Step::Capture => {
             let total = saga.total()?;
-            let name = if *step == Step::Capture {
-                "CapturePayment"
-            } else {
-                "RefundPayment"
-            };
-            (
-                BoundedContext::Payments,
-                name,
-                json!({"order_id": order_id, "amount": total.amount_minor, "currency": total.currency}),
+            outgoing(
+                saga,
+                step,
+                CapturePayment {
+                    order_id,
+                    amount: total.amount_minor,
+                    currency: total.currency,
+                },
             )
         }
-        Step::Void => (
-            BoundedContext::Payments,
-            "VoidPayment",
-            json!({"order_id": order_id}),
-        ),
-        Step::Confirm => (
-            BoundedContext::Orders,
-            "ConfirmOrder",
-            json!({"order_id": order_id}),
-        ),
+        Step::Refund => {
+            let total = saga.total()?;
+            outgoing(
+                saga,
+                step,
+                RefundPayment {
+                    order_id,
+                    amount: total.amount_minor,
+                    currency: total.currency,
+                },
+            )
+        }
+        Step::Void => outgoing(saga, step, VoidPayment { order_id }),
+        Step::Confirm => outgoing(saga, step, ConfirmOrder { order_id }),
         Step::Reject => {
             let reason = match saga.compensation {
                 Some(CompensationReason::Rejected(r)) => r,
                 _ => RejectionReason::Failed,
             };
-            let skus: Vec<&Sku> = saga
-                .lines
-                .iter()
-                .filter(|l| {
-                    matches!(
-                        saga.steps
-                            .get(&Step::Reserve(l.sku.clone()))
-                            .and_then(|s| s.result.as_ref()),
-                        Some(StepResult::OutOfStock)
-                    )
-                })
-                .map(|l| &l.sku)
-                .collect();
-            (
-                BoundedContext::Orders,
-                "RejectOrder",
-                json!({"order_id": order_id, "reason": reason, "skus": skus,
-                       "detail": format!("{reason:?}")}),
+            outgoing(
+                saga,
+                step,
+                RejectOrder {
+                    order_id,
+                    reason,
+                    detail: format!("{reason:?}"),
+                    skus: saga.out_of_stock(),
+                },
             )
         }
-    };
-    Some(Outgoing {
-        context,
-        name,
-        body,
     })
 }
 
+/// A reply as the typed reply of the step's command.
+fn read<D: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<Reply<D>, String> {
+    serde_json::from_slice(payload).map_err(|e| format!("unreadable reply: {e}"))
+}
+
 /// What a reply means for the step: a result, or a failure worth retrying (`Err`).
-pub fn reply_outcome(step: &Step, reply: &Value) -> Result<StepResult, String> {
-    let reason = reply["reason"].as_str().unwrap_or("unknown").to_owned();
-    match reply["status"].as_str() {
-        Some("accepted") => Ok(accepted(step, &reply["data"])),
-        Some("rejected") if reply["retryable"].as_bool() == Some(true) => Err(reason),
-        Some("rejected") => Ok(match (step, reason.as_str()) {
-            (Step::Reserve(_), "out_of_stock") => StepResult::OutOfStock,
-            // The order is already closed (cancelled, say): nothing left to reject.
-            (Step::Reject, "invalid_transition") => StepResult::Done,
-            _ => StepResult::Refused { reason },
-        }),
-        _ => Err(format!("unreadable reply: {reply}")),
+pub fn reply_outcome(step: &Step, payload: &[u8]) -> Result<StepResult, String> {
+    match step {
+        Step::Reserve(_) => match read::<<ReserveStock as Command>::Answer>(payload)? {
+            Reply::Accepted { data, .. } => Ok(reserved(&data)),
+            rejected => rejection(step, rejected),
+        },
+        Step::Authorise => match read::<<AuthorisePayment as Command>::Answer>(payload)? {
+            Reply::Accepted { data, .. } => Ok(authorised(data)),
+            rejected => rejection(step, rejected),
+        },
+        // The other steps only need to know that the command was accepted.
+        _ => match read::<IgnoredAny>(payload)? {
+            Reply::Accepted { .. } => Ok(StepResult::Done),
+            rejected => rejection(step, rejected),
+        },
     }
 }
 
-fn accepted(step: &Step, data: &Value) -> StepResult {
-    match step {
-        Step::Reserve(_) => {
-            let currency = data["currency"]
-                .as_str()
-                .and_then(|c| Currency::parse(c).ok());
-            match (data["unit_price"].as_i64(), currency) {
-                (Some(amount), Some(currency)) => StepResult::Reserved {
-                    unit_price: Money::new(amount, currency),
-                },
-                _ => StepResult::Refused {
-                    reason: "reservation answer without a price".into(),
-                },
-            }
-        }
-        Step::Authorise if data["payment_status"] == "declined" => StepResult::Declined {
-            reason: data["decline_reason"]
-                .as_str()
-                .unwrap_or("declined")
-                .to_owned(),
+fn reserved(answer: &StockAnswer) -> StepResult {
+    match (answer.unit_price, answer.currency) {
+        (Some(amount), Some(currency)) => StepResult::Reserved {
+            unit_price: Money::new(amount, currency),
         },
-        Step::Authorise => StepResult::Authorised,
-        _ => StepResult::Done,
+        _ => StepResult::Refused {
+            reason: "reservation answer without a price".into(),
+        },
     }
+}
+
+fn authorised(answer: PaymentAnswer) -> StepResult {
+    if answer.payment_status == PaymentStatus::Declined {
+        StepResult::Declined {
+            reason: answer.decline_reason.unwrap_or_else(|| "declined".into()),
+        }
+    } else {
+        StepResult::Authorised
+    }
+}
+
+/// A rejected reply: a retryable one is a failure, any other a result of the step.
+fn rejection<D>(step: &Step, reply: Reply<D>) -> Result<StepResult, String> {
+    let Reply::Rejected {
+        reason, retryable, ..
+    } = reply
+    else {
+        unreachable!("only rejections are passed here")
+    };
+    if retryable {
+        return Err(reason);
+    }
+    Ok(match (step, reason.as_str()) {
+        (Step::Reserve(_), "out_of_stock") => StepResult::OutOfStock,
+        // The order is already closed (cancelled, say): nothing left to reject.
+        (Step::Reject, "invalid_transition") => StepResult::Done,
+        _ => StepResult::Refused { reason },
+    })
 }
 
 /// What an event from a context's stream means for a saga: its order id and the input.
@@ -176,55 +225,53 @@ pub enum Input {
     Completed(Step, StepResult),
 }
 
-/// Maps an event to the saga it concerns; `None` for events no saga waits for.
+/// Maps an event to the saga it concerns; `None` for events no saga waits for (or that do
+/// not decode, which no saga could act on).
 pub fn input_of(envelope: &Envelope) -> Option<(Uuid, Input)> {
-    let data = &envelope.data;
-    let order_id = || {
-        data["order_id"]
-            .as_str()
-            .and_then(|s| Uuid::parse_str(s).ok())
-    };
-    let sku = || data["sku"].as_str().and_then(|s| Sku::parse(s).ok());
-    let done = |step: Step| Some((order_id()?, Input::Completed(step, StepResult::Done)));
-    match envelope.name() {
-        "OrderPlaced" => {
-            let upgraded = if envelope.version() == 1 {
-                domain::order::order_placed_v1_to_v2(data.clone())
-            } else {
-                data.clone()
-            };
-            let placed: domain::order::OrderPlaced = serde_json::from_value(upgraded).ok()?;
-            Some((placed.order_id, Input::Start(placed)))
-        }
-        "OrderCancelled" => Some((order_id()?, Input::Cancel)),
-        "OrderPriced" => done(Step::Price),
-        "OrderConfirmed" => done(Step::Confirm),
-        "OrderRejected" => done(Step::Reject),
-        "StockReserved" => {
-            let unit_price: Money = serde_json::from_value(data["unit_price"].clone()).ok()?;
-            Some((
-                order_id()?,
-                Input::Completed(Step::Reserve(sku()?), StepResult::Reserved { unit_price }),
-            ))
-        }
-        "ReservationCommitted" => done(Step::Commit(sku()?)),
-        "ReservationReleased" => done(Step::Release(sku()?)),
-        "PaymentAuthorised" => Some((
-            order_id()?,
-            Input::Completed(Step::Authorise, StepResult::Authorised),
-        )),
-        "PaymentDeclined" => Some((
-            order_id()?,
-            Input::Completed(
-                Step::Authorise,
-                StepResult::Declined {
-                    reason: data["reason"].as_str().unwrap_or("declined").to_owned(),
-                },
-            ),
-        )),
-        "PaymentCaptured" => done(Step::Capture),
-        "PaymentVoided" => done(Step::Void),
-        "PaymentRefunded" => done(Step::Refund),
-        _ => None,
+    let (context, _, _) = envelope.type_parts().ok()?;
+    let done =
+        |order_id: Uuid, step: Step| Some((order_id, Input::Completed(step, StepResult::Done)));
+    match context.parse::<BoundedContext>().ok()? {
+        BoundedContext::Orders => match decode::<OrderEvent>(envelope).ok()? {
+            OrderEvent::OrderPlaced(placed) => Some((placed.order_id, Input::Start(placed))),
+            OrderEvent::OrderCancelled { order_id, .. } => Some((order_id, Input::Cancel)),
+            OrderEvent::OrderPriced { order_id, .. } => done(order_id, Step::Price),
+            OrderEvent::OrderConfirmed { order_id, .. } => done(order_id, Step::Confirm),
+            OrderEvent::OrderRejected { order_id, .. } => done(order_id, Step::Reject),
+        },
+        BoundedContext::Inventory => match decode::<ProductEvent>(envelope).ok()? {
+            ProductEvent::StockReserved {
+                sku,
+                order_id,
+                unit_price,
+                ..
+            } => Some((
+                order_id,
+                Input::Completed(Step::Reserve(sku), StepResult::Reserved { unit_price }),
+            )),
+            ProductEvent::ReservationCommitted { sku, order_id, .. } => {
+                done(order_id, Step::Commit(sku))
+            }
+            ProductEvent::ReservationReleased { sku, order_id, .. } => {
+                done(order_id, Step::Release(sku))
+            }
+            _ => None,
+        },
+        BoundedContext::Payments => match decode::<PaymentEvent>(envelope).ok()? {
+            PaymentEvent::PaymentAuthorised { order_id, .. } => Some((
+                order_id,
+                Input::Completed(Step::Authorise, StepResult::Authorised),
+            )),
+            PaymentEvent::PaymentDeclined {
+                order_id, reason, ..
+            } => Some((
+                order_id,
+                Input::Completed(Step::Authorise, StepResult::Declined { reason }),
+            )),
+            PaymentEvent::PaymentCaptured { order_id, .. } => done(order_id, Step::Capture),
+            PaymentEvent::PaymentVoided { order_id, .. } => done(order_id, Step::Void),
+            PaymentEvent::PaymentRefunded { order_id, .. } => done(order_id, Step::Refund),
+        },
+        BoundedContext::Sagas => None,
     }
 }

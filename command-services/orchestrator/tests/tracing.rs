@@ -5,6 +5,10 @@
 
 mod common;
 
+use contracts::inventory::ReserveStock;
+use contracts::orders::{ConfirmOrder, PlaceOrder};
+use contracts::payments::{AuthorisePayment, CapturePayment};
+use contracts::Command;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,11 +39,11 @@ fn missing_hops(spans: &[ReceivedSpan], traceparent: &str) -> Vec<String> {
         "POST /orders",
     );
     for command in [
-        "PlaceOrder",
-        "ReserveStock",
-        "AuthorisePayment",
-        "CapturePayment",
-        "ConfirmOrder",
+        PlaceOrder::NAME,
+        ReserveStock::NAME,
+        AuthorisePayment::NAME,
+        CapturePayment::NAME,
+        ConfirmOrder::NAME,
     ] {
         expect(has(spans, "command", ("command", command)), command);
     }
@@ -181,6 +185,6 @@ async fn one_order_is_one_trace_across_every_service() {
     assert!(has(
         &receiver.trace(&other_trace),
         "command",
-        ("command", "ConfirmOrder")
+        ("command", ConfirmOrder::NAME)
     ));
 }

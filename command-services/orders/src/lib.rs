@@ -4,8 +4,6 @@
 
 pub mod spec;
 
-use axum::Router;
-use command_kit::http::command;
 use command_kit::settings::ServiceDefaults;
 use command_kit::{CommandApp, ServiceSettings};
 use runtime::env::{Env, EnvError};
@@ -23,24 +21,7 @@ pub fn settings(env: &Env) -> Result<ServiceSettings, EnvError> {
     ServiceSettings::from_env(env, DEFAULTS)
 }
 
-/// The HTTP routes of the order commands.
-pub fn routes() -> Router<std::sync::Arc<command_kit::Dispatcher<OrdersSpec>>> {
-    Router::new()
-        .route("/orders", command("PlaceOrder"))
-        .route("/orders/{order_id}/price", command("PriceOrder"))
-        .route("/orders/{order_id}/confirm", command("ConfirmOrder"))
-        .route("/orders/{order_id}/reject", command("RejectOrder"))
-        .route("/orders/{order_id}/cancel", command("CancelOrder"))
-}
-
 /// The service, built and bound.
 pub async fn app(settings: &ServiceSettings) -> anyhow::Result<CommandApp> {
-    CommandApp::build(
-        settings,
-        OrdersSpec,
-        (),
-        domain::order::upcasters(),
-        routes(),
-    )
-    .await
+    CommandApp::build(settings, OrdersSpec, (), domain::order::upcasters()).await
 }

@@ -2,16 +2,15 @@
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
+use runtime::service::Process;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings =
-        orders::settings(&runtime::env::Env::from_process()).context("reading settings")?;
-    let _telemetry = runtime::telemetry::init("orders", &settings.log);
-    runtime::metrics::install("orders");
-    runtime::failpoint::arm(&settings.failpoints);
-    let shutdown = runtime::shutdown::on_signal();
-    let app = orders::app(&settings).await?;
-    tracing::info!(addr = %app.local_addr(), "orders service listening");
-    app.run(shutdown).await
+    let env = runtime::env::Env::from_process();
+    let settings = orders::settings(&env).context("reading settings")?;
+    let process = Process::start("orders", &settings.log, &settings.failpoints, None);
+    orders::app(&settings)
+        .await?
+        .run(process.shutdown.clone())
+        .await
 }

@@ -1,6 +1,8 @@
 //! The orders service over HTTP, as an in-process app and as a real process that gets killed,
 //! against real Postgres and JetStream.
 
+use contracts::orders::{CancelOrder, ConfirmOrder, PlaceOrder, PriceOrder, RejectOrder};
+use contracts::Command;
 use std::time::Duration;
 
 use messaging::{BoundedContext, Envelope, Namespace};
@@ -422,7 +424,7 @@ async fn every_order_command_works_over_http_and_nats() {
     assert_eq!(placed.status, 202);
     let a = placed.body["order_id"].as_str().unwrap().to_owned();
     let priced = nats(
-        "PriceOrder",
+        PriceOrder::NAME,
         json!({"command_id": "p1", "order_id": a, "lines": [
             {"sku": "SKU-1", "unit_price": 150, "currency": "EUR"},
             {"sku": "SKU-2", "unit_price": 1000, "currency": "EUR"}]}),
@@ -452,20 +454,24 @@ async fn every_order_command_works_over_http_and_nats() {
     // Placed over NATS (the command id makes it idempotent), rejected over NATS.
     let mut body = order_body();
     body["command_id"] = json!("place-1");
-    let first = nats("PlaceOrder", body.clone()).await;
-    let repeat = nats("PlaceOrder", body).await;
+    let first = nats(PlaceOrder::NAME, body.clone()).await;
+    let repeat = nats(PlaceOrder::NAME, body).await;
     assert_eq!(
         first["aggregate_id"], repeat["aggregate_id"],
         "one order for one command id"
     );
     let b = first["aggregate_id"].as_str().unwrap().to_owned();
     let rejected = nats(
-        "RejectOrder",
+        RejectOrder::NAME,
         json!({"command_id": "r1", "order_id": b, "reason": "out_of_stock", "detail": "SKU-2 sold out", "skus": ["SKU-2"]}),
     )
     .await;
     assert_eq!(rejected["data"]["status"], "rejected", "{rejected}");
-    let confirm_rejected = nats("ConfirmOrder", json!({"command_id": "c9", "order_id": b})).await;
+    let confirm_rejected = nats(
+        ConfirmOrder::NAME,
+        json!({"command_id": "c9", "order_id": b}),
+    )
+    .await;
     assert_eq!(confirm_rejected["reason"], "invalid_transition");
 
     // Cancelled over HTTP; cancelling again is a harmless repeat.
@@ -476,7 +482,11 @@ async fn every_order_command_works_over_http_and_nats() {
         .unwrap()
         .to_owned();
     let cancelled = post(&base, &format!("/orders/{c}/cancel"), json!({}), None).await;
-    let again = nats("CancelOrder", json!({"command_id": "x1", "order_id": c})).await;
+    let again = nats(
+        CancelOrder::NAME,
+        json!({"command_id": "x1", "order_id": c}),
+    )
+    .await;
     assert_eq!(
         (cancelled.status, cancelled.body["status"].as_str()),
         (202, Some("cancelled"))
@@ -536,7 +546,7 @@ async fn every_order_command_succeeds_over_each_transport() {
     let (base, shutdown) = testkit::world::serve(orders::app(&settings).await.unwrap());
     let ctx = BoundedContext::Orders;
     for via in [Via::Http(base.clone()), Via::Nats] {
-        let place = || world.send(&via, ctx, "PlaceOrder", "/orders", order_body());
+        let place = || world.send(&via, ctx, PlaceOrder::NAME, "/orders", order_body());
         let id = |a: &testkit::world::Answer| {
             a.fields["order_id"]
                 .as_str()
@@ -557,21 +567,26 @@ async fn every_order_command_succeeds_over_each_transport() {
         let b = id(&place().await);
         let c = id(&place().await);
         let steps = [
-            ("PriceOrder", format!("/orders/{a}/price"), price, "priced"),
             (
-                "ConfirmOrder",
+                PriceOrder::NAME,
+                format!("/orders/{a}/price"),
+                price,
+                "priced",
+            ),
+            (
+                ConfirmOrder::NAME,
                 format!("/orders/{a}/confirm"),
                 json!({"order_id": a}),
                 "confirmed",
             ),
             (
-                "RejectOrder",
+                RejectOrder::NAME,
                 format!("/orders/{b}/reject"),
                 json!({"order_id": b, "reason": "payment_declined", "detail": "card declined"}),
                 "rejected",
             ),
             (
-                "CancelOrder",
+                CancelOrder::NAME,
                 format!("/orders/{c}/cancel"),
                 json!({"order_id": c}),
                 "cancelled",

@@ -8,8 +8,6 @@ pub mod spec;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use command_kit::http::command;
 use command_kit::settings::ServiceDefaults;
 use command_kit::{CommandApp, ServiceSettings};
 use domain::payment::{PaymentServices, TestProvider};
@@ -39,15 +37,6 @@ pub fn settings(env: &Env) -> Result<Settings, EnvError> {
     })
 }
 
-/// The HTTP routes of the payment commands.
-pub fn routes() -> Router<Arc<command_kit::Dispatcher<PaymentsSpec>>> {
-    Router::new()
-        .route("/payments", command("AuthorisePayment"))
-        .route("/payments/{order_id}/capture", command("CapturePayment"))
-        .route("/payments/{order_id}/void", command("VoidPayment"))
-        .route("/payments/{order_id}/refund", command("RefundPayment"))
-}
-
 /// The service, built and bound, with the built-in test provider.
 pub async fn app(settings: &Settings) -> anyhow::Result<CommandApp> {
     let provider =
@@ -59,7 +48,6 @@ pub async fn app(settings: &Settings) -> anyhow::Result<CommandApp> {
             provider: Arc::new(provider),
         },
         vec![],
-        routes(),
     )
     .await
 }

@@ -2,16 +2,16 @@
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
+use runtime::service::Process;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings =
-        payments::settings(&runtime::env::Env::from_process()).context("reading settings")?;
-    let _telemetry = runtime::telemetry::init("payments", &settings.service.log);
-    runtime::metrics::install("payments");
-    runtime::failpoint::arm(&settings.service.failpoints);
-    let shutdown = runtime::shutdown::on_signal();
-    let app = payments::app(&settings).await?;
-    tracing::info!(addr = %app.local_addr(), "payments service listening");
-    app.run(shutdown).await
+    let env = runtime::env::Env::from_process();
+    let settings = payments::settings(&env).context("reading settings")?;
+    let common = &settings.service;
+    let process = Process::start("payments", &common.log, &common.failpoints, None);
+    payments::app(&settings)
+        .await?
+        .run(process.shutdown.clone())
+        .await
 }

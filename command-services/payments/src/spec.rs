@@ -1,48 +1,18 @@
-//! The payment commands: how each is read from a request and what its answer holds.
+//! The payment commands: how each request of the payments contract becomes a
+//! `PaymentCommand`, and what an answer holds.
 
-use chrono::{DateTime, Utc};
-use command_kit::spec::{parse_body, CommandSpec, Parsed};
+use command_kit::spec::{Binding, CommandSpec, Parsed};
+use contracts::payments::{
+    AuthorisePayment, CapturePayment, PaymentAnswer, RefundPayment, VoidPayment,
+};
 use domain::payment::{Payment, PaymentCommand, PaymentEvent};
-use domain::{Currency, Money};
+use domain::Money;
 use messaging::BoundedContext;
-use serde::Deserialize;
-use serde_json::{Map, Value};
 use uuid::Uuid;
 
 /// The payments context's commands.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PaymentsSpec;
-
-/// Command names, as in `cmd.payments.<Command>`.
-pub const COMMANDS: &[&str] = &[
-    "AuthorisePayment",
-    "CapturePayment",
-    "VoidPayment",
-    "RefundPayment",
-];
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuthoriseBody {
-    order_id: Uuid,
-    amount: i64,
-    currency: Currency,
-    payment_token: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AmountBody {
-    order_id: Uuid,
-    amount: i64,
-    currency: Currency,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OrderIdBody {
-    order_id: Uuid,
-}
 
 fn parsed(order_id: Uuid, command: PaymentCommand) -> Parsed<Payment> {
     Parsed {
@@ -55,23 +25,14 @@ fn parsed(order_id: Uuid, command: PaymentCommand) -> Parsed<Payment> {
 
 impl CommandSpec for PaymentsSpec {
     type Aggregate = Payment;
+    type Answer = PaymentAnswer;
     const CONTEXT: BoundedContext = BoundedContext::Payments;
     const ID_FIELD: &'static str = "order_id";
     const REJECTED_KIND: &'static str = "payment-rejected";
 
-    fn command_names(&self) -> &'static [&'static str] {
-        COMMANDS
-    }
-
-    fn parse(
-        &self,
-        name: &str,
-        body: Value,
-        _now: DateTime<Utc>,
-    ) -> Result<Parsed<Payment>, String> {
-        Ok(match name {
-            "AuthorisePayment" => {
-                let b: AuthoriseBody = parse_body(body)?;
+    fn bindings() -> Vec<Binding<Payment>> {
+        vec![
+            Binding::new(|b: AuthorisePayment, _| {
                 parsed(
                     b.order_id,
                     PaymentCommand::Authorise {
@@ -80,52 +41,41 @@ impl CommandSpec for PaymentsSpec {
                         payment_token: b.payment_token,
                     },
                 )
-            }
-            "CapturePayment" => {
-                let b: AmountBody = parse_body(body)?;
+            }),
+            Binding::new(|b: CapturePayment, _| {
                 parsed(
                     b.order_id,
                     PaymentCommand::Capture {
                         amount: Money::new(b.amount, b.currency),
                     },
                 )
-            }
-            "VoidPayment" => {
-                let b: OrderIdBody = parse_body(body)?;
-                parsed(b.order_id, PaymentCommand::Void)
-            }
-            "RefundPayment" => {
-                let b: AmountBody = parse_body(body)?;
+            }),
+            Binding::new(|b: VoidPayment, _| parsed(b.order_id, PaymentCommand::Void)),
+            Binding::new(|b: RefundPayment, _| {
                 parsed(
                     b.order_id,
                     PaymentCommand::Refund {
                         amount: Money::new(b.amount, b.currency),
                     },
                 )
-            }
-            other => return Err(format!("unknown command {other}")),
-        })
+            }),
+        ]
     }
 
     /// Every answer says where the payment stands; a decline also why.
-    fn reply_data(
+    fn answer(
         &self,
         _command: &PaymentCommand,
         state: &Payment,
         _events: &[PaymentEvent],
-    ) -> Map<String, Value> {
-        let mut data = Map::new();
-        data.insert(
-            "payment_status".into(),
-            serde_json::to_value(state.status).unwrap_or(Value::Null),
-        );
-        let minor = |m: Option<Money>| Value::from(m.map_or(0, |m| m.amount_minor));
-        data.insert("authorised".into(), minor(state.authorised));
-        data.insert("captured".into(), minor(state.captured));
-        data.insert("refunded".into(), minor(state.refunded));
-        if let Some(reason) = &state.decline_reason {
-            data.insert("decline_reason".into(), Value::from(reason.as_str()));
+    ) -> PaymentAnswer {
+        let minor = |m: Option<Money>| m.map_or(0, |m| m.amount_minor);
+        PaymentAnswer {
+            payment_status: state.status,
+            authorised: minor(state.authorised),
+            captured: minor(state.captured),
+            refunded: minor(state.refunded),
+            decline_reason: state.decline_reason.clone(),
         }
-        data
     }
 }

@@ -1,6 +1,8 @@
 //! The payments service over HTTP and NATS against real Postgres and JetStream, with the
 //! deterministic test provider.
 
+use contracts::payments::{AuthorisePayment, CapturePayment, RefundPayment, VoidPayment};
+use contracts::Command;
 use messaging::BoundedContext;
 use serde_json::{json, Value};
 use testkit::world::{post, Via, World};
@@ -42,7 +44,7 @@ async fn every_payment_command_works_over_http_and_nats() {
         (Some("authorised"), Some(2500))
     );
     let captured = nats(
-        "CapturePayment",
+        CapturePayment::NAME,
         json!({"command_id": "cap-1", "order_id": paid, "amount": 2500, "currency": "EUR"}),
     )
     .await;
@@ -55,7 +57,7 @@ async fn every_payment_command_works_over_http_and_nats() {
     );
     // The saga repeating its capture (same command id) does not capture twice.
     let repeated = nats(
-        "CapturePayment",
+        CapturePayment::NAME,
         json!({"command_id": "cap-1", "order_id": paid, "amount": 2500, "currency": "EUR"}),
     )
     .await;
@@ -87,7 +89,7 @@ async fn every_payment_command_works_over_http_and_nats() {
         (202, Some(1000))
     );
     let too_much = nats(
-        "RefundPayment",
+        RefundPayment::NAME,
         json!({"command_id": "ref-2", "order_id": paid, "amount": 1501, "currency": "EUR"}),
     )
     .await;
@@ -97,7 +99,7 @@ async fn every_payment_command_works_over_http_and_nats() {
     let declined_order = Uuid::now_v7();
     let mut body = authorise(declined_order, "tok_decline", 900);
     body["command_id"] = json!("auth-d");
-    let declined = nats("AuthorisePayment", body).await;
+    let declined = nats(AuthorisePayment::NAME, body).await;
     assert_eq!(
         (
             declined["status"].as_str(),
@@ -121,7 +123,7 @@ async fn every_payment_command_works_over_http_and_nats() {
         202
     );
     let voided = nats(
-        "VoidPayment",
+        VoidPayment::NAME,
         json!({"command_id": "void-1", "order_id": voided_order}),
     )
     .await;
@@ -153,7 +155,7 @@ async fn every_payment_command_works_over_http_and_nats() {
     );
     let mut body = authorise(silent, "tok_timeout", 100);
     body["command_id"] = json!("auth-t");
-    let timed_out = nats("AuthorisePayment", body).await;
+    let timed_out = nats(AuthorisePayment::NAME, body).await;
     assert_eq!(
         (
             timed_out["reason"].as_str(),
@@ -167,9 +169,9 @@ async fn every_payment_command_works_over_http_and_nats() {
     let mut body = authorise(flaky, "tok_flaky", 300);
     body["command_id"] = json!("auth-f");
     let answers = [
-        nats("AuthorisePayment", body.clone()).await,
-        nats("AuthorisePayment", body.clone()).await,
-        nats("AuthorisePayment", body).await,
+        nats(AuthorisePayment::NAME, body.clone()).await,
+        nats(AuthorisePayment::NAME, body.clone()).await,
+        nats(AuthorisePayment::NAME, body).await,
     ];
     assert_eq!(answers[0]["retryable"], true);
     assert_eq!(answers[1]["retryable"], true);
@@ -235,31 +237,31 @@ async fn every_payment_command_succeeds_over_each_transport() {
         let (kept, voided) = (Uuid::now_v7(), Uuid::now_v7());
         let steps: [(&str, String, Value, &str); 5] = [
             (
-                "AuthorisePayment",
+                AuthorisePayment::NAME,
                 "/payments".into(),
                 authorise(kept, "tok_ok", 1000),
                 "authorised",
             ),
             (
-                "CapturePayment",
+                CapturePayment::NAME,
                 format!("/payments/{kept}/capture"),
                 json!({"order_id": kept, "amount": 1000, "currency": "EUR"}),
                 "authorised",
             ),
             (
-                "RefundPayment",
+                RefundPayment::NAME,
                 format!("/payments/{kept}/refund"),
                 json!({"order_id": kept, "amount": 400, "currency": "EUR"}),
                 "authorised",
             ),
             (
-                "AuthorisePayment",
+                AuthorisePayment::NAME,
                 "/payments".into(),
                 authorise(voided, "tok_ok", 500),
                 "authorised",
             ),
             (
-                "VoidPayment",
+                VoidPayment::NAME,
                 format!("/payments/{voided}/void"),
                 json!({"order_id": voided}),
                 "voided",
@@ -313,7 +315,7 @@ async fn json_logs_parse_and_never_contain_a_payment_token() {
         let mut body = authorise(Uuid::now_v7(), token, 100);
         body["command_id"] = json!(format!("log-{token}"));
         world
-            .nats_command(BoundedContext::Payments, "AuthorisePayment", body)
+            .nats_command(BoundedContext::Payments, AuthorisePayment::NAME, body)
             .await;
     }
     let bad = post(
@@ -378,7 +380,7 @@ async fn json_logs_parse_and_never_contain_a_payment_token() {
         .collect();
     assert!(accepted.len() >= 3, "{accepted:?}");
     for line in &accepted {
-        assert_eq!(line["command"], "AuthorisePayment", "{line}");
+        assert_eq!(line["command"], AuthorisePayment::NAME, "{line}");
         assert!(line["correlation_id"].is_string(), "{line}");
     }
     let traced: Vec<&Value> = accepted

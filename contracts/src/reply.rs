@@ -1,9 +1,12 @@
-//! The answer to a command, the same over HTTP and NATS.
+//! The answer to a command, the same over HTTP and NATS, and the NATS request that carries a
+//! command.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Reasons the machinery itself gives (domain reasons come from the aggregates' errors).
+/// Reasons the command machinery itself gives (domain reasons come from the aggregates'
+/// errors, such as `out_of_stock`).
 pub mod reasons {
     pub const INVALID_BODY: &str = "invalid_body";
     pub const UNKNOWN_COMMAND: &str = "unknown_command";
@@ -14,17 +17,17 @@ pub mod reasons {
     pub const NOT_FOUND: &str = "not_found";
 }
 
-/// A command's answer. On NATS it is the reply body, tagged by `status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A command's answer. On NATS it is the reply body, tagged by `status`. `D` is the command's
+/// [`crate::Command::Answer`]; the service builds it as a JSON object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
-pub enum Reply {
+pub enum Reply<D = Map<String, Value>> {
     Accepted {
         aggregate_id: String,
         /// The aggregate's version after the command: pass it as `min_version` to reads.
         version: u64,
         /// Command-specific answers, such as the unit price of a reservation.
-        #[serde(default)]
-        data: Map<String, Value>,
+        data: D,
         /// True when this repeats the first answer of an idempotency key or command id.
         #[serde(default)]
         replayed: bool,
@@ -38,7 +41,7 @@ pub enum Reply {
     },
 }
 
-impl Reply {
+impl<D> Reply<D> {
     pub fn rejected(reason: &str, message: impl Into<String>, retryable: bool) -> Self {
         Self::Rejected {
             reason: reason.to_owned(),
@@ -58,3 +61,14 @@ impl Reply {
         }
     }
 }
+
+/// A command as sent over NATS: its fields plus the `command_id` that is its idempotency key.
+#[derive(Debug, Serialize)]
+pub struct NatsCommand<'a, C> {
+    pub command_id: &'a str,
+    #[serde(flatten)]
+    pub command: &'a C,
+}
+
+/// The NATS request field that carries the command id.
+pub const COMMAND_ID: &str = "command_id";

@@ -1,0 +1,165 @@
+//! One start-up for every service: connect the database (migrating it when the service owns
+//! it), bind, mount health, readiness, metrics and `/openapi.json` beside the service's own
+//! routes, then serve HTTP and run the background tasks until the shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use anyhow::Context;
+use axum::routing::get;
+use axum::Router;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::DatabaseSettings;
+use crate::health::Readiness;
+
+/// A background task of a service: it runs until the token is cancelled, then finishes the
+/// work in hand.
+pub type Task = Box<dyn FnOnce(CancellationToken) -> BoxFuture + Send>;
+type BoxFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// Wraps a future-making closure as a [`Task`].
+pub fn task<F, Fut>(run: F) -> Task
+where
+    F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    Box::new(move |shutdown| Box::pin(run(shutdown)))
+}
+
+/// Opens the service's pool (and applies its migrations, when it owns the database), and
+/// reports its connections in the pool gauges.
+pub async fn connect_database(
+    label: &str,
+    settings: &DatabaseSettings,
+    migrator: Option<&sqlx::migrate::Migrator>,
+) -> anyhow::Result<sqlx::PgPool> {
+    let pool = settings
+        .connect()
+        .await
+        .with_context(|| format!("connecting the {label} database {}", settings.url))?;
+    if let Some(migrator) = migrator {
+        migrator
+            .run(&pool)
+            .await
+            .with_context(|| format!("migrating the {label} database"))?;
+    }
+    crate::metrics::watch_pool(&pool);
+    Ok(pool)
+}
+
+/// What a service process sets up before anything else: its telemetry (kept until the
+/// process ends, so spans are flushed), its metrics recorder, its failpoints and the one
+/// shutdown signal (SIGINT or SIGTERM).
+pub struct Process {
+    _telemetry: crate::telemetry::Telemetry,
+    pub shutdown: CancellationToken,
+}
+
+impl Process {
+    /// Starts the process-wide parts for the service `name`.
+    pub fn start(
+        name: &'static str,
+        log: &crate::telemetry::LogSettings,
+        failpoints: &str,
+        failpoint_markers: Option<std::path::PathBuf>,
+    ) -> Self {
+        let telemetry = crate::telemetry::init(name, log);
+        crate::metrics::install(name);
+        crate::failpoint::arm_with_markers(failpoints, failpoint_markers);
+        Self {
+            _telemetry: telemetry,
+            shutdown: crate::shutdown::on_signal(),
+        }
+    }
+}
+
+/// A built service, bound to its port, not yet serving.
+pub struct Service {
+    name: &'static str,
+    listener: TcpListener,
+    router: Router,
+    tasks: Vec<Task>,
+    pool: Option<sqlx::PgPool>,
+}
+
+impl Service {
+    /// Binds `addr`; the service answers 404 to everything until [`Service::routes`].
+    pub async fn bind(name: &'static str, addr: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        Ok(Self {
+            name,
+            listener,
+            router: Router::new(),
+            tasks: Vec::new(),
+            pool: None,
+        })
+    }
+
+    /// Serves `routes` and, beside them: `/healthz`, `/readyz` (running `readiness`),
+    /// `/metrics`, `/openapi.json` (`openapi`), a problem+json 404 for anything else, the HTTP
+    /// metrics and the trace span of every request.
+    pub fn routes(mut self, routes: Router, readiness: Readiness, openapi: Value) -> Self {
+        self.router = routes
+            .route(
+                "/openapi.json",
+                get(move || {
+                    let document = openapi.clone();
+                    async move { axum::Json(document) }
+                }),
+            )
+            .merge(crate::health::routes(readiness))
+            .fallback(crate::problem::not_found)
+            .layer(axum::middleware::from_fn(crate::metrics::track_http))
+            .layer(axum::middleware::from_fn(crate::trace::http_span));
+        self
+    }
+
+    /// Runs `task` beside the HTTP server.
+    pub fn with_task(mut self, task: Task) -> Self {
+        self.tasks.push(task);
+        self
+    }
+
+    /// Closes `pool` once everything else has stopped.
+    pub fn with_pool(mut self, pool: sqlx::PgPool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    /// Serves HTTP and runs the tasks until `shutdown`; each task finishes what it has in
+    /// hand, and the pool is closed last.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(service = self.name, addr = %self.local_addr(), "listening");
+        let tasks: Vec<_> = self
+            .tasks
+            .into_iter()
+            .map(|task| tokio::spawn(task(shutdown.clone())))
+            .collect();
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .context("serving HTTP");
+        // A server that failed stops the tasks too, rather than leaving them unsupervised.
+        shutdown.cancel();
+        for task in tasks {
+            task.await
+                .with_context(|| format!("a {} task panicked", self.name))??;
+        }
+        served?;
+        if let Some(pool) = self.pool {
+            pool.close().await;
+        }
+        tracing::info!(service = self.name, "stopped");
+        Ok(())
+    }
+}
