@@ -26,7 +26,7 @@ pub struct Cli {
     #[arg(
         long,
         env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
+        default_value = "nats://127.0.0.1:24222",
         global = true
     )]
     pub nats_url: String,
