@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
-use cqrs_es::persist::EventUpcaster;
 use cqrs_es::Aggregate;
 use event_store::{CommandBus, Relay, RelaySettings};
 use runtime::health::Readiness;
@@ -29,7 +28,6 @@ impl CommandApp {
         settings: &ServiceSettings,
         spec: S,
         services: <S::Aggregate as Aggregate>::Services,
-        upcasters: Vec<Box<dyn EventUpcaster>>,
     ) -> anyhow::Result<Self>
     where
         S: CommandSpec,
@@ -46,8 +44,8 @@ impl CommandApp {
         let namespace = settings.nats.namespace.clone();
 
         let committed = Arc::new(Notify::new());
-        let bus =
-            CommandBus::new(pool.clone(), services, committed.clone()).with_upcasters(upcasters);
+        let bus = CommandBus::new(pool.clone(), services, committed.clone())
+            .with_upcasters(S::upcasters());
         let dispatcher = Arc::new(Dispatcher::new(spec, bus));
         let readiness = Readiness::new()
             .postgres(context.token(), pool.clone())
@@ -85,6 +83,15 @@ impl CommandApp {
         Ok(Self { service })
     }
 
+    /// Context `S`, whose aggregate needs no services, built and bound.
+    pub async fn of<S>(settings: &ServiceSettings) -> anyhow::Result<Self>
+    where
+        S: CommandSpec + Default,
+        <S::Aggregate as Aggregate>::Services: Default,
+    {
+        Self::build(settings, S::default(), Default::default()).await
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.service.local_addr()
     }
@@ -94,4 +101,22 @@ impl CommandApp {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         self.service.run(shutdown).await.context("command service")
     }
+}
+
+/// The whole `main` of the command service of context `S` (whose aggregate needs no
+/// services): settings from the environment, the process's telemetry and shutdown signal, then
+/// serve until the signal.
+pub async fn main<S>() -> anyhow::Result<()>
+where
+    S: CommandSpec + Default,
+    <S::Aggregate as Aggregate>::Services: Default,
+{
+    let env = runtime::env::Env::from_process();
+    let settings = crate::settings::settings::<S>(&env).context("reading settings")?;
+    let name = S::CONTEXT.token();
+    let process = runtime::service::Process::start(name, &settings.log, &settings.failpoints, None);
+    CommandApp::of::<S>(&settings)
+        .await?
+        .run(process.shutdown.clone())
+        .await
 }

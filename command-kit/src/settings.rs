@@ -42,6 +42,11 @@ pub struct ServiceDefaults {
     pub database_url: &'static str,
 }
 
+/// The settings of context `S`'s service from an environment, with its defaults.
+pub fn settings<S: crate::CommandSpec>(env: &Env) -> Result<ServiceSettings, EnvError> {
+    ServiceSettings::from_env(env, S::DEFAULTS)
+}
+
 impl ServiceSettings {
     pub fn from_env(env: &Env, defaults: ServiceDefaults) -> Result<Self, EnvError> {
         let batch: i64 = env.parse_or("OUTBOX_BATCH_SIZE", 500)?;

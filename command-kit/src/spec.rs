@@ -13,6 +13,8 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
+pub use cqrs_es::persist::EventUpcaster;
+
 /// A command read from a request, bound to its aggregate.
 #[derive(Debug)]
 pub struct Parsed<A: Aggregate> {
@@ -52,6 +54,21 @@ impl<A: Aggregate + 'static> Binding<A> {
     }
 }
 
+/// A command on `aggregate_id`, correlated with `correlation_id` (the order id in the order
+/// flow).
+pub fn parsed<A: Aggregate>(
+    aggregate_id: impl ToString,
+    correlation_id: impl ToString,
+    command: A::Command,
+) -> Parsed<A> {
+    Parsed {
+        aggregate_id: aggregate_id.to_string(),
+        command,
+        correlation_id: correlation_id.to_string(),
+        new_aggregate: false,
+    }
+}
+
 /// One context's commands.
 pub trait CommandSpec: Send + Sync + 'static {
     /// The aggregate, with what the shared machinery needs of its commands and errors.
@@ -67,6 +84,13 @@ pub trait CommandSpec: Send + Sync + 'static {
     const ID_FIELD: &'static str;
     /// The problem type of a domain rejection over HTTP: `order-rejected`.
     const REJECTED_KIND: &'static str;
+    /// The service's port and database under `cargo xtask up`.
+    const DEFAULTS: crate::settings::ServiceDefaults;
+
+    /// How stored events of older versions are read as the current ones.
+    fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
+        Vec::new()
+    }
 
     /// Every command of the context, each bound to the aggregate.
     fn bindings() -> Vec<Binding<Self::Aggregate>>;

@@ -58,13 +58,12 @@ pub fn openapi() -> serde_json::Value {
     let mut paths = serde_json::Map::new();
     paths.insert(
         "/projections".into(),
-        serde_json::json!({"get": {
-            "summary": "Each projection's checkpoint, lag and dead letters",
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": lags}}},
-                "500": runtime::openapi::problem("Internal error")
-            }
-        }}),
+        runtime::openapi::get(
+            "Each projection's checkpoint, lag and dead letters",
+            vec![],
+            lags,
+            &[("500", "Internal error")],
+        ),
     );
     runtime::openapi::document(
         "streamshop projections worker",

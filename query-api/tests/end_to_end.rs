@@ -31,9 +31,12 @@ impl Stack {
             ]
         };
 
-        let orders = orders::app(&orders::settings(&Env::from_pairs(common(&orders_db))).unwrap())
-            .await
-            .unwrap();
+        let orders = command_kit::CommandApp::of::<orders::OrdersSpec>(
+            &command_kit::settings::<orders::OrdersSpec>(&Env::from_pairs(common(&orders_db)))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
         let orders_url = format!("http://{}", orders.local_addr());
         tokio::spawn(orders.run(shutdown.clone()));
 

@@ -72,6 +72,20 @@ pub fn problem(description: &str) -> Value {
     })
 }
 
+/// A `GET` operation answering `ok` (a schema) with 200, or the problems listed as
+/// (status, description).
+pub fn get(summary: &str, parameters: Vec<Value>, ok: Value, problems: &[(&str, &str)]) -> Value {
+    let mut responses = Map::new();
+    responses.insert(
+        "200".into(),
+        json!({"description": "OK", "content": {"application/json": {"schema": ok}}}),
+    );
+    for (status, description) in problems {
+        responses.insert((*status).into(), problem(description));
+    }
+    json!({"get": {"summary": summary, "parameters": parameters, "responses": responses}})
+}
+
 /// A required string path parameter.
 pub fn path_param(name: &str) -> Value {
     json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})

@@ -126,28 +126,14 @@ pub fn generate() -> BTreeMap<String, Value> {
         ),
     );
     for command in contracts::all() {
-        let base = format!("commands/{}/{}", command.context.token(), command.name);
-        let settings = schemars::generate::SchemaSettings::draft2020_12;
-        let request = format!("{base}.json");
-        let title = format!(
-            "{} request ({} context)",
-            command.name,
-            command.context.token()
-        );
-        files.insert(
-            request.clone(),
-            finish((command.request)(settings()).to_value(), &request, title),
-        );
-        let reply = format!("{base}.reply.json");
-        let title = format!(
-            "{} reply ({} context)",
-            command.name,
-            command.context.token()
-        );
-        files.insert(
-            reply.clone(),
-            finish((command.reply)(settings()).to_value(), &reply, title),
-        );
+        let context = command.context.token();
+        for (part, schema) in [("request", command.request), ("reply", command.reply)] {
+            let suffix = if part == "reply" { ".reply" } else { "" };
+            let path = format!("commands/{context}/{}{suffix}.json", command.name);
+            let title = format!("{} {part} ({context} context)", command.name);
+            let schema = schema(schemars::generate::SchemaSettings::draft2020_12());
+            files.insert(path.clone(), finish(schema.to_value(), &path, title));
+        }
     }
     for (service, document) in openapi_documents() {
         files.insert(format!("openapi/{service}.json"), document);

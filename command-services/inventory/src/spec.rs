@@ -1,7 +1,8 @@
 //! The product commands: how each request of the inventory contract becomes a
 //! `ProductCommand`, and what an answer holds.
 
-use command_kit::spec::{Binding, CommandSpec, Parsed};
+use command_kit::spec::{parsed, Binding, CommandSpec, Parsed};
+use command_kit::ServiceDefaults;
 use contracts::inventory::{
     ChangePrice, CommitStock, CreateProduct, ReleaseStock, ReserveStock, RestockProduct,
     StockAnswer,
@@ -9,26 +10,20 @@ use contracts::inventory::{
 use domain::product::{Product, ProductCommand, ProductEvent};
 use domain::{Money, Sku};
 use messaging::BoundedContext;
+use uuid::Uuid;
 
 /// The inventory context's commands.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct InventorySpec;
 
-/// A command on the product `sku`, correlated with `correlation` (the SKU for catalog
-/// commands, the order id for reservations).
-fn parsed(sku: Sku, correlation: String, command: ProductCommand) -> Parsed<Product> {
-    Parsed {
-        aggregate_id: sku.to_string(),
-        command,
-        correlation_id: correlation,
-        new_aggregate: false,
-    }
-}
-
 /// A catalog command: correlated with its own SKU.
 fn catalog(sku: Sku, command: ProductCommand) -> Parsed<Product> {
-    let correlation = sku.to_string();
-    parsed(sku, correlation, command)
+    parsed(&sku, &sku, command)
+}
+
+/// A reservation command: correlated with the order.
+fn reservation(sku: Sku, order_id: Uuid, command: ProductCommand) -> Parsed<Product> {
+    parsed(sku, order_id, command)
 }
 
 impl CommandSpec for InventorySpec {
@@ -37,6 +32,10 @@ impl CommandSpec for InventorySpec {
     const CONTEXT: BoundedContext = BoundedContext::Inventory;
     const ID_FIELD: &'static str = "sku";
     const REJECTED_KIND: &'static str = "product-rejected";
+    const DEFAULTS: ServiceDefaults = ServiceDefaults {
+        port: 8082,
+        database_url: "postgres://inventory@127.0.0.1:25432/inventory",
+    };
 
     fn bindings() -> Vec<Binding<Product>> {
         vec![
@@ -68,32 +67,23 @@ impl CommandSpec for InventorySpec {
                 )
             }),
             Binding::new(|b: ReserveStock, _| {
-                parsed(
-                    b.sku,
-                    b.order_id.to_string(),
-                    ProductCommand::Reserve {
-                        order_id: b.order_id,
-                        quantity: b.quantity,
-                    },
-                )
+                let reserve = ProductCommand::Reserve {
+                    order_id: b.order_id,
+                    quantity: b.quantity,
+                };
+                reservation(b.sku, b.order_id, reserve)
             }),
             Binding::new(|b: ReleaseStock, _| {
-                parsed(
-                    b.sku,
-                    b.order_id.to_string(),
-                    ProductCommand::Release {
-                        order_id: b.order_id,
-                    },
-                )
+                let release = ProductCommand::Release {
+                    order_id: b.order_id,
+                };
+                reservation(b.sku, b.order_id, release)
             }),
             Binding::new(|b: CommitStock, _| {
-                parsed(
-                    b.sku,
-                    b.order_id.to_string(),
-                    ProductCommand::Commit {
-                        order_id: b.order_id,
-                    },
-                )
+                let commit = ProductCommand::Commit {
+                    order_id: b.order_id,
+                };
+                reservation(b.sku, b.order_id, commit)
             }),
         ]
     }

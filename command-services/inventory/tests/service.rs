@@ -15,8 +15,15 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 async fn start(world: &World) -> (String, CancellationToken) {
-    let settings = inventory::settings(&runtime::env::Env::from_pairs(world.env())).unwrap();
-    testkit::world::serve(inventory::app(&settings).await.unwrap())
+    let settings = command_kit::settings::<inventory::InventorySpec>(
+        &runtime::env::Env::from_pairs(world.env()),
+    )
+    .unwrap();
+    testkit::world::serve(
+        command_kit::CommandApp::of::<inventory::InventorySpec>(&settings)
+            .await
+            .unwrap(),
+    )
 }
 
 /// The product as its stored events make it.

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use domain::saga::{CompensationReason, SagaEvent, SagaOutcome, SagaStatus, StepState};
 use schemars::JsonSchema;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::driver::Driver;
@@ -56,16 +56,16 @@ pub fn openapi() -> Value {
     let mut paths = serde_json::Map::new();
     paths.insert(
         "/sagas/{order_id}".into(),
-        json!({"get": {
-            "summary": "A saga's status, outcome, steps and timeline of events",
-            "parameters": [runtime::openapi::path_param("order_id")],
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": view}}},
-                "400": runtime::openapi::problem("The order id is not a UUID"),
-                "404": runtime::openapi::problem("No saga for this order"),
-                "500": runtime::openapi::problem("Internal error")
-            }
-        }}),
+        runtime::openapi::get(
+            "A saga's status, outcome, steps and timeline of events",
+            vec![runtime::openapi::path_param("order_id")],
+            view,
+            &[
+                ("400", "The order id is not a UUID"),
+                ("404", "No saga for this order"),
+                ("500", "Internal error"),
+            ],
+        ),
     );
     runtime::openapi::document(
         "streamshop orchestrator",

@@ -1,7 +1,8 @@
 //! The order commands: how each request of the orders contract becomes an `OrderCommand`, and
 //! what an answer holds.
 
-use command_kit::spec::{Binding, CommandSpec, Parsed};
+use command_kit::spec::{Binding, CommandSpec, EventUpcaster, Parsed};
+use command_kit::ServiceDefaults;
 use contracts::orders::{
     CancelOrder, ConfirmOrder, OrderAnswer, PlaceOrder, PriceOrder, RejectOrder,
 };
@@ -14,13 +15,9 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OrdersSpec;
 
+/// A command on the order `order_id`, correlated with it.
 fn parsed(order_id: Uuid, command: OrderCommand) -> Parsed<Order> {
-    Parsed {
-        aggregate_id: order_id.to_string(),
-        new_aggregate: matches!(command, OrderCommand::Place(_)),
-        command,
-        correlation_id: order_id.to_string(),
-    }
+    command_kit::parsed(order_id, order_id, command)
 }
 
 impl CommandSpec for OrdersSpec {
@@ -29,21 +26,31 @@ impl CommandSpec for OrdersSpec {
     const CONTEXT: BoundedContext = BoundedContext::Orders;
     const ID_FIELD: &'static str = "order_id";
     const REJECTED_KIND: &'static str = "order-rejected";
+    const DEFAULTS: ServiceDefaults = ServiceDefaults {
+        port: 8081,
+        database_url: "postgres://orders@127.0.0.1:25432/orders",
+    };
+
+    fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
+        order::upcasters()
+    }
 
     fn bindings() -> Vec<Binding<Order>> {
         vec![
             Binding::new(|b: PlaceOrder, now| {
                 let order_id = Uuid::now_v7();
-                parsed(
+                let place = order::PlaceOrder {
                     order_id,
-                    OrderCommand::Place(order::PlaceOrder {
-                        order_id,
-                        customer_id: b.customer_id,
-                        lines: b.lines,
-                        payment_token: b.payment_token,
-                        placed_at: now,
-                    }),
-                )
+                    customer_id: b.customer_id,
+                    lines: b.lines,
+                    payment_token: b.payment_token,
+                    placed_at: now,
+                };
+                // The id is new: there is no history to load.
+                Parsed {
+                    new_aggregate: true,
+                    ..parsed(order_id, OrderCommand::Place(place))
+                }
             }),
             Binding::new(|b: PriceOrder, _| {
                 let unit_prices = b

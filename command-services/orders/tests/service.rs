@@ -50,8 +50,14 @@ impl World {
     async fn spawn_app(&self) -> (String, CancellationToken) {
         let mut env = self.env();
         env.push(("HTTP_ADDR", "127.0.0.1:0".into()));
-        let settings = orders::settings(&runtime::env::Env::from_pairs(env)).unwrap();
-        testkit::world::serve(orders::app(&settings).await.unwrap())
+        let settings =
+            command_kit::settings::<orders::OrdersSpec>(&runtime::env::Env::from_pairs(env))
+                .unwrap();
+        testkit::world::serve(
+            command_kit::CommandApp::of::<orders::OrdersSpec>(&settings)
+                .await
+                .unwrap(),
+        )
     }
 
     /// The service as a child process.
@@ -273,8 +279,13 @@ async fn readiness_follows_the_database_going_away_and_coming_back() {
         .collect();
     env.push(("DATABASE_URL", gate.route(&w.db_url)));
     env.push(("HTTP_ADDR", "127.0.0.1:0".into()));
-    let settings = orders::settings(&runtime::env::Env::from_pairs(env)).unwrap();
-    let (base, shutdown) = testkit::world::serve(orders::app(&settings).await.unwrap());
+    let settings =
+        command_kit::settings::<orders::OrdersSpec>(&runtime::env::Env::from_pairs(env)).unwrap();
+    let (base, shutdown) = testkit::world::serve(
+        command_kit::CommandApp::of::<orders::OrdersSpec>(&settings)
+            .await
+            .unwrap(),
+    );
     let readyz = || async {
         let r = reqwest::get(format!("{base}/readyz")).await.unwrap();
         let status = r.status();
@@ -542,8 +553,14 @@ async fn every_order_command_works_over_http_and_nats() {
 async fn every_order_command_succeeds_over_each_transport() {
     use testkit::world::Via;
     let world = testkit::world::World::new("orders").await;
-    let settings = orders::settings(&runtime::env::Env::from_pairs(world.env())).unwrap();
-    let (base, shutdown) = testkit::world::serve(orders::app(&settings).await.unwrap());
+    let settings =
+        command_kit::settings::<orders::OrdersSpec>(&runtime::env::Env::from_pairs(world.env()))
+            .unwrap();
+    let (base, shutdown) = testkit::world::serve(
+        command_kit::CommandApp::of::<orders::OrdersSpec>(&settings)
+            .await
+            .unwrap(),
+    );
     let ctx = BoundedContext::Orders;
     for via in [Via::Http(base.clone()), Via::Nats] {
         let place = || world.send(&via, ctx, PlaceOrder::NAME, "/orders", order_body());

@@ -8,18 +8,11 @@ pub mod spec;
 use std::sync::Arc;
 use std::time::Duration;
 
-use command_kit::settings::ServiceDefaults;
 use command_kit::{CommandApp, ServiceSettings};
 use domain::payment::{PaymentServices, TestProvider};
 use runtime::env::{Env, EnvError};
 
 pub use spec::PaymentsSpec;
-
-/// Port and database of `cargo xtask up`.
-pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
-    port: 8083,
-    database_url: "postgres://payments@127.0.0.1:25432/payments",
-};
 
 /// The payments service's settings: the common ones and the provider's.
 #[derive(Debug, Clone)]
@@ -32,7 +25,7 @@ pub struct Settings {
 /// The service's settings from an environment.
 pub fn settings(env: &Env) -> Result<Settings, EnvError> {
     Ok(Settings {
-        service: ServiceSettings::from_env(env, DEFAULTS)?,
+        service: command_kit::settings::<PaymentsSpec>(env)?,
         provider_timeout: env.millis_or("PAYMENT_PROVIDER_TIMEOUT_MS", Duration::from_secs(2))?,
     })
 }
@@ -47,7 +40,6 @@ pub async fn app(settings: &Settings) -> anyhow::Result<CommandApp> {
         PaymentServices {
             provider: Arc::new(provider),
         },
-        vec![],
     )
     .await
 }

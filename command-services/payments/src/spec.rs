@@ -2,6 +2,7 @@
 //! `PaymentCommand`, and what an answer holds.
 
 use command_kit::spec::{Binding, CommandSpec, Parsed};
+use command_kit::ServiceDefaults;
 use contracts::payments::{
     AuthorisePayment, CapturePayment, PaymentAnswer, RefundPayment, VoidPayment,
 };
@@ -14,13 +15,9 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PaymentsSpec;
 
+/// A command on the payment of `order_id`, correlated with the order.
 fn parsed(order_id: Uuid, command: PaymentCommand) -> Parsed<Payment> {
-    Parsed {
-        aggregate_id: order_id.to_string(),
-        command,
-        correlation_id: order_id.to_string(),
-        new_aggregate: false,
-    }
+    command_kit::parsed(order_id, order_id, command)
 }
 
 impl CommandSpec for PaymentsSpec {
@@ -29,6 +26,10 @@ impl CommandSpec for PaymentsSpec {
     const CONTEXT: BoundedContext = BoundedContext::Payments;
     const ID_FIELD: &'static str = "order_id";
     const REJECTED_KIND: &'static str = "payment-rejected";
+    const DEFAULTS: ServiceDefaults = ServiceDefaults {
+        port: 8083,
+        database_url: "postgres://payments@127.0.0.1:25432/payments",
+    };
 
     fn bindings() -> Vec<Binding<Payment>> {
         vec![

@@ -162,14 +162,22 @@ impl Stack {
         let orchestrator_url = orchestrator_db.clone();
 
         let (o, o_stop) = serve(
-            orders::app(&orders::settings(&Env::from_pairs(orders.env())).unwrap())
-                .await
-                .unwrap(),
+            command_kit::CommandApp::of::<orders::OrdersSpec>(
+                &command_kit::settings::<orders::OrdersSpec>(&Env::from_pairs(orders.env()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap(),
         );
         let (i, i_stop) = serve(
-            inventory::app(&inventory::settings(&Env::from_pairs(inventory.env())).unwrap())
-                .await
+            command_kit::CommandApp::of::<inventory::InventorySpec>(
+                &command_kit::settings::<inventory::InventorySpec>(&Env::from_pairs(
+                    inventory.env(),
+                ))
                 .unwrap(),
+            )
+            .await
+            .unwrap(),
         );
         let mut pay_env = payments.env();
         pay_env.push(("PAYMENT_PROVIDER_TIMEOUT_MS", "300".into()));
