@@ -548,17 +548,7 @@ impl OrderSaga {
                     .map(|l| Step::Reserve(l.sku.clone()))
                     .collect();
                 if reserves.iter().all(|s| self.done(s)) {
-                    let out: Vec<Sku> = self
-                        .lines
-                        .iter()
-                        .filter(|l| {
-                            matches!(
-                                self.result(&Step::Reserve(l.sku.clone())),
-                                Some(StepResult::OutOfStock)
-                            )
-                        })
-                        .map(|l| l.sku.clone())
-                        .collect();
+                    let out = self.out_of_stock();
                     if !out.is_empty() {
                         let names: Vec<&str> = out.iter().map(Sku::as_str).collect();
                         return vec![SagaEvent::CompensationStarted {

@@ -43,16 +43,18 @@ async fn checkpoint(pool: &PgPool) -> i64 {
     .unwrap()
 }
 
+/// The orders service on `world`'s database and namespace: its URL and its stop.
+async fn orders_service(world: &World) -> (String, tokio_util::sync::CancellationToken) {
+    let env = Env::from_pairs(world.env());
+    let settings = command_kit::settings::<orders::OrdersSpec>(&env).unwrap();
+    let app = command_kit::CommandApp::of::<orders::OrdersSpec>(&settings);
+    serve(app.await.unwrap())
+}
+
 #[tokio::test]
 async fn two_workers_build_exactly_what_one_builds_from_20000_events() {
     let world = World::new("orders").await;
-    let settings =
-        command_kit::settings::<orders::OrdersSpec>(&Env::from_pairs(world.env())).unwrap();
-    let (base, stop_orders) = serve(
-        command_kit::CommandApp::of::<orders::OrdersSpec>(&settings)
-            .await
-            .unwrap(),
-    );
+    let (base, stop_orders) = orders_service(&world).await;
 
     // 16,000 orders from 400 customers, 4,000 of them cancelled: 20,000 events.
     let customers: Arc<Vec<Uuid>> = Arc::new((0..400).map(|_| Uuid::now_v7()).collect());
@@ -171,13 +173,7 @@ async fn two_workers_build_exactly_what_one_builds_from_20000_events() {
 #[tokio::test]
 async fn a_rebuild_swaps_in_equal_tables_while_a_reader_never_sees_them_empty_or_partial() {
     let world = World::new("orders").await;
-    let settings =
-        command_kit::settings::<orders::OrdersSpec>(&Env::from_pairs(world.env())).unwrap();
-    let (base, stop_orders) = serve(
-        command_kit::CommandApp::of::<orders::OrdersSpec>(&settings)
-            .await
-            .unwrap(),
-    );
+    let (base, stop_orders) = orders_service(&world).await;
     let base = Arc::new(base);
     let customers: Arc<Vec<Uuid>> = Arc::new((0..50).map(|_| Uuid::now_v7()).collect());
     for chunk in (0..3_000usize).collect::<Vec<_>>().chunks(64) {
