@@ -9,79 +9,46 @@ use domain::order::{OrderLine, OrderPlaced};
 use domain::Sku;
 use messaging::envelope::StoredEvent;
 use messaging::streams::{ensure_stream, StreamSettings};
-use messaging::{BoundedContext, Envelope, Namespace};
+use messaging::{BoundedContext, Envelope};
 use projections::orders_view::OrdersView;
 use projections::worker::{BatchOutcome, Worker, WorkerSettings};
-use sqlx::PgPool;
+use testkit::world::World;
 use uuid::Uuid;
 
-struct World {
-    db_url: String,
-    pool: PgPool,
-    ns: Namespace,
-    js: async_nats::jetstream::Context,
+/// A fresh read database and a namespace with an `ORDERS` stream.
+async fn world() -> World {
+    let w = World::read().await;
+    ensure_stream(
+        &w.js,
+        &w.ns,
+        BoundedContext::Orders,
+        &StreamSettings::default(),
+    )
+    .await
+    .unwrap();
+    w
 }
 
-impl World {
-    async fn new() -> Self {
-        let db_url = testkit::fresh_database("read").await;
-        let pool = PgPool::connect(&db_url).await.unwrap();
-        projections::MIGRATOR.run(&pool).await.unwrap();
-        let ns = testkit::unique_namespace();
-        let js = async_nats::jetstream::new(testkit::nats().await);
-        ensure_stream(&js, &ns, BoundedContext::Orders, &StreamSettings::default())
-            .await
-            .unwrap();
-        Self {
-            db_url,
-            pool,
-            ns,
-            js,
-        }
-    }
-
-    async fn worker(&self) -> Worker<OrdersView> {
-        Worker::new(
-            OrdersView,
-            self.pool.clone(),
-            &self.js,
-            &self.ns,
-            &StreamSettings::default(),
-            WorkerSettings {
-                batch_size: 100,
-                fetch_wait: Duration::from_millis(200),
-                retry_delay: Duration::from_millis(50),
-                ack_wait: Duration::from_secs(30),
-                consumer_prefix: String::new(),
-                schema: None,
-                trace_events: true,
-            },
-        )
-        .await
-        .unwrap()
-    }
-
-    /// Publishes raw bytes as if to `aggregate`'s subject.
-    async fn publish_raw(&self, aggregate: &str, event_type: &str, body: Vec<u8>) {
-        let subject = self
-            .ns
-            .event_subject(BoundedContext::Orders, aggregate, event_type);
-        self.js
-            .publish(subject, body.into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
-
-    async fn publish(&self, envelope: &Envelope) {
-        self.publish_raw(&envelope.subject, envelope.name(), envelope.to_vec())
-            .await;
-    }
-
-    async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
-    }
+/// The orders projection's worker on `w`.
+async fn worker(w: &World) -> Worker<OrdersView> {
+    Worker::new(
+        OrdersView,
+        w.pool.clone(),
+        &w.js,
+        &w.ns,
+        &StreamSettings::default(),
+        WorkerSettings {
+            batch_size: 100,
+            fetch_wait: Duration::from_millis(200),
+            retry_delay: Duration::from_millis(50),
+            ack_wait: Duration::from_secs(30),
+            consumer_prefix: String::new(),
+            schema: None,
+            trace_events: true,
+        },
+    )
+    .await
+    .unwrap()
 }
 
 fn envelope(
@@ -153,7 +120,7 @@ async fn drain(worker: &Worker<OrdersView>) -> BatchOutcome {
 
 #[tokio::test]
 async fn events_apply_once_and_redeliveries_change_nothing() {
-    let w = World::new().await;
+    let w = world().await;
     let customers: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
     let events: Vec<Envelope> = (0..10)
         .map(|i| placed(Uuid::now_v7(), customers[i % 3]))
@@ -161,7 +128,7 @@ async fn events_apply_once_and_redeliveries_change_nothing() {
     for e in &events {
         w.publish(e).await;
     }
-    let worker = w.worker().await;
+    let worker = worker(&w).await;
     let first = drain(&worker).await;
     assert_eq!((first.applied, first.duplicates), (10, 0));
     assert_eq!(w.count("SELECT count(*) FROM orders_view").await, 10);
@@ -193,7 +160,7 @@ async fn events_apply_once_and_redeliveries_change_nothing() {
 
 #[tokio::test]
 async fn an_event_that_overtakes_its_predecessor_waits_for_it() {
-    let w = World::new().await;
+    let w = world().await;
     let order = Uuid::now_v7();
     // Sequence 2 (of a type this projection does not know) arrives first.
     w.publish(&envelope(
@@ -203,7 +170,7 @@ async fn an_event_that_overtakes_its_predecessor_waits_for_it() {
         serde_json::json!({"OrderShipped": {}}),
     ))
     .await;
-    let worker = w.worker().await;
+    let worker = worker(&w).await;
     let first = worker.process_batch().await.unwrap();
     assert_eq!((first.fetched, first.deferred), (1, 1));
     assert_eq!(w.count("SELECT count(*) FROM dead_letters").await, 0);
@@ -227,10 +194,15 @@ async fn an_event_that_overtakes_its_predecessor_waits_for_it() {
 
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_and_lag_returns_to_zero() {
-    let w = World::new().await;
-    let worker = w.worker().await;
-    w.publish_raw("junk", "OrderPlaced", b"{not json".to_vec())
-        .await;
+    let w = world().await;
+    let worker = worker(&w).await;
+    w.publish_raw(
+        BoundedContext::Orders,
+        "junk",
+        "OrderPlaced",
+        b"{not json".to_vec(),
+    )
+    .await;
     let order = Uuid::now_v7();
     w.publish(&envelope(
         order,
@@ -256,7 +228,7 @@ async fn poison_messages_are_dead_lettered_and_lag_returns_to_zero() {
 
 #[tokio::test]
 async fn a_worker_killed_mid_batch_applies_every_event_exactly_once() {
-    let w = World::new().await;
+    let w = world().await;
     let customers: Vec<Uuid> = (0..37).map(|_| Uuid::now_v7()).collect();
     // Small batches of many events: the worker is still busy when each kill lands.
     let total = 12_000;

@@ -9,6 +9,7 @@ pub mod gate;
 pub mod otlp;
 pub mod process;
 pub mod schemas;
+pub mod stack;
 pub mod world;
 
 use std::future::Future;

@@ -1,5 +1,6 @@
-//! A command service's private test world: a fresh database (migrated like the service's),
-//! a NATS namespace, and helpers to send commands over HTTP and NATS and read the stream.
+//! A test's private world: a fresh database (migrated like a command service's, or like the
+//! read database), a NATS namespace, and helpers to run a service in it, send commands over
+//! HTTP and NATS, publish events and read the stream.
 
 use std::time::Duration;
 
@@ -46,6 +47,83 @@ impl World {
         }
     }
 
+    /// A fresh read database, migrated as the projections migrate it.
+    pub async fn read() -> Self {
+        let db_url = crate::fresh_database("read").await;
+        let pool = PgPool::connect(&db_url)
+            .await
+            .expect("connect the read database");
+        projections::MIGRATOR
+            .run(&pool)
+            .await
+            .expect("migrate the read database");
+        let nats = crate::nats().await;
+        Self {
+            db_url,
+            pool,
+            ns: crate::unique_namespace(),
+            js: async_nats::jetstream::new(nats.clone()),
+            nats,
+        }
+    }
+
+    /// Context `S`'s command service in this process, on an ephemeral port: its base URL and
+    /// the token that stops it.
+    pub async fn spawn<S>(&self) -> (String, tokio_util::sync::CancellationToken)
+    where
+        S: command_kit::CommandSpec + Default,
+        <S::Aggregate as cqrs_es::Aggregate>::Services: Default,
+    {
+        let env = runtime::env::Env::from_pairs(self.env());
+        let settings = command_kit::settings::<S>(&env).expect("the world's settings");
+        serve(
+            command_kit::CommandApp::of::<S>(&settings)
+                .await
+                .expect("the service starts"),
+        )
+    }
+
+    /// The service `binary` as a child process in this world, with `extra` environment.
+    pub async fn start_process(
+        &self,
+        binary: &std::path::Path,
+        extra: &[(&'static str, &str)],
+    ) -> crate::process::ServiceProcess {
+        let mut env = self.env();
+        env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        crate::process::ServiceProcess::start(binary, crate::free_port(), &env).await
+    }
+
+    /// Publishes raw bytes to `context`'s subject of `aggregate`, as if they were its event.
+    pub async fn publish_raw(
+        &self,
+        context: BoundedContext,
+        aggregate: &str,
+        event_type: &str,
+        body: Vec<u8>,
+    ) {
+        let subject = self.ns.event_subject(context, aggregate, event_type);
+        self.js
+            .publish(subject, body.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("JetStream stores it");
+    }
+
+    /// Publishes an envelope where its context's relay would.
+    pub async fn publish(&self, envelope: &Envelope) {
+        let (context, _, _) = envelope.type_parts().expect("a streamshop event type");
+        let context = context.parse().expect("a known context");
+        self.publish_raw(
+            context,
+            &envelope.subject,
+            envelope.name(),
+            envelope.to_vec(),
+        )
+        .await;
+    }
+
     /// The environment a service needs to run in this world.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -70,15 +148,25 @@ impl World {
     }
 
     /// Waits until the outbox is empty and the stream holds at least `n` messages; returns
-    /// their envelopes.
-    pub async fn published(&self, context: BoundedContext, n: usize) -> Vec<Envelope> {
-        let messages = crate::eventually(Duration::from_secs(20), "events published", || async {
+    /// them.
+    pub async fn published_messages(
+        &self,
+        context: BoundedContext,
+        n: usize,
+    ) -> Vec<StoredMessage> {
+        crate::eventually(Duration::from_secs(20), "events published", || async {
             let messages = self.stream(context).await;
             (messages.len() >= n && self.count("SELECT count(*) FROM outbox").await == 0)
                 .then_some(messages)
         })
-        .await;
-        messages
+        .await
+    }
+
+    /// Waits until the outbox is empty and the stream holds at least `n` messages; returns
+    /// their envelopes.
+    pub async fn published(&self, context: BoundedContext, n: usize) -> Vec<Envelope> {
+        self.published_messages(context, n)
+            .await
             .iter()
             .map(|m| Envelope::from_slice(&m.payload).expect("every message is an envelope"))
             .collect()

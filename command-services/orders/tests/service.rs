@@ -5,92 +5,20 @@ use contracts::orders::{CancelOrder, ConfirmOrder, PlaceOrder, PriceOrder, Rejec
 use contracts::Command;
 use std::time::Duration;
 
-use messaging::{BoundedContext, Envelope, Namespace};
+use messaging::{BoundedContext, Envelope};
+use orders::OrdersSpec;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sqlx::PgPool;
-use testkit::process::ServiceProcess;
-use tokio_util::sync::CancellationToken;
+use testkit::world::World;
 
-/// One test's private world: a fresh `orders` database and a NATS namespace.
-struct World {
-    db_url: String,
-    pool: PgPool,
-    ns: Namespace,
-    js: async_nats::jetstream::Context,
+/// The orders binary, for the tests that run it as a process.
+fn binary() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_orders"))
 }
 
-impl World {
-    async fn new() -> Self {
-        let db_url = testkit::fresh_database("orders").await;
-        let pool = event_store::connect_and_migrate(&runtime::db::DatabaseSettings {
-            url: runtime::secret::Secret::new(db_url.clone()),
-            max_connections: 4,
-        })
-        .await
-        .unwrap();
-        Self {
-            db_url,
-            pool,
-            ns: testkit::unique_namespace(),
-            js: async_nats::jetstream::new(testkit::nats().await),
-        }
-    }
-
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("DATABASE_URL", self.db_url.clone()),
-            ("NATS_URL", testkit::infra().nats_url.clone()),
-            ("NATS_NAMESPACE", self.ns.as_str().to_owned()),
-            ("OUTBOX_POLL_INTERVAL_MS", "200".into()),
-        ]
-    }
-
-    /// The service in this process, on an ephemeral port.
-    async fn spawn_app(&self) -> (String, CancellationToken) {
-        let mut env = self.env();
-        env.push(("HTTP_ADDR", "127.0.0.1:0".into()));
-        let settings =
-            command_kit::settings::<orders::OrdersSpec>(&runtime::env::Env::from_pairs(env))
-                .unwrap();
-        testkit::world::serve(
-            command_kit::CommandApp::of::<orders::OrdersSpec>(&settings)
-                .await
-                .unwrap(),
-        )
-    }
-
-    /// The service as a child process.
-    async fn start_process(&self, extra: &[(&'static str, &str)]) -> ServiceProcess {
-        let mut env = self.env();
-        env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
-        ServiceProcess::start(
-            std::path::Path::new(env!("CARGO_BIN_EXE_orders")),
-            testkit::free_port(),
-            &env,
-        )
-        .await
-    }
-
-    async fn count(&self, table: &str) -> i64 {
-        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-            .fetch_one(&self.pool)
-            .await
-            .unwrap()
-    }
-
-    async fn stream(&self) -> Vec<testkit::StoredMessage> {
-        testkit::read_stream(&self.js, &self.ns.stream(BoundedContext::Orders)).await
-    }
-
-    /// Waits until the stream holds `n` messages and the outbox is empty.
-    async fn wait_published(&self, n: usize) -> Vec<testkit::StoredMessage> {
-        testkit::eventually(Duration::from_secs(20), "events published", || async {
-            let messages = self.stream().await;
-            (messages.len() >= n && self.count("outbox").await == 0).then_some(messages)
-        })
-        .await
-    }
+/// Rows in one of the world's tables.
+async fn rows(w: &World, table: &str) -> i64 {
+    w.count(&format!("SELECT count(*) FROM {table}")).await
 }
 
 fn order_body() -> Value {
@@ -127,8 +55,8 @@ fn assert_exactly_once(messages: &[testkit::StoredMessage], expected: usize) {
 
 #[tokio::test]
 async fn a_placed_order_reaches_the_stream_in_a_cloudevents_envelope() {
-    let w = World::new().await;
-    let (base, shutdown) = w.spawn_app().await;
+    let w = World::new("orders").await;
+    let (base, shutdown) = w.spawn::<OrdersSpec>().await;
     let traceparent = runtime::trace::new_traceparent();
     let body = order_body();
     let response = reqwest::Client::new()
@@ -147,7 +75,7 @@ async fn a_placed_order_reaches_the_stream_in_a_cloudevents_envelope() {
         7
     );
 
-    let messages = w.wait_published(1).await;
+    let messages = w.published_messages(BoundedContext::Orders, 1).await;
     assert_exactly_once(&messages, 1);
     let m = &messages[0];
     assert_eq!(
@@ -173,8 +101,8 @@ async fn a_placed_order_reaches_the_stream_in_a_cloudevents_envelope() {
 
 #[tokio::test]
 async fn bad_input_is_a_problem_and_writes_nothing() {
-    let w = World::new().await;
-    let (base, shutdown) = w.spawn_app().await;
+    let w = World::new("orders").await;
+    let (base, shutdown) = w.spawn::<OrdersSpec>().await;
     let client = reqwest::Client::new();
     let customer = uuid::Uuid::now_v7();
     let line = |sku: Value, q: Value| {
@@ -246,15 +174,15 @@ async fn bad_input_is_a_problem_and_writes_nothing() {
         "application/problem+json"
     );
 
-    assert_eq!(w.count("events").await, 0, "nothing was written");
-    assert_eq!(w.count("outbox").await, 0);
+    assert_eq!(rows(&w, "events").await, 0, "nothing was written");
+    assert_eq!(rows(&w, "outbox").await, 0);
     shutdown.cancel();
 }
 
 #[tokio::test]
 async fn health_and_readiness_answer() {
-    let w = World::new().await;
-    let (base, shutdown) = w.spawn_app().await;
+    let w = World::new("orders").await;
+    let (base, shutdown) = w.spawn::<OrdersSpec>().await;
     let healthz = reqwest::get(format!("{base}/healthz")).await.unwrap();
     assert_eq!(healthz.status(), StatusCode::OK);
     let readyz: Value = reqwest::get(format!("{base}/readyz"))
@@ -270,7 +198,7 @@ async fn health_and_readiness_answer() {
 
 #[tokio::test]
 async fn readiness_follows_the_database_going_away_and_coming_back() {
-    let w = World::new().await;
+    let w = World::new("orders").await;
     let gate = testkit::gate::Gate::start(&testkit::gate::Gate::target_of(&w.db_url)).await;
     let mut env: Vec<_> = w
         .env()
@@ -328,33 +256,35 @@ async fn readiness_follows_the_database_going_away_and_coming_back() {
 
 #[tokio::test]
 async fn sigkill_after_commit_before_publish_loses_nothing() {
-    let w = World::new().await;
+    let w = World::new("orders").await;
     // A replica without a relay commits events that nobody publishes yet.
-    let first = w.start_process(&[("OUTBOX_RELAY", "false")]).await;
+    let first = w
+        .start_process(binary(), &[("OUTBOX_RELAY", "false")])
+        .await;
     for _ in 0..5 {
         assert_eq!(
             place(&first.base_url, &order_body()).await.status(),
             StatusCode::ACCEPTED
         );
     }
-    assert_eq!(w.count("outbox").await, 5);
+    assert_eq!(rows(&w, "outbox").await, 5);
     assert!(
-        w.stream().await.is_empty(),
+        w.stream(BoundedContext::Orders).await.is_empty(),
         "nothing published before the kill"
     );
     first.kill9().await;
 
-    let second = w.start_process(&[]).await;
-    let messages = w.wait_published(5).await;
+    let second = w.start_process(binary(), &[]).await;
+    let messages = w.published_messages(BoundedContext::Orders, 5).await;
     assert_exactly_once(&messages, 5);
     assert!(second.terminate().await, "graceful exit on SIGTERM");
 }
 
 #[tokio::test]
 async fn crash_between_publish_and_outbox_delete_publishes_once() {
-    let w = World::new().await;
+    let w = World::new("orders").await;
     let doomed = w
-        .start_process(&[("FAILPOINTS", "outbox.after_publish")])
+        .start_process(binary(), &[("FAILPOINTS", "outbox.after_publish")])
         .await;
     // The process may die before it answers: the commit is what matters.
     let _ = reqwest::Client::new()
@@ -364,31 +294,31 @@ async fn crash_between_publish_and_outbox_delete_publishes_once() {
         .await;
     let status = doomed.wait_exit(Duration::from_secs(20)).await;
     assert!(!status.success(), "the failpoint aborted the process");
-    assert_eq!(w.count("events").await, 1);
+    assert_eq!(rows(&w, "events").await, 1);
     assert_eq!(
-        w.count("outbox").await,
+        rows(&w, "outbox").await,
         1,
         "crashed before the outbox row was deleted"
     );
     assert_eq!(
-        w.stream().await.len(),
+        w.stream(BoundedContext::Orders).await.len(),
         1,
         "but after JetStream stored the event"
     );
 
-    let _restarted = w.start_process(&[]).await;
+    let _restarted = w.start_process(binary(), &[]).await;
     testkit::eventually(Duration::from_secs(20), "outbox drained", || async {
-        (w.count("outbox").await == 0).then_some(())
+        (rows(&w, "outbox").await == 0).then_some(())
     })
     .await;
-    assert_exactly_once(&w.stream().await, 1);
+    assert_exactly_once(&w.stream(BoundedContext::Orders).await, 1);
 }
 
 #[tokio::test]
 async fn two_replicas_on_one_database_publish_every_event_once() {
-    let w = World::new().await;
-    let a = w.start_process(&[]).await;
-    let b = w.start_process(&[]).await;
+    let w = World::new("orders").await;
+    let a = w.start_process(binary(), &[]).await;
+    let b = w.start_process(binary(), &[]).await;
     for i in 0..20 {
         let base = if i % 2 == 0 { &a.base_url } else { &b.base_url };
         assert_eq!(
@@ -396,7 +326,7 @@ async fn two_replicas_on_one_database_publish_every_event_once() {
             StatusCode::ACCEPTED
         );
     }
-    let messages = w.wait_published(20).await;
+    let messages = w.published_messages(BoundedContext::Orders, 20).await;
     assert_exactly_once(&messages, 20);
     // One replica dies (maybe the leader); the other goes on publishing.
     a.kill9().await;
@@ -406,15 +336,15 @@ async fn two_replicas_on_one_database_publish_every_event_once() {
             StatusCode::ACCEPTED
         );
     }
-    let messages = w.wait_published(25).await;
+    let messages = w.published_messages(BoundedContext::Orders, 25).await;
     assert_exactly_once(&messages, 25);
 }
 
 #[tokio::test]
 async fn every_order_command_works_over_http_and_nats() {
     use testkit::world::post;
-    let w = World::new().await;
-    let (base, shutdown) = w.spawn_app().await;
+    let w = World::new("orders").await;
+    let (base, shutdown) = w.spawn::<OrdersSpec>().await;
     let nats_client = testkit::nats().await;
     let nats = |command: &'static str, body: Value| {
         let (client, subject) = (
@@ -525,7 +455,7 @@ async fn every_order_command_works_over_http_and_nats() {
     assert_eq!(bad_reason.status, 422);
 
     let envelopes: Vec<Envelope> = w
-        .wait_published(7)
+        .published_messages(BoundedContext::Orders, 7)
         .await
         .iter()
         .map(|m| Envelope::from_slice(&m.payload).unwrap())
@@ -552,7 +482,7 @@ async fn every_order_command_works_over_http_and_nats() {
 #[tokio::test]
 async fn every_order_command_succeeds_over_each_transport() {
     use testkit::world::Via;
-    let world = testkit::world::World::new("orders").await;
+    let world = World::new("orders").await;
     let settings =
         command_kit::settings::<orders::OrdersSpec>(&runtime::env::Env::from_pairs(world.env()))
             .unwrap();

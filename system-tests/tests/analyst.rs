@@ -3,13 +3,10 @@
 //! and pyarrow that agrees with the stream and the Parquet file, time travel to before a
 //! cancel, and `verify` finding nothing until a read-model row is altered by hand.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::Stack;
 use events::export::{self, ExportOptions};
 use events::fold::{self, AsOf};
 use events::formats::{self, Format};
@@ -18,6 +15,7 @@ use events::read::Selection;
 use events::record::Record;
 use messaging::{BoundedContext, Envelope};
 use serde_json::{json, Value};
+use testkit::stack::Stack;
 
 fn quiet() -> Arc<Progress> {
     Arc::new(Progress::new("test", true))
@@ -255,7 +253,7 @@ async fn a_python_script_with_only_nats_py_and_pyarrow_agrees_on_counts_per_type
     let python_path = testkit::infra().python_path.clone().expect(
         "STREAMSHOP_TEST_PYTHONPATH: run the tests with `cargo xtask test`, which installs nats-py and pyarrow",
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/analyst/count_types.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/analyst/count_types.py");
     let out = tokio::process::Command::new("python3")
         .arg(&script)
         .args(["--nats", &testkit::infra().nats_url])

@@ -3,8 +3,6 @@
 //! inventory and payments handlers and the projections) share the trace id of the request's
 //! `traceparent`. A test binary of its own, because the tracing subscriber is one per process.
 
-mod common;
-
 use contracts::inventory::ReserveStock;
 use contracts::orders::{ConfirmOrder, PlaceOrder};
 use contracts::payments::{AuthorisePayment, CapturePayment};
@@ -13,10 +11,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Stack;
 use runtime::telemetry::{LogFormat, LogSettings};
 use serde_json::json;
 use testkit::otlp::{ReceivedSpan, Receiver};
+use testkit::stack::Stack;
 use uuid::Uuid;
 
 fn has(spans: &[ReceivedSpan], name: &str, attribute: (&str, &str)) -> bool {

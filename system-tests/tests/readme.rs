@@ -1,16 +1,14 @@
 //! The README's "Try it" block, run as written (only the ports changed to this stack's)
 //! against every service, so the first thing a newcomer pastes works.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Stack;
 use serde_json::Value;
+use testkit::stack::Stack;
 
 /// The first ```sh block after the `## Try it` heading.
 fn try_it_block() -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("the README");
     let section = readme
         .split("\n## Try it\n")

@@ -1,10 +1,8 @@
 //! `/metrics` after one saga: the counters of every hop carry the right values. A test binary
 //! of its own, because the metrics recorder is one per process.
 
-mod common;
-
-use common::Stack;
 use messaging::BoundedContext;
+use testkit::stack::Stack;
 
 /// The value of the sample whose line starts with `name{` and contains every label.
 fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {

@@ -1,14 +1,15 @@
-//! The stack the orchestrator's tests share: orders, inventory, payments and the orchestrator
-//! in this process, in one namespace, on real Postgres and JetStream.
-#![allow(dead_code)]
+//! Any set of real services in this process, in one namespace, on real Postgres and
+//! JetStream: the command services and the orchestrator (`Stack::start`), plus the
+//! projections worker and the query API (`Stack::start_all`). The system tests and the
+//! orchestrator's crash test share it.
 
 use std::time::Duration;
 
+use crate::world::{post, serve, World};
 use cqrs_es::Aggregate;
 use runtime::env::Env;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use testkit::world::{post, serve, World};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -22,34 +23,81 @@ pub struct Stack {
     /// The read database, when the projections run (`start_all`).
     pub read_db: Option<String>,
     pub urls: [String; 4],
-    /// The projections service and the query API, when started (`start_all`).
+    /// The projections service and the query API, when started (`Options::reads`).
     pub reads: Vec<String>,
     pub shutdown: Vec<CancellationToken>,
 }
 
+/// Which services a [`Stack`] runs beside orders, inventory and payments.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The saga orchestrator.
+    pub orchestrator: bool,
+    /// The projections worker and the query API, on a fresh read database.
+    pub reads: bool,
+    /// `SAGA_MAX_ATTEMPTS` of the orchestrator.
+    pub max_attempts: u32,
+    /// More environment for the query API (`READ_YOUR_WRITES_TIMEOUT_MS`, say).
+    pub query_env: Vec<(&'static str, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            orchestrator: true,
+            reads: false,
+            max_attempts: 3,
+            query_env: Vec::new(),
+        }
+    }
+}
+
 impl Stack {
+    /// The saga stack: the command services and the orchestrator.
     pub async fn start(max_attempts: u32) -> Self {
-        let (mut stack, env) = Self::services(max_attempts).await;
-        let settings = orchestrator::Settings::from_env(&Env::from_pairs(env)).unwrap();
-        let app = orchestrator::App::build(&settings).await.unwrap();
-        stack.urls[3] = format!("http://{}", app.local_addr());
-        let stop = CancellationToken::new();
-        tokio::spawn(app.run(stop.clone()));
-        stack.shutdown.push(stop);
-        stack
+        Self::start_with(Options {
+            max_attempts,
+            ..Options::default()
+        })
+        .await
     }
 
     /// Every service: the saga stack plus the projections service and the query API on a
     /// fresh read database.
     pub async fn start_all(max_attempts: u32) -> Self {
-        let mut stack = Self::start(max_attempts).await;
-        let read_db = testkit::fresh_database("read").await;
-        stack.read_db = Some(read_db.clone());
+        Self::start_with(Options {
+            max_attempts,
+            reads: true,
+            ..Options::default()
+        })
+        .await
+    }
+
+    /// The command services and whatever else `options` asks for.
+    pub async fn start_with(options: Options) -> Self {
+        let (mut stack, env) = Self::services(options.max_attempts).await;
+        if options.orchestrator {
+            let settings = orchestrator::Settings::from_env(&Env::from_pairs(env)).unwrap();
+            let app = orchestrator::App::build(&settings).await.unwrap();
+            stack.urls[3] = format!("http://{}", app.local_addr());
+            let stop = CancellationToken::new();
+            tokio::spawn(app.run(stop.clone()));
+            stack.shutdown.push(stop);
+        }
+        if options.reads {
+            stack.start_reads(options.query_env).await;
+        }
+        stack
+    }
+
+    async fn start_reads(&mut self, query_env: Vec<(&'static str, String)>) {
+        let read_db = crate::fresh_database("read").await;
+        self.read_db = Some(read_db.clone());
         let env = vec![
             ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
             ("DATABASE_URL", read_db),
-            ("NATS_URL", testkit::infra().nats_url.clone()),
-            ("NATS_NAMESPACE", stack.orders.ns.as_str().to_owned()),
+            ("NATS_URL", crate::infra().nats_url.clone()),
+            ("NATS_NAMESPACE", self.orders.ns.as_str().to_owned()),
         ];
         let stop = CancellationToken::new();
         let projections = projections::App::build(
@@ -57,18 +105,18 @@ impl Stack {
         )
         .await
         .unwrap();
-        stack
-            .reads
+        self.reads
             .push(format!("http://{}", projections.local_addr()));
         tokio::spawn(projections.run(stop.clone()));
+        let mut env = env;
+        env.extend(query_env);
         let query =
             query_api::App::build(&query_api::Settings::from_env(&Env::from_pairs(env)).unwrap())
                 .await
                 .unwrap();
-        stack.reads.push(format!("http://{}", query.local_addr()));
+        self.reads.push(format!("http://{}", query.local_addr()));
         tokio::spawn(query.run(stop.clone()));
-        stack.shutdown.push(stop);
-        stack
+        self.shutdown.push(stop);
     }
 
     /// Every service's base URL: orders, inventory, payments, orchestrator, then the reads.
@@ -85,7 +133,7 @@ impl Stack {
         let s = Self::start(50).await;
         s.product(sku, stock).await;
         let order = s.place(&[(sku, quantity)], "tok_timeout").await;
-        testkit::eventually(
+        crate::eventually(
             Duration::from_secs(20),
             "the saga to be authorising",
             || async {
@@ -157,7 +205,7 @@ impl Stack {
         // One namespace for the whole stack.
         inventory.ns = orders.ns.clone();
         payments.ns = orders.ns.clone();
-        let orchestrator_db = testkit::fresh_database("orchestrator").await;
+        let orchestrator_db = crate::fresh_database("orchestrator").await;
         let orchestrator = PgPool::connect(&orchestrator_db).await.unwrap();
         let orchestrator_url = orchestrator_db.clone();
 
@@ -249,7 +297,7 @@ impl Stack {
 
     /// Waits for the saga to end and returns it.
     pub async fn finished(&self, order: Uuid) -> Value {
-        testkit::eventually(Duration::from_secs(30), "the saga to end", || async {
+        crate::eventually(Duration::from_secs(30), "the saga to end", || async {
             let saga = self.saga(order).await;
             (saga["status"] == "completed" || saga["status"] == "needs_attention").then_some(saga)
         })
