@@ -5,10 +5,15 @@
 
 use std::time::Duration;
 
-use crate::world::{post, serve, World};
+use contracts::inventory::CreateProduct;
+use contracts::orders::{CancelOrder, PlaceOrder};
+use domain::order::OrderLine;
+use domain::{Currency, Sku};
+
+use crate::world::{post_command, serve, World};
 use cqrs_es::Aggregate;
 use runtime::env::Env;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -142,13 +147,7 @@ impl Stack {
             },
         )
         .await;
-        let cancelled = post(
-            &s.urls[0],
-            &format!("/orders/{order}/cancel"),
-            json!({}),
-            None,
-        )
-        .await;
+        let cancelled = post_command(&s.urls[0], &CancelOrder { order_id: order }, None).await;
         assert_eq!(cancelled.status, 202, "{:?}", cancelled.body);
         (s, order)
     }
@@ -259,29 +258,33 @@ impl Stack {
         (stack, env)
     }
 
+    /// Creates the product `sku` at 2.50 EUR with `stock` units.
     pub async fn product(&self, sku: &str, stock: u32) {
-        let r = post(
-            &self.urls[1],
-            "/products",
-            json!({"sku": sku, "name": sku, "unit_price": 250, "currency": "EUR", "initial_stock": stock}),
-            None,
-        )
-        .await;
+        let create = CreateProduct {
+            sku: Sku::parse(sku).expect("a valid SKU"),
+            name: sku.to_owned(),
+            unit_price: 250,
+            currency: Currency::parse("EUR").expect("a currency"),
+            initial_stock: stock,
+        };
+        let r = post_command(&self.urls[1], &create, None).await;
         assert_eq!(r.status, 202, "{:?}", r.body);
     }
 
+    /// Places an order of `lines` (SKU, quantity) for a new customer, paid with `token`.
     pub async fn place(&self, lines: &[(&str, u32)], token: &str) -> Uuid {
-        let lines: Vec<Value> = lines
-            .iter()
-            .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
-            .collect();
-        let r = post(
-            &self.urls[0],
-            "/orders",
-            json!({"customer_id": Uuid::now_v7(), "lines": lines, "payment_token": token}),
-            None,
-        )
-        .await;
+        let place = PlaceOrder {
+            customer_id: Uuid::now_v7(),
+            lines: lines
+                .iter()
+                .map(|(sku, quantity)| OrderLine {
+                    sku: Sku::parse(sku).expect("a valid SKU"),
+                    quantity: *quantity,
+                })
+                .collect(),
+            payment_token: token.to_owned(),
+        };
+        let r = post_command(&self.urls[0], &place, None).await;
         assert_eq!(r.status, 202, "{:?}", r.body);
         Uuid::parse_str(r.body["order_id"].as_str().unwrap()).unwrap()
     }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use contracts::{Command, NatsCommand, Reply};
 use messaging::{BoundedContext, Envelope, Namespace};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -172,7 +173,24 @@ impl World {
             .collect()
     }
 
-    /// Sends a command over NATS request/reply and returns the reply.
+    /// Sends `command` over NATS request/reply with `command_id`, and reads the typed reply.
+    pub async fn nats_send<C: Command>(&self, command_id: &str, command: &C) -> Reply<C::Answer> {
+        let body = serde_json::to_value(NatsCommand {
+            command_id,
+            command,
+        })
+        .expect("contract requests serialise");
+        let reply = self.nats_command(C::CONTEXT, C::NAME, body).await;
+        serde_json::from_value(reply.clone()).unwrap_or_else(|e| {
+            panic!(
+                "the reply to {} is not its contract's: {e}: {reply}",
+                C::NAME
+            )
+        })
+    }
+
+    /// Sends a raw body as the command `command` over NATS request/reply and returns the raw
+    /// reply: for tests of malformed requests.
     pub async fn nats_command(&self, context: BoundedContext, command: &str, body: Value) -> Value {
         let subject = self.ns.command_subject(context, command);
         let reply = tokio::time::timeout(
@@ -185,6 +203,27 @@ impl World {
         .expect("NATS request");
         serde_json::from_slice(&reply.payload).expect("a JSON reply")
     }
+}
+
+/// The HTTP path of `command`: its contract's route with the path parameters filled in from
+/// the request's own fields.
+pub fn path_of<C: Command>(command: &C) -> String {
+    let fields = serde_json::to_value(command).expect("contract requests serialise");
+    contracts::path_params(C::PATH)
+        .into_iter()
+        .fold(C::PATH.to_owned(), |path, param| {
+            let value = match &fields[param] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            path.replace(&format!("{{{param}}}"), &value)
+        })
+}
+
+/// `POST`s `command` to its contract's route at `base`, with an optional `Idempotency-Key`.
+pub async fn post_command<C: Command>(base: &str, command: &C, key: Option<&str>) -> HttpAnswer {
+    let body = serde_json::to_value(command).expect("contract requests serialise");
+    post(base, &path_of(command), body, key).await
 }
 
 /// `POST base+path` with a JSON body and an optional `Idempotency-Key`.
@@ -232,41 +271,38 @@ pub struct Answer {
 }
 
 impl World {
-    /// Sends `command` over `via`: on HTTP `POST path` with `body`, on NATS the same body
-    /// (with the path's fields already in it) plus a fresh `command_id`.
-    pub async fn send(
-        &self,
-        via: &Via,
-        context: BoundedContext,
-        command: &str,
-        path: &str,
-        body: Value,
-    ) -> Answer {
+    /// Sends `command` over `via`: on HTTP to its contract's route, on NATS with a fresh
+    /// `command_id`.
+    pub async fn send<C: Command>(&self, via: &Via, command: &C) -> Answer {
         match via {
             Via::Http(base) => {
-                let answer = post(base, path, body, None).await;
+                let answer = post_command(base, command, None).await;
                 Answer {
                     accepted: answer.status == 202,
                     fields: answer.body,
                 }
             }
             Via::Nats => {
-                let mut body = body;
-                body["command_id"] = Value::String(uuid::Uuid::now_v7().to_string());
-                let reply = self.nats_command(context, command, body).await;
-                if reply["status"] == "accepted" {
-                    let mut fields = reply["data"].clone();
-                    fields["version"] = reply["version"].clone();
-                    fields["aggregate_id"] = reply["aggregate_id"].clone();
-                    Answer {
-                        accepted: true,
-                        fields,
+                let command_id = uuid::Uuid::now_v7().to_string();
+                match self.nats_send(&command_id, command).await {
+                    Reply::Accepted {
+                        aggregate_id,
+                        version,
+                        data,
+                        ..
+                    } => {
+                        let mut fields = serde_json::to_value(data).expect("answers serialise");
+                        fields["version"] = version.into();
+                        fields["aggregate_id"] = aggregate_id.into();
+                        Answer {
+                            accepted: true,
+                            fields,
+                        }
                     }
-                } else {
-                    Answer {
+                    rejected => Answer {
                         accepted: false,
-                        fields: reply,
-                    }
+                        fields: serde_json::to_value(rejected).expect("replies serialise"),
+                    },
                 }
             }
         }
