@@ -232,3 +232,23 @@ fn every_openapi_document_is_valid_openapi_3_1_and_references_only_defined_schem
         );
     }
 }
+
+#[test]
+fn every_event_version_has_a_committed_example_that_matches_its_schema() {
+    let examples = testkit::schemas::examples();
+    let mut covered = BTreeSet::new();
+    for envelope in &examples {
+        testkit::schemas::assert_valid(envelope);
+        covered.insert(format!(
+            "events/{}/{}.v{}.json",
+            envelope.type_parts().unwrap().0,
+            envelope.name(),
+            envelope.version()
+        ));
+    }
+    let released: BTreeSet<String> = schemas::released(&schemas::dir()).into_keys().collect();
+    assert_eq!(
+        covered, released,
+        "examples without a schema, or schemas without an example"
+    );
+}

@@ -52,3 +52,34 @@ pub fn assert_valid(envelope: &Envelope) {
         errors.join("\n")
     );
 }
+
+/// The committed example envelope of every event type and version
+/// (`schemas/examples/<context>/<Type>.v<N>.json`), in path order: what consumer-side contract
+/// tests decode. Examples are fixtures: like released schemas, they are never rewritten.
+pub fn examples() -> Vec<Envelope> {
+    let dir = schemas::dir().join("examples");
+    let mut paths = Vec::new();
+    for context in std::fs::read_dir(&dir).expect("schemas/examples exists") {
+        let context = context.expect("a folder entry").path();
+        for file in std::fs::read_dir(&context).expect("a context folder") {
+            paths.push(file.expect("a file entry").path());
+        }
+    }
+    paths.sort();
+    paths
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path).expect("an example file");
+            Envelope::from_slice(text.as_bytes())
+                .unwrap_or_else(|e| panic!("{} is not an envelope: {e}", path.display()))
+        })
+        .collect()
+}
+
+/// The examples of one context's stream.
+pub fn examples_of(context: messaging::BoundedContext) -> Vec<Envelope> {
+    examples()
+        .into_iter()
+        .filter(|e| e.type_parts().is_ok_and(|(c, _, _)| c == context.token()))
+        .collect()
+}
