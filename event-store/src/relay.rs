@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use messaging::envelope::{meta, msg_id, StoredEvent};
 use messaging::streams::{ensure_stream, StreamSettings};
 use messaging::{BoundedContext, Envelope, Namespace};
+use runtime::retry::{sleep_unless_cancelled, Backoff};
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::Notify;
@@ -104,37 +105,28 @@ impl Relay {
                     tracing::warn!(error = %runtime::problem::ErrorChain(&e), "outbox relay cannot reach its database")
                 }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(self.settings.poll_interval) => {}
-            }
+            runtime::retry::sleep_unless_cancelled(self.settings.poll_interval, &shutdown).await;
         }
         let _ = listener.await;
         tracing::info!("outbox relay stopped");
     }
 
     async fn ensure_stream(&self, shutdown: &CancellationToken) {
-        let mut delay = Duration::from_millis(100);
-        while !shutdown.is_cancelled() {
-            match ensure_stream(
-                &self.js,
-                &self.settings.namespace,
-                self.settings.context,
-                &self.settings.stream,
-            )
-            .await
-            {
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(error = %runtime::problem::ErrorChain(&e), "cannot create or find the event stream; retrying")
-                }
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
+        let settings = &self.settings;
+        runtime::retry::until_ok(
+            "creating or finding the event stream",
+            shutdown,
+            runtime::retry::Backoff::default(),
+            || {
+                ensure_stream(
+                    &self.js,
+                    &settings.namespace,
+                    settings.context,
+                    &settings.stream,
+                )
+            },
+        )
+        .await;
     }
 
     /// A dedicated connection holding the leader lock, or `None` when another relay leads.
@@ -150,11 +142,11 @@ impl Relay {
 
     async fn lead(&self, mut conn: PgConnection, shutdown: &CancellationToken) {
         tracing::info!(context = %self.settings.context, "outbox relay is the leader");
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         loop {
             match self.publish_batch(&mut conn).await {
                 Ok(n) => {
-                    backoff = Duration::from_millis(50);
+                    backoff.reset();
                     if shutdown.is_cancelled() {
                         return;
                     }
@@ -173,12 +165,11 @@ impl Relay {
                     return;
                 }
                 Err(e @ RelayError::Publish { .. }) => {
-                    tracing::warn!(error = %runtime::problem::ErrorChain(&e), retry_in = ?backoff, "outbox publish failed");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                    let wait = backoff.failed();
+                    tracing::warn!(error = %runtime::problem::ErrorChain(&e), retry_in = ?wait, "outbox publish failed");
+                    if !sleep_unless_cancelled(wait, shutdown).await {
+                        return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -379,10 +370,10 @@ async fn forward_notifications(pool: PgPool, wake: Arc<Notify>, shutdown: Cancel
             }
         }
         let Some(l) = listener.as_mut() else {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            if sleep_unless_cancelled(Duration::from_secs(1), &shutdown).await {
+                continue;
             }
+            return;
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,

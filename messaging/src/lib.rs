@@ -2,6 +2,7 @@
 //! CloudEvents envelope, and JetStream stream set-up.
 #![forbid(unsafe_code)]
 
+pub mod consume;
 pub mod envelope;
 pub mod names;
 pub mod settings;

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::{self, AckKind};
-use futures::StreamExt;
+use messaging::consume;
 use messaging::streams::{ensure_stream, StreamSettings};
 use messaging::{BoundedContext, Envelope, Namespace};
+use runtime::retry::Backoff;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -46,61 +47,52 @@ pub async fn run(mut consumer: PullConsumer, driver: Arc<Driver>, shutdown: Canc
         Ok(info) => format!("orchestrator:{}", info.stream_name),
         Err(_) => "orchestrator".to_owned(),
     };
-    while !shutdown.is_cancelled() {
-        // A waiting pull: messages are handled as they arrive, and an idle loop waits on the
-        // server instead of asking again at once (`fetch` never waits).
-        let batch = consumer
-            .batch()
-            .max_messages(100)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await;
-        let mut batch = match batch {
-            Ok(b) => b,
+    let (consumer, name) = (&consumer, name.as_str());
+    runtime::retry::until_cancelled(
+        "orchestrator fetch",
+        &shutdown,
+        Backoff::new(Duration::from_secs(1), Duration::from_secs(5)),
+        || async {
+            // Messages are handled as they arrive; an idle loop waits on the server.
+            let batch = consume::fetch(consumer, 100, Duration::from_millis(500)).await?;
+            for message in batch {
+                let kind = handle(&message, &driver, name).await;
+                consume::settle(&message, kind, name).await;
+            }
+            Ok::<(), consume::FetchError>(())
+        },
+    )
+    .await;
+}
+
+/// What to do with one message: feed its event to its saga, and say how to settle it.
+async fn handle(message: &jetstream::Message, driver: &Arc<Driver>, consumer: &str) -> AckKind {
+    let span = tracing::info_span!(
+        "saga.input",
+        otel.kind = "consumer",
+        consumer = %consumer,
+        subject = %message.subject,
+    );
+    runtime::trace::join_message(&span, message.headers.as_ref());
+    consume::note_delivery(message, consumer);
+    async {
+        match Envelope::from_slice(&message.payload) {
             Err(e) => {
-                tracing::warn!(error = %runtime::problem::ErrorChain(&e), "orchestrator fetch failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+                tracing::warn!(subject = %message.subject, error = %runtime::problem::ErrorChain(&e), "not an envelope; terminated");
+                AckKind::Term
             }
-        };
-        while let Some(message) = batch.next().await {
-            let Ok(message) = message else { continue };
-            let span = tracing::info_span!(
-                "saga.input",
-                otel.kind = "consumer",
-                consumer = %name,
-                subject = %message.subject,
-            );
-            runtime::trace::join_message(&span, message.headers.as_ref());
-            if message.info().is_ok_and(|info| info.delivered > 1) {
-                metrics::counter!("consumer_redeliveries_total", "consumer" => name.clone())
-                    .increment(1);
-            }
-            let kind = async {
-                match Envelope::from_slice(&message.payload) {
+            Ok(envelope) => match input_of(&envelope) {
+                None => AckKind::Ack,
+                Some((order_id, input)) => match driver.input(order_id, input).await {
+                    Ok(()) => AckKind::Ack,
                     Err(e) => {
-                        tracing::warn!(subject = %message.subject, error = %runtime::problem::ErrorChain(&e), "not an envelope; terminated");
-                        metrics::counter!("consumer_dead_letters_total", "consumer" => name.clone())
-                            .increment(1);
-                        AckKind::Term
+                        tracing::warn!(%order_id, error = %runtime::problem::ErrorChain(&e), "saga input failed; redelivering");
+                        AckKind::Nak(Some(Duration::from_secs(1)))
                     }
-                    Ok(envelope) => match input_of(&envelope) {
-                        None => AckKind::Ack,
-                        Some((order_id, input)) => match driver.input(order_id, input).await {
-                            Ok(()) => AckKind::Ack,
-                            Err(e) => {
-                                tracing::warn!(%order_id, error = %runtime::problem::ErrorChain(&e), "saga input failed; redelivering");
-                                AckKind::Nak(Some(Duration::from_secs(1)))
-                            }
-                        },
-                    },
-                }
-            }
-            .instrument(span)
-            .await;
-            if let Err(e) = message.ack_with(kind).await {
-                tracing::warn!(error = %runtime::problem::ErrorChain(&*e), "ack failed");
-            }
+                },
+            },
         }
     }
+    .instrument(span)
+    .await
 }

@@ -1,0 +1,85 @@
+//! The durable-consumer loop every JetStream reader shares (the projection workers and the
+//! orchestrator's inputs): fetch a batch without spinning when idle, count redeliveries, and
+//! settle each message (ack, nak with delay, or terminate) after the work is done.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, PullConsumer};
+use async_nats::jetstream::{AckKind, Message};
+use futures::StreamExt;
+
+/// A pull request that failed: the consumer may be gone, or the server unreachable.
+#[derive(Debug, thiserror::Error)]
+#[error("fetching from JetStream failed: {0}")]
+pub struct FetchError(String);
+
+/// Up to `size` messages. What is there is taken at once; when nothing is, the request waits
+/// (up to `wait`) for the next message and then takes what else arrived, instead of asking
+/// again at once: `fetch` alone never waits, and an idle reader would spin on the server.
+pub async fn fetch(
+    consumer: &PullConsumer,
+    size: usize,
+    wait: Duration,
+) -> Result<Vec<Message>, FetchError> {
+    let mut messages = collect(
+        consumer
+            .fetch()
+            .max_messages(size)
+            .expires(wait)
+            .messages()
+            .await,
+    )
+    .await?;
+    if messages.is_empty() {
+        messages = collect(
+            consumer
+                .batch()
+                .max_messages(1)
+                .expires(wait)
+                .messages()
+                .await,
+        )
+        .await?;
+        if !messages.is_empty() && size > 1 {
+            let more = consumer
+                .fetch()
+                .max_messages(size - 1)
+                .expires(wait)
+                .messages()
+                .await;
+            messages.extend(collect(more).await?);
+        }
+    }
+    Ok(messages)
+}
+
+/// Reads a pull request's messages to the end.
+async fn collect(batch: Result<pull::Batch, pull::BatchError>) -> Result<Vec<Message>, FetchError> {
+    let mut batch = batch.map_err(|e| FetchError(e.to_string()))?;
+    let mut messages = Vec::new();
+    while let Some(message) = batch.next().await {
+        messages.push(message.map_err(|e| FetchError(e.to_string()))?);
+    }
+    Ok(messages)
+}
+
+/// Counts the message in `consumer_redeliveries_total` when this is not its first delivery.
+pub fn note_delivery(message: &Message, consumer: &str) {
+    if message.info().is_ok_and(|info| info.delivered > 1) {
+        metrics::counter!("consumer_redeliveries_total", "consumer" => consumer.to_owned())
+            .increment(1);
+    }
+}
+
+/// Acks, naks or terminates `message`; a terminated one is counted in
+/// `consumer_dead_letters_total`. A failed settle is only logged: the server redelivers
+/// after the ack wait, and every reader is idempotent by (aggregate, sequence).
+pub async fn settle(message: &Message, kind: AckKind, consumer: &str) {
+    if matches!(kind, AckKind::Term) {
+        metrics::counter!("consumer_dead_letters_total", "consumer" => consumer.to_owned())
+            .increment(1);
+    }
+    if let Err(e) = message.ack_with(kind).await {
+        tracing::warn!(consumer, error = %runtime::problem::ErrorChain(&*e), "ack failed");
+    }
+}
