@@ -2,15 +2,17 @@
 
 use contracts::inventory::{
     ChangePrice, CommitStock, CreateProduct, ReleaseStock, ReserveStock, RestockProduct,
+    StockAnswer,
 };
-use contracts::Command;
+use contracts::{Command, Reply};
 use std::sync::Arc;
 
 use cqrs_es::Aggregate;
-use domain::product::Product;
+use domain::product::{Product, ReservationState};
+use domain::{Currency, Sku};
 use messaging::BoundedContext;
-use serde_json::{json, Value};
-use testkit::world::{post, Via, World};
+use serde_json::json;
+use testkit::world::{path_of, post, post_command, HttpAnswer, Via, World};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -42,8 +44,43 @@ async fn product(world: &World, sku: &str) -> Product {
     product
 }
 
-fn create(sku: &str, stock: u32) -> Value {
-    json!({"sku": sku, "name": "Mug", "unit_price": 1250, "currency": "EUR", "initial_stock": stock})
+fn sku(s: &str) -> Sku {
+    Sku::parse(s).unwrap()
+}
+
+fn eur() -> Currency {
+    Currency::parse("EUR").unwrap()
+}
+
+fn create(s: &str, stock: u32) -> CreateProduct {
+    CreateProduct {
+        sku: sku(s),
+        name: "Mug".into(),
+        unit_price: 1250,
+        currency: eur(),
+        initial_stock: stock,
+    }
+}
+
+fn restock(s: &str, quantity: u32) -> RestockProduct {
+    RestockProduct {
+        sku: sku(s),
+        quantity,
+    }
+}
+
+fn reserve(s: &str, order_id: Uuid, quantity: u32) -> ReserveStock {
+    ReserveStock {
+        sku: sku(s),
+        order_id,
+        quantity,
+    }
+}
+
+/// The stock answer of an accepted HTTP answer (its `sku` and `version` left aside).
+fn stock(answer: &HttpAnswer) -> StockAnswer {
+    serde_json::from_value(answer.body.clone())
+        .unwrap_or_else(|e| panic!("not a stock answer ({e}): {answer:?}"))
 }
 
 #[tokio::test]
@@ -51,9 +88,7 @@ async fn two_hundred_concurrent_reservations_sell_exactly_the_fifty_in_stock() {
     let world = World::new("inventory").await;
     let (base, shutdown) = start(&world).await;
     assert_eq!(
-        post(&base, "/products", create("HOT-1", 50), None)
-            .await
-            .status,
+        post_command(&base, &create("HOT-1", 50), None).await.status,
         202
     );
 
@@ -62,13 +97,7 @@ async fn two_hundred_concurrent_reservations_sell_exactly_the_fifty_in_stock() {
         .map(|_| {
             let base = base.clone();
             tokio::spawn(async move {
-                post(
-                    &base,
-                    "/products/HOT-1/reservations",
-                    json!({"order_id": Uuid::now_v7(), "quantity": 1}),
-                    None,
-                )
-                .await
+                post_command(&base, &reserve("HOT-1", Uuid::now_v7(), 1), None).await
             })
         })
         .collect();
@@ -77,7 +106,7 @@ async fn two_hundred_concurrent_reservations_sell_exactly_the_fifty_in_stock() {
         let answer = a.await.unwrap();
         match (answer.status, answer.body["reason"].as_str()) {
             (202, _) => {
-                assert_eq!(answer.body["unit_price"], 1250);
+                assert_eq!(stock(&answer).unit_price, Some(1250));
                 reserved += 1;
             }
             (422, Some("out_of_stock")) => out_of_stock += 1,
@@ -104,19 +133,11 @@ async fn two_hundred_concurrent_reservations_sell_exactly_the_fifty_in_stock() {
 async fn every_inventory_command_works_over_http_and_nats() {
     let world = World::new("inventory").await;
     let (base, shutdown) = start(&world).await;
-    let nats = |command: &'static str, body: Value| {
-        let world = &world;
-        async move {
-            world
-                .nats_command(BoundedContext::Inventory, command, body)
-                .await
-        }
-    };
     let order_a = Uuid::now_v7();
     let order_b = Uuid::now_v7();
 
     // Create over HTTP, then the rest alternating transports.
-    let created = post(&base, "/products", create("SKU-7", 10), None).await;
+    let created = post_command(&base, &create("SKU-7", 10), None).await;
     assert_eq!(created.status, 202, "{:?}", created.body);
     assert_eq!(
         (
@@ -126,137 +147,147 @@ async fn every_inventory_command_works_over_http_and_nats() {
         (Some("SKU-7"), Some(1))
     );
 
-    let restocked = nats(
-        RestockProduct::NAME,
-        json!({"command_id": "c1", "sku": "SKU-7", "quantity": 5}),
-    )
-    .await;
-    assert_eq!(restocked["status"], "accepted", "{restocked}");
-    assert_eq!(restocked["data"]["on_hand"], 15);
+    let restocked = world.nats_send("c1", &restock("SKU-7", 5)).await;
+    let Reply::Accepted { data, .. } = &restocked else {
+        panic!("{restocked:?}");
+    };
+    assert_eq!(data.on_hand, 15);
 
-    let repriced = post(
+    let repriced = post_command(
         &base,
-        "/products/SKU-7/price",
-        json!({"unit_price": 990, "currency": "EUR"}),
+        &ChangePrice {
+            sku: sku("SKU-7"),
+            unit_price: 990,
+            currency: eur(),
+        },
         None,
     )
     .await;
-    assert_eq!(
-        (repriced.status, repriced.body["unit_price"].as_i64()),
-        (202, Some(990))
-    );
+    assert_eq!(repriced.status, 202, "{repriced:?}");
+    assert_eq!(stock(&repriced).unit_price, Some(990));
 
-    let reserve = json!({"command_id": "c2", "sku": "SKU-7", "order_id": order_a, "quantity": 4});
-    let reserved = nats(ReserveStock::NAME, reserve.clone()).await;
-    assert_eq!(reserved["status"], "accepted", "{reserved}");
-    assert_eq!(
-        (
-            reserved["data"]["unit_price"].as_i64(),
-            reserved["data"]["available"].as_u64()
-        ),
-        (Some(990), Some(11))
-    );
+    let reserve_a = reserve("SKU-7", order_a, 4);
+    let reserved = world.nats_send("c2", &reserve_a).await;
+    let Reply::Accepted {
+        version: reserved_version,
+        data,
+        ..
+    } = &reserved
+    else {
+        panic!("{reserved:?}");
+    };
+    assert_eq!((data.unit_price, data.available), (Some(990), 11));
     // The same command id again: the first answer, nothing new stored.
-    let again = nats(ReserveStock::NAME, reserve).await;
-    assert_eq!(
-        (again["replayed"].as_bool(), again["version"].clone()),
-        (Some(true), reserved["version"].clone())
-    );
+    let again = world.nats_send("c2", &reserve_a).await;
+    let Reply::Accepted {
+        version, replayed, ..
+    } = &again
+    else {
+        panic!("{again:?}");
+    };
+    assert_eq!((*replayed, version), (true, reserved_version));
 
-    let released = post(
+    let released = post_command(
         &base,
-        &format!("/products/SKU-7/reservations/{order_a}/release"),
-        json!({}),
+        &ReleaseStock {
+            sku: sku("SKU-7"),
+            order_id: order_a,
+        },
         None,
     )
     .await;
-    assert_eq!(
-        (released.status, released.body["available"].as_u64()),
-        (202, Some(15))
-    );
+    assert_eq!(released.status, 202, "{released:?}");
+    assert_eq!(stock(&released).available, 15);
 
     // HTTP idempotency: a repeat gets the first answer; the key with another body is a 422.
-    let body = json!({"order_id": order_b, "quantity": 2});
-    let first = post(
-        &base,
-        "/products/SKU-7/reservations",
-        body.clone(),
-        Some("key-1"),
-    )
-    .await;
-    let repeat = post(&base, "/products/SKU-7/reservations", body, Some("key-1")).await;
+    let reserve_b = reserve("SKU-7", order_b, 2);
+    let first = post_command(&base, &reserve_b, Some("key-1")).await;
+    let repeat = post_command(&base, &reserve_b, Some("key-1")).await;
     assert_eq!(
         (first.status, repeat.status, repeat.replayed),
         (202, 202, true)
     );
     assert_eq!(first.body, repeat.body);
-    let reused = post(
-        &base,
-        "/products/SKU-7/reservations",
-        json!({"order_id": order_b, "quantity": 3}),
-        Some("key-1"),
-    )
-    .await;
+    let reused = post_command(&base, &reserve("SKU-7", order_b, 3), Some("key-1")).await;
     assert_eq!(
         (reused.status, reused.body["type"].as_str()),
         (422, Some("urn:streamshop:problem:idempotency-key-reused"))
     );
 
-    let committed = nats(
-        CommitStock::NAME,
-        json!({"command_id": "c3", "sku": "SKU-7", "order_id": order_b}),
-    )
-    .await;
-    assert_eq!(committed["status"], "accepted", "{committed}");
+    let committed = world
+        .nats_send(
+            "c3",
+            &CommitStock {
+                sku: sku("SKU-7"),
+                order_id: order_b,
+            },
+        )
+        .await;
+    let Reply::Accepted { data, .. } = &committed else {
+        panic!("{committed:?}");
+    };
     assert_eq!(
-        (
-            committed["data"]["on_hand"].as_u64(),
-            committed["data"]["reservation"].as_str()
-        ),
-        (Some(13), Some("committed"))
+        (data.on_hand, data.reservation),
+        (13, Some(ReservationState::Committed))
     );
 
     // Rejections, over both transports.
-    let too_many = nats(
-        ReserveStock::NAME,
-        json!({"command_id": "c4", "sku": "SKU-7", "order_id": Uuid::now_v7(), "quantity": 14}),
-    )
-    .await;
-    assert_eq!(
-        (
-            too_many["status"].as_str(),
-            too_many["reason"].as_str(),
-            too_many["retryable"].as_bool()
+    let too_many = world
+        .nats_send("c4", &reserve("SKU-7", Uuid::now_v7(), 14))
+        .await;
+    assert!(
+        matches!(
+            &too_many,
+            Reply::Rejected { reason, retryable: false, .. } if reason == "out_of_stock"
         ),
-        (Some("rejected"), Some("out_of_stock"), Some(false))
+        "{too_many:?}"
     );
-    let missing = post(
-        &base,
-        "/products/NOPE/restock",
-        json!({"quantity": 1}),
-        None,
-    )
-    .await;
+    let missing = post_command(&base, &restock("NOPE", 1), None).await;
     assert_eq!(
         (missing.status, missing.body["reason"].as_str()),
         (404, Some("not_found"))
     );
-    let no_id = nats(RestockProduct::NAME, json!({"sku": "SKU-7", "quantity": 1})).await;
+    // A well-formed command without its command_id.
+    let no_id = world
+        .nats_command(
+            BoundedContext::Inventory,
+            RestockProduct::NAME,
+            serde_json::to_value(restock("SKU-7", 1)).unwrap(),
+        )
+        .await;
     assert_eq!(no_id["reason"], "invalid_body");
-    let bad = nats(
-        RestockProduct::NAME,
-        json!({"command_id": "c5", "sku": "SKU-7", "quantity": -1}),
+    // Malformed on purpose: a negative quantity.
+    let bad = world
+        .nats_command(
+            BoundedContext::Inventory,
+            RestockProduct::NAME,
+            json!({"command_id": "c5", "sku": "SKU-7", "quantity": -1}),
+        )
+        .await;
+    assert_eq!(bad["reason"], "invalid_body");
+    // Malformed on purpose: a command the context does not have.
+    let unknown = world
+        .nats_command(
+            BoundedContext::Inventory,
+            "ShipProduct",
+            json!({"command_id": "c6"}),
+        )
+        .await;
+    assert_eq!(unknown["reason"], "unknown_command");
+    // Malformed on purpose: a SKU that does not parse.
+    let bad_sku = post(
+        &base,
+        CreateProduct::PATH,
+        json!({"sku": "bad sku", "name": "Mug", "unit_price": 1250, "currency": "EUR", "initial_stock": 1}),
+        None,
     )
     .await;
-    assert_eq!(bad["reason"], "invalid_body");
-    let unknown = nats("ShipProduct", json!({"command_id": "c6"})).await;
-    assert_eq!(unknown["reason"], "unknown_command");
-    let bad_sku = post(&base, "/products", create("bad sku", 1), None).await;
     assert_eq!(bad_sku.status, 422);
+    // SKU-8's restock sent to SKU-7's path: the body disagrees with the path.
     let mismatch = post(
         &base,
-        "/products/SKU-7/restock",
-        json!({"sku": "SKU-8", "quantity": 1}),
+        &path_of(&restock("SKU-7", 1)),
+        serde_json::to_value(restock("SKU-8", 1)).unwrap(),
         None,
     )
     .await;
@@ -290,61 +321,56 @@ async fn every_inventory_command_works_over_http_and_nats() {
 async fn every_inventory_command_succeeds_over_each_transport() {
     let world = World::new("inventory").await;
     let (base, shutdown) = start(&world).await;
-    for (via, sku) in [
+    for (via, name) in [
         (Via::Http(base.clone()), "VIA-HTTP"),
         (Via::Nats, "VIA-NATS"),
     ] {
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-        let steps: [(&str, String, Value); 7] = [
-            (CreateProduct::NAME, "/products".into(), create(sku, 10)),
-            (
-                RestockProduct::NAME,
-                format!("/products/{sku}/restock"),
-                json!({"sku": sku, "quantity": 5}),
-            ),
-            (
-                ChangePrice::NAME,
-                format!("/products/{sku}/price"),
-                json!({"sku": sku, "unit_price": 990, "currency": "EUR"}),
-            ),
-            (
-                ReserveStock::NAME,
-                format!("/products/{sku}/reservations"),
-                json!({"sku": sku, "order_id": a, "quantity": 3}),
-            ),
-            (
-                ReleaseStock::NAME,
-                format!("/products/{sku}/reservations/{a}/release"),
-                json!({"sku": sku, "order_id": a}),
-            ),
-            (
-                ReserveStock::NAME,
-                format!("/products/{sku}/reservations"),
-                json!({"sku": sku, "order_id": b, "quantity": 4}),
-            ),
-            (
-                CommitStock::NAME,
-                format!("/products/{sku}/reservations/{b}/commit"),
-                json!({"sku": sku, "order_id": b}),
-            ),
-        ];
-        for (i, (command, path, body)) in steps.into_iter().enumerate() {
-            let answer = world
-                .send(&via, BoundedContext::Inventory, command, &path, body)
-                .await;
-            assert!(
-                answer.accepted,
-                "{command} over {via:?}: {:?}",
-                answer.fields
-            );
-            assert_eq!(
-                answer.fields["version"],
-                i as u64 + 1,
-                "{command} over {via:?}"
-            );
-        }
-        let p = product(&world, sku).await;
+        let id = sku(name);
+        let change_price = ChangePrice {
+            sku: id.clone(),
+            unit_price: 990,
+            currency: eur(),
+        };
+        step(&world, &via, &create(name, 10), 1).await;
+        step(&world, &via, &restock(name, 5), 2).await;
+        step(&world, &via, &change_price, 3).await;
+        step(&world, &via, &reserve(name, a, 3), 4).await;
+        let release = ReleaseStock {
+            sku: id.clone(),
+            order_id: a,
+        };
+        step(&world, &via, &release, 5).await;
+        step(&world, &via, &reserve(name, b, 4), 6).await;
+        let commit = CommitStock {
+            sku: id,
+            order_id: b,
+        };
+        step(&world, &via, &commit, 7).await;
+        let p = product(&world, name).await;
         assert_eq!((p.on_hand, p.available()), (11, 11), "over {via:?}");
     }
     shutdown.cancel();
+}
+
+/// Sends `command` over `via`; it must be accepted and bring the product to `version`.
+async fn step<C: Command<Answer = StockAnswer>>(
+    world: &World,
+    via: &Via,
+    command: &C,
+    version: u64,
+) {
+    let answer = world.send(via, command).await;
+    assert!(
+        answer.accepted,
+        "{} over {via:?}: {:?}",
+        C::NAME,
+        answer.fields
+    );
+    assert_eq!(
+        answer.fields["version"],
+        version,
+        "{} over {via:?}",
+        C::NAME
+    );
 }

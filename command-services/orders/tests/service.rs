@@ -1,15 +1,20 @@
 //! The orders service over HTTP, as an in-process app and as a real process that gets killed,
 //! against real Postgres and JetStream.
 
-use contracts::orders::{CancelOrder, ConfirmOrder, PlaceOrder, PriceOrder, RejectOrder};
-use contracts::Command;
+use contracts::orders::{
+    CancelOrder, ConfirmOrder, OrderAnswer, PlaceOrder, PriceLine, PriceOrder, RejectOrder,
+};
+use contracts::{Command, Reply};
 use std::time::Duration;
 
+use domain::order::{OrderEvent, OrderLine, OrderStatus, RejectionReason};
+use domain::{Currency, Sku};
 use messaging::{BoundedContext, Envelope};
 use orders::OrdersSpec;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use testkit::world::World;
+use testkit::world::{path_of, post_command, World};
+use uuid::Uuid;
 
 /// The orders binary, for the tests that run it as a process.
 fn binary() -> &'static std::path::Path {
@@ -21,21 +26,60 @@ async fn rows(w: &World, table: &str) -> i64 {
     w.count(&format!("SELECT count(*) FROM {table}")).await
 }
 
-fn order_body() -> Value {
-    json!({
-        "customer_id": uuid::Uuid::now_v7(),
-        "lines": [{"sku": "SKU-1", "quantity": 2}, {"sku": "SKU-2", "quantity": 1}],
-        "payment_token": "tok_ok"
-    })
+fn sku(s: &str) -> Sku {
+    Sku::parse(s).unwrap()
 }
 
-async fn place(base: &str, body: &Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{base}/orders"))
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+fn eur() -> Currency {
+    Currency::parse("EUR").unwrap()
+}
+
+fn line(s: &str, quantity: u32) -> OrderLine {
+    OrderLine {
+        sku: sku(s),
+        quantity,
+    }
+}
+
+/// An order for a new customer, with the given lines.
+fn order_of(lines: Vec<OrderLine>) -> PlaceOrder {
+    PlaceOrder {
+        customer_id: Uuid::now_v7(),
+        lines,
+        payment_token: "tok_ok".into(),
+    }
+}
+
+/// An order for a new customer: two of SKU-1 and one of SKU-2.
+fn place_order() -> PlaceOrder {
+    order_of(vec![line("SKU-1", 2), line("SKU-2", 1)])
+}
+
+/// The prices of [`place_order`]'s lines: SKU-1 at 1.50, SKU-2 at 10.00.
+fn price_order(order_id: Uuid) -> PriceOrder {
+    let price = |s: &str, unit_price: i64| PriceLine {
+        sku: sku(s),
+        unit_price,
+        currency: eur(),
+    };
+    PriceOrder {
+        order_id,
+        lines: vec![price("SKU-1", 150), price("SKU-2", 1000)],
+    }
+}
+
+/// The order id of an accepted HTTP answer.
+fn order_id(answer: &testkit::world::HttpAnswer) -> Uuid {
+    answer.body["order_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no order id in {answer:?}"))
+}
+
+/// The order answer of an accepted HTTP answer.
+fn order_answer(answer: &testkit::world::HttpAnswer) -> OrderAnswer {
+    serde_json::from_value(answer.body.clone())
+        .unwrap_or_else(|e| panic!("not an order answer ({e}): {answer:?}"))
 }
 
 /// Each event id once, and no two messages for the same (aggregate, sequence).
@@ -58,11 +102,11 @@ async fn a_placed_order_reaches_the_stream_in_a_cloudevents_envelope() {
     let w = World::new("orders").await;
     let (base, shutdown) = w.spawn::<OrdersSpec>().await;
     let traceparent = runtime::trace::new_traceparent();
-    let body = order_body();
+    let place = place_order();
     let response = reqwest::Client::new()
-        .post(format!("{base}/orders"))
+        .post(format!("{base}{}", path_of(&place)))
         .header("traceparent", &traceparent)
-        .json(&body)
+        .json(&place)
         .send()
         .await
         .unwrap();
@@ -94,8 +138,11 @@ async fn a_placed_order_reaches_the_stream_in_a_cloudevents_envelope() {
     assert_eq!(env.sequence, 1);
     assert_eq!(env.correlationid.as_deref(), Some(order_id.as_str()));
     assert!(env.causationid.is_some());
-    assert_eq!(env.data["customer_id"], body["customer_id"]);
-    assert_eq!(env.data["lines"], body["lines"]);
+    let OrderEvent::OrderPlaced(placed) = contracts::decode::<OrderEvent>(&env).unwrap() else {
+        panic!("not OrderPlaced: {env:?}");
+    };
+    assert_eq!(placed.customer_id, place.customer_id);
+    assert_eq!(placed.lines, place.lines);
     shutdown.cancel();
 }
 
@@ -105,27 +152,87 @@ async fn bad_input_is_a_problem_and_writes_nothing() {
     let (base, shutdown) = w.spawn::<OrdersSpec>().await;
     let client = reqwest::Client::new();
     let customer = uuid::Uuid::now_v7();
-    let line = |sku: Value, q: Value| {
+    // Malformed on purpose: a line whose SKU or quantity has the wrong shape.
+    let malformed_line = |sku: Value, q: Value| {
         json!({"customer_id": customer, "lines": [{"sku": sku, "quantity": q}], "payment_token": "tok_ok"})
             .to_string()
+    };
+    // Well-formed requests that the Order aggregate refuses.
+    let order = |lines: Vec<OrderLine>| {
+        serde_json::to_string(&PlaceOrder {
+            customer_id: customer,
+            lines,
+            payment_token: "tok_ok".into(),
+        })
+        .unwrap()
     };
     let big = "x".repeat(70 * 1024);
     let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
     let cases: Vec<(&str, String, StatusCode, &str)> = vec![
-        ("malformed JSON", "{\"customer_id\":".into(), StatusCode::BAD_REQUEST, "malformed-json"),
-        ("not an object", "[1,2]".into(), unprocessable, "invalid-body"),
-        ("missing lines", json!({"customer_id": customer}).to_string(), unprocessable, "invalid-body"),
-        ("unknown field", json!({"customer_id": customer, "lines": [], "price": 1}).to_string(), unprocessable, "invalid-body"),
-        ("invalid customer id", json!({"customer_id": "bob", "lines": []}).to_string(), unprocessable, "invalid-body"),
-        ("negative quantity", line(json!("SKU-1"), json!(-1)), unprocessable, "invalid-body"),
-        ("string quantity", line(json!("SKU-1"), json!("2")), unprocessable, "invalid-body"),
-        ("zero quantity", line(json!("SKU-1"), json!(0)), unprocessable, "order-rejected"),
-        ("huge quantity", line(json!("SKU-1"), json!(1001)), unprocessable, "order-rejected"),
-        ("bad sku", line(json!("sku 1"), json!(1)), unprocessable, "invalid-body"),
-        ("no lines", json!({"customer_id": customer, "lines": [], "payment_token": "tok_ok"}).to_string(), unprocessable, "order-rejected"),
+        (
+            "malformed JSON",
+            "{\"customer_id\":".into(),
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+        ),
+        (
+            "not an object",
+            "[1,2]".into(),
+            unprocessable,
+            "invalid-body",
+        ),
+        (
+            "missing lines",
+            json!({"customer_id": customer}).to_string(),
+            unprocessable,
+            "invalid-body",
+        ),
+        (
+            "unknown field",
+            json!({"customer_id": customer, "lines": [], "price": 1}).to_string(),
+            unprocessable,
+            "invalid-body",
+        ),
+        (
+            "invalid customer id",
+            json!({"customer_id": "bob", "lines": []}).to_string(),
+            unprocessable,
+            "invalid-body",
+        ),
+        (
+            "negative quantity",
+            malformed_line(json!("SKU-1"), json!(-1)),
+            unprocessable,
+            "invalid-body",
+        ),
+        (
+            "string quantity",
+            malformed_line(json!("SKU-1"), json!("2")),
+            unprocessable,
+            "invalid-body",
+        ),
+        (
+            "zero quantity",
+            order(vec![line("SKU-1", 0)]),
+            unprocessable,
+            "order-rejected",
+        ),
+        (
+            "huge quantity",
+            order(vec![line("SKU-1", 1001)]),
+            unprocessable,
+            "order-rejected",
+        ),
+        (
+            "bad sku",
+            malformed_line(json!("sku 1"), json!(1)),
+            unprocessable,
+            "invalid-body",
+        ),
+        ("no lines", order(vec![]), unprocessable, "order-rejected"),
         (
             "repeated sku",
-            json!({"customer_id": customer, "lines": [{"sku":"A","quantity":1},{"sku":"A","quantity":1}], "payment_token": "tok_ok"}).to_string(),
+            order(vec![line("A", 1), line("A", 1)]),
             unprocessable,
             "order-rejected",
         ),
@@ -160,7 +267,7 @@ async fn bad_input_is_a_problem_and_writes_nothing() {
     }
     let no_type = client
         .post(format!("{base}/orders"))
-        .body(order_body().to_string())
+        .body(serde_json::to_string(&place_order()).unwrap())
         .send()
         .await
         .unwrap();
@@ -263,8 +370,10 @@ async fn sigkill_after_commit_before_publish_loses_nothing() {
         .await;
     for _ in 0..5 {
         assert_eq!(
-            place(&first.base_url, &order_body()).await.status(),
-            StatusCode::ACCEPTED
+            post_command(&first.base_url, &place_order(), None)
+                .await
+                .status,
+            202
         );
     }
     assert_eq!(rows(&w, "outbox").await, 5);
@@ -287,9 +396,10 @@ async fn crash_between_publish_and_outbox_delete_publishes_once() {
         .start_process(binary(), &[("FAILPOINTS", "outbox.after_publish")])
         .await;
     // The process may die before it answers: the commit is what matters.
+    let place = place_order();
     let _ = reqwest::Client::new()
-        .post(format!("{}/orders", doomed.base_url))
-        .json(&order_body())
+        .post(format!("{}{}", doomed.base_url, path_of(&place)))
+        .json(&place)
         .send()
         .await;
     let status = doomed.wait_exit(Duration::from_secs(20)).await;
@@ -321,10 +431,7 @@ async fn two_replicas_on_one_database_publish_every_event_once() {
     let b = w.start_process(binary(), &[]).await;
     for i in 0..20 {
         let base = if i % 2 == 0 { &a.base_url } else { &b.base_url };
-        assert_eq!(
-            place(base, &order_body()).await.status(),
-            StatusCode::ACCEPTED
-        );
+        assert_eq!(post_command(base, &place_order(), None).await.status, 202);
     }
     let messages = w.published_messages(BoundedContext::Orders, 20).await;
     assert_exactly_once(&messages, 20);
@@ -332,8 +439,8 @@ async fn two_replicas_on_one_database_publish_every_event_once() {
     a.kill9().await;
     for _ in 0..5 {
         assert_eq!(
-            place(&b.base_url, &order_body()).await.status(),
-            StatusCode::ACCEPTED
+            post_command(&b.base_url, &place_order(), None).await.status,
+            202
         );
     }
     let messages = w.published_messages(BoundedContext::Orders, 25).await;
@@ -345,106 +452,91 @@ async fn every_order_command_works_over_http_and_nats() {
     use testkit::world::post;
     let w = World::new("orders").await;
     let (base, shutdown) = w.spawn::<OrdersSpec>().await;
-    let nats_client = testkit::nats().await;
-    let nats = |command: &'static str, body: Value| {
-        let (client, subject) = (
-            nats_client.clone(),
-            w.ns.command_subject(BoundedContext::Orders, command),
-        );
-        async move {
-            let reply = client
-                .request(subject, serde_json::to_vec(&body).unwrap().into())
-                .await
-                .unwrap();
-            serde_json::from_slice::<Value>(&reply.payload).unwrap()
-        }
-    };
 
     // Placed over HTTP, priced over NATS, confirmed over HTTP.
-    let placed = post(&base, "/orders", order_body(), None).await;
+    let placed = post_command(&base, &place_order(), None).await;
     assert_eq!(placed.status, 202);
-    let a = placed.body["order_id"].as_str().unwrap().to_owned();
-    let priced = nats(
-        PriceOrder::NAME,
-        json!({"command_id": "p1", "order_id": a, "lines": [
-            {"sku": "SKU-1", "unit_price": 150, "currency": "EUR"},
-            {"sku": "SKU-2", "unit_price": 1000, "currency": "EUR"}]}),
-    )
-    .await;
+    let a = order_id(&placed);
+    let priced = w.nats_send("p1", &price_order(a)).await;
+    let Reply::Accepted { data, .. } = &priced else {
+        panic!("{priced:?}");
+    };
     assert_eq!(
-        (
-            priced["data"]["status"].as_str(),
-            priced["data"]["total"].as_i64()
-        ),
-        (Some("priced"), Some(1300)),
-        "{priced}"
+        (data.status, data.total),
+        (OrderStatus::Priced, Some(1300)),
+        "{priced:?}"
     );
-    let confirmed = post(&base, &format!("/orders/{a}/confirm"), json!({}), None).await;
-    assert_eq!(
-        (confirmed.status, confirmed.body["status"].as_str()),
-        (202, Some("confirmed"))
-    );
-    let twice = post(&base, &format!("/orders/{a}/confirm"), json!({}), None).await;
+    let confirm = ConfirmOrder { order_id: a };
+    let confirmed = post_command(&base, &confirm, None).await;
+    assert_eq!(confirmed.status, 202, "{confirmed:?}");
+    assert_eq!(order_answer(&confirmed).status, OrderStatus::Confirmed);
+    let twice = post_command(&base, &confirm, None).await;
     assert_eq!(
         (twice.status, twice.body["reason"].as_str()),
         (422, Some("invalid_transition"))
     );
-    let late_cancel = post(&base, &format!("/orders/{a}/cancel"), json!({}), None).await;
+    let late_cancel = post_command(&base, &CancelOrder { order_id: a }, None).await;
     assert_eq!(late_cancel.body["reason"], "invalid_transition");
 
     // Placed over NATS (the command id makes it idempotent), rejected over NATS.
-    let mut body = order_body();
-    body["command_id"] = json!("place-1");
-    let first = nats(PlaceOrder::NAME, body.clone()).await;
-    let repeat = nats(PlaceOrder::NAME, body).await;
-    assert_eq!(
-        first["aggregate_id"], repeat["aggregate_id"],
-        "one order for one command id"
-    );
-    let b = first["aggregate_id"].as_str().unwrap().to_owned();
-    let rejected = nats(
-        RejectOrder::NAME,
-        json!({"command_id": "r1", "order_id": b, "reason": "out_of_stock", "detail": "SKU-2 sold out", "skus": ["SKU-2"]}),
-    )
-    .await;
-    assert_eq!(rejected["data"]["status"], "rejected", "{rejected}");
-    let confirm_rejected = nats(
-        ConfirmOrder::NAME,
-        json!({"command_id": "c9", "order_id": b}),
-    )
-    .await;
-    assert_eq!(confirm_rejected["reason"], "invalid_transition");
+    let place = place_order();
+    let first = w.nats_send("place-1", &place).await;
+    let repeat = w.nats_send("place-1", &place).await;
+    let (
+        Reply::Accepted {
+            aggregate_id: first_id,
+            ..
+        },
+        Reply::Accepted {
+            aggregate_id: repeat_id,
+            ..
+        },
+    ) = (&first, &repeat)
+    else {
+        panic!("{first:?} then {repeat:?}");
+    };
+    assert_eq!(first_id, repeat_id, "one order for one command id");
+    let b: Uuid = first_id.parse().unwrap();
+    let rejected = w
+        .nats_send(
+            "r1",
+            &RejectOrder {
+                order_id: b,
+                reason: RejectionReason::OutOfStock,
+                detail: "SKU-2 sold out".into(),
+                skus: vec![sku("SKU-2")],
+            },
+        )
+        .await;
+    let Reply::Accepted { data, .. } = &rejected else {
+        panic!("{rejected:?}");
+    };
+    assert_eq!(data.status, OrderStatus::Rejected, "{rejected:?}");
+    let confirm_rejected = w.nats_send("c9", &ConfirmOrder { order_id: b }).await;
+    assert_eq!(confirm_rejected.reason(), Some("invalid_transition"));
 
     // Cancelled over HTTP; cancelling again is a harmless repeat.
-    let c = post(&base, "/orders", order_body(), Some("place-c"))
-        .await
-        .body["order_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let cancelled = post(&base, &format!("/orders/{c}/cancel"), json!({}), None).await;
-    let again = nats(
-        CancelOrder::NAME,
-        json!({"command_id": "x1", "order_id": c}),
-    )
-    .await;
-    assert_eq!(
-        (cancelled.status, cancelled.body["status"].as_str()),
-        (202, Some("cancelled"))
-    );
-    assert_eq!(
-        again["version"].as_u64(),
-        cancelled.body["version"].as_u64()
-    );
+    let c = order_id(&post_command(&base, &place_order(), Some("place-c")).await);
+    let cancel = CancelOrder { order_id: c };
+    let cancelled = post_command(&base, &cancel, None).await;
+    let again = w.nats_send("x1", &cancel).await;
+    assert_eq!(cancelled.status, 202, "{cancelled:?}");
+    assert_eq!(order_answer(&cancelled).status, OrderStatus::Cancelled);
+    let Reply::Accepted { version, .. } = &again else {
+        panic!("{again:?}");
+    };
+    assert_eq!(Some(*version), cancelled.body["version"].as_u64());
 
-    let missing = post(
+    let missing = post_command(
         &base,
-        &format!("/orders/{}/confirm", uuid::Uuid::now_v7()),
-        json!({}),
+        &ConfirmOrder {
+            order_id: Uuid::now_v7(),
+        },
         None,
     )
     .await;
     assert_eq!(missing.status, 404);
+    // Malformed on purpose: a rejection reason the contract does not know.
     let bad_reason = post(
         &base,
         &format!("/orders/{c}/reject"),
@@ -481,7 +573,7 @@ async fn every_order_command_works_over_http_and_nats() {
 
 #[tokio::test]
 async fn every_order_command_succeeds_over_each_transport() {
-    use testkit::world::Via;
+    use testkit::world::{Answer, Via};
     let world = World::new("orders").await;
     let settings =
         command_kit::settings::<orders::OrdersSpec>(&runtime::env::Env::from_pairs(world.env()))
@@ -493,13 +585,14 @@ async fn every_order_command_succeeds_over_each_transport() {
     );
     let ctx = BoundedContext::Orders;
     for via in [Via::Http(base.clone()), Via::Nats] {
-        let place = || world.send(&via, ctx, PlaceOrder::NAME, "/orders", order_body());
-        let id = |a: &testkit::world::Answer| {
+        let place = || async { world.send(&via, &place_order()).await };
+        let id = |a: &Answer| -> Uuid {
             a.fields["order_id"]
                 .as_str()
                 .or(a.fields["aggregate_id"].as_str())
                 .unwrap()
-                .to_owned()
+                .parse()
+                .unwrap()
         };
         let placed = place().await;
         assert!(
@@ -508,49 +601,57 @@ async fn every_order_command_succeeds_over_each_transport() {
             placed.fields
         );
         let a = id(&placed);
-        let price = json!({"order_id": a, "lines": [
-            {"sku": "SKU-1", "unit_price": 150, "currency": "EUR"},
-            {"sku": "SKU-2", "unit_price": 1000, "currency": "EUR"}]});
         let b = id(&place().await);
         let c = id(&place().await);
-        let steps = [
-            (
-                PriceOrder::NAME,
-                format!("/orders/{a}/price"),
-                price,
-                "priced",
-            ),
-            (
-                ConfirmOrder::NAME,
-                format!("/orders/{a}/confirm"),
-                json!({"order_id": a}),
-                "confirmed",
-            ),
-            (
-                RejectOrder::NAME,
-                format!("/orders/{b}/reject"),
-                json!({"order_id": b, "reason": "payment_declined", "detail": "card declined"}),
-                "rejected",
-            ),
-            (
-                CancelOrder::NAME,
-                format!("/orders/{c}/cancel"),
-                json!({"order_id": c}),
-                "cancelled",
-            ),
-        ];
-        for (command, path, body, status) in steps {
-            let answer = world.send(&via, ctx, command, &path, body).await;
-            assert!(
-                answer.accepted,
-                "{command} over {via:?}: {:?}",
-                answer.fields
-            );
-            assert_eq!(answer.fields["status"], status, "{command} over {via:?}");
-        }
+        step(&world, &via, &price_order(a), OrderStatus::Priced).await;
+        step(
+            &world,
+            &via,
+            &ConfirmOrder { order_id: a },
+            OrderStatus::Confirmed,
+        )
+        .await;
+        step(
+            &world,
+            &via,
+            &RejectOrder {
+                order_id: b,
+                reason: RejectionReason::PaymentDeclined,
+                detail: "card declined".into(),
+                skus: vec![],
+            },
+            OrderStatus::Rejected,
+        )
+        .await;
+        step(
+            &world,
+            &via,
+            &CancelOrder { order_id: c },
+            OrderStatus::Cancelled,
+        )
+        .await;
     }
     for e in world.published(ctx, 12).await {
         testkit::schemas::assert_valid(&e);
     }
     shutdown.cancel();
+}
+
+/// Sends `command` over `via`; it must be accepted and leave the order in `status`.
+async fn step<C: Command<Answer = OrderAnswer>>(
+    world: &World,
+    via: &testkit::world::Via,
+    command: &C,
+    status: OrderStatus,
+) {
+    let answer = world.send(via, command).await;
+    assert!(
+        answer.accepted,
+        "{} over {via:?}: {:?}",
+        C::NAME,
+        answer.fields
+    );
+    let data: OrderAnswer = serde_json::from_value(answer.fields.clone())
+        .unwrap_or_else(|e| panic!("{} over {via:?} ({e}): {:?}", C::NAME, answer.fields));
+    assert_eq!(data.status, status, "{} over {via:?}", C::NAME);
 }

@@ -1,11 +1,15 @@
 //! The payments service over HTTP and NATS against real Postgres and JetStream, with the
 //! deterministic test provider.
 
-use contracts::payments::{AuthorisePayment, CapturePayment, RefundPayment, VoidPayment};
-use contracts::Command;
+use contracts::payments::{
+    AuthorisePayment, CapturePayment, PaymentAnswer, RefundPayment, VoidPayment,
+};
+use contracts::{Command, Reply};
+use domain::payment::PaymentStatus;
+use domain::Currency;
 use messaging::BoundedContext;
 use serde_json::{json, Value};
-use testkit::world::{post, Via, World};
+use testkit::world::{path_of, post, post_command, HttpAnswer, Via, World};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -16,186 +20,182 @@ async fn start(world: &World) -> (String, CancellationToken) {
     testkit::world::serve(payments::app(&settings).await.unwrap())
 }
 
-fn authorise(order: Uuid, token: &str, amount: i64) -> Value {
-    json!({"order_id": order, "amount": amount, "currency": "EUR", "payment_token": token})
+fn eur() -> Currency {
+    Currency::parse("EUR").unwrap()
+}
+
+fn authorise(order: Uuid, token: &str, amount: i64) -> AuthorisePayment {
+    AuthorisePayment {
+        order_id: order,
+        amount,
+        currency: eur(),
+        payment_token: token.into(),
+    }
+}
+
+fn capture(order: Uuid, amount: i64) -> CapturePayment {
+    CapturePayment {
+        order_id: order,
+        amount,
+        currency: eur(),
+    }
+}
+
+fn refund(order: Uuid, amount: i64) -> RefundPayment {
+    RefundPayment {
+        order_id: order,
+        amount,
+        currency: eur(),
+    }
+}
+
+/// The payment answer of an accepted HTTP answer (its `order_id` and `version` left aside).
+fn payment(answer: &HttpAnswer) -> PaymentAnswer {
+    serde_json::from_value(answer.body.clone())
+        .unwrap_or_else(|e| panic!("not a payment answer ({e}): {answer:?}"))
 }
 
 #[tokio::test]
 async fn every_payment_command_works_over_http_and_nats() {
     let world = World::new("payments").await;
     let (base, shutdown) = start(&world).await;
-    let nats = |command: &'static str, body: Value| {
-        let world = &world;
-        async move {
-            world
-                .nats_command(BoundedContext::Payments, command, body)
-                .await
-        }
-    };
     let paid = Uuid::now_v7();
 
-    let authorised = post(&base, "/payments", authorise(paid, "tok_ok", 2500), None).await;
+    let authorised = post_command(&base, &authorise(paid, "tok_ok", 2500), None).await;
     assert_eq!(authorised.status, 202, "{:?}", authorised.body);
+    let answer = payment(&authorised);
     assert_eq!(
-        (
-            authorised.body["payment_status"].as_str(),
-            authorised.body["authorised"].as_i64()
-        ),
-        (Some("authorised"), Some(2500))
+        (answer.payment_status, answer.authorised),
+        (PaymentStatus::Authorised, 2500)
     );
-    let captured = nats(
-        CapturePayment::NAME,
-        json!({"command_id": "cap-1", "order_id": paid, "amount": 2500, "currency": "EUR"}),
-    )
-    .await;
-    assert_eq!(
-        (
-            captured["status"].as_str(),
-            captured["data"]["captured"].as_i64()
-        ),
-        (Some("accepted"), Some(2500))
-    );
+    let capture_all = capture(paid, 2500);
+    let captured = world.nats_send("cap-1", &capture_all).await;
+    let Reply::Accepted {
+        version: captured_version,
+        data,
+        ..
+    } = &captured
+    else {
+        panic!("{captured:?}");
+    };
+    assert_eq!(data.captured, 2500);
     // The saga repeating its capture (same command id) does not capture twice.
-    let repeated = nats(
-        CapturePayment::NAME,
-        json!({"command_id": "cap-1", "order_id": paid, "amount": 2500, "currency": "EUR"}),
-    )
-    .await;
-    assert_eq!(
-        (repeated["replayed"].as_bool(), repeated["version"].clone()),
-        (Some(true), captured["version"].clone())
-    );
-    let over = post(
-        &base,
-        &format!("/payments/{paid}/capture"),
-        json!({"amount": 1, "currency": "EUR"}),
-        None,
-    )
-    .await;
+    let repeated = world.nats_send("cap-1", &capture_all).await;
+    let Reply::Accepted {
+        version, replayed, ..
+    } = &repeated
+    else {
+        panic!("{repeated:?}");
+    };
+    assert_eq!((*replayed, version), (true, captured_version));
+    let over = post_command(&base, &capture(paid, 1), None).await;
     assert_eq!(
         (over.status, over.body["reason"].as_str()),
         (422, Some("exceeds_remaining"))
     );
 
-    let refunded = post(
-        &base,
-        &format!("/payments/{paid}/refund"),
-        json!({"amount": 1000, "currency": "EUR"}),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (refunded.status, refunded.body["refunded"].as_i64()),
-        (202, Some(1000))
-    );
-    let too_much = nats(
-        RefundPayment::NAME,
-        json!({"command_id": "ref-2", "order_id": paid, "amount": 1501, "currency": "EUR"}),
-    )
-    .await;
-    assert_eq!(too_much["reason"], "exceeds_remaining");
+    let refunded = post_command(&base, &refund(paid, 1000), None).await;
+    assert_eq!(refunded.status, 202, "{refunded:?}");
+    assert_eq!(payment(&refunded).refunded, 1000);
+    let too_much = world.nats_send("ref-2", &refund(paid, 1501)).await;
+    assert_eq!(too_much.reason(), Some("exceeds_remaining"));
 
     // Declined is an answer, recorded as an event.
     let declined_order = Uuid::now_v7();
-    let mut body = authorise(declined_order, "tok_decline", 900);
-    body["command_id"] = json!("auth-d");
-    let declined = nats(AuthorisePayment::NAME, body).await;
+    let declined = world
+        .nats_send("auth-d", &authorise(declined_order, "tok_decline", 900))
+        .await;
+    let Reply::Accepted { data, .. } = &declined else {
+        panic!("{declined:?}");
+    };
     assert_eq!(
-        (
-            declined["status"].as_str(),
-            declined["data"]["payment_status"].as_str(),
-            declined["data"]["decline_reason"].as_str()
-        ),
-        (Some("accepted"), Some("declined"), Some("card_declined"))
+        (data.payment_status, data.decline_reason.as_deref()),
+        (PaymentStatus::Declined, Some("card_declined"))
     );
 
     // Void an authorisation that was never captured; voiding again changes nothing.
     let voided_order = Uuid::now_v7();
     assert_eq!(
-        post(
-            &base,
-            "/payments",
-            authorise(voided_order, "tok_ok", 700),
-            None
-        )
-        .await
-        .status,
+        post_command(&base, &authorise(voided_order, "tok_ok", 700), None)
+            .await
+            .status,
         202
     );
-    let voided = nats(
-        VoidPayment::NAME,
-        json!({"command_id": "void-1", "order_id": voided_order}),
-    )
-    .await;
-    assert_eq!(voided["data"]["payment_status"], "voided", "{voided}");
-    let again = post(
-        &base,
-        &format!("/payments/{voided_order}/void"),
-        json!({}),
-        None,
-    )
-    .await;
+    let void = VoidPayment {
+        order_id: voided_order,
+    };
+    let voided = world.nats_send("void-1", &void).await;
+    let Reply::Accepted {
+        version: voided_version,
+        data,
+        ..
+    } = &voided
+    else {
+        panic!("{voided:?}");
+    };
+    assert_eq!(data.payment_status, PaymentStatus::Voided, "{voided:?}");
+    let again = post_command(&base, &void, None).await;
     assert_eq!(
         (again.status, again.body["version"].as_u64()),
-        (202, voided["version"].as_u64())
+        (202, Some(*voided_version))
     );
 
     // A provider that never answers is a retryable failure, and nothing is stored.
     let silent = Uuid::now_v7();
-    let timed_out = post(
-        &base,
-        "/payments",
-        authorise(silent, "tok_timeout", 100),
-        None,
-    )
-    .await;
+    let timeout = authorise(silent, "tok_timeout", 100);
+    let timed_out = post_command(&base, &timeout, None).await;
     assert_eq!(
         (timed_out.status, timed_out.body["reason"].as_str()),
         (503, Some("provider_timeout"))
     );
-    let mut body = authorise(silent, "tok_timeout", 100);
-    body["command_id"] = json!("auth-t");
-    let timed_out = nats(AuthorisePayment::NAME, body).await;
-    assert_eq!(
-        (
-            timed_out["reason"].as_str(),
-            timed_out["retryable"].as_bool()
+    let timed_out = world.nats_send("auth-t", &timeout).await;
+    assert!(
+        matches!(
+            &timed_out,
+            Reply::Rejected { reason, retryable: true, .. } if reason == "provider_timeout"
         ),
-        (Some("provider_timeout"), Some(true))
+        "{timed_out:?}"
     );
 
     // tok_flaky: two retryable failures, then authorised, under one command id.
-    let flaky = Uuid::now_v7();
-    let mut body = authorise(flaky, "tok_flaky", 300);
-    body["command_id"] = json!("auth-f");
+    let flaky = authorise(Uuid::now_v7(), "tok_flaky", 300);
     let answers = [
-        nats(AuthorisePayment::NAME, body.clone()).await,
-        nats(AuthorisePayment::NAME, body.clone()).await,
-        nats(AuthorisePayment::NAME, body).await,
+        world.nats_send("auth-f", &flaky).await,
+        world.nats_send("auth-f", &flaky).await,
+        world.nats_send("auth-f", &flaky).await,
     ];
-    assert_eq!(answers[0]["retryable"], true);
-    assert_eq!(answers[1]["retryable"], true);
+    for answer in &answers[..2] {
+        assert!(
+            matches!(
+                answer,
+                Reply::Rejected {
+                    retryable: true,
+                    ..
+                }
+            ),
+            "{answer:?}"
+        );
+    }
+    let Reply::Accepted { data, .. } = &answers[2] else {
+        panic!("{:?}", answers[2]);
+    };
     assert_eq!(
-        answers[2]["data"]["payment_status"], "authorised",
-        "{}",
+        data.payment_status,
+        PaymentStatus::Authorised,
+        "{:?}",
         answers[2]
     );
 
+    // Malformed on purpose: a fractional amount.
     let bad = post(
         &base,
-        "/payments",
+        AuthorisePayment::PATH,
         json!({"order_id": paid, "amount": 1.5, "currency": "EUR", "payment_token": "tok_ok"}),
         None,
     )
     .await;
     assert_eq!(bad.status, 422);
-    let nothing = post(
-        &base,
-        &format!("/payments/{}/capture", Uuid::now_v7()),
-        json!({"amount": 1, "currency": "EUR"}),
-        None,
-    )
-    .await;
+    let nothing = post_command(&base, &capture(Uuid::now_v7(), 1), None).await;
     assert_eq!(
         (nothing.status, nothing.body["reason"].as_str()),
         (422, Some("not_authorised"))
@@ -235,52 +235,13 @@ async fn every_payment_command_succeeds_over_each_transport() {
     let (base, shutdown) = start(&world).await;
     for via in [Via::Http(base.clone()), Via::Nats] {
         let (kept, voided) = (Uuid::now_v7(), Uuid::now_v7());
-        let steps: [(&str, String, Value, &str); 5] = [
-            (
-                AuthorisePayment::NAME,
-                "/payments".into(),
-                authorise(kept, "tok_ok", 1000),
-                "authorised",
-            ),
-            (
-                CapturePayment::NAME,
-                format!("/payments/{kept}/capture"),
-                json!({"order_id": kept, "amount": 1000, "currency": "EUR"}),
-                "authorised",
-            ),
-            (
-                RefundPayment::NAME,
-                format!("/payments/{kept}/refund"),
-                json!({"order_id": kept, "amount": 400, "currency": "EUR"}),
-                "authorised",
-            ),
-            (
-                AuthorisePayment::NAME,
-                "/payments".into(),
-                authorise(voided, "tok_ok", 500),
-                "authorised",
-            ),
-            (
-                VoidPayment::NAME,
-                format!("/payments/{voided}/void"),
-                json!({"order_id": voided}),
-                "voided",
-            ),
-        ];
-        for (command, path, body, status) in steps {
-            let answer = world
-                .send(&via, BoundedContext::Payments, command, &path, body)
-                .await;
-            assert!(
-                answer.accepted,
-                "{command} over {via:?}: {:?}",
-                answer.fields
-            );
-            assert_eq!(
-                answer.fields["payment_status"], status,
-                "{command} over {via:?}"
-            );
-        }
+        let authorised = PaymentStatus::Authorised;
+        step(&world, &via, &authorise(kept, "tok_ok", 1000), authorised).await;
+        step(&world, &via, &capture(kept, 1000), authorised).await;
+        step(&world, &via, &refund(kept, 400), authorised).await;
+        step(&world, &via, &authorise(voided, "tok_ok", 500), authorised).await;
+        let void = VoidPayment { order_id: voided };
+        step(&world, &via, &void, PaymentStatus::Voided).await;
     }
     shutdown.cancel();
 }
@@ -305,22 +266,18 @@ async fn json_logs_parse_and_never_contain_a_payment_token() {
     // Every token, accepted, declined, failed and timed out, over HTTP and NATS.
     for token in ["tok_ok", "tok_decline", "tok_flaky", "tok_timeout"] {
         let order = Uuid::now_v7();
-        post(
-            &process.base_url,
-            "/payments",
-            authorise(order, token, 100),
-            None,
-        )
-        .await;
-        let mut body = authorise(Uuid::now_v7(), token, 100);
-        body["command_id"] = json!(format!("log-{token}"));
+        post_command(&process.base_url, &authorise(order, token, 100), None).await;
         world
-            .nats_command(BoundedContext::Payments, AuthorisePayment::NAME, body)
+            .nats_send(
+                &format!("log-{token}"),
+                &authorise(Uuid::now_v7(), token, 100),
+            )
             .await;
     }
+    // Malformed on purpose: an order id that is no UUID, and no amount or currency.
     let bad = post(
         &process.base_url,
-        "/payments",
+        AuthorisePayment::PATH,
         json!({"order_id": "x", "payment_token": "tok_ok"}),
         None,
     )
@@ -332,10 +289,11 @@ async fn json_logs_parse_and_never_contain_a_payment_token() {
         .unwrap()
         .to_owned();
     let traced_order = Uuid::now_v7();
+    let traced = authorise(traced_order, "tok_ok", 100);
     let r = reqwest::Client::new()
-        .post(format!("{}/payments", process.base_url))
+        .post(format!("{}{}", process.base_url, path_of(&traced)))
         .header("traceparent", &traceparent)
-        .json(&authorise(traced_order, "tok_ok", 100))
+        .json(&traced)
         .send()
         .await
         .unwrap();
@@ -390,4 +348,23 @@ async fn json_logs_parse_and_never_contain_a_payment_token() {
     assert_eq!(traced.len(), 1, "{accepted:?}");
     assert_eq!(traced[0]["trace_id"], trace_id.as_str());
     let _ = std::fs::remove_file(&log);
+}
+
+/// Sends `command` over `via`; it must be accepted and leave the payment in `status`.
+async fn step<C: Command<Answer = PaymentAnswer>>(
+    world: &World,
+    via: &Via,
+    command: &C,
+    status: PaymentStatus,
+) {
+    let answer = world.send(via, command).await;
+    assert!(
+        answer.accepted,
+        "{} over {via:?}: {:?}",
+        C::NAME,
+        answer.fields
+    );
+    let data: PaymentAnswer = serde_json::from_value(answer.fields.clone())
+        .unwrap_or_else(|e| panic!("{} over {via:?} ({e}): {:?}", C::NAME, answer.fields));
+    assert_eq!(data.payment_status, status, "{} over {via:?}", C::NAME);
 }
