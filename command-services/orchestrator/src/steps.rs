@@ -146,7 +146,7 @@ pub fn command_for(saga: &OrderSaga, step: &Step) -> Option<Outgoing> {
                     order_id,
                     reason,
                     detail: format!("{reason:?}"),
-                    skus: saga.out_of_stock(),
+                    skus: saga.out_of_stock.clone(),
                 },
             )
         }

@@ -1,0 +1,57 @@
+//! What the orchestrator asks of a saga (`SagaCommand`) and why a saga refuses (`SagaError`).
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Step, StepResult};
+use crate::order::OrderLine;
+
+/// Commands the orchestrator gives a saga.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SagaCommand {
+    Start {
+        order_id: Uuid,
+        customer_id: Uuid,
+        lines: Vec<OrderLine>,
+        payment_token: Option<String>,
+        now: DateTime<Utc>,
+    },
+    /// About to send `step`'s command: record the attempt and its deadline first.
+    Attempt { step: Step, now: DateTime<Utc> },
+    /// A reply or an event told the step's result. A repeat changes nothing.
+    Complete {
+        step: Step,
+        result: StepResult,
+        now: DateTime<Utc>,
+    },
+    /// The current attempt failed in a way worth retrying, or passed its deadline.
+    Fail {
+        step: Step,
+        reason: String,
+        now: DateTime<Utc>,
+        jitter_permille: u16,
+    },
+    /// The customer cancelled the order.
+    Cancel { now: DateTime<Utc> },
+}
+
+/// Why a saga command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SagaError {
+    #[error("no such saga")]
+    NotFound,
+    #[error("step {0} is not due now")]
+    NotDue(Step),
+    #[error("the order has no payment token")]
+    NoPaymentToken,
+}
+
+impl crate::Rejection for SagaError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::NotDue(_) => "not_due",
+            Self::NoPaymentToken => "no_payment_token",
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The rule of each saga command (`decide`, run by `handle`): which events it records, or why
+//! it is refused. What follows from a result (the next phase or the end) is in `phases`.
+
+use cqrs_es::Aggregate;
+
+use super::{
+    CompensationReason, OrderSaga, Phase, Readiness, SagaCommand, SagaError, SagaEvent, SagaPolicy,
+    SagaStatus, Step,
+};
+use crate::order::RejectionReason;
+
+impl OrderSaga {
+    fn is_open(&self) -> bool {
+        matches!(self.status, SagaStatus::Running | SagaStatus::Compensating)
+    }
+
+    /// The events `command` records, or why it is refused; `handle` writes them.
+    pub(super) fn decide(
+        &self,
+        command: SagaCommand,
+        policy: &SagaPolicy,
+    ) -> Result<Vec<SagaEvent>, SagaError> {
+        if let SagaCommand::Start {
+            order_id,
+            customer_id,
+            lines,
+            payment_token,
+            now,
+        } = command
+        {
+            if self.order_id.is_some() {
+                return Ok(vec![]);
+            }
+            return Ok(vec![SagaEvent::SagaStarted {
+                order_id,
+                customer_id,
+                lines,
+                payment_token,
+                started_at: now,
+            }]);
+        }
+        if self.order_id.is_none() {
+            return Err(SagaError::NotFound);
+        }
+        match command {
+            SagaCommand::Start { .. } => unreachable!("handled above"),
+            SagaCommand::Attempt { step, now } => {
+                if !self.is_open() || !self.due_steps().contains(&step) {
+                    return Err(SagaError::NotDue(step));
+                }
+                if self.readiness(&step, now) != Readiness::Ready {
+                    return Err(SagaError::NotDue(step));
+                }
+                if step == Step::Authorise && self.payment_token.is_none() {
+                    return Err(SagaError::NoPaymentToken);
+                }
+                let attempt = self.step(&step).map_or(0, |s| s.attempts) + 1;
+                let deadline = now
+                    + chrono::Duration::from_std(policy.step_deadline)
+                        .unwrap_or(chrono::Duration::seconds(5));
+                Ok(vec![SagaEvent::StepAttempted {
+                    command_id: self.command_id(&step),
+                    step,
+                    attempt,
+                    at: now,
+                    deadline,
+                }])
+            }
+            SagaCommand::Complete { step, result, now } => {
+                if self.done(&step) || !self.is_open() {
+                    return Ok(vec![]);
+                }
+                let event = SagaEvent::StepCompleted {
+                    step,
+                    result,
+                    at: now,
+                };
+                let mut after = self.clone();
+                after.apply(event.clone());
+                let mut events = vec![event];
+                events.extend(after.consequences(now));
+                Ok(events)
+            }
+            SagaCommand::Fail {
+                step,
+                reason,
+                now,
+                jitter_permille,
+            } => {
+                // Only an attempt in flight can fail: a stale timeout seen by a second driver,
+                // or a late reply after a retry was scheduled, changes nothing.
+                let in_flight = self.step(&step).is_some_and(|s| s.deadline.is_some());
+                if self.done(&step) || !self.is_open() || !in_flight {
+                    return Ok(vec![]);
+                }
+                let attempts = self.step(&step).map_or(0, |s| s.attempts);
+                if attempts < policy.max_attempts {
+                    let wait = policy.backoff(attempts.max(1), jitter_permille);
+                    let retry_at =
+                        now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
+                    return Ok(vec![SagaEvent::StepFailed {
+                        step,
+                        attempt: attempts,
+                        reason,
+                        at: now,
+                        retry_at,
+                    }]);
+                }
+                let gave_up = SagaEvent::StepGaveUp {
+                    step: step.clone(),
+                    attempts,
+                    reason: reason.clone(),
+                    at: now,
+                };
+                // Giving up on a forward step compensates; giving up while compensating (or a
+                // compensation step itself) needs a person.
+                let compensating = self.phase() == Some(Phase::Compensate);
+                let next = if step.is_compensation() || compensating {
+                    SagaEvent::SagaNeedsAttention {
+                        step: step.clone(),
+                        reason: format!("gave up after {attempts} attempts: {reason}"),
+                        at: now,
+                    }
+                } else {
+                    SagaEvent::CompensationStarted {
+                        reason: CompensationReason::Rejected(RejectionReason::Timeout),
+                        detail: format!("{step} gave up after {attempts} attempts: {reason}"),
+                        skus: vec![],
+                        at: now,
+                    }
+                };
+                Ok(vec![gave_up, next])
+            }
+            SagaCommand::Cancel { now } => {
+                if self.status != SagaStatus::Running {
+                    return Ok(vec![]);
+                }
+                let event = SagaEvent::CompensationStarted {
+                    reason: CompensationReason::Cancelled,
+                    detail: "cancelled by the customer".into(),
+                    skus: vec![],
+                    at: now,
+                };
+                let mut after = self.clone();
+                after.apply(event.clone());
+                let mut events = vec![event];
+                events.extend(after.consequences(now));
+                Ok(events)
+            }
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! Given/when/then tests of the saga's commands, and scenario tests that drive a saga through
+//! its phases with the real `decide` and `apply`.
+
+use std::time::Duration;
+
+use super::*;
+use crate::money::eur;
+use crate::order::RejectionReason;
+use cqrs_es::test::TestFramework;
+
+fn t(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap()
+}
+
+fn sku(s: &str) -> Sku {
+    Sku::parse(s).unwrap()
+}
+
+fn policy() -> SagaPolicy {
+    SagaPolicy {
+        step_deadline: Duration::from_secs(5),
+        max_attempts: 3,
+        backoff_base: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(8),
+    }
+}
+
+fn started(skus: &[&str]) -> SagaEvent {
+    SagaEvent::SagaStarted {
+        order_id: Uuid::from_u128(1),
+        customer_id: Uuid::from_u128(2),
+        lines: skus
+            .iter()
+            .map(|s| OrderLine {
+                sku: sku(s),
+                quantity: 2,
+            })
+            .collect(),
+        payment_token: Some("tok_ok".into()),
+        started_at: t(0),
+    }
+}
+
+/// A saga driven by the real `decide`/`apply`, for scenario tests.
+struct Run(OrderSaga);
+
+impl Run {
+    fn new(skus: &[&str]) -> Self {
+        let mut saga = OrderSaga::default();
+        saga.apply(started(skus));
+        Self(saga)
+    }
+
+    fn send(&mut self, command: SagaCommand) -> Vec<SagaEvent> {
+        let events = self.0.decide(command, &policy()).expect("command accepted");
+        for e in events.clone() {
+            self.0.apply(e);
+        }
+        events
+    }
+
+    /// Attempts and completes every due step with the given result.
+    fn answer(&mut self, now: i64, result: impl Fn(&Step) -> StepResult) -> Vec<Step> {
+        let due = self.0.due_steps();
+        for step in &due {
+            self.send(SagaCommand::Attempt {
+                step: step.clone(),
+                now: t(now),
+            });
+            self.send(SagaCommand::Complete {
+                step: step.clone(),
+                result: result(step),
+                now: t(now),
+            });
+        }
+        due
+    }
+}
+
+fn ok(step: &Step) -> StepResult {
+    match step {
+        Step::Reserve(_) => StepResult::Reserved {
+            unit_price: eur(250),
+        },
+        Step::Authorise => StepResult::Authorised,
+        _ => StepResult::Done,
+    }
+}
+
+#[test]
+fn the_happy_path_reserves_prices_authorises_finishes_and_confirms() {
+    let mut run = Run::new(&["A", "B"]);
+    assert_eq!(
+        run.answer(0, ok),
+        [Step::Reserve(sku("A")), Step::Reserve(sku("B"))]
+    );
+    assert_eq!(run.0.total(), Some(eur(1000)));
+    assert_eq!(run.answer(1, ok), [Step::Price]);
+    assert_eq!(run.answer(2, ok), [Step::Authorise]);
+    assert_eq!(
+        run.answer(3, ok),
+        [
+            Step::Commit(sku("A")),
+            Step::Commit(sku("B")),
+            Step::Capture
+        ]
+    );
+    assert_eq!(run.answer(4, ok), [Step::Confirm]);
+    assert_eq!(run.0.outcome, Some(SagaOutcome::Confirmed));
+    assert!(run.0.due_steps().is_empty());
+}
+
+#[test]
+fn one_line_out_of_stock_releases_the_others_and_rejects() {
+    let mut run = Run::new(&["A", "B", "C"]);
+    run.answer(0, |s| match s {
+        Step::Reserve(x) if x.as_str() == "B" => StepResult::OutOfStock,
+        other => ok(other),
+    });
+    assert_eq!(
+        run.0.compensation,
+        Some(CompensationReason::Rejected(RejectionReason::OutOfStock))
+    );
+    assert_eq!(
+        run.answer(1, ok),
+        [
+            Step::Release(sku("A")),
+            Step::Release(sku("C")),
+            Step::Reject
+        ]
+    );
+    assert_eq!(run.0.outcome, Some(SagaOutcome::Rejected));
+}
+
+#[test]
+fn a_decline_releases_all_stock_and_rejects_without_a_void() {
+    let mut run = Run::new(&["A"]);
+    run.answer(0, ok);
+    run.answer(1, ok);
+    run.answer(2, |_| StepResult::Declined {
+        reason: "card_declined".into(),
+    });
+    assert_eq!(run.answer(3, ok), [Step::Release(sku("A")), Step::Reject]);
+    assert_eq!(run.0.outcome, Some(SagaOutcome::Rejected));
+}
+
+#[test]
+fn a_step_that_keeps_timing_out_is_retried_then_compensated_with_a_void() {
+    let mut run = Run::new(&["A"]);
+    run.answer(0, ok);
+    run.answer(1, ok);
+    let mut now = 2;
+    for attempt in 1..=3 {
+        assert_eq!(run.0.readiness(&Step::Authorise, t(now)), Readiness::Ready);
+        let e = run.send(SagaCommand::Attempt {
+            step: Step::Authorise,
+            now: t(now),
+        });
+        assert!(matches!(&e[0], SagaEvent::StepAttempted { attempt: a, .. } if *a == attempt));
+        assert_eq!(
+            run.0.readiness(&Step::Authorise, t(now + 1)),
+            Readiness::InFlight(t(now + 5))
+        );
+        assert_eq!(
+            run.0.readiness(&Step::Authorise, t(now + 5)),
+            Readiness::TimedOut
+        );
+        now += 5;
+        run.send(SagaCommand::Fail {
+            step: Step::Authorise,
+            reason: "deadline passed".into(),
+            now: t(now),
+            jitter_permille: 1000,
+        });
+        if attempt < 3 {
+            // Exponential: 1 s after the first failure, 2 s after the second.
+            let wait = 1i64 << (attempt - 1);
+            assert_eq!(
+                run.0.readiness(&Step::Authorise, t(now)),
+                Readiness::Waiting(t(now + wait))
+            );
+            now += wait;
+        }
+    }
+    assert_eq!(
+        run.0.compensation,
+        Some(CompensationReason::Rejected(RejectionReason::Timeout))
+    );
+    // The payment may have gone through: it is voided, and the stock released.
+    assert_eq!(
+        run.answer(now, ok),
+        [Step::Release(sku("A")), Step::Void, Step::Reject]
+    );
+    assert_eq!(run.0.outcome, Some(SagaOutcome::Rejected));
+}
+
+#[test]
+fn a_cancel_mid_saga_compensates_and_ends_cancelled_without_rejecting() {
+    let mut run = Run::new(&["A"]);
+    run.answer(0, ok);
+    run.answer(1, ok);
+    run.answer(2, ok);
+    run.answer(3, ok); // committed and captured
+    run.send(SagaCommand::Cancel { now: t(4) });
+    assert_eq!(run.answer(5, ok), [Step::Restock(sku("A")), Step::Refund]);
+    assert_eq!(run.0.outcome, Some(SagaOutcome::Cancelled));
+}
+
+#[test]
+fn a_compensation_that_cannot_succeed_needs_attention() {
+    let mut run = Run::new(&["A"]);
+    run.answer(0, ok);
+    run.send(SagaCommand::Cancel { now: t(1) });
+    for n in 0..3 {
+        run.send(SagaCommand::Attempt {
+            step: Step::Release(sku("A")),
+            now: t(100 * (n + 1)),
+        });
+        run.send(SagaCommand::Fail {
+            step: Step::Release(sku("A")),
+            reason: "inventory unavailable".into(),
+            now: t(100 * (n + 1) + 5),
+            jitter_permille: 0,
+        });
+    }
+    assert_eq!(run.0.status, SagaStatus::NeedsAttention);
+    assert!(run.0.due_steps().is_empty());
+}
+
+#[test]
+fn the_phases_come_in_their_one_order_and_each_step_belongs_to_its_phase() {
+    let mut run = Run::new(&["A", "B"]);
+    for (n, phase) in PHASES.iter().enumerate() {
+        assert_eq!(run.0.phase(), Some(*phase));
+        assert_eq!(run.0.due_steps(), phase.steps(&run.0));
+        let answered = run.answer(n as i64, ok);
+        assert!(!answered.is_empty());
+        assert!(answered
+            .iter()
+            .all(|s| s.phase() == *phase && !s.is_compensation()));
+    }
+    assert_eq!(run.0.phase(), None);
+    assert_eq!(run.0.outcome, Some(SagaOutcome::Confirmed));
+
+    let mut run = Run::new(&["A", "B"]);
+    run.answer(0, ok);
+    run.answer(1, ok);
+    run.answer(2, ok);
+    run.send(SagaCommand::Cancel { now: t(3) });
+    assert_eq!(run.0.phase(), Some(Phase::Compensate));
+    let undo = run.0.due_steps();
+    assert_eq!(
+        undo,
+        [Step::Release(sku("A")), Step::Release(sku("B")), Step::Void]
+    );
+    assert!(undo.iter().all(Step::is_compensation));
+}
+
+#[test]
+fn out_of_stock_skus_are_state_in_line_order_whatever_order_the_answers_come_in() {
+    let mut run = Run::new(&["A", "B", "C", "D"]);
+    let due = run.0.due_steps();
+    for step in &due {
+        run.send(SagaCommand::Attempt {
+            step: step.clone(),
+            now: t(0),
+        });
+    }
+    let answer = |run: &mut Run, s: &str, result: StepResult| {
+        run.send(SagaCommand::Complete {
+            step: Step::Reserve(sku(s)),
+            result,
+            now: t(1),
+        })
+    };
+    answer(&mut run, "D", StepResult::OutOfStock);
+    answer(&mut run, "B", ok(&Step::Reserve(sku("B"))));
+    answer(&mut run, "A", StepResult::OutOfStock);
+    assert_eq!(run.0.out_of_stock, [sku("A"), sku("D")]);
+    assert_eq!(run.0.status, SagaStatus::Running);
+    let events = answer(&mut run, "C", StepResult::OutOfStock);
+    assert_eq!(run.0.out_of_stock, [sku("A"), sku("C"), sku("D")]);
+    assert_eq!(
+        events[1],
+        SagaEvent::CompensationStarted {
+            reason: CompensationReason::Rejected(RejectionReason::OutOfStock),
+            detail: "out of stock: A, C, D".into(),
+            skus: vec![sku("A"), sku("C"), sku("D")],
+            at: t(1),
+        }
+    );
+    assert_eq!(run.answer(2, ok), [Step::Release(sku("B")), Step::Reject]);
+    assert_eq!(run.0.out_of_stock, [sku("A"), sku("C"), sku("D")]);
+}
+
+#[test]
+fn a_saga_state_stored_without_out_of_stock_still_reads() {
+    let mut saga = OrderSaga::default();
+    saga.apply(started(&["A"]));
+    let mut json = serde_json::to_value(&saga).unwrap();
+    json.as_object_mut().unwrap().remove("out_of_stock");
+    assert_eq!(serde_json::from_value::<OrderSaga>(json).unwrap(), saga);
+}
+
+#[test]
+fn backoff_doubles_up_to_the_cap_with_equal_jitter() {
+    let p = policy();
+    assert_eq!(p.backoff(1, 0), Duration::from_millis(500));
+    assert_eq!(p.backoff(1, 1000), Duration::from_secs(1));
+    assert_eq!(p.backoff(3, 1000), Duration::from_secs(4));
+    assert_eq!(p.backoff(10, 1000), Duration::from_secs(8));
+    assert_eq!(p.backoff(10, 500), Duration::from_secs(6));
+}
+
+#[test]
+fn steps_round_trip_as_strings() {
+    for step in [
+        Step::Reserve(sku("A-1")),
+        Step::Price,
+        Step::Restock(sku("Z")),
+        Step::Reject,
+    ] {
+        assert_eq!(step.to_string().parse::<Step>(), Ok(step.clone()));
+    }
+    assert!("ship".parse::<Step>().is_err());
+}
+
+// Given/when/then for each command's success and rejections.
+
+fn saga_test() -> TestFramework<OrderSaga> {
+    TestFramework::with(policy())
+}
+
+#[tokio::test]
+async fn start_begins_once() {
+    let SagaEvent::SagaStarted {
+        order_id,
+        customer_id,
+        lines,
+        payment_token,
+        ..
+    } = started(&["A"])
+    else {
+        unreachable!()
+    };
+    let start = SagaCommand::Start {
+        order_id,
+        customer_id,
+        lines,
+        payment_token,
+        now: t(0),
+    };
+    saga_test()
+        .given_no_previous_events()
+        .when_async(start.clone())
+        .await
+        .then_expect_events(vec![started(&["A"])]);
+    saga_test()
+        .given(vec![started(&["A"])])
+        .when_async(start)
+        .await
+        .then_expect_events(vec![]);
+}
+
+#[tokio::test]
+async fn attempt_records_the_deadline_and_refuses_steps_not_due() {
+    let step = Step::Reserve(sku("A"));
+    let command_id = {
+        let mut s = OrderSaga::default();
+        s.apply(started(&["A"]));
+        s.command_id(&step)
+    };
+    saga_test()
+        .given(vec![started(&["A"])])
+        .when_async(SagaCommand::Attempt {
+            step: step.clone(),
+            now: t(1),
+        })
+        .await
+        .then_expect_events(vec![SagaEvent::StepAttempted {
+            step: step.clone(),
+            attempt: 1,
+            command_id,
+            at: t(1),
+            deadline: t(6),
+        }]);
+    saga_test()
+        .given(vec![started(&["A"])])
+        .when_async(SagaCommand::Attempt {
+            step: Step::Capture,
+            now: t(1),
+        })
+        .await
+        .then_expect_error(SagaError::NotDue(Step::Capture));
+    saga_test()
+        .given_no_previous_events()
+        .when_async(SagaCommand::Attempt { step, now: t(1) })
+        .await
+        .then_expect_error(SagaError::NotFound);
+}
+
+#[tokio::test]
+async fn complete_is_recorded_once() {
+    let step = Step::Reserve(sku("A"));
+    let done = SagaEvent::StepCompleted {
+        step: step.clone(),
+        result: StepResult::Reserved { unit_price: eur(1) },
+        at: t(2),
+    };
+    let complete = SagaCommand::Complete {
+        step: step.clone(),
+        result: StepResult::Reserved { unit_price: eur(1) },
+        now: t(2),
+    };
+    saga_test()
+        .given(vec![started(&["A"])])
+        .when_async(complete.clone())
+        .await
+        .then_expect_events(vec![done.clone()]);
+    saga_test()
+        .given(vec![started(&["A"]), done])
+        .when_async(complete)
+        .await
+        .then_expect_events(vec![]);
+}
+
+#[tokio::test]
+async fn fail_schedules_a_retry_and_cancel_starts_compensation() {
+    let step = Step::Reserve(sku("A"));
+    let attempted = {
+        let mut s = OrderSaga::default();
+        s.apply(started(&["A"]));
+        SagaEvent::StepAttempted {
+            step: step.clone(),
+            attempt: 1,
+            command_id: s.command_id(&step),
+            at: t(5),
+            deadline: t(10),
+        }
+    };
+    let fail = SagaCommand::Fail {
+        step: step.clone(),
+        reason: "unavailable".into(),
+        now: t(10),
+        jitter_permille: 1000,
+    };
+    saga_test()
+        .given(vec![started(&["A"]), attempted])
+        .when_async(fail.clone())
+        .await
+        .then_expect_events(vec![SagaEvent::StepFailed {
+            step: step.clone(),
+            attempt: 1,
+            reason: "unavailable".into(),
+            at: t(10),
+            retry_at: t(11),
+        }]);
+    // Nothing in flight: a stale failure changes nothing.
+    saga_test()
+        .given(vec![started(&["A"])])
+        .when_async(fail)
+        .await
+        .then_expect_events(vec![]);
+    saga_test()
+        .given(vec![started(&["A"])])
+        .when_async(SagaCommand::Cancel { now: t(3) })
+        .await
+        .then_expect_events(vec![
+            SagaEvent::CompensationStarted {
+                reason: CompensationReason::Cancelled,
+                detail: "cancelled by the customer".into(),
+                skus: vec![],
+                at: t(3),
+            },
+            SagaEvent::SagaCompleted {
+                outcome: SagaOutcome::Cancelled,
+                at: t(3),
+            },
+        ]);
+    saga_test()
+        .given_no_previous_events()
+        .when_async(SagaCommand::Cancel { now: t(3) })
+        .await
+        .then_expect_error(SagaError::NotFound);
+}
