@@ -164,9 +164,9 @@ pub async fn rebuild(
         }
         let (pool, js, progress) = (&pool, &js, report(name));
         jobs.push(match name {
-            "orders_view" => rebuild_job(OrdersView, pool, js, settings, progress),
-            "products_view" => rebuild_job(ProductsView, pool, js, settings, progress),
-            "payments_view" => rebuild_job(PaymentsView, pool, js, settings, progress),
+            read_model::ORDERS_VIEW => rebuild_job(OrdersView, pool, js, settings, progress),
+            read_model::PRODUCTS_VIEW => rebuild_job(ProductsView, pool, js, settings, progress),
+            read_model::PAYMENTS_VIEW => rebuild_job(PaymentsView, pool, js, settings, progress),
             _ => rebuild_job(SagaTimeline, pool, js, settings, progress),
         });
     }

@@ -24,18 +24,9 @@ pub use settings::Settings;
 /// Migrations of the `read` database (the query API reads what these create).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Channel on which a committed batch announces `<projection>`; the query API listens to it
-/// to answer read-your-writes requests without polling.
-pub const UPDATED_CHANNEL: &str = "read_model_updated";
-
-/// Every projection's name: its durable consumer, its checkpoint key and the payload of its
-/// `UPDATED_CHANNEL` notifications.
-pub const NAMES: [&str; 4] = [
-    "orders_view",
-    "products_view",
-    "payments_view",
-    "saga_timeline",
-];
+// The names and the update channel are shared with the query API through `read_model`; they
+// stay reachable here because the worker's callers and tests name them through this crate.
+pub use read_model::{NAMES, UPDATED_CHANNEL};
 
 #[cfg(test)]
 mod tests {
@@ -49,6 +40,6 @@ mod tests {
             crate::payments_view::PaymentsView.name(),
             crate::saga_timeline::SagaTimeline.name(),
         ];
-        assert_eq!(own, super::NAMES);
+        assert_eq!(own, read_model::NAMES);
     }
 }

@@ -26,7 +26,10 @@ async fn main() -> anyhow::Result<()> {
         }
         ["rebuild", which] => rebuild(settings, which).await,
         _ => {
-            eprintln!("usage: projections [rebuild <orders_view|products_view|payments_view|saga_timeline|all>]");
+            eprintln!(
+                "usage: projections [rebuild <{}|all>]",
+                projections::NAMES.join("|")
+            );
             std::process::exit(2);
         }
     }

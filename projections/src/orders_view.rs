@@ -5,6 +5,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::order::OrderEvent;
 use messaging::{BoundedContext, Envelope};
+use read_model::OrderStatus;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -50,7 +51,7 @@ struct Fold {
     order_id: Uuid,
     created: bool,
     customer_id: Option<Uuid>,
-    status: Option<&'static str>,
+    status: Option<OrderStatus>,
     lines: Option<Value>,
     placed_at: Option<DateTime<Utc>>,
     total_minor: Option<i64>,
@@ -67,7 +68,7 @@ impl Projection for OrdersView {
     type Change = OrderChange;
 
     fn name(&self) -> &'static str {
-        "orders_view"
+        read_model::ORDERS_VIEW
     }
 
     fn context(&self) -> BoundedContext {
@@ -165,7 +166,7 @@ impl Projection for OrdersView {
                 } => {
                     f.created = true;
                     f.customer_id = Some(*customer_id);
-                    f.status = Some("placed");
+                    f.status = Some(OrderStatus::Placed);
                     f.lines = Some(lines.clone());
                     f.placed_at = Some(*placed_at);
                     customers.entry(*customer_id, || (*customer_id, 0)).1 += 1;
@@ -175,26 +176,29 @@ impl Projection for OrdersView {
                     total_minor,
                     currency,
                 } => {
-                    f.status = Some("priced");
+                    f.status = Some(OrderStatus::Priced);
                     f.lines = Some(lines.clone());
                     f.total_minor = Some(*total_minor);
                     f.currency = Some(currency.clone());
                 }
                 Effect::Confirmed | Effect::Cancelled => {
-                    let confirmed = matches!(c.effect, Effect::Confirmed);
-                    f.status = Some(if confirmed { "confirmed" } else { "cancelled" });
+                    let status = if matches!(c.effect, Effect::Confirmed) {
+                        OrderStatus::Confirmed
+                    } else {
+                        OrderStatus::Cancelled
+                    };
+                    f.status = Some(status);
                     f.rejection_set = true;
                     f.rejection_reason = None;
                     f.rejection_detail = None;
-                    if confirmed {
+                    if status == OrderStatus::Confirmed {
                         sales.push((c.order_id, c.at));
-                        outcome("confirmed");
-                    } else {
-                        outcome("cancelled");
                     }
+                    // A confirmed or cancelled order's outcome is its status word.
+                    outcome(status.as_str());
                 }
                 Effect::Rejected { reason, detail } => {
-                    f.status = Some("rejected");
+                    f.status = Some(OrderStatus::Rejected);
                     f.rejection_set = true;
                     f.rejection_reason = Some(reason.clone());
                     f.rejection_detail = Some(detail.clone());
@@ -230,7 +234,7 @@ impl Projection for OrdersView {
         .bind(rows.column(|f| f.order_id))
         .bind(rows.column(|f| f.created))
         .bind(rows.column(|f| f.customer_id))
-        .bind(rows.column(|f| f.status))
+        .bind(rows.column(|f| f.status.map(OrderStatus::as_str)))
         .bind(rows.column(|f| f.lines.clone()))
         .bind(rows.column(|f| f.placed_at))
         .bind(rows.column(|f| f.total_minor))

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use domain::payment::PaymentEvent;
 use messaging::{BoundedContext, Envelope};
+use read_model::PaymentStatus;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -41,7 +42,7 @@ struct Fold {
     order_id: Uuid,
     /// Authorised or declined in this batch: the row starts here.
     created: bool,
-    status: Option<&'static str>,
+    status: Option<PaymentStatus>,
     currency: Option<String>,
     authorised: Option<i64>,
     captured: i64,
@@ -56,7 +57,7 @@ impl Projection for PaymentsView {
     type Change = PaymentChange;
 
     fn name(&self) -> &'static str {
-        "payments_view"
+        read_model::PAYMENTS_VIEW
     }
 
     fn context(&self) -> BoundedContext {
@@ -115,24 +116,24 @@ impl Projection for PaymentsView {
             match c.kind {
                 Kind::Authorised => {
                     f.created = true;
-                    f.status = Some("authorised");
+                    f.status = Some(PaymentStatus::Authorised);
                     f.authorised = Some(c.amount_minor);
                 }
                 Kind::Declined => {
                     f.created = true;
-                    f.status = Some("declined");
+                    f.status = Some(PaymentStatus::Declined);
                     f.decline_reason = c.reason.clone();
                 }
                 Kind::Captured => {
-                    f.status = Some("captured");
+                    f.status = Some(PaymentStatus::Captured);
                     f.captured += c.amount_minor;
                 }
                 Kind::Voided => {
-                    f.status = Some("voided");
+                    f.status = Some(PaymentStatus::Voided);
                     f.voided = Some(c.amount_minor);
                 }
                 Kind::Refunded => {
-                    f.status = Some("refunded");
+                    f.status = Some(PaymentStatus::Refunded);
                     f.refunded += c.amount_minor;
                 }
             }
@@ -163,7 +164,7 @@ impl Projection for PaymentsView {
         )
         .bind(rows.column(|f| f.order_id))
         .bind(rows.column(|f| f.created))
-        .bind(rows.column(|f| f.status))
+        .bind(rows.column(|f| f.status.map(PaymentStatus::as_str)))
         .bind(rows.column(|f| f.currency.clone()))
         .bind(rows.column(|f| f.authorised))
         .bind(rows.column(|f| f.captured))

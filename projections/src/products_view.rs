@@ -59,7 +59,7 @@ impl Projection for ProductsView {
     type Change = ProductChange;
 
     fn name(&self) -> &'static str {
-        "products_view"
+        read_model::PRODUCTS_VIEW
     }
 
     fn context(&self) -> BoundedContext {

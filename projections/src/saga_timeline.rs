@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use messaging::{BoundedContext, Envelope};
+use read_model::SagaStatus;
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -34,7 +35,7 @@ pub struct SagaChange {
     step: Option<String>,
     detail: Value,
     /// The saga's status and outcome after this event, when it sets them.
-    status: Option<&'static str>,
+    status: Option<SagaStatus>,
     outcome: Option<String>,
 }
 
@@ -42,7 +43,7 @@ impl Projection for SagaTimeline {
     type Change = SagaChange;
 
     fn name(&self) -> &'static str {
-        "saga_timeline"
+        read_model::SAGA_TIMELINE
     }
 
     fn context(&self) -> BoundedContext {
@@ -70,10 +71,10 @@ impl Projection for SagaTimeline {
                 .map(str::to_owned)
         };
         let status = match kind {
-            "SagaStarted" => Some("running"),
-            "CompensationStarted" => Some("compensating"),
-            "SagaCompleted" => Some("completed"),
-            "SagaNeedsAttention" => Some("needs_attention"),
+            "SagaStarted" => Some(SagaStatus::Running),
+            "CompensationStarted" => Some(SagaStatus::Compensating),
+            "SagaCompleted" => Some(SagaStatus::Completed),
+            "SagaNeedsAttention" => Some(SagaStatus::NeedsAttention),
             _ => None,
         };
         Ok(SagaChange {
@@ -125,7 +126,7 @@ impl Projection for SagaTimeline {
         }
         sqlx::query(
             "INSERT INTO sagas_view (order_id, status, outcome, version, updated_at) \
-             SELECT u.order_id, coalesce(u.status, s.status, 'running'), \
+             SELECT u.order_id, coalesce(u.status, s.status, $6), \
                     coalesce(u.outcome, s.outcome), u.version, u.at \
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[]) \
                   AS u(order_id, status, outcome, version, at) \
@@ -134,10 +135,13 @@ impl Projection for SagaTimeline {
                outcome = EXCLUDED.outcome, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
         )
         .bind(sagas.column(|f| f.order_id))
-        .bind(sagas.column(|f| f.status))
+        .bind(sagas.column(|f| f.status.map(SagaStatus::as_str)))
         .bind(sagas.column(|f| f.outcome.clone()))
         .bind(sagas.column(|f| f.version))
         .bind(sagas.column(|f| f.at))
+        // `status` is NOT NULL: a saga whose events so far set none (its `SagaStarted` was
+        // dead-lettered, say) is taken to be running.
+        .bind(SagaStatus::Running.as_str())
         .execute(conn)
         .await?;
         Ok(())
@@ -148,7 +152,7 @@ impl Projection for SagaTimeline {
 #[derive(Default)]
 struct Fold {
     order_id: Uuid,
-    status: Option<&'static str>,
+    status: Option<SagaStatus>,
     outcome: Option<String>,
     version: i64,
     at: Option<DateTime<Utc>>,

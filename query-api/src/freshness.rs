@@ -36,7 +36,7 @@ pub enum Waited<T> {
 impl Freshness {
     /// Starts the listener task; it stops with `shutdown`.
     pub fn start(pool: PgPool, shutdown: CancellationToken) -> Self {
-        let (senders, updates) = projections::NAMES
+        let (senders, updates) = read_model::NAMES
             .into_iter()
             .map(|name| {
                 let (tx, rx) = watch::channel(0u64);
@@ -48,7 +48,7 @@ impl Freshness {
     }
 
     /// Calls `read` until `is_fresh` holds for its result or `timeout` passes, reading again
-    /// whenever `projection` (one of `projections::NAMES`) commits.
+    /// whenever `projection` (one of `read_model::NAMES`) commits.
     pub async fn wait_for<T, E, F, Fut>(
         &self,
         projection: &str,
@@ -64,7 +64,7 @@ impl Freshness {
         let mut updates = self
             .updates
             .get(projection)
-            .expect("callers name a projection of projections::NAMES")
+            .expect("callers name a projection of read_model::NAMES")
             .clone();
         loop {
             updates.mark_unchanged();
@@ -89,7 +89,7 @@ async fn listen(
     senders: std::collections::HashMap<&'static str, watch::Sender<u64>>,
     shutdown: CancellationToken,
 ) {
-    let channel = projections::UPDATED_CHANNEL;
+    let channel = read_model::UPDATED_CHANNEL;
     while !shutdown.is_cancelled() {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(mut l) => match l.listen(channel).await {

@@ -1,6 +1,7 @@
 //! Reads of the order read model.
 
 use chrono::{DateTime, Utc};
+use read_model::OrderStatus;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -141,7 +142,7 @@ impl Cursor {
 pub async fn for_customer(
     pool: &PgPool,
     customer_id: Uuid,
-    status: Option<&str>,
+    status: Option<OrderStatus>,
     cursor: Option<Cursor>,
     limit: i64,
 ) -> Result<(Vec<OrderView>, Option<Cursor>), sqlx::Error> {
@@ -151,7 +152,7 @@ pub async fn for_customer(
          ORDER BY o.placed_at DESC, o.order_id DESC LIMIT $5"
     ))
     .bind(customer_id)
-    .bind(status)
+    .bind(status.map(OrderStatus::as_str))
     .bind(cursor.map(|c| c.placed_at))
     .bind(cursor.map(|c| c.order_id))
     .bind(limit + 1)

@@ -4,66 +4,37 @@
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use runtime::env::Env;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
+use testkit::stack::Options;
 
-/// The whole stack in this process, on ephemeral ports, in private databases and namespace.
+/// The orders service, the projections worker and the query API in this process (beside
+/// the inventory and payments services, which stay idle without an orchestrator), on
+/// ephemeral ports, in private databases and namespace.
 struct Stack {
     orders: String,
     query: String,
-    shutdown: CancellationToken,
+    /// Stops every service when dropped.
+    _services: testkit::stack::Stack,
 }
 
 impl Stack {
     async fn start(min_version_timeout_ms: u64) -> Self {
-        let orders_db = testkit::fresh_database("orders").await;
-        let read_db = testkit::fresh_database("read").await;
-        let ns = testkit::unique_namespace();
-        let nats = testkit::infra().nats_url.clone();
-        let shutdown = CancellationToken::new();
-        let common = |db: &str| {
-            vec![
-                ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
-                ("DATABASE_URL", db.to_owned()),
-                ("NATS_URL", nats.clone()),
-                ("NATS_NAMESPACE", ns.as_str().to_owned()),
-            ]
-        };
-
-        let orders = command_kit::CommandApp::of::<orders::OrdersSpec>(
-            &command_kit::settings::<orders::OrdersSpec>(&Env::from_pairs(common(&orders_db)))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-        let orders_url = format!("http://{}", orders.local_addr());
-        tokio::spawn(orders.run(shutdown.clone()));
-
-        let worker = projections::App::build(
-            &projections::Settings::from_env(&Env::from_pairs(common(&read_db))).unwrap(),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(worker.run(shutdown.clone()));
-
-        let mut query_env = common(&read_db);
-        query_env.push((
-            "READ_YOUR_WRITES_TIMEOUT_MS",
-            min_version_timeout_ms.to_string(),
-        ));
-        let query = query_api::App::build(
-            &query_api::Settings::from_env(&Env::from_pairs(query_env)).unwrap(),
-        )
-        .await
-        .unwrap();
-        let query_url = format!("http://{}", query.local_addr());
-        tokio::spawn(query.run(shutdown.clone()));
-
+        // No orchestrator: an order stays `placed` at version 1, so a wait for a later
+        // version can only time out.
+        let services = testkit::stack::Stack::start_with(Options {
+            orchestrator: false,
+            reads: true,
+            query_env: vec![(
+                "READ_YOUR_WRITES_TIMEOUT_MS",
+                min_version_timeout_ms.to_string(),
+            )],
+            ..Options::default()
+        })
+        .await;
         Self {
-            orders: orders_url,
-            query: query_url,
-            shutdown,
+            orders: services.urls[0].clone(),
+            query: services.reads[1].clone(),
+            _services: services,
         }
     }
 
@@ -84,12 +55,6 @@ impl Stack {
 
     async fn get(&self, path: &str) -> reqwest::Response {
         reqwest::get(format!("{}{path}", self.query)).await.unwrap()
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }
 

@@ -12,11 +12,10 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// A fresh read database, migrated as the projections worker migrates it.
 async fn read_db() -> (String, PgPool) {
-    let url = testkit::fresh_database("read").await;
-    let pool = PgPool::connect(&url).await.unwrap();
-    projections::MIGRATOR.run(&pool).await.unwrap();
-    (url, pool)
+    let world = testkit::world::World::read().await;
+    (world.db_url, world.pool)
 }
 
 async fn serve(url: &str) -> (String, CancellationToken) {
