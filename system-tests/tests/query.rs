@@ -3,6 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use contracts::orders::PlaceOrder;
+use domain::order::OrderLine;
+use domain::Sku;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use testkit::stack::Options;
@@ -39,18 +42,18 @@ impl Stack {
     }
 
     async fn place(&self) -> Value {
-        let r = reqwest::Client::new()
-            .post(format!("{}/orders", self.orders))
-            .json(&json!({
-                "customer_id": uuid::Uuid::now_v7(),
-                "lines": [{"sku": "SKU-1", "quantity": 2}, {"sku": "SKU-9", "quantity": 5}],
-                "payment_token": "tok_ok"
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::ACCEPTED);
-        r.json().await.unwrap()
+        let line = |sku: &str, quantity| OrderLine {
+            sku: Sku::parse(sku).unwrap(),
+            quantity,
+        };
+        let place = PlaceOrder {
+            customer_id: uuid::Uuid::now_v7(),
+            lines: vec![line("SKU-1", 2), line("SKU-9", 5)],
+            payment_token: "tok_ok".into(),
+        };
+        let r = testkit::world::post_command(&self.orders, &place, None).await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        r.body
     }
 
     async fn get(&self, path: &str) -> reqwest::Response {
