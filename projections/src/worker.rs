@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{self, AckKind};
-use futures::StreamExt;
+use messaging::consume;
 use messaging::streams::{ensure_stream, StreamSettings};
 use messaging::{Envelope, Namespace};
+use runtime::retry::Backoff;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -234,28 +235,19 @@ impl<P: Projection> Worker<P> {
         &self.durable
     }
 
-    /// Runs batches until `shutdown`; the batch in hand is always finished.
+    /// Runs batches until `shutdown`; the batch in hand is always finished, and a failed
+    /// batch is retried after a backoff.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(projection = self.name(), "projection worker started");
-        let mut backoff = Duration::from_millis(100);
-        while !shutdown.is_cancelled() {
-            match self.process_batch().await {
-                Ok(outcome) => {
-                    backoff = Duration::from_millis(100);
-                    if outcome.fetched > 0 {
-                        tracing::debug!(projection = self.name(), ?outcome, "batch done");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(projection = self.name(), error = %runtime::problem::ErrorChain(&e), retry_in = ?backoff, "batch failed");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => {}
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+        let what = format!("{} batch", self.name());
+        runtime::retry::until_cancelled(&what, &shutdown, Backoff::default(), || async {
+            let outcome = self.process_batch().await?;
+            if outcome.fetched > 0 {
+                tracing::debug!(projection = self.name(), ?outcome, "batch done");
             }
-        }
+            Ok::<(), WorkerError>(())
+        })
+        .await;
         tracing::info!(projection = self.name(), "projection worker stopped");
     }
 
@@ -332,8 +324,6 @@ impl<P: Projection> Worker<P> {
                 }
                 Verdict::DeadLettered => {
                     outcome.dead_lettered += 1;
-                    metrics::counter!("consumer_dead_letters_total", "consumer" => self.durable.clone())
-                        .increment(1);
                     AckKind::Term
                 }
             };
@@ -343,80 +333,25 @@ impl<P: Projection> Worker<P> {
         Ok(outcome)
     }
 
-    /// Up to `batch_size` messages. What is there is taken at once; when nothing is, the
-    /// request waits (up to `fetch_wait`) for the next message instead of asking again at
-    /// once: `fetch` alone never waits, and an idle worker would spin on the server.
+    /// Up to `batch_size` messages, through the shared consumer loop's fetch (which waits on
+    /// the server when idle instead of spinning).
     async fn fetch(&self) -> Result<Vec<jetstream::Message>, WorkerError> {
-        let consumer = self
+        let mut consumer = self
             .consumer()
             .await
             .map_err(|e| WorkerError::Fetch(format!("{e:#}")))?;
-        let size = self.settings.batch_size;
         let wait = self.settings.fetch_wait;
-        let mut messages = self
-            .collect(
-                consumer
-                    .fetch()
-                    .max_messages(size)
-                    .expires(wait)
-                    .messages()
-                    .await,
-            )
-            .await?;
-        if messages.is_empty() {
-            messages = self
-                .collect(
-                    consumer
-                        .batch()
-                        .max_messages(1)
-                        .expires(wait)
-                        .messages()
-                        .await,
-                )
-                .await?;
-            if messages.is_empty() {
-                // Idle: make sure the consumer still exists (a rebuild's cut-over deletes it).
-                let mut consumer = consumer;
-                if consumer.info().await.is_err() {
-                    *self.consumer.lock().await = None;
-                }
-                return Ok(messages);
-            }
-            if size > 1 {
-                let more = consumer
-                    .fetch()
-                    .max_messages(size - 1)
-                    .expires(wait)
-                    .messages()
-                    .await;
-                messages.extend(self.collect(more).await?);
-            }
-        }
-        Ok(messages)
-    }
-
-    /// Reads a pull request's messages to the end.
-    async fn collect(
-        &self,
-        batch: Result<pull::Batch, pull::BatchError>,
-    ) -> Result<Vec<jetstream::Message>, WorkerError> {
-        let mut batch = match batch {
-            Ok(b) => b,
+        let messages = match consume::fetch(&consumer, self.settings.batch_size, wait).await {
+            Ok(messages) => messages,
             Err(e) => {
                 // The consumer may be gone (a rebuild's cut-over): make it again next time.
                 *self.consumer.lock().await = None;
                 return Err(WorkerError::Fetch(e.to_string()));
             }
         };
-        let mut messages = Vec::new();
-        while let Some(message) = batch.next().await {
-            match message {
-                Ok(m) => messages.push(m),
-                Err(e) => {
-                    *self.consumer.lock().await = None;
-                    return Err(WorkerError::Fetch(e.to_string()));
-                }
-            }
+        // Idle: make sure the consumer still exists (a rebuild's cut-over deletes it).
+        if messages.is_empty() && consumer.info().await.is_err() {
+            *self.consumer.lock().await = None;
         }
         Ok(messages)
     }
@@ -424,10 +359,7 @@ impl<P: Projection> Worker<P> {
     /// The span of one consumed event, joined to the trace of its `traceparent` header (none
     /// for a message without one, or in a rebuild); counts it as a redelivery when it is one.
     fn event_span(&self, message: &jetstream::Message) -> tracing::Span {
-        if message.info().is_ok_and(|info| info.delivered > 1) {
-            metrics::counter!("consumer_redeliveries_total", "consumer" => self.durable.clone())
-                .increment(1);
-        }
+        consume::note_delivery(message, &self.durable);
         let headers = message.headers.as_ref();
         if !self.settings.trace_events || runtime::trace::of_message(headers).is_none() {
             return tracing::Span::none();
@@ -444,11 +376,10 @@ impl<P: Projection> Worker<P> {
         span
     }
 
+    /// Settles through the shared consumer loop (which counts a terminated message as a dead
+    /// letter); a failed ack is harmless, since positions drop a redelivered duplicate.
     async fn settle(&self, message: &jetstream::Message, kind: AckKind) {
-        if let Err(e) = message.ack_with(kind).await {
-            // The server redelivers after ack_wait; positions make that harmless.
-            tracing::warn!(projection = self.name(), error = %runtime::problem::ErrorChain(&*e), "ack failed");
-        }
+        consume::settle(message, kind, &self.durable).await;
     }
 
     /// Applies every message and the checkpoint in one transaction: the positions of every
