@@ -33,12 +33,10 @@ impl CommandApp {
         S: CommandSpec,
     {
         let context = S::CONTEXT;
-        let pool = runtime::service::connect_database(
-            context.token(),
-            &settings.database,
-            Some(&event_store::MIGRATOR),
-        )
-        .await?;
+        let pool = settings
+            .basics
+            .connect_database(context.token(), Some(&event_store::MIGRATOR))
+            .await?;
         // The service owns its stream: create it even on replicas that run no relay.
         let (nats, js) = settings.nats.connect_with_streams(&[context]).await?;
         let namespace = settings.nats.namespace.clone();
@@ -54,7 +52,7 @@ impl CommandApp {
         let routes = crate::http::routes::<S>()
             .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
             .with_state(dispatcher.clone());
-        let mut service = Service::bind(context.token(), settings.http_addr)
+        let mut service = Service::bind(context.token(), settings.basics.http_addr)
             .await?
             .routes(routes, readiness, crate::openapi::document::<S>())
             .with_pool(pool.clone());
@@ -114,7 +112,7 @@ where
     let env = runtime::env::Env::from_process();
     let settings = crate::settings::settings::<S>(&env).context("reading settings")?;
     let name = S::CONTEXT.token();
-    let process = runtime::service::Process::start(name, &settings.log, &settings.failpoints, None);
+    let process = runtime::service::Process::start(name, &settings.basics, None);
     CommandApp::of::<S>(&settings)
         .await?
         .run(process.shutdown.clone())

@@ -1,22 +1,18 @@
 //! The settings every command service reads, with each service's own port and database as
 //! defaults.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use messaging::NatsSettings;
-use runtime::db::DatabaseSettings;
 use runtime::env::{Env, EnvError};
-use runtime::telemetry::LogSettings;
+use runtime::service::{Basics, Defaults};
 
 /// Everything a command service binary can be told.
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
-    /// `HTTP_ADDR`, default `127.0.0.1:<the service's port>`.
-    pub http_addr: SocketAddr,
-    /// `DATABASE_URL` (default the service's database of `cargo xtask up`),
-    /// `DATABASE_MAX_CONNECTIONS` (default 10).
-    pub database: DatabaseSettings,
+    /// `HTTP_ADDR`, `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS` (default 10), `FAILPOINTS`,
+    /// `RUST_LOG`, `LOG_FORMAT`.
+    pub basics: Basics,
     /// `NATS_URL`, `NATS_NAMESPACE`, `NATS_STREAM_REPLICAS`, `NATS_DUPLICATE_WINDOW_MS`.
     pub nats: NatsSettings,
     /// `OUTBOX_RELAY`: whether this replica runs a relay, default true.
@@ -29,13 +25,9 @@ pub struct ServiceSettings {
     pub nats_command_concurrency: usize,
     /// `HTTP_BODY_LIMIT_BYTES`, default 65536.
     pub body_limit_bytes: usize,
-    /// `FAILPOINTS`: comma-separated crash points for fault-injection tests, default none.
-    pub failpoints: String,
-    /// `RUST_LOG`, `LOG_FORMAT`.
-    pub log: LogSettings,
 }
 
-/// What differs between command services.
+/// What differs between command services: their port and database under `cargo xtask up`.
 #[derive(Debug, Clone, Copy)]
 pub struct ServiceDefaults {
     pub port: u16,
@@ -63,12 +55,13 @@ impl ServiceSettings {
                 reason: "must be at least 1".into(),
             });
         }
+        let defaults = Defaults {
+            port: defaults.port,
+            database_url: defaults.database_url,
+            max_connections: 10,
+        };
         Ok(Self {
-            http_addr: env.parse_or(
-                "HTTP_ADDR",
-                SocketAddr::from(([127, 0, 0, 1], defaults.port)),
-            )?,
-            database: DatabaseSettings::from_env(env, defaults.database_url, 10)?,
+            basics: Basics::from_env(env, defaults)?,
             nats: NatsSettings::from_env(env)?,
             outbox_relay: env.bool_or("OUTBOX_RELAY", true)?,
             outbox_batch_size: batch,
@@ -76,8 +69,6 @@ impl ServiceSettings {
                 .millis_or("OUTBOX_POLL_INTERVAL_MS", Duration::from_millis(1000))?,
             nats_command_concurrency: concurrency,
             body_limit_bytes: env.parse_or("HTTP_BODY_LIMIT_BYTES", 64 * 1024)?,
-            failpoints: env.string_or("FAILPOINTS", ""),
-            log: LogSettings::from_env(env)?,
         })
     }
 }
@@ -95,7 +86,7 @@ mod tests {
     fn defaults_work_locally_and_secrets_stay_hidden() {
         let env = Env::from_pairs([("DATABASE_URL", "postgres://inventory:s3cret@db/inventory")]);
         let s = ServiceSettings::from_env(&env, DEFAULTS).unwrap();
-        assert_eq!(s.http_addr.port(), 8082);
+        assert_eq!(s.basics.http_addr.port(), 8082);
         assert!(s.outbox_relay);
         assert!(!format!("{s:?}").contains("s3cret"));
     }

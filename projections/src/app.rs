@@ -56,9 +56,9 @@ async fn worker<P: Projection>(
 
 impl App {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let pool =
-            runtime::service::connect_database("read", &settings.database, Some(&crate::MIGRATOR))
-                .await?;
+        // The projections own the read database; the streams belong to their contexts.
+        let migrations = Some(&crate::MIGRATOR);
+        let pool = settings.basics.connect_database("read", migrations).await?;
         let (nats, js) = settings.nats.connect_with_streams(&[]).await?;
         let workers = vec![
             worker(OrdersView, &pool, &js, settings).await?,
@@ -74,7 +74,7 @@ impl App {
             .postgres("read", pool.clone())
             .nats(nats)
             .streams(js, streams);
-        let service = Service::bind("projections", settings.http_addr)
+        let service = Service::bind("projections", settings.basics.http_addr)
             .await?
             .routes(
                 crate::lag::routes(pool.clone()),
@@ -132,16 +132,10 @@ pub async fn rebuild(
     progress: impl FnMut(&str, &crate::rebuild::Progress),
 ) -> anyhow::Result<Vec<crate::rebuild::Report>> {
     let pool = settings
-        .database
-        .connect()
-        .await
-        .with_context(|| format!("connecting the read database {}", settings.database.url))?;
-    crate::MIGRATOR
-        .run(&pool)
-        .await
-        .context("migrating the read database")?;
-    let nats = settings.nats.connect().await?;
-    let js = async_nats::jetstream::new(nats);
+        .basics
+        .connect_database("read", Some(&crate::MIGRATOR))
+        .await?;
+    let (_, js) = settings.nats.connect_with_streams(&[]).await?;
     let known = crate::NAMES;
     anyhow::ensure!(
         which == "all" || known.contains(&which),

@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
         .as_slice()
     {
         [] => {
-            let process = Process::start("projections", &settings.log, &settings.failpoints, None);
+            let process = Process::start("projections", &settings.basics, None);
             let app = projections::App::build(&settings).await?;
             app.run(process.shutdown.clone()).await
         }
@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
 async fn rebuild(settings: projections::Settings, which: &str) -> anyhow::Result<()> {
     // No shutdown signal here: an interrupted rebuild stops at once, and its tables are never
     // swapped in.
-    let _telemetry = runtime::telemetry::init("projections", &settings.log);
+    let _telemetry = runtime::telemetry::init("projections", &settings.basics.log);
     runtime::metrics::install("projections");
     let terminal = std::io::stderr().is_terminal();
     // The projections rebuild side by side: a terminal shows each one's latest progress on

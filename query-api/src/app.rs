@@ -22,8 +22,8 @@ pub struct App {
 impl App {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         // The read database belongs to the projections, which migrate it.
-        let pool = runtime::service::connect_database("read", &settings.database, None).await?;
-        let service = Service::bind("query-api", settings.http_addr).await?;
+        let pool = settings.basics.connect_database("read", None).await?;
+        let service = Service::bind("query-api", settings.basics.http_addr).await?;
         Ok(Self {
             service,
             pool,

@@ -8,8 +8,7 @@ use runtime::service::Process;
 async fn main() -> anyhow::Result<()> {
     let env = runtime::env::Env::from_process();
     let settings = query_api::Settings::from_env(&env).context("reading settings")?;
-    // The query API has no failpoints: it only reads.
-    let process = Process::start("query-api", &settings.log, "", None);
+    let process = Process::start("query-api", &settings.basics, None);
     let app = query_api::App::build(&settings).await?;
     app.run(process.shutdown.clone()).await
 }

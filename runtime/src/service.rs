@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::DatabaseSettings;
+use crate::env::{Env, EnvError};
 use crate::health::Readiness;
 
 /// A background task of a service: it runs until the token is cancelled, then finishes the
@@ -30,25 +31,67 @@ where
     Box::new(move |shutdown| Box::pin(run(shutdown)))
 }
 
-/// Opens the service's pool (and applies its migrations, when it owns the database), and
-/// reports its connections in the pool gauges.
-pub async fn connect_database(
-    label: &str,
-    settings: &DatabaseSettings,
-    migrator: Option<&sqlx::migrate::Migrator>,
-) -> anyhow::Result<sqlx::PgPool> {
-    let pool = settings
-        .connect()
-        .await
-        .with_context(|| format!("connecting the {label} database {}", settings.url))?;
-    if let Some(migrator) = migrator {
-        migrator
-            .run(&pool)
+/// A service's own defaults under `cargo xtask up`.
+#[derive(Debug, Clone, Copy)]
+pub struct Defaults {
+    pub port: u16,
+    pub database_url: &'static str,
+    pub max_connections: u32,
+}
+
+/// What every service binary reads the same way: where it listens, its database, its logs
+/// and its failpoints.
+#[derive(Debug, Clone)]
+pub struct Basics {
+    /// `HTTP_ADDR`, default `127.0.0.1:<the service's port>`.
+    pub http_addr: SocketAddr,
+    /// `DATABASE_URL` (default the service's database of `cargo xtask up`) and
+    /// `DATABASE_MAX_CONNECTIONS`.
+    pub database: DatabaseSettings,
+    /// `FAILPOINTS`: comma-separated crash points for fault-injection tests, default none.
+    pub failpoints: String,
+    /// `RUST_LOG`, `LOG_FORMAT`.
+    pub log: crate::telemetry::LogSettings,
+}
+
+impl Basics {
+    /// Opens the service's pool (and applies its migrations, when it owns the database), and
+    /// reports its connections in the pool gauges.
+    pub async fn connect_database(
+        &self,
+        label: &str,
+        migrator: Option<&sqlx::migrate::Migrator>,
+    ) -> anyhow::Result<sqlx::PgPool> {
+        let settings = &self.database;
+        let pool = settings
+            .connect()
             .await
-            .with_context(|| format!("migrating the {label} database"))?;
+            .with_context(|| format!("connecting the {label} database {}", settings.url))?;
+        if let Some(migrator) = migrator {
+            migrator
+                .run(&pool)
+                .await
+                .with_context(|| format!("migrating the {label} database"))?;
+        }
+        crate::metrics::watch_pool(&pool);
+        Ok(pool)
     }
-    crate::metrics::watch_pool(&pool);
-    Ok(pool)
+
+    pub fn from_env(env: &Env, defaults: Defaults) -> Result<Self, EnvError> {
+        Ok(Self {
+            http_addr: env.parse_or(
+                "HTTP_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], defaults.port)),
+            )?,
+            database: DatabaseSettings::from_env(
+                env,
+                defaults.database_url,
+                defaults.max_connections,
+            )?,
+            failpoints: env.string_or("FAILPOINTS", ""),
+            log: crate::telemetry::LogSettings::from_env(env)?,
+        })
+    }
 }
 
 /// What a service process sets up before anything else: its telemetry (kept until the
@@ -60,16 +103,16 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts the process-wide parts for the service `name`.
+    /// Starts the process-wide parts for the service `name`; a failpoint that hangs writes
+    /// its marker file in `failpoint_markers`.
     pub fn start(
         name: &'static str,
-        log: &crate::telemetry::LogSettings,
-        failpoints: &str,
+        basics: &Basics,
         failpoint_markers: Option<std::path::PathBuf>,
     ) -> Self {
-        let telemetry = crate::telemetry::init(name, log);
+        let telemetry = crate::telemetry::init(name, &basics.log);
         crate::metrics::install(name);
-        crate::failpoint::arm_with_markers(failpoints, failpoint_markers);
+        crate::failpoint::arm_with_markers(&basics.failpoints, failpoint_markers);
         Self {
             _telemetry: telemetry,
             shutdown: crate::shutdown::on_signal(),

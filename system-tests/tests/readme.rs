@@ -75,14 +75,7 @@ async fn the_try_it_block_works_as_written() {
     let query = stack.reads[1].clone();
     let read = |path: String| {
         let url = format!("{query}{path}");
-        async move {
-            reqwest::get(url)
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
+        async move { testkit::get_json(&url).await }
     };
     testkit::eventually(
         Duration::from_secs(30),

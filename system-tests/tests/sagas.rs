@@ -9,7 +9,7 @@ use domain::product::Product;
 use runtime::env::Env;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use testkit::stack::{fold, steps_failed, Stack};
+use testkit::stack::{steps_failed, Stack};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
@@ -21,13 +21,13 @@ async fn a_saga_confirms_an_order_it_can_fill_and_pay() {
     let saga = s.finished(order).await;
     assert_eq!(saga["outcome"], "confirmed", "{saga}");
 
-    let o: Order = fold(&s.orders, &order.to_string()).await;
+    let o: Order = s.orders.aggregate(&order.to_string()).await;
     assert_eq!(o.status, OrderStatus::Confirmed);
     assert_eq!(o.total.unwrap().amount_minor, 750);
-    let a: Product = fold(&s.inventory, "A").await;
-    let b: Product = fold(&s.inventory, "B").await;
+    let a: Product = s.inventory.aggregate("A").await;
+    let b: Product = s.inventory.aggregate("B").await;
     assert_eq!((a.on_hand, a.reserved, b.on_hand, b.reserved), (8, 0, 9, 0));
-    let p: Payment = fold(&s.payments, &order.to_string()).await;
+    let p: Payment = s.payments.aggregate(&order.to_string()).await;
     assert_eq!(p.captured.unwrap().amount_minor, 750);
     // The streams, the event stores and the aggregates' folds agree (`events verify`).
     s.assert_consistent().await;
@@ -43,10 +43,10 @@ async fn one_line_out_of_stock_releases_the_other_two_and_rejects() {
     let saga = s.finished(order).await;
     assert_eq!(saga["outcome"], "rejected", "{saga}");
 
-    let o: Order = fold(&s.orders, &order.to_string()).await;
+    let o: Order = s.orders.aggregate(&order.to_string()).await;
     assert_eq!(o.status, OrderStatus::Rejected);
     for (sku, stock) in [("A", 10), ("B", 1), ("C", 10)] {
-        let p: Product = fold(&s.inventory, sku).await;
+        let p: Product = s.inventory.aggregate(sku).await;
         assert_eq!((p.on_hand, p.reserved), (stock, 0), "{sku} released");
     }
     let rejected: Vec<(Value,)> =
@@ -56,7 +56,7 @@ async fn one_line_out_of_stock_releases_the_other_two_and_rejects() {
             .unwrap();
     assert_eq!(rejected[0].0["OrderRejected"]["reason"], "out_of_stock");
     assert_eq!(rejected[0].0["OrderRejected"]["skus"], json!(["B"]));
-    let p: Payment = fold(&s.payments, &order.to_string()).await;
+    let p: Payment = s.payments.aggregate(&order.to_string()).await;
     assert_eq!(p.status, PaymentStatus::New, "no payment was attempted");
     // The streams, the event stores and the aggregates' folds agree (`events verify`).
     s.assert_consistent().await;
@@ -71,11 +71,11 @@ async fn a_declined_payment_releases_the_stock_and_rejects() {
     assert_eq!(saga["outcome"], "rejected", "{saga}");
     assert_eq!(saga["compensation"]["rejected"], "payment_declined");
 
-    let o: Order = fold(&s.orders, &order.to_string()).await;
+    let o: Order = s.orders.aggregate(&order.to_string()).await;
     assert_eq!(o.status, OrderStatus::Rejected);
-    let a: Product = fold(&s.inventory, "A").await;
+    let a: Product = s.inventory.aggregate("A").await;
     assert_eq!((a.on_hand, a.reserved), (5, 0));
-    let p: Payment = fold(&s.payments, &order.to_string()).await;
+    let p: Payment = s.payments.aggregate(&order.to_string()).await;
     assert_eq!(p.status, PaymentStatus::Declined);
     // The streams, the event stores and the aggregates' folds agree (`events verify`).
     s.assert_consistent().await;
@@ -94,9 +94,9 @@ async fn a_flaky_provider_ends_confirmed_after_retries() {
         "two failed attempts were retried"
     );
 
-    let p: Payment = fold(&s.payments, &order.to_string()).await;
+    let p: Payment = s.payments.aggregate(&order.to_string()).await;
     assert_eq!(p.captured.unwrap().amount_minor, 250);
-    let a: Product = fold(&s.inventory, "A").await;
+    let a: Product = s.inventory.aggregate("A").await;
     assert_eq!((a.on_hand, a.reserved), (4, 0));
     // The streams, the event stores and the aggregates' folds agree (`events verify`).
     s.assert_consistent().await;
@@ -116,11 +116,11 @@ async fn a_provider_that_never_answers_ends_rejected_with_the_payment_voided() {
         "the maybe-authorised payment was voided: {saga}"
     );
 
-    let o: Order = fold(&s.orders, &order.to_string()).await;
+    let o: Order = s.orders.aggregate(&order.to_string()).await;
     assert_eq!(o.status, OrderStatus::Rejected);
-    let a: Product = fold(&s.inventory, "A").await;
+    let a: Product = s.inventory.aggregate("A").await;
     assert_eq!((a.on_hand, a.reserved), (5, 0));
-    let p: Payment = fold(&s.payments, &order.to_string()).await;
+    let p: Payment = s.payments.aggregate(&order.to_string()).await;
     assert!(p.captured.is_none() && p.status != PaymentStatus::Authorised);
     // The streams, the event stores and the aggregates' folds agree (`events verify`).
     s.assert_consistent().await;
@@ -132,15 +132,15 @@ async fn a_customer_cancel_mid_saga_compensates_and_ends_cancelled() {
 
     let saga = s.finished(order).await;
     assert_eq!(saga["outcome"], "cancelled", "{saga}");
-    let o: Order = fold(&s.orders, &order.to_string()).await;
+    let o: Order = s.orders.aggregate(&order.to_string()).await;
     assert_eq!(o.status, OrderStatus::Cancelled);
-    let a: Product = fold(&s.inventory, "A").await;
+    let a: Product = s.inventory.aggregate("A").await;
     assert_eq!(
         (a.on_hand, a.reserved),
         (5, 0),
         "the reservation was released"
     );
-    let p: Payment = fold(&s.payments, &order.to_string()).await;
+    let p: Payment = s.payments.aggregate(&order.to_string()).await;
     assert!(p.captured.is_none());
     // The streams, the event stores and the aggregates' folds agree (`events verify`).
     s.assert_consistent().await;
@@ -247,7 +247,7 @@ async fn five_hundred_orders_through_two_replicas_all_end_and_balance() {
     // Stock: what is available, reserved and committed adds up to what was received, nothing
     // stays reserved, and what left equals what confirmed orders bought.
     for (sku, stock) in received {
-        let p: Product = fold(&s.inventory, sku).await;
+        let p: Product = s.inventory.aggregate(sku).await;
         let committed = scalar(
             &s.inventory.pool,
             &format!("SELECT sum((payload::jsonb->'ReservationCommitted'->>'quantity')::bigint)::bigint FROM events WHERE aggregate_id = '{sku}' AND event_type = 'ReservationCommitted'"),
@@ -338,14 +338,7 @@ async fn the_query_api_shows_an_order_with_its_payment_saga_stock_and_sales() {
     assert_eq!(s.finished(order).await["outcome"], "confirmed");
     let get = |path: String| {
         let url = format!("{q}{path}");
-        async move {
-            reqwest::get(url)
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
+        async move { testkit::get_json(&url).await }
     };
     // The order's last event is its 3rd (placed, priced, confirmed): wait for it.
     let details = get(format!("/orders/{order}?min_version=3")).await;

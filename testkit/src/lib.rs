@@ -5,6 +5,7 @@
 //! starts; their addresses come from `STREAMSHOP_TEST_PG_URL` and `STREAMSHOP_TEST_NATS_URL`.
 #![forbid(unsafe_code)]
 
+pub mod fixtures;
 pub mod gate;
 pub mod otlp;
 pub mod process;
@@ -164,4 +165,14 @@ pub async fn read_stream(js: &async_nats::jetstream::Context, stream: &str) -> V
         });
     }
     out
+}
+
+/// `GET url` and its JSON body (`Null` when there is none).
+pub async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or(serde_json::Value::Null)
 }

@@ -11,7 +11,6 @@ use domain::order::OrderLine;
 use domain::{Currency, Sku};
 
 use crate::world::{post_command, serve, World};
-use cqrs_es::Aggregate;
 use runtime::env::Env;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -314,22 +313,6 @@ impl Drop for Stack {
             s.cancel();
         }
     }
-}
-
-/// An aggregate as the events in a world's database make it.
-pub async fn fold<A: Aggregate>(world: &World, id: &str) -> A {
-    let rows: Vec<(Value,)> = sqlx::query_as(
-        "SELECT payload::jsonb FROM events WHERE aggregate_id = $1 ORDER BY sequence",
-    )
-    .bind(id)
-    .fetch_all(&world.pool)
-    .await
-    .unwrap();
-    let mut aggregate = A::default();
-    for (payload,) in rows {
-        aggregate.apply(serde_json::from_value(payload).unwrap());
-    }
-    aggregate
 }
 
 pub fn steps_failed(saga: &Value, step: &str) -> usize {

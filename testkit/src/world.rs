@@ -31,13 +31,27 @@ pub struct HttpAnswer {
 impl World {
     /// A fresh command-service database named after `label`.
     pub async fn new(label: &str) -> Self {
+        Self::migrated(label, &event_store::MIGRATOR).await
+    }
+
+    /// A fresh read database, migrated as the projections migrate it.
+    pub async fn read() -> Self {
+        Self::migrated("read", &projections::MIGRATOR).await
+    }
+
+    /// A fresh database named after `label`, with `migrator` applied, and a namespace.
+    async fn migrated(label: &str, migrator: &sqlx::migrate::Migrator) -> Self {
         let db_url = crate::fresh_database(label).await;
-        let pool = event_store::connect_and_migrate(&runtime::db::DatabaseSettings {
-            url: runtime::secret::Secret::new(db_url.clone()),
-            max_connections: 4,
-        })
-        .await
-        .expect("migrate the test database");
+        // Few connections: many tests run side by side on one cluster.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&db_url)
+            .await
+            .expect("connect the test database");
+        migrator
+            .run(&pool)
+            .await
+            .expect("migrate the test database");
         let nats = crate::nats().await;
         Self {
             db_url,
@@ -48,24 +62,20 @@ impl World {
         }
     }
 
-    /// A fresh read database, migrated as the projections migrate it.
-    pub async fn read() -> Self {
-        let db_url = crate::fresh_database("read").await;
-        let pool = PgPool::connect(&db_url)
-            .await
-            .expect("connect the read database");
-        projections::MIGRATOR
-            .run(&pool)
-            .await
-            .expect("migrate the read database");
-        let nats = crate::nats().await;
-        Self {
-            db_url,
-            pool,
-            ns: crate::unique_namespace(),
-            js: async_nats::jetstream::new(nats.clone()),
-            nats,
+    /// An aggregate as the events in this world's database make it.
+    pub async fn aggregate<A: cqrs_es::Aggregate>(&self, id: &str) -> A {
+        let rows: Vec<(Value,)> = sqlx::query_as(
+            "SELECT payload::jsonb FROM events WHERE aggregate_id = $1 ORDER BY sequence",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .expect("read the events");
+        let mut aggregate = A::default();
+        for (payload,) in rows {
+            aggregate.apply(serde_json::from_value(payload).expect("a stored event"));
         }
+        aggregate
     }
 
     /// Context `S`'s command service in this process, on an ephemeral port: its base URL and
@@ -205,6 +215,15 @@ impl World {
     }
 }
 
+impl HttpAnswer {
+    /// The body as `T`: the command's answer of an accepted HTTP answer (its id and version
+    /// fields are left aside).
+    pub fn answer<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_value(self.body.clone())
+            .unwrap_or_else(|e| panic!("not a {} ({e}): {self:?}", std::any::type_name::<T>()))
+    }
+}
+
 /// The HTTP path of `command`: its contract's route with the path parameters filled in from
 /// the request's own fields.
 pub fn path_of<C: Command>(command: &C) -> String {
@@ -271,6 +290,18 @@ pub struct Answer {
 }
 
 impl World {
+    /// Sends `command` over `via` and requires it accepted; returns the answer's fields.
+    pub async fn expect_accepted<C: Command>(&self, via: &Via, command: &C) -> Value {
+        let answer = self.send(via, command).await;
+        assert!(
+            answer.accepted,
+            "{} over {via:?}: {:?}",
+            C::NAME,
+            answer.fields
+        );
+        answer.fields
+    }
+
     /// Sends `command` over `via`: on HTTP to its contract's route, on NATS with a fresh
     /// `command_id`.
     pub async fn send<C: Command>(&self, via: &Via, command: &C) -> Answer {

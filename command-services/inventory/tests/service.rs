@@ -6,51 +6,13 @@ use contracts::inventory::{
 };
 use contracts::{Command, Reply};
 use std::sync::Arc;
+use testkit::fixtures::{eur, sku};
 
-use cqrs_es::Aggregate;
 use domain::product::{Product, ReservationState};
-use domain::{Currency, Sku};
 use messaging::BoundedContext;
 use serde_json::json;
-use testkit::world::{path_of, post, post_command, HttpAnswer, Via, World};
-use tokio_util::sync::CancellationToken;
+use testkit::world::{path_of, post, post_command, Via, World};
 use uuid::Uuid;
-
-async fn start(world: &World) -> (String, CancellationToken) {
-    let settings = command_kit::settings::<inventory::InventorySpec>(
-        &runtime::env::Env::from_pairs(world.env()),
-    )
-    .unwrap();
-    testkit::world::serve(
-        command_kit::CommandApp::of::<inventory::InventorySpec>(&settings)
-            .await
-            .unwrap(),
-    )
-}
-
-/// The product as its stored events make it.
-async fn product(world: &World, sku: &str) -> Product {
-    let rows: Vec<(serde_json::Value,)> = sqlx::query_as(
-        "SELECT payload::jsonb FROM events WHERE aggregate_id = $1 ORDER BY sequence",
-    )
-    .bind(sku)
-    .fetch_all(&world.pool)
-    .await
-    .unwrap();
-    let mut product = Product::default();
-    for (payload,) in rows {
-        product.apply(serde_json::from_value(payload).unwrap());
-    }
-    product
-}
-
-fn sku(s: &str) -> Sku {
-    Sku::parse(s).unwrap()
-}
-
-fn eur() -> Currency {
-    Currency::parse("EUR").unwrap()
-}
 
 fn create(s: &str, stock: u32) -> CreateProduct {
     CreateProduct {
@@ -77,16 +39,10 @@ fn reserve(s: &str, order_id: Uuid, quantity: u32) -> ReserveStock {
     }
 }
 
-/// The stock answer of an accepted HTTP answer (its `sku` and `version` left aside).
-fn stock(answer: &HttpAnswer) -> StockAnswer {
-    serde_json::from_value(answer.body.clone())
-        .unwrap_or_else(|e| panic!("not a stock answer ({e}): {answer:?}"))
-}
-
 #[tokio::test]
 async fn two_hundred_concurrent_reservations_sell_exactly_the_fifty_in_stock() {
     let world = World::new("inventory").await;
-    let (base, shutdown) = start(&world).await;
+    let (base, shutdown) = world.spawn::<inventory::InventorySpec>().await;
     assert_eq!(
         post_command(&base, &create("HOT-1", 50), None).await.status,
         202
@@ -106,7 +62,7 @@ async fn two_hundred_concurrent_reservations_sell_exactly_the_fifty_in_stock() {
         let answer = a.await.unwrap();
         match (answer.status, answer.body["reason"].as_str()) {
             (202, _) => {
-                assert_eq!(stock(&answer).unit_price, Some(1250));
+                assert_eq!(answer.answer::<StockAnswer>().unit_price, Some(1250));
                 reserved += 1;
             }
             (422, Some("out_of_stock")) => out_of_stock += 1,
@@ -120,7 +76,7 @@ async fn two_hundred_concurrent_reservations_sell_exactly_the_fifty_in_stock() {
         .count("SELECT count(*) FROM events WHERE event_type = 'StockReserved'")
         .await;
     assert_eq!(stored, 50, "the stored events agree");
-    let p = product(&world, "HOT-1").await;
+    let p = world.aggregate::<Product>("HOT-1").await;
     assert_eq!((p.on_hand, p.reserved, p.available()), (50, 50, 0));
     assert_eq!(
         world.published(BoundedContext::Inventory, 51).await.len(),
@@ -132,7 +88,7 @@ async fn two_hundred_concurrent_reservations_sell_exactly_the_fifty_in_stock() {
 #[tokio::test]
 async fn every_inventory_command_works_over_http_and_nats() {
     let world = World::new("inventory").await;
-    let (base, shutdown) = start(&world).await;
+    let (base, shutdown) = world.spawn::<inventory::InventorySpec>().await;
     let order_a = Uuid::now_v7();
     let order_b = Uuid::now_v7();
 
@@ -164,7 +120,7 @@ async fn every_inventory_command_works_over_http_and_nats() {
     )
     .await;
     assert_eq!(repriced.status, 202, "{repriced:?}");
-    assert_eq!(stock(&repriced).unit_price, Some(990));
+    assert_eq!(repriced.answer::<StockAnswer>().unit_price, Some(990));
 
     let reserve_a = reserve("SKU-7", order_a, 4);
     let reserved = world.nats_send("c2", &reserve_a).await;
@@ -197,7 +153,7 @@ async fn every_inventory_command_works_over_http_and_nats() {
     )
     .await;
     assert_eq!(released.status, 202, "{released:?}");
-    assert_eq!(stock(&released).available, 15);
+    assert_eq!(released.answer::<StockAnswer>().available, 15);
 
     // HTTP idempotency: a repeat gets the first answer; the key with another body is a 422.
     let reserve_b = reserve("SKU-7", order_b, 2);
@@ -320,7 +276,7 @@ async fn every_inventory_command_works_over_http_and_nats() {
 #[tokio::test]
 async fn every_inventory_command_succeeds_over_each_transport() {
     let world = World::new("inventory").await;
-    let (base, shutdown) = start(&world).await;
+    let (base, shutdown) = world.spawn::<inventory::InventorySpec>().await;
     for (via, name) in [
         (Via::Http(base.clone()), "VIA-HTTP"),
         (Via::Nats, "VIA-NATS"),
@@ -347,7 +303,7 @@ async fn every_inventory_command_succeeds_over_each_transport() {
             order_id: b,
         };
         step(&world, &via, &commit, 7).await;
-        let p = product(&world, name).await;
+        let p = world.aggregate::<Product>(name).await;
         assert_eq!((p.on_hand, p.available()), (11, 11), "over {via:?}");
     }
     shutdown.cancel();
@@ -360,17 +316,6 @@ async fn step<C: Command<Answer = StockAnswer>>(
     command: &C,
     version: u64,
 ) {
-    let answer = world.send(via, command).await;
-    assert!(
-        answer.accepted,
-        "{} over {via:?}: {:?}",
-        C::NAME,
-        answer.fields
-    );
-    assert_eq!(
-        answer.fields["version"],
-        version,
-        "{} over {via:?}",
-        C::NAME
-    );
+    let fields = world.expect_accepted(via, command).await;
+    assert_eq!(fields["version"], version, "{} over {via:?}", C::NAME);
 }

@@ -37,16 +37,12 @@ const INPUTS: [BoundedContext; 3] = [
 
 impl App {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let pool = runtime::service::connect_database(
-            "orchestrator",
-            &settings.database,
-            Some(&event_store::MIGRATOR),
-        )
-        .await?;
-        let (nats, js) = settings
-            .nats
-            .connect_with_streams(&[BoundedContext::Sagas])
-            .await?;
+        // The orchestrator owns its database and the SAGAS stream.
+        let basics = &settings.basics;
+        let pool = basics.connect_database("orchestrator", Some(&event_store::MIGRATOR));
+        let pool = pool.await?;
+        let nats = settings.nats.connect_with_streams(&[BoundedContext::Sagas]);
+        let (nats, js) = nats.await?;
         let ns = &settings.nats.namespace;
         let mut consumers = Vec::new();
         for context in INPUTS {
@@ -80,7 +76,7 @@ impl App {
             .postgres("orchestrator", pool.clone())
             .nats(nats.clone())
             .streams(js, streams);
-        let service = Service::bind("orchestrator", settings.http_addr).await?;
+        let service = Service::bind("orchestrator", settings.basics.http_addr).await?;
         Ok(Self {
             service,
             settings: settings.clone(),

@@ -9,7 +9,7 @@ async fn main() -> anyhow::Result<()> {
     let env = runtime::env::Env::from_process();
     let settings = orchestrator::Settings::from_env(&env).context("reading settings")?;
     let markers = settings.failpoint_marker_dir.clone();
-    let process = Process::start("orchestrator", &settings.log, &settings.failpoints, markers);
+    let process = Process::start("orchestrator", &settings.basics, markers);
     let app = orchestrator::App::build(&settings).await?;
     app.run(process.shutdown.clone()).await
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use domain::payment::Payment;
 use domain::product::Product;
 use sqlx::PgPool;
-use testkit::stack::{fold, Stack};
+use testkit::stack::Stack;
 use uuid::Uuid;
 
 /// How many times an event type was stored in a world's database for one aggregate.
@@ -72,12 +72,12 @@ async fn a_saga_killed_at_every_step_boundary_completes_exactly_once() {
                     "{event} after a kill at {boundary}@{n}"
                 );
             }
-            let p: Payment = fold(&s.payments, &order.to_string()).await;
+            let p: Payment = s.payments.aggregate(&order.to_string()).await;
             assert_eq!(p.captured.unwrap().amount_minor, 750);
         }
     }
-    let k1: Product = fold(&s.inventory, "K1").await;
-    let k2: Product = fold(&s.inventory, "K2").await;
+    let k1: Product = s.inventory.aggregate("K1").await;
+    let k2: Product = s.inventory.aggregate("K2").await;
     assert_eq!((k1.on_hand, k1.reserved), (1000 - 2 * confirmed, 0));
     assert_eq!((k2.on_hand, k2.reserved), (1000 - confirmed, 0));
     let _ = std::fs::remove_dir_all(&markers);

@@ -6,9 +6,9 @@ use contracts::orders::{
 };
 use contracts::{Command, Reply};
 use std::time::Duration;
+use testkit::fixtures::{eur, line, sku};
 
 use domain::order::{OrderEvent, OrderLine, OrderStatus, RejectionReason};
-use domain::{Currency, Sku};
 use messaging::{BoundedContext, Envelope};
 use orders::OrdersSpec;
 use reqwest::StatusCode;
@@ -24,21 +24,6 @@ fn binary() -> &'static std::path::Path {
 /// Rows in one of the world's tables.
 async fn rows(w: &World, table: &str) -> i64 {
     w.count(&format!("SELECT count(*) FROM {table}")).await
-}
-
-fn sku(s: &str) -> Sku {
-    Sku::parse(s).unwrap()
-}
-
-fn eur() -> Currency {
-    Currency::parse("EUR").unwrap()
-}
-
-fn line(s: &str, quantity: u32) -> OrderLine {
-    OrderLine {
-        sku: sku(s),
-        quantity,
-    }
 }
 
 /// An order for a new customer, with the given lines.
@@ -74,12 +59,6 @@ fn order_id(answer: &testkit::world::HttpAnswer) -> Uuid {
         .as_str()
         .and_then(|id| id.parse().ok())
         .unwrap_or_else(|| panic!("no order id in {answer:?}"))
-}
-
-/// The order answer of an accepted HTTP answer.
-fn order_answer(answer: &testkit::world::HttpAnswer) -> OrderAnswer {
-    serde_json::from_value(answer.body.clone())
-        .unwrap_or_else(|e| panic!("not an order answer ({e}): {answer:?}"))
 }
 
 /// Each event id once, and no two messages for the same (aggregate, sequence).
@@ -469,7 +448,10 @@ async fn every_order_command_works_over_http_and_nats() {
     let confirm = ConfirmOrder { order_id: a };
     let confirmed = post_command(&base, &confirm, None).await;
     assert_eq!(confirmed.status, 202, "{confirmed:?}");
-    assert_eq!(order_answer(&confirmed).status, OrderStatus::Confirmed);
+    assert_eq!(
+        confirmed.answer::<OrderAnswer>().status,
+        OrderStatus::Confirmed
+    );
     let twice = post_command(&base, &confirm, None).await;
     assert_eq!(
         (twice.status, twice.body["reason"].as_str()),
@@ -521,7 +503,10 @@ async fn every_order_command_works_over_http_and_nats() {
     let cancelled = post_command(&base, &cancel, None).await;
     let again = w.nats_send("x1", &cancel).await;
     assert_eq!(cancelled.status, 202, "{cancelled:?}");
-    assert_eq!(order_answer(&cancelled).status, OrderStatus::Cancelled);
+    assert_eq!(
+        cancelled.answer::<OrderAnswer>().status,
+        OrderStatus::Cancelled
+    );
     let Reply::Accepted { version, .. } = &again else {
         panic!("{again:?}");
     };
@@ -644,14 +629,8 @@ async fn step<C: Command<Answer = OrderAnswer>>(
     command: &C,
     status: OrderStatus,
 ) {
-    let answer = world.send(via, command).await;
-    assert!(
-        answer.accepted,
-        "{} over {via:?}: {:?}",
-        C::NAME,
-        answer.fields
-    );
-    let data: OrderAnswer = serde_json::from_value(answer.fields.clone())
-        .unwrap_or_else(|e| panic!("{} over {via:?} ({e}): {:?}", C::NAME, answer.fields));
+    let fields = world.expect_accepted(via, command).await;
+    let data: OrderAnswer = serde_json::from_value(fields.clone())
+        .unwrap_or_else(|e| panic!("{} over {via:?} ({e}): {fields:?}", C::NAME));
     assert_eq!(data.status, status, "{} over {via:?}", C::NAME);
 }

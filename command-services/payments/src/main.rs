@@ -8,8 +8,7 @@ use runtime::service::Process;
 async fn main() -> anyhow::Result<()> {
     let env = runtime::env::Env::from_process();
     let settings = payments::settings(&env).context("reading settings")?;
-    let common = &settings.service;
-    let process = Process::start("payments", &common.log, &common.failpoints, None);
+    let process = Process::start("payments", &settings.service.basics, None);
     payments::app(&settings)
         .await?
         .run(process.shutdown.clone())

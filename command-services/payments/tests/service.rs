@@ -6,10 +6,10 @@ use contracts::payments::{
 };
 use contracts::{Command, Reply};
 use domain::payment::PaymentStatus;
-use domain::Currency;
 use messaging::BoundedContext;
 use serde_json::{json, Value};
-use testkit::world::{path_of, post, post_command, HttpAnswer, Via, World};
+use testkit::fixtures::eur;
+use testkit::world::{path_of, post, post_command, Via, World};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -18,10 +18,6 @@ async fn start(world: &World) -> (String, CancellationToken) {
     env.push(("PAYMENT_PROVIDER_TIMEOUT_MS", "300".into()));
     let settings = payments::settings(&runtime::env::Env::from_pairs(env)).unwrap();
     testkit::world::serve(payments::app(&settings).await.unwrap())
-}
-
-fn eur() -> Currency {
-    Currency::parse("EUR").unwrap()
 }
 
 fn authorise(order: Uuid, token: &str, amount: i64) -> AuthorisePayment {
@@ -49,12 +45,6 @@ fn refund(order: Uuid, amount: i64) -> RefundPayment {
     }
 }
 
-/// The payment answer of an accepted HTTP answer (its `order_id` and `version` left aside).
-fn payment(answer: &HttpAnswer) -> PaymentAnswer {
-    serde_json::from_value(answer.body.clone())
-        .unwrap_or_else(|e| panic!("not a payment answer ({e}): {answer:?}"))
-}
-
 #[tokio::test]
 async fn every_payment_command_works_over_http_and_nats() {
     let world = World::new("payments").await;
@@ -63,7 +53,7 @@ async fn every_payment_command_works_over_http_and_nats() {
 
     let authorised = post_command(&base, &authorise(paid, "tok_ok", 2500), None).await;
     assert_eq!(authorised.status, 202, "{:?}", authorised.body);
-    let answer = payment(&authorised);
+    let answer = authorised.answer::<PaymentAnswer>();
     assert_eq!(
         (answer.payment_status, answer.authorised),
         (PaymentStatus::Authorised, 2500)
@@ -96,7 +86,7 @@ async fn every_payment_command_works_over_http_and_nats() {
 
     let refunded = post_command(&base, &refund(paid, 1000), None).await;
     assert_eq!(refunded.status, 202, "{refunded:?}");
-    assert_eq!(payment(&refunded).refunded, 1000);
+    assert_eq!(refunded.answer::<PaymentAnswer>().refunded, 1000);
     let too_much = world.nats_send("ref-2", &refund(paid, 1501)).await;
     assert_eq!(too_much.reason(), Some("exceeds_remaining"));
 
@@ -357,14 +347,8 @@ async fn step<C: Command<Answer = PaymentAnswer>>(
     command: &C,
     status: PaymentStatus,
 ) {
-    let answer = world.send(via, command).await;
-    assert!(
-        answer.accepted,
-        "{} over {via:?}: {:?}",
-        C::NAME,
-        answer.fields
-    );
-    let data: PaymentAnswer = serde_json::from_value(answer.fields.clone())
-        .unwrap_or_else(|e| panic!("{} over {via:?} ({e}): {:?}", C::NAME, answer.fields));
+    let fields = world.expect_accepted(via, command).await;
+    let data: PaymentAnswer = serde_json::from_value(fields.clone())
+        .unwrap_or_else(|e| panic!("{} over {via:?} ({e}): {fields:?}", C::NAME));
     assert_eq!(data.payment_status, status, "{} over {via:?}", C::NAME);
 }
