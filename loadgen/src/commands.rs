@@ -1,6 +1,9 @@
 //! Figure 1: orders placed per second (202s) at 1, 16 and 64 clients, beside a bare axum + sqlx
 //! handler doing the same insert and raw single-row INSERT transactions.
 
+use contracts::orders::PlaceOrder;
+use domain::order::OrderLine;
+use domain::Sku;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -32,13 +35,22 @@ pub struct CommandsFigure {
     pub rows: Vec<CommandsRow>,
 }
 
-/// The body of the `i`th order: one line, spread over 100 SKUs and 1,000 customers.
-pub fn order_body(i: u64) -> serde_json::Value {
-    serde_json::json!({
-        "customer_id": Uuid::from_u128(0x0192f0c1_0000_7000_8000_000000000000 + u128::from(i % 1000)),
-        "lines": [{"sku": format!("BENCH-{:04}", i % 100), "quantity": 1}],
-        "payment_token": "tok_ok",
-    })
+/// The `i`th order: one line, spread over 100 SKUs and 1,000 customers.
+pub fn order_body(i: u64) -> PlaceOrder {
+    let customer = 0x0192f0c1_0000_7000_8000_000000000000 + u128::from(i % 1000);
+    PlaceOrder {
+        customer_id: Uuid::from_u128(customer),
+        lines: vec![OrderLine {
+            sku: bench_sku(i % 100),
+            quantity: 1,
+        }],
+        payment_token: "tok_ok".into(),
+    }
+}
+
+/// The benchmark's `n`th SKU, `BENCH-000n`.
+pub fn bench_sku(n: u64) -> Sku {
+    Sku::parse(&format!("BENCH-{n:04}")).expect("a valid SKU")
 }
 
 pub async fn run(b: &Bench) -> anyhow::Result<CommandsFigure> {

@@ -15,11 +15,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::commands::order_body;
+use crate::commands::{bench_sku, order_body};
 use crate::drive::http_client;
 use crate::procs::{Cost, Monitor, Proc, Watched};
 use crate::stats::{LatencySpread, Percentiles, Spread};
 use crate::Bench;
+use contracts::inventory::CreateProduct;
+use domain::Currency;
 
 /// The offered loads tried, in orders per second, until one misses.
 const LADDER: [f64; 15] = [
@@ -429,14 +431,18 @@ async fn create_products(stack: &Stack) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let url = format!("{}/products", stack.url("inventory"));
     for i in 0..100 {
-        let sku = format!("BENCH-{i:04}");
+        let sku = bench_sku(i);
+        let create = CreateProduct {
+            sku: sku.clone(),
+            name: format!("Bench product {i}"),
+            unit_price: 1250,
+            currency: Currency::parse("EUR").expect("a currency"),
+            initial_stock: 1_000_000,
+        };
         let r = client
             .post(&url)
             .header("idempotency-key", format!("bench-product-{sku}"))
-            .json(&serde_json::json!({
-                "sku": sku, "name": format!("Bench product {i}"), "unit_price": 1250,
-                "currency": "EUR", "initial_stock": 1_000_000u32,
-            }))
+            .json(&create)
             .send()
             .await?;
         anyhow::ensure!(
