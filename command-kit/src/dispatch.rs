@@ -27,7 +27,7 @@ pub struct Request {
 /// Executes the commands of one context.
 pub struct Dispatcher<S: CommandSpec> {
     spec: S,
-    commands: HashMap<&'static str, Binding<S::Aggregate>>,
+    commands: HashMap<&'static str, Binding<S>>,
     bus: CommandBus<S::Aggregate>,
 }
 

@@ -18,5 +18,5 @@ pub mod spec;
 pub use app::CommandApp;
 pub use contracts::Reply;
 pub use dispatch::{Dispatcher, Request};
-pub use settings::{settings, ServiceDefaults, ServiceSettings};
+pub use settings::{settings, ServiceSettings};
 pub use spec::{parsed, Binding, CommandSpec, Parsed};

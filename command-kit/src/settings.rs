@@ -27,20 +27,14 @@ pub struct ServiceSettings {
     pub body_limit_bytes: usize,
 }
 
-/// What differs between command services: their port and database under `cargo xtask up`.
-#[derive(Debug, Clone, Copy)]
-pub struct ServiceDefaults {
-    pub port: u16,
-    pub database_url: &'static str,
-}
-
 /// The settings of context `S`'s service from an environment, with its defaults.
 pub fn settings<S: crate::CommandSpec>(env: &Env) -> Result<ServiceSettings, EnvError> {
     ServiceSettings::from_env(env, S::DEFAULTS)
 }
 
 impl ServiceSettings {
-    pub fn from_env(env: &Env, defaults: ServiceDefaults) -> Result<Self, EnvError> {
+    /// Reads the variables, with the service's port and database as `defaults`.
+    pub fn from_env(env: &Env, defaults: Defaults) -> Result<Self, EnvError> {
         let batch: i64 = env.parse_or("OUTBOX_BATCH_SIZE", 500)?;
         if !(1..=1000).contains(&batch) {
             return Err(EnvError {
@@ -55,11 +49,6 @@ impl ServiceSettings {
                 reason: "must be at least 1".into(),
             });
         }
-        let defaults = Defaults {
-            port: defaults.port,
-            database_url: defaults.database_url,
-            max_connections: 10,
-        };
         Ok(Self {
             basics: Basics::from_env(env, defaults)?,
             nats: NatsSettings::from_env(env)?,
@@ -77,9 +66,10 @@ impl ServiceSettings {
 mod tests {
     use super::*;
 
-    const DEFAULTS: ServiceDefaults = ServiceDefaults {
+    const DEFAULTS: Defaults = Defaults {
         port: 8082,
         database_url: "postgres://inventory@127.0.0.1:25432/inventory",
+        max_connections: 10,
     };
 
     #[test]

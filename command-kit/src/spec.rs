@@ -29,15 +29,18 @@ pub struct Parsed<A: Aggregate> {
 type Parse<A> = Box<dyn Fn(Value, DateTime<Utc>) -> Result<Parsed<A>, String> + Send + Sync>;
 
 /// One command of the context's contract and how its request becomes the aggregate's command.
-pub struct Binding<A: Aggregate> {
+pub struct Binding<S: CommandSpec> {
     pub info: CommandInfo,
-    parse: Parse<A>,
+    parse: Parse<S::Aggregate>,
 }
 
-impl<A: Aggregate + 'static> Binding<A> {
-    /// Binds the contract's command `C`; `bind` maps its request (with the time it arrived)
-    /// to the aggregate's command.
-    pub fn new<C: Command>(bind: fn(C, DateTime<Utc>) -> Parsed<A>) -> Self {
+impl<S: CommandSpec> Binding<S> {
+    /// Binds the contract's command `C` (whose answer is the context's); `bind` maps its
+    /// request (with the time it arrived) to the aggregate's command.
+    pub fn new<C>(bind: fn(C, DateTime<Utc>) -> Parsed<S::Aggregate>) -> Self
+    where
+        C: Command<Answer = S::Answer>,
+    {
         Self {
             info: contracts::info::<C>(),
             parse: Box::new(move |body, now| {
@@ -49,7 +52,7 @@ impl<A: Aggregate + 'static> Binding<A> {
 
     /// Reads the command from its JSON body (path parameters already merged in); `Err` is a
     /// human-readable reason the body is invalid.
-    pub fn parse(&self, body: Value, now: DateTime<Utc>) -> Result<Parsed<A>, String> {
+    pub fn parse(&self, body: Value, now: DateTime<Utc>) -> Result<Parsed<S::Aggregate>, String> {
         (self.parse)(body, now)
     }
 }
@@ -85,7 +88,7 @@ pub trait CommandSpec: Send + Sync + 'static {
     /// The problem type of a domain rejection over HTTP: `order-rejected`.
     const REJECTED_KIND: &'static str;
     /// The service's port and database under `cargo xtask up`.
-    const DEFAULTS: crate::settings::ServiceDefaults;
+    const DEFAULTS: runtime::service::Defaults;
 
     /// How stored events of older versions are read as the current ones.
     fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
@@ -93,7 +96,9 @@ pub trait CommandSpec: Send + Sync + 'static {
     }
 
     /// Every command of the context, each bound to the aggregate.
-    fn bindings() -> Vec<Binding<Self::Aggregate>>;
+    fn bindings() -> Vec<Binding<Self>>
+    where
+        Self: Sized;
 
     /// An accepted answer, from the command, the aggregate after it, and the events it
     /// appended (none when it changed nothing).
@@ -106,9 +111,34 @@ pub trait CommandSpec: Send + Sync + 'static {
 }
 
 /// The context's bindings by command name.
-pub fn by_name<S: CommandSpec>() -> HashMap<&'static str, Binding<S::Aggregate>> {
+pub fn by_name<S: CommandSpec>() -> HashMap<&'static str, Binding<S>> {
     S::bindings()
         .into_iter()
         .map(|b| (b.info.name, b))
         .collect()
+}
+
+/// Whether context `S` binds exactly the commands its contract declares, each once: a
+/// command left out would build and then answer `unknown_command` at run time. Each service
+/// runs this in a test.
+pub fn binds_its_contract<S: CommandSpec>() -> Result<(), String> {
+    let mut bound: Vec<(&str, &str)> = S::bindings()
+        .iter()
+        .map(|b| (b.info.context.token(), b.info.name))
+        .collect();
+    let mut declared: Vec<(&str, &str)> = contracts::all()
+        .iter()
+        .filter(|c| c.context == S::CONTEXT)
+        .map(|c| (c.context.token(), c.name))
+        .collect();
+    bound.sort_unstable();
+    declared.sort_unstable();
+    if bound == declared {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} binds {bound:?}, its contract declares {declared:?}",
+            S::CONTEXT
+        ))
+    }
 }

@@ -69,7 +69,9 @@ pub fn decode_data<E: LogEvent>(name: &str, version: u32, data: &Value) -> Resul
     let tagged = MapDeserializer::<_, serde_json::Error>::new(std::iter::once((name, &*data)));
     E::deserialize(MapAccessDeserializer::new(tagged)).map_err(|e| {
         let reason = e.to_string();
-        if reason.starts_with("unknown variant") {
+        // Only the event's own name as an unknown variant means an unknown type; an unknown
+        // value inside the body (a reason, a currency) is a body that does not decode.
+        if reason.starts_with(&format!("unknown variant `{name}`")) {
             DecodeError::Unknown {
                 name: name.to_owned(),
                 version,
@@ -125,5 +127,41 @@ impl LogEvent for SagaEvent {
 
     fn upcast<'a>(_: &str, version: u32, data: &'a Value) -> Option<Cow<'a, Value>> {
         only_v1(version, data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_unknown_type_and_a_bad_body_are_told_apart() {
+        let unknown = decode_data::<OrderEvent>("OrderShipped", 1, &json!({}));
+        assert!(
+            matches!(unknown, Err(DecodeError::Unknown { .. })),
+            "{unknown:?}"
+        );
+        let body = json!({"order_id": "0193a1b2-7c3d-7e4f-8a5b-6c7d8e9f0a1b", "reason": "bored",
+                          "detail": "", "skus": []});
+        let bad = decode_data::<OrderEvent>("OrderRejected", 1, &body);
+        assert!(matches!(bad, Err(DecodeError::Body { .. })), "{bad:?}");
+        let version = decode_data::<OrderEvent>("OrderPlaced", 3, &json!({}));
+        assert!(
+            matches!(version, Err(DecodeError::Unknown { version: 3, .. })),
+            "{version:?}"
+        );
+    }
+
+    #[test]
+    fn order_placed_v1_arrives_without_a_payment_token() {
+        let v1 = json!({"order_id": "0193a1b2-7c3d-7e4f-8a5b-6c7d8e9f0a1b",
+                        "customer_id": "0193a1b2-0000-7000-8000-000000000001",
+                        "lines": [{"sku": "SKU-1", "quantity": 2}],
+                        "placed_at": "2026-11-30T10:00:00Z"});
+        match decode_data::<OrderEvent>("OrderPlaced", 1, &v1).unwrap() {
+            OrderEvent::OrderPlaced(placed) => assert_eq!(placed.payment_token, None),
+            other => panic!("{other:?}"),
+        }
     }
 }

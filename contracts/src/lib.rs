@@ -113,6 +113,9 @@ mod tests {
         for c in &all {
             let schema = (c.request)(schemars::generate::SchemaSettings::draft2020_12());
             let properties = &schema.as_value()["properties"];
+            // The services put an answer's fields beside the aggregate id and version.
+            let answer = (c.answer)(schemars::generate::SchemaSettings::draft2020_12());
+            assert_eq!(answer.as_value()["type"], "object", "{}'s answer", c.name);
             for param in path_params(c.path) {
                 assert!(
                     properties.get(param).is_some(),

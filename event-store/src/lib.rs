@@ -14,12 +14,3 @@ pub use relay::{Relay, RelaySettings};
 
 /// Migrations for a command service's database: the event store and the outbox.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// Connects a pool and applies [`MIGRATOR`].
-pub async fn connect_and_migrate(
-    database: &runtime::db::DatabaseSettings,
-) -> Result<sqlx::PgPool, sqlx::Error> {
-    let pool = database.connect().await?;
-    MIGRATOR.run(&pool).await?;
-    Ok(pool)
-}

@@ -10,13 +10,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 async fn two_replicas() -> (CommandBus<Product>, CommandBus<Product>) {
-    let url = testkit::fresh_database("memory").await;
-    let pool = event_store::connect_and_migrate(&runtime::db::DatabaseSettings {
-        url: runtime::secret::Secret::new(url),
-        max_connections: 4,
-    })
-    .await
-    .unwrap();
+    let pool = testkit::world::World::new("memory").await.pool;
     let bus = || CommandBus::<Product>::new(pool.clone(), (), Arc::new(Notify::new()));
     (bus(), bus())
 }

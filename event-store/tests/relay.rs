@@ -23,15 +23,8 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let url = testkit::fresh_database("relay").await;
-    let pool = event_store::connect_and_migrate(&runtime::db::DatabaseSettings {
-        url: runtime::secret::Secret::new(url.clone()),
-        max_connections: 10,
-    })
-    .await
-    .unwrap();
-    let js = async_nats::jetstream::new(testkit::nats().await);
-    let ns = testkit::unique_namespace();
+    let world = testkit::world::World::new("relay").await;
+    let (pool, js, ns) = (world.pool, world.js, world.ns);
     messaging::streams::ensure_stream(&js, &ns, BoundedContext::Orders, &StreamSettings::default())
         .await
         .unwrap();

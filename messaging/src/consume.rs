@@ -47,18 +47,33 @@ pub async fn fetch(
                 .expires(wait)
                 .messages()
                 .await;
-            messages.extend(collect(more).await?);
+            // What already arrived is handled even if the rest of the request fails.
+            match collect(more).await {
+                Ok(more) => messages.extend(more),
+                Err(e) => {
+                    tracing::warn!(error = %e, kept = messages.len(), "a pull request failed")
+                }
+            }
         }
     }
     Ok(messages)
 }
 
-/// Reads a pull request's messages to the end.
+/// Reads a pull request's messages to the end. An error after some messages keeps those (they
+/// are handled and settled now, not left to wait out the ack wait); an error before any is
+/// the fetch's error.
 async fn collect(batch: Result<pull::Batch, pull::BatchError>) -> Result<Vec<Message>, FetchError> {
     let mut batch = batch.map_err(|e| FetchError(e.to_string()))?;
     let mut messages = Vec::new();
     while let Some(message) = batch.next().await {
-        messages.push(message.map_err(|e| FetchError(e.to_string()))?);
+        match message {
+            Ok(message) => messages.push(message),
+            Err(e) if messages.is_empty() => return Err(FetchError(e.to_string())),
+            Err(e) => {
+                tracing::warn!(error = %e, kept = messages.len(), "a pull request ended early");
+                break;
+            }
+        }
     }
     Ok(messages)
 }

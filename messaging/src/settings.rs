@@ -43,10 +43,12 @@ impl NatsSettings {
         contexts: &[crate::BoundedContext],
     ) -> anyhow::Result<(async_nats::Client, async_nats::jetstream::Context)> {
         use anyhow::Context;
-        let nats = self
-            .connect()
-            .await
-            .with_context(|| format!("connecting NATS at {}", self.url))?;
+        let nats = self.connect().await.with_context(|| {
+            format!(
+                "connecting NATS at {}",
+                runtime::secret::redact_url(&self.url)
+            )
+        })?;
         let js = async_nats::jetstream::new(nats.clone());
         for context in contexts {
             crate::streams::ensure_stream(&js, &self.namespace, *context, &self.stream)

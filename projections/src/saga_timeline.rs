@@ -2,28 +2,32 @@
 //! outcome, from the `SAGAS` stream.
 
 use chrono::{DateTime, Utc};
+use domain::saga::SagaEvent;
 use messaging::{BoundedContext, Envelope};
 use read_model::SagaStatus;
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::projection::{unknown, Folds, Projection};
+use crate::projection::{decode, Folds, Projection};
 
 /// Keeps `saga_timeline` and `sagas_view` up to date.
 #[derive(Debug, Default, Clone)]
 pub struct SagaTimeline;
 
-const KINDS: &[&str] = &[
-    "SagaStarted",
-    "StepAttempted",
-    "StepCompleted",
-    "StepFailed",
-    "StepGaveUp",
-    "CompensationStarted",
-    "SagaCompleted",
-    "SagaNeedsAttention",
-];
+/// The timeline's `kind` of an event: its type name.
+fn kind_of(event: &SagaEvent) -> &'static str {
+    match event {
+        SagaEvent::SagaStarted { .. } => "SagaStarted",
+        SagaEvent::StepAttempted { .. } => "StepAttempted",
+        SagaEvent::StepCompleted { .. } => "StepCompleted",
+        SagaEvent::StepFailed { .. } => "StepFailed",
+        SagaEvent::StepGaveUp { .. } => "StepGaveUp",
+        SagaEvent::CompensationStarted { .. } => "CompensationStarted",
+        SagaEvent::SagaCompleted { .. } => "SagaCompleted",
+        SagaEvent::SagaNeedsAttention { .. } => "SagaNeedsAttention",
+    }
+}
 
 /// One saga event as the timeline keeps it.
 #[derive(Debug)]
@@ -55,41 +59,42 @@ impl Projection for SagaTimeline {
     }
 
     fn decode(&self, event: &Envelope) -> Result<SagaChange, String> {
-        let Some(kind) = KINDS.iter().copied().find(|k| *k == event.name()) else {
-            return Err(unknown(event));
-        };
-        if event.version() != 1 {
-            return Err(unknown(event));
-        }
         let order_id = Uuid::parse_str(&event.subject)
             .map_err(|_| format!("saga id {:?} is not a UUID", event.subject))?;
-        let text = |key: &str| {
-            event
-                .data
-                .get(key)
-                .and_then(|s| s.as_str())
-                .map(str::to_owned)
+        let saga_event: SagaEvent = decode(event)?;
+        let (step, status, outcome) = match &saga_event {
+            SagaEvent::SagaStarted { .. } => (None, Some(SagaStatus::Running), None),
+            SagaEvent::StepAttempted { step, .. }
+            | SagaEvent::StepCompleted { step, .. }
+            | SagaEvent::StepFailed { step, .. }
+            | SagaEvent::StepGaveUp { step, .. } => (Some(step.to_string()), None, None),
+            SagaEvent::CompensationStarted { .. } => (None, Some(SagaStatus::Compensating), None),
+            SagaEvent::SagaCompleted { outcome, .. } => {
+                let outcome = serde_json::to_value(outcome)
+                    .ok()
+                    .and_then(|o| o.as_str().map(str::to_owned));
+                (None, Some(SagaStatus::Completed), outcome)
+            }
+            SagaEvent::SagaNeedsAttention { step, .. } => (
+                Some(step.to_string()),
+                Some(SagaStatus::NeedsAttention),
+                None,
+            ),
         };
-        let status = match kind {
-            "SagaStarted" => Some(SagaStatus::Running),
-            "CompensationStarted" => Some(SagaStatus::Compensating),
-            "SagaCompleted" => Some(SagaStatus::Completed),
-            "SagaNeedsAttention" => Some(SagaStatus::NeedsAttention),
-            _ => None,
-        };
+        // The payment token never leaves the write side: the timeline keeps the rest.
+        let mut detail = event.data.clone();
+        if let Some(fields) = detail.as_object_mut() {
+            fields.remove("payment_token");
+        }
         Ok(SagaChange {
             order_id,
             sequence: event.sequence as i64,
             at: event.time,
-            kind,
-            step: text("step"),
-            detail: event.data.clone(),
+            kind: kind_of(&saga_event),
+            step,
+            detail,
             status,
-            outcome: if kind == "SagaCompleted" {
-                text("outcome")
-            } else {
-                None
-            },
+            outcome,
         })
     }
 

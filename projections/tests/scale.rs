@@ -4,10 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use contracts::orders::{CancelOrder, PlaceOrder};
 use runtime::env::Env;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::PgPool;
-use testkit::world::{post, serve, World};
+use testkit::fixtures::line;
+use testkit::world::{post_command, OrderAccepted, World};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -43,18 +45,19 @@ async fn checkpoint(pool: &PgPool) -> i64 {
     .unwrap()
 }
 
-/// The orders service on `world`'s database and namespace: its URL and its stop.
-async fn orders_service(world: &World) -> (String, tokio_util::sync::CancellationToken) {
-    let env = Env::from_pairs(world.env());
-    let settings = command_kit::settings::<orders::OrdersSpec>(&env).unwrap();
-    let app = command_kit::CommandApp::of::<orders::OrdersSpec>(&settings);
-    serve(app.await.unwrap())
+/// An order of `quantity` of `sku` for `customer`.
+fn order(customer: Uuid, sku: &str, quantity: u32) -> PlaceOrder {
+    PlaceOrder {
+        customer_id: customer,
+        lines: vec![line(sku, quantity)],
+        payment_token: "tok_ok".into(),
+    }
 }
 
 #[tokio::test]
 async fn two_workers_build_exactly_what_one_builds_from_20000_events() {
     let world = World::new("orders").await;
-    let (base, stop_orders) = orders_service(&world).await;
+    let (base, stop_orders) = world.spawn::<orders::OrdersSpec>().await;
 
     // 16,000 orders from 400 customers, 4,000 of them cancelled: 20,000 events.
     let customers: Arc<Vec<Uuid>> = Arc::new((0..400).map(|_| Uuid::now_v7()).collect());
@@ -66,14 +69,14 @@ async fn two_workers_build_exactly_what_one_builds_from_20000_events() {
             .map(|&i| {
                 let (base, customers) = (base.clone(), customers.clone());
                 tokio::spawn(async move {
-                    let body = json!({
-                        "customer_id": customers[i % customers.len()],
-                        "lines": [{"sku": format!("S{}", i % 7), "quantity": 1 + i % 3}],
-                        "payment_token": "tok_ok"
-                    });
-                    let r = post(&base, "/orders", body, None).await;
+                    let place = order(
+                        customers[i % customers.len()],
+                        &format!("S{}", i % 7),
+                        1 + i as u32 % 3,
+                    );
+                    let r = post_command(&base, &place, None).await;
                     assert_eq!(r.status, 202, "{:?}", r.body);
-                    r.body["order_id"].as_str().unwrap().to_owned()
+                    r.answer::<OrderAccepted>().order_id
                 })
             })
             .collect();
@@ -85,9 +88,9 @@ async fn two_workers_build_exactly_what_one_builds_from_20000_events() {
         let tasks: Vec<_> = chunk
             .iter()
             .map(|id| {
-                let (base, id) = (base.clone(), (*id).clone());
+                let (base, order_id) = (base.clone(), **id);
                 tokio::spawn(async move {
-                    let r = post(&base, &format!("/orders/{id}/cancel"), json!({}), None).await;
+                    let r = post_command(&base, &CancelOrder { order_id }, None).await;
                     assert_eq!(r.status, 202, "{:?}", r.body);
                 })
             })
@@ -173,7 +176,7 @@ async fn two_workers_build_exactly_what_one_builds_from_20000_events() {
 #[tokio::test]
 async fn a_rebuild_swaps_in_equal_tables_while_a_reader_never_sees_them_empty_or_partial() {
     let world = World::new("orders").await;
-    let (base, stop_orders) = orders_service(&world).await;
+    let (base, stop_orders) = world.spawn::<orders::OrdersSpec>().await;
     let base = Arc::new(base);
     let customers: Arc<Vec<Uuid>> = Arc::new((0..50).map(|_| Uuid::now_v7()).collect());
     for chunk in (0..3_000usize).collect::<Vec<_>>().chunks(64) {
@@ -182,9 +185,8 @@ async fn a_rebuild_swaps_in_equal_tables_while_a_reader_never_sees_them_empty_or
             .map(|&i| {
                 let (base, customers) = (base.clone(), customers.clone());
                 tokio::spawn(async move {
-                    let body = json!({"customer_id": customers[i % 50],
-                        "lines": [{"sku": "R", "quantity": 1}], "payment_token": "tok_ok"});
-                    assert_eq!(post(&base, "/orders", body, None).await.status, 202);
+                    let place = order(customers[i % 50], "R", 1);
+                    assert_eq!(post_command(&base, &place, None).await.status, 202);
                 })
             })
             .collect();
@@ -256,15 +258,8 @@ async fn a_rebuild_swaps_in_equal_tables_while_a_reader_never_sees_them_empty_or
     assert!(before == after, "the rebuilt tables equal the live ones");
 
     // The live worker goes on, into the new tables, from the rebuilt checkpoint.
-    let extra = post(
-        &base,
-        "/orders",
-        json!({"customer_id": customers[0],
-        "lines": [{"sku": "R", "quantity": 1}], "payment_token": "tok_ok"}),
-        None,
-    )
-    .await;
-    let id = extra.body["order_id"].as_str().unwrap().to_owned();
+    let extra = post_command(&base, &order(customers[0], "R", 1), None).await;
+    let id = extra.answer::<OrderAccepted>().order_id.to_string();
     testkit::eventually(
         Duration::from_secs(30),
         "a new order in the new tables",

@@ -131,8 +131,11 @@ pub fn generate() -> BTreeMap<String, Value> {
             let suffix = if part == "reply" { ".reply" } else { "" };
             let path = format!("commands/{context}/{}{suffix}.json", command.name);
             let title = format!("{} {part} ({context} context)", command.name);
-            let schema = schema(schemars::generate::SchemaSettings::draft2020_12());
-            files.insert(path.clone(), finish(schema.to_value(), &path, title));
+            let mut schema = schema(schemars::generate::SchemaSettings::draft2020_12()).to_value();
+            if part == "request" {
+                with_command_id(&mut schema);
+            }
+            files.insert(path.clone(), finish(schema, &path, title));
         }
     }
     for (service, document) in openapi_documents() {
@@ -147,6 +150,25 @@ pub fn generate() -> BTreeMap<String, Value> {
         ),
     );
     files
+}
+
+/// A command's fields as a NATS request: plus the `command_id` that is its idempotency key
+/// (over HTTP the `Idempotency-Key` header plays that part, and the OpenAPI documents describe
+/// the body without it).
+fn with_command_id(schema: &mut Value) {
+    let Some(object) = schema.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Object(properties)) = object.get_mut("properties") {
+        properties.insert(
+            contracts::reply::COMMAND_ID.into(),
+            json!({"type": "string", "minLength": 1, "maxLength": 255,
+                   "description": "The command's idempotency key: a repeat gets the first answer"}),
+        );
+    }
+    if let Some(Value::Array(required)) = object.get_mut("required") {
+        required.insert(0, json!(contracts::reply::COMMAND_ID));
+    }
 }
 
 /// Every HTTP service's OpenAPI document, by service name.

@@ -252,3 +252,35 @@ fn every_event_version_has_a_committed_example_that_matches_its_schema() {
         "examples without a schema, or schemas without an example"
     );
 }
+
+#[test]
+fn a_nats_request_and_its_reply_match_the_committed_command_schemas() {
+    use contracts::inventory::{ReserveStock, StockAnswer};
+    use contracts::{Command, NatsCommand, Reply};
+    let reserve = ReserveStock {
+        sku: domain::Sku::parse("SKU-1").unwrap(),
+        order_id: uuid::Uuid::now_v7(),
+        quantity: 2,
+    };
+    let request = serde_json::to_value(NatsCommand {
+        command_id: "c-1",
+        command: &reserve,
+    })
+    .unwrap();
+    let path = format!("commands/inventory/{}.json", ReserveStock::NAME);
+    assert_eq!(
+        testkit::schemas::check(&path, &request),
+        Vec::<String>::new()
+    );
+    // Without its command id, a NATS request is refused, as the service refuses it.
+    let bare = serde_json::to_value(&reserve).unwrap();
+    assert!(!testkit::schemas::check(&path, &bare).is_empty());
+
+    let reply: Reply<StockAnswer> = Reply::rejected("out_of_stock", "only 1 left", false);
+    let reply_path = format!("commands/inventory/{}.reply.json", ReserveStock::NAME);
+    let reply = serde_json::to_value(reply).unwrap();
+    assert_eq!(
+        testkit::schemas::check(&reply_path, &reply),
+        Vec::<String>::new()
+    );
+}

@@ -1,6 +1,10 @@
 //! `/metrics` after one saga: the counters of every hop carry the right values. A test binary
 //! of its own, because the metrics recorder is one per process.
 
+use contracts::inventory::ReserveStock;
+use contracts::orders::{ConfirmOrder, PlaceOrder};
+use contracts::payments::{AuthorisePayment, CapturePayment};
+use contracts::Command;
 use messaging::BoundedContext;
 use testkit::stack::Stack;
 
@@ -39,31 +43,20 @@ async fn metrics_count_one_saga_at_every_hop() {
             "{name} {labels:?} in:\n{text}"
         );
     };
-    expect(
-        "commands_total",
-        &["command=\"PlaceOrder\"", "outcome=\"accepted\""],
-        1.0,
-    );
-    expect(
-        "commands_total",
-        &["command=\"ReserveStock\"", "outcome=\"accepted\""],
-        1.0,
-    );
-    expect(
-        "commands_total",
-        &["command=\"AuthorisePayment\"", "outcome=\"accepted\""],
-        1.0,
-    );
-    expect(
-        "commands_total",
-        &["command=\"CapturePayment\"", "outcome=\"accepted\""],
-        1.0,
-    );
-    expect(
-        "commands_total",
-        &["command=\"ConfirmOrder\"", "outcome=\"accepted\""],
-        1.0,
-    );
+    let command = |name: &str| format!("command=\"{name}\"");
+    for name in [
+        PlaceOrder::NAME,
+        ReserveStock::NAME,
+        AuthorisePayment::NAME,
+        CapturePayment::NAME,
+        ConfirmOrder::NAME,
+    ] {
+        expect(
+            "commands_total",
+            &[&command(name), "outcome=\"accepted\""],
+            1.0,
+        );
+    }
     expect("sagas_started_total", &[], 1.0);
     expect("sagas_completed_total", &["outcome=\"confirmed\""], 1.0);
     expect(
@@ -75,7 +68,7 @@ async fn metrics_count_one_saga_at_every_hop() {
     expect("outbox_published_total", &["stream=\"ORDERS\""], 3.0);
     expect(
         "command_duration_seconds_count",
-        &["command=\"PlaceOrder\""],
+        &[&command(PlaceOrder::NAME)],
         1.0,
     );
     expect(

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runtime::telemetry::{LogFormat, LogSettings};
-use serde_json::json;
 use testkit::otlp::{ReceivedSpan, Receiver};
 use testkit::stack::Stack;
 use uuid::Uuid;
@@ -99,11 +98,11 @@ async fn one_order_is_one_trace_across_every_service() {
     let ours = reqwest::Client::new()
         .post(format!("{}/orders", s.urls[0]))
         .header("traceparent", &traceparent)
-        .json(&json!({
-            "customer_id": Uuid::now_v7(),
-            "lines": [{"sku": "TR-1", "quantity": 2}],
-            "payment_token": "tok_ok"
-        }))
+        .json(&PlaceOrder {
+            customer_id: Uuid::now_v7(),
+            lines: vec![testkit::fixtures::line("TR-1", 2)],
+            payment_token: "tok_ok".into(),
+        })
         .send();
     let (r, other) = tokio::join!(ours, s.place(&[("TR-1", 1)], "tok_ok"));
     let r = r.unwrap();

@@ -23,7 +23,8 @@ fn validator(path: &str) -> &'static jsonschema::Validator {
     })
 }
 
-fn check(path: &str, instance: &Value) -> Vec<String> {
+/// Every violation of the committed schema at `path` (under `schemas/`) by `instance`.
+pub fn check(path: &str, instance: &Value) -> Vec<String> {
     validator(path)
         .iter_errors(instance)
         .map(|e| format!("{path}: {e} at {}", e.instance_path()))

@@ -207,24 +207,8 @@ impl Stack {
         let orchestrator = PgPool::connect(&orchestrator_db).await.unwrap();
         let orchestrator_url = orchestrator_db.clone();
 
-        let (o, o_stop) = serve(
-            command_kit::CommandApp::of::<orders::OrdersSpec>(
-                &command_kit::settings::<orders::OrdersSpec>(&Env::from_pairs(orders.env()))
-                    .unwrap(),
-            )
-            .await
-            .unwrap(),
-        );
-        let (i, i_stop) = serve(
-            command_kit::CommandApp::of::<inventory::InventorySpec>(
-                &command_kit::settings::<inventory::InventorySpec>(&Env::from_pairs(
-                    inventory.env(),
-                ))
-                .unwrap(),
-            )
-            .await
-            .unwrap(),
-        );
+        let (o, o_stop) = orders.spawn::<orders::OrdersSpec>().await;
+        let (i, i_stop) = inventory.spawn::<inventory::InventorySpec>().await;
         let mut pay_env = payments.env();
         pay_env.push(("PAYMENT_PROVIDER_TIMEOUT_MS", "300".into()));
         let (p, p_stop) = serve(

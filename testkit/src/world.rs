@@ -215,6 +215,13 @@ impl World {
     }
 }
 
+/// The id and version of an accepted answer to an order command.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct OrderAccepted {
+    pub order_id: uuid::Uuid,
+    pub version: u64,
+}
+
 impl HttpAnswer {
     /// The body as `T`: the command's answer of an accepted HTTP answer (its id and version
     /// fields are left aside).

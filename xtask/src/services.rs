@@ -191,12 +191,16 @@ pub fn print_urls(layout: &Layout) {
     println!("  {:<12} {}", "postgres", layout.pg_admin_url());
     println!("logs: {}", layout.logs().display());
     println!();
-    println!("try:");
+    println!("try (a product first, then an order for it; README \"Try it\" has the whole walk):");
+    println!(
+        r#"  curl -s -X POST localhost:8082/products -H 'content-type: application/json' \
+    -d '{{"sku":"SKU-1","name":"Mug","unit_price":1250,"currency":"EUR","initial_stock":10}}'"#
+    );
     println!(
         r#"  curl -s -X POST localhost:8081/orders -H 'content-type: application/json' \
     -d '{{"customer_id":"0192f0c1-0000-7000-8000-000000000001","lines":[{{"sku":"SKU-1","quantity":2}}],"payment_token":"tok_ok"}}'"#
     );
-    println!("  curl -s 'localhost:8080/orders/<order_id>?min_version=1'");
+    println!("  curl -s 'localhost:8080/orders/<order_id>?min_version=3'");
     println!();
     println!("observe:");
     println!(

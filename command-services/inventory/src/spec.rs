@@ -2,7 +2,6 @@
 //! `ProductCommand`, and what an answer holds.
 
 use command_kit::spec::{parsed, Binding, CommandSpec, Parsed};
-use command_kit::ServiceDefaults;
 use contracts::inventory::{
     ChangePrice, CommitStock, CreateProduct, ReleaseStock, ReserveStock, RestockProduct,
     StockAnswer,
@@ -10,6 +9,7 @@ use contracts::inventory::{
 use domain::product::{Product, ProductCommand, ProductEvent};
 use domain::{Money, Sku};
 use messaging::BoundedContext;
+use runtime::service::Defaults;
 use uuid::Uuid;
 
 /// The inventory context's commands.
@@ -32,12 +32,13 @@ impl CommandSpec for InventorySpec {
     const CONTEXT: BoundedContext = BoundedContext::Inventory;
     const ID_FIELD: &'static str = "sku";
     const REJECTED_KIND: &'static str = "product-rejected";
-    const DEFAULTS: ServiceDefaults = ServiceDefaults {
+    const DEFAULTS: Defaults = Defaults {
         port: 8082,
         database_url: "postgres://inventory@127.0.0.1:25432/inventory",
+        max_connections: 10,
     };
 
-    fn bindings() -> Vec<Binding<Product>> {
+    fn bindings() -> Vec<Binding<Self>> {
         vec![
             Binding::new(|b: CreateProduct, _| {
                 catalog(
@@ -120,5 +121,15 @@ impl CommandSpec for InventorySpec {
             answer.currency = Some(price.currency);
         }
         answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_of_the_contract_is_bound_once() {
+        command_kit::spec::binds_its_contract::<InventorySpec>().unwrap();
     }
 }

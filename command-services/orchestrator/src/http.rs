@@ -49,6 +49,26 @@ pub struct TimelineEntry {
     pub event: SagaEvent,
 }
 
+/// The event as readers may see it: the payment token never leaves the write side.
+fn without_token(event: SagaEvent) -> SagaEvent {
+    match event {
+        SagaEvent::SagaStarted {
+            order_id,
+            customer_id,
+            lines,
+            started_at,
+            ..
+        } => SagaEvent::SagaStarted {
+            order_id,
+            customer_id,
+            lines,
+            payment_token: None,
+            started_at,
+        },
+        other => other,
+    }
+}
+
 /// The orchestrator's OpenAPI document.
 pub fn openapi() -> Value {
     let mut components = serde_json::Map::new();
@@ -107,7 +127,7 @@ async fn saga(
         .iter()
         .map(|e| TimelineEntry {
             sequence: e.sequence,
-            event: e.payload.clone(),
+            event: without_token(e.payload.clone()),
         })
         .collect();
     Ok(Json(SagaView {

@@ -53,7 +53,8 @@ pub async fn run(mut consumer: PullConsumer, driver: Arc<Driver>, shutdown: Canc
         &shutdown,
         Backoff::new(Duration::from_secs(1), Duration::from_secs(5)),
         || async {
-            // Messages are handled as they arrive; an idle loop waits on the server.
+            // A batch is what has arrived (an idle loop waits on the server for the next one);
+            // each message is settled once its saga has taken it.
             let batch = consume::fetch(consumer, 100, Duration::from_millis(500)).await?;
             for message in batch {
                 let kind = handle(&message, &driver, name).await;

@@ -163,16 +163,22 @@ pub fn reply_outcome(step: &Step, payload: &[u8]) -> Result<StepResult, String> 
     match step {
         Step::Reserve(_) => match read::<<ReserveStock as Command>::Answer>(payload)? {
             Reply::Accepted { data, .. } => Ok(reserved(&data)),
-            rejected => rejection(step, rejected),
+            Reply::Rejected {
+                reason, retryable, ..
+            } => rejection(step, reason, retryable),
         },
         Step::Authorise => match read::<<AuthorisePayment as Command>::Answer>(payload)? {
             Reply::Accepted { data, .. } => Ok(authorised(data)),
-            rejected => rejection(step, rejected),
+            Reply::Rejected {
+                reason, retryable, ..
+            } => rejection(step, reason, retryable),
         },
         // The other steps only need to know that the command was accepted.
         _ => match read::<IgnoredAny>(payload)? {
             Reply::Accepted { .. } => Ok(StepResult::Done),
-            rejected => rejection(step, rejected),
+            Reply::Rejected {
+                reason, retryable, ..
+            } => rejection(step, reason, retryable),
         },
     }
 }
@@ -199,13 +205,7 @@ fn authorised(answer: PaymentAnswer) -> StepResult {
 }
 
 /// A rejected reply: a retryable one is a failure, any other a result of the step.
-fn rejection<D>(step: &Step, reply: Reply<D>) -> Result<StepResult, String> {
-    let Reply::Rejected {
-        reason, retryable, ..
-    } = reply
-    else {
-        unreachable!("only rejections are passed here")
-    };
+fn rejection(step: &Step, reason: String, retryable: bool) -> Result<StepResult, String> {
     if retryable {
         return Err(reason);
     }
@@ -273,5 +273,69 @@ pub fn input_of(envelope: &Envelope) -> Option<(Uuid, Input)> {
             PaymentEvent::PaymentRefunded { order_id, .. } => done(order_id, Step::Refund),
         },
         BoundedContext::Sagas => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contracts::inventory::StockAnswer;
+
+    fn reserve() -> Step {
+        Step::Reserve(Sku::parse("SKU-1").unwrap())
+    }
+
+    fn reply<D: serde::Serialize>(reply: &Reply<D>) -> Vec<u8> {
+        serde_json::to_vec(reply).unwrap()
+    }
+
+    #[test]
+    fn an_unreadable_reply_is_a_failure_to_retry() {
+        assert!(reply_outcome(&reserve(), b"not json").is_err());
+        assert!(reply_outcome(&reserve(), br#"{"status":"accepted"}"#).is_err());
+        assert!(reply_outcome(&Step::Confirm, br#"{"status":"maybe"}"#).is_err());
+    }
+
+    #[test]
+    fn rejections_are_results_unless_retryable() {
+        let rejected =
+            |reason: &str, retryable| reply(&Reply::<StockAnswer>::rejected(reason, "", retryable));
+        assert_eq!(
+            reply_outcome(&reserve(), &rejected("out_of_stock", false)),
+            Ok(StepResult::OutOfStock)
+        );
+        assert_eq!(
+            reply_outcome(&reserve(), &rejected("unavailable", true)),
+            Err("unavailable".into())
+        );
+        assert_eq!(
+            reply_outcome(&Step::Reject, &rejected("invalid_transition", false)),
+            Ok(StepResult::Done)
+        );
+    }
+
+    #[test]
+    fn a_reservation_answers_with_its_unit_price() {
+        let eur = domain::Currency::parse("EUR").unwrap();
+        let accepted = Reply::Accepted {
+            aggregate_id: "SKU-1".into(),
+            version: 2,
+            data: StockAnswer {
+                on_hand: 10,
+                reserved: 2,
+                available: 8,
+                quantity: Some(2),
+                unit_price: Some(1250),
+                currency: Some(eur),
+                reservation: None,
+            },
+            replayed: false,
+        };
+        assert_eq!(
+            reply_outcome(&reserve(), &reply(&accepted)),
+            Ok(StepResult::Reserved {
+                unit_price: Money::new(1250, eur)
+            })
+        );
     }
 }

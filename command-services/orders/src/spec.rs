@@ -2,13 +2,13 @@
 //! what an answer holds.
 
 use command_kit::spec::{Binding, CommandSpec, EventUpcaster, Parsed};
-use command_kit::ServiceDefaults;
 use contracts::orders::{
     CancelOrder, ConfirmOrder, OrderAnswer, PlaceOrder, PriceOrder, RejectOrder,
 };
 use domain::order::{self, Order, OrderCommand, OrderEvent};
 use domain::Money;
 use messaging::BoundedContext;
+use runtime::service::Defaults;
 use uuid::Uuid;
 
 /// The orders context's commands.
@@ -26,16 +26,17 @@ impl CommandSpec for OrdersSpec {
     const CONTEXT: BoundedContext = BoundedContext::Orders;
     const ID_FIELD: &'static str = "order_id";
     const REJECTED_KIND: &'static str = "order-rejected";
-    const DEFAULTS: ServiceDefaults = ServiceDefaults {
+    const DEFAULTS: Defaults = Defaults {
         port: 8081,
         database_url: "postgres://orders@127.0.0.1:25432/orders",
+        max_connections: 10,
     };
 
     fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
         order::upcasters()
     }
 
-    fn bindings() -> Vec<Binding<Order>> {
+    fn bindings() -> Vec<Binding<Self>> {
         vec![
             Binding::new(|b: PlaceOrder, now| {
                 let order_id = Uuid::now_v7();
@@ -88,5 +89,15 @@ impl CommandSpec for OrdersSpec {
             total: state.total.map(|t| t.amount_minor),
             currency: state.total.map(|t| t.currency),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_of_the_contract_is_bound_once() {
+        command_kit::spec::binds_its_contract::<OrdersSpec>().unwrap();
     }
 }

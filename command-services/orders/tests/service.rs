@@ -582,7 +582,8 @@ async fn every_order_command_succeeds_over_each_transport() {
         let placed = place().await;
         assert!(
             placed.accepted,
-            "PlaceOrder over {via:?}: {:?}",
+            "{} over {via:?}: {:?}",
+            PlaceOrder::NAME,
             placed.fields
         );
         let a = id(&placed);

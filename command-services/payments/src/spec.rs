@@ -2,13 +2,13 @@
 //! `PaymentCommand`, and what an answer holds.
 
 use command_kit::spec::{Binding, CommandSpec, Parsed};
-use command_kit::ServiceDefaults;
 use contracts::payments::{
     AuthorisePayment, CapturePayment, PaymentAnswer, RefundPayment, VoidPayment,
 };
 use domain::payment::{Payment, PaymentCommand, PaymentEvent};
 use domain::Money;
 use messaging::BoundedContext;
+use runtime::service::Defaults;
 use uuid::Uuid;
 
 /// The payments context's commands.
@@ -26,12 +26,13 @@ impl CommandSpec for PaymentsSpec {
     const CONTEXT: BoundedContext = BoundedContext::Payments;
     const ID_FIELD: &'static str = "order_id";
     const REJECTED_KIND: &'static str = "payment-rejected";
-    const DEFAULTS: ServiceDefaults = ServiceDefaults {
+    const DEFAULTS: Defaults = Defaults {
         port: 8083,
         database_url: "postgres://payments@127.0.0.1:25432/payments",
+        max_connections: 10,
     };
 
-    fn bindings() -> Vec<Binding<Payment>> {
+    fn bindings() -> Vec<Binding<Self>> {
         vec![
             Binding::new(|b: AuthorisePayment, _| {
                 parsed(
@@ -78,5 +79,15 @@ impl CommandSpec for PaymentsSpec {
             refunded: minor(state.refunded),
             decline_reason: state.decline_reason.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_of_the_contract_is_bound_once() {
+        command_kit::spec::binds_its_contract::<PaymentsSpec>().unwrap();
     }
 }
