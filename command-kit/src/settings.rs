@@ -35,20 +35,8 @@ pub fn settings<S: crate::CommandSpec>(env: &Env) -> Result<ServiceSettings, Env
 impl ServiceSettings {
     /// Reads the variables, with the service's port and database as `defaults`.
     pub fn from_env(env: &Env, defaults: Defaults) -> Result<Self, EnvError> {
-        let batch: i64 = env.parse_or("OUTBOX_BATCH_SIZE", 500)?;
-        if !(1..=1000).contains(&batch) {
-            return Err(EnvError {
-                name: "OUTBOX_BATCH_SIZE".into(),
-                reason: format!("{batch} is outside 1..=1000"),
-            });
-        }
-        let concurrency: usize = env.parse_or("NATS_COMMAND_CONCURRENCY", 64)?;
-        if concurrency == 0 {
-            return Err(EnvError {
-                name: "NATS_COMMAND_CONCURRENCY".into(),
-                reason: "must be at least 1".into(),
-            });
-        }
+        let batch: i64 = env.within_or("OUTBOX_BATCH_SIZE", 500, 1..=1000)?;
+        let concurrency = env.within_or("NATS_COMMAND_CONCURRENCY", 64, 1..=usize::MAX)?;
         Ok(Self {
             basics: Basics::from_env(env, defaults)?,
             nats: NatsSettings::from_env(env)?,

@@ -70,6 +70,29 @@ impl Env {
         }
     }
 
+    /// A parsed value within `range`, or the default when unset; a value outside is refused
+    /// by name.
+    pub fn within_or<T>(
+        &self,
+        name: &str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, EnvError>
+    where
+        T: FromStr + PartialOrd + Display,
+        T::Err: Display,
+    {
+        let value = self.parse_or(name, default)?;
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(EnvError {
+                name: name.to_owned(),
+                reason: format!("{value} is outside {}..={}", range.start(), range.end()),
+            })
+        }
+    }
+
     /// A duration given in milliseconds, or the default when unset.
     pub fn millis_or(&self, name: &str, default: Duration) -> Result<Duration, EnvError> {
         let ms: u64 = self.parse_or(name, default.as_millis() as u64)?;

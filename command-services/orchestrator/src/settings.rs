@@ -36,13 +36,8 @@ const DEFAULTS: Defaults = Defaults {
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, EnvError> {
         let defaults = SagaPolicy::default();
-        let max_attempts: u32 = env.parse_or("SAGA_MAX_ATTEMPTS", defaults.max_attempts)?;
-        if max_attempts == 0 {
-            return Err(EnvError {
-                name: "SAGA_MAX_ATTEMPTS".into(),
-                reason: "must be at least 1".into(),
-            });
-        }
+        let max_attempts =
+            env.within_or("SAGA_MAX_ATTEMPTS", defaults.max_attempts, 1..=u32::MAX)?;
         Ok(Self {
             basics: Basics::from_env(env, DEFAULTS)?,
             nats: NatsSettings::from_env(env)?,
