@@ -50,6 +50,19 @@ impl<D> Reply<D> {
         }
     }
 
+    /// The version and answer data of an accepted reply.
+    pub fn accepted(&self) -> Option<(u64, &D)> {
+        match self {
+            Self::Accepted { version, data, .. } => Some((*version, data)),
+            Self::Rejected { .. } => None,
+        }
+    }
+
+    /// Whether this repeats the first answer of its idempotency key or command id.
+    pub fn is_replayed(&self) -> bool {
+        matches!(self, Self::Accepted { replayed: true, .. })
+    }
+
     pub fn is_accepted(&self) -> bool {
         matches!(self, Self::Accepted { .. })
     }

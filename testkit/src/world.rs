@@ -183,6 +183,18 @@ impl World {
             .collect()
     }
 
+    /// Waits for `n` published events of `context`, checks each against its schemas, and
+    /// returns their distinct type names, sorted.
+    pub async fn published_types(&self, context: BoundedContext, n: usize) -> Vec<String> {
+        let envelopes = self.published(context, n).await;
+        for envelope in &envelopes {
+            crate::schemas::assert_valid(envelope);
+        }
+        let types: std::collections::BTreeSet<String> =
+            envelopes.iter().map(|e| e.name().to_owned()).collect();
+        types.into_iter().collect()
+    }
+
     /// Sends `command` over NATS request/reply with `command_id`, and reads the typed reply.
     pub async fn nats_send<C: Command>(&self, command_id: &str, command: &C) -> Reply<C::Answer> {
         let body = serde_json::to_value(NatsCommand {
@@ -307,6 +319,13 @@ impl World {
             answer.fields
         );
         answer.fields
+    }
+
+    /// Sends `command` over `via`, requires it accepted, and reads its typed answer.
+    pub async fn expect_answer<C: Command>(&self, via: &Via, command: &C) -> C::Answer {
+        let fields = self.expect_accepted(via, command).await;
+        serde_json::from_value(fields.clone())
+            .unwrap_or_else(|e| panic!("{} over {via:?} ({e}): {fields:?}", C::NAME))
     }
 
     /// Sends `command` over `via`: on HTTP to its contract's route, on NATS with a fresh

@@ -437,9 +437,7 @@ async fn every_order_command_works_over_http_and_nats() {
     assert_eq!(placed.status, 202);
     let a = order_id(&placed);
     let priced = w.nats_send("p1", &price_order(a)).await;
-    let Reply::Accepted { data, .. } = &priced else {
-        panic!("{priced:?}");
-    };
+    let (_, data) = priced.accepted().unwrap_or_else(|| panic!("{priced:?}"));
     assert_eq!(
         (data.status, data.total),
         (OrderStatus::Priced, Some(1300)),
@@ -490,9 +488,9 @@ async fn every_order_command_works_over_http_and_nats() {
             },
         )
         .await;
-    let Reply::Accepted { data, .. } = &rejected else {
-        panic!("{rejected:?}");
-    };
+    let (_, data) = rejected
+        .accepted()
+        .unwrap_or_else(|| panic!("{rejected:?}"));
     assert_eq!(data.status, OrderStatus::Rejected, "{rejected:?}");
     let confirm_rejected = w.nats_send("c9", &ConfirmOrder { order_id: b }).await;
     assert_eq!(confirm_rejected.reason(), Some("invalid_transition"));
@@ -531,17 +529,8 @@ async fn every_order_command_works_over_http_and_nats() {
     .await;
     assert_eq!(bad_reason.status, 422);
 
-    let envelopes: Vec<Envelope> = w
-        .published_messages(BoundedContext::Orders, 7)
-        .await
-        .iter()
-        .map(|m| Envelope::from_slice(&m.payload).unwrap())
-        .collect();
-    let mut types: Vec<&str> = envelopes.iter().map(|e| e.name()).collect();
-    types.sort();
-    types.dedup();
     assert_eq!(
-        types,
+        w.published_types(BoundedContext::Orders, 7).await,
         [
             "OrderCancelled",
             "OrderConfirmed",
@@ -550,9 +539,6 @@ async fn every_order_command_works_over_http_and_nats() {
             "OrderRejected"
         ]
     );
-    for e in &envelopes {
-        testkit::schemas::assert_valid(e);
-    }
     shutdown.cancel();
 }
 
@@ -630,8 +616,6 @@ async fn step<C: Command<Answer = OrderAnswer>>(
     command: &C,
     status: OrderStatus,
 ) {
-    let fields = world.expect_accepted(via, command).await;
-    let data: OrderAnswer = serde_json::from_value(fields.clone())
-        .unwrap_or_else(|e| panic!("{} over {via:?} ({e}): {fields:?}", C::NAME));
-    assert_eq!(data.status, status, "{} over {via:?}", C::NAME);
+    let answer = world.expect_answer(via, command).await;
+    assert_eq!(answer.status, status, "{} over {via:?}", C::NAME);
 }
