@@ -15,27 +15,13 @@ use crate::projection::{decode, Folds, Projection};
 #[derive(Debug, Default, Clone)]
 pub struct SagaTimeline;
 
-/// The timeline's `kind` of an event: its type name.
-fn kind_of(event: &SagaEvent) -> &'static str {
-    match event {
-        SagaEvent::SagaStarted { .. } => "SagaStarted",
-        SagaEvent::StepAttempted { .. } => "StepAttempted",
-        SagaEvent::StepCompleted { .. } => "StepCompleted",
-        SagaEvent::StepFailed { .. } => "StepFailed",
-        SagaEvent::StepGaveUp { .. } => "StepGaveUp",
-        SagaEvent::CompensationStarted { .. } => "CompensationStarted",
-        SagaEvent::SagaCompleted { .. } => "SagaCompleted",
-        SagaEvent::SagaNeedsAttention { .. } => "SagaNeedsAttention",
-    }
-}
-
 /// One saga event as the timeline keeps it.
 #[derive(Debug)]
 pub struct SagaChange {
     order_id: Uuid,
     sequence: i64,
     at: DateTime<Utc>,
-    kind: &'static str,
+    kind: String,
     step: Option<String>,
     detail: Value,
     /// The saga's status and outcome after this event, when it sets them.
@@ -90,7 +76,8 @@ impl Projection for SagaTimeline {
             order_id,
             sequence: event.sequence as i64,
             at: event.time,
-            kind: kind_of(&saga_event),
+            // The event decoded, so its name is a saga event type.
+            kind: event.name().to_owned(),
             step,
             detail,
             status,
@@ -111,7 +98,7 @@ impl Projection for SagaTimeline {
         .bind(changes.iter().map(|c| c.order_id).collect::<Vec<_>>())
         .bind(changes.iter().map(|c| c.sequence).collect::<Vec<_>>())
         .bind(changes.iter().map(|c| c.at).collect::<Vec<_>>())
-        .bind(changes.iter().map(|c| c.kind).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>())
         .bind(changes.iter().map(|c| c.step.clone()).collect::<Vec<_>>())
         .bind(changes.iter().map(|c| c.detail.clone()).collect::<Vec<_>>())
         .execute(&mut *conn)
