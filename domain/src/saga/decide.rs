@@ -1,6 +1,7 @@
 //! The rule of each saga command (`decide`, run by `handle`): which events it records, or why
 //! it is refused. What follows from a result (the next phase or the end) is in `phases`.
 
+use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 
 use super::{
@@ -75,11 +76,7 @@ impl OrderSaga {
                     result,
                     at: now,
                 };
-                let mut after = self.clone();
-                after.apply(event.clone());
-                let mut events = vec![event];
-                events.extend(after.consequences(now));
-                Ok(events)
+                Ok(self.with_consequences(event, now))
             }
             SagaCommand::Fail {
                 step,
@@ -141,12 +138,20 @@ impl OrderSaga {
                     skus: vec![],
                     at: now,
                 };
-                let mut after = self.clone();
-                after.apply(event.clone());
-                let mut events = vec![event];
-                events.extend(after.consequences(now));
-                Ok(events)
+                Ok(self.with_consequences(event, now))
             }
         }
+    }
+}
+
+impl OrderSaga {
+    /// `event` and what follows from the state it leaves (the next phase, or the end), decided
+    /// on a copy: `apply` runs again when the events are committed.
+    fn with_consequences(&self, event: SagaEvent, now: DateTime<Utc>) -> Vec<SagaEvent> {
+        let mut after = self.clone();
+        after.apply(event.clone());
+        let mut events = vec![event];
+        events.extend(after.consequences(now));
+        events
     }
 }
