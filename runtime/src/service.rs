@@ -110,9 +110,19 @@ impl Process {
         basics: &Basics,
         failpoint_markers: Option<std::path::PathBuf>,
     ) -> Self {
-        let telemetry = crate::telemetry::init(name, &basics.log);
+        Self::start_with(name, &basics.log, &basics.failpoints, failpoint_markers)
+    }
+
+    /// [`Process::start`] for a service without a database of its own (the gateway).
+    pub fn start_with(
+        name: &'static str,
+        log: &crate::telemetry::LogSettings,
+        failpoints: &str,
+        failpoint_markers: Option<std::path::PathBuf>,
+    ) -> Self {
+        let telemetry = crate::telemetry::init(name, log);
         crate::metrics::install(name);
-        crate::failpoint::arm_with_markers(&basics.failpoints, failpoint_markers);
+        crate::failpoint::arm_with_markers(failpoints, failpoint_markers);
         Self {
             _telemetry: telemetry,
             shutdown: crate::shutdown::on_signal(),
@@ -163,6 +173,13 @@ impl Service {
         self
     }
 
+    /// Wraps everything served, the shared routes and the 404 included, in `layers` (the
+    /// gateway's request ids and CORS apply to every answer).
+    pub fn wrap(mut self, layers: impl FnOnce(Router) -> Router) -> Self {
+        self.router = layers(self.router);
+        self
+    }
+
     /// Runs `task` beside the HTTP server.
     pub fn with_task(mut self, task: Task) -> Self {
         self.tasks.push(task);
@@ -188,7 +205,13 @@ impl Service {
             .into_iter()
             .map(|task| tokio::spawn(task(shutdown.clone())))
             .collect();
-        let served = axum::serve(self.listener, self.router)
+        // The peer address is offered to every handler (the gateway limits anonymous calls by
+        // it).
+        let served = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
             .context("serving HTTP");

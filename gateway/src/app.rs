@@ -1,0 +1,149 @@
+//! Builds the gateway from its settings: the token verifier, the edge checks, the upstreams,
+//! the routes and the layers every answer passes (request id, CORS, body limit).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, HeaderValue, Method};
+use messaging::BoundedContext;
+use runtime::health::Readiness;
+use runtime::service::{task, Service};
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::edge::{self, Edge};
+use crate::oidc::Verifier;
+use crate::owners::Owners;
+use crate::routes::{self, Gateway};
+use crate::settings::Settings;
+use crate::upstream::Upstream;
+
+/// The built gateway, bound, not yet serving.
+pub struct App {
+    service: Service,
+    stop_streams: CancellationToken,
+}
+
+impl App {
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .context("building the HTTP client")?;
+        let contexts = [BoundedContext::Orders, BoundedContext::Sagas];
+        let (nats, js) = settings.nats.connect_with_streams(&contexts).await?;
+
+        let verifier = Verifier::new(settings.oidc.clone(), http.clone());
+        match verifier.warm_up().await {
+            Ok(keys) => {
+                tracing::info!(keys, issuer = %settings.oidc.issuer, "OpenID provider found")
+            }
+            // The provider may start after the gateway: tokens fetch the keys when it is up.
+            Err(e) => {
+                tracing::warn!(error = %e, "the OpenID provider's keys are not available yet")
+            }
+        }
+        let edge = Arc::new(Edge::new(verifier, &settings.limits));
+
+        let urls = &settings.upstreams;
+        let breaker = &settings.breaker;
+        let upstream = |name, url: &str| Upstream::new(name, url, http.clone(), breaker);
+        let stop_streams = CancellationToken::new();
+        let gateway = Arc::new(Gateway {
+            orders: upstream("orders", &urls.orders),
+            inventory: upstream("inventory", &urls.inventory),
+            payments: upstream("payments", &urls.payments),
+            orchestrator: upstream("orchestrator", &urls.orchestrator),
+            query: upstream("query-api", &urls.query),
+            owners: Owners::new(js.clone(), settings.nats.namespace.clone()),
+            js: js.clone(),
+            ns: settings.nats.namespace.clone(),
+            request_timeout: settings.limits.request_timeout,
+            stop: stop_streams.clone(),
+        });
+
+        let api = routes::router(gateway)
+            .layer(axum::middleware::from_fn_with_state(
+                edge.clone(),
+                edge::check,
+            ))
+            .layer(DefaultBodyLimit::max(settings.limits.body_limit_bytes));
+        let readiness = Readiness::new().nats(nats).streams(
+            js,
+            contexts
+                .iter()
+                .map(|c| settings.nats.namespace.stream(*c))
+                .collect(),
+        );
+        let cors = cors(&settings.limits.cors_origins)?;
+        let service = Service::bind("gateway", settings.http_addr)
+            .await?
+            .routes(api, readiness, crate::openapi::served())
+            .wrap(|router| {
+                router.layer(
+                    tower::ServiceBuilder::new()
+                        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                        .layer(PropagateRequestIdLayer::x_request_id())
+                        .layer(cors),
+                )
+            })
+            .with_task(task(move |shutdown: CancellationToken| async move {
+                // Full buckets are forgotten, so memory follows the callers of the last
+                // minutes, not of all time.
+                while runtime::retry::sleep_unless_cancelled(Duration::from_secs(60), &shutdown)
+                    .await
+                {
+                    edge.forget_idle();
+                }
+                Ok(())
+            }));
+        Ok(Self {
+            service,
+            stop_streams,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.service.local_addr()
+    }
+
+    /// Serves until `shutdown`; live streams end first so the server can finish.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let stop_streams = self.stop_streams;
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            stop_streams.cancel();
+        });
+        self.service.run(shutdown).await
+    }
+}
+
+/// Browsers on `origins` may call the API; with none, no CORS headers are sent.
+fn cors(origins: &[String]) -> anyhow::Result<CorsLayer> {
+    let origins = origins
+        .iter()
+        .map(|o| HeaderValue::from_str(o).with_context(|| format!("CORS origin {o:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            header::RETRY_AFTER,
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderName::from_static("ratelimit-limit"),
+            HeaderName::from_static("ratelimit-remaining"),
+            HeaderName::from_static("ratelimit-reset"),
+        ])
+        .max_age(Duration::from_secs(600)))
+}

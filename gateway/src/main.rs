@@ -1,0 +1,14 @@
+//! The gateway binary: reads its settings, serves until SIGINT or SIGTERM.
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use runtime::env::Env;
+use runtime::service::Process;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = gateway::Settings::from_env(&Env::from_process()).context("reading settings")?;
+    let process = Process::start_with("gateway", &settings.log, "", None);
+    let app = gateway::App::build(&settings).await?;
+    app.run(process.shutdown.clone()).await
+}

@@ -1,0 +1,255 @@
+//! Access-token verification against an OpenID Connect issuer: keys found by discovery
+//! (`/.well-known/openid-configuration` -> `jwks_uri`), cached, and fetched again when a token
+//! names a key the cache does not hold, so the issuer can rotate keys without a restart.
+//!
+//! The cryptography is `jsonwebtoken`'s; this module only chooses which key and which
+//! algorithm a token may use, and which claims it must carry.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::settings::OidcSettings;
+
+/// Who a valid token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A customer: the token's `sub`.
+    Customer(Uuid),
+    /// An operator: a token carrying the admin scope or role; `subject` is its `sub`.
+    Operator { subject: String },
+}
+
+impl Principal {
+    /// The rate-limit key of the principal.
+    pub fn subject(&self) -> String {
+        match self {
+            Self::Customer(id) => id.to_string(),
+            Self::Operator { subject } => format!("operator:{subject}"),
+        }
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The token is not acceptable: 401 `invalid_token`.
+    #[error("{0}")]
+    Invalid(String),
+    /// The token is valid but names no customer and no operator: 403.
+    #[error("the token's subject is neither a customer id nor an operator")]
+    NoRole,
+    /// The issuer's keys could not be fetched: 503, not the client's fault.
+    #[error("the identity provider's keys are unavailable: {0}")]
+    IssuerUnavailable(String),
+}
+
+/// The claims the gateway reads; `exp`, `nbf`, `iss` and `aud` are checked by
+/// `jsonwebtoken` itself.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    /// Space-separated scopes (RFC 9068).
+    #[serde(default)]
+    scope: String,
+    /// Roles, as some issuers put them.
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// A verification key and the one algorithm it may be used with.
+struct Key {
+    key: DecodingKey,
+    algorithm: Algorithm,
+}
+
+type Keys = Arc<HashMap<String, Arc<Key>>>;
+
+/// Verifies bearer tokens of one issuer for one audience.
+pub struct Verifier {
+    settings: OidcSettings,
+    http: reqwest::Client,
+    /// The keys as last fetched: read without waiting by every request.
+    keys: RwLock<Keys>,
+    /// Held while the keys are fetched; holds when they were last fetched.
+    fetching: Mutex<Option<Instant>>,
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+impl Verifier {
+    pub fn new(settings: OidcSettings, http: reqwest::Client) -> Self {
+        // jsonwebtoken picks its one compiled backend; installing it explicitly keeps that
+        // true if another crate ever enables a second one.
+        let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+        Self {
+            settings,
+            http,
+            keys: RwLock::new(Arc::default()),
+            fetching: Mutex::new(None),
+        }
+    }
+
+    /// Fetches the keys now; the gateway calls this at start-up so the first request does
+    /// not wait for discovery.
+    pub async fn warm_up(&self) -> Result<usize, TokenError> {
+        let mut fetched_at = self.fetching.lock().await;
+        Ok(self.refresh(&mut fetched_at).await?.len())
+    }
+
+    /// Checks `token` and says whom it speaks for.
+    pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| TokenError::Invalid(format!("malformed token: {e}")))?;
+        // Only asymmetric algorithms: `none` does not parse, and an HMAC token "signed" with
+        // the issuer's public key is refused here, before any key is looked at.
+        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
+            return Err(TokenError::Invalid(format!(
+                "algorithm {:?} is not accepted (RS256 or ES256)",
+                header.alg
+            )));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| TokenError::Invalid("the token names no key (kid)".into()))?;
+        let key = match self.key(&kid) {
+            Some(key) => key,
+            None => self.key_after_refresh(&kid).await?,
+        };
+        if key.algorithm != header.alg {
+            return Err(TokenError::Invalid(format!(
+                "key {kid:?} signs with {:?}, not {:?}",
+                key.algorithm, header.alg
+            )));
+        }
+        let claims =
+            jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation(key.algorithm))
+                .map_err(|e| TokenError::Invalid(describe(&e)))?
+                .claims;
+        self.principal(claims)
+    }
+
+    fn key(&self, kid: &str) -> Option<Arc<Key>> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(kid)
+            .cloned()
+    }
+
+    /// An unknown `kid`: the issuer may have rotated, so fetch again, unless that was done
+    /// moments ago (then the key is simply unknown).
+    async fn key_after_refresh(&self, kid: &str) -> Result<Arc<Key>, TokenError> {
+        let mut fetched_at = self.fetching.lock().await;
+        // Another request may have fetched while this one waited.
+        if let Some(key) = self.key(kid) {
+            return Ok(key);
+        }
+        let due = fetched_at.is_none_or(|at| at.elapsed() >= self.settings.refresh_min_interval);
+        if due {
+            self.refresh(&mut fetched_at).await?;
+        }
+        self.key(kid)
+            .ok_or_else(|| TokenError::Invalid(format!("unknown signing key {kid:?}")))
+    }
+
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut v = Validation::new(algorithm);
+        v.set_issuer(&[&self.settings.issuer]);
+        v.set_audience(&[&self.settings.audience]);
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        v.leeway = self.settings.leeway_secs;
+        v.validate_nbf = true;
+        v
+    }
+
+    fn principal(&self, claims: Claims) -> Result<Principal, TokenError> {
+        let admin = &self.settings.admin_scope;
+        if claims.scope.split_whitespace().any(|s| s == admin) || claims.roles.contains(admin) {
+            return Ok(Principal::Operator {
+                subject: claims.sub,
+            });
+        }
+        Uuid::parse_str(&claims.sub)
+            .map(Principal::Customer)
+            .map_err(|_| TokenError::NoRole)
+    }
+
+    /// Discovery, then the key set; keys the gateway cannot use are skipped.
+    async fn refresh(&self, fetched_at: &mut Option<Instant>) -> Result<Keys, TokenError> {
+        *fetched_at = Some(Instant::now());
+        let unavailable = |e: reqwest::Error| TokenError::IssuerUnavailable(e.to_string());
+        let url = format!("{}/.well-known/openid-configuration", self.settings.issuer);
+        let discovery: Discovery = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(unavailable)?
+            .json()
+            .await
+            .map_err(unavailable)?;
+        // OpenID Connect Discovery 1.0 §4.3: the document must name the issuer it was
+        // fetched for, or its keys could be anyone's.
+        if discovery.issuer.trim_end_matches('/') != self.settings.issuer {
+            return Err(TokenError::IssuerUnavailable(format!(
+                "the discovery document names issuer {:?}, not {:?}",
+                discovery.issuer, self.settings.issuer
+            )));
+        }
+        let set: JwkSet = self
+            .http
+            .get(&discovery.jwks_uri)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(unavailable)?
+            .json()
+            .await
+            .map_err(unavailable)?;
+        let keys: Keys = Arc::new(set.keys.iter().filter_map(usable).collect());
+        tracing::info!(keys = keys.len(), "fetched the issuer's signing keys");
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = keys.clone();
+        Ok(keys)
+    }
+}
+
+/// A signature key with an id, of a type and curve the gateway accepts.
+fn usable(jwk: &Jwk) -> Option<(String, Arc<Key>)> {
+    let kid = jwk.common.key_id.clone()?;
+    let algorithm = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
+        _ => return None,
+    };
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    Some((kid, Arc::new(Key { key, algorithm })))
+}
+
+/// A refusal as the client may read it: what was wrong, never the key material.
+fn describe(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        ErrorKind::InvalidIssuer => "the token is from another issuer".into(),
+        ErrorKind::InvalidAudience => "the token is for another audience".into(),
+        ErrorKind::InvalidSignature => "the signature does not verify".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no {claim} claim"),
+        other => format!("the token is not valid: {other:?}"),
+    }
+}

@@ -1,0 +1,480 @@
+//! The public routes: one table, [`ROUTES`], that both the router and the OpenAPI document
+//! are built from. Each row says who may call it, which internal service answers it and
+//! what the gateway adds (ownership, the customer id from the token, live updates).
+//!
+//! Invariant: a saga-internal command (price, confirm, reject, reserve, release, commit,
+//! authorise, capture, void) has no row, so nothing routes to it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawPathParams, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{on, MethodFilter};
+use axum::{Extension, Router};
+use bytes::Bytes;
+use messaging::Namespace;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::edge::Caller;
+use crate::error::ApiError;
+use crate::oidc::Principal;
+use crate::owners::Owners;
+use crate::sse;
+use crate::upstream::{json_answer, segment, Upstream};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No token needed.
+    Anyone,
+    /// A customer (for their own orders) or an operator.
+    Customer,
+    /// Operators only.
+    Operator,
+}
+
+/// The internal service behind a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Orders,
+    Inventory,
+    Payments,
+    Orchestrator,
+    Query,
+    /// The gateway itself answers, from JetStream.
+    Stream,
+}
+
+impl Target {
+    /// The service's name: its OpenAPI document is `schemas/openapi/<name>.json`.
+    pub fn service(self) -> &'static str {
+        match self {
+            Self::Orders => "orders",
+            Self::Inventory => "inventory",
+            Self::Payments => "payments",
+            Self::Orchestrator => "orchestrator",
+            Self::Query => "query-api",
+            Self::Stream => "gateway",
+        }
+    }
+}
+
+/// What the gateway does with a request besides passing it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Passed on as it is.
+    Proxy,
+    /// `customer_id` comes from the token (or must be named by an operator).
+    PlaceOrder,
+    /// Another customer's order answers 404.
+    ReadOrder,
+    /// Only the order's customer (or an operator) may cancel it.
+    CancelOrder,
+    /// The caller's own orders.
+    MyOrders,
+    /// Server-Sent Events of one order.
+    OrderEvents,
+}
+
+/// One row of the table.
+#[derive(Debug)]
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    pub target: Target,
+    /// The path at the target; its `{..}` parameters are the route's, in order.
+    pub upstream_path: &'static str,
+    pub kind: Kind,
+    pub summary: &'static str,
+}
+
+macro_rules! route {
+    ($method:ident $path:literal, $access:ident, $target:ident $upstream:literal, $kind:ident, $summary:literal) => {
+        Route {
+            method: Method::$method,
+            path: $path,
+            access: Access::$access,
+            target: Target::$target,
+            upstream_path: $upstream,
+            kind: Kind::$kind,
+            summary: $summary,
+        }
+    };
+}
+
+/// Every public route.
+pub static ROUTES: &[Route] = &[
+    route!(GET "/api/products", Anyone, Query "/products", Proxy, "The catalog"),
+    route!(GET "/api/products/{sku}", Anyone, Query "/products/{sku}", Proxy, "One product with its stock"),
+    route!(POST "/api/orders", Customer, Orders "/orders", PlaceOrder, "Place an order for the token's customer"),
+    route!(GET "/api/me/orders", Customer, Query "/customers/{id}/orders", MyOrders, "The caller's orders, newest first"),
+    route!(GET "/api/orders/{id}", Customer, Query "/orders/{id}", ReadOrder, "One of the caller's orders"),
+    route!(POST "/api/orders/{order_id}/cancel", Customer, Orders "/orders/{order_id}/cancel", CancelOrder, "Cancel one of the caller's orders before it is confirmed"),
+    route!(GET "/api/orders/{id}/events", Customer, Stream "/api/orders/{id}/events", OrderEvents, "The order's status changes and saga steps, live (Server-Sent Events)"),
+    route!(POST "/api/products", Operator, Inventory "/products", Proxy, "Create a product (operators)"),
+    route!(POST "/api/products/{sku}/restock", Operator, Inventory "/products/{sku}/restock", Proxy, "Restock a product (operators)"),
+    route!(POST "/api/products/{sku}/price", Operator, Inventory "/products/{sku}/price", Proxy, "Change a product's price (operators)"),
+    route!(POST "/api/payments/{order_id}/refund", Operator, Payments "/payments/{order_id}/refund", Proxy, "Refund a captured payment (operators)"),
+    route!(GET "/api/payments/{order_id}", Operator, Query "/payments/{order_id}", Proxy, "An order's payment (operators)"),
+    route!(GET "/api/customers/{id}/orders", Operator, Query "/customers/{id}/orders", Proxy, "Any customer's orders (operators)"),
+    route!(GET "/api/sagas/{order_id}", Operator, Orchestrator "/sagas/{order_id}", Proxy, "An order's saga (operators)"),
+    route!(GET "/api/projections", Operator, Query "/projections", Proxy, "Projection lag and dead letters (operators)"),
+    route!(GET "/api/analytics/sales", Operator, Query "/analytics/sales", Proxy, "Sales over time (operators)"),
+];
+
+/// What the routes share.
+pub struct Gateway {
+    pub orders: Upstream,
+    pub inventory: Upstream,
+    pub payments: Upstream,
+    pub orchestrator: Upstream,
+    pub query: Upstream,
+    pub owners: Owners,
+    pub js: async_nats::jetstream::Context,
+    pub ns: Namespace,
+    pub request_timeout: Duration,
+    /// Ends the live streams at shutdown, so the server can finish.
+    pub stop: CancellationToken,
+}
+
+impl Gateway {
+    fn upstream(&self, target: Target) -> &Upstream {
+        match target {
+            Target::Orders => &self.orders,
+            Target::Inventory => &self.inventory,
+            Target::Payments => &self.payments,
+            Target::Orchestrator => &self.orchestrator,
+            Target::Query | Target::Stream => &self.query,
+        }
+    }
+
+    pub fn upstreams(&self) -> [&Upstream; 5] {
+        [
+            &self.orders,
+            &self.inventory,
+            &self.payments,
+            &self.orchestrator,
+            &self.query,
+        ]
+    }
+}
+
+/// The router of [`ROUTES`].
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let mut router = Router::new();
+    for route in ROUTES {
+        let filter = MethodFilter::try_from(route.method.clone()).expect("GET or POST");
+        router = router.route(
+            route.path,
+            on(
+                filter,
+                move |State(gw): State<Arc<Gateway>>,
+                      caller: Option<Extension<Caller>>,
+                      params: RawPathParams,
+                      uri: Uri,
+                      headers: HeaderMap,
+                      body: Result<Bytes, BytesRejection>| async move {
+                    let caller = caller.and_then(|Extension(Caller(p))| p);
+                    let params: Vec<String> = params.iter().map(|(_, v)| v.to_owned()).collect();
+                    let call = Call {
+                        route,
+                        caller,
+                        params,
+                        query: uri.query().map(str::to_owned),
+                        headers,
+                        body,
+                    };
+                    respond(&gw, call).await
+                },
+            )
+            .fallback(runtime::problem::method_not_allowed),
+        );
+    }
+    router.with_state(gateway)
+}
+
+/// One request to one route.
+struct Call {
+    route: &'static Route,
+    caller: Option<Principal>,
+    params: Vec<String>,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+}
+
+async fn respond(gw: &Gateway, call: Call) -> Response {
+    if call.route.kind == Kind::OrderEvents {
+        // A live stream is as long as the order takes: no time limit.
+        return handle(gw, call)
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
+    }
+    match tokio::time::timeout(gw.request_timeout, handle(gw, call)).await {
+        Ok(answer) => answer.unwrap_or_else(IntoResponse::into_response),
+        Err(_) => ApiError::Timeout(gw.request_timeout.as_millis()).into_response(),
+    }
+}
+
+async fn handle(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
+    let route = call.route;
+    match (route.access, &call.caller) {
+        (Access::Anyone, _) => {}
+        (_, None) => {
+            return Err(ApiError::Unauthorized(
+                "this route needs a bearer token".into(),
+            ))
+        }
+        (Access::Operator, Some(Principal::Customer(_))) => {
+            return Err(ApiError::Forbidden("operators only".into()))
+        }
+        _ => {}
+    }
+    // URL parsers resolve `.` and `..` even percent-encoded: never pass them on.
+    if call.params.iter().any(|p| p == "." || p == "..") {
+        return Err(ApiError::BadRequest(
+            "a path segment may not be . or ..".into(),
+        ));
+    }
+    match route.kind {
+        Kind::Proxy => {
+            let body = body_of(call.body)?;
+            proxy(
+                gw,
+                route,
+                &call.params,
+                call.query.as_deref(),
+                &call.headers,
+                body,
+            )
+            .await
+        }
+        Kind::PlaceOrder => place_order(gw, call).await,
+        Kind::ReadOrder => read_order(gw, call).await,
+        Kind::CancelOrder => cancel_order(gw, call).await,
+        Kind::MyOrders => {
+            let Some(Principal::Customer(me)) = call.caller else {
+                return Err(ApiError::Forbidden(
+                    "an operator has no orders of their own: use /api/customers/{id}/orders".into(),
+                ));
+            };
+            let params = [me.to_string()];
+            proxy(
+                gw,
+                route,
+                &params,
+                call.query.as_deref(),
+                &call.headers,
+                Bytes::new(),
+            )
+            .await
+        }
+        Kind::OrderEvents => order_events(gw, call).await,
+    }
+}
+
+fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        ApiError::Refused(
+            runtime::problem::json_object(&HeaderMap::new(), Err(rejection))
+                .expect_err("a rejection is refused"),
+        )
+    })
+}
+
+async fn proxy(
+    gw: &Gateway,
+    route: &Route,
+    params: &[String],
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let path = upstream_path(route.upstream_path, params);
+    let path_and_query = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let answer = gw
+        .upstream(route.target)
+        .call(route.method.clone(), &path_and_query, headers, body)
+        .await?;
+    Ok(answer.into_response())
+}
+
+/// `template` with its `{..}` parameters replaced, in order, by `params` as single segments.
+fn upstream_path(template: &str, params: &[String]) -> String {
+    let mut out = String::with_capacity(template.len() + 40);
+    let mut params = params.iter();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}').map_or(rest.len(), |c| open + c + 1);
+        out.push_str(&params.next().map(|p| segment(p)).unwrap_or_default());
+        rest = &rest[close..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The customer id is the token's; a body naming another customer is refused, and an
+/// operator must say for whom they order.
+async fn place_order(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
+    let mut fields =
+        runtime::problem::json_object(&call.headers, call.body).map_err(ApiError::Refused)?;
+    let named = fields.get("customer_id").cloned();
+    let customer = match (&call.caller, named) {
+        (Some(Principal::Customer(me)), None) => *me,
+        (Some(Principal::Customer(me)), Some(named)) => {
+            if named.as_str().and_then(|s| Uuid::parse_str(s).ok()) != Some(*me) {
+                return Err(ApiError::Forbidden(
+                    "a customer may place orders only for themselves".into(),
+                ));
+            }
+            *me
+        }
+        (_, Some(named)) => match named.as_str().and_then(|s| Uuid::parse_str(s).ok()) {
+            Some(id) => id,
+            None => return Err(ApiError::BadRequest("customer_id must be a UUID".into())),
+        },
+        (_, None) => {
+            return Err(ApiError::BadRequest(
+                "an operator must name the customer_id the order is for".into(),
+            ))
+        }
+    };
+    fields.insert("customer_id".into(), Value::String(customer.to_string()));
+    let mut headers = call.headers;
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body =
+        Bytes::from(serde_json::to_vec(&Value::Object(fields)).map_err(anyhow::Error::from)?);
+    proxy(gw, call.route, &[], None, &headers, body).await
+}
+
+/// Reads the order; another customer's answers 404, exactly as a missing one does.
+async fn read_order(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
+    let route = call.route;
+    let path = upstream_path(route.upstream_path, &call.params);
+    let path_and_query = match call.query.as_deref() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let answer = gw
+        .upstream(route.target)
+        .call(Method::GET, &path_and_query, &call.headers, Bytes::new())
+        .await?;
+    if answer.status != StatusCode::OK {
+        return Ok(answer.into_response());
+    }
+    let Some(mut order) = answer.json() else {
+        return Err(anyhow::anyhow!("the query API answered an order that is not JSON").into());
+    };
+    if let Some(Principal::Customer(me)) = call.caller {
+        if order["customer_id"].as_str() != Some(me.to_string().as_str()) {
+            return Err(ApiError::OrderNotFound);
+        }
+    }
+    sse::scrub(&mut order);
+    Ok(json_answer(answer.status, answer.headers, &order).into_response())
+}
+
+/// Whether the caller may act on `order`: an operator always, a customer only on their own
+/// (as the order's `OrderPlaced` in the log says).
+async fn authorise_order(
+    gw: &Gateway,
+    caller: &Option<Principal>,
+    order: &str,
+) -> Result<Uuid, ApiError> {
+    let order = Uuid::parse_str(order).map_err(|_| ApiError::OrderNotFound)?;
+    if let Some(Principal::Customer(me)) = caller {
+        if gw.owners.owner_of(order).await? != Some(*me) {
+            return Err(ApiError::OrderNotFound);
+        }
+    }
+    Ok(order)
+}
+
+async fn cancel_order(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
+    authorise_order(
+        gw,
+        &call.caller,
+        call.params.first().map_or("", String::as_str),
+    )
+    .await?;
+    let body = body_of(call.body)?;
+    proxy(gw, call.route, &call.params, None, &call.headers, body).await
+}
+
+async fn order_events(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
+    let order = authorise_order(
+        gw,
+        &call.caller,
+        call.params.first().map_or("", String::as_str),
+    )
+    .await?;
+    let from = match call.headers.get("last-event-id") {
+        None => sse::Position::default(),
+        Some(id) => id
+            .to_str()
+            .ok()
+            .and_then(sse::Position::parse)
+            .ok_or_else(|| {
+                ApiError::BadRequest("Last-Event-ID is not an id this stream sent".into())
+            })?,
+    };
+    let events = sse::order_events(&gw.js, &gw.ns, order, from, gw.stop.child_token()).await?;
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_fill_the_upstream_path_in_order_as_single_segments() {
+        assert_eq!(
+            upstream_path("/products/{sku}/restock", &["SKU-1".into()]),
+            "/products/SKU-1/restock"
+        );
+        assert_eq!(
+            upstream_path("/orders/{id}", &["a/../../x".into()]),
+            "/orders/a%2F..%2F..%2Fx"
+        );
+        assert_eq!(upstream_path("/products", &[]), "/products");
+    }
+
+    #[test]
+    fn no_route_reaches_a_saga_internal_command() {
+        use contracts::{inventory, orders, payments, Command};
+        let internal = [
+            (Target::Orders, orders::PriceOrder::PATH),
+            (Target::Orders, orders::ConfirmOrder::PATH),
+            (Target::Orders, orders::RejectOrder::PATH),
+            (Target::Inventory, inventory::ReserveStock::PATH),
+            (Target::Inventory, inventory::ReleaseStock::PATH),
+            (Target::Inventory, inventory::CommitStock::PATH),
+            (Target::Payments, payments::AuthorisePayment::PATH),
+            (Target::Payments, payments::CapturePayment::PATH),
+            (Target::Payments, payments::VoidPayment::PATH),
+        ];
+        for route in ROUTES {
+            assert!(
+                !internal.contains(&(route.target, route.upstream_path)),
+                "{} reaches a saga-internal command",
+                route.path
+            );
+        }
+    }
+}

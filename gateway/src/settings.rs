@@ -1,0 +1,180 @@
+//! The gateway's settings, read from the environment with every default in one place.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use messaging::NatsSettings;
+use runtime::env::{Env, EnvError};
+use runtime::telemetry::LogSettings;
+
+/// Everything the gateway binary can be told.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `HTTP_ADDR`, default `127.0.0.1:8000`.
+    pub http_addr: SocketAddr,
+    /// `RUST_LOG`, `LOG_FORMAT`, `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub log: LogSettings,
+    /// `NATS_URL`, `NATS_NAMESPACE`: where the live order updates and order owners are read.
+    pub nats: NatsSettings,
+    pub upstreams: UpstreamUrls,
+    pub oidc: OidcSettings,
+    pub limits: Limits,
+    pub breaker: BreakerSettings,
+}
+
+/// The internal services' base URLs: `ORDERS_URL`, `INVENTORY_URL`, `PAYMENTS_URL`,
+/// `ORCHESTRATOR_URL`, `QUERY_URL`, defaults those of `cargo xtask up`.
+#[derive(Debug, Clone)]
+pub struct UpstreamUrls {
+    pub orders: String,
+    pub inventory: String,
+    pub payments: String,
+    pub orchestrator: String,
+    pub query: String,
+}
+
+/// How access tokens are checked.
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    /// `OIDC_ISSUER_URL`, default the local provider of `cargo xtask up`
+    /// (`http://127.0.0.1:8090`). Its discovery document names the keys.
+    pub issuer: String,
+    /// `OIDC_AUDIENCE`, default `streamshop`: the `aud` every token must carry.
+    pub audience: String,
+    /// `OIDC_LEEWAY_SECS`, default 30: clock skew allowed on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// `OIDC_KEYS_REFRESH_MIN_MS`, default 5000: an unknown `kid` fetches the keys again at
+    /// most this often, so forged `kid`s cannot flood the issuer.
+    pub refresh_min_interval: Duration,
+    /// `OIDC_ADMIN_SCOPE`, default `admin`: the scope (or role) that makes a token an
+    /// operator's.
+    pub admin_scope: String,
+}
+
+/// Edge protections.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `RATE_LIMIT_PER_MINUTE` (default 600) and `RATE_LIMIT_BURST` (default 60): each
+    /// authenticated subject's token bucket.
+    pub per_subject: Quota,
+    /// `RATE_LIMIT_ANONYMOUS_PER_MINUTE` (default 300) and `RATE_LIMIT_ANONYMOUS_BURST`
+    /// (default 30): each client IP's bucket for calls without a valid token.
+    pub anonymous: Quota,
+    /// `REQUEST_TIMEOUT_MS`, default 10000: the longest a request (other than a live
+    /// stream) may take, upstream calls included.
+    pub request_timeout: Duration,
+    /// `BODY_LIMIT_BYTES`, default 65536.
+    pub body_limit_bytes: usize,
+    /// `CORS_ALLOWED_ORIGINS`: comma-separated origins allowed to call from a browser;
+    /// default none (no CORS headers).
+    pub cors_origins: Vec<String>,
+}
+
+/// A token bucket: `per_minute` refills, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+/// Per-upstream timeouts and the circuit breaker.
+#[derive(Debug, Clone, Copy)]
+pub struct BreakerSettings {
+    /// `UPSTREAM_TIMEOUT_MS`, default 5000.
+    pub timeout: Duration,
+    /// `BREAKER_FAILURES`, default 5: consecutive failures (refused connection, timeout,
+    /// 502/503/504) that open an upstream's circuit.
+    pub failures: u32,
+    /// `BREAKER_OPEN_MS`, default 5000: how long an open circuit answers 503 at once before
+    /// one request probes the upstream again.
+    pub open_for: Duration,
+}
+
+impl Settings {
+    pub fn from_env(env: &Env) -> Result<Self, EnvError> {
+        let url = |name: &str, port: u16| env.string_or(name, &format!("http://127.0.0.1:{port}"));
+        Ok(Self {
+            http_addr: env.parse_or("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8000)))?,
+            log: LogSettings::from_env(env)?,
+            nats: NatsSettings::from_env(env)?,
+            upstreams: UpstreamUrls {
+                orders: url("ORDERS_URL", 8081),
+                inventory: url("INVENTORY_URL", 8082),
+                payments: url("PAYMENTS_URL", 8083),
+                orchestrator: url("ORCHESTRATOR_URL", 8084),
+                query: url("QUERY_URL", 8080),
+            },
+            oidc: OidcSettings {
+                issuer: env
+                    .string_or("OIDC_ISSUER_URL", "http://127.0.0.1:8090")
+                    .trim_end_matches('/')
+                    .to_owned(),
+                audience: env.string_or("OIDC_AUDIENCE", "streamshop"),
+                leeway_secs: env.within_or("OIDC_LEEWAY_SECS", 30, 0..=300)?,
+                refresh_min_interval: env
+                    .millis_or("OIDC_KEYS_REFRESH_MIN_MS", Duration::from_secs(5))?,
+                admin_scope: env.string_or("OIDC_ADMIN_SCOPE", "admin"),
+            },
+            limits: Limits {
+                per_subject: Quota {
+                    per_minute: env.within_or("RATE_LIMIT_PER_MINUTE", 600, 1..=u32::MAX)?,
+                    burst: env.within_or("RATE_LIMIT_BURST", 60, 1..=u32::MAX)?,
+                },
+                anonymous: Quota {
+                    per_minute: env.within_or(
+                        "RATE_LIMIT_ANONYMOUS_PER_MINUTE",
+                        300,
+                        1..=u32::MAX,
+                    )?,
+                    burst: env.within_or("RATE_LIMIT_ANONYMOUS_BURST", 30, 1..=u32::MAX)?,
+                },
+                request_timeout: env.millis_or("REQUEST_TIMEOUT_MS", Duration::from_secs(10))?,
+                body_limit_bytes: env.within_or("BODY_LIMIT_BYTES", 65_536, 1..=16 << 20)?,
+                cors_origins: env
+                    .string_or("CORS_ALLOWED_ORIGINS", "")
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            },
+            breaker: BreakerSettings {
+                timeout: env.millis_or("UPSTREAM_TIMEOUT_MS", Duration::from_secs(5))?,
+                failures: env.within_or("BREAKER_FAILURES", 5, 1..=1000)?,
+                open_for: env.millis_or("BREAKER_OPEN_MS", Duration::from_secs(5))?,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_local_stack() {
+        let s = Settings::from_env(&Env::from_pairs(Vec::<(&str, &str)>::new())).unwrap();
+        assert_eq!(s.http_addr.port(), 8000);
+        assert_eq!(s.upstreams.query, "http://127.0.0.1:8080");
+        assert_eq!(s.oidc.issuer, "http://127.0.0.1:8090");
+        assert!(s.limits.cors_origins.is_empty());
+    }
+
+    #[test]
+    fn origins_are_a_trimmed_list_and_limits_are_bounded() {
+        let s = Settings::from_env(&Env::from_pairs([
+            (
+                "CORS_ALLOWED_ORIGINS",
+                " https://a.example , https://b.example,",
+            ),
+            ("OIDC_ISSUER_URL", "https://id.example/"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.limits.cors_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(s.oidc.issuer, "https://id.example");
+        assert!(Settings::from_env(&Env::from_pairs([("RATE_LIMIT_BURST", "0")])).is_err());
+    }
+}
