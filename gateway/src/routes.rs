@@ -13,7 +13,7 @@ use axum::extract::{RawPathParams, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{on, MethodFilter};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Extension, Router};
 use bytes::Bytes;
 use messaging::Namespace;
@@ -166,38 +166,38 @@ impl Gateway {
     }
 }
 
-/// The router of [`ROUTES`].
+/// The router of [`ROUTES`]; the methods of one path share its entry.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let mut router = Router::new();
+    let mut paths: Vec<(&'static str, MethodRouter<Arc<Gateway>>)> = Vec::new();
     for route in ROUTES {
         let filter = MethodFilter::try_from(route.method.clone()).expect("GET or POST");
-        router = router.route(
-            route.path,
-            on(
-                filter,
-                move |State(gw): State<Arc<Gateway>>,
-                      caller: Option<Extension<Caller>>,
-                      params: RawPathParams,
-                      uri: Uri,
-                      headers: HeaderMap,
-                      body: Result<Bytes, BytesRejection>| async move {
-                    let caller = caller.and_then(|Extension(Caller(p))| p);
-                    let params: Vec<String> = params.iter().map(|(_, v)| v.to_owned()).collect();
-                    let call = Call {
-                        route,
-                        caller,
-                        params,
-                        query: uri.query().map(str::to_owned),
-                        headers,
-                        body,
-                    };
-                    respond(&gw, call).await
-                },
-            )
-            .fallback(runtime::problem::method_not_allowed),
-        );
+        let handler = move |State(gw): State<Arc<Gateway>>,
+                            caller: Option<Extension<Caller>>,
+                            params: RawPathParams,
+                            uri: Uri,
+                            headers: HeaderMap,
+                            body: Result<Bytes, BytesRejection>| async move {
+            let call = Call {
+                route,
+                caller: caller.and_then(|Extension(Caller(p))| p),
+                params: params.iter().map(|(_, v)| v.to_owned()).collect(),
+                query: uri.query().map(str::to_owned),
+                headers,
+                body,
+            };
+            respond(&gw, call).await
+        };
+        match paths.iter_mut().find(|(path, _)| *path == route.path) {
+            Some((_, methods)) => *methods = std::mem::take(methods).on(filter, handler),
+            None => paths.push((route.path, on(filter, handler))),
+        }
     }
-    router.with_state(gateway)
+    paths
+        .into_iter()
+        .fold(Router::new(), |router, (path, methods)| {
+            router.route(path, methods.fallback(runtime::problem::method_not_allowed))
+        })
+        .with_state(gateway)
 }
 
 /// One request to one route.

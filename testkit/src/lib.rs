@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 
 pub mod fixtures;
+pub mod front;
 pub mod gate;
+pub mod oidc;
 pub mod otlp;
 pub mod process;
 pub mod schemas;

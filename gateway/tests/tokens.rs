@@ -1,0 +1,258 @@
+//! Bad tokens never pass the gateway: each is a 401 problem with `WWW-Authenticate: Bearer
+//! error="invalid_token"`, and the service behind it sees no request. Good tokens, from the
+//! real OpenID provider or signed with its keys, pass; keys rotate without a restart; rate
+//! limits hold per caller.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::Uri;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use testkit::front::{gateway, Stopper, Upstreams};
+use testkit::oidc::{chrono_now, Oidc};
+use uuid::Uuid;
+
+/// A stand-in for the services behind the gateway that only records what reaches it.
+struct Recorder {
+    url: String,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    async fn start() -> Self {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let app = axum::Router::new().fallback(move |uri: Uri| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(uri.to_string());
+                axum::Json(json!({"items": []}))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, seen }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn front(oidc: &Oidc, extra: &[(&'static str, String)]) -> (Recorder, String, Stopper) {
+    let recorder = Recorder::start().await;
+    let ns = testkit::unique_namespace();
+    let (url, stop) = gateway(oidc, &ns, Upstreams::all(&recorder.url), extra).await;
+    (recorder, url, stop)
+}
+
+/// `GET /api/me/orders` with `authorization` (a whole header value), status and body.
+async fn my_orders(
+    url: &str,
+    authorization: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut request = reqwest::Client::new().get(format!("{url}/api/me/orders"));
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (
+        status,
+        headers,
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+fn sign(alg: Algorithm, kid: &str, key: &EncodingKey, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
+fn b64(value: &Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
+}
+
+#[tokio::test]
+async fn every_bad_token_is_401_and_reaches_nothing() {
+    let oidc = Oidc::start().await;
+    // Refetch on every unknown kid: "unknown after a refresh" is then really after one.
+    let (recorder, url, _stop) = front(&oidc, &[("OIDC_KEYS_REFRESH_MIN_MS", "0".into())]).await;
+    let customer = Uuid::now_v7();
+    let (rs_kid, rs_pem) = oidc.key("RS256");
+    let rs = EncodingKey::from_rsa_pem(rs_pem.as_bytes()).unwrap();
+    let good = oidc.customer_token(customer).await;
+    let mut claims = oidc.claims(&customer.to_string());
+
+    let tampered = {
+        let (head, signature) = good.rsplit_once('.').unwrap();
+        let mut sig: Vec<char> = signature.chars().collect();
+        let middle = sig.len() / 2;
+        sig[middle] = if sig[middle] == 'A' { 'B' } else { 'A' };
+        format!("{head}.{}", sig.into_iter().collect::<String>())
+    };
+    let alg_none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT", "kid": rs_kid})),
+        b64(&claims)
+    );
+    // The HMAC confusion: an HS256 token keyed with what the issuer publishes.
+    let jwks = reqwest::get(format!("{}/jwks", oidc.issuer))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let hmac = sign(
+        Algorithm::HS256,
+        &rs_kid,
+        &EncodingKey::from_secret(jwks.as_bytes()),
+        &claims,
+    );
+    let now = chrono_now();
+    let with = |claims: &Value, key: &str, value: Value| {
+        let mut c = claims.clone();
+        c[key] = value;
+        sign(Algorithm::RS256, &rs_kid, &rs, &c)
+    };
+    let expired = {
+        let mut c = claims.clone();
+        c["iat"] = json!(now - 7200);
+        c["exp"] = json!(now - 3600);
+        sign(Algorithm::RS256, &rs_kid, &rs, &c)
+    };
+    let not_yet = with(&claims, "nbf", json!(now + 3600));
+    let wrong_issuer = with(&claims, "iss", json!("http://127.0.0.1:1/evil"));
+    let wrong_audience = with(&claims, "aud", json!("another-api"));
+    let unknown_kid = sign(Algorithm::RS256, "not-a-key-of-the-issuer", &rs, &claims);
+    claims["exp"] = json!(now + 600);
+
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("missing", None),
+        ("not a bearer", Some("Basic dXNlcjpwYXNz".into())),
+        ("malformed", Some("Bearer not.a-jwt".into())),
+        ("wrong signature", Some(format!("Bearer {tampered}"))),
+        ("alg none", Some(format!("Bearer {alg_none}"))),
+        ("HMAC with the public key", Some(format!("Bearer {hmac}"))),
+        ("expired", Some(format!("Bearer {expired}"))),
+        ("not yet valid", Some(format!("Bearer {not_yet}"))),
+        ("wrong issuer", Some(format!("Bearer {wrong_issuer}"))),
+        ("wrong audience", Some(format!("Bearer {wrong_audience}"))),
+        ("unknown kid", Some(format!("Bearer {unknown_kid}"))),
+    ];
+    for (case, authorization) in &cases {
+        let (status, headers, body) = my_orders(&url, authorization.as_deref()).await;
+        assert_eq!(status, 401, "{case}: {body}");
+        assert_eq!(
+            headers["www-authenticate"], r#"Bearer realm="streamshop", error="invalid_token""#,
+            "{case}"
+        );
+        assert_eq!(
+            headers["content-type"], "application/problem+json",
+            "{case}"
+        );
+        assert_eq!(
+            body["type"], "urn:streamshop:problem:unauthorized",
+            "{case}"
+        );
+        assert!(headers.contains_key("x-request-id"), "{case}");
+    }
+    assert!(recorder.seen().is_empty(), "proxied: {:?}", recorder.seen());
+
+    // The same route passes with good tokens: the provider's, and ES256 and RS256 ones
+    // signed with its keys.
+    let (es_kid, es_pem) = oidc.key("ES256");
+    let es = EncodingKey::from_ec_pem(es_pem.as_bytes()).unwrap();
+    for token in [
+        good,
+        sign(Algorithm::ES256, &es_kid, &es, &claims),
+        sign(Algorithm::RS256, &rs_kid, &rs, &claims),
+    ] {
+        let (status, _, body) = my_orders(&url, Some(&format!("Bearer {token}"))).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let expected = format!("/customers/{customer}/orders");
+    assert_eq!(recorder.seen(), vec![expected; 3]);
+}
+
+#[tokio::test]
+async fn rotated_keys_are_accepted_without_a_restart_and_old_tokens_still_verify() {
+    let oidc = Oidc::start().await;
+    let (recorder, url, _stop) = front(&oidc, &[("OIDC_KEYS_REFRESH_MIN_MS", "1000".into())]).await;
+    let customer = Uuid::now_v7();
+    let before = oidc.customer_token(customer).await;
+    assert_eq!(
+        my_orders(&url, Some(&format!("Bearer {before}"))).await.0,
+        200
+    );
+
+    let new_kid = oidc.rotate().await;
+    let after = oidc.customer_token(customer).await;
+    let header = jsonwebtoken::decode_header(&after).unwrap();
+    assert_eq!(
+        header.kid.as_deref(),
+        Some(new_kid.as_str()),
+        "signed with the new key"
+    );
+    // Past the refetch interval, the first token with the new kid is accepted.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        my_orders(&url, Some(&format!("Bearer {after}"))).await.0,
+        200
+    );
+    assert_eq!(
+        my_orders(&url, Some(&format!("Bearer {before}"))).await.0,
+        200
+    );
+    assert_eq!(recorder.seen().len(), 3);
+}
+
+#[tokio::test]
+async fn a_burst_over_the_limit_is_429_and_other_callers_are_not_slowed() {
+    let oidc = Oidc::start().await;
+    let (_recorder, url, _stop) = front(
+        &oidc,
+        &[
+            ("RATE_LIMIT_PER_MINUTE", "60".into()),
+            ("RATE_LIMIT_BURST", "5".into()),
+            ("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "60".into()),
+            ("RATE_LIMIT_ANONYMOUS_BURST", "3".into()),
+        ],
+    )
+    .await;
+    let a = format!("Bearer {}", oidc.customer_token(Uuid::now_v7()).await);
+    let b = format!("Bearer {}", oidc.customer_token(Uuid::now_v7()).await);
+
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let (status, headers, body) = my_orders(&url, Some(&a)).await;
+        statuses.push(status);
+        if status == 429 {
+            assert_eq!(body["type"], "urn:streamshop:problem:rate-limited");
+            let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=2).contains(&retry), "Retry-After {retry}");
+            assert_eq!(headers["ratelimit-remaining"], "0");
+            assert_eq!(headers["ratelimit-limit"], "5");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+
+    // Another customer has a bucket of their own.
+    let (status, headers, _) = my_orders(&url, Some(&b)).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["ratelimit-remaining"], "4");
+
+    // Anonymous calls share their address's bucket, bad tokens included.
+    let mut anonymous = Vec::new();
+    for _ in 0..4 {
+        let r = reqwest::get(format!("{url}/api/products")).await.unwrap();
+        anonymous.push(r.status().as_u16());
+    }
+    assert_eq!(anonymous, [200, 200, 200, 429]);
+    assert_eq!(my_orders(&url, Some("Bearer garbage")).await.0, 429);
+}

@@ -1,0 +1,115 @@
+//! The gateway in front of real services, with a real OpenID provider: what a frontend
+//! talks to.
+
+use messaging::Namespace;
+use runtime::env::Env;
+use tokio_util::sync::CancellationToken;
+
+use crate::oidc::Oidc;
+use crate::stack::{Options, Stack};
+
+/// Every service, the gateway and the provider.
+pub struct Front {
+    pub stack: Stack,
+    pub oidc: Oidc,
+    /// The gateway's base URL.
+    pub url: String,
+    _stop: Stopper,
+}
+
+/// Stops a gateway when dropped.
+pub struct Stopper(pub CancellationToken);
+
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// The internal services a gateway sends to: orders, inventory, payments, orchestrator,
+/// query API.
+pub struct Upstreams<'a> {
+    pub orders: &'a str,
+    pub inventory: &'a str,
+    pub payments: &'a str,
+    pub orchestrator: &'a str,
+    pub query: &'a str,
+}
+
+impl Upstreams<'_> {
+    /// All five at one address.
+    pub fn all(url: &str) -> Upstreams<'_> {
+        Upstreams {
+            orders: url,
+            inventory: url,
+            payments: url,
+            orchestrator: url,
+            query: url,
+        }
+    }
+}
+
+/// Starts a gateway in this process on a free port; returns its URL and what stops it.
+pub async fn gateway(
+    oidc: &Oidc,
+    ns: &Namespace,
+    upstreams: Upstreams<'_>,
+    extra: &[(&'static str, String)],
+) -> (String, Stopper) {
+    let mut env = vec![
+        ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
+        ("NATS_URL", crate::infra().nats_url.clone()),
+        ("NATS_NAMESPACE", ns.as_str().to_owned()),
+        ("OIDC_ISSUER_URL", oidc.issuer.clone()),
+        ("OIDC_AUDIENCE", oidc.audience.clone()),
+        ("ORDERS_URL", upstreams.orders.to_owned()),
+        ("INVENTORY_URL", upstreams.inventory.to_owned()),
+        ("PAYMENTS_URL", upstreams.payments.to_owned()),
+        ("ORCHESTRATOR_URL", upstreams.orchestrator.to_owned()),
+        ("QUERY_URL", upstreams.query.to_owned()),
+    ];
+    env.extend(extra.iter().cloned());
+    let settings = gateway::Settings::from_env(&Env::from_pairs(env)).expect("gateway settings");
+    let app = gateway::App::build(&settings)
+        .await
+        .expect("build the gateway");
+    let url = format!("http://{}", app.local_addr());
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run(stop.clone()));
+    (url, Stopper(stop))
+}
+
+impl Front {
+    /// The whole stack (saga, projections, query API) behind a gateway; `extra` is more
+    /// gateway environment (limits, say).
+    pub async fn start(extra: &[(&'static str, String)]) -> Self {
+        let stack = Stack::start_with(Options {
+            reads: true,
+            max_attempts: 3,
+            ..Options::default()
+        })
+        .await;
+        let oidc = Oidc::start().await;
+        let [orders, inventory, payments, orchestrator] = &stack.urls;
+        let query = &stack.reads[1];
+        let (url, stop) = gateway(
+            &oidc,
+            &stack.orders.ns,
+            Upstreams {
+                orders,
+                inventory,
+                payments,
+                orchestrator,
+                query,
+            },
+            extra,
+        )
+        .await;
+        Self {
+            stack,
+            oidc,
+            url,
+            _stop: stop,
+        }
+    }
+}
