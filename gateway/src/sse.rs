@@ -1,22 +1,26 @@
 //! `GET /api/orders/{id}/events`: an order's status changes and its saga's steps as
 //! Server-Sent Events, read from JetStream (the order's and the saga's subjects, each through
 //! an ordered consumer), resumable from `Last-Event-ID`, ending after the order's terminal
-//! event.
+//! event (and its saga's last).
 //!
 //! An event's id is `<order sequence>.<saga sequence>`: the last event of each aggregate the
 //! client has been sent. Both aggregates' events are in order within their own subjects, so
 //! resuming skips exactly what was sent, whatever the interleaving of the two.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use axum::response::sse::Event;
 use contracts::events::decode;
 use domain::order::{OrderEvent, OrderStatus};
+use domain::saga::SagaEvent;
 use futures::{Stream, StreamExt};
 use messaging::{BoundedContext, Envelope, Namespace};
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -51,8 +55,13 @@ enum Source {
     Saga,
 }
 
-/// The order's events after `from`, live, as SSE events; ends after the order's terminal
-/// event, on a JetStream error (the client resumes from its last id) or at `stop`.
+/// After the order's terminal event, how long its saga may take to finish (its last steps
+/// and `SagaCompleted` come after the order's confirmation) before the stream ends anyway.
+const SAGA_GRACE: Duration = Duration::from_secs(5);
+
+/// The order's events after `from`, live, as SSE events. The stream ends once the order has
+/// ended and its saga has too (or [`SAGA_GRACE`] after the order ended), on a JetStream error
+/// (the client resumes from its last id), when the client goes away, or at `stop`.
 pub async fn order_events(
     js: &async_nats::jetstream::Context,
     ns: &Namespace,
@@ -62,54 +71,77 @@ pub async fn order_events(
 ) -> Result<impl Stream<Item = Result<Event, Infallible>>, ApiError> {
     let orders = follow(js, ns, BoundedContext::Orders, order, Source::Order).await?;
     let sagas = follow(js, ns, BoundedContext::Sagas, order, Source::Saga).await?;
-    let merged = futures::stream::select(orders, sagas);
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(forward(
+        futures::stream::select(orders, sagas),
+        from,
+        tx,
+        stop,
+    ));
+    Ok(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|event| (Ok(event), rx))
+    }))
+}
+
+/// Sends each event not yet seen to `tx` until the stream is over (see [`order_events`]).
+async fn forward(
+    mut merged: impl Stream<Item = Result<(Source, Envelope), String>> + Unpin,
+    from: Position,
+    tx: mpsc::Sender<Event>,
+    stop: CancellationToken,
+) {
     let mut position = from;
-    let events = merged
-        .filter_map(move |item| {
-            let out = match item {
-                Err(e) => {
-                    tracing::warn!(error = %e, "an order's live stream broke off; the client resumes");
-                    Some(None)
-                }
-                Ok((source, envelope)) => {
-                    let seen = match source {
-                        Source::Order => &mut position.order,
-                        Source::Saga => &mut position.saga,
-                    };
-                    if envelope.sequence <= *seen {
-                        None
-                    } else {
-                        *seen = envelope.sequence;
-                        let (payload, terminal) = describe(source, &envelope);
-                        Some(Some((position, source, payload, terminal)))
-                    }
-                }
-            };
-            async move { out }
-        })
-        // `None` marks a broken stream: end there.
-        .take_while(|item| {
-            let go_on = item.is_some();
-            async move { go_on }
-        })
-        .filter_map(|item| async move { item })
-        .scan(false, |done, (position, source, payload, terminal)| {
-            if *done {
-                return futures::future::ready(None);
+    let mut order_over = false;
+    let mut saga_over = false;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => return,
+            next = merged.next() => next,
+        };
+        let (source, envelope) = match next {
+            Some(Ok(item)) => item,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "an order's live stream broke off; the client resumes");
+                return;
             }
-            *done = terminal;
-            let event = Event::default()
-                .id(position.id())
-                .event(match source {
-                    Source::Order => "order",
-                    Source::Saga => "saga",
-                })
-                .json_data(payload)
-                .unwrap_or_default();
-            futures::future::ready(Some(Ok(event)))
-        })
-        .take_until(stop.cancelled_owned());
-    Ok(events)
+            None => return,
+        };
+        let seen = match source {
+            Source::Order => &mut position.order,
+            Source::Saga => &mut position.saga,
+        };
+        // Replayed from the start: skip what the client already has.
+        if envelope.sequence <= *seen {
+            continue;
+        }
+        *seen = envelope.sequence;
+        let (payload, ends) = describe(source, &envelope);
+        let event = Event::default()
+            .id(position.id())
+            .event(match source {
+                Source::Order => "order",
+                Source::Saga => "saga",
+            })
+            .json_data(payload)
+            .unwrap_or_default();
+        if tx.send(event).await.is_err() {
+            // The client went away.
+            return;
+        }
+        match source {
+            Source::Order if ends => {
+                order_over = true;
+                deadline = Some(Instant::now() + SAGA_GRACE);
+            }
+            Source::Saga if ends => saga_over = true,
+            _ => {}
+        }
+        if order_over && saga_over {
+            return;
+        }
+    }
 }
 
 /// The events of one aggregate, from its first, then live.
@@ -148,8 +180,9 @@ async fn follow(
     }))
 }
 
-/// What a frontend is told of an event, and whether it ends the order. Payment tokens are
-/// removed wherever they appear.
+/// What a frontend is told of an event, and whether it ends its aggregate (the order's
+/// terminal status, or the saga's completion or parking). Payment tokens are removed
+/// wherever they appear.
 fn describe(source: Source, envelope: &Envelope) -> (Value, bool) {
     let mut data = envelope.data.clone();
     scrub(&mut data);
@@ -170,6 +203,11 @@ fn describe(source: Source, envelope: &Envelope) -> (Value, bool) {
             );
             payload["status"] = json!(status);
         }
+    } else {
+        terminal = matches!(
+            decode::<SagaEvent>(envelope),
+            Ok(SagaEvent::SagaCompleted { .. } | SagaEvent::SagaNeedsAttention { .. })
+        );
     }
     (payload, terminal)
 }

@@ -1,0 +1,316 @@
+//! The whole system behind the gateway, with tokens from the real OpenID provider: what
+//! customers, operators and anonymous callers may do, and live order updates over SSE.
+
+use std::time::Duration;
+
+use reqwest::{Client, Response};
+use serde_json::{json, Value};
+use testkit::front::Front;
+use uuid::Uuid;
+
+/// A caller: a bearer token, or none.
+struct Caller<'a> {
+    front: &'a Front,
+    token: Option<String>,
+}
+
+impl Caller<'_> {
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = Client::new().request(method, format!("{}{path}", self.front.url));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        answer(
+            self.request(reqwest::Method::GET, path)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        answer(
+            self.request(reqwest::Method::POST, path)
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+}
+
+async fn answer(response: Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn customer(front: &Front) -> (Uuid, Caller<'_>) {
+    let id = Uuid::now_v7();
+    let token = front.oidc.customer_token(id).await;
+    (
+        id,
+        Caller {
+            front,
+            token: Some(token),
+        },
+    )
+}
+
+async fn admin(front: &Front) -> Caller<'_> {
+    Caller {
+        front,
+        token: Some(front.oidc.admin_token().await),
+    }
+}
+
+fn order_body(sku: &str, token: &str) -> Value {
+    json!({"lines": [{"sku": sku, "quantity": 1}], "payment_token": token})
+}
+
+/// Places an order as `caller` and waits until the query API shows it to them.
+async fn place(caller: &Caller<'_>, sku: &str, token: &str) -> Uuid {
+    let (status, body) = caller.post("/api/orders", order_body(sku, token)).await;
+    assert_eq!(status, 202, "{body}");
+    let order = body["order_id"].as_str().unwrap().to_owned();
+    let (status, body) = caller
+        .get(&format!("/api/orders/{order}?min_version=1"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    Uuid::parse_str(&order).unwrap()
+}
+
+#[tokio::test]
+async fn customers_reach_only_their_own_orders_and_operators_run_the_catalog() {
+    let front = Front::start(&[]).await;
+    let anonymous = Caller {
+        front: &front,
+        token: None,
+    };
+    let operator = admin(&front).await;
+    let (a_id, a) = customer(&front).await;
+    let (_, b) = customer(&front).await;
+
+    // An operator creates and restocks a product; a customer may not.
+    let product = json!({"sku": "GW-1", "name": "Mug", "unit_price": 1250, "currency": "EUR", "initial_stock": 5});
+    assert_eq!(a.post("/api/products", product.clone()).await.0, 403);
+    assert_eq!(
+        anonymous.post("/api/products", product.clone()).await.0,
+        401
+    );
+    let (status, body) = operator.post("/api/products", product).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = operator
+        .post("/api/products/GW-1/restock", json!({"quantity": 5}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+
+    // Anyone reads the catalog.
+    testkit::eventually(
+        Duration::from_secs(10),
+        "the product in the catalog",
+        || async {
+            let (status, body) = anonymous.get("/api/products/GW-1").await;
+            (status == 200 && body["on_hand"] == 10).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(anonymous.get("/api/products").await.0, 200);
+
+    // A places, reads and lists their orders; the payment token is never shown.
+    let order = place(&a, "GW-1", "tok_ok").await;
+    let (status, body) = a.get(&format!("/api/orders/{order}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["customer_id"], a_id.to_string());
+    assert!(!body.to_string().contains("tok_ok"), "{body}");
+    let (status, mine) = a.get("/api/me/orders").await;
+    assert_eq!(status, 200, "{mine}");
+    assert!(mine.to_string().contains(&order.to_string()), "{mine}");
+    assert_eq!(anonymous.get("/api/me/orders").await.0, 401);
+
+    // B cannot see, cancel or order for A; the answers do not say A's order exists.
+    let (status, body) = b.get(&format!("/api/orders/{order}")).await;
+    assert_eq!(
+        (status, body["type"].clone()),
+        (404, json!("urn:streamshop:problem:order-not-found"))
+    );
+    assert_eq!(
+        b.post(&format!("/api/orders/{order}/cancel"), json!({}))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        b.get(&format!("/api/orders/{}", Uuid::now_v7())).await.0,
+        404
+    );
+    let mut for_a = order_body("GW-1", "tok_ok");
+    for_a["customer_id"] = json!(a_id);
+    assert_eq!(b.post("/api/orders", for_a.clone()).await.0, 403);
+    // An operator orders for a customer only by naming them.
+    assert_eq!(
+        operator
+            .post("/api/orders", order_body("GW-1", "tok_ok"))
+            .await
+            .0,
+        400
+    );
+
+    // No customer token reaches a saga-internal command or an operator's read.
+    for path in [
+        format!("/api/orders/{order}/confirm"),
+        format!("/api/orders/{order}/price"),
+        format!("/api/orders/{order}/reject"),
+        "/api/payments".to_owned(),
+        format!("/api/payments/{order}/capture"),
+        format!("/api/payments/{order}/void"),
+        "/api/products/GW-1/reservations".to_owned(),
+        format!("/api/products/GW-1/reservations/{order}/commit"),
+        format!("/api/products/GW-1/reservations/{order}/release"),
+    ] {
+        let (status, _) = a.post(&path, json!({"order_id": order})).await;
+        assert!(status == 404 || status == 405, "{path}: {status}");
+    }
+    for path in [
+        format!("/api/sagas/{order}"),
+        format!("/api/payments/{order}"),
+        "/api/projections".to_owned(),
+        format!("/api/customers/{a_id}/orders"),
+    ] {
+        assert_eq!(a.get(&path).await.0, 403, "{path}");
+    }
+    assert_eq!(
+        a.post(
+            &format!("/api/payments/{order}/refund"),
+            json!({"amount": 1})
+        )
+        .await
+        .0,
+        403
+    );
+
+    // Operators read the saga, without the payment token.
+    let saga = testkit::eventually(Duration::from_secs(30), "the saga to complete", || async {
+        let (status, saga) = operator.get(&format!("/api/sagas/{order}")).await;
+        (status == 200 && saga["status"] == "completed").then_some(saga)
+    })
+    .await;
+    assert!(!saga.to_string().contains("tok_ok"), "{saga}");
+
+    // A cancels their own order while its payment never answers.
+    let slow = place(&a, "GW-1", "tok_timeout").await;
+    let (status, body) = a
+        .post(&format!("/api/orders/{slow}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+}
+
+/// The events of an SSE body: (id, event, data).
+fn events(body: &str) -> Vec<(String, String, Value)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let mut id = None;
+            let mut event = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.to_owned());
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    event = Some(v.to_owned());
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(v).ok();
+                }
+            }
+            Some((id?, event?, data?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_live_stream_follows_a_saga_to_its_end_and_resumes_without_gaps() {
+    let front = Front::start(&[]).await;
+    let operator = admin(&front).await;
+    let product = json!({"sku": "GW-SSE", "name": "Cup", "unit_price": 300, "currency": "EUR", "initial_stock": 3});
+    assert_eq!(operator.post("/api/products", product).await.0, 202);
+    let (_, a) = customer(&front).await;
+    let (_, b) = customer(&front).await;
+
+    let (status, body) = a.post("/api/orders", order_body("GW-SSE", "tok_ok")).await;
+    assert_eq!(status, 202, "{body}");
+    let order = body["order_id"].as_str().unwrap().to_owned();
+    let path = format!("/api/orders/{order}/events");
+
+    // Opened as soon as the order is accepted: the stream ends by itself at `confirmed`.
+    let stream = testkit::eventually(Duration::from_secs(10), "the stream to open", || async {
+        let r = a.request(reqwest::Method::GET, &path).send().await.ok()?;
+        (r.status() == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let body = tokio::time::timeout(Duration::from_secs(30), stream.text())
+        .await
+        .expect("the stream ends after the terminal event")
+        .unwrap();
+    let all = events(&body);
+    let statuses: Vec<&str> = all
+        .iter()
+        .filter(|(_, kind, _)| kind == "order")
+        .map(|(_, _, data)| data["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["placed", "priced", "confirmed"], "{body}");
+    assert!(all.iter().any(|(_, kind, _)| kind == "saga"), "{body}");
+    assert!(!body.contains("tok_ok"), "{body}");
+    // The saga's last event comes after the order's confirmation, and ends the stream.
+    assert_eq!(all.last().unwrap().2["type"], "SagaCompleted", "{body}");
+
+    // Resuming from the third event's id gives exactly the events the client had not
+    // been sent, each once: the id is the last sequence of the order and of the saga seen.
+    let (resume_id, _, _) = &all[2];
+    let resumed = a
+        .request(reqwest::Method::GET, &path)
+        .header("last-event-id", resume_id)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (order_seen, saga_seen) = resume_id.split_once('.').unwrap();
+    let seen = |kind: &str| -> u64 {
+        if kind == "order" {
+            order_seen
+        } else {
+            saga_seen
+        }
+        .parse()
+        .unwrap()
+    };
+    let key = |(_, kind, data): &(String, String, Value)| {
+        (kind.clone(), data["sequence"].as_u64().unwrap())
+    };
+    let mut expected: Vec<_> = all
+        .iter()
+        .map(key)
+        .filter(|(kind, seq)| *seq > seen(kind))
+        .collect();
+    let mut got: Vec<_> = events(&resumed).iter().map(key).collect();
+    expected.sort();
+    got.sort();
+    assert!(!expected.is_empty());
+    assert_eq!(got, expected, "{resumed}");
+
+    // Another customer is refused as if the order did not exist; garbage ids are 400.
+    assert_eq!(b.get(&path).await.0, 404);
+    let bad = a
+        .request(reqwest::Method::GET, &path)
+        .header("last-event-id", "yesterday")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
