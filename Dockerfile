@@ -5,11 +5,12 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --package orders --package inventory --package payments \
-      --package orchestrator --package projections --package query-api --package events \
+      --package orchestrator --package projections --package query-api --package gateway \
+      --package events \
  && mkdir /out \
  && cp target/release/orders target/release/inventory target/release/payments \
       target/release/orchestrator target/release/projections target/release/query-api \
-      target/release/events /out/
+      target/release/gateway target/release/events /out/
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \

@@ -1,58 +1,58 @@
-//! The README's "Try it" block, run as written (only the ports changed to this stack's)
-//! against every service, so the first thing a newcomer pastes works.
+//! The README's "Try it" and "For frontends" blocks, run as written against the gateway in
+//! front of every service (only its address and the token command changed to this test's),
+//! so the first thing a newcomer pastes works.
 
 use std::time::Duration;
 
 use serde_json::Value;
-use testkit::stack::Stack;
+use testkit::front::Front;
 
-/// The first ```sh block after the `## Try it` heading.
-fn try_it_block() -> String {
+/// The first ```sh block after the heading `## <section>`.
+fn block(section: &str) -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("the README");
     let section = readme
-        .split("\n## Try it\n")
+        .split(&format!("\n## {section}\n"))
         .nth(1)
-        .expect("a Try it section");
+        .unwrap_or_else(|| panic!("a {section} section"));
     let start = section.find("```sh\n").expect("a sh block") + "```sh\n".len();
     let end = start + section[start..].find("\n```").expect("the block ends");
     section[start..end].to_owned()
 }
 
-/// `localhost:<port>` of the local stack, replaced by this stack's address of that service.
-fn with_ports(block: &str, stack: &Stack) -> String {
-    let host = |url: &str| url.trim_start_matches("http://").to_owned();
-    [
-        ("localhost:8080", host(&stack.reads[1])),
-        ("localhost:8081", host(&stack.urls[0])),
-        ("localhost:8082", host(&stack.urls[1])),
-        ("localhost:8083", host(&stack.urls[2])),
-        ("localhost:8084", host(&stack.urls[3])),
-        ("localhost:8085", host(&stack.reads[0])),
-    ]
-    .iter()
-    .fold(block.to_owned(), |text, (from, to)| text.replace(from, to))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_try_it_block_works_as_written() {
-    let stack = Stack::start_all(5).await;
-    let block = with_ports(&try_it_block(), &stack);
+/// The block as it runs against `front`: the gateway's address for the local one, and tokens
+/// from the test's OpenID provider where the block asks `cargo xtask token`.
+fn against(block: &str, front: &Front) -> String {
+    let block = block
+        .replace("localhost:8000", front.url.trim_start_matches("http://"))
+        .replace("cargo xtask token --admin", &front.oidc.admin_command())
+        .replace("cargo xtask token", &front.oidc.token_command());
     assert!(
         !block.contains("localhost:80"),
         "a port the test does not map:\n{block}"
     );
+    block
+}
+
+async fn bash(block: &str) -> String {
     let output = tokio::process::Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &block])
+        .args(["-euo", "pipefail", "-c", block])
         .output()
         .await
         .expect("bash runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "the block failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_readme_blocks_work_as_written() {
+    let front = Front::start(&[]).await;
+    let stdout = bash(&against(&block("Try it"), &front)).await;
     // Every line the block prints is a JSON answer; none is a problem.
     let answers: Vec<Value> = stdout
         .lines()
@@ -72,7 +72,7 @@ async fn the_try_it_block_works_as_written() {
 
     // The block's last reads wait a bounded time; on a busy machine the saga may take longer,
     // so its outcome is then awaited here: the order ends confirmed and the stock committed.
-    let query = stack.reads[1].clone();
+    let query = front.stack.reads[1].clone();
     let read = |path: String| {
         let url = format!("{query}{path}");
         async move { testkit::get_json(&url).await }
@@ -95,4 +95,11 @@ async fn the_try_it_block_works_as_written() {
         },
     )
     .await;
+
+    // "For frontends": a second order, streamed live to its end (the product still has 8).
+    let stream = bash(&against(&block("For frontends"), &front)).await;
+    assert!(stream.contains("event: order"), "{stream}");
+    assert!(stream.contains(r#""status":"confirmed""#), "{stream}");
+    assert!(stream.contains(r#""type":"SagaCompleted""#), "{stream}");
+    assert!(!stream.contains("tok_ok"), "{stream}");
 }

@@ -118,6 +118,22 @@ impl Oidc {
             .to_owned()
     }
 
+    /// The shell command that prints a token from this provider, as `cargo xtask token` does
+    /// from the local stack's: append `--customer <uuid>`, or use [`Oidc::admin_command`].
+    pub fn token_command(&self) -> String {
+        format!(
+            "node '{}' --issuer {} --audience {}",
+            scripts().join("login.mjs").display(),
+            self.issuer,
+            self.audience
+        )
+    }
+
+    /// The shell command that prints an operator's token from this provider.
+    pub fn admin_command(&self) -> String {
+        format!("{} --admin --secret {}", self.token_command(), self.secret)
+    }
+
     /// Rotates the signing keys: new keys first, the old ones still published; returns the
     /// new RS256 key's id once the provider signs with it.
     pub async fn rotate(&self) -> String {

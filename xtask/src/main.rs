@@ -5,6 +5,7 @@
 mod bench;
 mod layout;
 mod nats;
+mod oidc;
 mod postgres;
 mod proc;
 mod python;
@@ -50,6 +51,20 @@ enum Command {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
+    /// Print an access token from the local OpenID provider, for curl against the gateway.
+    Token {
+        /// A customer's token: this UUID is its `sub`.
+        #[arg(
+            long,
+            value_name = "UUID",
+            conflicts_with = "admin",
+            required_unless_present = "admin"
+        )]
+        customer: Option<String>,
+        /// An operator's token (the `admin` scope).
+        #[arg(long)]
+        admin: bool,
+    },
     /// Benchmark release builds on a fresh durable cluster; writes .state/bench-report/.
     Bench {
         /// Arguments passed to `loadgen run` (after `--`), e.g. `--figures commands --repeats 1`.
@@ -66,6 +81,7 @@ fn main() -> ExitCode {
         Command::Status => status(),
         Command::Reset => reset(),
         Command::Test { keep, cargo_args } => test(keep, &cargo_args),
+        Command::Token { customer, admin } => token(customer.as_deref(), admin),
         Command::Bench { loadgen_args } => bench::run(&loadgen_args),
     };
     match result {
@@ -82,15 +98,23 @@ fn up(release: bool) -> anyhow::Result<ExitCode> {
     postgres::start(&layout)?;
     postgres::provision(&layout)?;
     nats::start(&layout)?;
+    oidc::install(&layout)?;
+    oidc::start(&layout)?;
     let bins = services::build(&layout, release, &[])?;
     services::start_all(&layout, &bins)?;
     services::print_urls(&layout);
     Ok(ExitCode::SUCCESS)
 }
 
+fn token(customer: Option<&str>, admin: bool) -> anyhow::Result<ExitCode> {
+    oidc::token(&Layout::dev()?, customer, admin)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn down() -> anyhow::Result<ExitCode> {
     let layout = Layout::dev()?;
     services::stop_all(&layout);
+    oidc::stop(&layout);
     nats::stop(&layout);
     postgres::stop(&layout);
     println!("stopped");
@@ -101,6 +125,7 @@ fn status() -> anyhow::Result<ExitCode> {
     let layout = Layout::dev()?;
     postgres::status(&layout);
     nats::status(&layout);
+    oidc::status(&layout);
     services::status(&layout);
     Ok(ExitCode::SUCCESS)
 }
@@ -111,6 +136,7 @@ fn reset() -> anyhow::Result<ExitCode> {
     let bench = Layout::bench()?;
     for layout in [&dev, &test, &bench] {
         services::stop_all(layout);
+        oidc::stop(layout);
         nats::stop(layout);
         postgres::stop(layout);
         layout.remove_state()?;
@@ -129,6 +155,8 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     postgres::start(&layout)?;
     nats::start(&layout)?;
     let python_path = python::test_packages(&layout)?;
+    // The tests start their own OpenID providers from these packages.
+    oidc::install(&layout)?;
 
     println!("xtask: cargo fmt --check");
     let fmt = layout::cargo()

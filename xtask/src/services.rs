@@ -14,8 +14,8 @@ pub(crate) struct Service {
     pub name: &'static str,
     pub package: &'static str,
     pub port: u16,
-    /// (database, role) it connects to.
-    pub database: (&'static str, &'static str),
+    /// (database, role) it connects to; the gateway has none.
+    pub database: Option<(&'static str, &'static str)>,
 }
 
 pub(crate) const SERVICES: &[Service] = &[
@@ -23,37 +23,44 @@ pub(crate) const SERVICES: &[Service] = &[
         name: "orders",
         package: "orders",
         port: 8081,
-        database: ("orders", "orders"),
+        database: Some(("orders", "orders")),
     },
     Service {
         name: "inventory",
         package: "inventory",
         port: 8082,
-        database: ("inventory", "inventory"),
+        database: Some(("inventory", "inventory")),
     },
     Service {
         name: "payments",
         package: "payments",
         port: 8083,
-        database: ("payments", "payments"),
+        database: Some(("payments", "payments")),
     },
     Service {
         name: "orchestrator",
         package: "orchestrator",
         port: 8084,
-        database: ("orchestrator", "orchestrator"),
+        database: Some(("orchestrator", "orchestrator")),
     },
     Service {
         name: "projections",
         package: "projections",
         port: 8085,
-        database: ("read", "projections"),
+        database: Some(("read", "projections")),
     },
     Service {
         name: "query-api",
         package: "query-api",
         port: 8080,
-        database: ("read", "query_api"),
+        database: Some(("read", "query_api")),
+    },
+    // The public entry, last: it is started once everything behind it is ready.
+    Service {
+        name: "gateway",
+        package: "gateway",
+        port: 8000,
+        database: None,
     },
 ];
 
@@ -125,11 +132,13 @@ pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
             println!("{}: binary changed; restarting", s.name);
             proc::stop(pid, Duration::from_secs(10));
         }
-        let (db, role) = s.database;
         let mut cmd = Command::new(&binary);
+        if let Some((db, role)) = s.database {
+            cmd.env("DATABASE_URL", layout.pg_url(role, db));
+        }
         cmd.env("HTTP_ADDR", format!("127.0.0.1:{}", s.port))
-            .env("DATABASE_URL", layout.pg_url(role, db))
             .env("NATS_URL", layout.nats_url())
+            .env("OIDC_ISSUER_URL", crate::oidc::issuer())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -191,16 +200,30 @@ pub fn print_urls(layout: &Layout) {
     println!("  {:<12} {}", "postgres", layout.pg_admin_url());
     println!("logs: {}", layout.logs().display());
     println!();
-    println!("try (a product first, then an order for it; README \"Try it\" has the whole walk):");
     println!(
-        r#"  curl -s -X POST localhost:8082/products -H 'content-type: application/json' \
+        "  {:<12} {} (cargo xtask token --customer <uuid> | --admin)",
+        "oidc",
+        crate::oidc::issuer()
+    );
+    println!();
+    println!(
+        "clients use the gateway (README \"Try it\" and \"For frontends\" have the whole walk):"
+    );
+    println!("  admin=$(cargo xtask token --admin)");
+    println!(
+        r#"  curl -s -X POST localhost:8000/api/products -H "authorization: Bearer $admin" \
+    -H 'content-type: application/json' \
     -d '{{"sku":"SKU-1","name":"Mug","unit_price":1250,"currency":"EUR","initial_stock":10}}'"#
     );
+    println!("  customer=$(cargo xtask token --customer 0192f0c1-0000-7000-8000-000000000001)");
     println!(
-        r#"  curl -s -X POST localhost:8081/orders -H 'content-type: application/json' \
-    -d '{{"customer_id":"0192f0c1-0000-7000-8000-000000000001","lines":[{{"sku":"SKU-1","quantity":2}}],"payment_token":"tok_ok"}}'"#
+        r#"  curl -s -X POST localhost:8000/api/orders -H "authorization: Bearer $customer" \
+    -H 'content-type: application/json' \
+    -d '{{"lines":[{{"sku":"SKU-1","quantity":2}}],"payment_token":"tok_ok"}}'"#
     );
-    println!("  curl -s 'localhost:8080/orders/<order_id>?min_version=3'");
+    println!(
+        r#"  curl -sN localhost:8000/api/orders/<order_id>/events -H "authorization: Bearer $customer""#
+    );
     println!();
     println!("observe:");
     println!(

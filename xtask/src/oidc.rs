@@ -1,0 +1,143 @@
+//! The local OpenID provider (`xtask/oidc`, panva's oidc-provider on Node.js): its npm
+//! packages, the process `up` runs on port 8090 with its signing keys and the operator
+//! client's secret under the state folder, and the tokens `cargo xtask token` prints.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::layout::Layout;
+use crate::proc;
+
+/// The provider's port under `cargo xtask up`; the gateway's default `OIDC_ISSUER_URL`.
+pub const PORT: u16 = 8090;
+
+pub fn issuer() -> String {
+    format!("http://127.0.0.1:{PORT}")
+}
+
+fn scripts(layout: &Layout) -> PathBuf {
+    layout.workspace.join("xtask/oidc")
+}
+
+/// Installs the provider's npm packages (`npm ci`) unless the lock file is unchanged since
+/// the last install; installs Node.js from Debian's packages when it is missing.
+pub fn install(layout: &Layout) -> anyhow::Result<()> {
+    if Command::new("node").arg("--version").output().is_err() {
+        println!("oidc: Node.js is missing; installing Debian's nodejs and npm");
+        let ok = Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "nodejs", "npm"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            bail!("Node.js (node and npm) is needed for the local OpenID provider; install it");
+        }
+    }
+    let dir = scripts(layout);
+    let lock = std::fs::read_to_string(dir.join("package-lock.json"))
+        .context("reading xtask/oidc/package-lock.json")?;
+    let marker = dir.join("node_modules/.streamshop-installed");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(lock.as_str()) {
+        return Ok(());
+    }
+    println!("oidc: installing the OpenID provider's packages (npm ci)");
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&dir)
+        .status()
+        .context("running npm ci")?;
+    if !status.success() {
+        bail!("npm ci failed in {}", dir.display());
+    }
+    std::fs::write(&marker, lock)?;
+    Ok(())
+}
+
+fn state(layout: &Layout) -> PathBuf {
+    layout.root.join("oidc")
+}
+
+fn pid_file(layout: &Layout) -> PathBuf {
+    layout.run_dir().join("oidc.pid")
+}
+
+/// The operator client's secret, made on first use and kept (mode 0600) with the keys.
+fn operator_secret(layout: &Layout) -> anyhow::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let path = state(layout).join("operator-secret");
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        return Ok(secret.trim().to_owned());
+    }
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(state(layout))?;
+    std::fs::write(&path, &secret)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(secret)
+}
+
+/// Starts the provider unless it runs, and waits for its discovery document.
+pub fn start(layout: &Layout) -> anyhow::Result<()> {
+    if let Some(pid) = proc::running_pid(&pid_file(layout)) {
+        println!("oidc: already running on port {PORT} (pid {pid})");
+        return Ok(());
+    }
+    std::fs::create_dir_all(state(layout))?;
+    let mut cmd = Command::new("node");
+    cmd.arg(scripts(layout).join("provider.mjs"))
+        .env("OIDC_PORT", PORT.to_string())
+        .env("OIDC_KEYS", state(layout).join("keys.json"))
+        .env("OIDC_OPERATOR_SECRET", operator_secret(layout)?);
+    let log = layout.logs().join("oidc.log");
+    let pid = proc::spawn_detached(cmd, &log, &pid_file(layout))?;
+    proc::wait_http_ok(
+        "oidc",
+        PORT,
+        "/.well-known/openid-configuration",
+        Duration::from_secs(30),
+        &log,
+        Some(pid),
+    )?;
+    println!("oidc: running on port {PORT} (pid {pid})");
+    Ok(())
+}
+
+pub fn stop(layout: &Layout) {
+    if let Some(pid) = proc::running_pid(&pid_file(layout)) {
+        proc::stop(pid, Duration::from_secs(10));
+        println!("oidc: stopped");
+    }
+    let _ = std::fs::remove_file(pid_file(layout));
+}
+
+pub fn status(layout: &Layout) {
+    let state = match proc::running_pid(&pid_file(layout)) {
+        Some(pid) => format!("running  pid {pid}"),
+        None => "stopped ".into(),
+    };
+    println!("{:<12} {state} {}", "oidc", issuer());
+}
+
+/// Prints an access token from the running provider: a customer's (authorization code
+/// flow with PKCE, as a frontend gets one) or an operator's (client credentials).
+pub fn token(layout: &Layout, customer: Option<&str>, admin: bool) -> anyhow::Result<()> {
+    if proc::running_pid(&pid_file(layout)).is_none() {
+        bail!("the OpenID provider is not running: start the stack with `cargo xtask up`");
+    }
+    let mut cmd = Command::new("node");
+    cmd.arg(scripts(layout).join("login.mjs"))
+        .args(["--issuer", &issuer()]);
+    match (customer, admin) {
+        (Some(id), false) => cmd.args(["--customer", id]),
+        (None, true) => cmd.args(["--admin", "--secret", &operator_secret(layout)?]),
+        _ => bail!("say either --customer <uuid> or --admin"),
+    };
+    if !cmd.status().context("running node login.mjs")?.success() {
+        bail!("no token: see the message above");
+    }
+    Ok(())
+}
