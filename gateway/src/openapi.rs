@@ -235,6 +235,16 @@ mod tests {
     }
 
     #[test]
+    fn the_served_document_is_the_committed_one() {
+        let committed: Value =
+            serde_json::from_str(include_str!("../../schemas/openapi/gateway.json")).unwrap();
+        assert!(
+            served() == committed,
+            "schemas/openapi/gateway.json is stale: run `cargo run -p schemas`"
+        );
+    }
+
+    #[test]
     fn operation_ids_follow_the_path() {
         assert_eq!(operation_id("GET", "/api/orders/{id}"), "get_api_orders_id");
     }

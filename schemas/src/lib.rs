@@ -173,7 +173,7 @@ fn with_command_id(schema: &mut Value) {
 
 /// Every HTTP service's OpenAPI document, by service name.
 pub fn openapi_documents() -> Vec<(&'static str, Value)> {
-    vec![
+    let mut documents = vec![
         (
             "orders",
             command_kit::openapi::document::<orders::OrdersSpec>(),
@@ -189,7 +189,17 @@ pub fn openapi_documents() -> Vec<(&'static str, Value)> {
         ("orchestrator", orchestrator::http::openapi()),
         ("projections", projections::lag::openapi()),
         ("query-api", query_api::openapi::document()),
-    ]
+    ];
+    // The gateway's operations are the services' own, as the code makes them now.
+    let gateway = gateway::openapi::document(&|service| {
+        documents
+            .iter()
+            .find(|(name, _)| *name == service)
+            .map(|(_, doc)| doc.clone())
+            .unwrap_or_else(|| panic!("no document of {service}"))
+    });
+    documents.push(("gateway", gateway));
+    documents
 }
 
 /// The file that locks released event schemas.
