@@ -41,12 +41,14 @@ pub fn pip_install(target: &Path, requirements: &[&str]) -> anyhow::Result<()> {
 
 /// The folder (for `PYTHONPATH`) holding the Python packages the tests use, installed on
 /// first use: the analysts' script's (nats-py and pyarrow, `events/analyst/requirements.txt`)
-/// and the OpenAPI validator the schema tests run (`schemas/requirements.txt`).
+/// the OpenAPI validator the schema tests run (`schemas/requirements.txt`) and the API fuzzer
+/// run against the gateway (`gateway/requirements.txt`).
 pub fn test_packages(layout: &Layout) -> anyhow::Result<PathBuf> {
     let target = layout.tools().join("python");
     let files = [
         "events/analyst/requirements.txt",
         "schemas/requirements.txt",
+        "gateway/requirements.txt",
     ]
     .map(|f| layout.workspace.join(f));
     // A marker of the requirements last installed: reinstall when they change.
@@ -60,7 +62,7 @@ pub fn test_packages(layout: &Layout) -> anyhow::Result<PathBuf> {
         return Ok(target);
     }
     println!(
-        "python: installing the tests' packages (nats-py, pyarrow, openapi-spec-validator) into {}",
+        "python: installing the tests' packages (nats-py, pyarrow, openapi-spec-validator, schemathesis) into {}",
         target.display()
     );
     let mut args = Vec::new();
