@@ -17,6 +17,7 @@ pub mod routes;
 pub mod settings;
 pub mod sse;
 pub mod upstream;
+pub mod verified;
 
 pub use app::App;
 pub use settings::Settings;

@@ -16,6 +16,7 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::settings::OidcSettings;
+use crate::verified::Verified;
 
 /// Who a valid token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +56,9 @@ pub enum TokenError {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    exp: i64,
+    #[serde(default)]
+    nbf: i64,
     /// Space-separated scopes (RFC 9068).
     #[serde(default)]
     scope: String,
@@ -79,6 +83,7 @@ pub struct Verifier {
     keys: RwLock<Keys>,
     /// Held while the keys are fetched; holds when they were last fetched.
     fetching: Mutex<Option<Instant>>,
+    verified: Verified,
 }
 
 #[derive(Deserialize)]
@@ -92,11 +97,13 @@ impl Verifier {
         // jsonwebtoken picks its one compiled backend; installing it explicitly keeps that
         // true if another crate ever enables a second one.
         let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+        let verified = Verified::new(settings.leeway_secs);
         Self {
             settings,
             http,
             keys: RwLock::new(Arc::default()),
             fetching: Mutex::new(None),
+            verified,
         }
     }
 
@@ -109,6 +116,10 @@ impl Verifier {
 
     /// Checks `token` and says whom it speaks for.
     pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        let now = unix_now();
+        if let Some(principal) = self.verified.get(token, now) {
+            return Ok(principal);
+        }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| TokenError::Invalid(format!("malformed token: {e}")))?;
         // Only asymmetric algorithms: `none` does not parse, and an HMAC token "signed" with
@@ -136,7 +147,11 @@ impl Verifier {
             jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation(key.algorithm))
                 .map_err(|e| TokenError::Invalid(describe(&e)))?
                 .claims;
-        self.principal(claims)
+        let (expires, not_before) = (claims.exp, claims.nbf);
+        let principal = self.principal(claims)?;
+        self.verified
+            .put(token, principal.clone(), expires, not_before);
+        Ok(principal)
     }
 
     fn key(&self, kid: &str) -> Option<Arc<Key>> {
@@ -226,6 +241,13 @@ impl Verifier {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = keys.clone();
         Ok(keys)
     }
+}
+
+/// Seconds since the epoch.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// A signature key with an id, of a type and curve the gateway accepts.

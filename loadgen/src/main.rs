@@ -7,6 +7,7 @@
 mod bare;
 mod commands;
 mod drive;
+mod gateway;
 mod pg;
 mod procs;
 mod queries;
@@ -86,11 +87,12 @@ struct RunArgs {
     /// At least this many events are replayed.
     #[arg(long, default_value_t = 1_000_000)]
     replay_events: u64,
-    /// Which figures to run (commands, sagas, queries, replay); sagas feeds queries and replay.
+    /// Which figures to run (commands, sagas, queries, replay, gateway); sagas feeds queries
+    /// and replay.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "commands,sagas,queries,replay"
+        default_value = "commands,sagas,queries,replay,gateway"
     )]
     figures: Vec<String>,
     /// The commit measured, for the report.
@@ -220,6 +222,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         sagas: None,
         queries: None,
         replay: None,
+        gateway: None,
         targets: Vec::new(),
     };
 
@@ -241,6 +244,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         if wants("replay") {
             report.replay = Some(replay::run(&b, sagas::NAMESPACE).await?);
         }
+    }
+
+    if wants("gateway") {
+        report.gateway = Some(gateway::run(&b).await?);
     }
 
     report.machine.total_seconds = started.elapsed().as_secs_f64();

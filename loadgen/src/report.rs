@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::commands::CommandsFigure;
+use crate::gateway::GatewayFigure;
 use crate::queries::QueriesFigure;
 use crate::replay::ReplayFigure;
 use crate::sagas::SagasFigure;
@@ -72,6 +73,7 @@ pub struct Report {
     pub sagas: Option<SagasFigure>,
     pub queries: Option<QueriesFigure>,
     pub replay: Option<ReplayFigure>,
+    pub gateway: Option<GatewayFigure>,
     pub targets: Vec<Target>,
 }
 
@@ -162,6 +164,15 @@ impl Report {
                 ">= 80%",
                 format!("{:.0}%", r * 100.0),
                 r >= 0.8,
+            );
+        }
+        if let Some(g) = &self.gateway {
+            let cost = g.cost();
+            add(
+                "the gateway's cost: POST /api/orders and GET /api/orders/{id} vs direct",
+                "<= 15% of throughput",
+                format!("{:.0}%", cost * 100.0),
+                cost <= 0.15,
             );
         }
         self.targets = t;
@@ -401,6 +412,43 @@ impl Report {
                 }
                 line(String::new());
             }
+        }
+        if let Some(g) = &self.gateway {
+            line(format!(
+                "**6. Gateway**: the same requests at {} connections through the gateway (a \
+                 customer's bearer token verified on each) and straight to the service",
+                g.place_direct.clients
+            ));
+            line(String::new());
+            line("| request | direct /s | through the gateway /s | share | direct p50 / p95 / p99 ms | gateway p50 / p95 / p99 ms |".into());
+            line("|---|---|---|---|---|---|".into());
+            for (what, direct, through) in [
+                ("`POST /orders`", &g.place_direct, &g.place_gateway),
+                ("`GET /orders/{id}`", &g.read_direct, &g.read_gateway),
+            ] {
+                line(format!(
+                    "| {what} | {} | {} | {:.0}% | {} at {:.0}/s | {} at {:.0}/s |",
+                    direct.rate.show(0),
+                    through.rate.show(0),
+                    ratio(through.rate.median, direct.rate.median) * 100.0,
+                    lat(&direct.latency),
+                    direct.latency_rate,
+                    lat(&through.latency),
+                    through.latency_rate
+                ));
+            }
+            line(String::new());
+            line(format!(
+                "CPU per request through the gateway (one more closed-loop run each): {}.",
+                g.cpu_per_request
+                    .iter()
+                    .map(|(what, gateway, service)| format!(
+                        "`{what}` {gateway:.0} µs in the gateway, {service:.0} µs in the service"
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+            line(String::new());
         }
         o
     }

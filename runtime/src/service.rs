@@ -212,9 +212,9 @@ impl Service {
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await
-            .context("serving HTTP");
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .context("serving HTTP");
         // A server that failed stops the tasks too, rather than leaving them unsupervised.
         shutdown.cancel();
         for task in tasks {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::layout::Layout;
-use crate::{nats, postgres, services};
+use crate::{nats, oidc, postgres, services};
 
 pub fn run(loadgen_args: &[String]) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
@@ -19,6 +19,8 @@ pub fn run(loadgen_args: &[String]) -> anyhow::Result<ExitCode> {
     layout.remove_state()?;
     let layout = layout.with_free_ports()?;
     let bins = services::build(&layout, true, &["loadgen", "events"])?;
+    // The gateway figure gets its customers' tokens from the local OpenID provider.
+    oidc::install(&layout)?;
     println!(
         "bench: release build ready after {:.0} s",
         started.elapsed().as_secs_f64()
