@@ -200,21 +200,25 @@ impl Verifier {
             .map_err(|_| TokenError::NoRole)
     }
 
-    /// Discovery, then the key set; keys the gateway cannot use are skipped.
-    async fn refresh(&self, fetched_at: &mut Option<Instant>) -> Result<Keys, TokenError> {
-        *fetched_at = Some(Instant::now());
+    /// A JSON document of the issuer's.
+    async fn fetch<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, TokenError> {
         let unavailable = |e: reqwest::Error| TokenError::IssuerUnavailable(e.to_string());
-        let url = format!("{}/.well-known/openid-configuration", self.settings.issuer);
-        let discovery: Discovery = self
-            .http
-            .get(&url)
+        self.http
+            .get(url)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
             .map_err(unavailable)?
             .json()
             .await
-            .map_err(unavailable)?;
+            .map_err(unavailable)
+    }
+
+    /// Discovery, then the key set; keys the gateway cannot use are skipped.
+    async fn refresh(&self, fetched_at: &mut Option<Instant>) -> Result<Keys, TokenError> {
+        *fetched_at = Some(Instant::now());
+        let url = format!("{}/.well-known/openid-configuration", self.settings.issuer);
+        let discovery: Discovery = self.fetch(&url).await?;
         // OpenID Connect Discovery 1.0 §4.3: the document must name the issuer it was
         // fetched for, or its keys could be anyone's.
         if discovery.issuer.trim_end_matches('/') != self.settings.issuer {
@@ -223,16 +227,7 @@ impl Verifier {
                 discovery.issuer, self.settings.issuer
             )));
         }
-        let set: JwkSet = self
-            .http
-            .get(&discovery.jwks_uri)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(unavailable)?
-            .json()
-            .await
-            .map_err(unavailable)?;
+        let set: JwkSet = self.fetch(&discovery.jwks_uri).await?;
         let keys: Keys = Arc::new(set.keys.iter().filter_map(usable).collect());
         tracing::info!(keys = keys.len(), "fetched the issuer's signing keys");
         *self
