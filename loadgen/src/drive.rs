@@ -126,7 +126,7 @@ pub async fn expect_status(
 }
 
 /// Open-loop latency runs offer this share of the closed-loop rate.
-const LATENCY_LOAD: f64 = 0.8;
+pub const LATENCY_LOAD: f64 = 0.8;
 
 /// One server at one concurrency: its rate and its latency.
 #[derive(Debug, Clone, serde::Serialize)]

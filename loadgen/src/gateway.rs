@@ -12,8 +12,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::commands::order_body;
-use crate::drive::{drive, expect_status, http_client, rate_and_latency, HttpFigure, Pace, Run};
+use crate::drive::{drive, expect_status, http_client, HttpFigure, Pace, Run, LATENCY_LOAD};
 use crate::procs::{Cost, Monitor, Proc, Watched};
+use crate::stats::{LatencySpread, Spread};
 use crate::Bench;
 
 pub const CLIENTS: usize = 64;
@@ -26,25 +27,30 @@ const ORDERS: u64 = 2_000;
 
 const NAMESPACE: &str = "benchgw";
 
+/// One request, straight to the service and through the gateway.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pair {
+    pub direct: HttpFigure,
+    pub gateway: HttpFigure,
+    /// Through the gateway ÷ direct, of each pair of closed-loop runs made back to back.
+    pub share: Spread,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct GatewayFigure {
-    pub place_direct: HttpFigure,
-    pub place_gateway: HttpFigure,
-    pub read_direct: HttpFigure,
-    pub read_gateway: HttpFigure,
+    /// `POST /orders` and `POST /api/orders`.
+    pub place: Pair,
+    /// `GET /orders/{id}` (query API) and `GET /api/orders/{id}`.
+    pub read: Pair,
     /// CPU per request through the gateway, of the gateway and of the service behind it, in
     /// microseconds: (request, gateway, service).
     pub cpu_per_request: Vec<(String, f64, f64)>,
 }
 
 impl GatewayFigure {
-    /// The largest share of throughput the gateway costs, of the two requests.
+    /// The larger share of throughput the gateway costs, of the two requests.
     pub fn cost(&self) -> f64 {
-        let cost = |through: &HttpFigure, direct: &HttpFigure| {
-            1.0 - crate::stats::ratio(through.rate.median, direct.rate.median)
-        };
-        cost(&self.place_gateway, &self.place_direct)
-            .max(cost(&self.read_gateway, &self.read_direct))
+        1.0 - self.place.share.median.min(self.read.share.median)
     }
 }
 
@@ -138,29 +144,29 @@ pub async fn run(b: &Bench) -> anyhow::Result<GatewayFigure> {
     let customers = Arc::new(customers);
     let ids = Arc::new(seed_orders(&orders.base_url, &query.base_url, &customers).await?);
 
-    let place_direct = measure("direct POST /orders", b, |pace| {
-        place(&orders.base_url, "/orders", false, &customers, b, pace)
-    })
+    let placing = pair(
+        "POST /orders",
+        b,
+        |pace| place(&orders.base_url, "/orders", false, &customers, b, pace),
+        |pace| place(&gateway.base_url, "/api/orders", true, &customers, b, pace),
+    )
     .await?;
-    let place_gateway = measure("gateway POST /api/orders", b, |pace| {
-        place(&gateway.base_url, "/api/orders", true, &customers, b, pace)
-    })
-    .await?;
-    let read_direct = measure("direct GET /orders/{id}", b, |pace| {
-        read(&query.base_url, "/orders", false, &ids, &customers, b, pace)
-    })
-    .await?;
-    let read_gateway = measure("gateway GET /api/orders/{id}", b, |pace| {
-        read(
-            &gateway.base_url,
-            "/api/orders",
-            true,
-            &ids,
-            &customers,
-            b,
-            pace,
-        )
-    })
+    let reading = pair(
+        "GET /orders/{id}",
+        b,
+        |pace| read(&query.base_url, "/orders", false, &ids, &customers, b, pace),
+        |pace| {
+            read(
+                &gateway.base_url,
+                "/api/orders",
+                true,
+                &ids,
+                &customers,
+                b,
+                pace,
+            )
+        },
+    )
     .await?;
     // One more closed-loop run of each, with the processes' CPU counted.
     let watch = |service: &Proc| {
@@ -210,10 +216,8 @@ pub async fn run(b: &Bench) -> anyhow::Result<GatewayFigure> {
         p.stop().await;
     }
     let figure = GatewayFigure {
-        place_direct,
-        place_gateway,
-        read_direct,
-        read_gateway,
+        place: placing,
+        read: reading,
         cpu_per_request,
     };
     println!(
@@ -233,19 +237,76 @@ fn per_request(what: &str, run: &Run, costs: Vec<Cost>) -> (String, f64, f64) {
     (what.to_owned(), gateway, service)
 }
 
-/// A warm-up, then the rate and latency at [`CLIENTS`] clients.
-async fn measure<F, Fut>(label: &str, b: &Bench, run: F) -> anyhow::Result<HttpFigure>
+/// The request straight to the service (`direct`) and through the gateway (`through`), in
+/// turns (direct, gateway, direct, ...) so the machine's drift weighs on both alike: a
+/// warm-up each, closed-loop runs for the rates and each pair's share, then open-loop runs at
+/// 80% of each side's median rate for the latencies.
+async fn pair<D, G, FD, FG>(what: &str, b: &Bench, direct: D, through: G) -> anyhow::Result<Pair>
 where
-    F: Fn(Pace) -> Fut,
-    Fut: std::future::Future<Output = Run>,
+    D: Fn(Pace) -> FD,
+    G: Fn(Pace) -> FG,
+    FD: std::future::Future<Output = Run>,
+    FG: std::future::Future<Output = Run>,
 {
-    let warm = run(Pace::Closed).await;
-    anyhow::ensure!(
-        warm.ok > 0,
-        "{label}: nothing succeeded while warming up: {:?}",
-        warm.first_error
+    for (side, warm) in [
+        ("direct", direct(Pace::Closed).await),
+        ("gateway", through(Pace::Closed).await),
+    ] {
+        anyhow::ensure!(
+            warm.ok > 0,
+            "{what} ({side}): nothing succeeded while warming up: {:?}",
+            warm.first_error
+        );
+    }
+    let (mut runs, mut shares) = ([Vec::new(), Vec::new()], Vec::new());
+    for _ in 0..b.repeats {
+        let d = direct(Pace::Closed).await;
+        let g = through(Pace::Closed).await;
+        shares.push(crate::stats::ratio(g.rate(), d.rate()));
+        runs[0].push(d);
+        runs[1].push(g);
+    }
+    let rates = runs
+        .each_ref()
+        .map(|r| Spread::of(&r.iter().map(Run::rate).collect::<Vec<_>>()));
+    let mut latencies = [Vec::new(), Vec::new()];
+    for _ in 0..b.repeats {
+        let d = direct(Pace::Open {
+            rate: rates[0].median * LATENCY_LOAD,
+        })
+        .await;
+        let g = through(Pace::Open {
+            rate: rates[1].median * LATENCY_LOAD,
+        })
+        .await;
+        latencies[0].push(d);
+        latencies[1].push(g);
+    }
+    let figure = |side: usize| {
+        let closed = &runs[side];
+        let open = &latencies[side];
+        HttpFigure {
+            clients: CLIENTS,
+            rate: rates[side].clone(),
+            latency: LatencySpread::of(&open.iter().map(|r| r.latency).collect::<Vec<_>>()),
+            latency_rate: rates[side].median * LATENCY_LOAD,
+            errors: closed.iter().chain(open).map(|r| r.errors).sum(),
+        }
+    };
+    let share = Spread::of(&shares);
+    println!(
+        "  {what}, {CLIENTS} clients: direct {}/s, through the gateway {}/s, share {:.0}% ({:.0}–{:.0}%)",
+        rates[0].show(0),
+        rates[1].show(0),
+        share.median * 100.0,
+        share.min * 100.0,
+        share.max * 100.0
     );
-    Ok(rate_and_latency(label, CLIENTS, b.repeats, run).await)
+    Ok(Pair {
+        direct: figure(0),
+        gateway: figure(1),
+        share,
+    })
 }
 
 /// Places [`ORDERS`] orders straight at the orders service and waits until the query API

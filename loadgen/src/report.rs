@@ -417,20 +417,23 @@ impl Report {
             line(format!(
                 "**6. Gateway**: the same requests at {} connections through the gateway (a \
                  customer's bearer token verified on each) and straight to the service",
-                g.place_direct.clients
+                g.place.direct.clients
             ));
             line(String::new());
-            line("| request | direct /s | through the gateway /s | share | direct p50 / p95 / p99 ms | gateway p50 / p95 / p99 ms |".into());
+            line("| request | direct /s | through the gateway /s | share (of each pair of runs) | direct p50 / p95 / p99 ms | gateway p50 / p95 / p99 ms |".into());
             line("|---|---|---|---|---|---|".into());
-            for (what, direct, through) in [
-                ("`POST /orders`", &g.place_direct, &g.place_gateway),
-                ("`GET /orders/{id}`", &g.read_direct, &g.read_gateway),
+            for (what, pair) in [
+                ("`POST /orders`", &g.place),
+                ("`GET /orders/{id}`", &g.read),
             ] {
+                let (direct, through) = (&pair.direct, &pair.gateway);
                 line(format!(
-                    "| {what} | {} | {} | {:.0}% | {} at {:.0}/s | {} at {:.0}/s |",
+                    "| {what} | {} | {} | {:.0}% ({:.0}–{:.0}%) | {} at {:.0}/s | {} at {:.0}/s |",
                     direct.rate.show(0),
                     through.rate.show(0),
-                    ratio(through.rate.median, direct.rate.median) * 100.0,
+                    pair.share.median * 100.0,
+                    pair.share.min * 100.0,
+                    pair.share.max * 100.0,
                     lat(&direct.latency),
                     direct.latency_rate,
                     lat(&through.latency),
