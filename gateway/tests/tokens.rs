@@ -3,47 +3,17 @@
 //! real OpenID provider or signed with its keys, pass; keys rotate without a restart; rate
 //! limits hold per caller.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::Uri;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use testkit::front::{gateway, Stopper, Upstreams};
+use testkit::front::{gateway, Recorder, Stopper, Upstreams};
 use testkit::oidc::{chrono_now, Oidc};
 use uuid::Uuid;
 
-/// A stand-in for the services behind the gateway that only records what reaches it.
-struct Recorder {
-    url: String,
-    seen: Arc<Mutex<Vec<String>>>,
-}
-
-impl Recorder {
-    async fn start() -> Self {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        let app = axum::Router::new().fallback(move |uri: Uri| {
-            let log = log.clone();
-            async move {
-                log.lock().unwrap().push(uri.to_string());
-                axum::Json(json!({"items": []}))
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { url, seen }
-    }
-
-    fn seen(&self) -> Vec<String> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
 async fn front(oidc: &Oidc, extra: &[(&'static str, String)]) -> (Recorder, String, Stopper) {
-    let recorder = Recorder::start().await;
+    let recorder = Recorder::start(Duration::ZERO).await;
     let ns = testkit::unique_namespace();
     let (url, stop) = gateway(oidc, &ns, Upstreams::all(&recorder.url), extra).await;
     (recorder, url, stop)

@@ -1,6 +1,9 @@
 //! The gateway in front of real services, with a real OpenID provider: what a frontend
 //! talks to.
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use messaging::Namespace;
 use runtime::env::Env;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +49,39 @@ impl Upstreams<'_> {
             orchestrator: url,
             query: url,
         }
+    }
+}
+
+/// A stand-in for the services behind a gateway that records the path of every request
+/// that reaches it and answers `{"items": []}` after `delay`.
+pub struct Recorder {
+    pub url: String,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    pub async fn start(delay: Duration) -> Self {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(uri.to_string());
+                tokio::time::sleep(delay).await;
+                axum::Json(serde_json::json!({"items": []}))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the recorder");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, seen }
+    }
+
+    /// The paths (with queries) that reached it, in order.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
     }
 }
 
