@@ -19,6 +19,7 @@ use crate::oidc::Verifier;
 use crate::owners::Owners;
 use crate::routes::{self, Gateway};
 use crate::settings::Settings;
+use crate::streams::OpenStreams;
 use crate::upstream::Upstream;
 
 /// The built gateway, bound, not yet serving.
@@ -63,6 +64,7 @@ impl App {
             ns: settings.nats.namespace.clone(),
             request_timeout: settings.limits.request_timeout,
             stop: stop_streams.clone(),
+            streams: OpenStreams::new(settings.limits.streams_per_caller),
         });
 
         let api = routes::router(gateway)

@@ -30,6 +30,9 @@ pub enum ApiError {
         why: String,
         retry_after_secs: u64,
     },
+    /// The caller holds as many live streams as they may.
+    #[error("at most {0} live streams at once")]
+    TooManyStreams(u32),
     /// The request took longer than the gateway's time limit.
     #[error("the request took longer than {0} ms")]
     Timeout(u128),
@@ -93,6 +96,14 @@ impl IntoResponse for ApiError {
             )
             .detail(detail)
             .retry_after(retry_after_secs)
+            .into_response(),
+            Self::TooManyStreams(_) => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-streams",
+                "Too many live streams open; close one first",
+            )
+            .detail(detail)
+            .retry_after(5)
             .into_response(),
             Self::Timeout(_) => Problem::new(
                 StatusCode::GATEWAY_TIMEOUT,

@@ -16,6 +16,7 @@ pub mod owners;
 pub mod routes;
 pub mod settings;
 pub mod sse;
+pub mod streams;
 pub mod upstream;
 pub mod verified;
 

@@ -26,6 +26,7 @@ use crate::error::ApiError;
 use crate::oidc::Principal;
 use crate::owners::Owners;
 use crate::sse;
+use crate::streams::OpenStreams;
 use crate::upstream::{json_answer, segment, Upstream};
 
 /// Who may call a route.
@@ -142,6 +143,8 @@ pub struct Gateway {
     pub request_timeout: Duration,
     /// Ends the live streams at shutdown, so the server can finish.
     pub stop: CancellationToken,
+    /// The live streams each caller holds.
+    pub streams: Arc<OpenStreams>,
 }
 
 impl Gateway {
@@ -457,7 +460,16 @@ async fn order_events(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
                 ApiError::BadRequest("Last-Event-ID is not an id this stream sent".into())
             })?,
     };
-    let events = sse::order_events(&gw.js, &gw.ns, order, from, gw.stop.child_token()).await?;
+    let caller = call
+        .caller
+        .as_ref()
+        .map_or_else(String::new, Principal::subject);
+    let slot = gw
+        .streams
+        .take(caller)
+        .ok_or(ApiError::TooManyStreams(gw.streams.max()))?;
+    let events =
+        sse::order_events(&gw.js, &gw.ns, order, from, slot, gw.stop.child_token()).await?;
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())

@@ -68,6 +68,8 @@ pub struct Limits {
     /// `CORS_ALLOWED_ORIGINS`: comma-separated origins allowed to call from a browser;
     /// default none (no CORS headers).
     pub cors_origins: Vec<String>,
+    /// `SSE_MAX_STREAMS_PER_CALLER`, default 5: live order streams one caller may hold open.
+    pub streams_per_caller: u32,
 }
 
 /// A token bucket: `per_minute` refills, `burst` at once.
@@ -137,6 +139,7 @@ impl Settings {
                     .filter(|o| !o.is_empty())
                     .map(str::to_owned)
                     .collect(),
+                streams_per_caller: env.within_or("SSE_MAX_STREAMS_PER_CALLER", 5, 1..=1000)?,
             },
             breaker: BreakerSettings {
                 timeout: env.millis_or("UPSTREAM_TIMEOUT_MS", Duration::from_secs(5))?,

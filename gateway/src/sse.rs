@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::streams::Slot;
 
 /// How far a client has read: the last sequence of the order and of its saga.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,17 +68,17 @@ pub async fn order_events(
     ns: &Namespace,
     order: Uuid,
     from: Position,
+    slot: Slot,
     stop: CancellationToken,
 ) -> Result<impl Stream<Item = Result<Event, Infallible>>, ApiError> {
     let orders = follow(js, ns, BoundedContext::Orders, order, Source::Order).await?;
     let sagas = follow(js, ns, BoundedContext::Sagas, order, Source::Saga).await?;
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(forward(
-        futures::stream::select(orders, sagas),
-        from,
-        tx,
-        stop,
-    ));
+    tokio::spawn(async move {
+        forward(futures::stream::select(orders, sagas), from, tx, stop).await;
+        // The caller's place is freed once the stream is over.
+        drop(slot);
+    });
     Ok(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|event| (Ok(event), rx))
     }))
@@ -97,6 +98,8 @@ async fn forward(
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => return,
+            // The client went away: end now, not at the next event, which may never come.
+            _ = tx.closed() => return,
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => return,
             next = merged.next() => next,
         };

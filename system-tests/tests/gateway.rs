@@ -314,3 +314,32 @@ async fn the_live_stream_follows_a_saga_to_its_end_and_resumes_without_gaps() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+#[tokio::test]
+async fn a_caller_holds_only_a_few_live_streams_and_a_closed_one_frees_its_place() {
+    let front = Front::start(&[("SSE_MAX_STREAMS_PER_CALLER", "1".into())]).await;
+    let operator = admin(&front).await;
+    let product = json!({"sku": "GW-CAP", "name": "Pot", "unit_price": 900, "currency": "EUR", "initial_stock": 3});
+    assert_eq!(operator.post("/api/products", product).await.0, 202);
+    let (_, a) = customer(&front).await;
+    // A payment that never answers keeps the order, and its stream, open for a while.
+    let order = place(&a, "GW-CAP", "tok_timeout").await;
+    let path = format!("/api/orders/{order}/events");
+
+    let first = a.request(reqwest::Method::GET, &path).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let (status, body) = a.get(&path).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["type"], "urn:streamshop:problem:too-many-streams");
+
+    drop(first);
+    testkit::eventually(
+        Duration::from_secs(5),
+        "the closed stream's place",
+        || async {
+            let r = a.request(reqwest::Method::GET, &path).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
+}
