@@ -51,14 +51,15 @@ impl App {
 
         let urls = &settings.upstreams;
         let breaker = &settings.breaker;
-        let upstream = |name, url: &str| Upstream::new(name, url, http.clone(), breaker);
+        let calls = crate::upstream::client();
+        let upstream = |name, url: &str| Upstream::new(name, url, calls.clone(), breaker);
         let stop_streams = CancellationToken::new();
         let gateway = Arc::new(Gateway {
-            orders: upstream("orders", &urls.orders),
-            inventory: upstream("inventory", &urls.inventory),
-            payments: upstream("payments", &urls.payments),
-            orchestrator: upstream("orchestrator", &urls.orchestrator),
-            query: upstream("query-api", &urls.query),
+            orders: upstream("orders", &urls.orders)?,
+            inventory: upstream("inventory", &urls.inventory)?,
+            payments: upstream("payments", &urls.payments)?,
+            orchestrator: upstream("orchestrator", &urls.orchestrator)?,
+            query: upstream("query-api", &urls.query)?,
             owners: Owners::new(js.clone(), settings.nats.namespace.clone()),
             js: js.clone(),
             ns: settings.nats.namespace.clone(),

@@ -3,9 +3,15 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use anyhow::Context;
+use axum::http::uri::{Authority, Scheme};
+use axum::http::{self as http, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
 use crate::breaker::Breaker;
 use crate::error::ApiError;
@@ -30,11 +36,25 @@ const RESPONSE_HEADERS: &[&str] = &[
     "last-modified",
 ];
 
+/// The HTTP/1.1 client the gateway calls the services with: hyper's pooled client, with
+/// no URL parsing per call (the services' addresses are parsed once, at start-up).
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A client that keeps idle connections for 30 s and sends without Nagle's delay.
+pub fn client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
+}
+
 /// One internal service.
 pub struct Upstream {
     pub name: &'static str,
-    base: String,
-    http: reqwest::Client,
+    scheme: Scheme,
+    authority: Authority,
+    http: HttpClient,
     timeout: Duration,
     pub breaker: Breaker,
 }
@@ -63,19 +83,30 @@ impl IntoResponse for Answer {
 }
 
 impl Upstream {
+    /// The service at `base` (`http://host:port`).
     pub fn new(
         name: &'static str,
         base: &str,
-        http: reqwest::Client,
+        http: HttpClient,
         settings: &BreakerSettings,
-    ) -> Self {
-        Self {
+    ) -> anyhow::Result<Self> {
+        let uri: Uri = base
+            .parse()
+            .with_context(|| format!("{name}'s address {base:?} is not a URL"))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            anyhow::bail!("{name}'s address {base:?} needs a scheme and a host");
+        };
+        if !matches!(uri.path(), "" | "/") {
+            anyhow::bail!("{name}'s address {base:?} may not have a path");
+        }
+        Ok(Self {
             name,
-            base: base.trim_end_matches('/').to_owned(),
+            scheme: scheme.clone(),
+            authority: authority.clone(),
             http,
             timeout: settings.timeout,
             breaker: Breaker::new(name, settings.failures, settings.open_for),
-        }
+        })
     }
 
     /// Sends `method path_and_query` with the client's passable `headers` and `body`.
@@ -95,43 +126,48 @@ impl Upstream {
                 why: "its circuit is open after repeated failures".into(),
                 retry_after_secs,
             })?;
-        let mut request = self
-            .http
-            .request(method, format!("{}{path_and_query}", self.base))
-            .timeout(self.timeout)
-            .header(
-                runtime::trace::TRACEPARENT,
-                runtime::trace::outgoing(
-                    headers
-                        .get(runtime::trace::TRACEPARENT)
-                        .and_then(|v| v.to_str().ok()),
-                ),
-            )
-            .body(body);
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| ApiError::BadRequest(format!("the path cannot be passed on: {e}")))?;
+        let mut request = http::Request::new(Full::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        let out = request.headers_mut();
         for name in REQUEST_HEADERS {
             if let Some(value) = headers.get(*name) {
-                request = request.header(*name, value.clone());
+                out.insert(*name, value.clone());
             }
         }
-        let answer = async {
-            let response = request.send().await?;
-            let status = response.status();
+        let traceparent = runtime::trace::outgoing(
+            headers
+                .get(runtime::trace::TRACEPARENT)
+                .and_then(|v| v.to_str().ok()),
+        );
+        if let Ok(value) = HeaderValue::from_str(&traceparent) {
+            out.insert(runtime::trace::TRACEPARENT, value);
+        }
+        let answer = tokio::time::timeout(self.timeout, async {
+            let response = self.http.request(request).await.map_err(|e| e.to_string())?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
             let mut passed = HeaderMap::new();
             for name in RESPONSE_HEADERS {
-                if let Some(value) = response.headers().get(*name) {
+                if let Some(value) = parts.headers.get(*name) {
                     passed.insert(HeaderName::from_static(name), value.clone());
                 }
             }
-            let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>(Answer {
-                status,
+            Ok::<_, String>(Answer {
+                status: parts.status,
                 headers: passed,
                 body,
             })
-        }
+        })
         .await;
         match answer {
-            Ok(answer)
+            Ok(Ok(answer))
                 if matches!(
                     answer.status,
                     StatusCode::BAD_GATEWAY
@@ -142,20 +178,22 @@ impl Upstream {
                 self.breaker.failed();
                 Ok(answer)
             }
-            Ok(answer) => {
+            Ok(Ok(answer)) => {
                 self.breaker.succeeded();
                 Ok(answer)
             }
-            Err(e) => {
+            failed => {
                 self.breaker.failed();
-                tracing::warn!(upstream = self.name, error = %e, "upstream call failed");
+                let why = match failed {
+                    Ok(Err(e)) => {
+                        tracing::warn!(upstream = self.name, error = %e, "upstream call failed");
+                        "it cannot be reached".to_owned()
+                    }
+                    _ => format!("it did not answer within {} ms", self.timeout.as_millis()),
+                };
                 Err(ApiError::Unavailable {
                     upstream: self.name,
-                    why: if e.is_timeout() {
-                        format!("it did not answer within {} ms", self.timeout.as_millis())
-                    } else {
-                        "it cannot be reached".into()
-                    },
+                    why,
                     retry_after_secs: 1,
                 })
             }
