@@ -150,7 +150,11 @@ impl Upstream {
             out.insert(runtime::trace::TRACEPARENT, value);
         }
         let answer = tokio::time::timeout(self.timeout, async {
-            let response = self.http.request(request).await.map_err(|e| e.to_string())?;
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| e.to_string())?;
             let (parts, body) = response.into_parts();
             let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
             let mut passed = HeaderMap::new();

@@ -20,7 +20,14 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
     ])
     .await;
     let token = front.oidc.customer_token(Uuid::now_v7()).await;
+    // Schemathesis keeps a cache of what it found in its working folder: a private one.
+    let workdir = std::env::temp_dir().join(format!(
+        "streamshop-schemathesis-{}",
+        Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&workdir).expect("create schemathesis's folder");
     let output = tokio::process::Command::new("python3")
+        .current_dir(&workdir)
         .env("PYTHONPATH", &python_path)
         .args([
             "-c",
@@ -47,6 +54,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         .output()
         .await
         .expect("run schemathesis");
+    let _ = std::fs::remove_dir_all(&workdir);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
