@@ -27,7 +27,7 @@ use crate::oidc::Principal;
 use crate::owners::Owners;
 use crate::sse;
 use crate::streams::OpenStreams;
-use crate::upstream::{json_answer, segment, Upstream};
+use crate::upstream::{json_answer, segment, Answer, Upstream};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,14 +284,10 @@ async fn handle(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
 }
 
 fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| {
-        ApiError::Refused(
-            runtime::problem::json_object(&HeaderMap::new(), Err(rejection))
-                .expect_err("a rejection is refused"),
-        )
-    })
+    body.map_err(|rejection| ApiError::Refused(runtime::problem::unreadable(rejection)))
 }
 
+/// Passes the call to the route's service and answers what it answered.
 async fn proxy(
     gw: &Gateway,
     route: &Route,
@@ -300,16 +296,28 @@ async fn proxy(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    Ok(forward(gw, route, params, query, headers, body)
+        .await?
+        .into_response())
+}
+
+/// Sends the call to the route's service, at its path with `params` and the client's query.
+async fn forward(
+    gw: &Gateway,
+    route: &Route,
+    params: &[String],
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Answer, ApiError> {
     let path = upstream_path(route.upstream_path, params);
     let path_and_query = match query {
         Some(q) => format!("{path}?{q}"),
         None => path,
     };
-    let answer = gw
-        .upstream(route.target)
+    gw.upstream(route.target)
         .call(route.method.clone(), &path_and_query, headers, body)
-        .await?;
-    Ok(answer.into_response())
+        .await
 }
 
 /// `template` with its `{..}` parameters replaced, in order, by `params` as single segments.
@@ -366,12 +374,6 @@ async fn place_order(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
 
 /// Reads the order; another customer's answers 404, exactly as a missing one does.
 async fn read_order(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
-    let route = call.route;
-    let path = upstream_path(route.upstream_path, &call.params);
-    let path_and_query = match call.query.as_deref() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
-    };
     let mut headers = call.headers;
     let customer = match call.caller {
         Some(Principal::Customer(me)) => {
@@ -382,10 +384,15 @@ async fn read_order(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
         }
         _ => None,
     };
-    let answer = gw
-        .upstream(route.target)
-        .call(Method::GET, &path_and_query, &headers, Bytes::new())
-        .await?;
+    let answer = forward(
+        gw,
+        call.route,
+        &call.params,
+        call.query.as_deref(),
+        &headers,
+        Bytes::new(),
+    )
+    .await?;
     if answer.status != StatusCode::OK {
         return Ok(answer.into_response());
     }

@@ -113,6 +113,23 @@ impl std::fmt::Display for ErrorChain<'_> {
     }
 }
 
+/// The problem for a body that could not be read: 413 when it is over the limit.
+pub fn unreadable(rejection: BytesRejection) -> Problem {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "The body is larger than this endpoint accepts",
+        )
+    } else {
+        Problem::new(
+            rejection.status(),
+            "invalid-body",
+            "The body could not be read",
+        )
+    }
+}
+
 /// Reads a request body as a JSON object, or gives the problem that refuses it: 413 too large,
 /// 415 not `application/json`, 400 not JSON, 422 not an object. An empty body is `{}`, so
 /// commands without fields need no body. Every JSON body of every service goes through here.
@@ -120,21 +137,7 @@ pub fn json_object(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Map<String, Value>, Problem> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "The body is larger than this endpoint accepts",
-            )
-        } else {
-            Problem::new(
-                rejection.status(),
-                "invalid-body",
-                "The body could not be read",
-            )
-        }
-    })?;
+    let body = body.map_err(unreadable)?;
     if body.is_empty() {
         return Ok(Map::new());
     }
