@@ -249,15 +249,15 @@ async fn handle(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
     match route.kind {
         Kind::Proxy => {
             let body = body_of(call.body)?;
-            proxy(
+            let answer = forward(
                 gw,
                 route,
                 &call.params,
                 call.query.as_deref(),
                 &call.headers,
                 body,
-            )
-            .await
+            );
+            Ok(answer.await?.into_response())
         }
         Kind::PlaceOrder => place_order(gw, call).await,
         Kind::ReadOrder => read_order(gw, call).await,
@@ -269,15 +269,15 @@ async fn handle(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
                 ));
             };
             let params = [me.to_string()];
-            proxy(
+            let answer = forward(
                 gw,
                 route,
                 &params,
                 call.query.as_deref(),
                 &call.headers,
                 Bytes::new(),
-            )
-            .await
+            );
+            Ok(answer.await?.into_response())
         }
         Kind::OrderEvents => order_events(gw, call).await,
     }
@@ -287,21 +287,8 @@ fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| ApiError::Refused(runtime::problem::unreadable(rejection)))
 }
 
-/// Passes the call to the route's service and answers what it answered.
-async fn proxy(
-    gw: &Gateway,
-    route: &Route,
-    params: &[String],
-    query: Option<&str>,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    Ok(forward(gw, route, params, query, headers, body)
-        .await?
-        .into_response())
-}
-
-/// Sends the call to the route's service, at its path with `params` and the client's query.
+/// Sends the call to the route's service, at its path with `params` and the client's query;
+/// what it answered, the gateway answers (`.into_response()`) unless it checks it first.
 async fn forward(
     gw: &Gateway,
     route: &Route,
@@ -369,7 +356,9 @@ async fn place_order(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
     );
     let body =
         Bytes::from(serde_json::to_vec(&Value::Object(fields)).map_err(anyhow::Error::from)?);
-    proxy(gw, call.route, &[], None, &headers, body).await
+    Ok(forward(gw, call.route, &[], None, &headers, body)
+        .await?
+        .into_response())
 }
 
 /// Reads the order; another customer's answers 404, exactly as a missing one does.
@@ -447,7 +436,11 @@ async fn cancel_order(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
     )
     .await?;
     let body = body_of(call.body)?;
-    proxy(gw, call.route, &call.params, None, &call.headers, body).await
+    Ok(
+        forward(gw, call.route, &call.params, None, &call.headers, body)
+            .await?
+            .into_response(),
+    )
 }
 
 async fn order_events(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
