@@ -55,6 +55,22 @@ pub fn document(upstream: &dyn Fn(&str) -> Value) -> Value {
         op.insert("summary".into(), Value::String(route.summary.into()));
         op.insert("security".into(), security(route.access));
         adjust(route.kind, op, &mut components);
+        // The gateway puts the caller's subject in front of the key: it takes fewer bytes.
+        for param in op
+            .get_mut("parameters")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if param["name"] == "Idempotency-Key" {
+                param["schema"]["maxLength"] = json!(crate::routes::IDEMPOTENCY_KEY_MAX);
+                param["description"] = json!(
+                    "Yours alone (another caller's same key is another request): a retry with \
+                     the same key and body returns the first answer; the same key with another \
+                     body is 422"
+                );
+            }
+        }
         let responses = op
             .entry("responses")
             .or_insert_with(|| json!({}))

@@ -226,7 +226,7 @@ async fn respond(gw: &Gateway, call: Call) -> Response {
     }
 }
 
-async fn handle(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
+async fn handle(gw: &Gateway, mut call: Call) -> Result<Response, ApiError> {
     let route = call.route;
     match (route.access, &call.caller) {
         (Access::Anyone, _) => {}
@@ -240,6 +240,7 @@ async fn handle(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
         }
         _ => {}
     }
+    own_idempotency_key(&mut call)?;
     // URL parsers resolve `.` and `..` even percent-encoded: never pass them on.
     if call.params.iter().any(|p| p == "." || p == "..") {
         return Err(ApiError::BadRequest(
@@ -281,6 +282,32 @@ async fn handle(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
         }
         Kind::OrderEvents => order_events(gw, call).await,
     }
+}
+
+/// The longest `Idempotency-Key` a client may send: the services take 255 bytes, and the
+/// gateway puts the caller's subject in front.
+pub const IDEMPOTENCY_KEY_MAX: usize = 200;
+
+/// The services keep idempotency keys for everyone alike; behind the gateway each caller's
+/// keys are their own (`<subject>:<key>`), so no caller can replay, block or probe another's
+/// by sending the same key first.
+fn own_idempotency_key(call: &mut Call) -> Result<(), ApiError> {
+    const KEY: &str = "idempotency-key";
+    let (Some(caller), Some(key)) = (&call.caller, call.headers.get(KEY)) else {
+        return Ok(());
+    };
+    if key.len() > IDEMPOTENCY_KEY_MAX {
+        return Err(ApiError::BadRequest(format!(
+            "Idempotency-Key may be at most {IDEMPOTENCY_KEY_MAX} bytes"
+        )));
+    }
+    let mut own = caller.subject().into_bytes();
+    own.push(b':');
+    own.extend_from_slice(key.as_bytes());
+    let own = HeaderValue::from_bytes(&own)
+        .map_err(|_| ApiError::BadRequest("Idempotency-Key is not a valid header value".into()))?;
+    call.headers.insert(KEY, own);
+    Ok(())
 }
 
 fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {

@@ -152,6 +152,26 @@ async fn customers_reach_only_their_own_orders_and_operators_run_the_catalog() {
     let mut for_a = order_body("GW-1", "tok_ok");
     for_a["customer_id"] = json!(a_id);
     assert_eq!(b.post("/api/orders", for_a.clone()).await.0, 403);
+    // Idempotency keys are each caller's own: the same key from A and from B are two orders,
+    // and A's retry still replays A's first answer.
+    let keyed = |caller: &Caller<'_>| {
+        caller
+            .request(reqwest::Method::POST, "/api/orders")
+            .header("idempotency-key", "shared-key-1")
+            .json(&order_body("GW-1", "tok_ok"))
+            .send()
+    };
+    let a_first = answer(keyed(&a).await.unwrap()).await;
+    let b_first = answer(keyed(&b).await.unwrap()).await;
+    let a_again = answer(keyed(&a).await.unwrap()).await;
+    assert_eq!(
+        (a_first.0, b_first.0, a_again.0),
+        (202, 202, 202),
+        "{b_first:?}"
+    );
+    assert_ne!(a_first.1["order_id"], b_first.1["order_id"]);
+    assert_eq!(a_first.1["order_id"], a_again.1["order_id"]);
+
     // An operator orders for a customer only by naming them.
     assert_eq!(
         operator
