@@ -9,7 +9,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use testkit::front::{gateway, Recorder, Stopper, Upstreams};
-use testkit::oidc::{chrono_now, Oidc};
+use testkit::oidc::{unix_now, Oidc};
 use uuid::Uuid;
 
 async fn front(oidc: &Oidc, extra: &[(&'static str, String)]) -> (Recorder, String, Stopper) {
@@ -84,7 +84,7 @@ async fn every_bad_token_is_401_and_reaches_nothing() {
         &EncodingKey::from_secret(jwks.as_bytes()),
         &claims,
     );
-    let now = chrono_now();
+    let now = unix_now();
     let with = |claims: &Value, key: &str, value: Value| {
         let mut c = claims.clone();
         c[key] = value;

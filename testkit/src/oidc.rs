@@ -200,7 +200,7 @@ impl Oidc {
 
     /// Claims as the provider would issue them to `sub`: valid for an hour from now.
     pub fn claims(&self, sub: &str) -> Value {
-        let now = chrono_now();
+        let now = unix_now();
         serde_json::json!({
             "iss": self.issuer,
             "aud": self.audience,
@@ -213,7 +213,7 @@ impl Oidc {
 }
 
 /// Seconds since the epoch.
-pub fn chrono_now() -> i64 {
+pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("a clock after 1970")
