@@ -30,8 +30,10 @@ pub struct App {
 
 impl App {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        // The issuer's documents: a provider that hangs must not hold requests for long.
         let http = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(30))
+            .timeout(settings.breaker.timeout)
             .build()
             .context("building the HTTP client")?;
         let contexts = [BoundedContext::Orders, BoundedContext::Sagas];

@@ -81,9 +81,16 @@ pub struct Verifier {
     http: reqwest::Client,
     /// The keys as last fetched: read without waiting by every request.
     keys: RwLock<Keys>,
-    /// Held while the keys are fetched; holds when they were last fetched.
-    fetching: Mutex<Option<Instant>>,
+    /// Held while the keys are fetched; holds how the last fetch went.
+    fetching: Mutex<LastFetch>,
     verified: Verified,
+}
+
+/// When the keys were last fetched, and why that failed, if it did.
+#[derive(Default)]
+struct LastFetch {
+    at: Option<Instant>,
+    failed: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -102,7 +109,7 @@ impl Verifier {
             settings,
             http,
             keys: RwLock::new(Arc::default()),
-            fetching: Mutex::new(None),
+            fetching: Mutex::new(LastFetch::default()),
             verified,
         }
     }
@@ -110,8 +117,8 @@ impl Verifier {
     /// Fetches the keys now; the gateway calls this at start-up so the first request does
     /// not wait for discovery.
     pub async fn warm_up(&self) -> Result<usize, TokenError> {
-        let mut fetched_at = self.fetching.lock().await;
-        Ok(self.refresh(&mut fetched_at).await?.len())
+        let mut last = self.fetching.lock().await;
+        Ok(self.refresh(&mut last).await?.len())
     }
 
     /// Checks `token` and says whom it speaks for.
@@ -163,16 +170,21 @@ impl Verifier {
     }
 
     /// An unknown `kid`: the issuer may have rotated, so fetch again, unless that was done
-    /// moments ago (then the key is simply unknown).
+    /// moments ago (then the key is simply unknown, or, when that fetch failed, the issuer is
+    /// still taken to be unavailable: the token may be good).
     async fn key_after_refresh(&self, kid: &str) -> Result<Arc<Key>, TokenError> {
-        let mut fetched_at = self.fetching.lock().await;
+        let mut last = self.fetching.lock().await;
         // Another request may have fetched while this one waited.
         if let Some(key) = self.key(kid) {
             return Ok(key);
         }
-        let due = fetched_at.is_none_or(|at| at.elapsed() >= self.settings.refresh_min_interval);
+        let due = last
+            .at
+            .is_none_or(|at| at.elapsed() >= self.settings.refresh_min_interval);
         if due {
-            self.refresh(&mut fetched_at).await?;
+            self.refresh(&mut last).await?;
+        } else if let Some(why) = &last.failed {
+            return Err(TokenError::IssuerUnavailable(why.clone()));
         }
         self.key(kid)
             .ok_or_else(|| TokenError::Invalid(format!("unknown signing key {kid:?}")))
@@ -214,9 +226,19 @@ impl Verifier {
             .map_err(unavailable)
     }
 
+    /// Fetches the keys and records how that went.
+    async fn refresh(&self, last: &mut LastFetch) -> Result<Keys, TokenError> {
+        let fetched = self.fetch_keys().await;
+        last.at = Some(Instant::now());
+        last.failed = match &fetched {
+            Err(TokenError::IssuerUnavailable(why)) => Some(why.clone()),
+            _ => None,
+        };
+        fetched
+    }
+
     /// Discovery, then the key set; keys the gateway cannot use are skipped.
-    async fn refresh(&self, fetched_at: &mut Option<Instant>) -> Result<Keys, TokenError> {
-        *fetched_at = Some(Instant::now());
+    async fn fetch_keys(&self) -> Result<Keys, TokenError> {
         let url = format!("{}/.well-known/openid-configuration", self.settings.issuer);
         let discovery: Discovery = self.fetch(&url).await?;
         // OpenID Connect Discovery 1.0 §4.3: the document must name the issuer it was

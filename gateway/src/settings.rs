@@ -82,7 +82,8 @@ pub struct Quota {
 /// Per-upstream timeouts and the circuit breaker.
 #[derive(Debug, Clone, Copy)]
 pub struct BreakerSettings {
-    /// `UPSTREAM_TIMEOUT_MS`, default 5000.
+    /// `UPSTREAM_TIMEOUT_MS`, default 5000: one call to a service, or to the issuer for its
+    /// discovery document or key set.
     pub timeout: Duration,
     /// `BREAKER_FAILURES`, default 5: consecutive failures (refused connection, timeout,
     /// 502/503/504) that open an upstream's circuit.

@@ -226,3 +226,35 @@ async fn a_burst_over_the_limit_is_429_and_other_callers_are_not_slowed() {
     assert_eq!(anonymous, [200, 200, 200, 429]);
     assert_eq!(my_orders(&url, Some("Bearer garbage")).await.0, 429);
 }
+
+#[tokio::test]
+async fn a_valid_token_for_neither_a_customer_nor_an_operator_is_403() {
+    let oidc = Oidc::start().await;
+    let (recorder, url, _stop) = front(&oidc, &[]).await;
+    let (kid, pem) = oidc.key("RS256");
+    let key = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
+    let token = sign(
+        Algorithm::RS256,
+        &kid,
+        &key,
+        &oidc.claims("a-service-account"),
+    );
+    let (status, _, body) = my_orders(&url, Some(&format!("Bearer {token}"))).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["type"], "urn:streamshop:problem:forbidden");
+    assert!(recorder.seen().is_empty());
+}
+
+#[tokio::test]
+async fn an_unreachable_issuer_is_503_not_a_bad_token() {
+    let oidc = Oidc::start().await;
+    // The gateway looks for its keys where no provider answers.
+    let nowhere = format!("http://127.0.0.1:{}", testkit::free_port());
+    let (recorder, url, _stop) = front(&oidc, &[("OIDC_ISSUER_URL", nowhere)]).await;
+    let token = oidc.customer_token(Uuid::now_v7()).await;
+    let (status, headers, body) = my_orders(&url, Some(&format!("Bearer {token}"))).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["type"], "urn:streamshop:problem:unavailable");
+    assert!(headers.contains_key("retry-after"));
+    assert!(recorder.seen().is_empty());
+}
