@@ -115,6 +115,14 @@ impl Driver {
             Executed::Rejected {
                 not_found: true, ..
             } => Ok(()),
+            Executed::Rejected {
+                reason, message, ..
+            } if reason == "not_attempted" => {
+                // Not an answer to anything the saga sent: counted and logged, never applied.
+                metrics::counter!("saga_unexpected_inputs_total").increment(1);
+                tracing::warn!(%order_id, message, "an event claims a saga step that was never attempted; ignored");
+                Ok(())
+            }
             _ => {
                 if let Some(traceparent) = runtime::trace::traceparent_of(&tracing::Span::current())
                 {
@@ -244,6 +252,8 @@ impl Driver {
         let attempt = SagaCommand::Attempt {
             step: step.clone(),
             now: Utc::now(),
+            // Random, so nobody can predict a step's id and send a command under it first.
+            command_id: Uuid::new_v4(),
         };
         let saga = match self.execute(order_id, attempt).await? {
             Executed::Accepted { state, .. } => state,

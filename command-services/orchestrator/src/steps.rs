@@ -31,25 +31,27 @@ fn quantity(saga: &OrderSaga, sku: &Sku) -> u32 {
         .map_or(0, |l| l.quantity)
 }
 
-/// `command` as the NATS request of this saga's `step`.
-fn outgoing<C: Command>(saga: &OrderSaga, step: &Step, command: C) -> Outgoing {
-    let command_id = saga.command_id(step).to_string();
+/// `command` as the NATS request of this saga's `step`, under the id its attempt recorded
+/// (`None` before the step's first attempt).
+fn outgoing<C: Command>(saga: &OrderSaga, step: &Step, command: C) -> Option<Outgoing> {
+    let command_id = saga.command_id(step)?.to_string();
     let body = serde_json::to_vec(&NatsCommand {
         command_id: &command_id,
         command: &command,
     })
     .expect("contract requests serialise");
-    Outgoing {
+    Some(Outgoing {
         context: C::CONTEXT,
         name: C::NAME,
         body,
-    }
+    })
 }
 
-/// The command of `step` for this saga; `None` when the saga lacks what it needs (no total).
+/// The command of `step` for this saga; `None` when the saga lacks what it needs (no total,
+/// or no recorded attempt).
 pub fn command_for(saga: &OrderSaga, step: &Step) -> Option<Outgoing> {
     let order_id = saga.order_id?;
-    Some(match step {
+    match step {
         Step::Reserve(sku) => outgoing(
             saga,
             step,
@@ -150,7 +152,7 @@ pub fn command_for(saga: &OrderSaga, step: &Step) -> Option<Outgoing> {
                 },
             )
         }
-    })
+    }
 }
 
 /// A reply as the typed reply of the step's command.

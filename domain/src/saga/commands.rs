@@ -17,7 +17,12 @@ pub enum SagaCommand {
         now: DateTime<Utc>,
     },
     /// About to send `step`'s command: record the attempt and its deadline first.
-    Attempt { step: Step, now: DateTime<Utc> },
+    /// `command_id` is a fresh random id, used only if the step has none yet.
+    Attempt {
+        step: Step,
+        now: DateTime<Utc>,
+        command_id: Uuid,
+    },
     /// A reply or an event told the step's result. A repeat changes nothing.
     Complete {
         step: Step,
@@ -44,6 +49,8 @@ pub enum SagaError {
     NotDue(Step),
     #[error("the order has no payment token")]
     NoPaymentToken,
+    #[error("step {0} was never attempted, so nothing can have completed it")]
+    NotAttempted(Step),
 }
 
 impl crate::Rejection for SagaError {
@@ -52,6 +59,7 @@ impl crate::Rejection for SagaError {
             Self::NotFound => "not_found",
             Self::NotDue(_) => "not_due",
             Self::NoPaymentToken => "no_payment_token",
+            Self::NotAttempted(_) => "not_attempted",
         }
     }
 }

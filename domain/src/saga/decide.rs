@@ -45,7 +45,11 @@ impl OrderSaga {
         }
         match command {
             SagaCommand::Start { .. } => unreachable!("handled above"),
-            SagaCommand::Attempt { step, now } => {
+            SagaCommand::Attempt {
+                step,
+                now,
+                command_id,
+            } => {
                 if !self.is_open() || !self.due_steps().contains(&step) {
                     return Err(SagaError::NotDue(step));
                 }
@@ -60,7 +64,7 @@ impl OrderSaga {
                     + chrono::Duration::from_std(policy.step_deadline)
                         .unwrap_or(chrono::Duration::seconds(5));
                 Ok(vec![SagaEvent::StepAttempted {
-                    command_id: self.command_id(&step),
+                    command_id: self.command_id(&step).unwrap_or(command_id),
                     step,
                     attempt,
                     at: now,
@@ -70,6 +74,11 @@ impl OrderSaga {
             SagaCommand::Complete { step, result, now } => {
                 if self.done(&step) || !self.is_open() {
                     return Ok(vec![]);
+                }
+                // A result can only come from a command the saga sent: an event that claims
+                // a step it never attempted (a confirm nobody asked for) is not its answer.
+                if self.step(&step).is_none_or(|s| s.attempts == 0) {
+                    return Err(SagaError::NotAttempted(step));
                 }
                 let event = SagaEvent::StepCompleted {
                     step,

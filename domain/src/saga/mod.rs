@@ -39,9 +39,6 @@ pub use phases::{Phase, PHASES};
 pub use policy::{Readiness, SagaPolicy};
 pub use step::{Step, StepResult, StepState};
 
-/// UUID namespace of step command ids.
-const COMMAND_ID_NAMESPACE: Uuid = Uuid::from_u128(0x3c6e_0f0a_4d2b_4b8e_9d11_7a55_2e90_c4f1);
-
 /// The OrderSaga aggregate's state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OrderSaga {
@@ -75,11 +72,11 @@ impl OrderSaga {
         self.result(step).is_some()
     }
 
-    /// The deterministic command id of a step: every attempt of it carries the same id, so a
-    /// retry of a command that did go through gets the first answer instead of acting twice.
-    pub fn command_id(&self, step: &Step) -> Uuid {
-        let order = self.order_id.unwrap_or_default();
-        Uuid::new_v5(&COMMAND_ID_NAMESPACE, format!("{order}:{step}").as_bytes())
+    /// The command id of a step, once it has been attempted: chosen at random by the first
+    /// attempt (so nobody can send it first) and carried by every later one, so a retry of a
+    /// command that did go through gets the first answer instead of acting twice.
+    pub fn command_id(&self, step: &Step) -> Option<Uuid> {
+        self.step(step).and_then(|s| s.command_id)
     }
 
     /// The unit prices inventory answered, per SKU.
@@ -166,11 +163,13 @@ impl Aggregate for OrderSaga {
             SagaEvent::StepAttempted {
                 step,
                 attempt,
+                command_id,
                 deadline,
                 ..
             } => {
                 let state = self.steps.entry(step).or_default();
                 state.attempts = attempt;
+                state.command_id = Some(command_id);
                 state.deadline = Some(deadline);
                 state.retry_at = None;
             }

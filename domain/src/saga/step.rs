@@ -7,6 +7,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::{Money, Sku};
 
@@ -126,4 +127,9 @@ pub struct StepState {
     pub retry_at: Option<DateTime<Utc>>,
     pub result: Option<StepResult>,
     pub gave_up: bool,
+    /// The id every attempt's command carries. It is a capability (whoever knows it can answer
+    /// for the step's command first), so it is kept out of the state's JSON and documents.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub command_id: Option<Uuid>,
 }

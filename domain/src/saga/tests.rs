@@ -66,6 +66,7 @@ impl Run {
             self.send(SagaCommand::Attempt {
                 step: step.clone(),
                 now: t(now),
+                command_id: Uuid::new_v4(),
             });
             self.send(SagaCommand::Complete {
                 step: step.clone(),
@@ -155,6 +156,7 @@ fn a_step_that_keeps_timing_out_is_retried_then_compensated_with_a_void() {
         let e = run.send(SagaCommand::Attempt {
             step: Step::Authorise,
             now: t(now),
+            command_id: Uuid::new_v4(),
         });
         assert!(matches!(&e[0], SagaEvent::StepAttempted { attempt: a, .. } if *a == attempt));
         assert_eq!(
@@ -215,6 +217,7 @@ fn a_compensation_that_cannot_succeed_needs_attention() {
         run.send(SagaCommand::Attempt {
             step: Step::Release(sku("A")),
             now: t(100 * (n + 1)),
+            command_id: Uuid::new_v4(),
         });
         run.send(SagaCommand::Fail {
             step: Step::Release(sku("A")),
@@ -264,6 +267,7 @@ fn out_of_stock_skus_are_state_in_line_order_whatever_order_the_answers_come_in(
         run.send(SagaCommand::Attempt {
             step: step.clone(),
             now: t(0),
+            command_id: Uuid::new_v4(),
         });
     }
     let answer = |run: &mut Run, s: &str, result: StepResult| {
@@ -365,43 +369,73 @@ async fn start_begins_once() {
 #[tokio::test]
 async fn attempt_records_the_deadline_and_refuses_steps_not_due() {
     let step = Step::Reserve(sku("A"));
-    let command_id = {
-        let mut s = OrderSaga::default();
-        s.apply(started(&["A"]));
-        s.command_id(&step)
-    };
+    let command_id = Uuid::from_u128(7);
     saga_test()
         .given(vec![started(&["A"])])
         .when_async(SagaCommand::Attempt {
             step: step.clone(),
             now: t(1),
+            command_id,
         })
         .await
-        .then_expect_events(vec![SagaEvent::StepAttempted {
-            step: step.clone(),
-            attempt: 1,
-            command_id,
-            at: t(1),
-            deadline: t(6),
-        }]);
+        .then_expect_events(vec![attempted(&step, 1, command_id, 1)]);
     saga_test()
         .given(vec![started(&["A"])])
         .when_async(SagaCommand::Attempt {
             step: Step::Capture,
             now: t(1),
+            command_id,
         })
         .await
         .then_expect_error(SagaError::NotDue(Step::Capture));
     saga_test()
         .given_no_previous_events()
-        .when_async(SagaCommand::Attempt { step, now: t(1) })
+        .when_async(SagaCommand::Attempt {
+            step,
+            now: t(1),
+            command_id,
+        })
         .await
         .then_expect_error(SagaError::NotFound);
+}
+
+/// The `StepAttempted` of `step`'s attempt number `attempt` at `at` (deadline five seconds on).
+fn attempted(step: &Step, attempt: u32, command_id: Uuid, at: i64) -> SagaEvent {
+    SagaEvent::StepAttempted {
+        step: step.clone(),
+        attempt,
+        command_id,
+        at: t(at),
+        deadline: t(at + 5),
+    }
+}
+
+#[tokio::test]
+async fn a_retry_carries_the_first_attempts_command_id() {
+    let step = Step::Reserve(sku("A"));
+    let first = Uuid::from_u128(7);
+    let failed = SagaEvent::StepFailed {
+        step: step.clone(),
+        attempt: 1,
+        reason: "unavailable".into(),
+        at: t(6),
+        retry_at: t(8),
+    };
+    saga_test()
+        .given(vec![started(&["A"]), attempted(&step, 1, first, 1), failed])
+        .when_async(SagaCommand::Attempt {
+            step: step.clone(),
+            now: t(9),
+            command_id: Uuid::from_u128(8),
+        })
+        .await
+        .then_expect_events(vec![attempted(&step, 2, first, 9)]);
 }
 
 #[tokio::test]
 async fn complete_is_recorded_once() {
     let step = Step::Reserve(sku("A"));
+    let tried = attempted(&step, 1, Uuid::from_u128(7), 1);
     let done = SagaEvent::StepCompleted {
         step: step.clone(),
         result: StepResult::Reserved { unit_price: eur(1) },
@@ -413,31 +447,35 @@ async fn complete_is_recorded_once() {
         now: t(2),
     };
     saga_test()
-        .given(vec![started(&["A"])])
+        .given(vec![started(&["A"]), tried.clone()])
         .when_async(complete.clone())
         .await
         .then_expect_events(vec![done.clone()]);
     saga_test()
-        .given(vec![started(&["A"]), done])
+        .given(vec![started(&["A"]), tried, done])
         .when_async(complete)
         .await
         .then_expect_events(vec![]);
 }
 
 #[tokio::test]
+async fn complete_is_refused_for_a_step_never_attempted() {
+    // A forged or stray `OrderConfirmed` must not complete a confirm the saga never sent.
+    saga_test()
+        .given(vec![started(&["A"])])
+        .when_async(SagaCommand::Complete {
+            step: Step::Confirm,
+            result: StepResult::Done,
+            now: t(2),
+        })
+        .await
+        .then_expect_error(SagaError::NotAttempted(Step::Confirm));
+}
+
+#[tokio::test]
 async fn fail_schedules_a_retry_and_cancel_starts_compensation() {
     let step = Step::Reserve(sku("A"));
-    let attempted = {
-        let mut s = OrderSaga::default();
-        s.apply(started(&["A"]));
-        SagaEvent::StepAttempted {
-            step: step.clone(),
-            attempt: 1,
-            command_id: s.command_id(&step),
-            at: t(5),
-            deadline: t(10),
-        }
-    };
+    let attempted = attempted(&step, 1, Uuid::from_u128(7), 5);
     let fail = SagaCommand::Fail {
         step: step.clone(),
         reason: "unavailable".into(),
