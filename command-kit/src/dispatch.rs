@@ -173,6 +173,9 @@ where
                 "this idempotency key was used with a different request",
                 false,
             ),
+            Err(e @ BusError::TooLarge { .. }) => {
+                Reply::rejected(reasons::TOO_LARGE, e.to_string(), false)
+            }
             Err(BusError::Conflict) => Reply::rejected(
                 reasons::CONFLICT,
                 "concurrent changes kept conflicting; retry",

@@ -140,6 +140,11 @@ fn rejection_problem<S: CommandSpec>(reason: &str, message: String, retryable: b
             "invalid-body",
             "The body does not have the expected fields and types",
         ),
+        reasons::TOO_LARGE => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too-large",
+            "The change is larger than the event log takes",
+        ),
         reasons::UNKNOWN_COMMAND => {
             Problem::new(StatusCode::NOT_FOUND, "not-found", "No such command")
         }

@@ -41,10 +41,25 @@ impl<S: CommandSpec> Binding<S> {
     where
         C: Command<Answer = S::Answer>,
     {
+        let info = contracts::info::<C>();
+        let bounds = bounds_of(&info);
         Self {
-            info: contracts::info::<C>(),
+            info,
             parse: Box::new(move |body, now| {
+                // The documented schema is the check, so the limits it states (lengths, item
+                // counts, ranges) are the limits enforced. A type error reads better in serde's
+                // words, so it is reported first.
+                let within = bounds.validate(&body).map_err(|e| {
+                    let at = e.instance_path().to_string();
+                    let at = if at.is_empty() {
+                        "the body".to_owned()
+                    } else {
+                        at
+                    };
+                    format!("{at}: {}", e.masked())
+                });
                 let request: C = serde_json::from_value(body).map_err(|e| e.to_string())?;
+                within?;
                 Ok(bind(request, now))
             }),
         }
@@ -70,6 +85,14 @@ pub fn parsed<A: Aggregate>(
         correlation_id: correlation_id.to_string(),
         new_aggregate: false,
     }
+}
+
+/// The validator of a command's request schema, as the documents publish it.
+fn bounds_of(info: &CommandInfo) -> jsonschema::Validator {
+    let schema = (info.request)(schemars::generate::SchemaSettings::draft2020_12());
+    let schema = serde_json::to_value(schema).expect("a schema is JSON");
+    jsonschema::validator_for(&schema)
+        .unwrap_or_else(|e| panic!("{}'s request schema does not compile: {e}", info.name))
 }
 
 /// One context's commands.

@@ -13,10 +13,12 @@ use crate::{command, info, CommandInfo};
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
     pub sku: Sku,
+    #[schemars(length(max = 200))]
     pub name: String,
     /// Minor units.
     pub unit_price: i64,
     pub currency: Currency,
+    #[schemars(range(max = 1_000_000))]
     pub initial_stock: u32,
 }
 command!(
@@ -33,6 +35,7 @@ command!(
 #[serde(deny_unknown_fields)]
 pub struct RestockProduct {
     pub sku: Sku,
+    #[schemars(range(max = 1_000_000))]
     pub quantity: u32,
 }
 command!(
@@ -68,6 +71,8 @@ command!(
 pub struct ReserveStock {
     pub sku: Sku,
     pub order_id: Uuid,
+    /// As an order line's: 1 to 1000.
+    #[schemars(range(max = 1000))]
     pub quantity: u32,
 }
 command!(

@@ -14,8 +14,10 @@ use crate::{command, info, CommandInfo};
 pub struct PlaceOrder {
     pub customer_id: Uuid,
     /// 1 to 100 lines, each with a distinct SKU and a quantity from 1 to 1000.
+    #[schemars(length(max = 100))]
     pub lines: Vec<OrderLine>,
     /// The payment provider's token; it never leaves the write side.
+    #[schemars(length(max = 64), extend("writeOnly" = true))]
     pub payment_token: String,
 }
 command!(
@@ -42,6 +44,7 @@ pub struct PriceLine {
 #[serde(deny_unknown_fields)]
 pub struct PriceOrder {
     pub order_id: Uuid,
+    #[schemars(length(max = 100))]
     pub lines: Vec<PriceLine>,
 }
 command!(
@@ -74,10 +77,13 @@ command!(
 pub struct RejectOrder {
     pub order_id: Uuid,
     pub reason: RejectionReason,
+    /// At most 1,000 characters.
     #[serde(default)]
+    #[schemars(length(max = 1000))]
     pub detail: String,
     /// The SKUs that were out of stock, when that is the reason.
     #[serde(default)]
+    #[schemars(length(max = 100))]
     pub skus: Vec<Sku>,
 }
 command!(

@@ -17,6 +17,7 @@ pub struct AuthorisePayment {
     pub amount: i64,
     pub currency: Currency,
     /// The provider's token; it never leaves the write side.
+    #[schemars(length(max = 64), extend("writeOnly" = true))]
     pub payment_token: String,
 }
 command!(

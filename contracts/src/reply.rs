@@ -15,6 +15,8 @@ pub mod reasons {
     pub const UNAVAILABLE: &str = "unavailable";
     pub const INTERNAL: &str = "internal";
     pub const NOT_FOUND: &str = "not_found";
+    /// An event the command would append is larger than the event log takes.
+    pub const TOO_LARGE: &str = "too_large";
 }
 
 /// A command's answer. On NATS it is the reply body, tagged by `status`. `D` is the command's
