@@ -88,6 +88,12 @@ pub enum BusError {
     Conflict,
     #[error("the idempotency key was used with a different request")]
     KeyReused,
+    #[error("a {event} event of {bytes} bytes exceeds the event log's limit of {limit} bytes")]
+    TooLarge {
+        event: String,
+        bytes: usize,
+        limit: usize,
+    },
     #[error("database unavailable: {0}")]
     Unavailable(Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
@@ -328,6 +334,16 @@ where
                 replayed: false,
             });
         }
+        // An event the stream cannot store would stop the relay: refuse the command instead.
+        for event in &events {
+            let bytes = serde_json::to_vec(event).map_or(0, |v| v.len());
+            if bytes > messaging::streams::MAX_EVENT_DATA_BYTES {
+                return Err(AggregateError::UnexpectedError(Box::new(EventTooLarge {
+                    event: cqrs_es::DomainEvent::event_type(event),
+                    bytes,
+                })));
+            }
+        }
         let committed = match self.store.commit(events, context, metadata.to_map()).await {
             Ok(c) => c,
             Err(e) => {
@@ -453,13 +469,28 @@ where
     }
 }
 
+/// A decided event too large for the event log (carried out of `execute_once` as cqrs-es's
+/// unexpected error, and turned into [`BusError::TooLarge`] by [`infra`]).
+#[derive(Debug, thiserror::Error)]
+#[error("a {event} event of {bytes} bytes is too large")]
+struct EventTooLarge {
+    event: String,
+    bytes: usize,
+}
+
 fn infra<E: std::error::Error>(error: AggregateError<E>) -> BusError {
     match error {
         AggregateError::AggregateConflict => BusError::Conflict,
         AggregateError::DatabaseConnectionError(e) => BusError::Unavailable(e),
-        AggregateError::DeserializationError(e) | AggregateError::UnexpectedError(e) => {
-            BusError::Internal(e)
-        }
+        AggregateError::UnexpectedError(e) => match e.downcast::<EventTooLarge>() {
+            Ok(too_large) => BusError::TooLarge {
+                event: too_large.event,
+                bytes: too_large.bytes,
+                limit: messaging::streams::MAX_EVENT_DATA_BYTES,
+            },
+            Err(e) => BusError::Internal(e),
+        },
+        AggregateError::DeserializationError(e) => BusError::Internal(e),
         AggregateError::UserError(e) => BusError::Internal(e.to_string().into()),
     }
 }

@@ -18,7 +18,7 @@ use async_nats::jetstream;
 use async_nats::jetstream::message::PublishMessage;
 use chrono::{DateTime, Utc};
 use messaging::envelope::{meta, msg_id, StoredEvent};
-use messaging::streams::{ensure_stream, StreamSettings};
+use messaging::streams::{ensure_stream, StreamSettings, MAX_MESSAGE_BYTES};
 use messaging::{BoundedContext, Envelope, Namespace};
 use runtime::retry::{sleep_unless_cancelled, Backoff};
 use sqlx::postgres::PgListener;
@@ -214,10 +214,31 @@ impl Relay {
         let mut ids = Vec::with_capacity(rows.len());
         let mut pending = Vec::with_capacity(rows.len());
         let mut failure = None;
+        let mut dead = Dead::default();
         for row in &rows {
             let id: i64 = row.try_get("id")?;
             let metadata: serde_json::Value = row.try_get("metadata")?;
             let stored = self.stored_event(row, &metadata)?;
+            let envelope = Envelope::from_stored(&stored).to_vec();
+            // What the stream can never store must not hold up what follows it.
+            if envelope.len() + HEADER_ROOM > MAX_MESSAGE_BYTES {
+                tracing::error!(
+                    outbox_id = id,
+                    aggregate_id = %stored.aggregate_id,
+                    sequence = stored.sequence,
+                    bytes = envelope.len(),
+                    "an outbox event is larger than the stream takes; dead-lettered"
+                );
+                dead.push(
+                    id,
+                    &stored,
+                    format!(
+                        "{} bytes exceed the stream's limit of {MAX_MESSAGE_BYTES}",
+                        envelope.len()
+                    ),
+                );
+                continue;
+            }
             // The publish joins the trace of the command that stored the event, and the
             // message carries the publish span's context on to every consumer.
             let span = tracing::info_span!(
@@ -231,7 +252,11 @@ impl Relay {
             let stored_traceparent = metadata_value(&metadata, meta::TRACEPARENT);
             runtime::trace::join(&span, stored_traceparent.as_deref());
             let traceparent = runtime::trace::traceparent_of(&span).or(stored_traceparent);
-            match self.send(&stored, traceparent).instrument(span).await {
+            match self
+                .send(&stored, envelope, traceparent)
+                .instrument(span)
+                .await
+            {
                 Ok(ack) => {
                     ids.push(id);
                     pending.push(ack);
@@ -255,6 +280,11 @@ impl Relay {
             }
         }
         runtime::failpoint::hit("outbox.after_publish");
+        if !dead.ids.is_empty() {
+            dead.store(&mut *conn).await?;
+            metrics::counter!("outbox_dead_letters_total", "stream" => stream)
+                .increment(dead.ids.len() as u64);
+        }
         metrics::gauge!("outbox_backlog", "stream" => stream)
             .set(backlog.saturating_sub(acked as i64) as f64);
         metrics::counter!("outbox_published_total", "stream" => stream).increment(acked as u64);
@@ -283,7 +313,7 @@ impl Relay {
         }
         tracing::debug!(published = acked, "outbox batch published");
         match failure {
-            None => Ok(acked),
+            None => Ok(acked + dead.ids.len()),
             Some(source) => Err(RelayError::Publish {
                 published: acked,
                 source,
@@ -314,12 +344,12 @@ impl Relay {
     async fn send(
         &self,
         event: &StoredEvent,
+        envelope: Vec<u8>,
         traceparent: Option<String>,
     ) -> Result<
         async_nats::jetstream::context::PublishAckFuture,
         async_nats::jetstream::context::PublishError,
     > {
-        let envelope = Envelope::from_stored(event);
         let subject = self.settings.namespace.event_subject(
             event.context,
             &event.aggregate_id,
@@ -332,11 +362,54 @@ impl Relay {
                 event.sequence,
             ))
             .header("Content-Type", "application/cloudevents+json")
-            .payload(envelope.to_vec().into());
+            .payload(envelope.into());
         if let Some(tp) = traceparent {
             message = message.header(runtime::trace::TRACEPARENT, tp.as_str());
         }
         self.js.send_publish(subject, message).await
+    }
+}
+
+/// Room left in a message for its headers (`Nats-Msg-Id`, `Content-Type`, `traceparent`: about
+/// 200 bytes).
+const HEADER_ROOM: usize = 1024;
+
+/// Outbox rows of a batch that can never be published.
+#[derive(Default)]
+struct Dead {
+    ids: Vec<i64>,
+    aggregate_types: Vec<String>,
+    aggregate_ids: Vec<String>,
+    sequences: Vec<i64>,
+    reasons: Vec<String>,
+}
+
+impl Dead {
+    fn push(&mut self, id: i64, event: &StoredEvent, reason: String) {
+        self.ids.push(id);
+        self.aggregate_types.push(event.aggregate_type.clone());
+        self.aggregate_ids.push(event.aggregate_id.clone());
+        self.sequences.push(event.sequence as i64);
+        self.reasons.push(reason);
+    }
+
+    /// Moves the rows from the outbox to `outbox_dead_letters`, in one statement.
+    async fn store(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "WITH dead AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], \
+                 $4::bigint[], $5::text[]) AS d(id, aggregate_type, aggregate_id, sequence, reason)), \
+             moved AS (DELETE FROM outbox WHERE id IN (SELECT id FROM dead)) \
+             INSERT INTO outbox_dead_letters (id, aggregate_type, aggregate_id, sequence, reason) \
+             SELECT * FROM dead ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&self.ids)
+        .bind(&self.aggregate_types)
+        .bind(&self.aggregate_ids)
+        .bind(&self.sequences)
+        .bind(&self.reasons)
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 }
 

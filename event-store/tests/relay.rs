@@ -390,3 +390,80 @@ async fn stored_v1_events_load_through_the_upcaster() {
     );
     assert_eq!(version, 2);
 }
+
+#[tokio::test]
+async fn a_row_that_can_never_be_published_is_dead_lettered_and_the_rest_go_out() {
+    runtime::metrics::install("relay-test");
+    let f = fixture().await;
+    // Larger than any stream message: JetStream would refuse it on every try.
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('Order', 'huge', 1, 'OrderRejected', '1', $1, '{}')",
+    )
+    .bind(serde_json::json!({"OrderRejected": {"detail": "x".repeat(1_100_000)}}))
+    .execute(&f.pool)
+    .await
+    .unwrap();
+    // 1,000 good events behind it, in one statement (the trigger writes their outbox rows).
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         SELECT 'Order', 'agg-' || (n % 10), n / 10 + 1, 'OrderPlaced', '1', \
+                jsonb_build_object('OrderPlaced', jsonb_build_object('n', n)), '{}' \
+         FROM generate_series(0, 999) AS n ORDER BY n / 10, n % 10",
+    )
+    .execute(&f.pool)
+    .await
+    .unwrap();
+
+    let relay = f.relay();
+    let mut conn = relay.try_lead().await.unwrap().expect("sole relay leads");
+    assert_eq!(drain(&relay, &mut conn).await, 1_001);
+    assert_eq!(f.outbox_len().await, 0, "outbox drained");
+    let messages = f.stream().await;
+    assert_eq!(messages.len(), 1_000, "every good event is published");
+    assert!(messages.iter().all(|m| !m.subject.contains("huge")));
+    let dead: Vec<(String, i64, String)> =
+        sqlx::query_as("SELECT aggregate_id, sequence, reason FROM outbox_dead_letters")
+            .fetch_all(&f.pool)
+            .await
+            .unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!((dead[0].0.as_str(), dead[0].1), ("huge", 1));
+    assert!(dead[0].2.contains("exceed"), "{}", dead[0].2);
+    let metrics = runtime::metrics::render().await;
+    let body = axum::body::to_bytes(metrics.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("outbox_dead_letters_total") && l.ends_with(" 1")),
+        "the dead letter is counted:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_bus_refuses_an_event_the_stream_could_not_store() {
+    let f = fixture().await;
+    let bus = f.bus();
+    let order_id = Uuid::new_v4();
+    accepted(
+        bus.execute(&order_id.to_string(), place(order_id), &metadata(None, "h"))
+            .await
+            .unwrap(),
+    );
+    // Past the contract's bounds (1,000 characters), as a caller that skips them would send it.
+    let reject = OrderCommand::Reject {
+        reason: domain::order::RejectionReason::Failed,
+        detail: "x".repeat(1_100_000),
+        skus: vec![],
+    };
+    let outcome = bus
+        .execute(&order_id.to_string(), reject, &metadata(None, "h"))
+        .await;
+    assert!(
+        matches!(outcome, Err(event_store::BusError::TooLarge { .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(f.count("events").await, 1, "nothing more was written");
+}

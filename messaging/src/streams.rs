@@ -7,6 +7,15 @@ use async_nats::jetstream::{self, stream};
 
 use crate::{BoundedContext, Namespace};
 
+/// The largest message a stream stores (payload and headers), below NATS's default
+/// `max_payload` of 1 MiB. The relay refuses to send anything larger (it could never be
+/// stored), and the command side refuses events that would not fit.
+pub const MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+/// The largest event `data` a command may append: the message limit less room for the
+/// envelope's other members and the headers (a few hundred bytes in practice).
+pub const MAX_EVENT_DATA_BYTES: usize = MAX_MESSAGE_BYTES - 16 * 1024;
+
 /// Stream settings that differ between a laptop and a cluster.
 #[derive(Debug, Clone)]
 pub struct StreamSettings {
@@ -37,6 +46,7 @@ pub fn stream_config(
         max_age: Duration::ZERO,
         num_replicas: settings.replicas,
         duplicate_window: settings.duplicate_window,
+        max_message_size: MAX_MESSAGE_BYTES as i32,
         description: Some(format!("streamshop {} domain events", context.token())),
         ..Default::default()
     }
