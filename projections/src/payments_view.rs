@@ -8,7 +8,7 @@ use read_model::PaymentStatus;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::projection::{decode, Folds, Projection};
+use crate::projection::{add, decode, Folds, Projection};
 
 /// Keeps `payments_view` up to date.
 #[derive(Debug, Default, Clone)]
@@ -88,6 +88,9 @@ impl Projection for PaymentsView {
                 order_id, amount, ..
             } => (Kind::Refunded, order_id, amount, None),
         };
+        if amount.amount_minor < 0 {
+            return Err(format!("a negative amount ({})", amount.amount_minor));
+        }
         Ok(PaymentChange {
             kind,
             order_id,
@@ -126,7 +129,7 @@ impl Projection for PaymentsView {
                 }
                 Kind::Captured => {
                     f.status = Some(PaymentStatus::Captured);
-                    f.captured += c.amount_minor;
+                    f.captured = add(f.captured, c.amount_minor, "captured")?;
                 }
                 Kind::Voided => {
                     f.status = Some(PaymentStatus::Voided);
@@ -134,7 +137,7 @@ impl Projection for PaymentsView {
                 }
                 Kind::Refunded => {
                     f.status = Some(PaymentStatus::Refunded);
-                    f.refunded += c.amount_minor;
+                    f.refunded = add(f.refunded, c.amount_minor, "refunded")?;
                 }
             }
         }

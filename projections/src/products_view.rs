@@ -5,7 +5,7 @@ use domain::product::ProductEvent;
 use messaging::{BoundedContext, Envelope};
 use sqlx::PgConnection;
 
-use crate::projection::{decode, Folds, Projection};
+use crate::projection::{add, decode, Folds, Projection};
 
 /// Keeps `products_view` up to date.
 #[derive(Debug, Default, Clone)]
@@ -87,7 +87,7 @@ impl Projection for ProductsView {
                 (sku, effect)
             }
             ProductEvent::ProductRestocked { sku, on_hand, .. } => {
-                (sku, Effect::OnHand(on_hand as i64))
+                (sku, Effect::OnHand(stock(on_hand)?))
             }
             ProductEvent::PriceChanged { sku, new_price, .. } => {
                 (sku, Effect::Price(new_price.amount_minor))
@@ -106,7 +106,7 @@ impl Projection for ProductsView {
             } => {
                 let effect = Effect::Committed {
                     quantity: i64::from(quantity),
-                    on_hand: on_hand as i64,
+                    on_hand: stock(on_hand)?,
                 };
                 (sku, effect)
             }
@@ -147,9 +147,9 @@ impl Projection for ProductsView {
                 }
                 Effect::OnHand(n) => f.on_hand = Some(*n),
                 Effect::Price(p) => f.unit_price = Some(*p),
-                Effect::Reserved(q) => f.reserved += q,
+                Effect::Reserved(q) => f.reserved = add(f.reserved, *q, "reserved")?,
                 Effect::Committed { quantity, on_hand } => {
-                    f.reserved -= quantity;
+                    f.reserved = add(f.reserved, -quantity, "reserved")?;
                     f.on_hand = Some(*on_hand);
                 }
             }
@@ -183,4 +183,9 @@ impl Projection for ProductsView {
         .await?;
         Ok(())
     }
+}
+
+/// A stock level as the read model stores it (`bigint`); a larger one is impossible.
+fn stock(on_hand: u64) -> Result<i64, String> {
+    i64::try_from(on_hand).map_err(|_| format!("on_hand {on_hand} is out of range"))
 }

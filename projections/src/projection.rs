@@ -44,6 +44,19 @@ pub fn decode<E: contracts::LogEvent>(event: &Envelope) -> Result<E, String> {
     contracts::decode(event).map_err(|e| e.to_string())
 }
 
+/// A fold that reached an impossible number (only a forged or corrupt event can carry one).
+/// It is a data error, like a constraint the database refuses: the worker replays the batch
+/// one message per transaction, and the message that causes it is dead-lettered. Never a
+/// panic, never a wrapped value.
+pub fn overflow(what: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("{what} is out of range").into())
+}
+
+/// `a + b`, or the data error [`overflow`] says.
+pub fn add(a: i64, b: i64, what: &str) -> Result<i64, sqlx::Error> {
+    a.checked_add(b).ok_or_else(|| overflow(what))
+}
+
 /// The message when a projection meets an event type it does not know.
 pub fn unknown(event: &Envelope) -> String {
     format!("unknown event type {} v{}", event.name(), event.version())

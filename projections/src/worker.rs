@@ -496,6 +496,21 @@ impl<P: Projection> Worker<P> {
             Err(e) if is_data_error(&e) => {
                 let mut tx = self.pool.begin().await?;
                 self.scope(&mut tx).await?;
+                // Only an event next in its aggregate's order gets as far as a write, so the
+                // position moves past it: later events of the aggregate must not wait for it.
+                if let Ok(envelope) = Envelope::from_slice(&message.payload) {
+                    let key = (envelope.aggregatetype.as_str(), envelope.subject.as_str());
+                    let claimed =
+                        bookkeeping::claim_positions(&mut tx, self.name(), &[key]).await?;
+                    if claimed.get(&key).copied().unwrap_or(0) + 1 == envelope.sequence {
+                        bookkeeping::set_positions(
+                            &mut tx,
+                            self.name(),
+                            &[(key.0, key.1, envelope.sequence)],
+                        )
+                        .await?;
+                    }
+                }
                 self.dead_letter(&mut tx, message, &format!("database refused it: {e}"))
                     .await?;
                 bookkeeping::advance_checkpoint(

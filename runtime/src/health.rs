@@ -1,6 +1,7 @@
 //! `/healthz` (the process answers), `/readyz` (its dependencies answer) and `/metrics` for
 //! every service.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ pub struct Readiness {
     postgres: Vec<(&'static str, sqlx::PgPool)>,
     nats: Option<async_nats::Client>,
     streams: Option<(async_nats::jetstream::Context, Vec<String>)>,
+    /// Set when a background task stopped on its own: the service can no longer do its work.
+    stopped_task: Option<Arc<AtomicBool>>,
 }
 
 impl Readiness {
@@ -41,7 +44,14 @@ impl Readiness {
         self
     }
 
-    /// Runs every check; `Ok` when all pass. The map says what each check found.
+    /// Fails once `stopped` is set (by the service's task supervisor).
+    pub fn tasks(mut self, stopped: Arc<AtomicBool>) -> Self {
+        self.stopped_task = Some(stopped);
+        self
+    }
+
+    /// Runs every check; `Ok` when all pass. The map says what each check found. A failed
+    /// check says only that it failed: the driver's error goes to the log, never to callers.
     pub async fn check(&self) -> (bool, Map<String, Value>) {
         const TIMEOUT: Duration = Duration::from_secs(2);
         let mut ok = true;
@@ -53,12 +63,15 @@ impl Readiness {
             )
             .await;
             let status = match result {
-                Ok(Ok(_)) => "ok".to_owned(),
-                Ok(Err(e)) => format!("error: {e}"),
-                Err(_) => "error: timed out".to_owned(),
+                Ok(Ok(_)) => "ok",
+                Ok(Err(e)) => {
+                    tracing::warn!(database = name, error = %crate::problem::ErrorChain(&e), "readiness: the database does not answer");
+                    "error: unavailable"
+                }
+                Err(_) => "error: timed out",
             };
             ok &= status == "ok";
-            report.insert(format!("postgres:{name}"), Value::String(status));
+            report.insert(format!("postgres:{name}"), Value::String(status.into()));
         }
         if let Some(client) = &self.nats {
             let state = client.connection_state();
@@ -77,13 +90,26 @@ impl Readiness {
             for name in names {
                 let result = tokio::time::timeout(TIMEOUT, js.get_stream_no_info(name)).await;
                 let status = match result {
-                    Ok(Ok(_)) => "ok".to_owned(),
-                    Ok(Err(e)) => format!("error: {e}"),
-                    Err(_) => "error: timed out".to_owned(),
+                    Ok(Ok(_)) => "ok",
+                    Ok(Err(e)) => {
+                        tracing::warn!(stream = name, error = %crate::problem::ErrorChain(&e), "readiness: the stream cannot be read");
+                        "error: unavailable"
+                    }
+                    Err(_) => "error: timed out",
                 };
                 ok &= status == "ok";
-                report.insert(format!("stream:{name}"), Value::String(status));
+                report.insert(format!("stream:{name}"), Value::String(status.into()));
             }
+        }
+        if let Some(stopped) = &self.stopped_task {
+            let alive = !stopped.load(Ordering::SeqCst);
+            ok &= alive;
+            let status = if alive {
+                "ok"
+            } else {
+                "error: a background task stopped"
+            };
+            report.insert("tasks".into(), Value::String(status.into()));
         }
         (ok, report)
     }

@@ -5,6 +5,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::routing::get;
@@ -137,6 +139,8 @@ pub struct Service {
     router: Router,
     tasks: Vec<Task>,
     pool: Option<sqlx::PgPool>,
+    /// Set when a task stops on its own (an error or a panic) before shutdown.
+    stopped_task: Arc<AtomicBool>,
 }
 
 impl Service {
@@ -151,6 +155,7 @@ impl Service {
             router: Router::new(),
             tasks: Vec::new(),
             pool: None,
+            stopped_task: Arc::default(),
         })
     }
 
@@ -166,7 +171,9 @@ impl Service {
                     async move { axum::Json(document) }
                 }),
             )
-            .merge(crate::health::routes(readiness))
+            .merge(crate::health::routes(
+                readiness.tasks(self.stopped_task.clone()),
+            ))
             .fallback(crate::problem::not_found)
             .layer(axum::middleware::from_fn(crate::metrics::track_http))
             .layer(axum::middleware::from_fn(crate::trace::http_span));
@@ -200,10 +207,27 @@ impl Service {
     /// hand, and the pool is closed last.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(service = self.name, addr = %self.local_addr(), "listening");
+        // A task that fails or panics before shutdown leaves the service unable to do its
+        // work (a dead projection worker would leave `/readyz` green while nothing moves):
+        // readiness fails and the whole process stops, so a supervisor restarts it.
         let tasks: Vec<_> = self
             .tasks
             .into_iter()
-            .map(|task| tokio::spawn(task(shutdown.clone())))
+            .map(|task| {
+                let run = tokio::spawn(task(shutdown.clone()));
+                let (shutdown, stopped, name) =
+                    (shutdown.clone(), self.stopped_task.clone(), self.name);
+                tokio::spawn(async move {
+                    let outcome = run.await;
+                    let failed = !matches!(outcome, Ok(Ok(())));
+                    if failed && !shutdown.is_cancelled() {
+                        stopped.store(true, Ordering::SeqCst);
+                        tracing::error!(service = name, "a background task stopped; shutting down");
+                        shutdown.cancel();
+                    }
+                    outcome
+                })
+            })
             .collect();
         // The peer address is offered to every handler (the gateway limits anonymous calls by
         // it).
@@ -219,6 +243,7 @@ impl Service {
         shutdown.cancel();
         for task in tasks {
             task.await
+                .context("supervising a task")?
                 .with_context(|| format!("a {} task panicked", self.name))??;
         }
         served?;

@@ -1,0 +1,171 @@
+//! Impossible numbers (which only a forged or corrupt event can carry) are dead-lettered by
+//! the projections: never a panic that kills the worker, never a value that wraps.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use domain::payment::PaymentEvent;
+use domain::product::ProductEvent;
+use domain::{Currency, Money, Sku};
+use messaging::envelope::StoredEvent;
+use messaging::streams::{ensure_stream, StreamSettings};
+use messaging::{BoundedContext, Envelope};
+use projections::payments_view::PaymentsView;
+use projections::products_view::ProductsView;
+use projections::projection::Projection;
+use projections::worker::{Worker, WorkerSettings};
+use testkit::world::World;
+use uuid::Uuid;
+
+async fn worker<P: Projection>(w: &World, projection: P) -> Worker<P> {
+    ensure_stream(
+        &w.js,
+        &w.ns,
+        projection.context(),
+        &StreamSettings::default(),
+    )
+    .await
+    .unwrap();
+    Worker::new(
+        projection,
+        w.pool.clone(),
+        &w.js,
+        &w.ns,
+        &StreamSettings::default(),
+        WorkerSettings {
+            batch_size: 100,
+            fetch_wait: Duration::from_millis(200),
+            retry_delay: Duration::from_millis(50),
+            ack_wait: Duration::from_secs(30),
+            consumer_prefix: String::new(),
+            schema: None,
+            trace_events: false,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn event<E: serde::Serialize + cqrs_es::DomainEvent>(
+    context: BoundedContext,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: u64,
+    event: E,
+) -> Envelope {
+    Envelope::from_stored(&StoredEvent {
+        context,
+        aggregate_type: aggregate_type.into(),
+        aggregate_id: aggregate_id.into(),
+        sequence,
+        event_type: event.event_type(),
+        event_version: event.event_version(),
+        payload: serde_json::to_value(&event).unwrap(),
+        correlation_id: None,
+        causation_id: None,
+        recorded_at: Utc::now(),
+    })
+}
+
+/// Steps the worker until it has nothing left; returns (applied, dead-lettered).
+async fn drain<P: Projection>(worker: &Worker<P>) -> (usize, usize) {
+    let (mut applied, mut dead) = (0, 0);
+    for _ in 0..100 {
+        let o = worker.process_batch().await.unwrap();
+        applied += o.applied;
+        dead += o.dead_lettered;
+        if o.fetched == 0 && worker.lag().await.unwrap() == 0 {
+            return (applied, dead);
+        }
+    }
+    panic!("the projection did not catch up");
+}
+
+fn eur(minor: i64) -> Money {
+    Money::new(minor, Currency::parse("EUR").unwrap())
+}
+
+#[tokio::test]
+async fn a_stock_level_past_what_the_read_model_holds_is_dead_lettered() {
+    let w = World::read().await;
+    let worker = worker(&w, ProductsView).await;
+    let sku = Sku::parse("BIG-1").unwrap();
+    let product = |sequence, e| event(BoundedContext::Inventory, "Product", "BIG-1", sequence, e);
+    w.publish(&product(
+        1,
+        ProductEvent::ProductCreated {
+            sku: sku.clone(),
+            name: "Big".into(),
+            unit_price: eur(100),
+            initial_stock: 1,
+        },
+    ))
+    .await;
+    w.publish(&product(
+        2,
+        ProductEvent::ProductRestocked {
+            sku: sku.clone(),
+            quantity: 1,
+            on_hand: u64::MAX,
+        },
+    ))
+    .await;
+    w.publish(&product(
+        3,
+        ProductEvent::ProductRestocked {
+            sku,
+            quantity: 4,
+            on_hand: 5,
+        },
+    ))
+    .await;
+    assert_eq!(drain(&worker).await, (2, 1));
+    assert_eq!(
+        w.count("SELECT on_hand FROM products_view WHERE sku = 'BIG-1'")
+            .await,
+        5,
+        "later events of the product still apply"
+    );
+    let reason: String = sqlx::query_scalar("SELECT reason FROM dead_letters")
+        .fetch_one(&w.pool)
+        .await
+        .unwrap();
+    assert!(reason.contains("out of range"), "{reason}");
+}
+
+#[tokio::test]
+async fn sums_that_would_overflow_and_negative_amounts_are_dead_lettered() {
+    let w = World::read().await;
+    let worker = worker(&w, PaymentsView).await;
+    let order_id = Uuid::now_v7();
+    let id = order_id.to_string();
+    let payment = |sequence, e| event(BoundedContext::Payments, "Payment", &id, sequence, e);
+    let captured = |amount| PaymentEvent::PaymentCaptured {
+        order_id,
+        amount: eur(amount),
+        captured_total: eur(amount),
+    };
+    w.publish(&payment(
+        1,
+        PaymentEvent::PaymentAuthorised {
+            order_id,
+            amount: eur(i64::MAX),
+            provider_reference: "ref".into(),
+        },
+    ))
+    .await;
+    w.publish(&payment(2, captured(i64::MAX))).await;
+    // In one batch the fold overflows; alone, the database's sum does.
+    w.publish(&payment(3, captured(i64::MAX))).await;
+    w.publish(&payment(4, captured(-5))).await;
+    assert_eq!(drain(&worker).await, (2, 2));
+    assert_eq!(
+        w.count(&format!(
+            "SELECT captured FROM payments_view WHERE order_id = '{order_id}'"
+        ))
+        .await,
+        i64::MAX,
+        "nothing wrapped"
+    );
+    assert_eq!(w.count("SELECT count(*) FROM dead_letters").await, 2);
+}
