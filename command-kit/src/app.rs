@@ -52,9 +52,19 @@ impl CommandApp {
         let routes = crate::http::routes::<S>()
             .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
             .with_state(dispatcher.clone());
+        let retention = runtime::retention::Rule {
+            table: "idempotency",
+            column: "recorded_at",
+            keep: settings.idempotency_retention,
+        };
         let mut service = Service::bind(context.token(), settings.basics.http_addr)
             .await?
             .routes(routes, readiness, crate::openapi::document::<S>())
+            .with_task(runtime::retention::task_for(
+                pool.clone(),
+                vec![retention],
+                RETENTION_EVERY,
+            ))
             .with_pool(pool.clone());
         if settings.outbox_relay {
             let relay = Relay::new(
@@ -100,6 +110,9 @@ impl CommandApp {
         self.service.run(shutdown).await.context("command service")
     }
 }
+
+/// How often old idempotency rows are deleted.
+const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The whole `main` of the command service of context `S` (whose aggregate needs no
 /// services): settings from the environment, the process's telemetry and shutdown signal, then

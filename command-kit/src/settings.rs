@@ -25,6 +25,9 @@ pub struct ServiceSettings {
     pub nats_command_concurrency: usize,
     /// `HTTP_BODY_LIMIT_BYTES`, default 65536.
     pub body_limit_bytes: usize,
+    /// `IDEMPOTENCY_RETENTION_HOURS`, 1 to 87600, default 168 (a week): how long a command's
+    /// first answer is kept for repeats of its key.
+    pub idempotency_retention: Duration,
 }
 
 /// The settings of context `S`'s service from an environment, with its defaults.
@@ -46,6 +49,9 @@ impl ServiceSettings {
                 .millis_or("OUTBOX_POLL_INTERVAL_MS", Duration::from_millis(1000))?,
             nats_command_concurrency: concurrency,
             body_limit_bytes: env.parse_or("HTTP_BODY_LIMIT_BYTES", 64 * 1024)?,
+            idempotency_retention: Duration::from_secs(
+                3600 * env.within_or("IDEMPOTENCY_RETENTION_HOURS", 168u64, 1..=87_600)?,
+            ),
         })
     }
 }

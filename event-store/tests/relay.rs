@@ -467,3 +467,27 @@ async fn the_bus_refuses_an_event_the_stream_could_not_store() {
     );
     assert_eq!(f.count("events").await, 1, "nothing more was written");
 }
+
+#[tokio::test]
+async fn idempotency_answers_past_their_retention_are_deleted() {
+    let f = fixture().await;
+    sqlx::query(
+        "INSERT INTO idempotency (key, request_hash, command_id, recorded_at) \
+         SELECT 'k' || n, 'h', 'c', now() - make_interval(hours => n) FROM generate_series(0, 9) AS n",
+    )
+    .execute(&f.pool)
+    .await
+    .unwrap();
+    let rule = runtime::retention::Rule {
+        table: "idempotency",
+        column: "recorded_at",
+        keep: Duration::from_secs(4 * 3600 + 1800),
+    };
+    assert_eq!(runtime::retention::prune(&f.pool, &rule).await.unwrap(), 5);
+    let kept: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM idempotency ORDER BY recorded_at DESC")
+            .fetch_all(&f.pool)
+            .await
+            .unwrap();
+    assert_eq!(kept, ["k0", "k1", "k2", "k3", "k4"]);
+}

@@ -15,6 +15,9 @@ pub struct NatsSettings {
     pub stream: StreamSettings,
 }
 
+/// Messages a subscription holds while its handler is busy.
+pub const SUBSCRIPTION_CAPACITY: usize = 1024;
+
 /// Where `cargo xtask up` runs NATS.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:24222";
 
@@ -31,9 +34,15 @@ impl NatsSettings {
         })
     }
 
-    /// Connects to NATS.
+    /// Connects to NATS. A subscription buffers at most [`SUBSCRIPTION_CAPACITY`] messages
+    /// while its handler is busy (async-nats's default is 65,536, which at 1 MB each is more
+    /// memory than a service has); past it, NATS drops messages for the slow consumer and their
+    /// senders retry.
     pub async fn connect(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
-        async_nats::connect(&self.url).await
+        async_nats::ConnectOptions::new()
+            .subscription_capacity(SUBSCRIPTION_CAPACITY)
+            .connect(&self.url)
+            .await
     }
 
     /// Connects and makes sure the streams of `contexts` exist (each service creates the

@@ -81,6 +81,15 @@ impl App {
                 readiness,
                 crate::lag::openapi(),
             )
+            .with_task(runtime::retention::task_for(
+                pool.clone(),
+                vec![runtime::retention::Rule {
+                    table: "dead_letters",
+                    column: "recorded_at",
+                    keep: settings.dead_letter_retention,
+                }],
+                std::time::Duration::from_secs(3600),
+            ))
             .with_pool(pool);
         let service = workers
             .into_iter()

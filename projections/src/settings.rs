@@ -18,6 +18,9 @@ pub struct Settings {
     /// `PROJECTION_RETRY_DELAY_MS` (200), `PROJECTION_ACK_WAIT_MS` (30000),
     /// `PROJECTION_CONSUMER_PREFIX` (empty).
     pub worker: WorkerSettings,
+    /// `DEAD_LETTER_RETENTION_DAYS`, 1 to 3650, default 30: how long a dead letter (with the
+    /// message it holds) is kept for an operator to look at.
+    pub dead_letter_retention: std::time::Duration,
 }
 
 /// Port and database of `cargo xtask up`.
@@ -42,6 +45,9 @@ impl Settings {
                 schema: None,
                 trace_events: true,
             },
+            dead_letter_retention: std::time::Duration::from_secs(
+                86_400 * env.within_or("DEAD_LETTER_RETENTION_DAYS", 30u64, 1..=3650)?,
+            ),
         })
     }
 }

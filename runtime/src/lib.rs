@@ -10,6 +10,7 @@ pub mod json_log;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
+pub mod retention;
 pub mod retry;
 pub mod secret;
 pub mod service;

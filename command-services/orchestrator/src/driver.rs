@@ -117,10 +117,10 @@ impl Driver {
             } => Ok(()),
             Executed::Rejected {
                 reason, message, ..
-            } if reason == "not_attempted" => {
+            } if reason == "not_attempted" || reason == "impossible_order" => {
                 // Not an answer to anything the saga sent: counted and logged, never applied.
                 metrics::counter!("saga_unexpected_inputs_total").increment(1);
-                tracing::warn!(%order_id, message, "an event claims a saga step that was never attempted; ignored");
+                tracing::warn!(%order_id, message, "an event the saga cannot have caused or taken; ignored");
                 Ok(())
             }
             _ => {

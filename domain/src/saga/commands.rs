@@ -49,6 +49,8 @@ pub enum SagaError {
     NotDue(Step),
     #[error("the order has no payment token")]
     NoPaymentToken,
+    #[error("an order of {0} lines cannot have been placed (1 to {max} may)", max = crate::order::MAX_LINES)]
+    ImpossibleOrder(usize),
     #[error("step {0} was never attempted, so nothing can have completed it")]
     NotAttempted(Step),
 }
@@ -60,6 +62,7 @@ impl crate::Rejection for SagaError {
             Self::NotDue(_) => "not_due",
             Self::NoPaymentToken => "no_payment_token",
             Self::NotAttempted(_) => "not_attempted",
+            Self::ImpossibleOrder(_) => "impossible_order",
         }
     }
 }

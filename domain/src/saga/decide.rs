@@ -8,7 +8,7 @@ use super::{
     CompensationReason, OrderSaga, Phase, Readiness, SagaCommand, SagaError, SagaEvent, SagaPolicy,
     SagaStatus, Step,
 };
-use crate::order::RejectionReason;
+use crate::order::{RejectionReason, MAX_LINES};
 
 impl OrderSaga {
     fn is_open(&self) -> bool {
@@ -31,6 +31,11 @@ impl OrderSaga {
         {
             if self.order_id.is_some() {
                 return Ok(vec![]);
+            }
+            // The orders service never places such an order; one that claims to be placed is
+            // forged or corrupt, and must not start a step per line.
+            if lines.is_empty() || lines.len() > MAX_LINES {
+                return Err(SagaError::ImpossibleOrder(lines.len()));
             }
             return Ok(vec![SagaEvent::SagaStarted {
                 order_id,

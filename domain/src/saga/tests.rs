@@ -459,6 +459,31 @@ async fn complete_is_recorded_once() {
 }
 
 #[tokio::test]
+async fn start_refuses_an_order_that_cannot_have_been_placed() {
+    let lines = |n: usize| {
+        (0..n)
+            .map(|i| OrderLine {
+                sku: sku(&format!("S{i}")),
+                quantity: 1,
+            })
+            .collect::<Vec<_>>()
+    };
+    for n in [0, crate::order::MAX_LINES + 1, 10_000] {
+        saga_test()
+            .given_no_previous_events()
+            .when_async(SagaCommand::Start {
+                order_id: Uuid::from_u128(1),
+                customer_id: Uuid::from_u128(2),
+                lines: lines(n),
+                payment_token: Some("tok_ok".into()),
+                now: t(0),
+            })
+            .await
+            .then_expect_error(SagaError::ImpossibleOrder(n));
+    }
+}
+
+#[tokio::test]
 async fn complete_is_refused_for_a_step_never_attempted() {
     // A forged or stray `OrderConfirmed` must not complete a confirm the saga never sent.
     saga_test()
