@@ -103,9 +103,9 @@ pub struct Source {
 impl Source {
     pub async fn connect(url: &str, namespace: &str) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let client = async_nats::connect(url)
-            .await
-            .with_context(|| format!("connecting to NATS at {url}"))?;
+        let client = async_nats::connect(url).await.with_context(|| {
+            format!("connecting to NATS at {}", runtime::secret::redact_url(url))
+        })?;
         Ok(Self {
             js: jetstream::new(client),
             namespace: Namespace::new(namespace).map_err(anyhow::Error::msg)?,

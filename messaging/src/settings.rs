@@ -10,7 +10,7 @@ use crate::Namespace;
 /// `NATS_URL`, `NATS_NAMESPACE`, `NATS_STREAM_REPLICAS`, `NATS_DUPLICATE_WINDOW_MS`.
 #[derive(Debug, Clone)]
 pub struct NatsSettings {
-    pub url: String,
+    pub url: runtime::secret::Secret<String>,
     pub namespace: Namespace,
     pub stream: StreamSettings,
 }
@@ -24,7 +24,7 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:24222";
 impl NatsSettings {
     pub fn from_env(env: &Env) -> Result<Self, EnvError> {
         Ok(Self {
-            url: env.string_or("NATS_URL", DEFAULT_NATS_URL),
+            url: runtime::secret::Secret::new(env.string_or("NATS_URL", DEFAULT_NATS_URL)),
             namespace: env.parse_or("NATS_NAMESPACE", Namespace::default())?,
             stream: StreamSettings {
                 replicas: env.parse_or("NATS_STREAM_REPLICAS", 1)?,
@@ -41,7 +41,7 @@ impl NatsSettings {
     pub async fn connect(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
         async_nats::ConnectOptions::new()
             .subscription_capacity(SUBSCRIPTION_CAPACITY)
-            .connect(&self.url)
+            .connect(self.url.expose())
             .await
     }
 
@@ -52,12 +52,10 @@ impl NatsSettings {
         contexts: &[crate::BoundedContext],
     ) -> anyhow::Result<(async_nats::Client, async_nats::jetstream::Context)> {
         use anyhow::Context;
-        let nats = self.connect().await.with_context(|| {
-            format!(
-                "connecting NATS at {}",
-                runtime::secret::redact_url(&self.url)
-            )
-        })?;
+        let nats = self
+            .connect()
+            .await
+            .with_context(|| format!("connecting NATS at {}", self.url))?;
         let js = async_nats::jetstream::new(nats.clone());
         for context in contexts {
             crate::streams::ensure_stream(&js, &self.namespace, *context, &self.stream)

@@ -29,25 +29,60 @@ impl fmt::Display for Secret<String> {
     }
 }
 
-/// Replaces the password of a URL (`scheme://user:password@host`) with `***`.
+/// Query parameters whose values are secrets (libpq's `password` and `sslpassword`, and any
+/// token or key).
+const SECRET_PARAMETERS: &[&str] = &["password", "sslpassword", "token", "secret", "key"];
+
+/// The URL with its secrets replaced by `***`: the password of `user:password@`, however
+/// many `@` it holds; a bare `token@` of a NATS URL; and secret query parameters
+/// (`?password=`).
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return "***".to_owned();
     };
+    let scheme = &url[..scheme_end];
     let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.find('@') else {
-        return url.to_owned();
+    let (head, query) = match rest.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (rest, None),
     };
-    let userinfo = &rest[..at];
-    match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..scheme_end + 3],
-            &userinfo[..colon],
-            &rest[at..]
-        ),
-        None => url.to_owned(),
+    let mut out = String::with_capacity(url.len());
+    out.push_str(&url[..scheme_end + 3]);
+    // The userinfo ends at the last `@`: a raw `@` in a password must not end it early.
+    match head.rfind('@') {
+        Some(at) => {
+            let userinfo = &head[..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push_str(":***");
+                }
+                // A NATS URL's lone userinfo is a token.
+                None if matches!(scheme, "nats" | "tls" | "ws" | "wss") => out.push_str("***"),
+                None => out.push_str(userinfo),
+            }
+            out.push_str(&head[at..]);
+        }
+        None => out.push_str(head),
     }
+    if let Some(query) = query {
+        out.push('?');
+        let params: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _))
+                    if SECRET_PARAMETERS
+                        .iter()
+                        .any(|s| name.to_ascii_lowercase().contains(s)) =>
+                {
+                    format!("{name}=***")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -62,5 +97,30 @@ mod tests {
             redact_url("postgres://app@db/orders"),
             "postgres://app@db/orders"
         );
+    }
+
+    #[test]
+    fn every_form_of_secret_is_redacted() {
+        for (url, shown) in [
+            (
+                "postgres://app:p@ss@word@db:5432/orders",
+                "postgres://app:***@db:5432/orders",
+            ),
+            (
+                "postgres://app@db/orders?sslmode=require&password=hunter2",
+                "postgres://app@db/orders?sslmode=require&password=***",
+            ),
+            (
+                "postgres://db/orders?user=app&PASSWORD=hunter2",
+                "postgres://db/orders?user=app&PASSWORD=***",
+            ),
+            ("nats://s3cret-token@nats:4222", "nats://***@nats:4222"),
+            ("nats://svc:hunter2@nats:4222", "nats://svc:***@nats:4222"),
+            ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+            ("not a url hunter2", "***"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+            assert!(!redact_url(url).contains("hunter2"));
+        }
     }
 }
