@@ -35,7 +35,7 @@ impl CommandApp {
         let context = S::CONTEXT;
         let pool = settings
             .basics
-            .connect_database(context.token(), Some(&event_store::MIGRATOR))
+            .connect_database(context.token(), Some(&event_store::SCHEMA))
             .await?;
         // The service owns its stream: create it even on replicas that run no relay.
         let (nats, js) = settings.nats.connect_with_streams(&[context]).await?;

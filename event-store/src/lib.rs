@@ -14,3 +14,22 @@ pub use relay::{Relay, RelaySettings};
 
 /// Migrations for a command service's database: the event store and the outbox.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A command service's database as code: [`MIGRATOR`], and what the role the service runs as
+/// may do.
+///
+/// Invariant: that role appends and reads events and can never UPDATE, DELETE or TRUNCATE
+/// one. It deletes only what is transient: outbox rows JetStream acknowledged, and
+/// idempotency answers past their retention.
+pub static SCHEMA: runtime::db::Schema = runtime::db::Schema {
+    migrator: &MIGRATOR,
+    grants: &[
+        "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}",
+        "REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {role}",
+        "GRANT USAGE ON SCHEMA public TO {role}",
+        "GRANT SELECT, INSERT ON events TO {role}",
+        "GRANT SELECT, DELETE ON outbox TO {role}",
+        "GRANT SELECT, INSERT, DELETE ON idempotency TO {role}",
+        "GRANT SELECT, INSERT ON outbox_dead_letters TO {role}",
+    ],
+};

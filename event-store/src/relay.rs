@@ -64,6 +64,9 @@ pub struct Relay {
     wake: Arc<Notify>,
     /// Outbox rows deleted since the relay last vacuumed the table.
     deleted: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether the relay's role owns the outbox, which VACUUM requires (a service that runs
+    /// as its own, lesser role leaves the outbox to autovacuum, tuned for it).
+    owner: Arc<tokio::sync::OnceCell<bool>>,
 }
 
 /// The relay vacuums the outbox after deleting this many rows. A queue table churns: every row
@@ -86,7 +89,23 @@ impl Relay {
             settings,
             wake,
             deleted: Default::default(),
+            owner: Default::default(),
         }
+    }
+
+    async fn owns_outbox(&self, conn: &mut PgConnection) -> bool {
+        *self
+            .owner
+            .get_or_init(|| async {
+                sqlx::query_scalar::<_, bool>(
+                    "SELECT coalesce(bool_or(tableowner = current_user), false) FROM pg_tables \
+                     WHERE schemaname = current_schema() AND tablename = 'outbox'",
+                )
+                .fetch_one(conn)
+                .await
+                .unwrap_or(false)
+            })
+            .await
     }
 
     /// Runs until `shutdown`; the batch in hand is finished first.
@@ -299,7 +318,7 @@ impl Relay {
                 .deleted
                 .fetch_add(acked as u64, std::sync::atomic::Ordering::Relaxed)
                 + acked as u64;
-            if deleted >= VACUUM_EVERY {
+            if deleted >= VACUUM_EVERY && self.owns_outbox(conn).await {
                 self.deleted.store(0, std::sync::atomic::Ordering::Relaxed);
                 // Outside any transaction, on the leader's own connection; a failure only
                 // leaves the work to autovacuum.

@@ -116,6 +116,7 @@ pub async fn verify(
 async fn connect(url: &str) -> anyhow::Result<PgPool> {
     let settings = runtime::db::DatabaseSettings {
         url: runtime::secret::Secret::new(url.to_owned()),
+        owner_url: None,
         max_connections: 1,
     };
     settings

@@ -57,7 +57,7 @@ async fn worker<P: Projection>(
 impl App {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         // The projections own the read database; the streams belong to their contexts.
-        let migrations = Some(&crate::MIGRATOR);
+        let migrations = Some(&crate::SCHEMA);
         let pool = settings.basics.connect_database("read", migrations).await?;
         let (nats, js) = settings.nats.connect_with_streams(&[]).await?;
         let workers = vec![
@@ -142,7 +142,7 @@ pub async fn rebuild(
 ) -> anyhow::Result<Vec<crate::rebuild::Report>> {
     let pool = settings
         .basics
-        .connect_database("read", Some(&crate::MIGRATOR))
+        .connect_database("read", Some(&crate::SCHEMA))
         .await?;
     let (_, js) = settings.nats.connect_with_streams(&[]).await?;
     let known = crate::NAMES;

@@ -24,6 +24,14 @@ pub use settings::Settings;
 /// Migrations of the `read` database (the query API reads what these create).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The read database as code. The projections' role owns it: a rebuild creates, moves and
+/// drops tables, and everything in it can be rebuilt from the event log. The query API reads
+/// it as a role that may only SELECT (granted by whoever provisions the database).
+pub static SCHEMA: runtime::db::Schema = runtime::db::Schema {
+    migrator: &MIGRATOR,
+    grants: &[],
+};
+
 // The names and the update channel are shared with the query API through `read_model`; they
 // stay reachable here because the worker's callers and tests name them through this crate.
 pub use read_model::{NAMES, UPDATED_CHANNEL};

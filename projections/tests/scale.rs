@@ -109,10 +109,10 @@ async fn two_workers_build_exactly_what_one_builds_from_20000_events() {
     let mut stops = vec![stop_orders];
     let mut dbs = Vec::new();
     for (prefix, workers) in [("single_", 1), ("pair_", 2)] {
-        let url = testkit::fresh_database("read").await;
+        let url = testkit::fresh_read_db("read").await.owner;
         for _ in 0..workers {
             let mut env = world.env();
-            env.retain(|(k, _)| *k != "DATABASE_URL");
+            env.retain(|(k, _)| !k.starts_with("DATABASE_"));
             env.extend([
                 ("DATABASE_URL", url.clone()),
                 ("PROJECTION_CONSUMER_PREFIX", prefix.to_owned()),
@@ -198,9 +198,9 @@ async fn a_rebuild_swaps_in_equal_tables_while_a_reader_never_sees_them_empty_or
         .published(messaging::BoundedContext::Orders, 3_000)
         .await;
 
-    let url = testkit::fresh_database("read").await;
+    let url = testkit::fresh_read_db("read").await.owner;
     let mut env = world.env();
-    env.retain(|(k, _)| *k != "DATABASE_URL");
+    env.retain(|(k, _)| !k.starts_with("DATABASE_"));
     env.push(("DATABASE_URL", url.clone()));
     let settings = projections::Settings::from_env(&Env::from_pairs(env)).unwrap();
     let app = projections::App::build(&settings).await.unwrap();

@@ -15,7 +15,7 @@ use uuid::Uuid;
 /// A fresh read database, migrated as the projections worker migrates it.
 async fn read_db() -> (String, PgPool) {
     let world = testkit::world::World::read().await;
-    (world.db_url, world.pool)
+    (world.db.reader.clone(), world.pool)
 }
 
 async fn serve(url: &str) -> (String, CancellationToken) {

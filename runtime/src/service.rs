@@ -57,20 +57,37 @@ pub struct Basics {
 }
 
 impl Basics {
-    /// Opens the service's pool (and applies its migrations, when it owns the database), and
-    /// reports its connections in the pool gauges.
+    /// Opens the service's pool, and reports its connections in the pool gauges. When the
+    /// service owns the database's `schema`, it is migrated first: as `DATABASE_OWNER_URL`'s
+    /// role when that is set (which then grants the everyday role its privileges), else as
+    /// the everyday role itself.
     pub async fn connect_database(
         &self,
         label: &str,
-        migrator: Option<&sqlx::migrate::Migrator>,
+        schema: Option<&crate::db::Schema>,
     ) -> anyhow::Result<sqlx::PgPool> {
+        use sqlx::Connection;
         let settings = &self.database;
+        if let (Some(schema), Some(owner_url)) = (schema, &settings.owner_url) {
+            let mut owner = sqlx::PgConnection::connect(owner_url.expose())
+                .await
+                .with_context(|| format!("connecting the {label} database as {owner_url}"))?;
+            let role = crate::db::user_of(settings.url.expose())
+                .with_context(|| format!("reading the user of {}", settings.url))?;
+            schema
+                .apply(&mut owner, &role)
+                .await
+                .with_context(|| format!("migrating the {label} database"))?;
+            // The owner's connection is not kept: the service works as its own role.
+            let _ = owner.close().await;
+        }
         let pool = settings
             .connect()
             .await
             .with_context(|| format!("connecting the {label} database {}", settings.url))?;
-        if let Some(migrator) = migrator {
-            migrator
+        if let (Some(schema), None) = (schema, &settings.owner_url) {
+            schema
+                .migrator
                 .run(&pool)
                 .await
                 .with_context(|| format!("migrating the {label} database"))?;

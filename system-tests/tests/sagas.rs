@@ -315,9 +315,9 @@ async fn five_hundred_orders_through_two_replicas_all_end_and_balance() {
 #[tokio::test]
 async fn the_query_api_shows_an_order_with_its_payment_saga_stock_and_sales() {
     let s = Stack::start(3).await;
-    let read_db = testkit::fresh_database("read").await;
+    let read_db = testkit::fresh_read_db("read").await.owner;
     let mut env = s.orders.env();
-    env.retain(|(k, _)| *k != "DATABASE_URL");
+    env.retain(|(k, _)| !k.starts_with("DATABASE_"));
     env.push(("DATABASE_URL", read_db));
     let worker = projections::App::build(
         &projections::Settings::from_env(&Env::from_pairs(env.clone())).unwrap(),

@@ -53,28 +53,144 @@ fn unique_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
-/// Creates an empty database named after `label` and returns its URL.
-pub async fn fresh_database(label: &str) -> String {
+/// The roles every test database is provisioned with, as `cargo xtask up` provisions each
+/// service's: an owner that migrates, the role a service runs as (granted only what its
+/// schema says), and a read-only role for the query API. Their passwords are for the private
+/// test cluster only.
+pub const OWNER_ROLE: (&str, &str) = ("streamshop_owner", "owner-test-password");
+pub const APP_ROLE: (&str, &str) = ("streamshop_app", "app-test-password");
+pub const READER_ROLE: (&str, &str) = ("streamshop_reader", "reader-test-password");
+
+/// A fresh test database and how each of its roles connects to it.
+#[derive(Debug, Clone)]
+pub struct TestDb {
+    pub name: String,
+    /// The cluster's superuser: for what no service may do.
+    pub admin: String,
+    /// The owner of its tables, which migrates.
+    pub owner: String,
+    /// The role a service runs as.
+    pub app: String,
+    /// The role that may only read (granted SELECT on a read database).
+    pub reader: String,
+}
+
+fn url_as(admin_url: &str, (role, password): (&str, &str), database: &str) -> String {
+    use std::str::FromStr;
+    let options = sqlx::postgres::PgConnectOptions::from_str(admin_url)
+        .expect("the test Postgres URL is a Postgres URL");
+    format!(
+        "postgres://{role}:{password}@{}:{}/{database}",
+        options.get_host(),
+        options.get_port()
+    )
+}
+
+async fn admin_connection(database: Option<&str>) -> PgConnection {
     let infra = infra();
+    let url = match database {
+        Some(db) => {
+            let (base, _) = infra
+                .pg_admin_url
+                .rsplit_once('/')
+                .expect("the admin URL names a database");
+            format!("{base}/{db}")
+        }
+        None => infra.pg_admin_url.clone(),
+    };
+    PgConnection::connect(&url).await.unwrap_or_else(|e| {
+        panic!(
+            "the test Postgres at {} is not reachable ({e}); run the tests with `cargo xtask test`",
+            runtime::secret::redact_url(&url)
+        )
+    })
+}
+
+/// Creates the test roles once per cluster (another test process may race to do the same).
+async fn ensure_roles() {
+    static ROLES: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    ROLES
+        .get_or_init(|| async {
+            let mut admin = admin_connection(None).await;
+            for (role, password) in [OWNER_ROLE, APP_ROLE, READER_ROLE] {
+                let create = format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'");
+                if let Err(e) = sqlx::query(&create).execute(&mut admin).await {
+                    let raced = e
+                        .as_database_error()
+                        .and_then(|d| d.code())
+                        .is_some_and(|c| c == "42710" || c == "23505");
+                    assert!(raced, "creating the test role {role}: {e}");
+                }
+            }
+            // No role but the superuser reaches the maintenance databases.
+            sqlx::query("REVOKE CONNECT ON DATABASE postgres, template1 FROM PUBLIC")
+                .execute(&mut admin)
+                .await
+                .expect("revoking CONNECT from PUBLIC");
+        })
+        .await;
+}
+
+/// Creates an empty database named after `label`, owned by [`OWNER_ROLE`], which only the
+/// owner and [`APP_ROLE`] may connect to.
+pub async fn fresh_db(label: &str) -> TestDb {
+    create_db(label, false).await
+}
+
+/// [`fresh_db`] for a read database: [`READER_ROLE`] may also connect, and may SELECT every
+/// table the owner creates, in any schema (a rebuild builds its tables elsewhere and moves
+/// them in).
+pub async fn fresh_read_db(label: &str) -> TestDb {
+    create_db(label, true).await
+}
+
+async fn create_db(label: &str, readable: bool) -> TestDb {
+    ensure_roles().await;
     let name = format!("t_{label}_{}", unique_suffix());
-    let mut admin = PgConnection::connect(&infra.pg_admin_url)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "the test Postgres at {} is not reachable ({e}); run the tests with `cargo xtask test`",
-                runtime::secret::redact_url(&infra.pg_admin_url)
-            )
-        });
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create test database");
-    let base = infra
-        .pg_admin_url
-        .rsplit_once('/')
-        .map(|(base, _)| base)
-        .expect("the admin URL names a database");
-    format!("{base}/{name}")
+    let (owner, app, reader) = (OWNER_ROLE.0, APP_ROLE.0, READER_ROLE.0);
+    let mut admin = admin_connection(None).await;
+    let connecting = if readable {
+        format!("{app}, {reader}")
+    } else {
+        app.to_owned()
+    };
+    for sql in [
+        format!("CREATE DATABASE {name} OWNER {owner}"),
+        format!("REVOKE ALL ON DATABASE {name} FROM PUBLIC"),
+        format!("GRANT CONNECT ON DATABASE {name} TO {connecting}"),
+    ] {
+        sqlx::query(&sql)
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let mut inside = admin_connection(Some(&name)).await;
+    let mut setup = vec![
+        "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_owned(),
+        format!("GRANT USAGE ON SCHEMA public TO {connecting}"),
+    ];
+    if readable {
+        setup.push(format!(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} GRANT SELECT ON TABLES TO {reader}"
+        ));
+    }
+    for sql in setup {
+        sqlx::query(&sql)
+            .execute(&mut inside)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let admin_url = &infra().pg_admin_url;
+    TestDb {
+        admin: {
+            let (base, _) = admin_url.rsplit_once('/').expect("a database");
+            format!("{base}/{name}")
+        },
+        owner: url_as(admin_url, OWNER_ROLE, &name),
+        app: url_as(admin_url, APP_ROLE, &name),
+        reader: url_as(admin_url, READER_ROLE, &name),
+        name,
+    }
 }
 
 /// A namespace no other test uses.

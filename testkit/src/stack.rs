@@ -95,11 +95,11 @@ impl Stack {
     }
 
     async fn start_reads(&mut self, query_env: Vec<(&'static str, String)>) {
-        let read_db = crate::fresh_database("read").await;
-        self.read_db = Some(read_db.clone());
+        let read_db = crate::fresh_read_db("read").await;
+        self.read_db = Some(read_db.owner.clone());
         let env = vec![
             ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
-            ("DATABASE_URL", read_db),
+            ("DATABASE_URL", read_db.owner.clone()),
             ("NATS_URL", crate::infra().nats_url.clone()),
             ("NATS_NAMESPACE", self.orders.ns.as_str().to_owned()),
         ];
@@ -112,7 +112,10 @@ impl Stack {
         self.reads
             .push(format!("http://{}", projections.local_addr()));
         tokio::spawn(projections.run(stop.clone()));
+        // The query API reads as the role that may only SELECT.
         let mut env = env;
+        env.retain(|(k, _)| !k.starts_with("DATABASE_"));
+        env.push(("DATABASE_URL", read_db.reader.clone()));
         env.extend(query_env);
         let query =
             query_api::App::build(&query_api::Settings::from_env(&Env::from_pairs(env)).unwrap())
@@ -203,9 +206,9 @@ impl Stack {
         // One namespace for the whole stack.
         inventory.ns = orders.ns.clone();
         payments.ns = orders.ns.clone();
-        let orchestrator_db = crate::fresh_database("orchestrator").await;
-        let orchestrator = PgPool::connect(&orchestrator_db).await.unwrap();
-        let orchestrator_url = orchestrator_db.clone();
+        let orchestrator_db = crate::fresh_db("orchestrator").await;
+        let orchestrator = PgPool::connect(&orchestrator_db.owner).await.unwrap();
+        let orchestrator_url = orchestrator_db.app.clone();
 
         let (o, o_stop) = orders.spawn::<orders::OrdersSpec>().await;
         let (i, i_stop) = inventory.spawn::<inventory::InventorySpec>().await;
@@ -218,9 +221,10 @@ impl Stack {
         );
 
         let mut env = orders.env();
-        env.retain(|(k, _)| *k != "DATABASE_URL");
+        env.retain(|(k, _)| !k.starts_with("DATABASE_"));
         env.extend([
-            ("DATABASE_URL", orchestrator_db),
+            ("DATABASE_URL", orchestrator_db.app),
+            ("DATABASE_OWNER_URL", orchestrator_db.owner),
             ("SAGA_STEP_DEADLINE_MS", "1000".into()),
             ("SAGA_MAX_ATTEMPTS", max_attempts.to_string()),
             ("SAGA_BACKOFF_BASE_MS", "50".into()),

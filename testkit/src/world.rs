@@ -13,7 +13,12 @@ use crate::StoredMessage;
 
 /// One test's databases and namespace.
 pub struct World {
+    /// The database and each of its roles' URLs.
+    pub db: crate::TestDb,
+    /// The URL its service runs with: the service's own role on a command database (which
+    /// may append events, never change them), the owner on the read database.
     pub db_url: String,
+    /// The owner's pool, for the test's own checks and set-up.
     pub pool: PgPool,
     pub ns: Namespace,
     pub nats: async_nats::Client,
@@ -29,32 +34,43 @@ pub struct HttpAnswer {
 }
 
 impl World {
-    /// A fresh command-service database named after `label`.
+    /// A fresh command-service database named after `label`, migrated by its owner, which
+    /// grants the service's role what the event store's schema says.
     pub async fn new(label: &str) -> Self {
-        Self::migrated(label, &event_store::MIGRATOR).await
+        let db = crate::fresh_db(label).await;
+        let url = db.app.clone();
+        Self::migrated(db, url, &event_store::SCHEMA).await
     }
 
-    /// A fresh read database, migrated as the projections migrate it.
+    /// A fresh read database, migrated as the projections migrate it (they own it).
     pub async fn read() -> Self {
-        Self::migrated("read", &projections::MIGRATOR).await
+        let db = crate::fresh_read_db("read").await;
+        let url = db.owner.clone();
+        Self::migrated(db, url, &projections::SCHEMA).await
     }
 
-    /// A fresh database named after `label`, with `migrator` applied, and a namespace.
-    async fn migrated(label: &str, migrator: &sqlx::migrate::Migrator) -> Self {
-        let db_url = crate::fresh_database(label).await;
+    /// `db` with `schema` applied as its owner, and a namespace; its service runs as `url`.
+    async fn migrated(db: crate::TestDb, url: String, schema: &runtime::db::Schema) -> Self {
+        use sqlx::Connection;
+        let role = runtime::db::user_of(&url).expect("a Postgres URL");
+        let mut owner = sqlx::PgConnection::connect(&db.owner)
+            .await
+            .expect("connect the test database as its owner");
+        schema
+            .apply(&mut owner, &role)
+            .await
+            .expect("migrate the test database");
+        let _ = owner.close().await;
         // Few connections: many tests run side by side on one cluster.
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(4)
-            .connect(&db_url)
+            .connect(&db.owner)
             .await
             .expect("connect the test database");
-        migrator
-            .run(&pool)
-            .await
-            .expect("migrate the test database");
         let nats = crate::nats().await;
         Self {
-            db_url,
+            db,
+            db_url: url,
             pool,
             ns: crate::unique_namespace(),
             js: async_nats::jetstream::new(nats.clone()),
@@ -140,6 +156,8 @@ impl World {
         vec![
             ("HTTP_ADDR", "127.0.0.1:0".into()),
             ("DATABASE_URL", self.db_url.clone()),
+            // Its start-up migrates (a no-op) and grants as the owner, as in production.
+            ("DATABASE_OWNER_URL", self.db.owner.clone()),
             ("NATS_URL", crate::infra().nats_url.clone()),
             ("NATS_NAMESPACE", self.ns.as_str().to_owned()),
             ("OUTBOX_POLL_INTERVAL_MS", "200".into()),

@@ -45,7 +45,7 @@ fn drive(
     let out = layout.workspace.join(".state/bench-report");
     let mut cmd = Command::new(bins.join("loadgen"));
     cmd.arg("run")
-        .args(["--pg-admin-url", &layout.pg_admin_url()])
+        .args(["--pg-admin-url", &layout.pg_admin_url()?])
         .args(["--nats-url", &layout.nats_url()])
         .arg("--bins")
         .arg(bins)

@@ -12,8 +12,12 @@ fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
 
+fn compose_text() -> String {
+    std::fs::read_to_string(workspace().join("docker-compose.yml")).unwrap()
+}
+
 fn compose() -> Value {
-    let text = std::fs::read_to_string(workspace().join("docker-compose.yml")).unwrap();
+    let text = compose_text();
     let mut yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
     yaml.apply_merge().unwrap();
     serde_json::to_value(yaml).unwrap()
@@ -132,19 +136,43 @@ fn every_service_of_the_local_stack_runs_in_compose_on_its_port() {
         };
         assert_eq!(
             service["environment"]["DATABASE_URL"],
-            format!("postgres://{role}@postgres:5432/{db}")
+            format!("postgres://{role}:{role}-dev-password@postgres:5432/{db}")
         );
         assert!(
-            init.contains(&format!("CREATE ROLE {role} LOGIN")),
-            "init creates role {role}"
+            init.contains(&format!(
+                "CREATE ROLE {role} LOGIN PASSWORD '{role}-dev-password'"
+            )),
+            "init creates role {role} with its password"
         );
+        // A service that runs as a lesser role migrates as the owner, as `cargo xtask up` does.
+        let owner = crate::postgres::DATABASES
+            .iter()
+            .find(|d| d.name == db && d.runtime == Some(role))
+            .map(|d| d.owner);
+        match owner {
+            Some(owner) => assert_eq!(
+                service["environment"]["DATABASE_OWNER_URL"],
+                format!("postgres://{owner}:{owner}-dev-password@postgres:5432/{db}"),
+                "{} migrates as {owner}",
+                s.name
+            ),
+            None => assert!(service["environment"]["DATABASE_OWNER_URL"].is_null()),
+        }
     }
-    for (db, owner) in crate::postgres::DATABASES {
+    for db in crate::postgres::DATABASES {
+        let (name, owner) = (db.name, db.owner);
         assert!(
-            init.contains(&format!("CREATE DATABASE {db} OWNER {owner}")),
-            "init creates database {db}"
+            init.contains(&format!("CREATE DATABASE {name} OWNER {owner}")),
+            "init creates database {name}"
         );
+        for role in db.roles() {
+            assert!(
+                init.contains(&format!("CREATE ROLE {role} LOGIN PASSWORD")),
+                "init creates role {role}"
+            );
+        }
     }
+    assert!(!compose_text().contains("trust"), "no trust authentication");
 }
 
 #[test]

@@ -129,12 +129,26 @@ impl Layout {
         self.workspace.join(".state/tools")
     }
 
-    pub fn pg_admin_url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.pg_port)
+    /// The superuser's URL, with its password.
+    pub fn pg_admin_url(&self) -> anyhow::Result<String> {
+        self.pg_url("postgres", "postgres")
     }
 
-    pub fn pg_url(&self, user: &str, database: &str) -> String {
-        format!("postgres://{user}@127.0.0.1:{}/{database}", self.pg_port)
+    /// `user`'s URL of `database`, with its password (SCRAM: no role logs in without one).
+    pub fn pg_url(&self, user: &str, database: &str) -> anyhow::Result<String> {
+        let password = crate::secrets::password(self, user)?;
+        Ok(format!(
+            "postgres://{user}:{password}@127.0.0.1:{}/{database}",
+            self.pg_port
+        ))
+    }
+
+    /// [`Layout::pg_url`] as it may be shown: without the password.
+    pub fn pg_url_shown(&self, user: &str, database: &str) -> String {
+        format!(
+            "postgres://{user}:***@127.0.0.1:{}/{database}",
+            self.pg_port
+        )
     }
 
     pub fn nats_url(&self) -> String {

@@ -9,6 +9,7 @@ mod oidc;
 mod postgres;
 mod proc;
 mod python;
+mod secrets;
 mod services;
 
 #[cfg(test)]
@@ -184,7 +185,7 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     let (tests, totals) = run_counting(
         cargo_test
             .args(cargo_args)
-            .env("STREAMSHOP_TEST_PG_URL", layout.pg_admin_url())
+            .env("STREAMSHOP_TEST_PG_URL", layout.pg_admin_url()?)
             .env("STREAMSHOP_TEST_NATS_URL", layout.nats_url())
             .env("STREAMSHOP_TEST_PYTHONPATH", &python_path)
             .current_dir(&layout.workspace),

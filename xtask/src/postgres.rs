@@ -1,10 +1,12 @@
 //! A private Postgres cluster: initdb into the state folder, its own port, TCP on loopback only,
-//! and one database and role per service.
+//! password (SCRAM) authentication, and per service a database with an owner role that
+//! migrates and a lesser role the service runs as.
 //!
 //! Postgres refuses to run as root. When xtask runs as root (CI containers), the cluster runs as
 //! the `postgres` user (or `nobody`), and its data folder moves to /var/tmp when that user cannot
 //! reach the state folder.
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,14 +17,58 @@ use nix::unistd::{Gid, Uid, User};
 
 use crate::layout::Layout;
 
-/// Service databases and their owning roles; `read` also gets a read-only `query_api` role.
-pub const DATABASES: &[(&str, &str)] = &[
-    ("orders", "orders"),
-    ("inventory", "inventory"),
-    ("payments", "payments"),
-    ("orchestrator", "orchestrator"),
-    ("read", "projections"),
+/// One service database and its roles.
+#[derive(Debug, Clone, Copy)]
+pub struct Database {
+    pub name: &'static str,
+    /// Owns the tables; the service migrates as it (`DATABASE_OWNER_URL`).
+    pub owner: &'static str,
+    /// The role the service runs as (`DATABASE_URL`), granted what the schema says; `None`
+    /// when the service runs as the owner.
+    pub runtime: Option<&'static str>,
+    /// A role that may only SELECT (the query API's, on the read database).
+    pub reader: Option<&'static str>,
+}
+
+/// The service databases. An event store's service runs as a role that may append events
+/// and never change one; the projections own the read database (a rebuild moves tables, and
+/// all of it can be rebuilt from the log), which the query API only reads.
+pub const DATABASES: &[Database] = &[
+    Database::command("orders", "orders_owner", "orders"),
+    Database::command("inventory", "inventory_owner", "inventory"),
+    Database::command("payments", "payments_owner", "payments"),
+    Database::command("orchestrator", "orchestrator_owner", "orchestrator"),
+    Database {
+        name: "read",
+        owner: "projections",
+        runtime: None,
+        reader: Some("query_api"),
+    },
 ];
+
+impl Database {
+    const fn command(name: &'static str, owner: &'static str, runtime: &'static str) -> Self {
+        Self {
+            name,
+            owner,
+            runtime: Some(runtime),
+            reader: None,
+        }
+    }
+
+    /// Every role of the database.
+    pub fn roles(&self) -> impl Iterator<Item = &'static str> {
+        [Some(self.owner), self.runtime, self.reader]
+            .into_iter()
+            .flatten()
+    }
+}
+
+/// `pg_hba.conf`: TCP on loopback with SCRAM passwords only, no socket (the cluster listens on
+/// none).
+const HBA: &str = "# streamshop: passwords (SCRAM) on loopback only\n\
+host all all 127.0.0.1/32 scram-sha-256\n\
+host all all ::1/128 scram-sha-256\n";
 
 /// The Postgres binary folder: from PATH, else the newest under /usr/lib/postgresql.
 fn bin(name: &str) -> anyhow::Result<PathBuf> {
@@ -135,22 +181,35 @@ pub fn start(layout: &Layout) -> anyhow::Result<()> {
     let log = dir.join("postgres.log");
     if !data.join("PG_VERSION").exists() {
         println!("postgres: initdb {}", data.display());
+        // The superuser's password reaches initdb in a file only the cluster's user reads,
+        // removed once it has been read.
+        let pwfile = dir.join(".pwfile");
+        std::fs::write(&pwfile, crate::secrets::password(layout, "postgres")?)?;
+        std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600))?;
+        if let Some(user) = &user {
+            chown(&pwfile, user.uid, user.gid)?;
+        }
         let out = command(bin("initdb")?, &user)
             .arg("-D")
             .arg(&data)
+            .arg(format!("--pwfile={}", pwfile.display()))
             .args([
                 "-U",
                 "postgres",
-                "--auth=trust",
+                "--auth-host=scram-sha-256",
+                "--auth-local=scram-sha-256",
                 "-E",
                 "UTF8",
                 "--no-locale",
             ])
             .output()
-            .context("running initdb")?;
+            .context("running initdb");
+        let _ = std::fs::remove_file(&pwfile);
+        let out = out?;
         if !out.status.success() {
             bail!("initdb failed:\n{}", String::from_utf8_lossy(&out.stderr));
         }
+        std::fs::write(data.join("pg_hba.conf"), HBA)?;
         let mut conf = format!(
             "\n# streamshop {}\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nmax_connections = 400\nshared_buffers = 256MB\n",
             layout.name, layout.pg_port
@@ -168,7 +227,7 @@ pub fn start(layout: &Layout) -> anyhow::Result<()> {
     }
     if is_running(&data, &user) {
         println!("postgres: already running on port {}", layout.pg_port);
-        return Ok(());
+        return require_passwords(layout, &data, &user);
     }
     let status = command(bin("pg_ctl")?, &user)
         .arg("-D")
@@ -190,6 +249,44 @@ pub fn start(layout: &Layout) -> anyhow::Result<()> {
         );
     }
     println!("postgres: running on port {}", layout.pg_port);
+    require_passwords(layout, &data, &user)
+}
+
+/// A cluster made before passwords were required (it trusted every local connection) gets
+/// its superuser's password set and SCRAM required from now on.
+fn require_passwords(layout: &Layout, data: &Path, user: &Option<User>) -> anyhow::Result<()> {
+    let hba = data.join("pg_hba.conf");
+    let text = std::fs::read_to_string(&hba).unwrap_or_default();
+    if text == HBA {
+        return Ok(());
+    }
+    println!("postgres: requiring passwords (SCRAM) from now on");
+    let password = crate::secrets::password(layout, "postgres")?;
+    let trusted = format!("postgres://postgres@127.0.0.1:{}/postgres", layout.pg_port);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&trusted)
+            .await
+            .context("connecting to the old cluster, which trusts local connections")?;
+        sqlx::query(&format!("ALTER ROLE postgres PASSWORD '{password}'"))
+            .execute(&mut admin)
+            .await?;
+        anyhow::Ok(())
+    })?;
+    std::fs::write(&hba, HBA).with_context(|| format!("writing {}", hba.display()))?;
+    let status = command(bin("pg_ctl")?, user)
+        .arg("-D")
+        .arg(data)
+        .arg("reload")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running pg_ctl reload")?;
+    if !status.success() {
+        bail!("pg_ctl reload failed");
+    }
     Ok(())
 }
 
@@ -246,57 +343,98 @@ pub fn status(layout: &Layout) {
     println!(
         "postgres     {:<8} {}",
         if up { "running" } else { "stopped" },
-        layout.pg_admin_url()
+        layout.pg_url_shown("postgres", "postgres")
     );
 }
 
-/// Creates each service's role and database (once), and the read-only role of the query API.
+/// Creates each service's roles and database (once), sets the roles' passwords from the
+/// environment's secrets, and limits who may connect where: a role reaches only its own
+/// database, and `postgres` and `template1` only the superuser.
 pub fn provision(layout: &Layout) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         use sqlx::Connection;
-        let mut admin = sqlx::PgConnection::connect(&layout.pg_admin_url())
+        let mut admin = sqlx::PgConnection::connect(&layout.pg_admin_url()?)
             .await
             .context("connecting to the local cluster as postgres")?;
-        let mut roles: Vec<&str> = DATABASES.iter().map(|(_, role)| *role).collect();
-        roles.push("query_api");
-        for role in roles {
+        for role in DATABASES.iter().flat_map(Database::roles) {
             let exists: bool =
                 sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
                     .bind(role)
                     .fetch_one(&mut admin)
                     .await?;
-            if !exists {
-                sqlx::query(&format!("CREATE ROLE {role} LOGIN"))
-                    .execute(&mut admin)
-                    .await?;
-            }
+            let password = crate::secrets::password(layout, role)?;
+            let verb = if exists { "ALTER" } else { "CREATE" };
+            sqlx::query(&format!("{verb} ROLE {role} LOGIN PASSWORD '{password}'"))
+                .execute(&mut admin)
+                .await?;
         }
-        for (db, owner) in DATABASES {
-            let exists: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                    .bind(db)
-                    .fetch_one(&mut admin)
-                    .await?;
-            if !exists {
-                sqlx::query(&format!("CREATE DATABASE {db} OWNER {owner}"))
-                    .execute(&mut admin)
-                    .await?;
-                println!("postgres: created database {db} owned by {owner}");
+        sqlx::query("REVOKE CONNECT ON DATABASE postgres, template1 FROM PUBLIC")
+            .execute(&mut admin)
+            .await?;
+        for db in DATABASES {
+            let owner: Option<String> = sqlx::query_scalar(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1",
+            )
+            .bind(db.name)
+            .fetch_optional(&mut admin)
+            .await?;
+            let (name, owner_role) = (db.name, db.owner);
+            match owner {
+                None => {
+                    sqlx::query(&format!("CREATE DATABASE {name} OWNER {owner_role}"))
+                        .execute(&mut admin)
+                        .await?;
+                    println!("postgres: created database {name} owned by {owner_role}");
+                }
+                // Made when the service's own role owned it: its tables pass to the owner.
+                Some(previous) if previous != owner_role => {
+                    sqlx::query(&format!("ALTER DATABASE {name} OWNER TO {owner_role}"))
+                        .execute(&mut admin)
+                        .await?;
+                    let mut inside =
+                        sqlx::PgConnection::connect(&layout.pg_url("postgres", name)?).await?;
+                    sqlx::query(&format!("REASSIGN OWNED BY {previous} TO {owner_role}"))
+                        .execute(&mut inside)
+                        .await?;
+                    println!("postgres: database {name} now owned by {owner_role}");
+                }
+                Some(_) => {}
             }
-        }
-        // The query API may read every table the projections create, and write none.
-        let read_url = layout.pg_url("postgres", "read");
-        let mut read = sqlx::PgConnection::connect(&read_url).await?;
-        for sql in [
-            "GRANT CONNECT ON DATABASE read TO query_api",
-            "GRANT USAGE ON SCHEMA public TO query_api",
-            "GRANT SELECT ON ALL TABLES IN SCHEMA public TO query_api",
-            "ALTER DEFAULT PRIVILEGES FOR ROLE projections GRANT SELECT ON TABLES TO query_api",
-        ] {
-            sqlx::query(sql).execute(&mut read).await?;
+            let connecting: Vec<&str> = [db.runtime, db.reader].into_iter().flatten().collect();
+            let mut statements = vec![format!("REVOKE ALL ON DATABASE {name} FROM PUBLIC")];
+            if !connecting.is_empty() {
+                statements.push(format!(
+                    "GRANT CONNECT ON DATABASE {name} TO {}",
+                    connecting.join(", ")
+                ));
+            }
+            for sql in statements {
+                sqlx::query(&sql).execute(&mut admin).await?;
+            }
+            let mut inside = sqlx::PgConnection::connect(&layout.pg_url("postgres", name)?).await?;
+            let mut statements = vec!["REVOKE ALL ON SCHEMA public FROM PUBLIC".to_owned()];
+            if !connecting.is_empty() {
+                statements.push(format!(
+                    "GRANT USAGE ON SCHEMA public TO {}",
+                    connecting.join(", ")
+                ));
+            }
+            // The reader may read every table the owner creates, in any schema (a rebuild
+            // builds its tables elsewhere and moves them in), and write none.
+            if let Some(reader) = db.reader {
+                statements.push(format!(
+                    "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {reader}"
+                ));
+                statements.push(format!(
+                    "ALTER DEFAULT PRIVILEGES FOR ROLE {owner_role} GRANT SELECT ON TABLES TO {reader}"
+                ));
+            }
+            for sql in statements {
+                sqlx::query(&sql).execute(&mut inside).await?;
+            }
         }
         anyhow::Ok(())
     })

@@ -134,7 +134,14 @@ pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
         }
         let mut cmd = Command::new(&binary);
         if let Some((db, role)) = s.database {
-            cmd.env("DATABASE_URL", layout.pg_url(role, db));
+            cmd.env("DATABASE_URL", layout.pg_url(role, db)?);
+            // A service that runs as a lesser role migrates (and grants) as the owner.
+            if let Some(owned) = crate::postgres::DATABASES
+                .iter()
+                .find(|d| d.name == db && d.runtime == Some(role))
+            {
+                cmd.env("DATABASE_OWNER_URL", layout.pg_url(owned.owner, db)?);
+            }
         }
         cmd.env("HTTP_ADDR", format!("127.0.0.1:{}", s.port))
             .env("NATS_URL", layout.nats_url())
@@ -197,7 +204,12 @@ pub fn print_urls(layout: &Layout) {
         println!("  {:<12} http://127.0.0.1:{}", s.name, s.port);
     }
     println!("  {:<12} {}", "nats", layout.nats_url());
-    println!("  {:<12} {}", "postgres", layout.pg_admin_url());
+    println!(
+        "  {:<12} {} (passwords: {})",
+        "postgres",
+        layout.pg_url_shown("postgres", "postgres"),
+        layout.root.join("secrets.json").display()
+    );
     println!("logs: {}", layout.logs().display());
     println!();
     println!(

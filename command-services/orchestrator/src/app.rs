@@ -39,7 +39,7 @@ impl App {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         // The orchestrator owns its database and the SAGAS stream.
         let basics = &settings.basics;
-        let pool = basics.connect_database("orchestrator", Some(&event_store::MIGRATOR));
+        let pool = basics.connect_database("orchestrator", Some(&event_store::SCHEMA));
         let pool = pool.await?;
         let nats = settings.nats.connect_with_streams(&[BoundedContext::Sagas]);
         let (nats, js) = nats.await?;

@@ -1,0 +1,75 @@
+//! What the role a command service runs as may do to its database, against a real cluster
+//! with password authentication: append and read events, never change or remove one.
+
+use sqlx::Connection;
+use testkit::world::World;
+
+/// Runs `sql` as the service's role; the SQLSTATE it fails with, if it fails.
+async fn as_service(w: &World, sql: &str) -> Option<String> {
+    let mut conn = sqlx::PgConnection::connect(&w.db.app).await.unwrap();
+    sqlx::query(sql).execute(&mut conn).await.err().map(|e| {
+        match e.as_database_error().and_then(|d| d.code()) {
+            Some(code) => code.into_owned(),
+            None => e.to_string(),
+        }
+    })
+}
+
+const APPEND: &str = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+    event_version, payload, metadata) VALUES ('Order', 'a', 1, 'OrderPlaced', '1', '{}', '{}')";
+
+#[tokio::test]
+async fn the_service_role_appends_events_and_can_never_change_or_remove_one() {
+    let w = World::new("privileges").await;
+    assert_eq!(as_service(&w, APPEND).await, None, "appending is its job");
+    assert_eq!(
+        w.count("SELECT count(*) FROM outbox").await,
+        1,
+        "the trigger, running as the owner, queued it"
+    );
+    const DENIED: &str = "42501";
+    for sql in [
+        "UPDATE events SET payload = '{\"forged\": true}'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+        "ALTER TABLE events DISABLE TRIGGER ALL",
+        "DROP TABLE events",
+        // Only an appended event may queue a publish.
+        "INSERT INTO outbox (aggregate_type, aggregate_id, sequence) VALUES ('Order', 'a', 1)",
+        "UPDATE idempotency SET request_hash = 'x'",
+        "CREATE TABLE mine (x int)",
+    ] {
+        let failed = as_service(&w, sql).await;
+        assert!(
+            failed.as_deref() == Some(DENIED),
+            "{sql}: expected permission denied, got {failed:?}"
+        );
+    }
+    assert_eq!(w.count("SELECT count(*) FROM events").await, 1);
+    // What it may remove is transient: acknowledged outbox rows.
+    assert_eq!(as_service(&w, "DELETE FROM outbox").await, None);
+}
+
+#[tokio::test]
+async fn every_login_needs_its_password_and_no_role_reaches_the_maintenance_database() {
+    let w = World::new("logins").await;
+    let without_password = w.db.app.replacen(testkit::APP_ROLE.1, "wrong", 1);
+    let refused = sqlx::PgConnection::connect(&without_password)
+        .await
+        .expect_err("a wrong password is refused");
+    let code = refused
+        .as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.into_owned());
+    assert_eq!(code.as_deref(), Some("28P01"), "{refused}");
+
+    let maintenance = format!("{}/postgres", w.db.app.rsplit_once('/').unwrap().0);
+    let refused = sqlx::PgConnection::connect(&maintenance)
+        .await
+        .expect_err("CONNECT on postgres is revoked from PUBLIC");
+    let code = refused
+        .as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.into_owned());
+    assert_eq!(code.as_deref(), Some("42501"), "{refused}");
+}

@@ -1,0 +1,30 @@
+//! The passwords of an environment's local servers: made at random the first time they are
+//! needed, kept in `<state>/secrets.json` (readable by its owner only), never printed.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+
+use anyhow::Context;
+
+use crate::layout::Layout;
+
+/// The password of `name` (a Postgres role) in this environment, made when first asked for.
+pub fn password(layout: &Layout, name: &str) -> anyhow::Result<String> {
+    let path = layout.root.join("secrets.json");
+    let mut all: BTreeMap<String, String> = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a JSON object of strings", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    if let Some(existing) = all.get(name) {
+        return Ok(existing.clone());
+    }
+    let made = uuid::Uuid::new_v4().simple().to_string();
+    all.insert(name.to_owned(), made.clone());
+    std::fs::create_dir_all(&layout.root)?;
+    std::fs::write(&path, serde_json::to_string_pretty(&all)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(made)
+}
