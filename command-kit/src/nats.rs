@@ -18,6 +18,9 @@ use crate::dispatch::{Dispatcher, Request};
 use crate::spec::CommandSpec;
 use contracts::{reasons, Reply};
 
+/// Commands that may wait for a handler, per handler.
+const WAITING_PER_PERMIT: usize = 16;
+
 /// Serves commands until `shutdown`, then finishes the ones in hand.
 pub async fn serve<S>(
     client: Client,
@@ -33,7 +36,13 @@ where
     let queue = format!("{}-commands", S::CONTEXT.token());
     let mut subscription = client.queue_subscribe(subject.clone(), queue).await?;
     tracing::info!(%subject, "serving commands over NATS");
+    // `concurrency` commands run at once, and a bounded number more wait for a turn in
+    // tasks of their own; past that a command is answered "unavailable, retry" at once. The
+    // loop never waits, so the subscription never fills with commands (of up to 1 MB each)
+    // while the handlers are busy.
     let permits = Arc::new(Semaphore::new(concurrency));
+    let held = (WAITING_PER_PERMIT + 1) * concurrency;
+    let in_hand = Arc::new(Semaphore::new(held));
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -42,9 +51,21 @@ where
                 None => break,
             },
         };
-        let permit = permits.clone().acquire_owned().await?;
-        let (client, dispatcher) = (client.clone(), dispatcher.clone());
+        let Ok(slot) = in_hand.clone().try_acquire_owned() else {
+            metrics::counter!("commands_shed_total", "context" => S::CONTEXT.token()).increment(1);
+            if let Some(reply_to) = message.reply {
+                let busy: Reply =
+                    Reply::rejected(reasons::UNAVAILABLE, "the service is busy; retry", true);
+                let body = serde_json::to_vec(&busy).expect("replies serialise");
+                let _ = client.publish(reply_to, body.into()).await;
+            }
+            continue;
+        };
+        let (client, dispatcher, permits) = (client.clone(), dispatcher.clone(), permits.clone());
         tokio::spawn(async move {
+            let Ok(_turn) = permits.acquire_owned().await else {
+                return;
+            };
             let reply_to = message.reply.clone();
             let span = tracing::info_span!(
                 "nats.command",
@@ -59,12 +80,12 @@ where
                     tracing::warn!(error = %runtime::problem::ErrorChain(&e), "could not send a command reply");
                 }
             }
-            drop(permit);
+            drop(slot);
         });
     }
     let _ = subscription.unsubscribe().await;
-    // Every permit back means every command in hand has been answered.
-    let _ = permits.acquire_many(concurrency as u32).await;
+    // Every slot back means every command in hand has been answered.
+    let _ = in_hand.acquire_many(held as u32).await;
     let _ = client.flush().await;
     Ok(())
 }

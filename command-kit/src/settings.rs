@@ -32,17 +32,26 @@ pub struct ServiceSettings {
 
 /// The settings of context `S`'s service from an environment, with its defaults.
 pub fn settings<S: crate::CommandSpec>(env: &Env) -> Result<ServiceSettings, EnvError> {
-    ServiceSettings::from_env(env, S::DEFAULTS)
+    ServiceSettings::from_env(
+        env,
+        S::DEFAULTS,
+        messaging::Identity::of_context(S::CONTEXT),
+    )
 }
 
 impl ServiceSettings {
-    /// Reads the variables, with the service's port and database as `defaults`.
-    pub fn from_env(env: &Env, defaults: Defaults) -> Result<Self, EnvError> {
+    /// Reads the variables, with the service's port and database as `defaults`; the service
+    /// connects to NATS as `identity`.
+    pub fn from_env(
+        env: &Env,
+        defaults: Defaults,
+        identity: messaging::Identity,
+    ) -> Result<Self, EnvError> {
         let batch: i64 = env.within_or("OUTBOX_BATCH_SIZE", 500, 1..=1000)?;
         let concurrency = env.within_or("NATS_COMMAND_CONCURRENCY", 64, 1..=usize::MAX)?;
         Ok(Self {
             basics: Basics::from_env(env, defaults)?,
-            nats: NatsSettings::from_env(env)?,
+            nats: NatsSettings::from_env(env, identity)?,
             outbox_relay: env.bool_or("OUTBOX_RELAY", true)?,
             outbox_batch_size: batch,
             outbox_poll_interval: env
@@ -69,7 +78,7 @@ mod tests {
     #[test]
     fn defaults_work_locally_and_secrets_stay_hidden() {
         let env = Env::from_pairs([("DATABASE_URL", "postgres://inventory:s3cret@db/inventory")]);
-        let s = ServiceSettings::from_env(&env, DEFAULTS).unwrap();
+        let s = ServiceSettings::from_env(&env, DEFAULTS, messaging::Identity::Inventory).unwrap();
         assert_eq!(s.basics.http_addr.port(), 8082);
         assert!(s.outbox_relay);
         assert!(!format!("{s:?}").contains("s3cret"));
@@ -81,8 +90,12 @@ mod tests {
             ("OUTBOX_BATCH_SIZE", "0"),
             ("NATS_COMMAND_CONCURRENCY", "0"),
         ] {
-            let err =
-                ServiceSettings::from_env(&Env::from_pairs([(name, value)]), DEFAULTS).unwrap_err();
+            let err = ServiceSettings::from_env(
+                &Env::from_pairs([(name, value)]),
+                DEFAULTS,
+                messaging::Identity::Inventory,
+            )
+            .unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
         }
     }

@@ -24,7 +24,8 @@ from nats.js.api import DeliverPolicy
 async def stream_counts(url: str, stream: str) -> collections.Counter:
     """Reads every message stored in the stream now, with an ordered consumer."""
     counts: collections.Counter = collections.Counter()
-    nc = await nats.connect(url)
+    # The analysts' identity answers only on its own reply subjects.
+    nc = await nats.connect(url, inbox_prefix=b"_INBOX_analyst")
     try:
         js = nc.jetstream()
         info = await js.stream_info(stream)

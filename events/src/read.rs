@@ -103,9 +103,15 @@ pub struct Source {
 impl Source {
     pub async fn connect(url: &str, namespace: &str) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let client = async_nats::connect(url).await.with_context(|| {
-            format!("connecting to NATS at {}", runtime::secret::redact_url(url))
-        })?;
+        // As the analysts' identity: read the streams, nothing more, with replies on its own
+        // inbox prefix (its user and password come in the URL).
+        let client = messaging::settings::options_for(url)
+            .custom_inbox_prefix(messaging::Identity::Analyst.inbox_prefix())
+            .connect(url)
+            .await
+            .with_context(|| {
+                format!("connecting to NATS at {}", runtime::secret::redact_url(url))
+            })?;
         Ok(Self {
             js: jetstream::new(client),
             namespace: Namespace::new(namespace).map_err(anyhow::Error::msg)?,

@@ -6,7 +6,7 @@ use std::process::Output;
 async fn events(args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_events"))
         .args(args)
-        .env("NATS_URL", &testkit::infra().nats_url)
+        .env("NATS_URL", testkit::nats_analyst_url())
         .output()
         .await
         .unwrap()

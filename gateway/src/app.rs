@@ -37,7 +37,9 @@ impl App {
             .build()
             .context("building the HTTP client")?;
         let contexts = [BoundedContext::Orders, BoundedContext::Sagas];
-        let (nats, js) = settings.nats.connect_with_streams(&contexts).await?;
+        // The streams are their contexts' to create: until they exist, `/readyz` says so and
+        // the live streams answer 503.
+        let (nats, js) = settings.nats.connect_with_streams(&[]).await?;
 
         let verifier = Verifier::new(settings.oidc.clone(), http.clone());
         match verifier.warm_up().await {

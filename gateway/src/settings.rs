@@ -99,7 +99,7 @@ impl Settings {
         Ok(Self {
             http_addr: env.parse_or("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8000)))?,
             log: LogSettings::from_env(env)?,
-            nats: NatsSettings::from_env(env)?,
+            nats: NatsSettings::from_env(env, messaging::Identity::Gateway)?,
             upstreams: UpstreamUrls {
                 orders: url("ORDERS_URL", 8081),
                 inventory: url("INVENTORY_URL", 8082),

@@ -124,8 +124,10 @@ pub async fn run(b: &Bench) -> anyhow::Result<GatewayFigure> {
     let projections = b.service("projections", &read_db, NAMESPACE, &[]).await?;
     let query = b.service("query-api", &read_db, NAMESPACE, &[]).await?;
     // No limit the benchmark could reach: the figure is the gateway's cost, not its limiter.
+    let credentials = b.nats_credentials.display().to_string();
     let env = [
         ("NATS_URL", b.nats_url.as_str()),
+        ("NATS_CREDENTIALS_DIR", &credentials),
         ("NATS_NAMESPACE", NAMESPACE),
         ("ORDERS_URL", &orders.base_url),
         ("QUERY_URL", &query.base_url),

@@ -36,7 +36,7 @@ use crate::report::{Machine, Report};
 )]
 enum Cli {
     /// Run the figures and write the report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// The bare axum + sqlx baseline server.
     BareServer {
         #[arg(long)]
@@ -58,6 +58,12 @@ struct RunArgs {
     pg_admin_url: String,
     #[arg(long)]
     nats_url: String,
+    /// Folder of the NATS identities' keys (`<identity>.nk`, `admin.nk`).
+    #[arg(long)]
+    nats_credentials: PathBuf,
+    /// The analysts' NATS URL (user and password in it), for `events export`.
+    #[arg(long)]
+    nats_analyst_url: String,
     /// Folder of the release service binaries.
     #[arg(long)]
     bins: PathBuf,
@@ -104,6 +110,8 @@ struct RunArgs {
 pub struct Bench {
     pub cluster: Cluster,
     pub nats_url: String,
+    pub nats_credentials: PathBuf,
+    pub nats_analyst_url: String,
     pub bins: PathBuf,
     pub logs: PathBuf,
     pub self_exe: PathBuf,
@@ -118,6 +126,19 @@ pub struct Bench {
 }
 
 impl Bench {
+    /// A NATS connection as the administrator (the driver sets up and reads streams).
+    pub async fn nats_admin(&self) -> anyhow::Result<async_nats::Client> {
+        use anyhow::Context;
+        let path = self.nats_credentials.join("admin.nk");
+        let seed = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(
+            async_nats::ConnectOptions::with_nkey(seed.trim().to_owned())
+                .connect(&self.nats_url)
+                .await?,
+        )
+    }
+
     /// Starts a release service binary on `database_url` and `namespace`.
     pub async fn service(
         &self,
@@ -129,6 +150,10 @@ impl Bench {
         let mut env = vec![
             ("DATABASE_URL".to_owned(), database_url.to_owned()),
             ("NATS_URL".to_owned(), self.nats_url.clone()),
+            (
+                "NATS_CREDENTIALS_DIR".to_owned(),
+                self.nats_credentials.display().to_string(),
+            ),
             ("NATS_NAMESPACE".to_owned(), namespace.to_owned()),
         ];
         env.extend(
@@ -172,7 +197,7 @@ fn main() -> ExitCode {
         .expect("a tokio runtime");
     let result = runtime.block_on(async {
         match Cli::parse() {
-            Cli::Run(args) => run(args).await,
+            Cli::Run(args) => run(*args).await,
             Cli::BareServer {
                 database_url,
                 addr,
@@ -199,6 +224,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             admin_url: args.pg_admin_url,
         },
         nats_url: args.nats_url,
+        nats_credentials: args.nats_credentials,
+        nats_analyst_url: args.nats_analyst_url,
         bins: args.bins,
         logs: args.logs,
         self_exe: std::env::current_exe().context("finding loadgen's own binary")?,

@@ -66,7 +66,7 @@ async fn exports(b: &Bench, events: u64) -> anyhow::Result<Vec<ExportRun>> {
             .args(["export", "--quiet", "--format", format, "--output"])
             .arg(&output)
             .env_clear()
-            .env("NATS_URL", &b.nats_url)
+            .env("NATS_URL", &b.nats_analyst_url)
             .env("NATS_NAMESPACE", NAMESPACE)
             .stdout(log_file(b, "export")?)
             .stderr(log_file(b, "export")?)
@@ -114,7 +114,7 @@ type Messages = Vec<(String, bytes::Bytes)>;
 
 pub async fn run(b: &Bench, template: &str) -> anyhow::Result<ReplayFigure> {
     println!("figure 3: replay");
-    let nats = async_nats::connect(&b.nats_url).await?;
+    let nats = b.nats_admin().await?;
     let js = jetstream::new(nats);
     let source = Namespace::new(template).map_err(anyhow::Error::msg)?;
     let target = Namespace::new(NAMESPACE).map_err(anyhow::Error::msg)?;
@@ -205,6 +205,7 @@ pub async fn run(b: &Bench, template: &str) -> anyhow::Result<ReplayFigure> {
             .env_clear()
             .env("DATABASE_URL", &url)
             .env("NATS_URL", &b.nats_url)
+            .env("NATS_CREDENTIALS_DIR", &b.nats_credentials)
             .env("NATS_NAMESPACE", NAMESPACE)
             .env("RUST_LOG", "warn")
             .stdout(log_file(b, "rebuild")?)

@@ -281,7 +281,7 @@ struct Sequenced {
 
 /// Listens for every order's end on the ORDERS subjects.
 async fn listen(b: &Bench, tracker: Arc<Tracker>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let nats = async_nats::connect(&b.nats_url).await?;
+    let nats = b.nats_admin().await?;
     let mut confirmed = nats
         .subscribe(format!("{NAMESPACE}.events.orders.*.OrderConfirmed"))
         .await?;

@@ -4,10 +4,12 @@
 
 pub mod consume;
 pub mod envelope;
+pub mod identity;
 pub mod names;
 pub mod settings;
 pub mod streams;
 
 pub use envelope::{Envelope, EnvelopeError};
+pub use identity::Identity;
 pub use names::{BoundedContext, Namespace};
 pub use settings::NatsSettings;

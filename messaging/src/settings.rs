@@ -4,26 +4,75 @@ use std::time::Duration;
 
 use runtime::env::{Env, EnvError};
 
-use crate::streams::StreamSettings;
-use crate::Namespace;
+use runtime::secret::Secret;
 
-/// `NATS_URL`, `NATS_NAMESPACE`, `NATS_STREAM_REPLICAS`, `NATS_DUPLICATE_WINDOW_MS`.
+use crate::streams::StreamSettings;
+use crate::{Identity, Namespace};
+
+/// `NATS_URL`, `NATS_NAMESPACE`, `NATS_STREAM_REPLICAS`, `NATS_DUPLICATE_WINDOW_MS`, and the
+/// identity's credentials: `NATS_NKEY_SEED`, or `NATS_CREDENTIALS_DIR` holding
+/// `<identity>.nk` (or a user and password in the URL).
 #[derive(Debug, Clone)]
 pub struct NatsSettings {
-    pub url: runtime::secret::Secret<String>,
+    pub url: Secret<String>,
     pub namespace: Namespace,
     pub stream: StreamSettings,
+    /// Who this process is: its permissions and its reply subjects' prefix.
+    pub identity: Identity,
+    pub credentials: Credentials,
 }
 
-/// Messages a subscription holds while its handler is busy.
-pub const SUBSCRIPTION_CAPACITY: usize = 1024;
+/// How a process proves its identity to NATS.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// None beyond what the URL holds (a user and password, or nothing at all).
+    Url,
+    /// An nkey seed (`SU...`).
+    Seed(Secret<String>),
+    /// The file `<dir>/<identity>.nk` holds the seed.
+    Directory(std::path::PathBuf),
+}
+
+/// Connect options that log in with the user and password of `url` (`nats://user:pw@host`),
+/// which async-nats would otherwise ignore.
+pub fn options_for(url: &str) -> async_nats::ConnectOptions {
+    let userinfo = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split(['/', '?']).next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .map(|(userinfo, _)| userinfo);
+    match userinfo.and_then(|u| u.split_once(':')) {
+        Some((user, password)) => {
+            async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        }
+        None => async_nats::ConnectOptions::new(),
+    }
+}
+
+/// Messages a subscription holds while its handler is busy. A pull consumer's fetched batch
+/// arrives on one subscription all at once, so it must hold the largest batch any reader
+/// fetches ([`MAX_FETCH_BATCH`]); the command services shed load rather than let their
+/// subscription fill (command-kit's `nats.rs`).
+pub const SUBSCRIPTION_CAPACITY: usize = 2 * MAX_FETCH_BATCH;
+
+/// The largest batch a reader may fetch at once.
+pub const MAX_FETCH_BATCH: usize = 5_000;
 
 /// Where `cargo xtask up` runs NATS.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:24222";
 
 impl NatsSettings {
-    pub fn from_env(env: &Env) -> Result<Self, EnvError> {
+    /// The settings of `identity`'s process.
+    pub fn from_env(env: &Env, identity: Identity) -> Result<Self, EnvError> {
+        let set = |name| env.get(name).filter(|v| !v.is_empty());
+        let credentials = match (set("NATS_NKEY_SEED"), set("NATS_CREDENTIALS_DIR")) {
+            (Some(seed), _) => Credentials::Seed(Secret::new(seed.to_owned())),
+            (None, Some(dir)) => Credentials::Directory(dir.into()),
+            (None, None) => Credentials::Url,
+        };
         Ok(Self {
+            identity,
+            credentials,
             url: runtime::secret::Secret::new(env.string_or("NATS_URL", DEFAULT_NATS_URL)),
             namespace: env.parse_or("NATS_NAMESPACE", Namespace::default())?,
             stream: StreamSettings {
@@ -36,33 +85,62 @@ impl NatsSettings {
 
     /// Connects to NATS. A subscription buffers at most [`SUBSCRIPTION_CAPACITY`] messages
     /// while its handler is busy (async-nats's default is 65,536, which at 1 MB each is more
-    /// memory than a service has); past it, NATS drops messages for the slow consumer and their
-    /// senders retry.
-    pub async fn connect(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
-        async_nats::ConnectOptions::new()
+    /// memory than a service has); past it, NATS drops messages for the slow consumer.
+    pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
+        use anyhow::Context;
+        let mut options = options_for(self.url.expose())
+            .name(self.identity.name())
+            .custom_inbox_prefix(self.identity.inbox_prefix())
             .subscription_capacity(SUBSCRIPTION_CAPACITY)
-            .connect(self.url.expose())
-            .await
+            // A denied publish or subscription is not an error the call returns (the server
+            // says so on the connection): log it, so a missing permission is found at once.
+            .event_callback(|event| async move {
+                if let async_nats::Event::ServerError(e) = &event {
+                    tracing::warn!(error = %e, "the NATS server refused something");
+                }
+            });
+        let seed = match &self.credentials {
+            Credentials::Url => None,
+            Credentials::Seed(seed) => Some(seed.expose().clone()),
+            Credentials::Directory(dir) => {
+                let path = dir.join(format!("{}.nk", self.identity.name()));
+                let seed = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading the NATS key {}", path.display()))?;
+                Some(seed.trim().to_owned())
+            }
+        };
+        if let Some(seed) = seed {
+            options = options.nkey(seed);
+        }
+        options.connect(self.url.expose()).await.with_context(|| {
+            format!(
+                "connecting NATS at {} as {}",
+                self.url,
+                self.identity.name()
+            )
+        })
     }
 
-    /// Connects and makes sure the streams of `contexts` exist (each service creates the
-    /// streams it needs, so start-up order does not matter).
+    /// Connects, and makes sure the streams of `contexts` exist: the stream of the
+    /// identity's own context is created when missing; another context's (which only that
+    /// context's service may create) is waited for, so start-up order does not matter.
     pub async fn connect_with_streams(
         &self,
         contexts: &[crate::BoundedContext],
     ) -> anyhow::Result<(async_nats::Client, async_nats::jetstream::Context)> {
         use anyhow::Context;
-        let nats = self
-            .connect()
-            .await
-            .with_context(|| format!("connecting NATS at {}", self.url))?;
+        let nats = self.connect().await?;
         let js = async_nats::jetstream::new(nats.clone());
         for context in contexts {
-            crate::streams::ensure_stream(&js, &self.namespace, *context, &self.stream)
-                .await
-                .with_context(|| {
-                    format!("creating the {} stream", self.namespace.stream(*context))
-                })?;
+            if crate::Identity::of_context(*context) == self.identity {
+                crate::streams::ensure_stream(&js, &self.namespace, *context, &self.stream)
+                    .await
+                    .with_context(|| {
+                        format!("creating the {} stream", self.namespace.stream(*context))
+                    })?;
+            } else {
+                crate::streams::existing_stream(&js, &self.namespace, *context).await;
+            }
         }
         Ok((nats, js))
     }

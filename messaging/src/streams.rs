@@ -62,3 +62,26 @@ pub async fn ensure_stream(
     js.get_or_create_stream(stream_config(ns, context, settings))
         .await
 }
+
+/// The stream of another context, once it exists (only that context's service may create
+/// it). Waits, saying so now and then, for as long as it takes.
+pub async fn existing_stream(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    context: BoundedContext,
+) -> stream::Stream {
+    let name = ns.stream(context);
+    let mut waited = 0u32;
+    loop {
+        match js.get_stream(&name).await {
+            Ok(stream) => return stream,
+            Err(e) => {
+                if waited.is_multiple_of(10) {
+                    tracing::info!(stream = %name, error = %e, "waiting for the stream (its context's service creates it)");
+                }
+                waited += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}

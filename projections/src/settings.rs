@@ -35,9 +35,15 @@ impl Settings {
         let defaults = WorkerSettings::default();
         Ok(Self {
             basics: Basics::from_env(env, DEFAULTS)?,
-            nats: NatsSettings::from_env(env)?,
+            nats: NatsSettings::from_env(env, messaging::Identity::Projections)?,
             worker: WorkerSettings {
-                batch_size: env.parse_or("PROJECTION_BATCH_SIZE", defaults.batch_size)?,
+                // A fetched batch must fit a subscription's buffer (messaging's
+                // SUBSCRIPTION_CAPACITY), or NATS would drop part of it.
+                batch_size: env.within_or(
+                    "PROJECTION_BATCH_SIZE",
+                    defaults.batch_size,
+                    1..=messaging::settings::MAX_FETCH_BATCH,
+                )?,
                 fetch_wait: env.millis_or("PROJECTION_FETCH_WAIT_MS", defaults.fetch_wait)?,
                 retry_delay: env.millis_or("PROJECTION_RETRY_DELAY_MS", defaults.retry_delay)?,
                 ack_wait: env.millis_or("PROJECTION_ACK_WAIT_MS", defaults.ack_wait)?,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{self, AckKind};
 use messaging::consume;
-use messaging::streams::{ensure_stream, StreamSettings};
+use messaging::streams::StreamSettings;
 use messaging::{Envelope, Namespace};
 use runtime::retry::Backoff;
 use sqlx::{PgConnection, PgPool};
@@ -119,7 +119,8 @@ impl<P: Projection> Worker<P> {
         settings: WorkerSettings,
     ) -> anyhow::Result<Self> {
         let context = projection.context();
-        ensure_stream(js, namespace, context, stream_settings).await?;
+        // The stream is its context's to create; until it exists, batches fail and retry.
+        let _ = stream_settings;
         if let Some(schema) = &settings.schema {
             anyhow::ensure!(
                 schema
@@ -138,7 +139,9 @@ impl<P: Projection> Worker<P> {
             stream: namespace.stream(context),
             settings,
         };
-        worker.consumer().await?;
+        if let Err(e) = worker.consumer().await {
+            tracing::info!(projection = worker.name(), error = %runtime::problem::ErrorChain(&*e), "no consumer yet (is the stream there?); the worker retries");
+        }
         Ok(worker)
     }
 

@@ -256,7 +256,7 @@ async fn a_python_script_with_only_nats_py_and_pyarrow_agrees_on_counts_per_type
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/analyst/count_types.py");
     let out = tokio::process::Command::new("python3")
         .arg(&script)
-        .args(["--nats", &testkit::infra().nats_url])
+        .args(["--nats", &testkit::nats_analyst_url()])
         .args(["--stream", &s.orders.ns.stream(BoundedContext::Orders)])
         .arg("--parquet")
         .arg(&output)

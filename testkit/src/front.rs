@@ -95,6 +95,7 @@ pub async fn gateway(
     let mut env = vec![
         ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
         ("NATS_URL", crate::infra().nats_url.clone()),
+        ("NATS_CREDENTIALS_DIR", crate::nats_credentials_dir()),
         ("NATS_NAMESPACE", ns.as_str().to_owned()),
         ("OIDC_ISSUER_URL", oidc.issuer.clone()),
         ("OIDC_AUDIENCE", oidc.audience.clone()),

@@ -32,6 +32,11 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:24223";
 pub struct Infra {
     pub pg_admin_url: String,
     pub nats_url: String,
+    /// The NATS identities' keys (`<identity>.nk`, `admin.nk`), as `cargo xtask test` made
+    /// them for its server.
+    pub nats_credentials: Option<std::path::PathBuf>,
+    /// The analysts' URL (their user and password in it).
+    pub nats_analyst_url: Option<String>,
     /// Where the test command installed the analysts' Python packages (nats-py, pyarrow).
     pub python_path: Option<String>,
 }
@@ -44,6 +49,10 @@ pub fn infra() -> &'static Infra {
         Infra {
             pg_admin_url: env.string_or("STREAMSHOP_TEST_PG_URL", DEFAULT_PG_URL),
             nats_url: env.string_or("STREAMSHOP_TEST_NATS_URL", DEFAULT_NATS_URL),
+            nats_credentials: env.get("STREAMSHOP_TEST_NATS_CREDENTIALS").map(Into::into),
+            nats_analyst_url: env
+                .get("STREAMSHOP_TEST_NATS_ANALYST_URL")
+                .map(str::to_owned),
             python_path: env.get("STREAMSHOP_TEST_PYTHONPATH").map(str::to_owned),
         }
     })
@@ -198,14 +207,48 @@ pub fn unique_namespace() -> Namespace {
     Namespace::new(&format!("t{}", unique_suffix())).expect("valid namespace")
 }
 
-/// A connection to the test NATS server.
+/// A connection to the test NATS server as its administrator (the harness sets up streams,
+/// publishes what a test needs and reads everything back).
 pub async fn nats() -> async_nats::Client {
+    nats_as(None).await
+}
+
+/// A connection as `identity` (the administrator for `None`), with that identity's key and
+/// reply prefix: what a service, or an attacker holding its key, can do.
+pub async fn nats_as(identity: Option<messaging::Identity>) -> async_nats::Client {
     let url = &infra().nats_url;
-    async_nats::connect(url).await.unwrap_or_else(|e| {
+    let name = identity.map_or("admin", messaging::Identity::name);
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(identity) = identity {
+        options = options.custom_inbox_prefix(identity.inbox_prefix());
+    }
+    if let Some(dir) = &infra().nats_credentials {
+        let seed = std::fs::read_to_string(dir.join(format!("{name}.nk")))
+            .unwrap_or_else(|e| panic!("the test NATS key of {name}: {e}"));
+        options = options.nkey(seed.trim().to_owned());
+    }
+    options.connect(url).await.unwrap_or_else(|e| {
         panic!(
-            "the test NATS at {url} is not reachable ({e}); run the tests with `cargo xtask test`"
+            "the test NATS at {url} is not reachable as {name} ({e}); run the tests with `cargo xtask test`"
         )
     })
+}
+
+/// `NATS_CREDENTIALS_DIR` for a service in a test (empty when the server asks for none).
+pub fn nats_credentials_dir() -> String {
+    infra()
+        .nats_credentials
+        .as_ref()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default()
+}
+
+/// The analysts' NATS URL (user and password in it).
+pub fn nats_analyst_url() -> String {
+    infra()
+        .nats_analyst_url
+        .clone()
+        .unwrap_or_else(|| infra().nats_url.clone())
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.

@@ -101,6 +101,7 @@ impl Stack {
             ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
             ("DATABASE_URL", read_db.owner.clone()),
             ("NATS_URL", crate::infra().nats_url.clone()),
+            ("NATS_CREDENTIALS_DIR", crate::nats_credentials_dir()),
             ("NATS_NAMESPACE", self.orders.ns.as_str().to_owned()),
         ];
         let stop = CancellationToken::new();

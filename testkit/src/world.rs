@@ -159,6 +159,7 @@ impl World {
             // Its start-up migrates (a no-op) and grants as the owner, as in production.
             ("DATABASE_OWNER_URL", self.db.owner.clone()),
             ("NATS_URL", crate::infra().nats_url.clone()),
+            ("NATS_CREDENTIALS_DIR", crate::nats_credentials_dir()),
             ("NATS_NAMESPACE", self.ns.as_str().to_owned()),
             ("OUTBOX_POLL_INTERVAL_MS", "200".into()),
         ]

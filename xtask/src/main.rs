@@ -187,6 +187,14 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
             .args(cargo_args)
             .env("STREAMSHOP_TEST_PG_URL", layout.pg_admin_url()?)
             .env("STREAMSHOP_TEST_NATS_URL", layout.nats_url())
+            .env(
+                "STREAMSHOP_TEST_NATS_CREDENTIALS",
+                nats::credentials_dir(&layout),
+            )
+            .env(
+                "STREAMSHOP_TEST_NATS_ANALYST_URL",
+                nats::analyst_url(&layout)?,
+            )
             .env("STREAMSHOP_TEST_PYTHONPATH", &python_path)
             .current_dir(&layout.workspace),
     )?;

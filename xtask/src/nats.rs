@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::bail;
+use std::os::unix::fs::PermissionsExt;
+
+use anyhow::{bail, Context};
+use messaging::identity::{Login, Scope, User};
+use messaging::Identity;
 
 use crate::layout::Layout;
 use crate::proc;
@@ -60,10 +64,89 @@ fn pid_file(layout: &Layout) -> PathBuf {
     layout.run_dir().join("nats.pid")
 }
 
+/// Where an environment keeps its NATS identities' keys: `<identity>.nk` (an nkey seed, for
+/// the services) and `admin.nk` (xtask, the tests' harness and the benchmark's driver).
+pub fn credentials_dir(layout: &Layout) -> PathBuf {
+    layout.root.join("nats-credentials")
+}
+
+/// The seed in `<dir>/<name>.nk`, made the first time it is asked for.
+fn seed(layout: &Layout, name: &str) -> anyhow::Result<nkeys::KeyPair> {
+    let dir = credentials_dir(layout);
+    let path = dir.join(format!("{name}.nk"));
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return nkeys::KeyPair::from_seed(text.trim())
+            .with_context(|| format!("{} is not an nkey seed", path.display()));
+    }
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let pair = nkeys::KeyPair::new_user();
+    std::fs::write(&path, pair.seed()?)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(pair)
+}
+
+/// The seed of `identity` (or of the administrator, `None`).
+pub fn seed_of(layout: &Layout, identity: Option<Identity>) -> anyhow::Result<String> {
+    Ok(seed(layout, identity.map_or("admin", Identity::name))?.seed()?)
+}
+
+/// The analysts' URL: their user and password in it, as any NATS client takes them.
+pub fn analyst_url(layout: &Layout) -> anyhow::Result<String> {
+    let password = crate::secrets::password(layout, "nats-analyst")?;
+    Ok(format!(
+        "nats://analyst:{password}@127.0.0.1:{}",
+        layout.nats_port
+    ))
+}
+
+/// The server's configuration: who may connect and what each identity may do. `dev` serves
+/// one deployment (no namespace); the tests and the benchmark give every run a namespace of
+/// its own, so their identities' permissions hold in any namespace.
+fn write_config(layout: &Layout) -> anyhow::Result<PathBuf> {
+    let mut users = vec![User {
+        identity: None,
+        login: Login::Nkey(seed(layout, "admin")?.public_key()),
+    }];
+    for identity in Identity::ALL {
+        let login = match identity {
+            Identity::Analyst => Login::Password {
+                user: "analyst".into(),
+                password: crate::secrets::password(layout, "nats-analyst")?,
+            },
+            _ => Login::Nkey(seed(layout, identity.name())?.public_key()),
+        };
+        users.push(User {
+            identity: Some(identity),
+            login,
+        });
+    }
+    let scope = if layout.name == "dev" {
+        Scope::Namespace(messaging::Namespace::default())
+    } else {
+        Scope::AnyNamespace
+    };
+    let path = layout.root.join("nats.conf");
+    let text = format!(
+        "# Written by cargo xtask from messaging::identity: edit that, not this.\n{}",
+        messaging::identity::authorization(&users, &scope)
+    );
+    std::fs::write(&path, text)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(path)
+}
+
 /// Starts `nats-server -js` unless it already runs, and waits for JetStream to be healthy.
+/// Every client must log in as one of the identities of [`write_config`].
 pub fn start(layout: &Layout) -> anyhow::Result<()> {
     let log = layout.logs().join("nats.log");
+    let config = write_config(layout)?;
     if let Some(pid) = proc::running_pid(&pid_file(layout)) {
+        // It may have been started with other identities: it re-reads its configuration.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGHUP,
+        );
         println!(
             "nats: already running on port {} (pid {pid})",
             layout.nats_port
@@ -74,7 +157,9 @@ pub fn start(layout: &Layout) -> anyhow::Result<()> {
     let store = layout.root.join("nats");
     std::fs::create_dir_all(&store)?;
     let mut cmd = Command::new(&binary);
-    cmd.args(["-js", "-a", "127.0.0.1"])
+    cmd.arg("-c")
+        .arg(&config)
+        .args(["-js", "-a", "127.0.0.1"])
         .args(["-p", &layout.nats_port.to_string()])
         .args(["-m", &layout.nats_monitor_port.to_string()])
         .arg("-sd")

@@ -143,6 +143,16 @@ pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
                 cmd.env("DATABASE_OWNER_URL", layout.pg_url(owned.owner, db)?);
             }
         }
+        // Each service holds its own NATS key only.
+        if let Some(identity) = messaging::Identity::ALL
+            .into_iter()
+            .find(|i| i.name() == s.name)
+        {
+            cmd.env(
+                "NATS_NKEY_SEED",
+                crate::nats::seed_of(layout, Some(identity))?,
+            );
+        }
         cmd.env("HTTP_ADDR", format!("127.0.0.1:{}", s.port))
             .env("NATS_URL", layout.nats_url())
             .env("OIDC_ISSUER_URL", crate::oidc::issuer())

@@ -47,7 +47,7 @@ impl App {
         let mut consumers = Vec::new();
         for context in INPUTS {
             consumers.push(
-                crate::inputs::consumer(&js, ns, context, &settings.nats.stream)
+                crate::inputs::consumer(&js, ns, context)
                     .await
                     .with_context(|| {
                         format!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::{self, AckKind};
 use messaging::consume;
-use messaging::streams::{ensure_stream, StreamSettings};
+use messaging::streams::existing_stream;
 use messaging::{BoundedContext, Envelope, Namespace};
 use runtime::retry::Backoff;
 use tokio_util::sync::CancellationToken;
@@ -16,14 +16,14 @@ use tracing::Instrument;
 use crate::driver::Driver;
 use crate::steps::input_of;
 
-/// The orchestrator's durable consumer on a context's stream.
+/// The orchestrator's durable consumer on a context's stream, once that context's service
+/// has created the stream.
 pub async fn consumer(
     js: &jetstream::Context,
     namespace: &Namespace,
     context: BoundedContext,
-    stream: &StreamSettings,
 ) -> anyhow::Result<PullConsumer> {
-    let stream = ensure_stream(js, namespace, context, stream).await?;
+    let stream = existing_stream(js, namespace, context).await;
     Ok(stream
         .get_or_create_consumer(
             "orchestrator",

@@ -40,7 +40,7 @@ impl Settings {
             env.within_or("SAGA_MAX_ATTEMPTS", defaults.max_attempts, 1..=u32::MAX)?;
         Ok(Self {
             basics: Basics::from_env(env, DEFAULTS)?,
-            nats: NatsSettings::from_env(env)?,
+            nats: NatsSettings::from_env(env, messaging::Identity::Orchestrator)?,
             policy: SagaPolicy {
                 step_deadline: env.millis_or("SAGA_STEP_DEADLINE_MS", defaults.step_deadline)?,
                 max_attempts,

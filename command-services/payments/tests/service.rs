@@ -326,3 +326,46 @@ async fn step<C: Command<Answer = PaymentAnswer>>(
     let answer = world.expect_answer(via, command).await;
     assert_eq!(answer.payment_status, status, "{} over {via:?}", C::NAME);
 }
+
+#[tokio::test]
+async fn a_busy_service_sheds_commands_over_nats_instead_of_queueing_them() {
+    let world = World::new("payments").await;
+    // One handler, so 17 commands in hand at most; each waits 300 ms on a silent provider.
+    let mut env = world.env();
+    env.push(("PAYMENT_PROVIDER_TIMEOUT_MS", "300".into()));
+    env.push(("NATS_COMMAND_CONCURRENCY", "1".into()));
+    let settings = payments::settings(&runtime::env::Env::from_pairs(env)).unwrap();
+    let (_base, stop) = testkit::world::serve(payments::app(&settings).await.unwrap());
+    let subject = world
+        .ns
+        .command_subject(BoundedContext::Payments, AuthorisePayment::NAME);
+    testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "the command subscription",
+        || async { world.nats.request(subject.clone(), "{}".into()).await.ok() },
+    )
+    .await;
+    let replies = futures::future::join_all((0..60).map(|i| {
+        let world = &world;
+        async move {
+            let started = std::time::Instant::now();
+            let command = authorise(Uuid::now_v7(), "tok_timeout", 100);
+            let reply = world.nats_send(&format!("busy-{i}"), &command).await;
+            (reply, started.elapsed())
+        }
+    }))
+    .await;
+    let shed: Vec<_> = replies
+        .iter()
+        .filter(|(r, _)| {
+            matches!(r, Reply::Rejected { reason, retryable: true, .. } if reason == "unavailable")
+        })
+        .collect();
+    assert!(shed.len() >= 40, "most of the burst is shed: {replies:?}");
+    assert!(
+        shed.iter()
+            .all(|(_, took)| *took < std::time::Duration::from_secs(1)),
+        "a shed command is answered at once, not after the others: {shed:?}"
+    );
+    stop.cancel();
+}
