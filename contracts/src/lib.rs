@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod orders;
 pub mod payments;
 pub mod reply;
+pub mod sensitive;
 
 use messaging::BoundedContext;
 use schemars::JsonSchema;

@@ -79,6 +79,9 @@ pub struct OrderPlaced {
     pub order_id: Uuid,
     pub customer_id: Uuid,
     pub lines: Vec<OrderLine>,
+    // Sensitive: the saga passes it to the payment provider; no reader is shown it. (A
+    // comment, not a doc comment: that would change the released schema's description.)
+    #[schemars(extend("x-sensitive" = true))]
     pub payment_token: Option<String>,
     pub placed_at: DateTime<Utc>,
 }

@@ -51,9 +51,10 @@ pub trait PaymentProvider: Send + Sync {
     ) -> BoxFuture<'a, Result<ProviderDecision, ProviderError>>;
 }
 
-/// The built-in provider, deterministic by token: `tok_ok` authorises, `tok_decline` declines,
-/// `tok_timeout` never answers, `tok_flaky` fails its first two attempts (per order, in this
-/// process) and then authorises. Any other token is declined as unknown.
+/// The built-in provider, deterministic by token: `tok_ok` (and any `tok_ok_<card>`, a card
+/// of its own that a test can search for) authorises, `tok_decline` declines, `tok_timeout`
+/// never answers, `tok_flaky` fails its first two attempts (per order, in this process) and
+/// then authorises. Any other token is declined as unknown.
 #[derive(Debug, Default)]
 pub struct TestProvider {
     flaky_attempts: Mutex<HashMap<Uuid, u32>>,
@@ -71,6 +72,7 @@ impl PaymentProvider for TestProvider {
         };
         let decision = match request.payment_token.as_str() {
             "tok_ok" => authorised(),
+            card if card.starts_with("tok_ok_") => authorised(),
             "tok_decline" => Ok(ProviderDecision::Declined {
                 reason: "card_declined".into(),
             }),
@@ -479,6 +481,12 @@ mod tests {
         expect(
             vec![],
             authorise("tok_ok", eur(500)),
+            vec![authorised(eur(500))],
+        )
+        .await;
+        expect(
+            vec![],
+            authorise("tok_ok_card42", eur(500)),
             vec![authorised(eur(500))],
         )
         .await;

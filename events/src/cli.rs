@@ -36,6 +36,10 @@ pub struct Cli {
     /// No progress output on stderr (warnings still appear).
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Show the fields the schemas mark sensitive (the payment token) as they are stored;
+    /// by default they read "[redacted]". `verify` always compares them whole.
+    #[arg(long, global = true)]
+    pub include_sensitive: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -182,7 +186,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         ),
         _ => {}
     }
-    let source = Source::connect(&cli.nats_url, &cli.namespace).await?;
+    let mut source = Source::connect(&cli.nats_url, &cli.namespace).await?;
+    source.redact = !cli.include_sensitive && !matches!(cli.command, Command::Verify(_));
     match cli.command {
         Command::Replay(args) => {
             let selection = args.selection(Start::Beginning, End::Now);
@@ -223,7 +228,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => AsOf::Latest,
             };
             let progress = Arc::new(Progress::new("state", true));
-            let state = fold::state(&source, args.stream, &args.aggregate, as_of, progress).await?;
+            let mut state =
+                fold::state(&source, args.stream, &args.aggregate, as_of, progress).await?;
+            if source.redact {
+                contracts::sensitive::redact(&mut state);
+            }
             println!("{}", serde_json::to_string_pretty(&state)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -98,6 +98,8 @@ impl Selection {
 pub struct Source {
     pub js: jetstream::Context,
     pub namespace: Namespace,
+    /// Replace the fields the schemas mark sensitive (the payment token) as events are read.
+    pub redact: bool,
 }
 
 impl Source {
@@ -115,6 +117,7 @@ impl Source {
         Ok(Self {
             js: jetstream::new(client),
             namespace: Namespace::new(namespace).map_err(anyhow::Error::msg)?,
+            redact: true,
         })
     }
 
@@ -304,7 +307,10 @@ async fn read_one(
         }
         progress.tick();
         match Envelope::from_slice(&message.payload) {
-            Ok(envelope) if selection.wants(&envelope) => {
+            Ok(mut envelope) if selection.wants(&envelope) => {
+                if source.redact {
+                    contracts::sensitive::redact(&mut envelope.data);
+                }
                 let record = Record {
                     stream: base.clone(),
                     stream_sequence: sequence,

@@ -88,6 +88,15 @@ impl Drop for Telemetry {
 /// above for OpenTelemetry whatever the log filter, so trace context propagates even when
 /// logs are quiet. Call once, first thing in `main`, and keep the guard until the end.
 pub fn init(service: &'static str, settings: &LogSettings) -> Telemetry {
+    init_writing_to(service, settings, std::io::stdout)
+}
+
+/// [`init`], with the log lines written to `writer` instead of stdout (a test that reads
+/// every line the services write).
+pub fn init_writing_to<W>(service: &'static str, settings: &LogSettings, writer: W) -> Telemetry
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|e| {
         eprintln!(
             "RUST_LOG {:?} is invalid ({e}); using info",
@@ -107,8 +116,12 @@ pub fn init(service: &'static str, settings: &LogSettings) -> Telemetry {
             .with_filter(LevelFilter::INFO)
     });
     let logs = match settings.format {
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(true).boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .with_writer(writer)
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
             .fmt_fields(JsonFields::new())
             .event_format(JsonLines {
                 service,

@@ -205,13 +205,33 @@ pub fn openapi_documents() -> Vec<(&'static str, Value)> {
 /// The file that locks released event schemas.
 pub const RELEASED: &str = "released.json";
 
-/// SHA-256 of a file's text, in hex.
+/// SHA-256 of a schema file's text, in hex, without the annotations that say how a field
+/// may be shown (`x-sensitive`): they change no validation, so a released schema may gain
+/// them and stay locked.
 pub fn digest(text: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(text.as_bytes())
+    let locked = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(mut schema) => {
+            strip_annotations(&mut schema);
+            render(&schema)
+        }
+        Err(_) => text.to_owned(),
+    };
+    sha2::Sha256::digest(locked.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+fn strip_annotations(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.remove(contracts::sensitive::ANNOTATION);
+            map.values_mut().for_each(strip_annotations);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_annotations),
+        _ => {}
+    }
 }
 
 /// The released event schemas as locked in `dir`: path -> digest.

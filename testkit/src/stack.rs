@@ -160,6 +160,7 @@ impl Stack {
         events::read::Source {
             js: self.orders.js.clone(),
             namespace: self.orders.ns.clone(),
+            redact: false,
         }
     }
 

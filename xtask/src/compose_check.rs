@@ -188,3 +188,38 @@ fn only_the_gateway_and_the_observability_uis_are_published() {
         BTreeSet::from(["gateway", "grafana", "jaeger", "prometheus"])
     );
 }
+
+#[test]
+fn the_nats_configuration_is_the_identities_and_each_service_holds_only_its_own_key() {
+    let committed = std::fs::read_to_string(workspace().join("docker/nats/nats.conf")).unwrap();
+    assert_eq!(
+        committed,
+        crate::compose_keys::config(workspace()).unwrap(),
+        "docker/nats/nats.conf is stale: run `cargo xtask compose-keys`"
+    );
+    let compose = compose();
+    for (name, service) in services(&compose) {
+        let environment = &service["environment"];
+        if environment["NATS_URL"].is_null() {
+            continue;
+        }
+        assert_eq!(
+            environment["NATS_CREDENTIALS_DIR"], "/run/secrets/nats",
+            "{name}"
+        );
+        let keys: Vec<&str> = service["volumes"]
+            .as_array()
+            .map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| v.contains("docker/nats/keys/"))
+            .collect();
+        assert_eq!(
+            keys,
+            [format!(
+                "./docker/nats/keys/{name}.nk:/run/secrets/nats/{name}.nk:ro"
+            )],
+            "{name} mounts its own key and no other"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod compose_keys;
 mod layout;
 mod nats;
 mod oidc;
@@ -66,6 +67,11 @@ enum Command {
         #[arg(long)]
         admin: bool,
     },
+    /// Write the compose stack's NATS configuration (docker/nats/nats.conf) from the
+    /// identities' permissions, making development keys that are missing.
+    ComposeKeys,
+    /// Print the analysts' NATS URL of `cargo xtask up` (read-only; for `events` and notebooks).
+    AnalystUrl,
     /// Benchmark release builds on a fresh durable cluster; writes .state/bench-report/.
     Bench {
         /// Arguments passed to `loadgen run` (after `--`), e.g. `--figures commands --repeats 1`.
@@ -84,6 +90,8 @@ fn main() -> ExitCode {
         Command::Test { keep, cargo_args } => test(keep, &cargo_args),
         Command::Token { customer, admin } => token(customer.as_deref(), admin),
         Command::Bench { loadgen_args } => bench::run(&loadgen_args),
+        Command::ComposeKeys => compose_keys(),
+        Command::AnalystUrl => analyst_url(),
     };
     match result {
         Ok(code) => code,
@@ -104,6 +112,16 @@ fn up(release: bool) -> anyhow::Result<ExitCode> {
     let bins = services::build(&layout, release, &[])?;
     services::start_all(&layout, &bins)?;
     services::print_urls(&layout);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn compose_keys() -> anyhow::Result<ExitCode> {
+    compose_keys::write(&Layout::dev()?.workspace)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn analyst_url() -> anyhow::Result<ExitCode> {
+    println!("{}", nats::analyst_url(&Layout::dev()?)?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -36,6 +36,8 @@ pub enum SagaEvent {
         order_id: Uuid,
         customer_id: Uuid,
         lines: Vec<OrderLine>,
+        // Sensitive: no reader is shown it.
+        #[schemars(extend("x-sensitive" = true))]
         payment_token: Option<String>,
         started_at: DateTime<Utc>,
     },
