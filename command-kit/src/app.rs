@@ -45,6 +45,9 @@ impl CommandApp {
         let bus = CommandBus::new(pool.clone(), services, committed.clone())
             .with_upcasters(S::upcasters());
         let dispatcher = Arc::new(Dispatcher::new(spec, bus));
+        let housekeeping = dispatcher
+            .spec()
+            .housekeeping(dispatcher.clone(), pool.clone());
         let readiness = Readiness::new()
             .postgres(context.token(), pool.clone())
             .nats(nats.clone())
@@ -66,6 +69,9 @@ impl CommandApp {
                 RETENTION_EVERY,
             ))
             .with_pool(pool.clone());
+        for task in housekeeping {
+            service = service.with_task(task);
+        }
         if settings.outbox_relay {
             let relay = Relay::new(
                 pool,

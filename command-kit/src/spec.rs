@@ -123,6 +123,19 @@ pub trait CommandSpec: Send + Sync + 'static {
     where
         Self: Sized;
 
+    /// Background work of the context beside serving commands (inventory expires old
+    /// reservations); it gives commands through `dispatcher`, as any transport does.
+    fn housekeeping(
+        &self,
+        _dispatcher: std::sync::Arc<crate::dispatch::Dispatcher<Self>>,
+        _pool: sqlx::PgPool,
+    ) -> Vec<runtime::service::Task>
+    where
+        Self: Sized,
+    {
+        Vec::new()
+    }
+
     /// An accepted answer, from the command, the aggregate after it, and the events it
     /// appended (none when it changed nothing).
     fn answer(

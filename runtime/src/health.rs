@@ -88,7 +88,9 @@ impl Readiness {
         }
         if let Some((js, names)) = &self.streams {
             for name in names {
-                let result = tokio::time::timeout(TIMEOUT, js.get_stream_no_info(name)).await;
+                // `get_stream` asks the server (`get_stream_no_info` sends nothing, so it
+                // would call a missing stream ready).
+                let result = tokio::time::timeout(TIMEOUT, js.get_stream(name)).await;
                 let status = match result {
                     Ok(Ok(_)) => "ok",
                     Ok(Err(e)) => {

@@ -2,6 +2,7 @@
 //! HTTP and NATS (`cmd.inventory.*`), the `inventory` database, its outbox to `INVENTORY`.
 #![forbid(unsafe_code)]
 
+pub mod expiry;
 pub mod spec;
 
 pub use spec::InventorySpec;

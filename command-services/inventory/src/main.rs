@@ -1,7 +1,17 @@
 //! Entry point of the inventory service.
 #![forbid(unsafe_code)]
 
+use anyhow::Context;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    command_kit::app::main::<inventory::InventorySpec>().await
+    let env = runtime::env::Env::from_process();
+    let settings =
+        command_kit::settings::<inventory::InventorySpec>(&env).context("reading settings")?;
+    let spec = inventory::InventorySpec::from_env(&env).context("reading settings")?;
+    let process = runtime::service::Process::start("inventory", &settings.basics, None);
+    command_kit::CommandApp::build(&settings, spec, ())
+        .await?
+        .run(process.shutdown.clone())
+        .await
 }

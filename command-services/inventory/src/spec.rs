@@ -12,9 +12,35 @@ use messaging::BoundedContext;
 use runtime::service::Defaults;
 use uuid::Uuid;
 
-/// The inventory context's commands.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct InventorySpec;
+/// The inventory context's commands, and how long a reservation may stay open.
+#[derive(Debug, Clone, Copy)]
+pub struct InventorySpec {
+    /// `RESERVATION_TTL_MINUTES`: an open reservation older than this is released.
+    pub reservation_ttl: std::time::Duration,
+    /// How often open reservations are looked at.
+    pub sweep_every: std::time::Duration,
+}
+
+impl Default for InventorySpec {
+    fn default() -> Self {
+        Self {
+            reservation_ttl: std::time::Duration::from_secs(3600),
+            sweep_every: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+impl InventorySpec {
+    /// The spec as the environment sets it: `RESERVATION_TTL_MINUTES`, 1 to 10080 (a week),
+    /// default 60.
+    pub fn from_env(env: &runtime::env::Env) -> Result<Self, runtime::env::EnvError> {
+        let minutes: u64 = env.within_or("RESERVATION_TTL_MINUTES", 60, 1..=10_080)?;
+        Ok(Self {
+            reservation_ttl: std::time::Duration::from_secs(60 * minutes),
+            ..Self::default()
+        })
+    }
+}
 
 /// A catalog command: correlated with its own SKU.
 fn catalog(sku: Sku, command: ProductCommand) -> Parsed<Product> {
@@ -87,6 +113,19 @@ impl CommandSpec for InventorySpec {
                 reservation(b.sku, b.order_id, commit)
             }),
         ]
+    }
+
+    fn housekeeping(
+        &self,
+        dispatcher: std::sync::Arc<command_kit::dispatch::Dispatcher<Self>>,
+        pool: sqlx::PgPool,
+    ) -> Vec<runtime::service::Task> {
+        vec![crate::expiry::sweeper(
+            dispatcher,
+            pool,
+            self.reservation_ttl,
+            self.sweep_every,
+        )]
     }
 
     /// Every answer carries the stock figures; a reservation also its unit price.
