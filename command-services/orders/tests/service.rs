@@ -619,3 +619,31 @@ async fn step<C: Command<Answer = OrderAnswer>>(
     let answer = world.expect_answer(via, command).await;
     assert_eq!(answer.status, status, "{} over {via:?}", C::NAME);
 }
+
+#[tokio::test]
+async fn an_oversized_detail_is_refused_at_the_command_and_the_relay_goes_on() {
+    let w = World::new("orders").await;
+    let (base, shutdown) = w.spawn::<OrdersSpec>().await;
+    let placed = post_command(&base, &place_order(), None).await;
+    let order = order_id(&placed);
+    // Just under NATS's 1 MB message: it would fit the command, not the event's envelope.
+    let oversized = RejectOrder {
+        order_id: order,
+        reason: RejectionReason::Failed,
+        detail: "x".repeat(1_000_000 - 200),
+        skus: vec![],
+    };
+    let refused = w.nats_send("big-detail", &oversized).await;
+    assert_eq!(refused.reason(), Some("invalid_body"), "{refused:?}");
+    let Reply::Rejected { message, .. } = &refused else {
+        unreachable!()
+    };
+    assert!(message.contains("/detail"), "{message}");
+    // Nothing was written, and the next events still reach the stream.
+    let next = post_command(&base, &place_order(), None).await;
+    assert_eq!(next.status, 202);
+    let published = w.published(BoundedContext::Orders, 2).await;
+    assert_eq!(published.len(), 2, "{published:?}");
+    assert!(published.iter().all(|e| e.name() == "OrderPlaced"));
+    shutdown.cancel();
+}
