@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue, Method};
-use messaging::BoundedContext;
 use runtime::health::Readiness;
 use runtime::service::{task, Service};
 use tokio_util::sync::CancellationToken;
@@ -36,9 +35,8 @@ impl App {
             .timeout(settings.breaker.timeout)
             .build()
             .context("building the HTTP client")?;
-        let contexts = [BoundedContext::Orders, BoundedContext::Sagas];
-        // The streams are their contexts' to create: until they exist, `/readyz` says so and
-        // the live streams answer 503.
+        // The streams are their contexts' to create: until they exist, the live streams answer
+        // 503, and everything else works.
         let (nats, js) = settings.nats.connect_with_streams(&[]).await?;
 
         let verifier = Verifier::new(settings.oidc.clone(), http.clone());
@@ -78,13 +76,7 @@ impl App {
                 edge::check,
             ))
             .layer(DefaultBodyLimit::max(settings.limits.body_limit_bytes));
-        let readiness = Readiness::new().nats(nats).streams(
-            js,
-            contexts
-                .iter()
-                .map(|c| settings.nats.namespace.stream(*c))
-                .collect(),
-        );
+        let readiness = Readiness::new().nats(nats);
         let cors = cors(&settings.limits.cors_origins)?;
         let service = Service::bind("gateway", settings.http_addr)
             .await?

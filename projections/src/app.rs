@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 
 use anyhow::Context;
-use messaging::BoundedContext;
 use runtime::health::Readiness;
 use runtime::service::{task, Service, Task};
 use tokio_util::sync::CancellationToken;
@@ -22,14 +21,6 @@ use crate::Settings;
 pub struct App {
     service: Service,
 }
-
-/// Every projection this process runs.
-const STREAMS: [BoundedContext; 4] = [
-    BoundedContext::Orders,
-    BoundedContext::Inventory,
-    BoundedContext::Payments,
-    BoundedContext::Sagas,
-];
 
 async fn worker<P: Projection>(
     projection: P,
@@ -66,14 +57,9 @@ impl App {
             worker(PaymentsView, &pool, &js, settings).await?,
             worker(SagaTimeline, &pool, &js, settings).await?,
         ];
-        let streams = STREAMS
-            .iter()
-            .map(|c| settings.nats.namespace.stream(*c))
-            .collect();
-        let readiness = Readiness::new()
-            .postgres("read", pool.clone())
-            .nats(nats)
-            .streams(js, streams);
+        // The streams are their contexts' to create: a worker waits for a missing one (and
+        // `GET /projections` shows its lag), so readiness asks only for what this service holds.
+        let readiness = Readiness::new().postgres("read", pool.clone()).nats(nats);
         let service = Service::bind("projections", settings.basics.http_addr)
             .await?
             .routes(

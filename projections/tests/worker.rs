@@ -229,13 +229,6 @@ async fn poison_messages_are_dead_lettered_and_lag_returns_to_zero() {
 #[tokio::test]
 async fn a_worker_killed_mid_batch_applies_every_event_exactly_once() {
     let w = world().await;
-    // The worker process is ready once every stream it reads exists (each context's
-    // service creates its own; here the test does).
-    for context in BoundedContext::ALL {
-        ensure_stream(&w.js, &w.ns, context, &StreamSettings::default())
-            .await
-            .unwrap();
-    }
     let customers: Vec<Uuid> = (0..37).map(|_| Uuid::now_v7()).collect();
     // Small batches of many events: the worker is still busy when each kill lands.
     let total = 12_000;
