@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use messaging::identity::{Login, Scope, User};
+use messaging::identity::Scope;
 use messaging::Identity;
 
 /// The analysts' password in the compose stack.
@@ -30,23 +30,7 @@ fn public_key(workspace: &Path, name: &str) -> anyhow::Result<String> {
 
 /// `docker/nats/nats.conf` as the committed keys and the identities' permissions make it.
 pub fn config(workspace: &Path) -> anyhow::Result<String> {
-    let mut users = vec![User {
-        identity: None,
-        login: Login::Nkey(public_key(workspace, "admin")?),
-    }];
-    for identity in Identity::ALL {
-        let login = match identity {
-            Identity::Analyst => Login::Password {
-                user: "analyst".into(),
-                password: ANALYST_PASSWORD.into(),
-            },
-            _ => Login::Nkey(public_key(workspace, identity.name())?),
-        };
-        users.push(User {
-            identity: Some(identity),
-            login,
-        });
-    }
+    let users = crate::nats::users(|name| public_key(workspace, name), ANALYST_PASSWORD)?;
     Ok(format!(
         "# Written by `cargo xtask compose-keys` from messaging::identity and docker/nats/keys.\n\
          # Development keys: make new ones for anything but a laptop.\n{}",

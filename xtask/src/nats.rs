@@ -74,16 +74,46 @@ pub fn credentials_dir(layout: &Layout) -> PathBuf {
 fn seed(layout: &Layout, name: &str) -> anyhow::Result<nkeys::KeyPair> {
     let dir = credentials_dir(layout);
     let path = dir.join(format!("{name}.nk"));
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        return nkeys::KeyPair::from_seed(text.trim())
-            .with_context(|| format!("{} is not an nkey seed", path.display()));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            return nkeys::KeyPair::from_seed(text.trim())
+                .with_context(|| format!("{} is not an nkey seed", path.display()))
+        }
+        // Only a missing key is made anew: an unreadable one must not be replaced.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
     std::fs::create_dir_all(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     let pair = nkeys::KeyPair::new_user();
-    std::fs::write(&path, pair.seed()?)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    crate::secrets::write_private(&path, pair.seed()?.as_bytes())?;
     Ok(pair)
+}
+
+/// The users of a server configuration: the administrator, every service's identity by its
+/// nkey (`public_key` of a key's name), and the analysts by `analyst_password`.
+pub fn users(
+    mut public_key: impl FnMut(&str) -> anyhow::Result<String>,
+    analyst_password: &str,
+) -> anyhow::Result<Vec<User>> {
+    let mut users = vec![User {
+        identity: None,
+        login: Login::Nkey(public_key("admin")?),
+    }];
+    for identity in Identity::ALL {
+        let login = match identity {
+            Identity::Analyst => Login::Password {
+                user: "analyst".into(),
+                password: analyst_password.to_owned(),
+            },
+            _ => Login::Nkey(public_key(identity.name())?),
+        };
+        users.push(User {
+            identity: Some(identity),
+            login,
+        });
+    }
+    Ok(users)
 }
 
 /// The seed of `identity` (or of the administrator, `None`).
@@ -104,23 +134,10 @@ pub fn analyst_url(layout: &Layout) -> anyhow::Result<String> {
 /// one deployment (no namespace); the tests and the benchmark give every run a namespace of
 /// its own, so their identities' permissions hold in any namespace.
 fn write_config(layout: &Layout) -> anyhow::Result<PathBuf> {
-    let mut users = vec![User {
-        identity: None,
-        login: Login::Nkey(seed(layout, "admin")?.public_key()),
-    }];
-    for identity in Identity::ALL {
-        let login = match identity {
-            Identity::Analyst => Login::Password {
-                user: "analyst".into(),
-                password: crate::secrets::password(layout, "nats-analyst")?,
-            },
-            _ => Login::Nkey(seed(layout, identity.name())?.public_key()),
-        };
-        users.push(User {
-            identity: Some(identity),
-            login,
-        });
-    }
+    let users = users(
+        |name| Ok(seed(layout, name)?.public_key()),
+        &crate::secrets::password(layout, "nats-analyst")?,
+    )?;
     let scope = if layout.name == "dev" {
         Scope::Namespace(messaging::Namespace::default())
     } else {
@@ -131,8 +148,7 @@ fn write_config(layout: &Layout) -> anyhow::Result<PathBuf> {
         "# Written by cargo xtask from messaging::identity: edit that, not this.\n{}",
         messaging::identity::authorization(&users, &scope)
     );
-    std::fs::write(&path, text)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    crate::secrets::write_private(&path, text.as_bytes())?;
     Ok(path)
 }
 

@@ -6,7 +6,6 @@
 //! the `postgres` user (or `nobody`), and its data folder moves to /var/tmp when that user cannot
 //! reach the state folder.
 
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -184,8 +183,10 @@ pub fn start(layout: &Layout) -> anyhow::Result<()> {
         // The superuser's password reaches initdb in a file only the cluster's user reads,
         // removed once it has been read.
         let pwfile = dir.join(".pwfile");
-        std::fs::write(&pwfile, crate::secrets::password(layout, "postgres")?)?;
-        std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600))?;
+        crate::secrets::write_private(
+            &pwfile,
+            crate::secrets::password(layout, "postgres")?.as_bytes(),
+        )?;
         if let Some(user) = &user {
             chown(&pwfile, user.uid, user.gid)?;
         }

@@ -23,8 +23,25 @@ pub fn password(layout: &Layout, name: &str) -> anyhow::Result<String> {
     let made = uuid::Uuid::new_v4().simple().to_string();
     all.insert(name.to_owned(), made.clone());
     std::fs::create_dir_all(&layout.root)?;
-    std::fs::write(&path, serde_json::to_string_pretty(&all)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    write_private(&path, serde_json::to_string_pretty(&all)?.as_bytes())?;
     Ok(made)
+}
+
+/// Writes `contents` to `path`, readable by its owner only from the first byte on (a file
+/// written first and narrowed after would be readable by anyone in between).
+pub fn write_private(path: &std::path::Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    // A file that existed before keeps its mode on open: narrow it too.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
