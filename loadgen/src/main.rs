@@ -128,15 +128,10 @@ pub struct Bench {
 impl Bench {
     /// A NATS connection as the administrator (the driver sets up and reads streams).
     pub async fn nats_admin(&self) -> anyhow::Result<async_nats::Client> {
-        use anyhow::Context;
-        let path = self.nats_credentials.join("admin.nk");
-        let seed = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        Ok(
-            async_nats::ConnectOptions::with_nkey(seed.trim().to_owned())
-                .connect(&self.nats_url)
-                .await?,
-        )
+        let seed = messaging::settings::seed_in(&self.nats_credentials, "admin")?;
+        Ok(async_nats::ConnectOptions::with_nkey(seed)
+            .connect(&self.nats_url)
+            .await?)
     }
 
     /// Starts a release service binary on `database_url` and `namespace`.

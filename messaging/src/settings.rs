@@ -33,20 +33,40 @@ pub enum Credentials {
     Directory(std::path::PathBuf),
 }
 
-/// Connect options that log in with the user and password of `url` (`nats://user:pw@host`),
-/// which async-nats would otherwise ignore.
+/// Connect options that log in with the user and password of `url` (`nats://user:pw@host`,
+/// percent-encoded as URLs have them), which async-nats would otherwise ignore.
 pub fn options_for(url: &str) -> async_nats::ConnectOptions {
+    match login_of(url) {
+        Some((user, password)) => {
+            async_nats::ConnectOptions::with_user_and_password(user, password)
+        }
+        None => async_nats::ConnectOptions::new(),
+    }
+}
+
+/// The user and password of a URL, decoded.
+fn login_of(url: &str) -> Option<(String, String)> {
     let userinfo = url
         .split_once("://")
         .and_then(|(_, rest)| rest.split(['/', '?']).next())
         .and_then(|authority| authority.rsplit_once('@'))
-        .map(|(userinfo, _)| userinfo);
-    match userinfo.and_then(|u| u.split_once(':')) {
-        Some((user, password)) => {
-            async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
-        }
-        None => async_nats::ConnectOptions::new(),
-    }
+        .map(|(userinfo, _)| userinfo)?;
+    let (user, password) = userinfo.split_once(':')?;
+    let decoded = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    Some((decoded(user), decoded(password)))
+}
+
+/// The nkey seed of `name` (an identity's, or `admin`) kept as `<dir>/<name>.nk`.
+pub fn seed_in(dir: &std::path::Path, name: &str) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let path = dir.join(format!("{name}.nk"));
+    let seed = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the NATS key {}", path.display()))?;
+    Ok(seed.trim().to_owned())
 }
 
 /// Messages a subscription holds while its handler is busy. A pull consumer's fetched batch
@@ -102,12 +122,7 @@ impl NatsSettings {
         let seed = match &self.credentials {
             Credentials::Url => None,
             Credentials::Seed(seed) => Some(seed.expose().clone()),
-            Credentials::Directory(dir) => {
-                let path = dir.join(format!("{}.nk", self.identity.name()));
-                let seed = std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading the NATS key {}", path.display()))?;
-                Some(seed.trim().to_owned())
-            }
+            Credentials::Directory(dir) => Some(seed_in(dir, self.identity.name())?),
         };
         if let Some(seed) = seed {
             options = options.nkey(seed);
@@ -143,5 +158,20 @@ impl NatsSettings {
             }
         }
         Ok((nats, js))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::login_of;
+
+    #[test]
+    fn a_url_login_is_read_decoded() {
+        assert_eq!(
+            login_of("nats://analyst:p%40ss%3Aword@127.0.0.1:4222"),
+            Some(("analyst".into(), "p@ss:word".into()))
+        );
+        assert_eq!(login_of("nats://127.0.0.1:4222"), None);
+        assert_eq!(login_of("nats://token@127.0.0.1:4222"), None);
     }
 }

@@ -223,9 +223,9 @@ pub async fn nats_as(identity: Option<messaging::Identity>) -> async_nats::Clien
         options = options.custom_inbox_prefix(identity.inbox_prefix());
     }
     if let Some(dir) = &infra().nats_credentials {
-        let seed = std::fs::read_to_string(dir.join(format!("{name}.nk")))
-            .unwrap_or_else(|e| panic!("the test NATS key of {name}: {e}"));
-        options = options.nkey(seed.trim().to_owned());
+        let seed = messaging::settings::seed_in(dir, name)
+            .unwrap_or_else(|e| panic!("the test NATS key of {name}: {e:#}"));
+        options = options.nkey(seed);
     }
     options.connect(url).await.unwrap_or_else(|e| {
         panic!(
