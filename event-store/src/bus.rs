@@ -336,7 +336,7 @@ where
         }
         // An event the stream cannot store would stop the relay: refuse the command instead.
         for event in &events {
-            let bytes = serde_json::to_vec(event).map_or(0, |v| v.len());
+            let bytes = json_size(event);
             if bytes > messaging::streams::MAX_EVENT_DATA_BYTES {
                 return Err(AggregateError::UnexpectedError(Box::new(EventTooLarge {
                     event: cqrs_es::DomainEvent::event_type(event),
@@ -467,6 +467,22 @@ where
             replayed: true,
         })
     }
+}
+
+/// The length of `value`'s JSON, counted without building it.
+fn json_size<T: cqrs_es::DomainEvent>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).map_or(0, |()| count.0)
 }
 
 /// A decided event too large for the event log (carried out of `execute_once` as cqrs-es's

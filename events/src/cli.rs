@@ -228,11 +228,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => AsOf::Latest,
             };
             let progress = Arc::new(Progress::new("state", true));
-            let mut state =
-                fold::state(&source, args.stream, &args.aggregate, as_of, progress).await?;
-            if source.redact {
-                contracts::sensitive::redact(&mut state);
-            }
+            // Folded from events read through `source`, which redacted them already.
+            let state = fold::state(&source, args.stream, &args.aggregate, as_of, progress).await?;
             println!("{}", serde_json::to_string_pretty(&state)?);
             Ok(ExitCode::SUCCESS)
         }

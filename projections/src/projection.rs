@@ -48,7 +48,7 @@ pub fn decode<E: contracts::LogEvent>(event: &Envelope) -> Result<E, String> {
 /// It is a data error, like a constraint the database refuses: the worker replays the batch
 /// one message per transaction, and the message that causes it is dead-lettered. Never a
 /// panic, never a wrapped value.
-pub fn overflow(what: &str) -> sqlx::Error {
+fn overflow(what: &str) -> sqlx::Error {
     sqlx::Error::Decode(format!("{what} is out of range").into())
 }
 

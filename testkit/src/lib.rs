@@ -95,18 +95,22 @@ fn url_as(admin_url: &str, (role, password): (&str, &str), database: &str) -> St
     )
 }
 
-async fn admin_connection(database: Option<&str>) -> PgConnection {
-    let infra = infra();
-    let url = match database {
+/// The superuser's URL of `database` (of the maintenance database for `None`).
+fn admin_url(database: Option<&str>) -> String {
+    let admin = &infra().pg_admin_url;
+    match database {
         Some(db) => {
-            let (base, _) = infra
-                .pg_admin_url
+            let (base, _) = admin
                 .rsplit_once('/')
                 .expect("the admin URL names a database");
             format!("{base}/{db}")
         }
-        None => infra.pg_admin_url.clone(),
-    };
+        None => admin.clone(),
+    }
+}
+
+async fn admin_connection(database: Option<&str>) -> PgConnection {
+    let url = admin_url(database);
     PgConnection::connect(&url).await.unwrap_or_else(|e| {
         panic!(
             "the test Postgres at {} is not reachable ({e}); run the tests with `cargo xtask test`",
@@ -189,15 +193,12 @@ async fn create_db(label: &str, readable: bool) -> TestDb {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
-    let admin_url = &infra().pg_admin_url;
+    let admin = admin_url(None);
     TestDb {
-        admin: {
-            let (base, _) = admin_url.rsplit_once('/').expect("a database");
-            format!("{base}/{name}")
-        },
-        owner: url_as(admin_url, OWNER_ROLE, &name),
-        app: url_as(admin_url, APP_ROLE, &name),
-        reader: url_as(admin_url, READER_ROLE, &name),
+        admin: admin_url(Some(&name)),
+        owner: url_as(&admin, OWNER_ROLE, &name),
+        app: url_as(&admin, APP_ROLE, &name),
+        reader: url_as(&admin, READER_ROLE, &name),
         name,
     }
 }

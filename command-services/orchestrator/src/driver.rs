@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use cqrs_es::Aggregate;
-use domain::saga::{OrderSaga, Readiness, SagaCommand, SagaPolicy, SagaStatus, Step};
+use domain::saga::{OrderSaga, Readiness, SagaCommand, SagaError, SagaPolicy, SagaStatus, Step};
 use event_store::{BusError, CommandBus, CommandMetadata, Executed};
 use messaging::Namespace;
 use rand::Rng;
@@ -117,7 +117,9 @@ impl Driver {
             } => Ok(()),
             Executed::Rejected {
                 reason, message, ..
-            } if reason == "not_attempted" || reason == "impossible_order" => {
+            } if [SagaError::NOT_ATTEMPTED, SagaError::IMPOSSIBLE_ORDER]
+                .contains(&reason.as_str()) =>
+            {
                 // Not an answer to anything the saga sent: counted and logged, never applied.
                 metrics::counter!("saga_unexpected_inputs_total").increment(1);
                 tracing::warn!(%order_id, message, "an event the saga cannot have caused or taken; ignored");

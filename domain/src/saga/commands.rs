@@ -55,14 +55,21 @@ pub enum SagaError {
     NotAttempted(Step),
 }
 
+impl SagaError {
+    /// The codes of the refusals of an input the saga cannot have caused or taken (a forged
+    /// or stray event): the orchestrator counts them rather than retrying.
+    pub const NOT_ATTEMPTED: &'static str = "not_attempted";
+    pub const IMPOSSIBLE_ORDER: &'static str = "impossible_order";
+}
+
 impl crate::Rejection for SagaError {
     fn code(&self) -> &'static str {
         match self {
             Self::NotFound => "not_found",
             Self::NotDue(_) => "not_due",
             Self::NoPaymentToken => "no_payment_token",
-            Self::NotAttempted(_) => "not_attempted",
-            Self::ImpossibleOrder(_) => "impossible_order",
+            Self::NotAttempted(_) => SagaError::NOT_ATTEMPTED,
+            Self::ImpossibleOrder(_) => SagaError::IMPOSSIBLE_ORDER,
         }
     }
 }
