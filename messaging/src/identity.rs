@@ -90,6 +90,12 @@ impl Identity {
             Self::Projections => {
                 for context in BoundedContext::ALL {
                     p.consumes(scope, context);
+                    // A rebuild's cut-over deletes the live durable consumer, which the
+                    // worker then re-creates from the new checkpoint.
+                    p.publish.push(format!(
+                        "$JS.API.CONSUMER.DELETE.{}.*",
+                        scope.stream(context)
+                    ));
                 }
             }
             Self::Gateway => {
@@ -177,14 +183,14 @@ impl Permissions {
             .extend(scope.subjects(&format!("cmd.{}.>", context.token())));
     }
 
-    /// Reads the context's stream with durable pull consumers, acknowledging what it took.
+    /// Reads the context's stream with durable pull consumers, acknowledging what it took
+    /// (deleting none: another reader's consumer is not its to remove).
     fn consumes(&mut self, scope: &Scope, context: BoundedContext) {
         let stream = scope.stream(context);
         self.publish.extend([
             format!("$JS.API.STREAM.INFO.{stream}"),
             format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
             format!("$JS.API.CONSUMER.INFO.{stream}.*"),
-            format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
             format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
             format!("$JS.ACK.{stream}.>"),
         ]);
@@ -314,6 +320,20 @@ mod tests {
         assert!(p.publish.contains(&"*.events.inventory.>".to_owned()));
         assert!(!p.publish.iter().any(|s| s.contains("events.orders")));
         assert!(p.subscribe.contains(&"*.cmd.inventory.>".to_owned()));
+    }
+
+    #[test]
+    fn only_the_projections_delete_durable_consumers_of_others_streams() {
+        let deletes = |identity: Identity| {
+            identity
+                .permissions(&deployment())
+                .publish
+                .iter()
+                .any(|s| s.starts_with("$JS.API.CONSUMER.DELETE.ORDERS"))
+        };
+        assert!(deletes(Identity::Projections), "a rebuild's cut-over");
+        assert!(!deletes(Identity::Orchestrator));
+        assert!(!deletes(Identity::Orders));
     }
 
     #[test]
