@@ -62,6 +62,7 @@ impl CommandApp {
         };
         let mut service = Service::bind(context.token(), settings.basics.http_addr)
             .await?
+            .tls(settings.basics.tls.as_ref())?
             .routes(routes, readiness, crate::openapi::document::<S>())
             .with_task(runtime::retention::task_for(
                 pool.clone(),
@@ -108,6 +109,11 @@ impl CommandApp {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.service.local_addr()
+    }
+
+    /// The base URL it answers on (`https://` when TLS is on).
+    pub fn url(&self) -> String {
+        self.service.url()
     }
 
     /// Serves HTTP and NATS commands until `shutdown`; commands in hand are answered and the

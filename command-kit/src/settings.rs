@@ -70,6 +70,7 @@ mod tests {
     use super::*;
 
     const DEFAULTS: Defaults = Defaults {
+        name: "inventory",
         port: 8082,
         database_url: "postgres://inventory@127.0.0.1:25432/inventory",
         max_connections: 10,
@@ -77,11 +78,39 @@ mod tests {
 
     #[test]
     fn defaults_work_locally_and_secrets_stay_hidden() {
-        let env = Env::from_pairs([("DATABASE_URL", "postgres://inventory:s3cret@db/inventory")]);
+        let env = Env::from_pairs([
+            ("DATABASE_URL", "postgres://inventory:s3cret@db/inventory"),
+            ("TLS_DIR", "/run/tls"),
+        ]);
         let s = ServiceSettings::from_env(&env, DEFAULTS, messaging::Identity::Inventory).unwrap();
         assert_eq!(s.basics.http_addr.port(), 8082);
+        // One certificate serves the service's HTTPS and its NATS connection.
+        let tls = s.basics.tls.as_ref().unwrap();
+        assert_eq!(
+            tls.cert_file(),
+            std::path::Path::new("/run/tls/inventory.crt")
+        );
+        assert_eq!(s.nats.tls.as_ref(), Some(tls));
         assert!(s.outbox_relay);
         assert!(!format!("{s:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn without_tls_files_a_service_does_not_start_unless_tls_is_turned_off() {
+        let err = ServiceSettings::from_env(
+            &Env::from_pairs(Vec::<(&str, &str)>::new()),
+            DEFAULTS,
+            messaging::Identity::Inventory,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("TLS_DIR"), "{err}");
+        let off = ServiceSettings::from_env(
+            &Env::from_pairs([("TLS", "off")]),
+            DEFAULTS,
+            messaging::Identity::Inventory,
+        )
+        .unwrap();
+        assert!(off.basics.tls.is_none() && off.nats.tls.is_none());
     }
 
     #[test]
@@ -91,7 +120,7 @@ mod tests {
             ("NATS_COMMAND_CONCURRENCY", "0"),
         ] {
             let err = ServiceSettings::from_env(
-                &Env::from_pairs([(name, value)]),
+                &Env::from_pairs([(name, value), ("TLS", "off")]),
                 DEFAULTS,
                 messaging::Identity::Inventory,
             )

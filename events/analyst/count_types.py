@@ -5,7 +5,11 @@ says whether they agree (exit 0) or not (exit 1).
 It uses only nats-py and pyarrow from PyPI, as an analyst's own notebook would:
 
     pip install -r requirements.txt
-    python3 count_types.py --nats nats://127.0.0.1:4222 --stream ORDERS --parquet orders.parquet
+    python3 count_types.py --nats nats://analyst:PASSWORD@127.0.0.1:24222 \
+        --tls-dir ../../.state/dev/tls --stream ORDERS --parquet orders.parquet
+
+`--tls-dir` names the folder with the local CA (`ca.pem`) and the analysts' certificate
+(`analyst.crt`, `analyst.key`): streamshop's NATS requires TLS and a client certificate.
 
 Both sides are read in a streaming way, so memory stays flat for large streams.
 """
@@ -14,6 +18,8 @@ import argparse
 import asyncio
 import collections
 import json
+import os
+import ssl
 import sys
 
 import nats
@@ -21,11 +27,21 @@ import pyarrow.parquet as pq
 from nats.js.api import DeliverPolicy
 
 
-async def stream_counts(url: str, stream: str) -> collections.Counter:
+def tls_context(folder: str) -> ssl.SSLContext:
+    """Trusts the local CA only, and shows the analysts' certificate."""
+    context = ssl.create_default_context(cafile=os.path.join(folder, "ca.pem"))
+    context.load_cert_chain(
+        os.path.join(folder, "analyst.crt"), os.path.join(folder, "analyst.key")
+    )
+    return context
+
+
+async def stream_counts(url: str, stream: str, tls_dir) -> collections.Counter:
     """Reads every message stored in the stream now, with an ordered consumer."""
     counts: collections.Counter = collections.Counter()
     # The analysts' identity answers only on its own reply subjects.
-    nc = await nats.connect(url, inbox_prefix=b"_INBOX_analyst")
+    tls = tls_context(tls_dir) if tls_dir else None
+    nc = await nats.connect(url, inbox_prefix=b"_INBOX_analyst", tls=tls)
     try:
         js = nc.jetstream()
         info = await js.stream_info(stream)
@@ -61,11 +77,12 @@ def parquet_counts(path: str) -> collections.Counter:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nats", default="nats://127.0.0.1:4222", help="the NATS server")
+    parser.add_argument("--tls-dir", help="the folder with ca.pem, analyst.crt and analyst.key")
     parser.add_argument("--stream", required=True, help="the stream's full name, such as ORDERS")
     parser.add_argument("--parquet", required=True, help="a Parquet file from `events export`")
     args = parser.parse_args()
 
-    from_stream = asyncio.run(stream_counts(args.nats, args.stream))
+    from_stream = asyncio.run(stream_counts(args.nats, args.stream, args.tls_dir))
     from_file = parquet_counts(args.parquet)
     agree = from_stream == from_file
     print(

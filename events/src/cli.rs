@@ -30,6 +30,11 @@ pub struct Cli {
         global = true
     )]
     pub nats_url: String,
+    /// A folder holding the local CA (`ca.pem`) and the analysts' certificate
+    /// (`analyst.crt`, `analyst.key`), for a NATS server that requires TLS (every stack of
+    /// streamshop does; `cargo xtask up` keeps them in `.state/dev/tls`).
+    #[arg(long, env = "TLS_DIR", global = true)]
+    pub tls_dir: Option<std::path::PathBuf>,
     /// The namespace the streams live in (empty in production).
     #[arg(long, env = "NATS_NAMESPACE", default_value = "", global = true)]
     pub namespace: String,
@@ -186,7 +191,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         ),
         _ => {}
     }
-    let mut source = Source::connect(&cli.nats_url, &cli.namespace).await?;
+    let tls = cli
+        .tls_dir
+        .as_ref()
+        .map(|dir| runtime::tls::TlsSettings::new(dir, messaging::Identity::Analyst.name()));
+    let mut source = Source::connect(&cli.nats_url, &cli.namespace, tls.as_ref()).await?;
     source.redact = !cli.include_sensitive && !matches!(cli.command, Command::Verify(_));
     match cli.command {
         Command::Replay(args) => {

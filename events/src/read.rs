@@ -103,17 +103,30 @@ pub struct Source {
 }
 
 impl Source {
-    pub async fn connect(url: &str, namespace: &str) -> anyhow::Result<Self> {
+    pub async fn connect(
+        url: &str,
+        namespace: &str,
+        tls: Option<&runtime::tls::TlsSettings>,
+    ) -> anyhow::Result<Self> {
         use anyhow::Context;
         // As the analysts' identity: read the streams, nothing more, with replies on its own
-        // inbox prefix (its user and password come in the URL).
-        let client = messaging::settings::options_for(url)
-            .custom_inbox_prefix(messaging::Identity::Analyst.inbox_prefix())
-            .connect(url)
-            .await
-            .with_context(|| {
-                format!("connecting to NATS at {}", runtime::secret::redact_url(url))
-            })?;
+        // inbox prefix (its user and password come in the URL, its certificate from `tls`).
+        let mut options = messaging::settings::options_for(url)
+            .custom_inbox_prefix(messaging::Identity::Analyst.inbox_prefix());
+        if let Some(tls) = tls {
+            options = messaging::settings::with_tls(options, tls)?;
+        }
+        let client = options.connect(url).await.with_context(|| {
+            let hint = if tls.is_none() {
+                " without TLS (a server that requires it needs --tls-dir or TLS_DIR)"
+            } else {
+                ""
+            };
+            format!(
+                "connecting to NATS at {}{hint}",
+                runtime::secret::redact_url(url)
+            )
+        })?;
         Ok(Self {
             js: jetstream::new(client),
             namespace: Namespace::new(namespace).map_err(anyhow::Error::msg)?,

@@ -7,6 +7,7 @@ async fn events(args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_events"))
         .args(args)
         .env("NATS_URL", testkit::nats_analyst_url())
+        .envs(testkit::tls_as("analyst").map(|tls| ("TLS_DIR", tls.dir)))
         .output()
         .await
         .unwrap()

@@ -53,7 +53,7 @@ impl App {
 
         let urls = &settings.upstreams;
         let breaker = &settings.breaker;
-        let calls = crate::upstream::client();
+        let calls = crate::upstream::client(settings.tls.as_ref())?;
         let upstream = |name, url: &str| Upstream::new(name, url, calls.clone(), breaker);
         let stop_streams = CancellationToken::new();
         let gateway = Arc::new(Gateway {
@@ -107,6 +107,11 @@ impl App {
 
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.service.local_addr()
+    }
+
+    /// The base URL it answers on (`https://` when TLS is on).
+    pub fn url(&self) -> String {
+        self.service.url()
     }
 
     /// Serves until `shutdown`; live streams end first so the server can finish.

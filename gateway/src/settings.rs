@@ -16,6 +16,10 @@ pub struct Settings {
     pub log: LogSettings,
     /// `NATS_URL`, `NATS_NAMESPACE`: where the live order updates and order owners are read.
     pub nats: NatsSettings,
+    /// `TLS` (default on) and `TLS_DIR`: the gateway's certificate (`gateway.crt`), shown to
+    /// NATS and to the internal services, and the local CA their certificates must chain to.
+    /// The public side is plain HTTP, for a TLS-terminating load balancer in front.
+    pub tls: Option<runtime::tls::TlsSettings>,
     pub upstreams: UpstreamUrls,
     pub oidc: OidcSettings,
     pub limits: Limits,
@@ -23,7 +27,8 @@ pub struct Settings {
 }
 
 /// The internal services' base URLs: `ORDERS_URL`, `INVENTORY_URL`, `PAYMENTS_URL`,
-/// `ORCHESTRATOR_URL`, `QUERY_URL`, defaults those of `cargo xtask up`.
+/// `ORCHESTRATOR_URL`, `QUERY_URL`, defaults those of `cargo xtask up` (`https://` unless
+/// `TLS=off`).
 #[derive(Debug, Clone)]
 pub struct UpstreamUrls {
     pub orders: String,
@@ -31,6 +36,30 @@ pub struct UpstreamUrls {
     pub payments: String,
     pub orchestrator: String,
     pub query: String,
+}
+
+impl UpstreamUrls {
+    /// With TLS on, every service is called over HTTPS: a plain `http://` address is a
+    /// configuration error, not a silent downgrade.
+    fn check_schemes(&self, tls: bool) -> Result<(), EnvError> {
+        let named = [
+            ("ORDERS_URL", &self.orders),
+            ("INVENTORY_URL", &self.inventory),
+            ("PAYMENTS_URL", &self.payments),
+            ("ORCHESTRATOR_URL", &self.orchestrator),
+            ("QUERY_URL", &self.query),
+        ];
+        match named
+            .into_iter()
+            .find(|(_, url)| tls && !url.starts_with("https://"))
+        {
+            Some((name, url)) => Err(EnvError {
+                name: name.to_owned(),
+                reason: format!("{url:?} is not https://, and TLS is on"),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// How access tokens are checked.
@@ -95,8 +124,12 @@ pub struct BreakerSettings {
 
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, EnvError> {
-        let url = |name: &str, port: u16| env.string_or(name, &format!("http://127.0.0.1:{port}"));
-        Ok(Self {
+        let tls = runtime::tls::TlsSettings::from_env(env, "gateway")?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url =
+            |name: &str, port: u16| env.string_or(name, &format!("{scheme}://127.0.0.1:{port}"));
+        let settings = Self {
+            tls,
             http_addr: env.parse_or("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8000)))?,
             log: LogSettings::from_env(env)?,
             nats: NatsSettings::from_env(env, messaging::Identity::Gateway)?,
@@ -147,7 +180,9 @@ impl Settings {
                 failures: env.within_or("BREAKER_FAILURES", 5, 1..=1000)?,
                 open_for: env.millis_or("BREAKER_OPEN_MS", Duration::from_secs(5))?,
             },
-        })
+        };
+        settings.upstreams.check_schemes(settings.tls.is_some())?;
+        Ok(settings)
     }
 }
 
@@ -157,11 +192,29 @@ mod tests {
 
     #[test]
     fn defaults_are_the_local_stack() {
-        let s = Settings::from_env(&Env::from_pairs(Vec::<(&str, &str)>::new())).unwrap();
+        let s = Settings::from_env(&Env::from_pairs([("TLS_DIR", "/tls")])).unwrap();
         assert_eq!(s.http_addr.port(), 8000);
-        assert_eq!(s.upstreams.query, "http://127.0.0.1:8080");
+        assert_eq!(s.upstreams.query, "https://127.0.0.1:8080");
+        assert_eq!(
+            s.tls.unwrap().cert_file(),
+            std::path::Path::new("/tls/gateway.crt")
+        );
         assert_eq!(s.oidc.issuer, "http://127.0.0.1:8090");
         assert!(s.limits.cors_origins.is_empty());
+    }
+
+    #[test]
+    fn tls_is_on_unless_turned_off_and_never_downgraded() {
+        let missing = Settings::from_env(&Env::from_pairs(Vec::<(&str, &str)>::new()));
+        assert!(missing.unwrap_err().to_string().contains("TLS_DIR"));
+        let plain = Settings::from_env(&Env::from_pairs([
+            ("TLS_DIR", "/tls"),
+            ("ORDERS_URL", "http://orders:8081"),
+        ]));
+        assert!(plain.unwrap_err().to_string().contains("ORDERS_URL"));
+        let off = Settings::from_env(&Env::from_pairs([("TLS", "off")])).unwrap();
+        assert_eq!(off.upstreams.orders, "http://127.0.0.1:8081");
+        assert!(off.tls.is_none() && off.nats.tls.is_none());
     }
 
     #[test]
@@ -172,6 +225,7 @@ mod tests {
                 " https://a.example , https://b.example,",
             ),
             ("OIDC_ISSUER_URL", "https://id.example/"),
+            ("TLS", "off"),
         ]))
         .unwrap();
         assert_eq!(
@@ -179,6 +233,10 @@ mod tests {
             ["https://a.example", "https://b.example"]
         );
         assert_eq!(s.oidc.issuer, "https://id.example");
-        assert!(Settings::from_env(&Env::from_pairs([("RATE_LIMIT_BURST", "0")])).is_err());
+        assert!(Settings::from_env(&Env::from_pairs([
+            ("RATE_LIMIT_BURST", "0"),
+            ("TLS", "off")
+        ]))
+        .is_err());
     }
 }

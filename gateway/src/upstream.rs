@@ -9,9 +9,11 @@ use axum::http::{self as http, HeaderMap, HeaderName, HeaderValue, Method, Statu
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use runtime::tls::TlsSettings;
 
 use crate::breaker::Breaker;
 use crate::error::ApiError;
@@ -38,15 +40,44 @@ const RESPONSE_HEADERS: &[&str] = &[
 
 /// The HTTP/1.1 client the gateway calls the services with: hyper's pooled client, with
 /// no URL parsing per call (the services' addresses are parsed once, at start-up).
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// A client that keeps idle connections for 30 s and sends without Nagle's delay.
-pub fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
+/// A client that keeps idle connections (and their TLS sessions) for 30 s and sends without
+/// Nagle's delay. With `tls`, it calls HTTPS only, trusts the local CA only and shows the
+/// gateway's certificate; without (`TLS=off`), plain HTTP only.
+pub fn client(tls: Option<&TlsSettings>) -> anyhow::Result<HttpClient> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let connector = match tls {
+        Some(tls) => HttpsConnectorBuilder::new()
+            .with_tls_config(tls.client_config().with_context(|| {
+                format!("the gateway's TLS configuration in {}", tls.dir.display())
+            })?)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(http),
+        None => HttpsConnectorBuilder::new()
+            .with_tls_config(nothing_trusted())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http),
+    };
+    Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
+        .build(connector))
+}
+
+/// A TLS configuration that trusts no server: with TLS off, an `https://` upstream fails
+/// rather than being trusted on sight.
+fn nothing_trusted() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default protocol versions")
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth()
 }
 
 /// One internal service.
@@ -76,7 +107,7 @@ impl IntoResponse for Answer {
 }
 
 impl Upstream {
-    /// The service at `base` (`http://host:port`).
+    /// The service at `base` (`https://host:port`, or `http://` with TLS off).
     pub fn new(
         name: &'static str,
         base: &str,

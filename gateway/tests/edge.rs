@@ -23,7 +23,7 @@ async fn request_ids_cors_body_and_time_limits() {
         ],
     )
     .await;
-    let client = reqwest::Client::new();
+    let client = testkit::http();
     let token = oidc.customer_token(Uuid::now_v7()).await;
 
     // A request id is made when the client sends none, and the client's is kept.

@@ -24,7 +24,7 @@ async fn my_orders(
     url: &str,
     authorization: Option<&str>,
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut request = reqwest::Client::new().get(format!("{url}/api/me/orders"));
+    let mut request = testkit::http().get(format!("{url}/api/me/orders"));
     if let Some(value) = authorization {
         request = request.header("authorization", value);
     }
@@ -72,7 +72,9 @@ async fn every_bad_token_is_401_and_reaches_nothing() {
         b64(&claims)
     );
     // The HMAC confusion: an HS256 token keyed with what the issuer publishes.
-    let jwks = reqwest::get(format!("{}/jwks", oidc.issuer))
+    let jwks = testkit::http()
+        .get(format!("{}/jwks", oidc.issuer))
+        .send()
         .await
         .unwrap()
         .text()
@@ -220,7 +222,11 @@ async fn a_burst_over_the_limit_is_429_and_other_callers_are_not_slowed() {
     // Anonymous calls share their address's bucket, bad tokens included.
     let mut anonymous = Vec::new();
     for _ in 0..4 {
-        let r = reqwest::get(format!("{url}/api/products")).await.unwrap();
+        let r = testkit::http()
+            .get(format!("{url}/api/products"))
+            .send()
+            .await
+            .unwrap();
         anonymous.push(r.status().as_u16());
     }
     assert_eq!(anonymous, [200, 200, 200, 429]);
@@ -249,7 +255,7 @@ async fn a_valid_token_for_neither_a_customer_nor_an_operator_is_403() {
 async fn an_unreachable_issuer_is_503_not_a_bad_token() {
     let oidc = Oidc::start().await;
     // The gateway looks for its keys where no provider answers.
-    let nowhere = format!("http://127.0.0.1:{}", testkit::free_port());
+    let nowhere = format!("https://127.0.0.1:{}", testkit::free_port());
     let (recorder, url, _stop) = front(&oidc, &[("OIDC_ISSUER_URL", nowhere)]).await;
     let token = oidc.customer_token(Uuid::now_v7()).await;
     let (status, headers, body) = my_orders(&url, Some(&format!("Bearer {token}"))).await;

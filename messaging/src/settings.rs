@@ -20,6 +20,9 @@ pub struct NatsSettings {
     /// Who this process is: its permissions and its reply subjects' prefix.
     pub identity: Identity,
     pub credentials: Credentials,
+    /// `TLS` (default on) and `TLS_DIR`: the server must prove itself with the local CA's
+    /// certificate, and this process shows `<identity>.crt`.
+    pub tls: Option<runtime::tls::TlsSettings>,
 }
 
 /// How a process proves its identity to NATS.
@@ -42,6 +45,19 @@ pub fn options_for(url: &str) -> async_nats::ConnectOptions {
         }
         None => async_nats::ConnectOptions::new(),
     }
+}
+
+/// `options` with TLS required: the server's certificate checked against the local CA only,
+/// and `tls`'s certificate shown as the client's.
+pub fn with_tls(
+    options: async_nats::ConnectOptions,
+    tls: &runtime::tls::TlsSettings,
+) -> anyhow::Result<async_nats::ConnectOptions> {
+    use anyhow::Context;
+    let config = tls
+        .client_config()
+        .with_context(|| format!("the NATS TLS configuration in {}", tls.dir.display()))?;
+    Ok(options.require_tls(true).tls_client_config(config))
 }
 
 /// The user and password of a URL, decoded.
@@ -93,6 +109,7 @@ impl NatsSettings {
         Ok(Self {
             identity,
             credentials,
+            tls: runtime::tls::TlsSettings::from_env(env, identity.name())?,
             url: runtime::secret::Secret::new(env.string_or("NATS_URL", DEFAULT_NATS_URL)),
             namespace: env.parse_or("NATS_NAMESPACE", Namespace::default())?,
             stream: StreamSettings {
@@ -126,6 +143,9 @@ impl NatsSettings {
         };
         if let Some(seed) = seed {
             options = options.nkey(seed);
+        }
+        if let Some(tls) = &self.tls {
+            options = with_tls(options, tls)?;
         }
         options.connect(self.url.expose()).await.with_context(|| {
             format!(

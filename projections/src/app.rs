@@ -62,6 +62,7 @@ impl App {
         let readiness = Readiness::new().postgres("read", pool.clone()).nats(nats);
         let service = Service::bind("projections", settings.basics.http_addr)
             .await?
+            .tls(settings.basics.tls.as_ref())?
             .routes(
                 crate::lag::routes(pool.clone()),
                 readiness,
@@ -85,6 +86,11 @@ impl App {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.service.local_addr()
+    }
+
+    /// The base URL it answers on (`https://` when TLS is on).
+    pub fn url(&self) -> String {
+        self.service.url()
     }
 
     /// Runs the workers and the HTTP endpoints until `shutdown`; batches in hand finish.

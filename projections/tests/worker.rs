@@ -256,6 +256,7 @@ async fn a_worker_killed_mid_batch_applies_every_event_exactly_once() {
         ("DATABASE_URL", w.db_url.clone()),
         ("NATS_URL", testkit::infra().nats_url.clone()),
         ("NATS_CREDENTIALS_DIR", testkit::nats_credentials_dir()),
+        testkit::tls_env(),
         ("NATS_NAMESPACE", w.ns.as_str().to_owned()),
         ("PROJECTION_BATCH_SIZE", "10".to_owned()),
         ("PROJECTION_ACK_WAIT_MS", "2000".to_owned()),

@@ -23,7 +23,9 @@ impl App {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         // The read database belongs to the projections, which migrate it.
         let pool = settings.basics.connect_database("read", None).await?;
-        let service = Service::bind("query-api", settings.basics.http_addr).await?;
+        let service = Service::bind("query-api", settings.basics.http_addr)
+            .await?
+            .tls(settings.basics.tls.as_ref())?;
         Ok(Self {
             service,
             pool,
@@ -33,6 +35,11 @@ impl App {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.service.local_addr()
+    }
+
+    /// The base URL it answers on (`https://` when TLS is on).
+    pub fn url(&self) -> String {
+        self.service.url()
     }
 
     /// Serves until `shutdown`.

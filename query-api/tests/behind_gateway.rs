@@ -14,7 +14,9 @@ fn binary() -> &'static std::path::Path {
 }
 
 async fn circuit(gateway: &str) -> Option<String> {
-    let metrics = reqwest::get(format!("{gateway}/metrics"))
+    let metrics = testkit::http()
+        .get(format!("{gateway}/metrics"))
+        .send()
         .await
         .ok()?
         .text()
@@ -29,7 +31,9 @@ async fn circuit(gateway: &str) -> Option<String> {
 
 async fn catalog(gateway: &str) -> (u16, Duration) {
     let started = Instant::now();
-    let status = reqwest::get(format!("{gateway}/api/products"))
+    let status = testkit::http()
+        .get(format!("{gateway}/api/products"))
+        .send()
         .await
         .unwrap()
         .status()
@@ -66,7 +70,11 @@ async fn a_killed_upstream_is_a_fast_503_and_recovers_by_itself() {
     let (status, took) = catalog(&url).await;
     assert_eq!(status, 503);
     assert!(took < Duration::from_millis(500), "took {took:?}");
-    let response = reqwest::get(format!("{url}/api/products")).await.unwrap();
+    let response = testkit::http()
+        .get(format!("{url}/api/products"))
+        .send()
+        .await
+        .unwrap();
     assert!(response.headers().contains_key("retry-after"));
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["type"], "urn:streamshop:problem:unavailable");

@@ -20,12 +20,13 @@ async fn read_db() -> (String, PgPool) {
 
 async fn serve(url: &str) -> (String, CancellationToken) {
     let settings = query_api::Settings::from_env(&Env::from_pairs([
-        ("HTTP_ADDR", "127.0.0.1:0"),
-        ("DATABASE_URL", url),
+        ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
+        ("DATABASE_URL", url.to_owned()),
+        testkit::tls_env(),
     ]))
     .unwrap();
     let app = query_api::App::build(&settings).await.unwrap();
-    let base = format!("http://{}", app.local_addr());
+    let base = app.url();
     let stop = CancellationToken::new();
     tokio::spawn(app.run(stop.clone()));
     (base, stop)
@@ -53,7 +54,7 @@ async fn insert_order(
 }
 
 async fn get(url: String) -> (StatusCode, Value) {
-    let r = reqwest::get(url).await.unwrap();
+    let r = testkit::http().get(url).send().await.unwrap();
     (r.status(), r.json().await.unwrap_or(Value::Null))
 }
 
@@ -191,7 +192,7 @@ async fn reads_carry_an_etag_and_answer_304_when_unchanged() {
     .execute(&pool)
     .await
     .unwrap();
-    let client = reqwest::Client::new();
+    let client = testkit::http();
     let first = client
         .get(format!("{base}/products/E1"))
         .send()

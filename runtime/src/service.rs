@@ -36,6 +36,8 @@ where
 /// A service's own defaults under `cargo xtask up`.
 #[derive(Debug, Clone, Copy)]
 pub struct Defaults {
+    /// The name its certificate is issued to (`<name>.crt` in `TLS_DIR`).
+    pub name: &'static str,
     pub port: u16,
     pub database_url: &'static str,
     pub max_connections: u32,
@@ -54,6 +56,9 @@ pub struct Basics {
     pub failpoints: String,
     /// `RUST_LOG`, `LOG_FORMAT`.
     pub log: crate::telemetry::LogSettings,
+    /// `TLS` (default on) and `TLS_DIR`: the service's certificate, for its HTTPS and as a
+    /// client.
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 impl Basics {
@@ -109,6 +114,7 @@ impl Basics {
             )?,
             failpoints: env.string_or("FAILPOINTS", ""),
             log: crate::telemetry::LogSettings::from_env(env)?,
+            tls: crate::tls::TlsSettings::from_env(env, defaults.name)?,
         })
     }
 }
@@ -158,6 +164,9 @@ pub struct Service {
     pool: Option<sqlx::PgPool>,
     /// Set when a task stops on its own (an error or a panic) before shutdown.
     stopped_task: Arc<AtomicBool>,
+    /// Serve HTTPS with this, admitting callers by their client certificates; plain HTTP
+    /// when `None`.
+    tls: Option<rustls::ServerConfig>,
 }
 
 impl Service {
@@ -173,7 +182,28 @@ impl Service {
             tasks: Vec::new(),
             pool: None,
             stopped_task: Arc::default(),
+            tls: None,
         })
+    }
+
+    /// Serves HTTPS with the certificate of `tls`, admitting to the API only the callers of
+    /// [`crate::https::API_CALLERS`]; plain HTTP for `None` (`TLS=off`, or the gateway's
+    /// public side).
+    pub fn tls(mut self, tls: Option<&crate::tls::TlsSettings>) -> anyhow::Result<Self> {
+        self.tls = tls
+            .map(|settings| {
+                settings
+                    .server_config()
+                    .with_context(|| format!("the TLS configuration in {}", settings.dir.display()))
+            })
+            .transpose()?;
+        Ok(self)
+    }
+
+    /// The base URL the service answers on.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr())
     }
 
     /// Serves `routes` and, beside them: `/healthz`, `/readyz` (running `readiness`),
@@ -223,7 +253,7 @@ impl Service {
     /// Serves HTTP and runs the tasks until `shutdown`; each task finishes what it has in
     /// hand, and the pool is closed last.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        tracing::info!(service = self.name, addr = %self.local_addr(), "listening");
+        tracing::info!(service = self.name, url = %self.url(), "listening");
         // A task that fails or panics before shutdown leaves the service unable to do its
         // work (a dead projection worker would leave `/readyz` green while nothing moves):
         // readiness fails and the whole process stops, so a supervisor restarts it.
@@ -248,14 +278,21 @@ impl Service {
             .collect();
         // The peer address is offered to every handler (the gateway limits anonymous calls by
         // it).
-        let served = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("serving HTTP");
+        let served = match self.tls {
+            Some(config) => {
+                crate::https::serve(self.listener, self.router, config, shutdown.clone())
+                    .await
+                    .context("serving HTTPS")
+            }
+            None => axum::serve(
+                self.listener,
+                self.router
+                    .into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .context("serving HTTP"),
+        };
         // A server that failed stops the tasks too, rather than leaving them unsupervised.
         shutdown.cancel();
         for task in tasks {

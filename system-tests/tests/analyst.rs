@@ -257,6 +257,12 @@ async fn a_python_script_with_only_nats_py_and_pyarrow_agrees_on_counts_per_type
     let out = tokio::process::Command::new("python3")
         .arg(&script)
         .args(["--nats", &testkit::nats_analyst_url()])
+        .args(
+            testkit::infra()
+                .tls_dir
+                .iter()
+                .flat_map(|dir| [std::ffi::OsStr::new("--tls-dir"), dir.as_os_str()]),
+        )
         .args(["--stream", &s.orders.ns.stream(BoundedContext::Orders)])
         .arg("--parquet")
         .arg(&output)

@@ -40,27 +40,44 @@ async fn publish_as(identity: Identity, subject: String, payload: Vec<u8>) -> bo
     )
 }
 
+/// Connect options over TLS with a real certificate of the local CA (the operators'), so a
+/// refusal below is about the login, not the certificate.
+fn certified(options: async_nats::ConnectOptions) -> async_nats::ConnectOptions {
+    match testkit::tls_as("operator") {
+        Some(tls) => messaging::settings::with_tls(options, &tls).unwrap(),
+        None => options,
+    }
+}
+
 #[tokio::test]
 async fn an_anonymous_client_is_refused() {
     let url = &testkit::infra().nats_url;
-    let anonymous = async_nats::connect(url).await;
+    assert!(
+        async_nats::connect(url).await.is_err(),
+        "a client with neither certificate nor credentials must not connect"
+    );
+    let anonymous = certified(async_nats::ConnectOptions::new())
+        .connect(url)
+        .await;
     assert!(
         matches!(&anonymous, Err(e) if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation),
-        "a client without credentials must not connect: {anonymous:?}"
+        "a client without credentials must not connect, even with a certificate: {anonymous:?}"
     );
     // A key the server does not know, and the analysts' user with a wrong password.
     let stranger = nkeys::KeyPair::new_user().seed().unwrap();
-    let unknown = async_nats::ConnectOptions::with_nkey(stranger)
+    let unknown = certified(async_nats::ConnectOptions::with_nkey(stranger))
         .connect(url)
         .await;
     assert!(
         matches!(&unknown, Err(e) if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation),
         "an unknown key must not connect: {unknown:?}"
     );
-    let guessed =
-        async_nats::ConnectOptions::with_user_and_password("analyst".into(), "guess".into())
-            .connect(url)
-            .await;
+    let guessed = certified(async_nats::ConnectOptions::with_user_and_password(
+        "analyst".into(),
+        "guess".into(),
+    ))
+    .connect(url)
+    .await;
     assert!(guessed.is_err(), "a wrong password must not connect");
 }
 
@@ -193,8 +210,12 @@ async fn the_analysts_read_the_streams_and_can_write_nothing() {
     let s = Stack::start(3).await;
     s.product("FORGE-4", 5).await;
     let url = testkit::nats_analyst_url();
-    let analyst = messaging::settings::options_for(&url)
-        .custom_inbox_prefix(Identity::Analyst.inbox_prefix())
+    let mut options = messaging::settings::options_for(&url)
+        .custom_inbox_prefix(Identity::Analyst.inbox_prefix());
+    if let Some(tls) = testkit::tls_as("analyst") {
+        options = messaging::settings::with_tls(options, &tls).unwrap();
+    }
+    let analyst = options
         .connect(&url)
         .await
         .expect("the analysts log in with their password");

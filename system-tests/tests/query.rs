@@ -57,7 +57,11 @@ impl Stack {
     }
 
     async fn get(&self, path: &str) -> reqwest::Response {
-        reqwest::get(format!("{}{path}", self.query)).await.unwrap()
+        testkit::http()
+            .get(format!("{}{path}", self.query))
+            .send()
+            .await
+            .unwrap()
     }
 }
 
@@ -146,7 +150,7 @@ async fn bad_reads_are_problems() {
             "{path}"
         );
     }
-    let post = reqwest::Client::new()
+    let post = testkit::http()
         .post(format!("{}/orders/{id}", stack.query))
         .send()
         .await

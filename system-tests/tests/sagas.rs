@@ -169,7 +169,7 @@ async fn five_hundred_orders_through_two_replicas_all_end_and_balance() {
     for _ in 0..2 {
         let settings = orchestrator::Settings::from_env(&Env::from_pairs(env.clone())).unwrap();
         let app = orchestrator::App::build(&settings).await.unwrap();
-        s.urls[3] = format!("http://{}", app.local_addr());
+        s.urls[3] = app.url();
         let stop = CancellationToken::new();
         tokio::spawn(app.run(stop.clone()));
         s.shutdown.push(stop);
@@ -330,7 +330,7 @@ async fn the_query_api_shows_an_order_with_its_payment_saga_stock_and_sales() {
         query_api::App::build(&query_api::Settings::from_env(&Env::from_pairs(env)).unwrap())
             .await
             .unwrap();
-    let q = format!("http://{}", query.local_addr());
+    let q = query.url();
     tokio::spawn(query.run(stop.clone()));
 
     s.product("R1", 10).await;

@@ -51,7 +51,14 @@ fn clean(what: &str, text: &str, token: &str) {
 }
 
 async fn get(url: String) -> String {
-    reqwest::get(&url).await.unwrap().text().await.unwrap()
+    testkit::http()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

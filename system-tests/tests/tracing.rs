@@ -95,7 +95,7 @@ async fn one_order_is_one_trace_across_every_service() {
         .unwrap()
         .to_owned();
     // Another order at the same time, in a trace of its own: none of its work may join ours.
-    let ours = reqwest::Client::new()
+    let ours = testkit::http()
         .post(format!("{}/orders", s.urls[0]))
         .header("traceparent", &traceparent)
         .json(&PlaceOrder {
@@ -120,7 +120,9 @@ async fn one_order_is_one_trace_across_every_service() {
     assert_eq!(s.finished(other).await["outcome"], "confirmed");
     // The read side has the confirmed order, so the projections have handled its events.
     testkit::eventually(Duration::from_secs(10), "the order view", || async {
-        let view: serde_json::Value = reqwest::get(format!("{}/orders/{order}", s.reads[1]))
+        let view: serde_json::Value = testkit::http()
+            .get(format!("{}/orders/{order}", s.reads[1]))
+            .send()
             .await
             .ok()?
             .json()

@@ -74,8 +74,25 @@ impl Recorder {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the recorder");
-        let url = format!("http://{}", listener.local_addr().expect("an address"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = listener.local_addr().expect("an address");
+        // It stands in for an internal service, so it speaks as one: HTTPS, admitting the
+        // gateway by its certificate.
+        let url = match crate::tls_as("query") {
+            Some(tls) => {
+                let config = tls.server_config().expect("the tests' TLS files");
+                tokio::spawn(runtime::https::serve(
+                    listener,
+                    app,
+                    config,
+                    CancellationToken::new(),
+                ));
+                format!("https://{addr}")
+            }
+            None => {
+                tokio::spawn(async move { axum::serve(listener, app).await });
+                format!("http://{addr}")
+            }
+        };
         Self { url, seen }
     }
 
@@ -96,6 +113,7 @@ pub async fn gateway(
         ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
         ("NATS_URL", crate::infra().nats_url.clone()),
         ("NATS_CREDENTIALS_DIR", crate::nats_credentials_dir()),
+        crate::tls_env(),
         ("NATS_NAMESPACE", ns.as_str().to_owned()),
         ("OIDC_ISSUER_URL", oidc.issuer.clone()),
         ("OIDC_AUDIENCE", oidc.audience.clone()),
@@ -110,7 +128,7 @@ pub async fn gateway(
     let app = gateway::App::build(&settings)
         .await
         .expect("build the gateway");
-    let url = format!("http://{}", app.local_addr());
+    let url = app.url();
     let stop = CancellationToken::new();
     tokio::spawn(app.run(stop.clone()));
     (url, Stopper(stop))

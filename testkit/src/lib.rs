@@ -39,6 +39,9 @@ pub struct Infra {
     pub nats_analyst_url: Option<String>,
     /// Where the test command installed the analysts' Python packages (nats-py, pyarrow).
     pub python_path: Option<String>,
+    /// The local CA and every holder's certificate, as `cargo xtask test` made them for its
+    /// NATS server and for the services under test.
+    pub tls_dir: Option<std::path::PathBuf>,
 }
 
 /// The test infrastructure, read once from the environment.
@@ -54,6 +57,7 @@ pub fn infra() -> &'static Infra {
                 .get("STREAMSHOP_TEST_NATS_ANALYST_URL")
                 .map(str::to_owned),
             python_path: env.get("STREAMSHOP_TEST_PYTHONPATH").map(str::to_owned),
+            tls_dir: env.get("STREAMSHOP_TEST_TLS_DIR").map(Into::into),
         }
     })
 }
@@ -228,11 +232,59 @@ pub async fn nats_as(identity: Option<messaging::Identity>) -> async_nats::Clien
             .unwrap_or_else(|e| panic!("the test NATS key of {name}: {e:#}"));
         options = options.nkey(seed);
     }
+    // The administrator shows the operators' certificate: it has none of its own.
+    if let Some(tls) = tls_as(identity.map_or("operator", messaging::Identity::name)) {
+        options = messaging::settings::with_tls(options, &tls)
+            .unwrap_or_else(|e| panic!("the test TLS files of {name}: {e:#}"));
+    }
     options.connect(url).await.unwrap_or_else(|e| {
         panic!(
             "the test NATS at {url} is not reachable as {name} ({e}); run the tests with `cargo xtask test`"
         )
     })
+}
+
+/// The TLS files of `name` (`<name>.crt` in the tests' TLS folder), when the tests run with
+/// TLS.
+pub fn tls_as(name: &str) -> Option<runtime::tls::TlsSettings> {
+    infra()
+        .tls_dir
+        .as_ref()
+        .map(|dir| runtime::tls::TlsSettings::new(dir, name))
+}
+
+/// The TLS setting of a service in a test: `TLS_DIR`, or `TLS=off` when the test servers run
+/// without TLS (only outside `cargo xtask test`).
+pub fn tls_env() -> (&'static str, String) {
+    match &infra().tls_dir {
+        Some(dir) => ("TLS_DIR", dir.display().to_string()),
+        None => ("TLS", "off".to_owned()),
+    }
+}
+
+/// An HTTP client as an operator: it trusts the tests' CA and shows the operators'
+/// certificate, so it may call the internal services directly (and the gateway, over plain
+/// HTTP). Built once; clones share its connection pool.
+pub fn http() -> reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| http_as(tls_as("operator"))).clone()
+}
+
+/// An HTTP client that shows `tls`'s certificate (none for `None`), trusting the tests' CA.
+pub fn http_as(tls: Option<runtime::tls::TlsSettings>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder();
+    if let Some(tls) = tls {
+        let config = tls
+            .client_config()
+            .unwrap_or_else(|e| panic!("the tests' TLS files of {}: {e:#}", tls.name));
+        builder = builder.use_preconfigured_tls(config);
+    } else if let Some(dir) = &infra().tls_dir {
+        let ca = std::fs::read(dir.join(runtime::tls::CA_FILE)).expect("the tests' CA");
+        builder = builder
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("a PEM CA"));
+    }
+    builder.build().expect("an HTTP client")
 }
 
 /// `NATS_CREDENTIALS_DIR` for a service in a test (empty when the server asks for none).
@@ -331,7 +383,9 @@ pub async fn read_stream(js: &async_nats::jetstream::Context, stream: &str) -> V
 
 /// `GET url` and its JSON body (`Null` when there is none).
 pub async fn get_json(url: &str) -> serde_json::Value {
-    reqwest::get(url)
+    http()
+        .get(url)
+        .send()
         .await
         .unwrap_or_else(|e| panic!("GET {url}: {e}"))
         .json()

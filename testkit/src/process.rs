@@ -48,16 +48,19 @@ impl ServiceProcess {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        // Every internal service serves HTTPS when it is given its TLS files.
+        let tls = env.iter().any(|(k, v)| *k == "TLS_DIR" && !v.is_empty());
+        let scheme = if tls { "https" } else { "http" };
         let process = Self {
             child,
-            base_url: format!("http://127.0.0.1:{port}"),
+            base_url: format!("{scheme}://127.0.0.1:{port}"),
         };
         process.wait_ready(Duration::from_secs(30)).await;
         process
     }
 
     async fn wait_ready(&self, timeout: Duration) {
-        let client = reqwest::Client::new();
+        let client = crate::http();
         let url = format!("{}/readyz", self.base_url);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

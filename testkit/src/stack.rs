@@ -83,7 +83,7 @@ impl Stack {
         if options.orchestrator {
             let settings = orchestrator::Settings::from_env(&Env::from_pairs(env)).unwrap();
             let app = orchestrator::App::build(&settings).await.unwrap();
-            stack.urls[3] = format!("http://{}", app.local_addr());
+            stack.urls[3] = app.url();
             let stop = CancellationToken::new();
             tokio::spawn(app.run(stop.clone()));
             stack.shutdown.push(stop);
@@ -102,6 +102,7 @@ impl Stack {
             ("DATABASE_URL", read_db.owner.clone()),
             ("NATS_URL", crate::infra().nats_url.clone()),
             ("NATS_CREDENTIALS_DIR", crate::nats_credentials_dir()),
+            crate::tls_env(),
             ("NATS_NAMESPACE", self.orders.ns.as_str().to_owned()),
         ];
         let stop = CancellationToken::new();
@@ -110,8 +111,7 @@ impl Stack {
         )
         .await
         .unwrap();
-        self.reads
-            .push(format!("http://{}", projections.local_addr()));
+        self.reads.push(projections.url());
         tokio::spawn(projections.run(stop.clone()));
         // The query API reads as the role that may only SELECT.
         let mut env = env;
@@ -122,7 +122,7 @@ impl Stack {
             query_api::App::build(&query_api::Settings::from_env(&Env::from_pairs(env)).unwrap())
                 .await
                 .unwrap();
-        self.reads.push(format!("http://{}", query.local_addr()));
+        self.reads.push(query.url());
         tokio::spawn(query.run(stop.clone()));
         self.shutdown.push(stop);
     }
@@ -279,7 +279,9 @@ impl Stack {
     }
 
     pub async fn saga(&self, order: Uuid) -> Value {
-        reqwest::get(format!("{}/sagas/{order}", self.urls[3]))
+        crate::http()
+            .get(format!("{}/sagas/{order}", self.urls[3]))
+            .send()
             .await
             .unwrap()
             .json()

@@ -160,6 +160,7 @@ impl World {
             ("DATABASE_OWNER_URL", self.db.owner.clone()),
             ("NATS_URL", crate::infra().nats_url.clone()),
             ("NATS_CREDENTIALS_DIR", crate::nats_credentials_dir()),
+            crate::tls_env(),
             ("NATS_NAMESPACE", self.ns.as_str().to_owned()),
             ("OUTBOX_POLL_INTERVAL_MS", "200".into()),
         ]
@@ -285,9 +286,7 @@ pub async fn post_command<C: Command>(base: &str, command: &C, key: Option<&str>
 
 /// `POST base+path` with a JSON body and an optional `Idempotency-Key`.
 pub async fn post(base: &str, path: &str, body: Value, key: Option<&str>) -> HttpAnswer {
-    let mut request = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .json(&body);
+    let mut request = crate::http().post(format!("{base}{path}")).json(&body);
     if let Some(key) = key {
         request = request.header("Idempotency-Key", key);
     }
@@ -305,7 +304,7 @@ pub async fn post(base: &str, path: &str, body: Value, key: Option<&str>) -> Htt
 /// Serves a built command service in this process; returns its base URL and the token that
 /// stops it.
 pub fn serve(app: command_kit::CommandApp) -> (String, tokio_util::sync::CancellationToken) {
-    let base = format!("http://{}", app.local_addr());
+    let base = app.url();
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(app.run(shutdown.clone()));
     (base, shutdown)

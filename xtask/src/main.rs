@@ -12,6 +12,7 @@ mod proc;
 mod python;
 mod secrets;
 mod services;
+mod tls;
 
 #[cfg(test)]
 mod compose_check;
@@ -214,6 +215,7 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
                 nats::analyst_url(&layout)?,
             )
             .env("STREAMSHOP_TEST_PYTHONPATH", &python_path)
+            .env("STREAMSHOP_TEST_TLS_DIR", tls::dir(&layout))
             .current_dir(&layout.workspace),
     )?;
     println!(

@@ -121,7 +121,8 @@ pub fn seed_of(layout: &Layout, identity: Option<Identity>) -> anyhow::Result<St
     Ok(seed(layout, identity.map_or("admin", Identity::name))?.seed()?)
 }
 
-/// The analysts' URL: their user and password in it, as any NATS client takes them.
+/// The analysts' URL: their user and password in it, as any NATS client takes them. The
+/// server also asks for their certificate, `analyst.crt` in the environment's TLS folder.
 pub fn analyst_url(layout: &Layout) -> anyhow::Result<String> {
     let password = crate::secrets::password(layout, "nats-analyst")?;
     Ok(format!(
@@ -143,10 +144,13 @@ fn write_config(layout: &Layout) -> anyhow::Result<PathBuf> {
     } else {
         Scope::AnyNamespace
     };
+    let tls = crate::tls::dir(layout);
+    crate::tls::ensure(&tls)?;
     let path = layout.root.join("nats.conf");
     let text = format!(
-        "# Written by cargo xtask from messaging::identity: edit that, not this.\n{}",
-        messaging::identity::authorization(&users, &scope)
+        "# Written by cargo xtask from messaging::identity: edit that, not this.\n{}\n{}",
+        messaging::identity::authorization(&users, &scope),
+        crate::tls::nats_block(&tls.display().to_string())
     );
     crate::secrets::write_private(&path, text.as_bytes())?;
     Ok(path)
@@ -186,6 +190,7 @@ pub fn start(layout: &Layout) -> anyhow::Result<()> {
         "nats-server",
         layout.nats_monitor_port,
         "/healthz?js-enabled-only=true",
+        None,
         Duration::from_secs(30),
         &log,
         Some(pid),

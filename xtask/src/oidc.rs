@@ -98,6 +98,7 @@ pub fn start(layout: &Layout) -> anyhow::Result<()> {
         "oidc",
         PORT,
         "/.well-known/openid-configuration",
+        None,
         Duration::from_secs(30),
         &log,
         Some(pid),

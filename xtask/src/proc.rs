@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -64,15 +65,36 @@ pub fn spawn_detached(mut cmd: Command, log: &Path, pid_file: &Path) -> anyhow::
     Ok(pid)
 }
 
-/// A plain HTTP/1.0 GET on 127.0.0.1; returns the status code.
-pub fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut stream =
+/// An HTTP/1.0 GET on 127.0.0.1, over TLS with `tls`; returns the status code.
+pub fn http_status(port: u16, path: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> Option<u16> {
+    let stream =
         TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    match tls {
+        None => status_of(stream, path),
+        Some(config) => {
+            let server =
+                rustls::pki_types::ServerName::from(std::net::IpAddr::from([127, 0, 0, 1]));
+            let connection = rustls::ClientConnection::new(config.clone(), server).ok()?;
+            status_of(rustls::StreamOwned::new(connection, stream), path)
+        }
+    }
+}
+
+fn status_of(mut stream: impl Read + Write, path: &str) -> Option<u16> {
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    stream.flush().ok()?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// How xtask calls the services of an environment whose certificates are in `dir`: as an
+/// operator, trusting the local CA only.
+pub fn operator_tls(dir: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    Ok(Arc::new(
+        runtime::tls::TlsSettings::new(dir, "operator").client_config()?,
+    ))
 }
 
 /// Waits until `GET path` answers 200, or fails naming `what` and its log.
@@ -80,13 +102,14 @@ pub fn wait_http_ok(
     what: &str,
     port: u16,
     path: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
     timeout: Duration,
     log: &Path,
     pid: Option<i32>,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        if http_status(port, path) == Some(200) {
+        if http_status(port, path, tls) == Some(200) {
             return Ok(());
         }
         if let Some(pid) = pid {

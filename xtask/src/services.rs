@@ -64,6 +64,18 @@ pub(crate) const SERVICES: &[Service] = &[
     },
 ];
 
+impl Service {
+    /// Every service but the public gateway serves HTTPS, with the local CA's certificates.
+    pub fn serves_tls(&self) -> bool {
+        self.name != "gateway"
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.serves_tls() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+}
+
 /// Builds every service binary and those of `extra` packages; returns the folder holding
 /// them.
 pub fn build(layout: &Layout, release: bool, extra: &[&str]) -> anyhow::Result<PathBuf> {
@@ -117,6 +129,9 @@ fn modified(path: &Path) -> u128 {
 
 /// Starts each service that is not running its current binary, then waits for every `/readyz`.
 pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
+    let tls = crate::tls::dir(layout);
+    crate::tls::ensure(&tls)?;
+    let probe = proc::operator_tls(&tls)?;
     let mut started = Vec::new();
     for s in SERVICES {
         let binary = bins.join(s.package);
@@ -154,6 +169,7 @@ pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
             );
         }
         cmd.env("HTTP_ADDR", format!("127.0.0.1:{}", s.port))
+            .env("TLS_DIR", &tls)
             .env("NATS_URL", layout.nats_url())
             .env("OIDC_ISSUER_URL", crate::oidc::issuer())
             .env(
@@ -173,6 +189,7 @@ pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
             s.name,
             s.port,
             "/readyz",
+            s.serves_tls().then_some(&probe),
             Duration::from_secs(60),
             &log,
             Some(pid),
@@ -192,10 +209,12 @@ pub fn stop_all(layout: &Layout) {
 }
 
 pub fn status(layout: &Layout) {
+    let probe = proc::operator_tls(&crate::tls::dir(layout)).ok();
     for s in SERVICES {
         let state = match proc::running_pid(&pid_file(layout, s.name)) {
             Some(pid) => {
-                let ready = proc::http_status(s.port, "/readyz") == Some(200);
+                let tls = if s.serves_tls() { probe.as_ref() } else { None };
+                let ready = proc::http_status(s.port, "/readyz", tls) == Some(200);
                 format!(
                     "running  pid {pid} {}",
                     if ready { "ready" } else { "NOT READY" }
@@ -203,7 +222,7 @@ pub fn status(layout: &Layout) {
             }
             None => "stopped ".into(),
         };
-        println!("{:<12} {state} http://127.0.0.1:{}", s.name, s.port);
+        println!("{:<12} {state} {}", s.name, s.url());
     }
 }
 
@@ -211,7 +230,7 @@ pub fn print_urls(layout: &Layout) {
     println!();
     println!("streamshop is up:");
     for s in SERVICES {
-        println!("  {:<12} http://127.0.0.1:{}", s.name, s.port);
+        println!("  {:<12} {}", s.name, s.url());
     }
     println!("  {:<12} {}", "nats", layout.nats_url());
     println!(
@@ -221,6 +240,14 @@ pub fn print_urls(layout: &Layout) {
         layout.root.join("secrets.json").display()
     );
     println!("logs: {}", layout.logs().display());
+    let tls = crate::tls::dir(layout);
+    println!(
+        "tls: the internal services answer HTTPS to the gateway and to operators only; as an operator:"
+    );
+    println!(
+        "  curl --cacert {0}/ca.pem --cert {0}/operator.crt --key {0}/operator.key https://127.0.0.1:8081/openapi.json",
+        tls.display()
+    );
     println!();
     println!(
         "  {:<12} {} (cargo xtask token --customer <uuid> | --admin)",
@@ -249,7 +276,7 @@ pub fn print_urls(layout: &Layout) {
     println!();
     println!("observe:");
     println!(
-        "  metrics    http://127.0.0.1:<port>/metrics on every service above (Prometheus text)"
+        "  metrics    https://127.0.0.1:<port>/metrics on every internal service (Prometheus text; operator certificate)"
     );
     println!("  health     /healthz (alive) and /readyz (its database, NATS and streams answer)");
     println!("  traces     set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4318) before `up` to export them;");

@@ -76,7 +76,9 @@ impl App {
             .postgres("orchestrator", pool.clone())
             .nats(nats.clone())
             .streams(js, streams);
-        let service = Service::bind("orchestrator", settings.basics.http_addr).await?;
+        let service = Service::bind("orchestrator", settings.basics.http_addr)
+            .await?
+            .tls(settings.basics.tls.as_ref())?;
         Ok(Self {
             service,
             settings: settings.clone(),
@@ -91,6 +93,11 @@ impl App {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.service.local_addr()
+    }
+
+    /// The base URL it answers on (`https://` when TLS is on).
+    pub fn url(&self) -> String {
+        self.service.url()
     }
 
     /// Runs until `shutdown`: consumers finish their batch, the relay its batch.

@@ -28,6 +28,7 @@ pub struct Settings {
 
 /// Port and database of `cargo xtask up`.
 const DEFAULTS: Defaults = Defaults {
+    name: "orchestrator",
     port: 8084,
     database_url: "postgres://orchestrator@127.0.0.1:25432/orchestrator",
     max_connections: 20,

@@ -82,7 +82,7 @@ async fn a_placed_order_reaches_the_stream_in_a_cloudevents_envelope() {
     let (base, shutdown) = w.spawn::<OrdersSpec>().await;
     let traceparent = runtime::trace::new_traceparent();
     let place = place_order();
-    let response = reqwest::Client::new()
+    let response = testkit::http()
         .post(format!("{base}{}", path_of(&place)))
         .header("traceparent", &traceparent)
         .json(&place)
@@ -129,7 +129,7 @@ async fn a_placed_order_reaches_the_stream_in_a_cloudevents_envelope() {
 async fn bad_input_is_a_problem_and_writes_nothing() {
     let w = World::new("orders").await;
     let (base, shutdown) = w.spawn::<OrdersSpec>().await;
-    let client = reqwest::Client::new();
+    let client = testkit::http();
     let customer = uuid::Uuid::now_v7();
     // Malformed on purpose: a line whose SKU or quantity has the wrong shape.
     let malformed_line = |sku: Value, q: Value| {
@@ -269,9 +269,15 @@ async fn bad_input_is_a_problem_and_writes_nothing() {
 async fn health_and_readiness_answer() {
     let w = World::new("orders").await;
     let (base, shutdown) = w.spawn::<OrdersSpec>().await;
-    let healthz = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    let healthz = testkit::http()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(healthz.status(), StatusCode::OK);
-    let readyz: Value = reqwest::get(format!("{base}/readyz"))
+    let readyz: Value = testkit::http()
+        .get(format!("{base}/readyz"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -301,7 +307,11 @@ async fn readiness_follows_the_database_going_away_and_coming_back() {
             .unwrap(),
     );
     let readyz = || async {
-        let r = reqwest::get(format!("{base}/readyz")).await.unwrap();
+        let r = testkit::http()
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap();
         let status = r.status();
         (status, r.json::<Value>().await.unwrap())
     };
@@ -325,7 +335,11 @@ async fn readiness_follows_the_database_going_away_and_coming_back() {
         report["checks"]["nats"], "ok",
         "only the database is away: {report}"
     );
-    let healthz = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    let healthz = testkit::http()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         healthz.status(),
         StatusCode::OK,
@@ -376,7 +390,7 @@ async fn crash_between_publish_and_outbox_delete_publishes_once() {
         .await;
     // The process may die before it answers: the commit is what matters.
     let place = place_order();
-    let _ = reqwest::Client::new()
+    let _ = testkit::http()
         .post(format!("{}{}", doomed.base_url, path_of(&place)))
         .json(&place)
         .send()

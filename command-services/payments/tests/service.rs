@@ -256,7 +256,7 @@ async fn json_logs_parse_and_never_contain_a_payment_token() {
         .to_owned();
     let traced_order = Uuid::now_v7();
     let traced = authorise(traced_order, "tok_ok", 100);
-    let r = reqwest::Client::new()
+    let r = testkit::http()
         .post(format!("{}{}", process.base_url, path_of(&traced)))
         .header("traceparent", &traceparent)
         .json(&traced)

@@ -1,0 +1,150 @@
+//! Internal HTTPS: serves a service's router over TLS, and lets a request through only when
+//! its connection's client certificate belongs to a caller allowed on that route.
+//!
+//! Health and readiness are open to anyone (a Kubernetes probe has no certificate); metrics
+//! also to the Prometheus scraper; everything else only to the gateway and to operators.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::problem::Problem;
+
+/// The callers of a service's API: the public entry and people operating the system.
+pub const API_CALLERS: &[&str] = &["gateway", "operator"];
+
+/// Who may also read `/metrics`.
+pub const METRICS_SCRAPER: &str = "prometheus";
+
+/// Routes every client may reach, certificate or not.
+const OPEN_ROUTES: &[&str] = &["/healthz", "/readyz"];
+
+/// A client that opens a connection and never finishes the handshake is dropped after this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who is at the other end of a connection, as its verified client certificate says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// No certificate.
+    Anonymous,
+    /// A certificate signed by the local CA, issued to this caller (`None`: to a process that
+    /// calls no API, such as a projection worker).
+    Certified(Option<&'static str>),
+}
+
+impl Peer {
+    fn of(certificate: Option<&rustls::pki_types::CertificateDer<'_>>) -> Self {
+        match certificate {
+            None => Self::Anonymous,
+            Some(cert) => Self::Certified(
+                API_CALLERS
+                    .iter()
+                    .chain([&METRICS_SCRAPER])
+                    .find(|name| crate::tls::names(cert, name))
+                    .copied(),
+            ),
+        }
+    }
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown`, then lets every connection finish
+/// the request in hand.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    config: rustls::ServerConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let router = router.layer(axum::middleware::from_fn(admit));
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, router, watcher) = (acceptor.clone(), router.clone(), connections.watcher());
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%addr, error = %e, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let peer = Peer::of(tls.get_ref().1.peer_certificates().and_then(|c| c.first()));
+            let service = hyper::service::service_fn(move |mut request: Request<_>| {
+                request.extensions_mut().insert(ConnectInfo(addr));
+                request.extensions_mut().insert(peer);
+                router.clone().oneshot(request.map(axum::body::Body::new))
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .serve_connection(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(connection).await {
+                tracing::debug!(%addr, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
+    Ok(())
+}
+
+/// Refuses a request whose caller may not reach its route: 401 without a certificate, 403
+/// with another process's.
+async fn admit(request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if OPEN_ROUTES.contains(&path) {
+        return next.run(request).await;
+    }
+    let peer = request
+        .extensions()
+        .get::<Peer>()
+        .copied()
+        .unwrap_or(Peer::Anonymous);
+    let allowed = match peer {
+        Peer::Certified(Some(caller)) => {
+            API_CALLERS.contains(&caller) || (caller == METRICS_SCRAPER && path == "/metrics")
+        }
+        Peer::Certified(None) => false,
+        Peer::Anonymous => {
+            return Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "client-certificate-required",
+                "This internal API needs a client certificate",
+            )
+            .detail("Call it through the gateway, or as an operator with the local CA's operator certificate.")
+            .into_response();
+        }
+    };
+    if allowed {
+        next.run(request).await
+    } else {
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "caller-not-allowed",
+            "This client certificate may not call this route",
+        )
+        .into_response()
+    }
+}

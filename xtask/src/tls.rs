@@ -1,0 +1,185 @@
+//! The local certificate authority: one CA per environment, and a certificate signed by it for
+//! the NATS server and for every process that connects to it or serves internal HTTPS.
+//!
+//! Each certificate names its holder (`orders`, `gateway`, `operator`, ...) among its DNS
+//! names, beside `localhost` and `127.0.0.1`, and is good for both ends of a connection: the
+//! services serve HTTPS with it and show it as a client. A server tells its callers apart by
+//! that name (`runtime::https`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+/// Who gets a certificate, and the host names it also answers to (those of the compose stack).
+pub const HOLDERS: &[(&str, &[&str])] = &[
+    ("nats", &["nats"]),
+    ("orders", &["orders"]),
+    ("inventory", &["inventory"]),
+    ("payments", &["payments"]),
+    ("orchestrator", &["orchestrator"]),
+    ("projections", &["projections"]),
+    ("query", &["query-api"]),
+    ("gateway", &["gateway"]),
+    // People and tools, not services: the analysts' stream reads, operators' direct calls to
+    // the internal APIs, and the metrics scraper.
+    ("analyst", &[]),
+    ("operator", &[]),
+    ("prometheus", &["prometheus"]),
+];
+
+/// How long the certificates of `cargo xtask up`, test and bench last; they are made again a
+/// month before they end.
+const LOCAL_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The CA's name, the same each time it is rebuilt from its key.
+const CA_NAME: &str = "streamshop local CA";
+
+/// Where an environment keeps its CA and certificates.
+pub fn dir(layout: &crate::layout::Layout) -> PathBuf {
+    layout.root.join("tls")
+}
+
+/// Makes the CA and every holder's certificate under `dir` where they are missing or due for
+/// renewal, and keeps the rest. A new CA means new certificates for everyone.
+pub fn ensure(dir: &Path) -> anyhow::Result<()> {
+    ensure_for(dir, LOCAL_VALIDITY, RENEW_BEFORE, Keys::Private)
+}
+
+/// How key files are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// Readable by their owner only.
+    Private,
+    /// Readable by anyone: the committed compose keys, which containers running as another
+    /// user read through a bind mount.
+    Shared,
+}
+
+/// [`ensure`] with the given lifetime (the committed compose certificates last longer).
+pub fn ensure_for(
+    dir: &Path,
+    validity: Duration,
+    renew_before: Duration,
+    keys: Keys,
+) -> anyhow::Result<()> {
+    let write_key = |path: &Path, pem: String| match keys {
+        Keys::Private => crate::secrets::write_private(path, pem.as_bytes()),
+        Keys::Shared => {
+            std::fs::write(path, pem).with_context(|| format!("writing {}", path.display()))
+        }
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (ca_cert, ca_key) = (dir.join(runtime::tls::CA_FILE), dir.join("ca.key"));
+    let fresh_ca = !ca_key.exists() || due(&ca_cert, validity, renew_before);
+    let key = if fresh_ca {
+        let key = KeyPair::generate().context("making the CA's key")?;
+        write_key(&ca_key, key.serialize_pem())?;
+        let cert = ca_params(validity)?
+            .self_signed(&key)
+            .context("signing the CA")?;
+        std::fs::write(&ca_cert, cert.pem())?;
+        key
+    } else {
+        let pem = std::fs::read_to_string(&ca_key)
+            .with_context(|| format!("reading {}", ca_key.display()))?;
+        KeyPair::from_pem(&pem).with_context(|| format!("{} is not a key", ca_key.display()))?
+    };
+    let issuer = Issuer::new(ca_params(validity)?, key);
+    for (name, hosts) in HOLDERS {
+        let cert = dir.join(format!("{name}.crt"));
+        if !fresh_ca && !due(&cert, validity, renew_before) {
+            continue;
+        }
+        let mut names = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        names.push((*name).to_owned());
+        names.extend(hosts.iter().filter(|h| *h != name).map(|h| (*h).to_owned()));
+        let mut params = CertificateParams::new(names)
+            .with_context(|| format!("the names of {name}'s certificate"))?;
+        params.distinguished_name.push(DnType::CommonName, *name);
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        (params.not_before, params.not_after) = lifetime(validity);
+        let key = KeyPair::generate().with_context(|| format!("making {name}'s key"))?;
+        let signed = params
+            .signed_by(&key, &issuer)
+            .with_context(|| format!("signing {name}'s certificate"))?;
+        write_key(&dir.join(format!("{name}.key")), key.serialize_pem())?;
+        std::fs::write(&cert, signed.pem())?;
+    }
+    if fresh_ca {
+        println!("tls: made a CA and certificates in {}", dir.display());
+    }
+    Ok(())
+}
+
+fn ca_params(validity: Duration) -> anyhow::Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::new())?;
+    params.distinguished_name.push(DnType::CommonName, CA_NAME);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    (params.not_before, params.not_after) = lifetime(validity);
+    Ok(params)
+}
+
+/// From an hour ago (clocks differ a little) for `validity`.
+fn lifetime(validity: Duration) -> (time::OffsetDateTime, time::OffsetDateTime) {
+    let now = time::OffsetDateTime::now_utc();
+    (now - time::Duration::hours(1), now + validity)
+}
+
+/// Whether the file is missing, or was written so long ago that it ends within `renew_before`.
+fn due(path: &Path, validity: Duration, renew_before: Duration) -> bool {
+    let age = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|written| SystemTime::now().duration_since(written).ok());
+    age.is_none_or(|age| age + renew_before >= validity)
+}
+
+/// The `tls` block of a NATS server whose certificates are in `dir` (as the server sees it):
+/// TLS required, and every client must show a certificate of the local CA besides its key.
+pub fn nats_block(dir: &str) -> String {
+    format!(
+        "tls {{\n  cert_file: \"{dir}/nats.crt\"\n  key_file: \"{dir}/nats.key\"\n  \
+         ca_file: \"{dir}/{ca}\"\n  verify: true\n  timeout: 5\n}}\n",
+        ca = runtime::tls::CA_FILE
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificates_are_made_once_and_chain_to_the_ca() {
+        let dir = std::env::temp_dir().join(format!("xtask-tls-{}", uuid::Uuid::new_v4()));
+        ensure(&dir).unwrap();
+        let first = std::fs::read(dir.join("orders.crt")).unwrap();
+        ensure(&dir).unwrap();
+        assert_eq!(std::fs::read(dir.join("orders.crt")).unwrap(), first);
+        for (name, _) in HOLDERS {
+            let settings = runtime::tls::TlsSettings::new(&dir, name);
+            settings.client_config().unwrap();
+            settings.server_config().unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
