@@ -80,6 +80,7 @@ pub async fn run(b: &Bench) -> anyhow::Result<CommandsFigure> {
             "--migrate".into(),
         ],
         &[],
+        false,
         &b.logs,
     )
     .await?;

@@ -100,9 +100,24 @@ where
     }
 }
 
-/// An HTTP client for `clients` concurrent connections to one host.
+/// How the driver calls the internal services: as an operator of the local CA.
+static TLS: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new();
+
+/// Makes every client of [`http_client`] trust the CA of `dir` and show the operators'
+/// certificate.
+pub fn trust(dir: &std::path::Path) -> anyhow::Result<()> {
+    let config = runtime::tls::TlsSettings::new(dir, "operator").client_config()?;
+    let _ = TLS.set(config);
+    Ok(())
+}
+
+/// An HTTP client for `clients` concurrent connections to one host (HTTPS or HTTP).
 pub fn http_client(clients: usize) -> reqwest::Client {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    if let Some(config) = TLS.get() {
+        builder = builder.use_preconfigured_tls(config.clone());
+    }
+    builder
         .pool_max_idle_per_host(clients)
         .timeout(Duration::from_secs(30))
         .tcp_nodelay(true)

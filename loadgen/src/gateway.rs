@@ -124,19 +124,27 @@ pub async fn run(b: &Bench) -> anyhow::Result<GatewayFigure> {
     let projections = b.service("projections", &read_db, NAMESPACE, &[]).await?;
     let query = b.service("query-api", &read_db, NAMESPACE, &[]).await?;
     // No limit the benchmark could reach: the figure is the gateway's cost, not its limiter.
-    let credentials = b.nats_credentials.display().to_string();
-    let env = [
-        ("NATS_URL", b.nats_url.as_str()),
-        ("NATS_CREDENTIALS_DIR", &credentials),
-        ("NATS_NAMESPACE", NAMESPACE),
-        ("ORDERS_URL", &orders.base_url),
-        ("QUERY_URL", &query.base_url),
-        ("OIDC_ISSUER_URL", &provider.issuer),
-        ("RATE_LIMIT_PER_MINUTE", "100000000"),
-        ("RATE_LIMIT_BURST", "1000000"),
-    ]
-    .map(|(k, v)| (k.to_owned(), v.to_owned()));
-    let gateway = Proc::start("gateway", &b.bins.join("gateway"), &[], &env, &b.logs).await?;
+    let mut env = b.transport.env();
+    env.extend(
+        [
+            ("NATS_NAMESPACE", NAMESPACE),
+            ("ORDERS_URL", &orders.base_url),
+            ("QUERY_URL", &query.base_url),
+            ("OIDC_ISSUER_URL", &provider.issuer),
+            ("RATE_LIMIT_PER_MINUTE", "100000000"),
+            ("RATE_LIMIT_BURST", "1000000"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let gateway = Proc::start(
+        "gateway",
+        &b.bins.join("gateway"),
+        &[],
+        &env,
+        false,
+        &b.logs,
+    )
+    .await?;
 
     let mut customers = Vec::new();
     for n in 0..CUSTOMERS {

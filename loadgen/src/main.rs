@@ -14,6 +14,7 @@ mod queries;
 mod replay;
 mod report;
 mod sagas;
+mod security;
 mod stats;
 
 use std::net::SocketAddr;
@@ -61,6 +62,13 @@ struct RunArgs {
     /// Folder of the NATS identities' keys (`<identity>.nk`, `admin.nk`).
     #[arg(long)]
     nats_credentials: PathBuf,
+    /// Folder of the local CA and every process's certificate: every connection of the stack
+    /// is TLS, as in `cargo xtask up`.
+    #[arg(long)]
+    tls_dir: PathBuf,
+    /// A nats-server binary, for the security figure's second server (no users, no TLS).
+    #[arg(long)]
+    nats_server: Option<PathBuf>,
     /// The analysts' NATS URL (user and password in it), for `events export`.
     #[arg(long)]
     nats_analyst_url: String,
@@ -93,12 +101,12 @@ struct RunArgs {
     /// At least this many events are replayed.
     #[arg(long, default_value_t = 1_000_000)]
     replay_events: u64,
-    /// Which figures to run (commands, sagas, queries, replay, gateway); sagas feeds queries
+    /// Which figures to run (commands, sagas, queries, replay, gateway, security); sagas feeds queries
     /// and replay.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "commands,sagas,queries,replay,gateway"
+        default_value = "commands,sagas,queries,replay,gateway,security"
     )]
     figures: Vec<String>,
     /// The commit measured, for the report.
@@ -106,11 +114,52 @@ struct RunArgs {
     commit: String,
 }
 
+/// How the benchmark's processes reach NATS and each other.
+#[derive(Debug, Clone)]
+pub struct Transport {
+    pub nats_url: String,
+    /// The NATS identities' keys; `None` for a server that lets anyone in.
+    pub nats_credentials: Option<PathBuf>,
+    /// The local CA and certificates; `None` runs every connection in plain text (`TLS=off`).
+    pub tls_dir: Option<PathBuf>,
+}
+
+impl Transport {
+    /// What a service is told about NATS and TLS.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![("NATS_URL".to_owned(), self.nats_url.clone())];
+        if let Some(dir) = &self.nats_credentials {
+            env.push(("NATS_CREDENTIALS_DIR".into(), dir.display().to_string()));
+        }
+        match &self.tls_dir {
+            Some(dir) => env.push(("TLS_DIR".into(), dir.display().to_string())),
+            None => env.push(("TLS".into(), "off".into())),
+        }
+        env
+    }
+
+    /// A NATS connection as the administrator (the driver sets up and reads streams), with
+    /// the operators' certificate.
+    pub async fn nats_admin(&self) -> anyhow::Result<async_nats::Client> {
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(dir) = &self.nats_credentials {
+            options = options.nkey(messaging::settings::seed_in(dir, "admin")?);
+        }
+        if let Some(dir) = &self.tls_dir {
+            options = messaging::settings::with_tls(
+                options,
+                &runtime::tls::TlsSettings::new(dir, "operator"),
+            )?;
+        }
+        Ok(options.connect(&self.nats_url).await?)
+    }
+}
+
 /// What every figure needs.
 pub struct Bench {
     pub cluster: Cluster,
-    pub nats_url: String,
-    pub nats_credentials: PathBuf,
+    /// As the stack runs: TLS, keys and permissions.
+    pub transport: Transport,
     pub nats_analyst_url: String,
     pub bins: PathBuf,
     pub logs: PathBuf,
@@ -128,10 +177,7 @@ pub struct Bench {
 impl Bench {
     /// A NATS connection as the administrator (the driver sets up and reads streams).
     pub async fn nats_admin(&self) -> anyhow::Result<async_nats::Client> {
-        let seed = messaging::settings::seed_in(&self.nats_credentials, "admin")?;
-        Ok(async_nats::ConnectOptions::with_nkey(seed)
-            .connect(&self.nats_url)
-            .await?)
+        self.transport.nats_admin().await
     }
 
     /// Starts a release service binary on `database_url` and `namespace`.
@@ -142,21 +188,39 @@ impl Bench {
         namespace: &str,
         extra: &[(&str, &str)],
     ) -> anyhow::Result<Proc> {
+        self.service_on(&self.transport, package, database_url, namespace, extra)
+            .await
+    }
+
+    /// [`Bench::service`] reaching NATS and its callers by `transport`.
+    pub async fn service_on(
+        &self,
+        transport: &Transport,
+        package: &str,
+        database_url: &str,
+        namespace: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Proc> {
         let mut env = vec![
             ("DATABASE_URL".to_owned(), database_url.to_owned()),
-            ("NATS_URL".to_owned(), self.nats_url.clone()),
-            (
-                "NATS_CREDENTIALS_DIR".to_owned(),
-                self.nats_credentials.display().to_string(),
-            ),
             ("NATS_NAMESPACE".to_owned(), namespace.to_owned()),
         ];
+        env.extend(transport.env());
         env.extend(
             extra
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
-        Proc::start(package, &self.bins.join(package), &[], &env, &self.logs).await
+        let https = transport.tls_dir.is_some();
+        Proc::start(
+            package,
+            &self.bins.join(package),
+            &[],
+            &env,
+            https,
+            &self.logs,
+        )
+        .await
     }
 
     /// Postgres (with its backends) and NATS, to watch beside the processes of a figure.
@@ -212,14 +276,18 @@ fn main() -> ExitCode {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    drive::trust(&args.tls_dir)?;
     std::fs::create_dir_all(&args.out)?;
     std::fs::create_dir_all(&args.logs)?;
     let b = Bench {
         cluster: Cluster {
             admin_url: args.pg_admin_url,
         },
-        nats_url: args.nats_url,
-        nats_credentials: args.nats_credentials,
+        transport: Transport {
+            nats_url: args.nats_url,
+            nats_credentials: Some(args.nats_credentials),
+            tls_dir: Some(args.tls_dir.clone()),
+        },
         nats_analyst_url: args.nats_analyst_url,
         bins: args.bins,
         logs: args.logs,
@@ -245,6 +313,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         queries: None,
         replay: None,
         gateway: None,
+        security: None,
         targets: Vec::new(),
     };
 
@@ -270,6 +339,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     if wants("gateway") {
         report.gateway = Some(gateway::run(&b).await?);
+    }
+
+    if wants("security") {
+        let server = args
+            .nats_server
+            .as_deref()
+            .context("the security figure needs --nats-server")?;
+        report.security = Some(security::run(&b, server).await?);
     }
 
     report.machine.total_seconds = started.elapsed().as_secs_f64();

@@ -23,6 +23,15 @@ pub struct Proc {
     log: PathBuf,
 }
 
+/// The base URL of the process named `name` among `procs` (empty when there is none).
+pub fn url_of(procs: &[Proc], name: &str) -> String {
+    procs
+        .iter()
+        .find(|p| p.name == name)
+        .map(|p| p.base_url.clone())
+        .unwrap_or_default()
+}
+
 /// A free port on loopback, as the OS hands it out.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -33,12 +42,14 @@ pub fn free_port() -> u16 {
 
 impl Proc {
     /// Starts `program args` with `env` on a fresh port and waits for `/readyz` (or `/healthz`
-    /// for the bare server); its output goes to `<logs>/<name>.log`.
+    /// for the bare server); its output goes to `<logs>/<name>.log`. It answers HTTPS when
+    /// `https`.
     pub async fn start(
         name: &str,
         program: &Path,
         args: &[String],
         env: &[(String, String)],
+        https: bool,
         logs: &Path,
     ) -> anyhow::Result<Self> {
         let port = free_port();
@@ -67,7 +78,10 @@ impl Proc {
         let pid = child.id().context("the child's pid")? as i32;
         let mut proc = Self {
             name: name.to_owned(),
-            base_url: format!("http://127.0.0.1:{port}"),
+            base_url: format!(
+                "{}://127.0.0.1:{port}",
+                if https { "https" } else { "http" }
+            ),
             pid,
             child,
             log,
@@ -77,7 +91,7 @@ impl Proc {
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let client = reqwest::Client::new();
+        let client = crate::drive::http_client(1);
         let url = format!("{}/readyz", self.base_url);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -163,6 +177,17 @@ pub struct Watched {
     pub pid: i32,
     /// Count the process's children too (Postgres forks one backend per connection).
     pub with_children: bool,
+}
+
+impl Watched {
+    /// One of the benchmark's own processes.
+    pub fn of(process: &Proc) -> Self {
+        Self {
+            name: process.name.clone(),
+            pid: process.pid,
+            with_children: false,
+        }
+    }
 }
 
 /// What a watched process cost over a window.

@@ -41,6 +41,7 @@ pub async fn run(
             "20".into(),
         ],
         &[],
+        false,
         &b.logs,
     )
     .await?;

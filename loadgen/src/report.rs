@@ -8,6 +8,7 @@ use crate::gateway::GatewayFigure;
 use crate::queries::QueriesFigure;
 use crate::replay::ReplayFigure;
 use crate::sagas::SagasFigure;
+use crate::security::SecurityFigure;
 use crate::stats::{ratio, LatencySpread};
 
 /// Where and how the benchmark ran.
@@ -74,6 +75,7 @@ pub struct Report {
     pub queries: Option<QueriesFigure>,
     pub replay: Option<ReplayFigure>,
     pub gateway: Option<GatewayFigure>,
+    pub security: Option<SecurityFigure>,
     pub targets: Vec<Target>,
 }
 
@@ -173,6 +175,20 @@ impl Report {
                 "<= 15% of throughput",
                 format!("{:.0}%", cost * 100.0),
                 cost <= 0.15,
+            );
+        }
+        if let Some(s) = &self.security {
+            let cost = s.cost();
+            add(
+                "TLS and NATS permissions: commands/s and sagas/s vs open connections",
+                "<= 10% of throughput",
+                format!(
+                    "{:.0}% (commands {:.0}%, sagas {:.0}% of open)",
+                    cost * 100.0,
+                    s.commands_share.median * 100.0,
+                    s.sagas_share.median * 100.0
+                ),
+                cost <= 0.10,
             );
         }
         self.targets = t;
@@ -451,6 +467,56 @@ impl Report {
                     .collect::<Vec<_>>()
                     .join("; ")
             ));
+            line(String::new());
+        }
+        if let Some(s) = &self.security {
+            line(
+                concat!(
+                    "**7. TLS and permissions**: the same binaries and work, alternating each ",
+                    "round between open connections (a NATS server with no users and no TLS, ",
+                    "services at `TLS=off`) and the stack as it runs (mutual TLS on NATS and ",
+                    "internal HTTP, an nkey per service, per-identity permissions); ",
+                    "`POST /orders` at 64 clients, and a burst of 400 sagas placed by 64 clients"
+                )
+                .into(),
+            );
+            line(String::new());
+            line("| measure | open | secured | secured / open (per round) |".into());
+            line("|---|---|---|---|".into());
+            for (what, open, secured, share) in [
+                (
+                    "`POST /orders` /s",
+                    &s.open.commands_per_second,
+                    &s.secured.commands_per_second,
+                    Some(&s.commands_share),
+                ),
+                (
+                    "sagas confirmed /s",
+                    &s.open.sagas_per_second,
+                    &s.secured.sagas_per_second,
+                    Some(&s.sagas_share),
+                ),
+                (
+                    "CPU per saga, all processes, ms",
+                    &s.open.cpu_ms_per_saga,
+                    &s.secured.cpu_ms_per_saga,
+                    None,
+                ),
+            ] {
+                let share = share.map_or("".to_owned(), |sh| {
+                    format!(
+                        "{:.0}% ({:.0}–{:.0}%)",
+                        sh.median * 100.0,
+                        sh.min * 100.0,
+                        sh.max * 100.0
+                    )
+                });
+                line(format!(
+                    "| {what} | {} | {} | {share} |",
+                    open.show(1),
+                    secured.show(1)
+                ));
+            }
             line(String::new());
         }
         o

@@ -65,27 +65,16 @@ impl Stack {
             }
             procs.push(b.service(name, &url, NAMESPACE, &[]).await?);
         }
-        let url_of = |name: &str| {
-            procs
-                .iter()
-                .find(|p| p.name == name)
-                .map(|p| p.base_url.clone())
-                .unwrap_or_default()
-        };
         Ok(Self {
-            query_url: url_of("query-api"),
-            orders_url: url_of("orders"),
+            query_url: crate::procs::url_of(&procs, "query-api"),
+            orders_url: crate::procs::url_of(&procs, "orders"),
             read_url,
             procs,
         })
     }
 
     fn url(&self, name: &str) -> String {
-        self.procs
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| p.base_url.clone())
-            .unwrap_or_default()
+        crate::procs::url_of(&self.procs, name)
     }
 
     /// Stops every process but those named in `keep`.
@@ -332,15 +321,7 @@ pub async fn run(b: &Bench, stack: &Stack) -> anyhow::Result<SagasFigure> {
     // Warm up the caches, pools and JIT-free paths before anything is measured.
     driver.step(&mut rx, 20.0, 2.0).await;
 
-    let mut watched: Vec<Watched> = stack
-        .procs
-        .iter()
-        .map(|p| Watched {
-            name: p.name.clone(),
-            pid: p.pid,
-            with_children: false,
-        })
-        .collect();
+    let mut watched: Vec<Watched> = stack.procs.iter().map(Watched::of).collect();
     watched.extend(b.infrastructure());
     watched.push(Watched {
         name: "loadgen (the load itself)".into(),
@@ -428,8 +409,13 @@ async fn xid(b: &Bench) -> anyhow::Result<i64> {
 
 /// 100 products with stock for every order the benchmark can place.
 async fn create_products(stack: &Stack) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
-    let url = format!("{}/products", stack.url("inventory"));
+    create_products_at(&stack.url("inventory")).await
+}
+
+/// [`create_products`] on the inventory service at `inventory`.
+pub async fn create_products_at(inventory: &str) -> anyhow::Result<()> {
+    let client = http_client(1);
+    let url = format!("{inventory}/products");
     for i in 0..100 {
         let sku = bench_sku(i);
         let create = CreateProduct {
