@@ -223,3 +223,67 @@ fn the_nats_configuration_is_the_identities_and_each_service_holds_only_its_own_
         );
     }
 }
+
+#[test]
+fn every_service_speaks_tls_with_its_own_certificate_and_no_other() {
+    let compose = compose();
+    let dir = crate::compose_keys::tls_dir(workspace());
+    let mut holders = BTreeSet::new();
+    for (name, service) in services(&compose) {
+        let environment = &service["environment"];
+        if environment["HTTP_ADDR"].is_null() {
+            continue;
+        }
+        assert_eq!(environment["TLS_DIR"], "/run/tls", "{name} uses TLS");
+        let holder = if name == "query-api" {
+            "query"
+        } else {
+            name.as_str()
+        };
+        let mounts: Vec<&str> = service["volumes"]
+            .as_array()
+            .map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| v.contains("docker/tls/"))
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                "./docker/tls/ca.pem:/run/tls/ca.pem:ro".to_owned(),
+                format!("./docker/tls/{holder}.crt:/run/tls/{holder}.crt:ro"),
+                format!("./docker/tls/{holder}.key:/run/tls/{holder}.key:ro"),
+            ],
+            "{name} mounts the CA and its own certificate and key, and no other"
+        );
+        // The committed files make a working client and server.
+        let tls = runtime::tls::TlsSettings::new(&dir, holder);
+        tls.client_config()
+            .unwrap_or_else(|e| panic!("{holder}: {e:#}"));
+        tls.server_config()
+            .unwrap_or_else(|e| panic!("{holder}: {e:#}"));
+        holders.insert(holder.to_owned());
+    }
+    assert_eq!(holders.len(), 7, "{holders:?}");
+    for (name, upstream) in services(&compose)["gateway"]["environment"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| {
+            k.ends_with("_URL")
+                && !k.starts_with("OIDC")
+                && !k.starts_with("NATS")
+                && !k.starts_with("OTEL")
+        })
+    {
+        assert!(
+            upstream.as_str().unwrap().starts_with("https://"),
+            "the gateway calls {name} over HTTPS"
+        );
+    }
+    let nats = std::fs::read_to_string(workspace().join("docker/nats/nats.conf")).unwrap();
+    assert!(
+        nats.contains("verify: true"),
+        "NATS asks every client for a certificate"
+    );
+}

@@ -1,13 +1,26 @@
-//! The NATS identities of the compose stack: committed development keys under
-//! `docker/nats/keys/` (one file per identity, each mounted only into its own service) and the
-//! server configuration `docker/nats/nats.conf` generated from them and from
-//! `messaging::identity`. Like the compose file's database passwords, they are for a laptop.
+//! The identities of the compose stack: committed development keys under `docker/nats/keys/`
+//! (one file per identity, each mounted only into its own service), the server configuration
+//! `docker/nats/nats.conf` generated from them and from `messaging::identity`, and a local CA
+//! with every holder's certificate under `docker/tls/` (each service mounts the CA and its
+//! own certificate and key). Like the compose file's database passwords, they are for a
+//! laptop: anyone with this repository has the keys.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use messaging::identity::Scope;
 use messaging::Identity;
+
+/// Where the compose stack's CA and certificates are committed.
+pub fn tls_dir(workspace: &Path) -> PathBuf {
+    workspace.join("docker/tls")
+}
+
+/// Where the NATS container finds its certificate, key and the CA.
+pub const NATS_TLS_DIR: &str = "/etc/nats/tls";
+
+/// The committed certificates last ten years: long enough that a clone still starts.
+const COMPOSE_VALIDITY: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// The analysts' password in the compose stack.
 pub const ANALYST_PASSWORD: &str = "analyst-dev-password";
@@ -33,8 +46,9 @@ pub fn config(workspace: &Path) -> anyhow::Result<String> {
     let users = crate::nats::users(|name| public_key(workspace, name), ANALYST_PASSWORD)?;
     Ok(format!(
         "# Written by `cargo xtask compose-keys` from messaging::identity and docker/nats/keys.\n\
-         # Development keys: make new ones for anything but a laptop.\n{}",
-        messaging::identity::authorization(&users, &Scope::Namespace(Default::default()))
+         # Development keys: make new ones for anything but a laptop.\n{}\n{}",
+        messaging::identity::authorization(&users, &Scope::Namespace(Default::default())),
+        crate::tls::nats_block(NATS_TLS_DIR)
     ))
 }
 
@@ -55,6 +69,12 @@ pub fn write(workspace: &Path) -> anyhow::Result<()> {
             println!("compose: made {}", path.display());
         }
     }
+    crate::tls::ensure_for(
+        &tls_dir(workspace),
+        COMPOSE_VALIDITY,
+        std::time::Duration::ZERO,
+        crate::tls::Keys::Shared,
+    )?;
     let path = dir(workspace).join("nats.conf");
     std::fs::write(&path, config(workspace)?)?;
     println!("compose: wrote {}", path.display());
