@@ -64,6 +64,7 @@ const HISTORIES: &[(BoundedContext, &[&str])] = &[
             "StepGaveUp.v1",
             "CompensationStarted.v1",
             "SagaNeedsAttention.v1",
+            "SagaResumed.v1",
             "SagaCompleted.v1",
         ],
     ),

@@ -125,7 +125,9 @@ pub static ROUTES: &[Route] = &[
     route!(POST "/api/payments/{order_id}/refund", Operator, Payments "/payments/{order_id}/refund", Proxy, "Refund a captured payment (operators)"),
     route!(GET "/api/payments/{order_id}", Operator, Query "/payments/{order_id}", Proxy, "An order's payment (operators)"),
     route!(GET "/api/customers/{id}/orders", Operator, Query "/customers/{id}/orders", Proxy, "Any customer's orders (operators)"),
+    route!(GET "/api/sagas", Operator, Orchestrator "/sagas", Proxy, "The sagas parked for attention: ?status=needs_attention (operators)"),
     route!(GET "/api/sagas/{order_id}", Operator, Orchestrator "/sagas/{order_id}", Proxy, "An order's saga (operators)"),
+    route!(POST "/api/sagas/{order_id}/retry", Operator, Orchestrator "/sagas/{order_id}/retry", Proxy, "Resume a parked saga, with the reason (operators)"),
     route!(GET "/api/projections", Operator, Query "/projections", Proxy, "Projection lag and dead letters (operators)"),
     route!(GET "/api/analytics/sales", Operator, Query "/analytics/sales", Proxy, "Sales over time (operators)"),
 ];

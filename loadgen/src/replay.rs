@@ -275,7 +275,7 @@ async fn count_orders(url: &str) -> anyhow::Result<i64> {
 }
 
 /// Reads a whole stream with an ordered consumer; keeps the messages when asked.
-async fn read_all(
+pub async fn read_all(
     js: &jetstream::Context,
     stream: &str,
     keep: bool,

@@ -180,13 +180,14 @@ impl Report {
         if let Some(s) = &self.security {
             let cost = s.cost();
             add(
-                "TLS and NATS permissions: commands/s and sagas/s vs open connections",
+                "TLS and NATS permissions: commands/s, sagas/s and stream reads vs open connections",
                 "<= 10% of throughput",
                 format!(
-                    "{:.0}% (commands {:.0}%, sagas {:.0}% of open)",
+                    "{:.0}% (secured / open: commands {:.0}%, sagas {:.0}%, stream reads {:.0}%)",
                     cost * 100.0,
                     s.commands_share.median * 100.0,
-                    s.sagas_share.median * 100.0
+                    s.sagas_share.median * 100.0,
+                    s.stream_read_share.median * 100.0
                 ),
                 cost <= 0.10,
             );
@@ -476,7 +477,8 @@ impl Report {
                     "round between open connections (a NATS server with no users and no TLS, ",
                     "services at `TLS=off`) and the stack as it runs (mutual TLS on NATS and ",
                     "internal HTTP, an nkey per service, per-identity permissions); ",
-                    "`POST /orders` at 64 clients, and a burst of 400 sagas placed by 64 clients"
+                    "`POST /orders` at 64 clients, a burst of 400 sagas placed by 64 clients, and ",
+                    "200,000 events read back from a stream by an ordered consumer"
                 )
                 .into(),
             );
@@ -501,6 +503,12 @@ impl Report {
                     &s.open.cpu_ms_per_saga,
                     &s.secured.cpu_ms_per_saga,
                     None,
+                ),
+                (
+                    "stream read (ordered consumer, 200,000 events) /s",
+                    &s.open.stream_read_per_second,
+                    &s.secured.stream_read_per_second,
+                    Some(&s.stream_read_share),
                 ),
             ] {
                 let share = share.map_or("".to_owned(), |sh| {

@@ -26,6 +26,8 @@ use crate::{Bench, Transport};
 const CLIENTS: usize = 64;
 /// Orders of one saga burst.
 const BURST: u64 = 400;
+/// Events of the bulk stream read (an analyst's export, a projection rebuild).
+const STREAM_EVENTS: u64 = 200_000;
 
 /// One side's measures, a run per round.
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +39,9 @@ pub struct Side {
     pub sagas_per_second: Spread,
     /// CPU of every process (services, NATS, Postgres) per saga of the burst, in ms.
     pub cpu_ms_per_saga: Spread,
+    /// Events per second read from a stream of 200,000 events by an ordered consumer, as
+    /// a rebuild or an export reads.
+    pub stream_read_per_second: Spread,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -46,12 +51,19 @@ pub struct SecurityFigure {
     /// Secured over open, per round, for each measure.
     pub commands_share: Spread,
     pub sagas_share: Spread,
+    pub stream_read_share: Spread,
 }
 
 impl SecurityFigure {
-    /// The larger of the two throughput costs (1 - share), from the medians of the rounds.
+    /// The largest of the throughput costs (1 - share), from the medians of the rounds; none
+    /// when the secured side was as fast or faster.
     pub fn cost(&self) -> f64 {
-        1.0 - self.commands_share.median.min(self.sagas_share.median)
+        let worst = self
+            .commands_share
+            .median
+            .min(self.sagas_share.median)
+            .min(self.stream_read_share.median);
+        (1.0 - worst).max(0.0)
     }
 }
 
@@ -61,6 +73,7 @@ struct Runs {
     commands: Vec<f64>,
     sagas: Vec<f64>,
     cpu: Vec<f64>,
+    reads: Vec<f64>,
 }
 
 /// A nats-server with JetStream and nothing else: no users, no TLS.
@@ -128,14 +141,16 @@ pub async fn run(b: &Bench, nats_server: &Path) -> anyhow::Result<SecurityFigure
                 };
                 let commands = command_rate(b, transport, label, round).await?;
                 let (sagas, cpu) = saga_burst(b, transport, nats_pid, label, round).await?;
+                let reads = stream_read(transport, label, round).await?;
                 println!(
                     "  {label:<7} round {}: {commands:.0} orders/s, {sagas:.0} sagas/s, \
-                     {cpu:.1} ms CPU per saga",
+                     {cpu:.1} ms CPU per saga, {reads:.0} events/s read",
                     round + 1
                 );
                 measured[side].commands.push(commands);
                 measured[side].sagas.push(sagas);
                 measured[side].cpu.push(cpu);
+                measured[side].reads.push(reads);
             }
         }
         Ok(())
@@ -148,6 +163,7 @@ pub async fn run(b: &Bench, nats_server: &Path) -> anyhow::Result<SecurityFigure
         commands_per_second: Spread::of(&runs.commands),
         sagas_per_second: Spread::of(&runs.sagas),
         cpu_ms_per_saga: Spread::of(&runs.cpu),
+        stream_read_per_second: Spread::of(&runs.reads),
     };
     let shares = |secured: &[f64], open: &[f64]| {
         let pairs: Vec<f64> = secured
@@ -163,6 +179,7 @@ pub async fn run(b: &Bench, nats_server: &Path) -> anyhow::Result<SecurityFigure
         secured: side(secured),
         commands_share: shares(&secured.commands, &open.commands),
         sagas_share: shares(&secured.sagas, &open.sagas),
+        stream_read_share: shares(&secured.reads, &open.reads),
     })
 }
 
@@ -295,4 +312,40 @@ async fn saga_burst(
         p.stop().await;
     }
     Ok((BURST as f64 / elapsed, cpu * 1000.0 / BURST as f64))
+}
+
+/// Publishes [`STREAM_EVENTS`] events of an order's size to a fresh stream, then reads them
+/// all back with an ordered consumer: events read per second.
+async fn stream_read(transport: &Transport, label: &str, round: usize) -> anyhow::Result<f64> {
+    use messaging::streams::{ensure_stream, StreamSettings};
+    use messaging::{BoundedContext, Namespace};
+    let js = async_nats::jetstream::new(transport.nats_admin().await?);
+    let namespace =
+        Namespace::new(&format!("benchsec{label}r{round}")).map_err(anyhow::Error::msg)?;
+    let context = BoundedContext::Orders;
+    ensure_stream(&js, &namespace, context, &StreamSettings::default()).await?;
+    // About the size of an `OrderPlaced` envelope.
+    let payload = bytes::Bytes::from(format!("{{\"data\":\"{}\"}}", "x".repeat(600)));
+    let mut acks = std::collections::VecDeque::new();
+    for i in 0..STREAM_EVENTS {
+        let subject = namespace.event_subject(context, &format!("o{}", i % 1000), "OrderPlaced");
+        if acks.len() >= 4096 {
+            let ack: async_nats::jetstream::context::PublishAckFuture =
+                acks.pop_front().expect("a pending ack");
+            ack.await?;
+        }
+        acks.push_back(js.publish(subject, payload.clone()).await?);
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    let started = Instant::now();
+    let (read, _) = crate::replay::read_all(&js, &namespace.stream(context), false).await?;
+    let rate = read as f64 / started.elapsed().as_secs_f64();
+    let _ = js.delete_stream(namespace.stream(context)).await;
+    anyhow::ensure!(
+        read == STREAM_EVENTS,
+        "{label}: read {read} of {STREAM_EVENTS} events"
+    );
+    Ok(rate)
 }

@@ -66,6 +66,16 @@ impl Projection for SagaTimeline {
                 Some(SagaStatus::NeedsAttention),
                 None,
             ),
+            SagaEvent::SagaResumed {
+                step, compensating, ..
+            } => {
+                let status = if *compensating {
+                    SagaStatus::Compensating
+                } else {
+                    SagaStatus::Running
+                };
+                (step.as_ref().map(ToString::to_string), Some(status), None)
+            }
         };
         // The payment token never leaves the write side: the timeline keeps the rest.
         let mut detail = event.data.clone();

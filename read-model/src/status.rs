@@ -71,8 +71,9 @@ status! {
         Running => "running",
         Compensating => "compensating",
         Completed => "completed",
-        /// The saga cannot go on by itself (a compensation was refused, or a step gave up
-        /// while compensating), so an operator has to look.
+        /// The saga cannot go on by itself (a compensation was refused, a step was refused
+        /// after the payment's capture, or an input it did not cause contradicts it), so an
+        /// operator has to look.
         NeedsAttention => "needs_attention",
     }
 }

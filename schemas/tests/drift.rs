@@ -174,6 +174,7 @@ fn every_event_type_version_and_command_has_a_schema() {
         "events/sagas/CompensationStarted.v1.json",
         "events/sagas/SagaCompleted.v1.json",
         "events/sagas/SagaNeedsAttention.v1.json",
+        "events/sagas/SagaResumed.v1.json",
         "envelope.json",
     ] {
         assert!(generated.contains_key(path), "no schema {path}");
@@ -187,7 +188,7 @@ fn every_event_type_version_and_command_has_a_schema() {
         );
     }
     // The OpenAPI documents: six services and the gateway.
-    assert_eq!(generated.len(), 26 + 2 * contracts::all().len() + 7);
+    assert_eq!(generated.len(), 27 + 2 * contracts::all().len() + 7);
 }
 
 #[test]

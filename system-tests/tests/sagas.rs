@@ -110,7 +110,10 @@ async fn a_provider_that_never_answers_ends_rejected_with_the_payment_voided() {
     let saga = s.finished(order).await;
     assert_eq!(saga["outcome"], "rejected", "{saga}");
     assert_eq!(saga["compensation"]["rejected"], "timeout");
-    assert_eq!(steps_failed(&saga, "authorise"), 2);
+    assert!(
+        steps_failed(&saga, "authorise") >= 2,
+        "retried until the business deadline: {saga}"
+    );
     assert!(
         saga["steps"]["void"]["result"].is_object(),
         "the maybe-authorised payment was voided: {saga}"

@@ -140,7 +140,7 @@ impl Front {
     pub async fn start(extra: &[(&'static str, String)]) -> Self {
         let stack = Stack::start_with(Options {
             reads: true,
-            max_attempts: 3,
+            business_deadline_secs: 3,
             ..Options::default()
         })
         .await;

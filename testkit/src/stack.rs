@@ -39,10 +39,13 @@ pub struct Options {
     pub orchestrator: bool,
     /// The projections worker and the query API, on a fresh read database.
     pub reads: bool,
-    /// `SAGA_MAX_ATTEMPTS` of the orchestrator.
-    pub max_attempts: u32,
+    /// `SAGA_BUSINESS_DEADLINE_MS` of the orchestrator, in seconds: how long a step that
+    /// gets no answer is retried before the order is rejected (each attempt waits 1 s).
+    pub business_deadline_secs: u64,
     /// More environment for the query API (`READ_YOUR_WRITES_TIMEOUT_MS`, say).
     pub query_env: Vec<(&'static str, String)>,
+    /// More environment for the orchestrator (its backoff, say), over the stack's own.
+    pub orchestrator_env: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -50,17 +53,18 @@ impl Default for Options {
         Self {
             orchestrator: true,
             reads: false,
-            max_attempts: 3,
+            business_deadline_secs: 3,
             query_env: Vec::new(),
+            orchestrator_env: Vec::new(),
         }
     }
 }
 
 impl Stack {
     /// The saga stack: the command services and the orchestrator.
-    pub async fn start(max_attempts: u32) -> Self {
+    pub async fn start(business_deadline_secs: u64) -> Self {
         Self::start_with(Options {
-            max_attempts,
+            business_deadline_secs,
             ..Options::default()
         })
         .await
@@ -68,9 +72,9 @@ impl Stack {
 
     /// Every service: the saga stack plus the projections service and the query API on a
     /// fresh read database.
-    pub async fn start_all(max_attempts: u32) -> Self {
+    pub async fn start_all(business_deadline_secs: u64) -> Self {
         Self::start_with(Options {
-            max_attempts,
+            business_deadline_secs,
             reads: true,
             ..Options::default()
         })
@@ -79,7 +83,11 @@ impl Stack {
 
     /// The command services and whatever else `options` asks for.
     pub async fn start_with(options: Options) -> Self {
-        let (mut stack, env) = Self::services(options.max_attempts).await;
+        let (mut stack, mut env) = Self::services(options.business_deadline_secs).await;
+        for (name, value) in options.orchestrator_env {
+            env.retain(|(k, _)| *k != name);
+            env.push((name, value));
+        }
         if options.orchestrator {
             let settings = orchestrator::Settings::from_env(&Env::from_pairs(env)).unwrap();
             let app = orchestrator::App::build(&settings).await.unwrap();
@@ -201,7 +209,7 @@ impl Stack {
     }
 
     /// Orders, inventory and payments in this process; the orchestrator's environment.
-    pub async fn services(max_attempts: u32) -> (Self, Vec<(&'static str, String)>) {
+    pub async fn services(business_deadline_secs: u64) -> (Self, Vec<(&'static str, String)>) {
         let orders = World::new("orders").await;
         let mut inventory = World::new("inventory").await;
         let mut payments = World::new("payments").await;
@@ -228,7 +236,10 @@ impl Stack {
             ("DATABASE_URL", orchestrator_db.app),
             ("DATABASE_OWNER_URL", orchestrator_db.owner),
             ("SAGA_STEP_DEADLINE_MS", "1000".into()),
-            ("SAGA_MAX_ATTEMPTS", max_attempts.to_string()),
+            (
+                "SAGA_BUSINESS_DEADLINE_MS",
+                (business_deadline_secs * 1000).to_string(),
+            ),
             ("SAGA_BACKOFF_BASE_MS", "50".into()),
             ("SAGA_BACKOFF_MAX_MS", "200".into()),
             ("SAGA_RECOVERY_INTERVAL_MS", "1000".into()),

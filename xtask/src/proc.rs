@@ -18,8 +18,26 @@ pub fn running_pid(file: &Path) -> Option<i32> {
     alive(pid).then_some(pid)
 }
 
+/// Whether `pid` is a running process. A process that was killed can linger as a zombie
+/// until its parent reaps it, and answers signals meanwhile: it is not running.
 pub fn alive(pid: i32) -> bool {
-    kill(Pid::from_raw(pid), None).is_ok()
+    if kill(Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name, which is in parentheses and may hold spaces.
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next());
+    !matches!(state, Some("Z" | "X" | "x"))
+}
+
+/// The pid recorded in `file` when its process is gone (killed, crashed): it is dead, not
+/// stopped.
+pub fn dead_pid(file: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let pid: i32 = text.split_whitespace().next()?.parse().ok()?;
+    (!alive(pid)).then_some(pid)
 }
 
 /// SIGTERM, then SIGKILL after `grace`.

@@ -220,7 +220,13 @@ pub fn status(layout: &Layout) {
                     if ready { "ready" } else { "NOT READY" }
                 )
             }
-            None => "stopped ".into(),
+            None => match proc::dead_pid(&pid_file(layout, s.name)) {
+                Some(pid) => format!(
+                    "DEAD     pid {pid} is gone (killed or crashed; see {}); `cargo xtask up` restarts it",
+                    layout.logs().join(format!("{}.log", s.name)).display()
+                ),
+                None => "stopped ".into(),
+            },
         };
         println!("{:<12} {state} {}", s.name, s.url());
     }

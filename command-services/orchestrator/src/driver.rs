@@ -117,15 +117,28 @@ impl Driver {
             } => Ok(()),
             Executed::Rejected {
                 reason, message, ..
-            } if [SagaError::NOT_ATTEMPTED, SagaError::IMPOSSIBLE_ORDER]
-                .contains(&reason.as_str()) =>
-            {
-                // Not an answer to anything the saga sent: counted and logged, never applied.
+            } if reason == SagaError::IMPOSSIBLE_ORDER => {
+                // Not an order anyone can have placed: counted and logged, never applied.
                 metrics::counter!("saga_unexpected_inputs_total").increment(1);
-                tracing::warn!(%order_id, message, "an event the saga cannot have caused or taken; ignored");
+                tracing::warn!(%order_id, message, "an event the saga cannot have taken; ignored");
                 Ok(())
             }
-            _ => {
+            executed => {
+                if let Executed::Accepted { events, state, .. } = &executed {
+                    let parked_now = events
+                        .iter()
+                        .any(|e| matches!(e, domain::saga::SagaEvent::SagaNeedsAttention { .. }));
+                    if parked_now
+                        && state
+                            .parked_reason
+                            .as_deref()
+                            .is_some_and(|r| r.starts_with(OrderSaga::CONTRADICTION))
+                    {
+                        // An input the saga did not cause, against what it knows: an alert.
+                        metrics::counter!("saga_contradictions_total").increment(1);
+                        tracing::error!(%order_id, reason = state.parked_reason.as_deref().unwrap_or_default(), "a saga stopped on an input it did not cause");
+                    }
+                }
                 if let Some(traceparent) = runtime::trace::traceparent_of(&tracing::Span::current())
                 {
                     self.traces.remember(order_id, traceparent);
@@ -319,16 +332,71 @@ impl Driver {
         self.timers.cancel(&order_id);
     }
 
-    /// Sagas not yet completed (nor parked for attention).
+    /// Sagas not yet completed nor parked for attention (a resumed one is open again).
     pub async fn open_sagas(&self) -> Result<Vec<Uuid>, sqlx::Error> {
         let ids: Vec<String> = sqlx::query_scalar(
             "SELECT aggregate_id FROM events WHERE aggregate_type = 'OrderSaga' \
              GROUP BY aggregate_id \
-             HAVING bool_and(event_type NOT IN ('SagaCompleted', 'SagaNeedsAttention'))",
+             HAVING coalesce((array_agg(event_type ORDER BY sequence DESC) FILTER \
+               (WHERE event_type IN ('SagaCompleted', 'SagaNeedsAttention', 'SagaResumed')))[1], \
+               'SagaResumed') = 'SagaResumed'",
         )
         .fetch_all(&self.pool)
         .await?;
         Ok(ids.iter().filter_map(|s| Uuid::parse_str(s).ok()).collect())
+    }
+
+    /// Every saga parked for attention, with the step and reason it stopped on, oldest first.
+    pub async fn parked_sagas(&self) -> Result<Vec<Parked>, sqlx::Error> {
+        let rows: Vec<(String, String, serde_json::Value)> = sqlx::query_as(
+            "SELECT aggregate_id, event_type, payload FROM ( \
+               SELECT DISTINCT ON (aggregate_id) aggregate_id, event_type, payload, sequence \
+               FROM events WHERE aggregate_type = 'OrderSaga' \
+                 AND event_type IN ('SagaCompleted', 'SagaNeedsAttention', 'SagaResumed') \
+               ORDER BY aggregate_id, sequence DESC) last \
+             WHERE event_type = 'SagaNeedsAttention'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut parked: Vec<Parked> =
+            rows.into_iter()
+                .filter_map(|(id, _, payload)| {
+                    match serde_json::from_value::<domain::saga::SagaEvent>(payload).ok()? {
+                        domain::saga::SagaEvent::SagaNeedsAttention { step, reason, at } => {
+                            Some(Parked {
+                                order_id: Uuid::parse_str(&id).ok()?,
+                                step: step.to_string(),
+                                reason,
+                                at,
+                            })
+                        }
+                        _ => None,
+                    }
+                })
+                .collect();
+        parked.sort_by_key(|p| p.at);
+        Ok(parked)
+    }
+
+    /// Resumes a parked saga on an operator's word, and drives it.
+    pub async fn resume(
+        self: &Arc<Self>,
+        order_id: Uuid,
+        reason: String,
+    ) -> Result<Executed<OrderSaga>, BusError> {
+        let executed = self
+            .execute(
+                order_id,
+                SagaCommand::Resume {
+                    reason,
+                    now: Utc::now(),
+                },
+            )
+            .await?;
+        if matches!(executed, Executed::Accepted { .. }) {
+            self.spawn_drive(order_id);
+        }
+        Ok(executed)
     }
 
     /// Drives every open saga now and then every `interval`: resumes sagas after a restart
@@ -358,6 +426,16 @@ impl Driver {
     }
 }
 
+/// A saga parked for attention: `GET /sagas?status=needs_attention`.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct Parked {
+    pub order_id: Uuid,
+    /// The step it stopped on.
+    pub step: String,
+    pub reason: String,
+    pub at: chrono::DateTime<Utc>,
+}
+
 /// Saga metrics, from the events the saga just recorded and the state they left.
 fn count(event: &domain::saga::SagaEvent, saga: &OrderSaga) {
     use domain::saga::SagaEvent;
@@ -384,6 +462,9 @@ fn count(event: &domain::saga::SagaEvent, saga: &OrderSaga) {
                     .record(seconds);
             }
             metrics::counter!("sagas_completed_total", "outcome" => outcome).increment(1);
+        }
+        SagaEvent::SagaResumed { .. } => {
+            metrics::counter!("sagas_resumed_total").increment(1);
         }
         SagaEvent::SagaNeedsAttention { at, .. } => {
             if let Some(seconds) = duration(at) {

@@ -1,28 +1,35 @@
-//! The orchestrator's HTTP face: health, and each saga's state and timeline.
+//! The orchestrator's HTTP face: each saga's state and timeline, the sagas parked for
+//! attention, and an operator's resumption of one.
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
+use event_store::Executed;
 use runtime::problem::{self, Json, Problem};
 use std::collections::BTreeMap;
 
 use domain::saga::{CompensationReason, SagaEvent, SagaOutcome, SagaStatus, StepState};
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::driver::Driver;
+use crate::driver::{Driver, Parked};
 
 /// The orchestrator's own routes (the shared start-up adds health, metrics and the document).
 pub fn router(driver: Arc<Driver>) -> Router {
     Router::new()
+        .route("/sagas", get(parked).fallback(problem::method_not_allowed))
         .route(
             "/sagas/{order_id}",
             get(saga).fallback(problem::method_not_allowed),
+        )
+        .route(
+            "/sagas/{order_id}/retry",
+            post(retry).fallback(problem::method_not_allowed),
         )
         .with_state(driver)
 }
@@ -49,6 +56,34 @@ pub struct TimelineEntry {
     pub event: SagaEvent,
 }
 
+/// `GET /sagas?status=needs_attention`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ParkedList {
+    pub items: Vec<Parked>,
+}
+
+/// The query of `GET /sagas`.
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+}
+
+/// `POST /sagas/{order_id}/retry`: why the saga may go on now.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// What was fixed, recorded in the saga's `SagaResumed` event.
+    #[schemars(length(min = 1, max = 1000))]
+    pub reason: String,
+}
+
+/// The answer to a resumption.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Resumed {
+    pub order_id: Uuid,
+    pub status: SagaStatus,
+}
+
 /// The event as readers may see it: the payment token never leaves the write side.
 fn without_token(event: SagaEvent) -> SagaEvent {
     match event {
@@ -73,7 +108,40 @@ fn without_token(event: SagaEvent) -> SagaEvent {
 pub fn openapi() -> Value {
     let mut components = serde_json::Map::new();
     let view = runtime::openapi::add::<SagaView>(&mut components, "SagaView");
+    let parked = runtime::openapi::add::<ParkedList>(&mut components, "ParkedList");
+    let retry_request = runtime::openapi::add::<RetryRequest>(&mut components, "RetryRequest");
+    let resumed = runtime::openapi::add::<Resumed>(&mut components, "Resumed");
     let mut paths = serde_json::Map::new();
+    let mut list = runtime::openapi::get(
+        "The sagas parked for attention, with the step and the reason each stopped on",
+        vec![serde_json::json!({
+            "name": "status", "in": "query", "required": true,
+            "schema": {"type": "string", "enum": ["needs_attention"]}
+        })],
+        parked,
+        &[
+            ("400", "A status other than needs_attention"),
+            ("500", "Internal error"),
+        ],
+    );
+    list["get"]["summary"] = "Sagas parked for attention".into();
+    paths.insert("/sagas".into(), list);
+    paths.insert(
+        "/sagas/{order_id}/retry".into(),
+        serde_json::json!({"post": {
+            "summary": "Resume a parked saga once its cause is removed; the reason is recorded",
+            "parameters": [runtime::openapi::path_param("order_id")],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": retry_request}}},
+            "responses": {
+                "202": {"description": "Resumed", "content": {"application/json": {"schema": resumed}}},
+                "400": runtime::openapi::problem("The order id is not a UUID, or the body is not JSON"),
+                "404": runtime::openapi::problem("No saga for this order"),
+                "409": runtime::openapi::problem("The saga is not parked"),
+                "422": runtime::openapi::problem("No reason, or one over 1000 characters"),
+                "500": runtime::openapi::problem("Internal error")
+            }
+        }}),
+    );
     paths.insert(
         "/sagas/{order_id}".into(),
         runtime::openapi::get(
@@ -95,18 +163,92 @@ pub fn openapi() -> Value {
     )
 }
 
-/// `GET /sagas/{order_id}`: status, outcome, steps and the timeline of saga events.
-async fn saga(
-    State(driver): State<Arc<Driver>>,
-    Path(order_id): Path<String>,
-) -> Result<Json<SagaView>, Problem> {
-    let order_id = Uuid::parse_str(&order_id).map_err(|_| {
+fn order_id(raw: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(raw).map_err(|_| {
         Problem::new(
             StatusCode::BAD_REQUEST,
             "invalid-request",
             "The order id is not a UUID",
         )
+    })
+}
+
+/// `GET /sagas?status=needs_attention`: every parked saga, oldest first.
+async fn parked(
+    State(driver): State<Arc<Driver>>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<ParkedList>, Problem> {
+    if query.status.as_deref() != Some("needs_attention") {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+            "List sagas by status=needs_attention",
+        )
+        .detail("Only the sagas parked for attention are listed here; read any one at /sagas/{order_id}."));
+    }
+    let items = driver
+        .parked_sagas()
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(Json(ParkedList { items }))
+}
+
+/// `POST /sagas/{order_id}/retry`: resumes a parked saga, recording the operator's reason.
+async fn retry(
+    State(driver): State<Arc<Driver>>,
+    Path(raw): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Resumed>), Problem> {
+    let order_id = order_id(&raw)?;
+    let request: RetryRequest = serde_json::from_slice(&body).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-body",
+            "The body is not a retry request",
+        )
+        .detail(e.to_string())
     })?;
+    if request.reason.trim().is_empty() || request.reason.chars().count() > 1000 {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "Say why the saga may go on (1 to 1000 characters)",
+        ));
+    }
+    match driver
+        .resume(order_id, request.reason)
+        .await
+        .map_err(|e| Problem::internal(&e))?
+    {
+        Executed::Accepted { state, .. } => Ok((
+            StatusCode::ACCEPTED,
+            Json(Resumed {
+                order_id,
+                status: state.status,
+            }),
+        )),
+        Executed::Rejected {
+            not_found: true, ..
+        } => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "No saga for this order",
+        )),
+        Executed::Rejected { message, .. } => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "not-parked",
+            "The saga is not parked for attention",
+        )
+        .detail(message)),
+    }
+}
+
+/// `GET /sagas/{order_id}`: status, outcome, steps and the timeline of saga events.
+async fn saga(
+    State(driver): State<Arc<Driver>>,
+    Path(order_id): Path<String>,
+) -> Result<Json<SagaView>, Problem> {
+    let order_id = self::order_id(&order_id)?;
     let (saga, events) = driver
         .load(order_id)
         .await

@@ -15,8 +15,8 @@ pub struct Settings {
     pub basics: Basics,
     /// `NATS_URL`, `NATS_NAMESPACE`, `NATS_STREAM_REPLICAS`, `NATS_DUPLICATE_WINDOW_MS`.
     pub nats: NatsSettings,
-    /// `SAGA_STEP_DEADLINE_MS` (5000), `SAGA_MAX_ATTEMPTS` (5), `SAGA_BACKOFF_BASE_MS` (200),
-    /// `SAGA_BACKOFF_MAX_MS` (10000).
+    /// `SAGA_STEP_DEADLINE_MS` (5000), `SAGA_BUSINESS_DEADLINE_MS` (900000, 15 minutes),
+    /// `SAGA_BACKOFF_BASE_MS` (200), `SAGA_BACKOFF_MAX_MS` (10000).
     pub policy: SagaPolicy,
     /// `SAGA_RECOVERY_INTERVAL_MS`: how often open sagas are re-checked (a safety net behind
     /// the timers, and how a replica takes over the sagas of one that died), default 5000.
@@ -37,14 +37,13 @@ const DEFAULTS: Defaults = Defaults {
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, EnvError> {
         let defaults = SagaPolicy::default();
-        let max_attempts =
-            env.within_or("SAGA_MAX_ATTEMPTS", defaults.max_attempts, 1..=u32::MAX)?;
         Ok(Self {
             basics: Basics::from_env(env, DEFAULTS)?,
             nats: NatsSettings::from_env(env, messaging::Identity::Orchestrator)?,
             policy: SagaPolicy {
                 step_deadline: env.millis_or("SAGA_STEP_DEADLINE_MS", defaults.step_deadline)?,
-                max_attempts,
+                business_deadline: env
+                    .millis_or("SAGA_BUSINESS_DEADLINE_MS", defaults.business_deadline)?,
                 backoff_base: env.millis_or("SAGA_BACKOFF_BASE_MS", defaults.backoff_base)?,
                 backoff_max: env.millis_or("SAGA_BACKOFF_MAX_MS", defaults.backoff_max)?,
             },

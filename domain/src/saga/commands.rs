@@ -38,6 +38,9 @@ pub enum SagaCommand {
     },
     /// The customer cancelled the order.
     Cancel { now: DateTime<Utc> },
+    /// An operator removed the cause of a park: the parked step is tried again from scratch
+    /// (a new command id, since the old one's refusal is what its target remembers).
+    Resume { reason: String, now: DateTime<Utc> },
 }
 
 /// Why a saga command was refused.
@@ -51,14 +54,15 @@ pub enum SagaError {
     NoPaymentToken,
     #[error("an order of {0} lines cannot have been placed (1 to {max} may)", max = crate::order::MAX_LINES)]
     ImpossibleOrder(usize),
-    #[error("step {0} was never attempted, so nothing can have completed it")]
-    NotAttempted(Step),
+    #[error("the saga is not waiting for attention")]
+    NotParked,
+    #[error("a resumption needs a reason")]
+    NoReason,
 }
 
 impl SagaError {
-    /// The codes of the refusals of an input the saga cannot have caused or taken (a forged
-    /// or stray event): the orchestrator counts them rather than retrying.
-    pub const NOT_ATTEMPTED: &'static str = "not_attempted";
+    /// The code of the refusal of an order that cannot have been placed (a forged or corrupt
+    /// event): the orchestrator counts it rather than retrying.
     pub const IMPOSSIBLE_ORDER: &'static str = "impossible_order";
 }
 
@@ -68,7 +72,8 @@ impl crate::Rejection for SagaError {
             Self::NotFound => "not_found",
             Self::NotDue(_) => "not_due",
             Self::NoPaymentToken => "no_payment_token",
-            Self::NotAttempted(_) => SagaError::NOT_ATTEMPTED,
+            Self::NotParked => "not_parked",
+            Self::NoReason => "no_reason",
             Self::ImpossibleOrder(_) => SagaError::IMPOSSIBLE_ORDER,
         }
     }

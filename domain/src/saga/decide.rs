@@ -80,10 +80,20 @@ impl OrderSaga {
                 if self.done(&step) || !self.is_open() {
                     return Ok(vec![]);
                 }
-                // A result can only come from a command the saga sent: an event that claims
-                // a step it never attempted (a confirm nobody asked for) is not its answer.
+                // A result can only come from a command the saga sent. One for a step it never
+                // attempted (an order confirmed before its payment was captured, stock released
+                // by hand) contradicts what the saga knows: it stops, and a person decides.
                 if self.step(&step).is_none_or(|s| s.attempts == 0) {
-                    return Err(SagaError::NotAttempted(step));
+                    return Ok(vec![SagaEvent::SagaNeedsAttention {
+                        reason: format!(
+                            "{} {step} came to {} without this saga asking for it, which \
+                             contradicts its state",
+                            Self::CONTRADICTION,
+                            result.name()
+                        ),
+                        step,
+                        at: now,
+                    }]);
                 }
                 let event = SagaEvent::StepCompleted {
                     step,
@@ -105,7 +115,19 @@ impl OrderSaga {
                     return Ok(vec![]);
                 }
                 let attempts = self.step(&step).map_or(0, |s| s.attempts);
-                if attempts < policy.max_attempts {
+                // A target that does not answer is waited for: compensations and the steps
+                // after the pivot until they succeed (giving up on them would leave stock held
+                // or money taken), the steps before it until the business deadline.
+                let before_deadline = self.started_at.is_none_or(|started| {
+                    now < started
+                        + chrono::Duration::from_std(policy.business_deadline)
+                            .unwrap_or(chrono::Duration::MAX)
+                });
+                let keep_trying = step.is_compensation()
+                    || self.phase() == Some(Phase::Compensate)
+                    || self.past_pivot()
+                    || before_deadline;
+                if keep_trying {
                     let wait = policy.backoff(attempts.max(1), jitter_permille);
                     let retry_at =
                         now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
@@ -117,30 +139,40 @@ impl OrderSaga {
                         retry_at,
                     }]);
                 }
-                let gave_up = SagaEvent::StepGaveUp {
-                    step: step.clone(),
-                    attempts,
-                    reason: reason.clone(),
-                    at: now,
-                };
-                // Giving up on a forward step compensates; giving up while compensating (or a
-                // compensation step itself) needs a person.
-                let compensating = self.phase() == Some(Phase::Compensate);
-                let next = if step.is_compensation() || compensating {
-                    SagaEvent::SagaNeedsAttention {
+                // The business deadline passed before the pivot: the order is rejected, and
+                // what may have been done (a reservation or an authorisation whose answer was
+                // lost) is undone.
+                Ok(vec![
+                    SagaEvent::StepGaveUp {
                         step: step.clone(),
-                        reason: format!("gave up after {attempts} attempts: {reason}"),
+                        attempts,
+                        reason: reason.clone(),
                         at: now,
-                    }
-                } else {
+                    },
                     SagaEvent::CompensationStarted {
                         reason: CompensationReason::Rejected(RejectionReason::Timeout),
-                        detail: format!("{step} gave up after {attempts} attempts: {reason}"),
+                        detail: format!(
+                            "{step} did not succeed within the business deadline \
+                             ({attempts} attempts): {reason}"
+                        ),
                         skus: vec![],
                         at: now,
-                    }
-                };
-                Ok(vec![gave_up, next])
+                    },
+                ])
+            }
+            SagaCommand::Resume { reason, now } => {
+                if self.status != SagaStatus::NeedsAttention {
+                    return Err(SagaError::NotParked);
+                }
+                if reason.trim().is_empty() {
+                    return Err(SagaError::NoReason);
+                }
+                Ok(vec![SagaEvent::SagaResumed {
+                    step: self.parked_step.clone(),
+                    compensating: self.compensation.is_some(),
+                    reason,
+                    at: now,
+                }])
             }
             SagaCommand::Cancel { now } => {
                 if self.status != SagaStatus::Running {
@@ -159,6 +191,10 @@ impl OrderSaga {
 }
 
 impl OrderSaga {
+    /// How the reason of a park for an input the saga did not cause begins: the orchestrator
+    /// counts those apart (`saga_contradictions_total`), as an alert.
+    pub const CONTRADICTION: &'static str = "contradiction:";
+
     /// `event` and what follows from the state it leaves (the next phase, or the end), decided
     /// on a copy: `apply` runs again when the events are committed.
     fn with_consequences(&self, event: SagaEvent, now: DateTime<Utc>) -> Vec<SagaEvent> {

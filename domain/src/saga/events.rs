@@ -81,6 +81,14 @@ pub enum SagaEvent {
         reason: String,
         at: DateTime<Utc>,
     },
+    /// An operator resumed a parked saga, saying why: it runs again (compensating, when it
+    /// was), and `step` (the one it parked on) starts over.
+    SagaResumed {
+        step: Option<Step>,
+        compensating: bool,
+        reason: String,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for SagaEvent {
@@ -94,6 +102,7 @@ impl DomainEvent for SagaEvent {
             Self::CompensationStarted { .. } => "CompensationStarted",
             Self::SagaCompleted { .. } => "SagaCompleted",
             Self::SagaNeedsAttention { .. } => "SagaNeedsAttention",
+            Self::SagaResumed { .. } => "SagaResumed",
         }
         .into()
     }

@@ -57,6 +57,11 @@ pub struct OrderSaga {
     /// assigns it as the reservations' answers come in.
     #[serde(default)]
     pub out_of_stock: Vec<Sku>,
+    /// The step the saga stopped on while it needs attention, and why.
+    #[serde(default)]
+    pub parked_step: Option<Step>,
+    #[serde(default)]
+    pub parked_reason: Option<String>,
 }
 
 impl OrderSaga {
@@ -70,6 +75,20 @@ impl OrderSaga {
 
     fn done(&self, step: &Step) -> bool {
         self.result(step).is_some()
+    }
+
+    /// Whether the payment was captured: from then on the saga only goes forward.
+    pub fn captured(&self) -> bool {
+        matches!(self.result(&Step::Capture), Some(StepResult::Done))
+    }
+
+    /// Whether the saga has passed its pivot: the capture was sent and not refused. Its
+    /// answer may be lost, but the money may be taken, so every later step is retried until
+    /// it succeeds and nothing before is compensated for want of an answer.
+    pub fn past_pivot(&self) -> bool {
+        self.step(&Step::Capture).is_some_and(|s| {
+            s.attempts > 0 && !matches!(s.result, Some(StepResult::Refused { .. }))
+        })
     }
 
     /// The command id of a step, once it has been attempted: chosen at random by the first
@@ -201,7 +220,28 @@ impl Aggregate for OrderSaga {
                 self.status = SagaStatus::Completed;
                 self.outcome = Some(outcome);
             }
-            SagaEvent::SagaNeedsAttention { .. } => self.status = SagaStatus::NeedsAttention,
+            SagaEvent::SagaNeedsAttention { step, reason, .. } => {
+                self.status = SagaStatus::NeedsAttention;
+                self.parked_step = Some(step);
+                self.parked_reason = Some(reason);
+            }
+            SagaEvent::SagaResumed {
+                step, compensating, ..
+            } => {
+                self.status = if compensating {
+                    SagaStatus::Compensating
+                } else {
+                    SagaStatus::Running
+                };
+                if let Some(step) = step {
+                    self.steps.remove(&step);
+                }
+                for state in self.steps.values_mut() {
+                    state.gave_up = false;
+                }
+                self.parked_step = None;
+                self.parked_reason = None;
+            }
         }
     }
 }

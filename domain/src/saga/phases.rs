@@ -175,6 +175,17 @@ impl OrderSaga {
             Some(StepResult::Refused { reason }) if !s.is_compensation() => Some((s, reason)),
             _ => None,
         }) {
+            // After the capture nothing is compensated: a refusal there needs a person.
+            if self.captured() {
+                return vec![SagaEvent::SagaNeedsAttention {
+                    step: step.clone(),
+                    reason: format!(
+                        "{step} was refused after the payment was captured, so the saga can \
+                         only go forward: {reason}"
+                    ),
+                    at: now,
+                }];
+            }
             return vec![SagaEvent::CompensationStarted {
                 reason: CompensationReason::Rejected(RejectionReason::Failed),
                 detail: format!("{step} was refused: {reason}"),

@@ -1,5 +1,6 @@
-//! Timing of steps: deadlines, attempts and backoff with jitter (`SagaPolicy`), and when a
-//! step can next be attempted (`Readiness`, `OrderSaga::readiness`, `OrderSaga::next_wake`).
+//! Timing of steps: deadlines, the business deadline and backoff with jitter (`SagaPolicy`),
+//! and when a step can next be attempted (`Readiness`, `OrderSaga::readiness`,
+//! `OrderSaga::next_wake`).
 
 use std::time::Duration;
 
@@ -12,8 +13,11 @@ use super::{OrderSaga, Step};
 pub struct SagaPolicy {
     /// How long one attempt of a step may take before it counts as timed out.
     pub step_deadline: Duration,
-    /// Attempts of one step before the saga gives it up.
-    pub max_attempts: u32,
+    /// How long after the order was placed a step before the pivot (the payment's capture)
+    /// may still be retried: a target that does not answer is waited for until then, and the
+    /// order is rejected after. Steps after the pivot and compensations are retried until they
+    /// succeed.
+    pub business_deadline: Duration,
     /// Backoff before the second attempt; doubles each time, up to `backoff_max`.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
@@ -23,7 +27,7 @@ impl Default for SagaPolicy {
     fn default() -> Self {
         Self {
             step_deadline: Duration::from_secs(5),
-            max_attempts: 5,
+            business_deadline: Duration::from_secs(15 * 60),
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
         }

@@ -119,6 +119,20 @@ pub enum StepResult {
     },
 }
 
+impl StepResult {
+    /// Its name, as the `result` tag of its JSON.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Reserved { .. } => "reserved",
+            Self::OutOfStock => "out_of_stock",
+            Self::Authorised => "authorised",
+            Self::Declined { .. } => "declined",
+            Self::Done => "done",
+            Self::Refused { .. } => "refused",
+        }
+    }
+}
+
 /// One step's progress.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StepState {

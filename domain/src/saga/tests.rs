@@ -19,7 +19,7 @@ fn sku(s: &str) -> Sku {
 fn policy() -> SagaPolicy {
     SagaPolicy {
         step_deadline: Duration::from_secs(5),
-        max_attempts: 3,
+        business_deadline: Duration::from_secs(20),
         backoff_base: Duration::from_secs(1),
         backoff_max: Duration::from_secs(8),
     }
@@ -145,55 +145,125 @@ fn a_decline_releases_all_stock_and_rejects_without_a_void() {
     assert_eq!(run.0.outcome, Some(SagaOutcome::Rejected));
 }
 
+/// Attempts `step` at `now` and lets it time out; returns the time of the failure.
+fn time_out(run: &mut Run, step: &Step, now: i64) -> i64 {
+    assert_eq!(
+        run.0.readiness(step, t(now)),
+        Readiness::Ready,
+        "{step} at {now}"
+    );
+    run.send(SagaCommand::Attempt {
+        step: step.clone(),
+        now: t(now),
+        command_id: Uuid::new_v4(),
+    });
+    assert_eq!(run.0.readiness(step, t(now + 5)), Readiness::TimedOut);
+    run.send(SagaCommand::Fail {
+        step: step.clone(),
+        reason: "deadline passed".into(),
+        now: t(now + 5),
+        jitter_permille: 1000,
+    });
+    now + 5
+}
+
+/// When a step that failed at `failed_at` may go again.
+fn retry_time(run: &Run, step: &Step, failed_at: i64) -> i64 {
+    match run.0.readiness(step, t(failed_at)) {
+        Readiness::Waiting(at) => at.timestamp() - 1_700_000_000,
+        other => panic!("{step} is not waiting for a retry: {other:?}"),
+    }
+}
+
 #[test]
-fn a_step_that_keeps_timing_out_is_retried_then_compensated_with_a_void() {
+fn a_step_that_keeps_timing_out_is_retried_until_the_business_deadline_then_compensated() {
     let mut run = Run::new(&["A"]);
     run.answer(0, ok);
     run.answer(1, ok);
     let mut now = 2;
-    for attempt in 1..=3 {
-        assert_eq!(run.0.readiness(&Step::Authorise, t(now)), Readiness::Ready);
-        let e = run.send(SagaCommand::Attempt {
-            step: Step::Authorise,
-            now: t(now),
-            command_id: Uuid::new_v4(),
-        });
-        assert!(matches!(&e[0], SagaEvent::StepAttempted { attempt: a, .. } if *a == attempt));
-        assert_eq!(
-            run.0.readiness(&Step::Authorise, t(now + 1)),
-            Readiness::InFlight(t(now + 5))
-        );
-        assert_eq!(
-            run.0.readiness(&Step::Authorise, t(now + 5)),
-            Readiness::TimedOut
-        );
-        now += 5;
-        run.send(SagaCommand::Fail {
-            step: Step::Authorise,
-            reason: "deadline passed".into(),
-            now: t(now),
-            jitter_permille: 1000,
-        });
-        if attempt < 3 {
-            // Exponential: 1 s after the first failure, 2 s after the second.
-            let wait = 1i64 << (attempt - 1);
-            assert_eq!(
-                run.0.readiness(&Step::Authorise, t(now)),
-                Readiness::Waiting(t(now + wait))
-            );
-            now += wait;
+    let mut attempts = 0;
+    while run.0.compensation.is_none() {
+        let failed = time_out(&mut run, &Step::Authorise, now);
+        attempts += 1;
+        if run.0.compensation.is_none() {
+            let at = retry_time(&run, &Step::Authorise, failed);
+            // Exponential, capped at 8 s: 1, 2, 4, 8, 8...
+            assert_eq!(at - failed, (1i64 << (attempts - 1)).min(8));
+            now = at;
         }
     }
+    // Attempts at 2, 8 and 15; the third fails at 20 s, the business deadline.
+    assert_eq!(attempts, 3);
     assert_eq!(
         run.0.compensation,
         Some(CompensationReason::Rejected(RejectionReason::Timeout))
     );
     // The payment may have gone through: it is voided, and the stock released.
     assert_eq!(
-        run.answer(now, ok),
+        run.answer(now + 100, ok),
         [Step::Release(sku("A")), Step::Void, Step::Reject]
     );
     assert_eq!(run.0.outcome, Some(SagaOutcome::Rejected));
+}
+
+#[test]
+fn after_the_capture_was_sent_the_saga_only_goes_forward_whatever_the_deadline() {
+    let mut run = Run::new(&["A"]);
+    run.answer(0, ok);
+    run.answer(1, ok);
+    run.answer(2, ok);
+    // The capture's answer is lost, again and again, long past the business deadline.
+    let mut now = 3;
+    for _ in 0..10 {
+        let failed = time_out(&mut run, &Step::Capture, now);
+        now = retry_time(&run, &Step::Capture, failed);
+    }
+    assert!(now > 60 && run.0.past_pivot());
+    assert_eq!(run.0.status, SagaStatus::Running);
+    // The retry (same command id) gets the capture's first answer; the confirm's is lost too.
+    run.send(SagaCommand::Attempt {
+        step: Step::Capture,
+        now: t(now),
+        command_id: Uuid::new_v4(),
+    });
+    run.send(SagaCommand::Complete {
+        step: Step::Capture,
+        result: StepResult::Done,
+        now: t(now),
+    });
+    run.answer(now, ok); // the commit
+    let failed = time_out(&mut run, &Step::Confirm, now + 1);
+    now = retry_time(&run, &Step::Confirm, failed);
+    assert_eq!(run.answer(now, ok), [Step::Confirm]);
+    assert_eq!(run.0.outcome, Some(SagaOutcome::Confirmed));
+}
+
+#[test]
+fn a_refusal_after_the_capture_parks_the_saga_and_a_resumption_tries_the_step_anew() {
+    let mut run = Run::new(&["A"]);
+    for now in 0..4 {
+        run.answer(now, ok); // reserved, priced, authorised, committed and captured
+    }
+    run.answer(4, |_| StepResult::Refused {
+        reason: "invalid_transition".into(),
+    });
+    assert_eq!(run.0.status, SagaStatus::NeedsAttention);
+    assert_eq!(run.0.parked_step, Some(Step::Confirm));
+    assert!(run.0.due_steps().is_empty(), "nothing is compensated");
+    let first_id = run.0.command_id(&Step::Confirm);
+    run.send(SagaCommand::Resume {
+        reason: "the order was reopened by hand".into(),
+        now: t(10),
+    });
+    assert_eq!(run.0.status, SagaStatus::Running);
+    assert_eq!(run.0.due_steps(), [Step::Confirm]);
+    run.answer(11, ok);
+    assert_ne!(
+        run.0.command_id(&Step::Confirm),
+        first_id,
+        "a new command id"
+    );
+    assert_eq!(run.0.outcome, Some(SagaOutcome::Confirmed));
 }
 
 #[test]
@@ -209,25 +279,43 @@ fn a_cancel_mid_saga_compensates_and_ends_cancelled_without_rejecting() {
 }
 
 #[test]
-fn a_compensation_that_cannot_succeed_needs_attention() {
+fn a_compensation_is_retried_until_it_succeeds_and_a_refused_one_needs_attention() {
     let mut run = Run::new(&["A"]);
     run.answer(0, ok);
     run.send(SagaCommand::Cancel { now: t(1) });
-    for n in 0..3 {
-        run.send(SagaCommand::Attempt {
-            step: Step::Release(sku("A")),
-            now: t(100 * (n + 1)),
-            command_id: Uuid::new_v4(),
-        });
-        run.send(SagaCommand::Fail {
-            step: Step::Release(sku("A")),
-            reason: "inventory unavailable".into(),
-            now: t(100 * (n + 1) + 5),
-            jitter_permille: 0,
-        });
+    // Inventory away for an hour: the release is retried, never given up.
+    let mut now = 2;
+    while now < 3600 {
+        let failed = time_out(&mut run, &Step::Release(sku("A")), now);
+        now = retry_time(&run, &Step::Release(sku("A")), failed);
     }
-    assert_eq!(run.0.status, SagaStatus::NeedsAttention);
-    assert!(run.0.due_steps().is_empty());
+    assert_eq!(run.0.status, SagaStatus::Compensating);
+    assert_eq!(run.answer(now, ok), [Step::Release(sku("A"))]);
+    assert_eq!(run.0.outcome, Some(SagaOutcome::Cancelled));
+
+    // A refusal is not weather: that saga stops, naming the step and why.
+    let mut refused = Run::new(&["A"]);
+    refused.answer(0, ok);
+    refused.send(SagaCommand::Cancel { now: t(1) });
+    refused.answer(2, |_| StepResult::Refused {
+        reason: "unknown_reservation".into(),
+    });
+    assert_eq!(refused.0.status, SagaStatus::NeedsAttention);
+    assert_eq!(refused.0.parked_step, Some(Step::Release(sku("A"))));
+    assert!(refused
+        .0
+        .parked_reason
+        .as_deref()
+        .unwrap()
+        .contains("unknown_reservation"));
+    // Resumed once the cause is removed, the release goes again and the saga ends.
+    refused.send(SagaCommand::Resume {
+        reason: "reservation restored".into(),
+        now: t(3),
+    });
+    assert_eq!(refused.0.status, SagaStatus::Compensating);
+    assert_eq!(refused.answer(4, ok), [Step::Release(sku("A"))]);
+    assert_eq!(refused.0.outcome, Some(SagaOutcome::Cancelled));
 }
 
 #[test]
@@ -484,8 +572,9 @@ async fn start_refuses_an_order_that_cannot_have_been_placed() {
 }
 
 #[tokio::test]
-async fn complete_is_refused_for_a_step_never_attempted() {
-    // A forged or stray `OrderConfirmed` must not complete a confirm the saga never sent.
+async fn a_result_for_a_step_never_attempted_parks_the_saga_as_a_contradiction() {
+    // An `OrderConfirmed` the saga never asked for (before any payment) completes nothing:
+    // it contradicts the saga, which stops with that reason.
     saga_test()
         .given(vec![started(&["A"])])
         .when_async(SagaCommand::Complete {
@@ -494,7 +583,51 @@ async fn complete_is_refused_for_a_step_never_attempted() {
             now: t(2),
         })
         .await
-        .then_expect_error(SagaError::NotAttempted(Step::Confirm));
+        .then_expect_events(vec![SagaEvent::SagaNeedsAttention {
+            step: Step::Confirm,
+            reason: "contradiction: confirm came to done without this saga asking for it, \
+                     which contradicts its state"
+                .into(),
+            at: t(2),
+        }]);
+}
+
+#[tokio::test]
+async fn resume_needs_a_parked_saga_and_a_reason() {
+    let parked = SagaEvent::SagaNeedsAttention {
+        step: Step::Void,
+        reason: "compensation refused: unknown_payment".into(),
+        at: t(5),
+    };
+    let resume = |reason: &str| SagaCommand::Resume {
+        reason: reason.into(),
+        now: t(9),
+    };
+    saga_test()
+        .given(vec![started(&["A"]), parked.clone()])
+        .when_async(resume("payment found"))
+        .await
+        .then_expect_events(vec![SagaEvent::SagaResumed {
+            step: Some(Step::Void),
+            compensating: false,
+            reason: "payment found".into(),
+            at: t(9),
+        }]);
+    saga_test()
+        .given(vec![started(&["A"]), parked])
+        .when_async(resume("  "))
+        .await
+        .then_expect_error(SagaError::NoReason);
+    saga_test()
+        .given(vec![started(&["A"])])
+        .when_async(resume("why not"))
+        .await
+        .then_expect_error(SagaError::NotParked);
+    saga_test()
+        .given_no_previous_events()
+        .when_async(resume("why not"))
+        .await
+        .then_expect_error(SagaError::NotFound);
 }
 
 #[tokio::test]
