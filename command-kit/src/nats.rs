@@ -67,6 +67,12 @@ where
                 return;
             };
             let reply_to = message.reply.clone();
+            let command = message
+                .subject
+                .as_str()
+                .rsplit('.')
+                .next()
+                .map(str::to_owned);
             let span = tracing::info_span!(
                 "nats.command",
                 otel.kind = "server",
@@ -74,6 +80,12 @@ where
             );
             runtime::trace::join_message(&span, message.headers.as_ref());
             let reply = handle(&dispatcher, message).instrument(span).await;
+            // A test loses a command's reply here (`nats.before_reply.<Command>@N:hang`): the
+            // command took effect, and its answer never leaves.
+            if runtime::failpoint::armed() {
+                let point = format!("nats.before_reply.{}", command.unwrap_or_default());
+                runtime::failpoint::reached(&point).await;
+            }
             if let Some(reply_to) = reply_to {
                 let body = serde_json::to_vec(&reply).expect("replies serialise");
                 if let Err(e) = client.publish(reply_to, body.into()).await {

@@ -75,6 +75,12 @@ pub fn arm(list: &str) {
     arm_with_markers(list, None);
 }
 
+/// Whether any failpoint is armed: code that would build a failpoint's name at run time asks
+/// first, so an unarmed process pays nothing.
+pub fn armed() -> bool {
+    ARMED.get().is_some_and(|config| !config.points.is_empty())
+}
+
 /// What reaching `name` should do now.
 fn fires(name: &str) -> Option<bool> {
     let config = ARMED.get()?;
