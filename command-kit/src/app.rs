@@ -64,6 +64,7 @@ impl CommandApp {
             .await?
             .tls(settings.basics.tls.as_ref())?
             .routes(routes, readiness, crate::openapi::document::<S>())
+            .time_limit(settings.basics.request_timeout)
             .with_task(runtime::retention::task_for(
                 pool.clone(),
                 vec![retention],

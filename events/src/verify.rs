@@ -118,6 +118,8 @@ async fn connect(url: &str) -> anyhow::Result<PgPool> {
         url: runtime::secret::Secret::new(url.to_owned()),
         owner_url: None,
         max_connections: 1,
+        // `verify` reads whole tables at once.
+        statement_timeout: std::time::Duration::ZERO,
     };
     settings
         .connect()

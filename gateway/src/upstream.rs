@@ -42,7 +42,8 @@ const RESPONSE_HEADERS: &[&str] = &[
 /// no URL parsing per call (the services' addresses are parsed once, at start-up).
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// A client that keeps idle connections (and their TLS sessions) for 30 s and sends without
+/// A client that keeps idle connections (and their TLS sessions) for 20 s, less than the
+/// services wait for a request on one, and sends without
 /// Nagle's delay. With `tls`, it calls HTTPS only, trusts the local CA only and shows the
 /// gateway's certificate; without (`TLS=off`), plain HTTP only.
 pub fn client(tls: Option<&TlsSettings>) -> anyhow::Result<HttpClient> {
@@ -64,7 +65,7 @@ pub fn client(tls: Option<&TlsSettings>) -> anyhow::Result<HttpClient> {
             .wrap_connector(http),
     };
     Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_idle_timeout(runtime::https::CLIENT_IDLE_TIMEOUT)
         .build(connector))
 }
 

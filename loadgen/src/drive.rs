@@ -113,7 +113,8 @@ pub fn trust(dir: &std::path::Path) -> anyhow::Result<()> {
 
 /// An HTTP client for `clients` concurrent connections to one host (HTTPS or HTTP).
 pub fn http_client(clients: usize) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder();
+    let mut builder =
+        reqwest::Client::builder().pool_idle_timeout(runtime::https::CLIENT_IDLE_TIMEOUT);
     if let Some(config) = TLS.get() {
         builder = builder.use_preconfigured_tls(config.clone());
     }

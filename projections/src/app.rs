@@ -68,6 +68,7 @@ impl App {
                 readiness,
                 crate::lag::openapi(),
             )
+            .time_limit(settings.basics.request_timeout)
             .with_task(runtime::retention::task_for(
                 pool.clone(),
                 vec![runtime::retention::Rule {

@@ -5,7 +5,8 @@ use std::time::Duration;
 use crate::env::{Env, EnvError};
 use crate::secret::Secret;
 
-/// `DATABASE_URL`, `DATABASE_OWNER_URL` and `DATABASE_MAX_CONNECTIONS`.
+/// `DATABASE_URL`, `DATABASE_OWNER_URL`, `DATABASE_MAX_CONNECTIONS` and
+/// `DATABASE_STATEMENT_TIMEOUT_MS`.
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
     /// The service's everyday role: it may do what the service does and nothing more.
@@ -14,6 +15,10 @@ pub struct DatabaseSettings {
     /// grant the everyday role its privileges; unset when the everyday role owns the tables.
     pub owner_url: Option<Secret<String>>,
     pub max_connections: u32,
+    /// The longest one statement of the service may run before Postgres cancels it (0: no
+    /// limit), so a stuck query fails a request instead of holding a connection for ever.
+    /// Migrations, run as the owner, have none.
+    pub statement_timeout: Duration,
 }
 
 /// A database's schema as code: its migrations, and the privileges of the role a service
@@ -74,15 +79,23 @@ impl DatabaseSettings {
                 .get("DATABASE_OWNER_URL")
                 .map(|u| Secret::new(u.to_owned())),
             max_connections: env.parse_or("DATABASE_MAX_CONNECTIONS", default_max_connections)?,
+            statement_timeout: env
+                .millis_or("DATABASE_STATEMENT_TIMEOUT_MS", Duration::from_secs(10))?,
         })
     }
 
-    /// Opens a pool; waits at most 5 s for a free connection before a request fails.
+    /// Opens a pool; waits at most 5 s for a free connection before a request fails (503,
+    /// `Problem::internal`), and every connection has the statement timeout.
     pub async fn connect(&self) -> Result<sqlx::PgPool, sqlx::Error> {
+        use std::str::FromStr;
+        let options = sqlx::postgres::PgConnectOptions::from_str(self.url.expose())?.options([(
+            "statement_timeout",
+            self.statement_timeout.as_millis().to_string(),
+        )]);
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(self.url.expose())
+            .connect_with(options)
             .await
     }
 }

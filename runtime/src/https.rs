@@ -1,5 +1,8 @@
-//! Internal HTTPS: serves a service's router over TLS, and lets a request through only when
-//! its connection's client certificate belongs to a caller allowed on that route.
+//! Serves a service's router: over TLS for the internal services, letting a request through
+//! only when its connection's client certificate belongs to a caller allowed on that route;
+//! in plain HTTP for the gateway's public side (and `TLS=off`). Either way a client gets
+//! [`HEADER_READ_TIMEOUT`] to send a request's head, so idle or trickling connections cannot
+//! hold the server's sockets.
 //!
 //! Health and readiness are open to anyone (a Kubernetes probe has no certificate); metrics
 //! also to the Prometheus scraper; everything else only to the gateway and to operators.
@@ -31,6 +34,15 @@ const OPEN_ROUTES: &[&str] = &["/healthz", "/readyz"];
 /// A client that opens a connection and never finishes the handshake is dropped after this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a client has to send a request's head, counted from when the server starts
+/// waiting for it: after connecting, or after the last response on a kept-alive connection.
+/// So an idle kept-alive connection is also closed after this; clients keep idle connections
+/// for less ([`CLIENT_IDLE_TIMEOUT`]), so they never send on one the server is closing.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long our clients (the gateway's, the tests', the benchmark's) keep an idle connection.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Who is at the other end of a connection, as its verified client certificate says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
@@ -56,16 +68,20 @@ impl Peer {
     }
 }
 
-/// Serves `router` over TLS on `listener` until `shutdown`, then lets every connection finish
-/// the request in hand.
+/// Serves `router` on `listener` until `shutdown`, over TLS with `tls` (admitting callers by
+/// their certificates) or in plain HTTP without, then lets every connection finish the
+/// request in hand.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    config: rustls::ServerConfig,
+    tls: Option<rustls::ServerConfig>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let router = router.layer(axum::middleware::from_fn(admit));
+    let acceptor = tls.map(|config| tokio_rustls::TlsAcceptor::from(Arc::new(config)));
+    let router = match acceptor {
+        Some(_) => router.layer(axum::middleware::from_fn(admit)),
+        None => router,
+    };
     let connections = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (tcp, addr) = tokio::select! {
@@ -83,6 +99,9 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let (acceptor, router, watcher) = (acceptor.clone(), router.clone(), connections.watcher());
         tokio::spawn(async move {
+            let Some(acceptor) = acceptor else {
+                return connection(TokioIo::new(tcp), addr, None, router, watcher).await;
+            };
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -92,22 +111,39 @@ pub async fn serve(
                 Err(_) => return,
             };
             let peer = Peer::of(tls.get_ref().1.peer_certificates().and_then(|c| c.first()));
-            let service = hyper::service::service_fn(move |mut request: Request<_>| {
-                request.extensions_mut().insert(ConnectInfo(addr));
-                request.extensions_mut().insert(peer);
-                router.clone().oneshot(request.map(axum::body::Body::new))
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%addr, error = %e, "connection ended with an error");
-            }
+            connection(TokioIo::new(tls), addr, Some(peer), router, watcher).await;
         });
     }
     drop(listener);
     connections.shutdown().await;
     Ok(())
+}
+
+/// Serves one connection's requests, each with the peer's address (and certificate, over
+/// TLS) in its extensions.
+async fn connection<I>(
+    io: I,
+    addr: std::net::SocketAddr,
+    peer: Option<Peer>,
+    router: Router,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: Request<_>| {
+        request.extensions_mut().insert(ConnectInfo(addr));
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(peer);
+        }
+        router.clone().oneshot(request.map(axum::body::Body::new))
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(io, service);
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(%addr, error = %e, "connection ended with an error");
+    }
 }
 
 /// Refuses a request whose caller may not reach its route: 401 without a certificate, 403

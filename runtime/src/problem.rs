@@ -53,8 +53,19 @@ impl Problem {
         self
     }
 
-    /// The opaque 500: the cause is logged here, once, and never shown to the client.
+    /// The opaque 500: the cause is logged here, once, and never shown to the client. A
+    /// database that is only busy (no free connection in time, a statement cancelled by its
+    /// timeout) is a 503 with `Retry-After`, which a client may retry.
     pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
+        if busy_database(error) {
+            tracing::warn!(error = %ErrorChain(error), "the database is busy");
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "The service is busy; try again shortly",
+            )
+            .retry_after(1);
+        }
         tracing::error!(error = %ErrorChain(error), "request failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -96,6 +107,41 @@ impl IntoResponse for Problem {
         }
         response
     }
+}
+
+/// Runs the request, or answers 503 problem+json once `limit` has passed.
+pub async fn within(
+    limit: std::time::Duration,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("The request took longer than {} ms", limit.as_millis()),
+        )
+        .retry_after(1)
+        .into_response(),
+    }
+}
+
+/// Whether `error`, or one of its causes, says the database is busy rather than broken: the
+/// pool had no connection free in time, or a statement ran past its timeout (57014).
+fn busy_database(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        match e.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::PoolTimedOut) => return true,
+            Some(sqlx::Error::Database(db)) if db.code().as_deref() == Some("57014") => {
+                return true
+            }
+            _ => {}
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Formats an error with its whole `source()` chain on one line.

@@ -59,6 +59,9 @@ pub struct Basics {
     /// `TLS` (default on) and `TLS_DIR`: the service's certificate, for its HTTPS and as a
     /// client.
     pub tls: Option<crate::tls::TlsSettings>,
+    /// `HTTP_REQUEST_TIMEOUT_MS`, default 10000: the longest a request may take before it is
+    /// answered 503 (`Service::time_limit`).
+    pub request_timeout: std::time::Duration,
 }
 
 impl Basics {
@@ -115,6 +118,10 @@ impl Basics {
             failpoints: env.string_or("FAILPOINTS", ""),
             log: crate::telemetry::LogSettings::from_env(env)?,
             tls: crate::tls::TlsSettings::from_env(env, defaults.name)?,
+            request_timeout: env.millis_or(
+                "HTTP_REQUEST_TIMEOUT_MS",
+                std::time::Duration::from_secs(10),
+            )?,
         })
     }
 }
@@ -184,6 +191,18 @@ impl Service {
             stopped_task: Arc::default(),
             tls: None,
         })
+    }
+
+    /// Answers 503 problem+json to a request that takes longer than `limit`, so no caller
+    /// waits on a stuck request for ever; what it was doing is dropped (a command's
+    /// transaction rolls back unless it committed, and its idempotency key answers a retry).
+    pub fn time_limit(mut self, limit: std::time::Duration) -> Self {
+        self.router = self
+            .router
+            .layer(axum::middleware::from_fn(move |request, next| {
+                crate::problem::within(limit, request, next)
+            }));
+        self
     }
 
     /// Serves HTTPS with the certificate of `tls`, admitting to the API only the callers of
@@ -278,21 +297,9 @@ impl Service {
             .collect();
         // The peer address is offered to every handler (the gateway limits anonymous calls by
         // it).
-        let served = match self.tls {
-            Some(config) => {
-                crate::https::serve(self.listener, self.router, config, shutdown.clone())
-                    .await
-                    .context("serving HTTPS")
-            }
-            None => axum::serve(
-                self.listener,
-                self.router
-                    .into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        let served = crate::https::serve(self.listener, self.router, self.tls, shutdown.clone())
             .await
-            .context("serving HTTP"),
-        };
+            .context("serving HTTP");
         // A server that failed stops the tasks too, rather than leaving them unsupervised.
         shutdown.cancel();
         for task in tasks {

@@ -83,7 +83,7 @@ impl Recorder {
                 tokio::spawn(runtime::https::serve(
                     listener,
                     app,
-                    config,
+                    Some(config),
                     CancellationToken::new(),
                 ));
                 format!("https://{addr}")

@@ -272,7 +272,8 @@ pub fn http() -> reqwest::Client {
 
 /// An HTTP client that shows `tls`'s certificate (none for `None`), trusting the tests' CA.
 pub fn http_as(tls: Option<runtime::tls::TlsSettings>) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder();
+    let mut builder =
+        reqwest::Client::builder().pool_idle_timeout(runtime::https::CLIENT_IDLE_TIMEOUT);
     if let Some(tls) = tls {
         let config = tls
             .client_config()

@@ -120,6 +120,7 @@ impl App {
                 self.readiness,
                 crate::http::openapi(),
             )
+            .time_limit(self.settings.basics.request_timeout)
             .with_pool(self.pool)
             .with_task(task(|shutdown| async move {
                 relay.run(shutdown).await;
