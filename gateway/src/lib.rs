@@ -7,7 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod breaker;
 pub mod edge;
 pub mod error;
 pub mod oidc;

@@ -15,9 +15,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use runtime::tls::TlsSettings;
 
-use crate::breaker::Breaker;
 use crate::error::ApiError;
 use crate::settings::BreakerSettings;
+use runtime::breaker::Breaker;
 
 /// Request headers a client may send through to a service.
 const REQUEST_HEADERS: &[&str] = &[
@@ -130,7 +130,12 @@ impl Upstream {
             authority: authority.clone(),
             http,
             timeout: settings.timeout,
-            breaker: Breaker::new(name, settings.failures, settings.open_for),
+            breaker: Breaker::new(
+                name,
+                settings.failures,
+                settings.open_for,
+                runtime::breaker::UPSTREAM,
+            ),
         })
     }
 

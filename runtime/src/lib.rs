@@ -2,6 +2,7 @@
 //! health endpoints and failpoints. Domain logic never lives here.
 #![forbid(unsafe_code)]
 
+pub mod breaker;
 pub mod db;
 pub mod env;
 pub mod failpoint;

@@ -110,6 +110,7 @@ impl App {
             self.nats,
             self.settings.nats.namespace.clone(),
             self.settings.policy,
+            self.settings.containment,
             shutdown.clone(),
         );
         let relay = self.relay;

@@ -20,12 +20,14 @@ use domain::saga::{OrderSaga, Readiness, SagaCommand, SagaError, SagaPolicy, Sag
 use event_store::{BusError, CommandBus, CommandMetadata, Executed};
 use messaging::Namespace;
 use rand::Rng;
+use runtime::breaker::Breaker;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::steps::{command_for, reply_outcome, Input};
+use crate::settings::Containment;
+use crate::steps::{command_for, reply_outcome, target, Input};
 use crate::timers::Timers;
 use crate::traces::SagaTraces;
 
@@ -41,8 +43,17 @@ pub struct Driver {
     /// saga never overlap, and a burst of requests collapses into one more drive.
     driving: Mutex<HashMap<Uuid, bool>>,
     traces: SagaTraces,
+    /// Per target context: its circuit, and the bound on its commands in flight.
+    contexts: HashMap<messaging::BoundedContext, (Breaker, Arc<tokio::sync::Semaphore>)>,
     shutdown: CancellationToken,
 }
+
+/// `saga_target_circuit{context}`, `saga_target_rejected_total{context}`.
+const TARGET: runtime::breaker::Metrics = runtime::breaker::Metrics {
+    state: "saga_target_circuit",
+    rejected: "saga_target_rejected_total",
+    label: "context",
+};
 
 fn metadata(order_id: Uuid) -> CommandMetadata {
     CommandMetadata {
@@ -60,9 +71,28 @@ impl Driver {
         nats: async_nats::Client,
         namespace: Namespace,
         policy: SagaPolicy,
+        containment: Containment,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
+        let contexts = [
+            messaging::BoundedContext::Orders,
+            messaging::BoundedContext::Inventory,
+            messaging::BoundedContext::Payments,
+        ]
+        .into_iter()
+        .map(|context| {
+            let breaker = Breaker::new(
+                context.token(),
+                containment.breaker_failures,
+                containment.breaker_open_for,
+                TARGET,
+            );
+            let bulkhead = Arc::new(tokio::sync::Semaphore::new(containment.max_in_flight));
+            (context, (breaker, bulkhead))
+        })
+        .collect();
         Arc::new(Self {
+            contexts,
             bus,
             pool,
             nats,
@@ -264,6 +294,16 @@ impl Driver {
     }
 
     async fn attempt_inner(&self, order_id: Uuid, step: Step) -> Result<(), BusError> {
+        let context = target(&step);
+        let (breaker, bulkhead) = &self.contexts[&context];
+        // While the context's circuit is open the attempt fails at once, without waiting for
+        // a timeout; its retry, the business deadline and the rest go on as for any failure.
+        let admitted = breaker.admit();
+        // Waits here, not in the target, when the context already has its share in flight.
+        let in_flight = match admitted {
+            Ok(()) => bulkhead.clone().acquire_owned().await.ok(),
+            Err(_) => None,
+        };
         let attempt = SagaCommand::Attempt {
             step: step.clone(),
             now: Utc::now(),
@@ -273,10 +313,23 @@ impl Driver {
         let saga = match self.execute(order_id, attempt).await? {
             Executed::Accepted { state, .. } => state,
             // Not due any more: another driver or a reply got there first.
-            Executed::Rejected { .. } => return Ok(()),
+            Executed::Rejected { .. } => {
+                if admitted.is_ok() {
+                    breaker.abandoned();
+                }
+                return Ok(());
+            }
         };
+        if let Err(secs) = admitted {
+            let reason = format!(
+                "{context}'s circuit is open after repeated failures (probed again in {secs} s)"
+            );
+            return self.fail(order_id, step, reason).await;
+        }
+        let _in_flight = in_flight;
         runtime::failpoint::reached("saga.after_attempt").await;
         let Some(outgoing) = command_for(&saga, &step) else {
+            breaker.abandoned();
             return self
                 .fail(
                     order_id,
@@ -303,6 +356,11 @@ impl Driver {
             Ok(Err(e)) => Err(format!("request failed: {e}")),
             Ok(Ok(reply)) => reply_outcome(&step, &reply.payload),
         };
+        // Any answer shows the context is there; no answer, or "unavailable", counts against it.
+        match &outcome {
+            Ok(_) => breaker.succeeded(),
+            Err(_) => breaker.failed(),
+        }
         match outcome {
             Ok(result) => {
                 self.execute(

@@ -31,6 +31,17 @@ fn quantity(saga: &OrderSaga, sku: &Sku) -> u32 {
         .map_or(0, |l| l.quantity)
 }
 
+/// The context whose service takes `step`'s command.
+pub fn target(step: &Step) -> BoundedContext {
+    match step {
+        Step::Reserve(_) | Step::Commit(_) | Step::Release(_) | Step::Restock(_) => {
+            BoundedContext::Inventory
+        }
+        Step::Price | Step::Confirm | Step::Reject => BoundedContext::Orders,
+        Step::Authorise | Step::Capture | Step::Void | Step::Refund => BoundedContext::Payments,
+    }
+}
+
 /// `command` as the NATS request of this saga's `step`, under the id its attempt recorded
 /// (`None` before the step's first attempt).
 fn outgoing<C: Command>(saga: &OrderSaga, step: &Step, command: C) -> Option<Outgoing> {
