@@ -10,6 +10,7 @@ pub mod front;
 pub mod gate;
 pub mod oidc;
 pub mod otlp;
+pub mod outage;
 pub mod process;
 pub mod schemas;
 pub mod stack;
