@@ -64,7 +64,15 @@ async fn an_order_confirmed_behind_the_sagas_back_parks_it_until_an_operator_res
 
     // A resumption needs a reason, and records it.
     assert_eq!(retry(&s, order, json!({"reason": " "})).await.0, 422);
-    assert_eq!(retry(&s, order, json!({"why": "x"})).await.0, 400);
+    assert_eq!(retry(&s, order, json!({"why": "x"})).await.0, 422);
+    let not_json = testkit::http()
+        .post(format!("{}/sagas/{order}/retry", s.urls[3]))
+        .header("content-type", "application/json")
+        .body("{reason")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_json.status().as_u16(), 400);
     let (status, body) = retry(
         &s,
         order,

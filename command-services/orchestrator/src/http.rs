@@ -134,10 +134,12 @@ pub fn openapi() -> Value {
             "requestBody": {"required": true, "content": {"application/json": {"schema": retry_request}}},
             "responses": {
                 "202": {"description": "Resumed", "content": {"application/json": {"schema": resumed}}},
-                "400": runtime::openapi::problem("The order id is not a UUID, or the body is not JSON"),
+                "400": runtime::openapi::problem("The order id is not a UUID, or the body is not valid JSON"),
                 "404": runtime::openapi::problem("No saga for this order"),
                 "409": runtime::openapi::problem("The saga is not parked"),
-                "422": runtime::openapi::problem("No reason, or one over 1000 characters"),
+                "413": runtime::openapi::problem("The body is too large"),
+                "415": runtime::openapi::problem("The body is not sent as application/json"),
+                "422": runtime::openapi::problem("Not a retry request: no reason, one over 1000 characters, or other fields"),
                 "500": runtime::openapi::problem("Internal error")
             }
         }}),
@@ -194,27 +196,26 @@ async fn parked(
 }
 
 /// `POST /sagas/{order_id}/retry`: resumes a parked saga, recording the operator's reason.
+/// The body is read as every JSON body is (`problem::json_object`: 413, 415, 400 for
+/// malformed JSON), and a body of the wrong shape is 422 `invalid-body`.
 async fn retry(
     State(driver): State<Arc<Driver>>,
     Path(raw): Path<String>,
-    body: axum::body::Bytes,
+    headers: axum::http::HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Resumed>), Problem> {
     let order_id = order_id(&raw)?;
-    let request: RetryRequest = serde_json::from_slice(&body).map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-body",
-            "The body is not a retry request",
-        )
-        .detail(e.to_string())
-    })?;
-    if request.reason.trim().is_empty() || request.reason.chars().count() > 1000 {
-        return Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-body",
-            "Say why the saga may go on (1 to 1000 characters)",
-        ));
-    }
+    let fields = problem::json_object(&headers, body)?;
+    let request: RetryRequest = serde_json::from_value(Value::Object(fields))
+        .ok()
+        .filter(|r: &RetryRequest| !r.reason.trim().is_empty() && r.reason.chars().count() <= 1000)
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                "Say why the saga may go on: {\"reason\": \"...\"}, 1 to 1000 characters",
+            )
+        })?;
     match driver
         .resume(order_id, request.reason)
         .await
