@@ -63,6 +63,9 @@ pub enum Command {
     /// Fold every aggregate from the streams and compare with the event stores and the read
     /// models; exit 1 when they differ.
     Verify(VerifyArgs),
+    /// The projections' dead letters: list, replay after a fix, or discard (operators; shows
+    /// `operator.crt` of --tls-dir to the projections service, not NATS).
+    DeadLetters(crate::dead_letters::DeadLetterArgs),
 }
 
 /// Which events.
@@ -189,6 +192,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             !args.selection.follow,
             "an export needs an end: --follow never ends, so it would never be written"
         ),
+        Command::DeadLetters(args) => {
+            return crate::dead_letters::run(args, cli.tls_dir.as_deref()).await;
+        }
         _ => {}
     }
     let tls = cli
@@ -268,6 +274,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::DeadLetters(_) => unreachable!("answered before NATS is opened"),
     }
 }
 

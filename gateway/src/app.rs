@@ -61,6 +61,7 @@ impl App {
             inventory: upstream("inventory", &urls.inventory)?,
             payments: upstream("payments", &urls.payments)?,
             orchestrator: upstream("orchestrator", &urls.orchestrator)?,
+            projections: upstream("projections", &urls.projections)?,
             query: upstream("query-api", &urls.query)?,
             owners: Owners::new(js.clone(), settings.nats.namespace.clone()),
             js: js.clone(),

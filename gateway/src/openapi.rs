@@ -17,6 +17,7 @@ pub fn committed(service: &str) -> Value {
         "inventory" => include_str!("../../schemas/openapi/inventory.json"),
         "payments" => include_str!("../../schemas/openapi/payments.json"),
         "orchestrator" => include_str!("../../schemas/openapi/orchestrator.json"),
+        "projections" => include_str!("../../schemas/openapi/projections.json"),
         "query-api" => include_str!("../../schemas/openapi/query-api.json"),
         other => panic!("no committed document for {other}"),
     };

@@ -47,6 +47,7 @@ pub enum Target {
     Inventory,
     Payments,
     Orchestrator,
+    Projections,
     Query,
     /// The gateway itself answers, from JetStream.
     Stream,
@@ -60,6 +61,7 @@ impl Target {
             Self::Inventory => "inventory",
             Self::Payments => "payments",
             Self::Orchestrator => "orchestrator",
+            Self::Projections => "projections",
             Self::Query => "query-api",
             Self::Stream => "gateway",
         }
@@ -129,6 +131,9 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/api/sagas/{order_id}", Operator, Orchestrator "/sagas/{order_id}", Proxy, "An order's saga (operators)"),
     route!(POST "/api/sagas/{order_id}/retry", Operator, Orchestrator "/sagas/{order_id}/retry", Proxy, "Resume a parked saga, with the reason (operators)"),
     route!(GET "/api/projections", Operator, Query "/projections", Proxy, "Projection lag and dead letters (operators)"),
+    route!(GET "/api/dead-letters", Operator, Projections "/dead-letters", Proxy, "The projections' dead letters, oldest first (operators)"),
+    route!(POST "/api/dead-letters/{id}/replay", Operator, Projections "/dead-letters/{id}/replay", Proxy, "Replay a dead letter after a fix, with its aggregate's held events (operators)"),
+    route!(DELETE "/api/dead-letters/{id}", Operator, Projections "/dead-letters/{id}", Proxy, "Discard a dead letter for good (operators)"),
     route!(GET "/api/analytics/sales", Operator, Query "/analytics/sales", Proxy, "Sales over time (operators)"),
 ];
 
@@ -138,6 +143,7 @@ pub struct Gateway {
     pub inventory: Upstream,
     pub payments: Upstream,
     pub orchestrator: Upstream,
+    pub projections: Upstream,
     pub query: Upstream,
     pub owners: Owners,
     pub js: async_nats::jetstream::Context,
@@ -156,6 +162,7 @@ impl Gateway {
             Target::Inventory => &self.inventory,
             Target::Payments => &self.payments,
             Target::Orchestrator => &self.orchestrator,
+            Target::Projections => &self.projections,
             // The live stream's route never forwards (it reads JetStream); the query API
             // stands in only so the match is whole.
             Target::Query | Target::Stream => &self.query,
@@ -167,7 +174,7 @@ impl Gateway {
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let mut paths: Vec<(&'static str, MethodRouter<Arc<Gateway>>)> = Vec::new();
     for route in ROUTES {
-        let filter = MethodFilter::try_from(route.method.clone()).expect("GET or POST");
+        let filter = MethodFilter::try_from(route.method.clone()).expect("GET, POST or DELETE");
         let handler = move |State(gw): State<Arc<Gateway>>,
                             caller: Option<Extension<Caller>>,
                             params: RawPathParams,

@@ -27,7 +27,7 @@ pub struct Settings {
 }
 
 /// The internal services' base URLs: `ORDERS_URL`, `INVENTORY_URL`, `PAYMENTS_URL`,
-/// `ORCHESTRATOR_URL`, `QUERY_URL`, defaults those of `cargo xtask up` (`https://` unless
+/// `ORCHESTRATOR_URL`, `PROJECTIONS_URL`, `QUERY_URL`, defaults those of `cargo xtask up` (`https://` unless
 /// `TLS=off`).
 #[derive(Debug, Clone)]
 pub struct UpstreamUrls {
@@ -35,6 +35,7 @@ pub struct UpstreamUrls {
     pub inventory: String,
     pub payments: String,
     pub orchestrator: String,
+    pub projections: String,
     pub query: String,
 }
 
@@ -47,6 +48,7 @@ impl UpstreamUrls {
             ("INVENTORY_URL", &self.inventory),
             ("PAYMENTS_URL", &self.payments),
             ("ORCHESTRATOR_URL", &self.orchestrator),
+            ("PROJECTIONS_URL", &self.projections),
             ("QUERY_URL", &self.query),
         ];
         match named
@@ -138,6 +140,7 @@ impl Settings {
                 inventory: url("INVENTORY_URL", 8082),
                 payments: url("PAYMENTS_URL", 8083),
                 orchestrator: url("ORCHESTRATOR_URL", 8084),
+                projections: url("PROJECTIONS_URL", 8085),
                 query: url("QUERY_URL", 8080),
             },
             oidc: OidcSettings {

@@ -64,7 +64,8 @@ impl App {
             .await?
             .tls(settings.basics.tls.as_ref())?
             .routes(
-                crate::lag::routes(pool.clone()),
+                crate::lag::routes(pool.clone())
+                    .merge(crate::dead_letters_http::router(pool.clone())),
                 readiness,
                 crate::lag::openapi(),
             )

@@ -5,21 +5,31 @@ use std::collections::HashMap;
 
 use sqlx::PgConnection;
 
+/// An aggregate's place in a projection: its last applied (or dead-lettered) sequence, and
+/// whether it is held behind a dead letter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Position {
+    pub sequence: u64,
+    /// An earlier event of it is dead-lettered: its later events are dead-lettered behind
+    /// that one, never applied out of order, until an operator replays or discards them.
+    pub held: bool,
+}
+
 /// Locks the position rows of `keys` (`(aggregate type, aggregate id)`, sorted and without
-/// repeats), creating missing ones at 0, and returns each one's last applied sequence. Locking
+/// repeats), creating missing ones at 0, and returns each one's position. Locking
 /// serialises workers that hold events of the same aggregate; taking the locks in one sorted
 /// statement means two workers never wait on each other in a cycle.
 pub async fn claim_positions<'k>(
     conn: &mut PgConnection,
     projection: &str,
     keys: &[(&'k str, &'k str)],
-) -> Result<HashMap<(&'k str, &'k str), u64>, sqlx::Error> {
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+) -> Result<HashMap<(&'k str, &'k str), Position>, sqlx::Error> {
+    let rows: Vec<(String, String, i64, bool)> = sqlx::query_as(
         "INSERT INTO projection_positions (projection, aggregate_type, aggregate_id, sequence) \
          SELECT $1, t, i, 0 FROM unnest($2::text[], $3::text[]) AS u(t, i) ORDER BY t, i \
          ON CONFLICT (projection, aggregate_type, aggregate_id) \
          DO UPDATE SET sequence = projection_positions.sequence \
-         RETURNING aggregate_type, aggregate_id, sequence",
+         RETURNING aggregate_type, aggregate_id, sequence, held",
     )
     .bind(projection)
     .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
@@ -28,9 +38,13 @@ pub async fn claim_positions<'k>(
     .await?;
     Ok(rows
         .iter()
-        .filter_map(|(t, i, seq)| {
+        .filter_map(|(t, i, seq, held)| {
             let at = keys.binary_search(&(t.as_str(), i.as_str())).ok()?;
-            Some((keys[at], *seq as u64))
+            let position = Position {
+                sequence: *seq as u64,
+                held: *held,
+            };
+            Some((keys[at], position))
         })
         .collect())
 }
@@ -53,6 +67,30 @@ pub async fn set_positions(
     .bind(moved.iter().map(|m| m.0).collect::<Vec<_>>())
     .bind(moved.iter().map(|m| m.1).collect::<Vec<_>>())
     .bind(moved.iter().map(|m| m.2 as i64).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Holds (or releases) `keys`' aggregates, already claimed.
+pub async fn set_held(
+    conn: &mut PgConnection,
+    projection: &str,
+    keys: &[(&str, &str)],
+    held: bool,
+) -> Result<(), sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE projection_positions p SET held = $4 \
+         FROM unnest($2::text[], $3::text[]) AS u(t, i) \
+         WHERE p.projection = $1 AND p.aggregate_type = u.t AND p.aggregate_id = u.i",
+    )
+    .bind(projection)
+    .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+    .bind(held)
     .execute(conn)
     .await?;
     Ok(())
@@ -104,6 +142,8 @@ pub struct DeadLetter<'a> {
     pub subject: &'a str,
     pub reason: &'a str,
     pub payload: &'a [u8],
+    /// The event's aggregate (type, id) and sequence, when its envelope could be read.
+    pub aggregate: Option<(&'a str, &'a str, u64)>,
 }
 
 pub async fn record_dead_letter(
@@ -111,8 +151,9 @@ pub async fn record_dead_letter(
     letter: &DeadLetter<'_>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO dead_letters (projection, stream, stream_sequence, subject, reason, payload) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO dead_letters (projection, stream, stream_sequence, subject, reason, payload, \
+                                   aggregate_type, aggregate_id, sequence) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(letter.projection)
     .bind(letter.stream)
@@ -120,6 +161,9 @@ pub async fn record_dead_letter(
     .bind(letter.subject)
     .bind(letter.reason)
     .bind(letter.payload)
+    .bind(letter.aggregate.map(|a| a.0))
+    .bind(letter.aggregate.map(|a| a.1))
+    .bind(letter.aggregate.map(|a| a.2 as i64))
     .execute(conn)
     .await?;
     Ok(())

@@ -1,9 +1,11 @@
 //! The projections worker's view of lag: the read itself is shared with the query API and
-//! lives in `read_model::lag`; this module only frames it as the worker's OpenAPI document.
+//! lives in `read_model::lag`; this module frames it, with the dead letters' paths, as the
+//! worker's OpenAPI document.
 
 pub use read_model::lag::{lags, routes, ProjectionLag};
 
-/// The projections worker's OpenAPI document: `GET /projections` beside the common paths.
+/// The projections worker's OpenAPI document: `GET /projections` and the dead letters beside
+/// the common paths.
 pub fn openapi() -> serde_json::Value {
     let mut components = serde_json::Map::new();
     let mut paths = serde_json::Map::new();
@@ -11,9 +13,10 @@ pub fn openapi() -> serde_json::Value {
         read_model::lag::PATH.into(),
         read_model::lag::operation(&mut components),
     );
+    crate::dead_letters_http::paths(&mut paths, &mut components);
     runtime::openapi::document(
         "streamshop projections worker",
-        "The projection workers' health, metrics and progress.",
+        "The projection workers' health, metrics and progress, and their dead letters.",
         paths,
         components,
     )

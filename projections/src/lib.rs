@@ -4,10 +4,15 @@
 //! Invariant: a message is acknowledged only after the transaction that applied it committed.
 //! Invariant: per (projection, aggregate), an event is applied only when its sequence is the
 //! last applied plus one; lower is a duplicate (acked, no effect), higher waits (nak + delay).
+//! Invariant: an aggregate's events are never applied out of order around a dead letter: once
+//! one is dead-lettered, the rest of that aggregate's events in that projection are too, until
+//! a replay applies them all in order (or the operator discards them).
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod bookkeeping;
+pub mod dead_letters;
+pub mod dead_letters_http;
 pub mod lag;
 pub mod orders_view;
 pub mod payments_view;

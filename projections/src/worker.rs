@@ -2,8 +2,10 @@
 //! function: fetch a batch, apply it with the checkpoint in one transaction, then ack.
 //!
 //! A batch whose transaction fails on a data error is replayed one message at a time, so the one
-//! bad message ends in `dead_letters` (and is terminated) while the rest apply. Connection and
-//! other transient errors roll the batch back and nak it with a delay.
+//! bad message ends in `dead_letters` (and is terminated) while the rest apply. Its aggregate
+//! is then held: its later events are dead-lettered behind it, in order, until an operator
+//! replays or discards them (`dead_letters`). Connection and other transient errors roll the
+//! batch back and nak it with a delay.
 
 use std::time::Duration;
 
@@ -100,6 +102,9 @@ pub struct Worker<P: Projection> {
     stream: String,
     settings: WorkerSettings,
 }
+
+/// The reason of an event dead-lettered only because an earlier one of its aggregate is.
+pub const HELD: &str = "held behind an earlier dead letter of its aggregate";
 
 /// SQL that takes the projection's cut-over lock: shared by live batches, exclusive for a
 /// rebuild's cut-over, so the swap never lands in the middle of a batch.
@@ -408,7 +413,9 @@ impl<P: Projection> Worker<P> {
         let mut tx = self.pool.begin().await?;
         self.scope(&mut tx).await?;
         let claimed = bookkeeping::claim_positions(&mut tx, name, &keys).await?;
-        let mut positions = claimed.clone();
+        let mut positions: std::collections::HashMap<(&str, &str), u64> =
+            claimed.iter().map(|(k, p)| (*k, p.sequence)).collect();
+        let mut held: Vec<(&str, &str)> = Vec::new();
         let mut verdicts = Vec::with_capacity(messages.len());
         let mut changes = Vec::new();
         let mut poison: Vec<(usize, String)> = Vec::new();
@@ -434,17 +441,25 @@ impl<P: Projection> Worker<P> {
                         );
                         Verdict::Deferred
                     } else {
-                        // A dead letter moves the position too: later events must not wait
-                        // for it forever.
+                        // A dead letter moves the position too: the stream goes on. Its
+                        // aggregate is held, so its later events are dead-lettered behind it
+                        // in order rather than applied to a state that misses it.
                         positions.insert(key, envelope.sequence);
-                        match self.projection.decode(envelope) {
-                            Ok(change) => {
-                                changes.push(change);
-                                Verdict::Applied
-                            }
-                            Err(reason) => {
-                                poison.push((i, reason));
-                                Verdict::DeadLettered
+                        let was_held = claimed.get(&key).is_some_and(|p| p.held);
+                        if was_held || held.contains(&key) {
+                            poison.push((i, HELD.to_owned()));
+                            Verdict::DeadLettered
+                        } else {
+                            match self.projection.decode(envelope) {
+                                Ok(change) => {
+                                    changes.push(change);
+                                    Verdict::Applied
+                                }
+                                Err(reason) => {
+                                    poison.push((i, reason));
+                                    held.push(key);
+                                    Verdict::DeadLettered
+                                }
                             }
                         }
                     }
@@ -463,10 +478,11 @@ impl<P: Projection> Worker<P> {
         }
         let moved: Vec<(&str, &str, u64)> = positions
             .iter()
-            .filter(|(key, seq)| claimed.get(*key) != Some(*seq))
+            .filter(|(key, seq)| claimed.get(*key).map(|p| p.sequence) != Some(**seq))
             .map(|((t, id), seq)| (*t, *id, *seq))
             .collect();
         bookkeeping::set_positions(&mut tx, name, &moved).await?;
+        bookkeeping::set_held(&mut tx, name, &held, true).await?;
         if max_sequence > 0 {
             let last_seen = messages.iter().map(last_sequence).max().unwrap_or(0);
             bookkeeping::advance_checkpoint(
@@ -500,18 +516,21 @@ impl<P: Projection> Worker<P> {
                 let mut tx = self.pool.begin().await?;
                 self.scope(&mut tx).await?;
                 // Only an event next in its aggregate's order gets as far as a write, so the
-                // position moves past it: later events of the aggregate must not wait for it.
+                // position moves past it (the stream goes on) and the aggregate is held: its
+                // later events wait behind this one in the dead letters.
                 if let Ok(envelope) = Envelope::from_slice(&message.payload) {
                     let key = (envelope.aggregatetype.as_str(), envelope.subject.as_str());
                     let claimed =
                         bookkeeping::claim_positions(&mut tx, self.name(), &[key]).await?;
-                    if claimed.get(&key).copied().unwrap_or(0) + 1 == envelope.sequence {
+                    let at = claimed.get(&key).copied().unwrap_or_default();
+                    if at.sequence + 1 == envelope.sequence {
                         bookkeeping::set_positions(
                             &mut tx,
                             self.name(),
                             &[(key.0, key.1, envelope.sequence)],
                         )
                         .await?;
+                        bookkeeping::set_held(&mut tx, self.name(), &[key], true).await?;
                     }
                 }
                 self.dead_letter(&mut tx, message, &format!("database refused it: {e}"))
@@ -538,6 +557,7 @@ impl<P: Projection> Worker<P> {
         reason: &str,
     ) -> Result<(), sqlx::Error> {
         tracing::warn!(projection = self.name(), subject = %message.subject, reason, "dead-lettering message");
+        let envelope = Envelope::from_slice(&message.payload).ok();
         bookkeeping::record_dead_letter(
             conn,
             &DeadLetter {
@@ -547,6 +567,9 @@ impl<P: Projection> Worker<P> {
                 subject: message.subject.as_str(),
                 reason,
                 payload: &message.payload,
+                aggregate: envelope
+                    .as_ref()
+                    .map(|e| (e.aggregatetype.as_str(), e.subject.as_str(), e.sequence)),
             },
         )
         .await
@@ -566,7 +589,7 @@ fn last_sequence(message: &jetstream::Message) -> u64 {
 }
 
 /// Errors that the same message will always hit again: bad data or a broken constraint.
-fn is_data_error(error: &sqlx::Error) -> bool {
+pub(crate) fn is_data_error(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(db) => db
             .code()

@@ -1,5 +1,6 @@
 //! Impossible numbers (which only a forged or corrupt event can carry) are dead-lettered by
-//! the projections: never a panic that kills the worker, never a value that wraps.
+//! the projections: never a panic that kills the worker, never a value that wraps. The
+//! aggregate's later events wait behind the letter until an operator discards or replays it.
 
 use std::time::Duration;
 
@@ -86,7 +87,7 @@ fn eur(minor: i64) -> Money {
 }
 
 #[tokio::test]
-async fn a_stock_level_past_what_the_read_model_holds_is_dead_lettered() {
+async fn a_stock_level_past_what_the_read_model_holds_is_dead_lettered_and_holds_its_product() {
     let w = World::read().await;
     let worker = worker(&w, ProductsView).await;
     let sku = Sku::parse("BIG-1").unwrap();
@@ -119,18 +120,39 @@ async fn a_stock_level_past_what_the_read_model_holds_is_dead_lettered() {
         },
     ))
     .await;
-    assert_eq!(drain(&worker).await, (2, 1));
+    assert_eq!(drain(&worker).await, (1, 2));
+    let on_hand = || w.count("SELECT on_hand FROM products_view WHERE sku = 'BIG-1'");
     assert_eq!(
-        w.count("SELECT on_hand FROM products_view WHERE sku = 'BIG-1'")
-            .await,
-        5,
-        "later events of the product still apply"
+        on_hand().await,
+        1,
+        "the product's later event waits behind the impossible one"
     );
-    let reason: String = sqlx::query_scalar("SELECT reason FROM dead_letters")
-        .fetch_one(&w.pool)
+    let letters: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, reason FROM dead_letters ORDER BY sequence")
+            .fetch_all(&w.pool)
+            .await
+            .unwrap();
+    assert!(letters[0].1.contains("out of range"), "{letters:?}");
+    assert_eq!(letters[1].1, projections::worker::HELD);
+    // Replaying the impossible event changes nothing; discarding it lets the rest apply.
+    let pool = sqlx::PgPool::connect(&w.db_url).await.unwrap();
+    let still = projections::dead_letters::replay(&pool, letters[0].0).await;
+    assert!(
+        matches!(
+            still,
+            Err(projections::dead_letters::LetterError::StillFailing { .. })
+        ),
+        "{still:?}"
+    );
+    assert_eq!(on_hand().await, 1);
+    projections::dead_letters::discard(&pool, letters[0].0)
         .await
         .unwrap();
-    assert!(reason.contains("out of range"), "{reason}");
+    let replayed = projections::dead_letters::replay(&pool, letters[1].0)
+        .await
+        .unwrap();
+    assert_eq!(replayed.letters, [letters[1].0]);
+    assert_eq!(on_hand().await, 5);
 }
 
 #[tokio::test]

@@ -30,23 +30,25 @@ impl Drop for Stopper {
 }
 
 /// The internal services a gateway sends to: orders, inventory, payments, orchestrator,
-/// query API.
+/// projections, query API.
 pub struct Upstreams<'a> {
     pub orders: &'a str,
     pub inventory: &'a str,
     pub payments: &'a str,
     pub orchestrator: &'a str,
+    pub projections: &'a str,
     pub query: &'a str,
 }
 
 impl Upstreams<'_> {
-    /// All five at one address.
+    /// All six at one address.
     pub fn all(url: &str) -> Upstreams<'_> {
         Upstreams {
             orders: url,
             inventory: url,
             payments: url,
             orchestrator: url,
+            projections: url,
             query: url,
         }
     }
@@ -121,6 +123,7 @@ pub async fn gateway(
         ("INVENTORY_URL", upstreams.inventory.to_owned()),
         ("PAYMENTS_URL", upstreams.payments.to_owned()),
         ("ORCHESTRATOR_URL", upstreams.orchestrator.to_owned()),
+        ("PROJECTIONS_URL", upstreams.projections.to_owned()),
         ("QUERY_URL", upstreams.query.to_owned()),
     ];
     env.extend(extra.iter().cloned());
@@ -146,7 +149,7 @@ impl Front {
         .await;
         let oidc = Oidc::start().await;
         let [orders, inventory, payments, orchestrator] = &stack.urls;
-        let query = &stack.reads[1];
+        let (projections, query) = (&stack.reads[0], &stack.reads[1]);
         let (url, stop) = gateway(
             &oidc,
             &stack.orders.ns,
@@ -155,6 +158,7 @@ impl Front {
                 inventory,
                 payments,
                 orchestrator,
+                projections,
                 query,
             },
             extra,
