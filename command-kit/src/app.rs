@@ -139,7 +139,11 @@ where
     let settings = crate::settings::settings::<S>(&env).context("reading settings")?;
     let name = S::CONTEXT.token();
     let process = runtime::service::Process::start(name, &settings.basics, None);
-    CommandApp::of::<S>(&settings)
+    let basics = &settings.basics;
+    process
+        .build(basics.http_addr, basics.tls.as_ref(), || {
+            CommandApp::of::<S>(&settings)
+        })
         .await?
         .run(process.shutdown.clone())
         .await

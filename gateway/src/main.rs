@@ -9,6 +9,9 @@ use runtime::service::Process;
 async fn main() -> anyhow::Result<()> {
     let settings = gateway::Settings::from_env(&Env::from_process()).context("reading settings")?;
     let process = Process::start_with("gateway", &settings.log, "", None);
-    let app = gateway::App::build(&settings).await?;
+    // Its public side is plain HTTP (a load balancer terminates TLS in front).
+    let app = process
+        .build(settings.http_addr, None, || gateway::App::build(&settings))
+        .await?;
     app.run(process.shutdown.clone()).await
 }

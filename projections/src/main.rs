@@ -21,7 +21,12 @@ async fn main() -> anyhow::Result<()> {
     {
         [] => {
             let process = Process::start("projections", &settings.basics, None);
-            let app = projections::App::build(&settings).await?;
+            let basics = &settings.basics;
+            let app = process
+                .build(basics.http_addr, basics.tls.as_ref(), || {
+                    projections::App::build(&settings)
+                })
+                .await?;
             app.run(process.shutdown.clone()).await
         }
         ["rebuild", which] => rebuild(settings, which).await,

@@ -77,6 +77,17 @@ pub async fn serve(
     tls: Option<rustls::ServerConfig>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    serve_on(&listener, router, tls, shutdown).await
+}
+
+/// [`serve`] on a listener that outlives it: the start-up's waiting answers hand the same
+/// socket to the service (`startup`), so the port is never closed in between.
+pub async fn serve_on(
+    listener: &TcpListener,
+    router: Router,
+    tls: Option<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let acceptor = tls.map(|config| tokio_rustls::TlsAcceptor::from(Arc::new(config)));
     let router = match acceptor {
         Some(_) => router.layer(axum::middleware::from_fn(admit)),
@@ -114,7 +125,6 @@ pub async fn serve(
             connection(TokioIo::new(tls), addr, Some(peer), router, watcher).await;
         });
     }
-    drop(listener);
     connections.shutdown().await;
     Ok(())
 }

@@ -17,6 +17,7 @@ pub mod retry;
 pub mod secret;
 pub mod service;
 pub mod shutdown;
+pub mod startup;
 pub mod telemetry;
 pub mod tls;
 pub mod trace;

@@ -54,8 +54,9 @@ impl Problem {
     }
 
     /// The opaque 500: the cause is logged here, once, and never shown to the client. A
-    /// database that is only busy (no free connection in time, a statement cancelled by its
-    /// timeout) is a 503 with `Retry-After`, which a client may retry.
+    /// database that is only busy or away (no free connection in time, a statement cancelled
+    /// by its timeout, a server restarting or unreachable) is a 503 with `Retry-After`, which a
+    /// client may retry.
     pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
         if busy_database(error) {
             tracing::warn!(error = %ErrorChain(error), "the database is busy");
@@ -133,8 +134,17 @@ fn busy_database(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(error);
     while let Some(e) = cause {
         match e.downcast_ref::<sqlx::Error>() {
-            Some(sqlx::Error::PoolTimedOut) => return true,
-            Some(sqlx::Error::Database(db)) if db.code().as_deref() == Some("57014") => {
+            // No connection in time, or none to be had: the database is away or restarting.
+            Some(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
+                return true
+            }
+            // 57014: cancelled by statement_timeout; 57P01-03: the server is shutting down,
+            // crashed or starting; class 08: the connection broke.
+            Some(sqlx::Error::Database(db))
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("57") || c.starts_with("08")) =>
+            {
                 return true
             }
             _ => {}

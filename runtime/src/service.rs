@@ -160,6 +160,21 @@ impl Process {
             shutdown: crate::shutdown::on_signal(),
         }
     }
+
+    /// Builds the service with `build`, waiting while Postgres or NATS cannot be reached:
+    /// meanwhile `addr` answers alive but not ready (`startup`). Ends early on the shutdown
+    /// signal; a dependency that refuses (not one that is away) ends it with the cause.
+    pub async fn build<T, Fut>(
+        &self,
+        addr: SocketAddr,
+        tls: Option<&crate::tls::TlsSettings>,
+        build: impl FnMut() -> Fut,
+    ) -> anyhow::Result<T>
+    where
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        crate::startup::patiently(addr, tls, &self.shutdown, build).await
+    }
 }
 
 /// A built service, bound to its port, not yet serving.
@@ -178,10 +193,14 @@ pub struct Service {
 
 impl Service {
     /// Binds `addr`; the service answers 404 to everything until [`Service::routes`].
+    /// A socket the start-up held while waiting for a dependency is taken over instead.
     pub async fn bind(name: &'static str, addr: SocketAddr) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+        let listener = match crate::startup::take(addr).await {
+            Some(held) => held,
+            None => TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?,
+        };
         Ok(Self {
             name,
             listener,

@@ -11,6 +11,7 @@ pub mod gate;
 pub mod oidc;
 pub mod otlp;
 pub mod outage;
+pub mod private;
 pub mod process;
 pub mod schemas;
 pub mod stack;
@@ -45,12 +46,27 @@ pub struct Infra {
     pub tls_dir: Option<std::path::PathBuf>,
 }
 
-/// The test infrastructure, read once from the environment.
+static INFRA: OnceLock<Infra> = OnceLock::new();
+
+/// The test infrastructure: what [`use_infra`] set, else read once from the environment.
 pub fn infra() -> &'static Infra {
-    static INFRA: OnceLock<Infra> = OnceLock::new();
-    INFRA.get_or_init(|| {
+    INFRA.get_or_init(Infra::from_env)
+}
+
+/// Makes `infra` this test process's infrastructure (a private NATS server or Postgres
+/// cluster, see [`private`]). Call it before anything reads [`infra`]; panics otherwise.
+pub fn use_infra(infra: Infra) {
+    assert!(
+        INFRA.set(infra).is_ok(),
+        "use_infra must come before anything reads the test infrastructure"
+    );
+}
+
+impl Infra {
+    /// The shared infrastructure `cargo xtask test` started, from the environment.
+    pub fn from_env() -> Self {
         let env = runtime::env::Env::from_process();
-        Infra {
+        Self {
             pg_admin_url: env.string_or("STREAMSHOP_TEST_PG_URL", DEFAULT_PG_URL),
             nats_url: env.string_or("STREAMSHOP_TEST_NATS_URL", DEFAULT_NATS_URL),
             nats_credentials: env.get("STREAMSHOP_TEST_NATS_CREDENTIALS").map(Into::into),
@@ -60,7 +76,7 @@ pub fn infra() -> &'static Infra {
             python_path: env.get("STREAMSHOP_TEST_PYTHONPATH").map(str::to_owned),
             tls_dir: env.get("STREAMSHOP_TEST_TLS_DIR").map(Into::into),
         }
-    })
+    }
 }
 
 fn unique_suffix() -> String {

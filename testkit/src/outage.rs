@@ -1,7 +1,8 @@
-//! One outage scenario for any command service: the real binary SIGKILLed for a minute while
-//! 200 orders flow, then started again, and the end checks of every outage test (each order
-//! where it would have ended, none parked or given up, stock and money matching the confirmed
-//! orders, `events verify` clean).
+//! The outage scenarios: a command service's real binary SIGKILLed for a minute while 200
+//! orders flow, or the infrastructure itself (NATS, Postgres) taken away and given back while
+//! they flow; and the end checks of every outage test (each order where it would have ended,
+//! none parked or given up, stock and money matching the confirmed orders, `events verify`
+//! clean).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -34,14 +35,7 @@ fn world(s: &Stack, index: usize) -> &crate::world::World {
 
 /// Runs the scenario against `victim` and checks its end.
 pub async fn kill_for_a_minute_under_200_orders(victim: Victim<'_>) {
-    // The business deadline (15 minutes) is far away: an outage is weather. Retries back off
-    // to 5 s, as in production (10 s), rather than the tests' usual 200 ms.
-    let mut s = Stack::start_with(Options {
-        business_deadline_secs: 900,
-        orchestrator_env: vec![("SAGA_BACKOFF_MAX_MS", "5000".into())],
-        ..Options::default()
-    })
-    .await;
+    let mut s = patient_stack().await;
     // The real binary, in place of the in-process service, so it can be SIGKILLed.
     s.shutdown[victim.index].cancel();
     let process = world(&s, victim.index)
@@ -67,19 +61,110 @@ pub async fn kill_for_a_minute_under_200_orders(victim: Victim<'_>) {
     let killed_at = killed_at.expect("killed");
     tokio::time::sleep(OUTAGE.saturating_sub(killed_at.elapsed())).await;
     // A minute without the service: the sagas that need it wait, none parked or rejected.
+    assert_nothing_gave_up(&s).await;
+
+    let _back = world(&s, victim.index)
+        .start_process(victim.binary, victim.env)
+        .await;
+    assert_end(&s, &orders).await;
+}
+
+/// A stack for an outage: the business deadline (15 minutes) is far away, as an outage is
+/// weather, and retries back off to 5 s, as in production (10 s), rather than the tests'
+/// usual 200 ms.
+pub async fn patient_stack() -> Stack {
+    Stack::start_with(Options {
+        business_deadline_secs: 900,
+        orchestrator_env: vec![("SAGA_BACKOFF_MAX_MS", "5000".into())],
+        ..Options::default()
+    })
+    .await
+}
+
+/// 200 one-unit orders on two products of 100 units (every fifth declined, the rest fitting
+/// the stock exactly), with `outage` run beside them from the 30th on. Each order is placed
+/// as a frontend would: with an `Idempotency-Key`, retried while the service answers 503 or
+/// cannot be reached. Returns the orders with their tokens, and what `outage` returned.
+pub async fn orders_through<T: Send + 'static>(
+    s: &Stack,
+    outage: impl std::future::Future<Output = T> + Send + 'static,
+) -> (Vec<(uuid::Uuid, &'static str)>, T) {
+    s.product("OUT-1", 100).await;
+    s.product("OUT-2", 100).await;
+    let mut outage = Some(outage);
+    let mut running = None;
+    let mut orders = Vec::new();
+    for i in 0..200u32 {
+        if i == 30 {
+            running = Some(tokio::spawn(outage.take().expect("once")));
+        }
+        let token = if i % 5 == 4 { "tok_decline" } else { "tok_ok" };
+        let sku = if i % 2 == 0 { "OUT-1" } else { "OUT-2" };
+        orders.push((place_retrying(s, sku, token).await, token));
+    }
+    let back = running.expect("started").await.expect("the outage task");
+    (orders, back)
+}
+
+/// Places one order of `sku`, retrying (same key) while the answer is 503 or none comes.
+async fn place_retrying(s: &Stack, sku: &str, token: &str) -> uuid::Uuid {
+    let place = contracts::orders::PlaceOrder {
+        customer_id: uuid::Uuid::now_v7(),
+        lines: vec![domain::order::OrderLine {
+            sku: domain::Sku::parse(sku).expect("a SKU"),
+            quantity: 1,
+        }],
+        payment_token: token.to_owned(),
+    };
+    let key = uuid::Uuid::new_v4().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let sent = crate::http()
+            .post(format!("{}/orders", s.urls[0]))
+            .header("Idempotency-Key", &key)
+            .json(&place)
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status() == 202 => {
+                let body: serde_json::Value = r.json().await.expect("a JSON answer");
+                return body["order_id"]
+                    .as_str()
+                    .and_then(|id| uuid::Uuid::parse_str(id).ok())
+                    .expect("an order id");
+            }
+            Ok(r) if r.status() == 503 => eprintln!("placing an order: 503; retrying"),
+            Ok(r) => panic!(
+                "placing an order: {} {:?}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            ),
+            Err(e) => eprintln!("placing an order: {e}; retrying"),
+        }
+        assert!(Instant::now() < deadline, "no order placed in 2 minutes");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// No step gave up and no saga parked.
+pub async fn assert_nothing_gave_up(s: &Stack) {
     let gave_up: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events WHERE event_type IN ('SagaNeedsAttention', 'StepGaveUp')",
     )
     .fetch_one(&s.orchestrator)
     .await
     .expect("count the orchestrator's events");
-    assert_eq!(gave_up, 0, "nothing gave up during the outage");
+    assert_eq!(gave_up, 0, "nothing gave up or parked");
+}
 
-    let _back = world(&s, victim.index)
-        .start_process(victim.binary, victim.env)
-        .await;
+/// The end checks of every outage test, for the orders of [`orders_through`] (or the same
+/// mix): each saga completed as it would have without the outage, each confirmed order paid
+/// once in full, each product sold 80 with no reservation left, nothing parked, and
+/// `events verify` clean.
+pub async fn assert_end(s: &Stack, orders: &[(uuid::Uuid, &str)]) {
     let mut confirmed = 0;
-    for (order, token) in &orders {
+    for (order, token) in orders {
         let saga = s.finished(*order).await;
         let expected = if *token == "tok_ok" {
             "confirmed"
@@ -104,5 +189,6 @@ pub async fn kill_for_a_minute_under_200_orders(victim: Victim<'_>) {
         let product: Product = s.inventory.aggregate(sku).await;
         assert_eq!((product.on_hand, product.reserved), (20, 0), "{sku}");
     }
+    assert_nothing_gave_up(s).await;
     s.assert_consistent().await;
 }

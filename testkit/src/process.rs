@@ -29,6 +29,14 @@ impl ServiceProcess {
         env: &[(&str, String)],
         log: Option<&Path>,
     ) -> Self {
+        let process = Self::spawn(binary, port, env, log);
+        process.wait_ready(Duration::from_secs(30)).await;
+        process
+    }
+
+    /// Starts `binary` as [`start_logging_to`](Self::start_logging_to) does, without waiting
+    /// for it to be ready.
+    pub fn spawn(binary: &Path, port: u16, env: &[(&str, String)], log: Option<&Path>) -> Self {
         let mut cmd = Command::new(binary);
         cmd.env_clear()
             .env("PATH", "/usr/bin:/bin")
@@ -51,15 +59,19 @@ impl ServiceProcess {
         // Every internal service serves HTTPS when it is given its TLS files.
         let tls = env.iter().any(|(k, v)| *k == "TLS_DIR" && !v.is_empty());
         let scheme = if tls { "https" } else { "http" };
-        let process = Self {
+        Self {
             child,
             base_url: format!("{scheme}://127.0.0.1:{port}"),
-        };
-        process.wait_ready(Duration::from_secs(30)).await;
-        process
+        }
     }
 
-    async fn wait_ready(&self, timeout: Duration) {
+    /// Whether it still runs (has not exited, by itself or otherwise).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits until `/readyz` answers 200; panics after `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) {
         let client = crate::http();
         let url = format!("{}/readyz", self.base_url);
         let deadline = tokio::time::Instant::now() + timeout;

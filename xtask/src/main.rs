@@ -216,6 +216,11 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
             )
             .env("STREAMSHOP_TEST_PYTHONPATH", &python_path)
             .env("STREAMSHOP_TEST_TLS_DIR", tls::dir(&layout))
+            // What a test needs to run a NATS server or a Postgres cluster of its own, to kill
+            // and restart it without disturbing the others.
+            .env("STREAMSHOP_TEST_NATS_SERVER", nats::binary(&layout)?)
+            .env("STREAMSHOP_TEST_NATS_CONFIG", nats::config_path(&layout))
+            .env("STREAMSHOP_TEST_PG_BIN", postgres::bin_dir()?)
             .current_dir(&layout.workspace),
     )?;
     println!(

@@ -146,7 +146,7 @@ fn write_config(layout: &Layout) -> anyhow::Result<PathBuf> {
     };
     let tls = crate::tls::dir(layout);
     crate::tls::ensure(&tls)?;
-    let path = layout.root.join("nats.conf");
+    let path = config_path(layout);
     let text = format!(
         "# Written by cargo xtask from messaging::identity: edit that, not this.\n{}\n{}",
         messaging::identity::authorization(&users, &scope),
@@ -154,6 +154,11 @@ fn write_config(layout: &Layout) -> anyhow::Result<PathBuf> {
     );
     crate::secrets::write_private(&path, text.as_bytes())?;
     Ok(path)
+}
+
+/// Where [`write_config`] writes the server's configuration.
+pub fn config_path(layout: &Layout) -> PathBuf {
+    layout.root.join("nats.conf")
 }
 
 /// Starts `nats-server -js` unless it already runs, and waits for JetStream to be healthy.

@@ -99,6 +99,14 @@ fn bin(name: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// The folder of the Postgres server binaries (`initdb`, `pg_ctl`, `postgres`).
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    let pg_ctl = bin("pg_ctl")?;
+    Ok(pg_ctl
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf))
+}
+
 /// The unprivileged user to run Postgres as, when we are root.
 fn run_as() -> anyhow::Result<Option<User>> {
     if !Uid::effective().is_root() {

@@ -10,7 +10,11 @@ async fn main() -> anyhow::Result<()> {
         command_kit::settings::<inventory::InventorySpec>(&env).context("reading settings")?;
     let spec = inventory::InventorySpec::from_env(&env).context("reading settings")?;
     let process = runtime::service::Process::start("inventory", &settings.basics, None);
-    command_kit::CommandApp::build(&settings, spec, ())
+    let basics = &settings.basics;
+    process
+        .build(basics.http_addr, basics.tls.as_ref(), || {
+            command_kit::CommandApp::build(&settings, spec.clone(), ())
+        })
         .await?
         .run(process.shutdown.clone())
         .await

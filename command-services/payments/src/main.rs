@@ -9,7 +9,11 @@ async fn main() -> anyhow::Result<()> {
     let env = runtime::env::Env::from_process();
     let settings = payments::settings(&env).context("reading settings")?;
     let process = Process::start("payments", &settings.service.basics, None);
-    payments::app(&settings)
+    let basics = &settings.service.basics;
+    process
+        .build(basics.http_addr, basics.tls.as_ref(), || {
+            payments::app(&settings)
+        })
         .await?
         .run(process.shutdown.clone())
         .await

@@ -1,0 +1,268 @@
+//! Infrastructure private to one test, for the tests that kill it: a NATS server (the shared
+//! one's configuration, identities and TLS, on ports and a store of its own) and a Postgres
+//! cluster (initdb into a folder of its own). A test that uses them replaces the process's
+//! [`Infra`](crate::Infra) with [`crate::use_infra`] before anything else reads it, so every
+//! world, stack and service of that test runs on them. Use one such test per file: the
+//! replacement is process-wide.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// The environment's word for what `cargo xtask test` provides, or a clear panic.
+fn provided(name: &str) -> PathBuf {
+    runtime::env::Env::from_process()
+        .get(name)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("{name} is not set: run the tests with `cargo xtask test`"))
+}
+
+/// A folder under the system's temporary folder, removed when the test's infrastructure is
+/// dropped.
+fn scratch(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "streamshop-{label}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("create a scratch folder");
+    dir
+}
+
+/// A nats-server of this test's own, with JetStream stored on disk.
+pub struct PrivateNats {
+    child: Option<Child>,
+    port: u16,
+    monitor_port: u16,
+    store: PathBuf,
+}
+
+impl PrivateNats {
+    /// Starts it and waits until JetStream is healthy.
+    pub async fn start() -> Self {
+        let mut nats = Self {
+            child: None,
+            port: crate::free_port(),
+            monitor_port: crate::free_port(),
+            store: scratch("nats"),
+        };
+        nats.run().await;
+        nats
+    }
+
+    /// Its client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    async fn run(&mut self) {
+        let child = Command::new(provided("STREAMSHOP_TEST_NATS_SERVER"))
+            .arg("-c")
+            .arg(provided("STREAMSHOP_TEST_NATS_CONFIG"))
+            .args(["-js", "-a", "127.0.0.1"])
+            .args(["-p", &self.port.to_string()])
+            .args(["-m", &self.monitor_port.to_string()])
+            .arg("-sd")
+            .arg(&self.store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            // Its log goes beside its store, not into the test's output.
+            .stderr(log_file(&self.store.with_extension("log")))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let url = format!(
+            "http://127.0.0.1:{}/healthz?js-enabled-only=true",
+            self.monitor_port
+        );
+        crate::eventually(Duration::from_secs(30), "nats-server healthy", || async {
+            let ok = reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            ok.then_some(())
+        })
+        .await;
+    }
+
+    /// SIGKILL: nothing flushed, no client told.
+    pub async fn kill9(&mut self) {
+        let mut child = self.child.take().expect("nats-server is running");
+        let pid = Pid::from_raw(child.id().expect("a pid") as i32);
+        kill(pid, Signal::SIGKILL).expect("SIGKILL nats-server");
+        let _ = child.wait().await;
+    }
+
+    /// Starts it again on the same ports, with the store it had.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "kill it first");
+        self.run().await;
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.store);
+        let _ = std::fs::remove_file(self.store.with_extension("log"));
+    }
+}
+
+/// A log file to append to.
+fn log_file(path: &Path) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(Stdio::from)
+        .expect("open a log file")
+}
+
+/// A Postgres cluster of this test's own: passwords (SCRAM) on loopback only, as the shared
+/// one. When the tests run as root, it runs as `postgres` (or `nobody`), since Postgres
+/// refuses to run as root.
+pub struct PrivatePostgres {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    owner: Option<nix::unistd::User>,
+}
+
+/// The superuser's password of a private cluster (it lives as long as the test).
+const PASSWORD: &str = "private-test-password";
+
+impl PrivatePostgres {
+    /// initdb, then start; returns once it accepts connections.
+    pub async fn start() -> Self {
+        let owner = if nix::unistd::Uid::effective().is_root() {
+            ["postgres", "nobody"]
+                .into_iter()
+                .find_map(|name| nix::unistd::User::from_name(name).ok().flatten())
+        } else {
+            None
+        };
+        let pg = Self {
+            bin: provided("STREAMSHOP_TEST_PG_BIN"),
+            dir: scratch("postgres"),
+            port: crate::free_port(),
+            owner,
+        };
+        if let Some(user) = &pg.owner {
+            nix::unistd::chown(&pg.dir, Some(user.uid), Some(user.gid)).expect("chown");
+        }
+        let pwfile = pg.dir.join("pwfile");
+        std::fs::write(&pwfile, PASSWORD).expect("write the password file");
+        if let Some(user) = &pg.owner {
+            nix::unistd::chown(&pwfile, Some(user.uid), Some(user.gid)).expect("chown");
+        }
+        let out = pg
+            .command("initdb")
+            .arg("-D")
+            .arg(pg.data())
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .args(["-U", "postgres", "--auth=scram-sha-256", "-E", "UTF8"])
+            .args(["--no-locale", "--no-sync"])
+            .output()
+            .await
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let conf = format!(
+            "\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n\
+             max_connections = 200\nfsync = off\n",
+            pg.port
+        );
+        let path = pg.data().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&path).expect("postgresql.conf");
+        text.push_str(&conf);
+        std::fs::write(&path, text).expect("write postgresql.conf");
+        pg.pg_ctl(&["-w", "-t", "60", "start"]).await;
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bin.join(program));
+        if let Some(user) = &self.owner {
+            cmd.uid(user.uid.as_raw())
+                .gid(user.gid.as_raw())
+                .current_dir("/");
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    async fn pg_ctl(&self, args: &[&str]) {
+        let log = self.dir.join("postgres.log");
+        let status = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(&log)
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .await
+            .expect("run pg_ctl");
+        assert!(
+            status.success(),
+            "pg_ctl {args:?} failed; its log:\n{}",
+            tail(&log)
+        );
+    }
+
+    /// The superuser's URL of the maintenance database.
+    pub fn admin_url(&self) -> String {
+        format!(
+            "postgres://postgres:{PASSWORD}@127.0.0.1:{}/postgres",
+            self.port
+        )
+    }
+
+    /// `pg_ctl stop -m immediate`: every backend is killed at once, nothing is checkpointed,
+    /// and the next start recovers from the WAL.
+    pub async fn stop_immediate(&self) {
+        self.pg_ctl(&["-m", "immediate", "-w", "stop"]).await;
+    }
+
+    /// Starts it again (crash recovery runs first).
+    pub async fn start_again(&self) {
+        self.pg_ctl(&["-w", "-t", "60", "start"]).await;
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let mut stop = std::process::Command::new(self.bin.join("pg_ctl"));
+        stop.arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(user) = &self.owner {
+            stop.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        }
+        let _ = stop.status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The last lines of a log, for a failure message.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
