@@ -137,6 +137,15 @@ where
             )
         }
     };
+    // A test forces a refusal for good here (`nats.refuse.<Command>@N:refuse`): the command is
+    // not run, and the caller is told not to retry it.
+    if runtime::failpoint::armed() && runtime::failpoint::refuses(&format!("nats.refuse.{name}")) {
+        return Reply::rejected(
+            reasons::REFUSED,
+            format!("{name} refused for good by a failpoint"),
+            false,
+        );
+    }
     let traceparent = runtime::trace::of_message(message.headers.as_ref()).map(str::to_owned);
     dispatcher
         .dispatch(Request {

@@ -17,6 +17,8 @@ pub mod reasons {
     pub const NOT_FOUND: &str = "not_found";
     /// An event the command would append is larger than the event log takes.
     pub const TOO_LARGE: &str = "too_large";
+    /// Refused for good by a `refuse` failpoint: fault-injection tests only.
+    pub const REFUSED: &str = "refused";
 }
 
 /// A command's answer. On NATS it is the reply body, tagged by `status`. `D` is the command's

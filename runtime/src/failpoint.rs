@@ -1,9 +1,11 @@
 //! Named crash points for fault-injection tests. `FAILPOINTS` is a comma-separated list of
-//! `name`, `name@N` (only the Nth time it is reached) and `name@N:hang`:
+//! `name`, `name@N` (only the Nth time it is reached), `name@N:hang` and `name@N:refuse`:
 //! - the default action aborts the process, which runs no cleanup, as SIGKILL would;
 //! - `hang` stops the task that reached the point forever and, when `FAILPOINT_MARKER_DIR` is
 //!   set, creates the file `<dir>/<name>` so a test knows the process is parked exactly there
-//!   and can SIGKILL it.
+//!   and can SIGKILL it;
+//! - `refuse` makes the code that asks [`refuses`] refuse what it was about to do, for good
+//!   (a command service's forced, non-retryable refusal of one command).
 //!
 //! They exist so tests can stop a real process at an exact step, such as "saga step attempt
 //! recorded but its command not yet sent", which a timed kill cannot hit reliably.
@@ -17,8 +19,16 @@ struct Armed {
     name: String,
     /// Fire only on this hit (1-based); every hit when `None`.
     at: Option<u32>,
-    hang: bool,
+    action: Action,
     hits: AtomicU32,
+}
+
+/// What a failpoint does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Abort,
+    Hang,
+    Refuse,
 }
 
 #[derive(Debug, Default)]
@@ -30,10 +40,11 @@ struct Config {
 static ARMED: OnceLock<Config> = OnceLock::new();
 
 fn parse(item: &str) -> Option<Armed> {
-    let (spec, hang) = match item.split_once(':') {
-        Some((spec, "hang")) => (spec, true),
+    let (spec, action) = match item.split_once(':') {
+        Some((spec, "hang")) => (spec, Action::Hang),
+        Some((spec, "refuse")) => (spec, Action::Refuse),
         Some(_) => return None,
-        None => (item, false),
+        None => (item, Action::Abort),
     };
     let (name, at) = match spec.split_once('@') {
         Some((name, n)) => (name, Some(n.parse().ok()?)),
@@ -42,7 +53,7 @@ fn parse(item: &str) -> Option<Armed> {
     Some(Armed {
         name: name.to_owned(),
         at,
-        hang,
+        action,
         hits: AtomicU32::new(0),
     })
 }
@@ -82,7 +93,7 @@ pub fn armed() -> bool {
 }
 
 /// What reaching `name` should do now.
-fn fires(name: &str) -> Option<bool> {
+fn fires(name: &str) -> Option<Action> {
     let config = ARMED.get()?;
     let point = config.points.iter().find(|p| p.name == name)?;
     let hit = point.hits.fetch_add(1, Ordering::SeqCst) + 1;
@@ -90,20 +101,26 @@ fn fires(name: &str) -> Option<bool> {
         return None;
     }
     eprintln!("failpoint {name} reached (hit {hit})");
-    if point.hang {
+    if point.action == Action::Hang {
         if let Some(dir) = &config.marker_dir {
             let _ = std::fs::write(dir.join(name), hit.to_string());
         }
     }
-    Some(point.hang)
+    Some(point.action)
+}
+
+/// Whether a `refuse` failpoint named `name` fires now: the caller then refuses what it was
+/// about to do.
+pub fn refuses(name: &str) -> bool {
+    fires(name) == Some(Action::Refuse)
 }
 
 /// Reached from synchronous code: aborts when armed (a `hang` blocks this thread).
 pub fn hit(name: &str) {
     match fires(name) {
-        None => {}
-        Some(false) => std::process::abort(),
-        Some(true) => loop {
+        None | Some(Action::Refuse) => {}
+        Some(Action::Abort) => std::process::abort(),
+        Some(Action::Hang) => loop {
             std::thread::park();
         },
     }
@@ -112,9 +129,9 @@ pub fn hit(name: &str) {
 /// Reached from async code: aborts when armed, or parks this task forever for `hang`.
 pub async fn reached(name: &str) {
     match fires(name) {
-        None => {}
-        Some(false) => std::process::abort(),
-        Some(true) => std::future::pending::<()>().await,
+        None | Some(Action::Refuse) => {}
+        Some(Action::Abort) => std::process::abort(),
+        Some(Action::Hang) => std::future::pending::<()>().await,
     }
 }
 
@@ -126,11 +143,13 @@ mod tests {
     fn specs_parse() {
         let a = parse("saga.after_attempt@3:hang").unwrap();
         assert_eq!(
-            (a.name.as_str(), a.at, a.hang),
-            ("saga.after_attempt", Some(3), true)
+            (a.name.as_str(), a.at, a.action),
+            ("saga.after_attempt", Some(3), Action::Hang)
         );
         let b = parse("outbox.after_publish").unwrap();
-        assert_eq!((b.at, b.hang), (None, false));
+        assert_eq!((b.at, b.action), (None, Action::Abort));
+        let c = parse("nats.refuse.ReleaseStock@1:refuse").unwrap();
+        assert_eq!((c.at, c.action), (Some(1), Action::Refuse));
         assert!(parse("x@y").is_none());
         assert!(parse("x:explode").is_none());
     }
