@@ -1,0 +1,77 @@
+//! The compensations' first replies are lost: a declined order's release of its stock and
+//! its rejection each take effect, but their answers never reach the orchestrator. The saga
+//! retries with the same command ids, learns what was done, and ends where it would have
+//! ended: rejected, the units released once, nothing parked.
+//!
+//! The failpoints are process-wide, so this file holds one test.
+
+use std::time::Duration;
+
+use domain::order::{Order, OrderStatus};
+use domain::product::Product;
+use testkit::stack::Stack;
+
+#[tokio::test]
+async fn lost_replies_of_compensations_still_end_rejected_with_everything_undone_once() {
+    // Each failpoint leaves a marker file when it swallows a reply.
+    let markers = std::env::temp_dir().join(format!("lost-compensations-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&markers).unwrap();
+    runtime::failpoint::arm_with_markers(
+        "nats.before_reply.ReleaseStock@1:hang,nats.before_reply.RejectOrder@1:hang",
+        Some(markers.clone()),
+    );
+    let s = Stack::start(600).await;
+    s.product("LOSTC-1", 10).await;
+    s.product("LOSTC-2", 10).await;
+    let order = s
+        .place(&[("LOSTC-1", 2), ("LOSTC-2", 1)], "tok_decline")
+        .await;
+
+    let saga = testkit::eventually(Duration::from_secs(60), "the saga to end", || async {
+        let saga = s.saga(order).await;
+        (saga["status"] == "completed" || saga["status"] == "needs_attention").then_some(saga)
+    })
+    .await;
+    assert_eq!(
+        (saga["status"].as_str(), saga["outcome"].as_str()),
+        (Some("completed"), Some("rejected")),
+        "{saga}"
+    );
+    // The lost replies were waited out and retried, not taken for refusals.
+    for step in ["release:LOSTC-1", "release:LOSTC-2", "reject"] {
+        assert!(
+            saga["steps"][step]["attempts"].as_u64() >= Some(1),
+            "{step}: {saga}"
+        );
+    }
+    // The replies were lost: the saga learned the truth from the services' events (or from a
+    // retry with the same command id, answered with what was done).
+    for command in ["ReleaseStock", "RejectOrder"] {
+        assert!(
+            markers
+                .join(format!("nats.before_reply.{command}"))
+                .exists(),
+            "{command}'s reply was swallowed"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&markers);
+
+    let o: Order = s.orders.aggregate(&order.to_string()).await;
+    assert_eq!(o.status, OrderStatus::Rejected);
+    for sku in ["LOSTC-1", "LOSTC-2"] {
+        let p: Product = s.inventory.aggregate(sku).await;
+        assert_eq!((p.on_hand, p.reserved), (10, 0), "{sku} released");
+    }
+    for (pool, event_type, n) in [
+        (&s.inventory.pool, "ReservationReleased", 2),
+        (&s.orders.pool, "OrderRejected", 1),
+    ] {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
+            .bind(event_type)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(count, n, "{event_type} once per aggregate");
+    }
+    s.assert_consistent().await;
+}
