@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
     let basics = &settings.basics;
     process
         .build(basics.http_addr, basics.tls.as_ref(), || {
-            command_kit::CommandApp::build(&settings, spec.clone(), ())
+            command_kit::CommandApp::build(&settings, spec, ())
         })
         .await?
         .run(process.shutdown.clone())
