@@ -1,13 +1,16 @@
-//! The compensations' first replies are lost: a declined order's release of its stock and
-//! its rejection each take effect, but their answers never reach the orchestrator. The saga
-//! retries with the same command ids, learns what was done, and ends where it would have
-//! ended: rejected, the units released once, nothing parked.
+//! The compensations' first replies are lost: each takes effect, but its answer never reaches
+//! the orchestrator. First a declined order's releases and rejection; then an order whose
+//! capture is refused (a `refuse` failpoint) after its stock was committed, so the stock is
+//! restocked, the authorisation voided and the order rejected. The saga learns what was done
+//! (from the services' events, or by retrying with the same command ids) and ends where it
+//! would have ended: rejected, each compensation done once, nothing parked.
 //!
 //! The failpoints are process-wide, so this file holds one test.
 
 use std::time::Duration;
 
 use domain::order::{Order, OrderStatus};
+use domain::payment::{Payment, PaymentStatus};
 use domain::product::Product;
 use testkit::stack::Stack;
 
@@ -17,7 +20,9 @@ async fn lost_replies_of_compensations_still_end_rejected_with_everything_undone
     let markers = std::env::temp_dir().join(format!("lost-compensations-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&markers).unwrap();
     runtime::failpoint::arm_with_markers(
-        "nats.before_reply.ReleaseStock@1:hang,nats.before_reply.RejectOrder@1:hang",
+        "nats.before_reply.ReleaseStock@1:hang,nats.before_reply.RejectOrder@1:hang,\
+         nats.refuse.CapturePayment@1:refuse,nats.before_reply.RestockProduct@1:hang,\
+         nats.before_reply.VoidPayment@1:hang,nats.before_reply.RejectOrder@2:hang",
         Some(markers.clone()),
     );
     let s = Stack::start(600).await;
@@ -54,8 +59,6 @@ async fn lost_replies_of_compensations_still_end_rejected_with_everything_undone
             "{command}'s reply was swallowed"
         );
     }
-    let _ = std::fs::remove_dir_all(&markers);
-
     let o: Order = s.orders.aggregate(&order.to_string()).await;
     assert_eq!(o.status, OrderStatus::Rejected);
     for sku in ["LOSTC-1", "LOSTC-2"] {
@@ -72,6 +75,50 @@ async fn lost_replies_of_compensations_still_end_rejected_with_everything_undone
             .await
             .unwrap();
         assert_eq!(count, n, "{event_type} once per aggregate");
+    }
+    s.assert_consistent().await;
+
+    // The capture is refused after the stock was committed: restock, void, reject.
+    s.product("LOSTC-3", 10).await;
+    let order = s.place(&[("LOSTC-3", 1)], "tok_ok").await;
+    let saga = s.finished(order).await;
+    assert_eq!(
+        (saga["status"].as_str(), saga["outcome"].as_str()),
+        (Some("completed"), Some("rejected")),
+        "{saga}"
+    );
+    for step in ["restock:LOSTC-3", "void", "reject"] {
+        assert_eq!(
+            saga["steps"][step]["result"]["result"], "done",
+            "{step}: {saga}"
+        );
+    }
+    for command in ["RestockProduct", "VoidPayment"] {
+        assert!(
+            markers
+                .join(format!("nats.before_reply.{command}"))
+                .exists(),
+            "{command}'s reply was swallowed"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&markers);
+    let p: Product = s.inventory.aggregate("LOSTC-3").await;
+    assert_eq!((p.on_hand, p.reserved), (10, 0), "restocked once");
+    let payment: Payment = s.payments.aggregate(&order.to_string()).await;
+    assert_eq!(payment.status, PaymentStatus::Voided);
+    assert!(payment.captured.is_none());
+    let o: Order = s.orders.aggregate(&order.to_string()).await;
+    assert_eq!(o.status, OrderStatus::Rejected);
+    for (pool, event_type) in [
+        (&s.inventory.pool, "ProductRestocked"),
+        (&s.payments.pool, "PaymentVoided"),
+    ] {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
+            .bind(event_type)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 1, "{event_type} once");
     }
     s.assert_consistent().await;
 }

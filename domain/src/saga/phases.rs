@@ -111,7 +111,12 @@ impl OrderSaga {
         let mut steps = Vec::new();
         for line in &self.lines {
             let sku = line.sku.clone();
-            if self.done(&Step::Commit(sku.clone())) {
+            // Only a commit that went through is undone by a restock; a refused one left the
+            // reservation in place, which a release gives back.
+            if matches!(
+                self.result(&Step::Commit(sku.clone())),
+                Some(StepResult::Done)
+            ) {
                 steps.push(Step::Restock(sku));
             } else if matches!(
                 self.result(&Step::Reserve(sku.clone())),
@@ -124,7 +129,9 @@ impl OrderSaga {
                 steps.push(Step::Release(sku));
             }
         }
-        if self.done(&Step::Capture) {
+        // Likewise only a capture that went through is refunded; a refused one leaves an
+        // authorisation to void.
+        if self.captured() {
             steps.push(Step::Refund);
         } else if self.step(&Step::Authorise).is_some_and(|s| s.attempts > 0)
             && !matches!(

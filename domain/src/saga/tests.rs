@@ -145,6 +145,63 @@ fn a_decline_releases_all_stock_and_rejects_without_a_void() {
     assert_eq!(run.0.outcome, Some(SagaOutcome::Rejected));
 }
 
+#[test]
+fn a_refused_capture_voids_and_a_refused_commit_releases_what_they_left() {
+    let refused = |reason: &str| StepResult::Refused {
+        reason: reason.into(),
+    };
+    // The capture refused: nothing was taken, so the authorisation is voided, not refunded.
+    let mut run = Run::new(&["A"]);
+    for now in 0..3 {
+        run.answer(now, ok);
+    }
+    run.answer(3, |s| match s {
+        Step::Capture => refused("refused"),
+        other => ok(other),
+    });
+    assert_eq!(
+        run.answer(4, ok),
+        [Step::Restock(sku("A")), Step::Void, Step::Reject]
+    );
+    assert_eq!(run.0.outcome, Some(SagaOutcome::Rejected));
+
+    // A's commit refused while B's and the capture were in flight, the capture refused too:
+    // A's reservation is released (never committed), B's commit restocked, and a void.
+    let mut run = Run::new(&["A", "B"]);
+    for now in 0..3 {
+        run.answer(now, ok);
+    }
+    let due = run.0.due_steps();
+    for step in &due {
+        run.send(SagaCommand::Attempt {
+            step: step.clone(),
+            now: t(3),
+            command_id: Uuid::new_v4(),
+        });
+    }
+    for (step, result) in [
+        (Step::Commit(sku("A")), refused("no_reservation")),
+        (Step::Commit(sku("B")), StepResult::Done),
+        (Step::Capture, refused("refused")),
+    ] {
+        run.send(SagaCommand::Complete {
+            step,
+            result,
+            now: t(3),
+        });
+    }
+    assert_eq!(
+        run.answer(4, ok),
+        [
+            Step::Release(sku("A")),
+            Step::Restock(sku("B")),
+            Step::Void,
+            Step::Reject
+        ]
+    );
+    assert_eq!(run.0.outcome, Some(SagaOutcome::Rejected));
+}
+
 /// Attempts `step` at `now` and lets it time out; returns the time of the failure.
 fn time_out(run: &mut Run, step: &Step, now: i64) -> i64 {
     assert_eq!(
