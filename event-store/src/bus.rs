@@ -6,7 +6,8 @@
 //! - the version reached, so HTTP can answer with it;
 //! - retries with jitter of optimistic-concurrency conflicts;
 //! - idempotency: a command with an idempotency key answers a repeat with the first answer
-//!   (see migrations/0002_idempotency.sql for how that stays atomic with the commit).
+//!   (see migrations/0002_idempotency.sql for how that stays atomic with the commit);
+//! - group commit: the appends of concurrent commands share one transaction (`group`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -128,6 +129,8 @@ pub struct CommandBus<A: Aggregate> {
     /// Woken after every commit so the in-process relay publishes at once.
     committed: Arc<Notify>,
     locks: crate::locks::AggregateLocks,
+    /// Appends the decided events, with those of concurrent commands, in one transaction.
+    group: crate::group::GroupCommit,
     /// Aggregates as this process last loaded or committed them, with their version, so a
     /// command need not reload (and re-decode) the whole history. A stale entry is harmless:
     /// an append on top of it conflicts and is retried from a fresh load, and an outcome that
@@ -147,12 +150,23 @@ where
     pub fn new(pool: PgPool, services: A::Services, committed: Arc<Notify>) -> Self {
         Self {
             store: PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone())),
+            group: crate::group::GroupCommit::start(pool.clone(), A::TYPE),
             pool,
             services,
             committed,
             locks: Default::default(),
             states: Default::default(),
         }
+    }
+
+    /// Transactions committed and commands appended in them, since the bus started.
+    pub fn commit_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        let stats = self.group.stats();
+        (
+            stats.transactions.load(Ordering::Relaxed),
+            stats.commands.load(Ordering::Relaxed),
+        )
     }
 
     /// Registers upcasters for stored events of older versions.
@@ -344,23 +358,43 @@ where
                 })));
             }
         }
-        let committed = match self.store.commit(events, context, metadata.to_map()).await {
-            Ok(c) => c,
-            Err(e) => {
-                // A conflict (or a commit whose fate is unknown): the next attempt loads.
-                self.forget(aggregate_id);
-                return Err(e);
-            }
+        let unexpected = |e: serde_json::Error| AggregateError::UnexpectedError(Box::new(e));
+        let metadata = serde_json::to_value(metadata.to_map()).map_err(unexpected)?;
+        let mut rows = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
+            rows.push(crate::group::Row {
+                sequence: (loaded_version + 1 + i as u64) as i64,
+                event_type: cqrs_es::DomainEvent::event_type(event),
+                event_version: cqrs_es::DomainEvent::event_version(event),
+                payload: serde_json::to_value(event).map_err(unexpected)?,
+                metadata: metadata.clone(),
+            });
+        }
+        let append = crate::group::Append {
+            aggregate_type: A::TYPE.to_owned(),
+            aggregate_id: aggregate_id.to_owned(),
+            rows,
         };
+        let failed = match self.group.append(append).await {
+            crate::group::Outcome::Committed => None,
+            crate::group::Outcome::Conflict => Some(AggregateError::AggregateConflict),
+            crate::group::Outcome::Unavailable(e) => {
+                Some(AggregateError::DatabaseConnectionError(e.into()))
+            }
+            crate::group::Outcome::Failed(e) => Some(AggregateError::UnexpectedError(e.into())),
+        };
+        if let Some(e) = failed {
+            // A conflict (or a commit whose fate is unknown): the next attempt loads.
+            self.forget(aggregate_id);
+            return Err(e);
+        }
         self.committed.notify_one();
-        let version = committed
-            .last()
-            .map_or(loaded_version, |e| e.sequence as u64);
+        let version = loaded_version + events.len() as u64;
         self.remember(aggregate_id, &state, version);
         Ok(Executed::Accepted {
             aggregate_id: aggregate_id.to_owned(),
             version,
-            events: committed.into_iter().map(|e| e.payload).collect(),
+            events,
             state,
             replayed: false,
         })

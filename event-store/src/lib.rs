@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod group;
 pub mod locks;
 pub mod relay;
 
