@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{EventStoreAggregateContext, EventUpcaster, PersistedEventStore};
+use cqrs_es::persist::{
+    EventStoreAggregateContext, EventUpcaster, PersistedEventStore, SerializedEvent,
+};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
 use domain::Rejection;
 use messaging::envelope::meta;
@@ -131,6 +133,8 @@ pub struct CommandBus<A: Aggregate> {
     locks: crate::locks::AggregateLocks,
     /// Appends the decided events, with those of concurrent commands, in one transaction.
     group: crate::group::GroupCommit,
+    /// The upcasters the store was given, for loads from a snapshot.
+    upcasters: Vec<Arc<dyn EventUpcaster>>,
     /// Aggregates as this process last loaded or committed them, with their version, so a
     /// command need not reload (and re-decode) the whole history. A stale entry is harmless:
     /// an append on top of it conflicts and is retried from a fresh load, and an outcome that
@@ -140,6 +144,23 @@ pub struct CommandBus<A: Aggregate> {
 
 /// Most aggregates kept in memory per bus; past it the cache starts again empty.
 const CACHED_STATES: usize = 10_000;
+
+/// A snapshot is kept each time an aggregate's version crosses a multiple of this, so a load
+/// reads at most this many events after its snapshot.
+pub const SNAPSHOT_EVERY: u64 = 100;
+
+/// An upcaster shared by the store and the bus's own loads.
+struct Shared(Arc<dyn EventUpcaster>);
+
+impl EventUpcaster for Shared {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        self.0.can_upcast(event_type, event_version)
+    }
+
+    fn upcast(&self, event: SerializedEvent) -> SerializedEvent {
+        self.0.upcast(event)
+    }
+}
 
 impl<A> CommandBus<A>
 where
@@ -151,6 +172,7 @@ where
         Self {
             store: PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone())),
             group: crate::group::GroupCommit::start(pool.clone(), A::TYPE),
+            upcasters: Vec::new(),
             pool,
             services,
             committed,
@@ -171,8 +193,72 @@ where
 
     /// Registers upcasters for stored events of older versions.
     pub fn with_upcasters(mut self, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
-        self.store = self.store.with_upcasters(upcasters);
+        self.upcasters = upcasters.into_iter().map(Arc::from).collect();
+        let shared = self
+            .upcasters
+            .iter()
+            .map(|u| Box::new(Shared(u.clone())) as Box<dyn EventUpcaster>)
+            .collect();
+        self.store = self.store.with_upcasters(shared);
         self
+    }
+
+    /// Loads the aggregate from its latest snapshot and the events after it (from every event
+    /// when it has no snapshot, or one that no longer decodes); returns it with its version
+    /// and how many events were read.
+    pub async fn load(&self, aggregate_id: &str) -> Result<(A, u64, usize), BusError> {
+        let snapshot: Option<(i64, serde_json::Value)> = sqlx::query_as(
+            "SELECT version, state FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let from_snapshot = snapshot.and_then(|(version, state)| {
+            match serde_json::from_value::<A>(state) {
+                Ok(state) => Some((state, version as u64)),
+                Err(e) => {
+                    tracing::warn!(aggregate_id, error = %e, "a snapshot that no longer decodes; folding every event");
+                    None
+                }
+            }
+        });
+        let (mut state, from) = from_snapshot.unwrap_or_default();
+        let rows: Vec<(i64, String, String, serde_json::Value, serde_json::Value)> =
+            sqlx::query_as(
+                "SELECT sequence, event_type, event_version, payload, metadata FROM events \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 \
+                 ORDER BY sequence",
+            )
+            .bind(A::TYPE)
+            .bind(aggregate_id)
+            .bind(from as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        let read = rows.len();
+        let mut version = from;
+        for (sequence, event_type, event_version, payload, metadata) in rows {
+            let mut event = SerializedEvent {
+                aggregate_id: aggregate_id.to_owned(),
+                sequence: sequence as usize,
+                aggregate_type: A::TYPE.to_owned(),
+                event_type,
+                event_version,
+                payload,
+                metadata,
+            };
+            for upcaster in &self.upcasters {
+                if upcaster.can_upcast(&event.event_type, &event.event_version) {
+                    event = upcaster.upcast(event);
+                }
+            }
+            let event: A::Event = serde_json::from_value(event.payload)
+                .map_err(|e| BusError::Internal(Box::new(e)))?;
+            state.apply(event);
+            version = sequence as u64;
+        }
+        metrics::histogram!("aggregate_load_events", "aggregate" => A::TYPE).record(read as f64);
+        Ok((state, version, read))
     }
 
     /// The aggregate's events, upcast to the current versions.
@@ -188,14 +274,9 @@ where
         if let Some(hit) = self.cached(aggregate_id) {
             return Ok(hit);
         }
-        let context = self
-            .store
-            .load_aggregate(aggregate_id)
-            .await
-            .map_err(infra)?;
-        let version = context.current_sequence as u64;
-        self.remember(aggregate_id, &context.aggregate, version);
-        Ok((context.aggregate, version))
+        let (state, version, _) = self.load(aggregate_id).await?;
+        self.remember(aggregate_id, &state, version);
+        Ok((state, version))
     }
 
     fn cached(&self, aggregate_id: &str) -> Option<(A, u64)> {
@@ -308,7 +389,10 @@ where
         let mut context = match remembered {
             _ if new => blank(0, A::default()),
             Some((state, version)) => blank(version, state),
-            None => self.store.load_aggregate(aggregate_id).await?,
+            None => {
+                let (state, version, _) = self.load(aggregate_id).await.map_err(unload)?;
+                blank(version, state)
+            }
         };
         let sink = EventSink::<A>::default();
         let mut handled = context
@@ -325,7 +409,8 @@ where
                 .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
             if stored != context.current_sequence as u64 {
                 self.forget(aggregate_id);
-                context = self.store.load_aggregate(aggregate_id).await?;
+                let (state, version, _) = self.load(aggregate_id).await.map_err(unload)?;
+                context = blank(version, state);
                 let sink = EventSink::<A>::default();
                 handled = context
                     .aggregate()
@@ -370,10 +455,17 @@ where
                 metadata: metadata.clone(),
             });
         }
+        let version = loaded_version + events.len() as u64;
+        // Crossing a multiple of SNAPSHOT_EVERY: keep the new state, with these events.
+        let snapshot = (version / SNAPSHOT_EVERY > loaded_version / SNAPSHOT_EVERY)
+            .then(|| serde_json::to_value(&state).ok())
+            .flatten()
+            .map(|s| (version as i64, s));
         let append = crate::group::Append {
             aggregate_type: A::TYPE.to_owned(),
             aggregate_id: aggregate_id.to_owned(),
             rows,
+            snapshot,
         };
         let failed = match self.group.append(append).await {
             crate::group::Outcome::Committed => None,
@@ -389,7 +481,6 @@ where
             return Err(e);
         }
         self.committed.notify_one();
-        let version = loaded_version + events.len() as u64;
         self.remember(aggregate_id, &state, version);
         Ok(Executed::Accepted {
             aggregate_id: aggregate_id.to_owned(),
@@ -526,6 +617,14 @@ fn json_size<T: cqrs_es::DomainEvent>(value: &T) -> usize {
 struct EventTooLarge {
     event: String,
     bytes: usize,
+}
+
+/// A load's error inside `execute_once`, in cqrs-es's terms.
+fn unload<E: std::error::Error>(error: BusError) -> AggregateError<E> {
+    match error {
+        BusError::Unavailable(e) => AggregateError::DatabaseConnectionError(e),
+        other => AggregateError::UnexpectedError(Box::new(other)),
+    }
 }
 
 fn infra<E: std::error::Error>(error: AggregateError<E>) -> BusError {

@@ -40,6 +40,9 @@ pub struct Append {
     pub aggregate_type: String,
     pub aggregate_id: String,
     pub rows: Vec<Row>,
+    /// The aggregate's state after these rows, with its version, when it is time to keep a
+    /// snapshot; written in the same transaction.
+    pub snapshot: Option<(i64, serde_json::Value)>,
 }
 
 /// How an append ended.
@@ -215,22 +218,66 @@ async fn commit_batch(pool: &PgPool, appends: &[&Append]) -> Result<Vec<usize>, 
         .map(|(i, _)| i)
         .collect();
     conflicts.sort_unstable();
+    let rest: Vec<&Append> = appends
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !conflicts.contains(i))
+        .map(|(_, a)| *a)
+        .collect();
     if !conflicts.is_empty() {
         sqlx::query("ROLLBACK TO SAVEPOINT batch")
             .execute(&mut *tx)
             .await?;
-        let rest: Vec<&Append> = appends
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !conflicts.contains(i))
-            .map(|(_, a)| *a)
-            .collect();
         if !rest.is_empty() {
             insert(&mut tx, &rest, false).await?;
         }
     }
+    snapshots(&mut tx, &rest).await?;
     tx.commit().await?;
     Ok(conflicts)
+}
+
+/// Keeps the snapshots the committed appends carry, never replacing a newer one.
+async fn snapshots(
+    tx: &mut Transaction<'_, Postgres>,
+    appends: &[&Append],
+) -> Result<(), sqlx::Error> {
+    let taken: Vec<(&Append, i64, &serde_json::Value)> = appends
+        .iter()
+        .filter_map(|a| a.snapshot.as_ref().map(|(v, s)| (*a, *v, s)))
+        .collect();
+    if taken.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO snapshots (aggregate_type, aggregate_id, version, state) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::json[]) \
+         ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
+         SET version = EXCLUDED.version, state = EXCLUDED.state, taken_at = now() \
+         WHERE snapshots.version < EXCLUDED.version",
+    )
+    .bind(
+        taken
+            .iter()
+            .map(|t| t.0.aggregate_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        taken
+            .iter()
+            .map(|t| t.0.aggregate_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(taken.iter().map(|t| t.1).collect::<Vec<_>>())
+    .bind(
+        taken
+            .iter()
+            .map(|t| sqlx::types::Json(t.2))
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// One multi-row insert of every append's rows (at most one append per aggregate); returns

@@ -20,7 +20,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// may do.
 ///
 /// Invariant: that role appends and reads events and can never UPDATE, DELETE or TRUNCATE
-/// one. It deletes only what is transient: outbox rows JetStream acknowledged, and
+/// one (it replaces snapshots, which are derived from them). It deletes only what is transient: outbox rows JetStream acknowledged, and
 /// idempotency answers past their retention.
 pub static SCHEMA: runtime::db::Schema = runtime::db::Schema {
     migrator: &MIGRATOR,
@@ -32,5 +32,7 @@ pub static SCHEMA: runtime::db::Schema = runtime::db::Schema {
         "GRANT SELECT, DELETE ON outbox TO {role}",
         "GRANT SELECT, INSERT, DELETE ON idempotency TO {role}",
         "GRANT SELECT, INSERT ON outbox_dead_letters TO {role}",
+        // Snapshots are derived from the events and replaced as they grow.
+        "GRANT SELECT, INSERT, UPDATE ON snapshots TO {role}",
     ],
 };
