@@ -136,9 +136,15 @@ impl Driver {
                 lines: placed.lines,
                 payment_token: placed.payment_token,
                 now,
+                attempt_seed: Some(Uuid::new_v4()),
             },
             Input::Cancel => SagaCommand::Cancel { now },
-            Input::Completed(step, result) => SagaCommand::Complete { step, result, now },
+            Input::Completed(step, result) => SagaCommand::Complete {
+                step,
+                result,
+                now,
+                attempt_seed: Some(Uuid::new_v4()),
+            },
         };
         match self.execute(order_id, command).await? {
             // Events about orders that have no saga (a manual reservation, say) are not ours.
@@ -173,6 +179,7 @@ impl Driver {
                 {
                     self.traces.remember(order_id, traceparent);
                 }
+                self.send_attempted(order_id, &executed);
                 self.spawn_drive(order_id);
                 Ok(())
             }
@@ -293,42 +300,66 @@ impl Driver {
         self.spawn_drive(order_id);
     }
 
-    async fn attempt_inner(&self, order_id: Uuid, step: Step) -> Result<(), BusError> {
-        let context = target(&step);
-        let (breaker, bulkhead) = &self.contexts[&context];
-        // While the context's circuit is open the attempt fails at once, without waiting for
-        // a timeout; its retry, the business deadline and the rest go on as for any failure.
-        let admitted = breaker.admit();
-        // Waits here, not in the target, when the context already has its share in flight.
-        let in_flight = match admitted {
-            Ok(()) => bulkhead.clone().acquire_owned().await.ok(),
-            Err(_) => None,
-        };
+    /// Records the attempt of a step the drive found due, then sends its command.
+    async fn attempt_inner(self: &Arc<Self>, order_id: Uuid, step: Step) -> Result<(), BusError> {
         let attempt = SagaCommand::Attempt {
             step: step.clone(),
             now: Utc::now(),
             // Random, so nobody can predict a step's id and send a command under it first.
             command_id: Uuid::new_v4(),
         };
-        let saga = match self.execute(order_id, attempt).await? {
-            Executed::Accepted { state, .. } => state,
+        match self.execute(order_id, attempt).await? {
+            Executed::Accepted { state, .. } => self.send(order_id, step, &state).await,
             // Not due any more: another driver or a reply got there first.
-            Executed::Rejected { .. } => {
-                if admitted.is_ok() {
-                    breaker.abandoned();
-                }
-                return Ok(());
-            }
+            Executed::Rejected { .. } => Ok(()),
+        }
+    }
+
+    /// Sends the commands of the steps `executed` attempted along with a result (the next
+    /// steps, recorded in the result's commit), each in its own task.
+    fn send_attempted(self: &Arc<Self>, order_id: Uuid, executed: &Executed<OrderSaga>) {
+        let Executed::Accepted { events, state, .. } = executed else {
+            return;
         };
-        if let Err(secs) = admitted {
+        for event in events {
+            if let domain::saga::SagaEvent::StepAttempted { step, .. } = event {
+                let (driver, step, saga) = (self.clone(), step.clone(), state.clone());
+                let span = tracing::info_span!("saga.step", %order_id, %step);
+                tokio::spawn(
+                    async move {
+                        if let Err(e) = driver.send(order_id, step.clone(), &saga).await {
+                            tracing::warn!(%order_id, %step, error = %runtime::problem::ErrorChain(&e), "saga step could not be recorded");
+                        }
+                        driver.spawn_drive(order_id);
+                    }
+                    .instrument(span),
+                );
+            }
+        }
+    }
+
+    /// Sends the command of a step whose attempt is recorded, and records what came of it
+    /// (with the attempts of the steps that result makes due, whose commands it sends next).
+    async fn send(
+        self: &Arc<Self>,
+        order_id: Uuid,
+        step: Step,
+        saga: &OrderSaga,
+    ) -> Result<(), BusError> {
+        let context = target(&step);
+        let (breaker, bulkhead) = &self.contexts[&context];
+        // While the context's circuit is open the attempt fails at once, without waiting for
+        // a timeout; its retry, the business deadline and the rest go on as for any failure.
+        if let Err(secs) = breaker.admit() {
             let reason = format!(
                 "{context}'s circuit is open after repeated failures (probed again in {secs} s)"
             );
             return self.fail(order_id, step, reason).await;
         }
-        let _in_flight = in_flight;
+        // Waits here, not in the target, when the context already has its share in flight.
+        let _in_flight = bulkhead.clone().acquire_owned().await.ok();
         runtime::failpoint::reached("saga.after_attempt").await;
-        let Some(outgoing) = command_for(&saga, &step) else {
+        let Some(outgoing) = command_for(saga, &step) else {
             breaker.abandoned();
             return self
                 .fail(
@@ -363,16 +394,19 @@ impl Driver {
         }
         match outcome {
             Ok(result) => {
-                self.execute(
-                    order_id,
-                    SagaCommand::Complete {
-                        step,
-                        result,
-                        now: Utc::now(),
-                    },
-                )
-                .await?;
+                let executed = self
+                    .execute(
+                        order_id,
+                        SagaCommand::Complete {
+                            step,
+                            result,
+                            now: Utc::now(),
+                            attempt_seed: Some(Uuid::new_v4()),
+                        },
+                    )
+                    .await?;
                 runtime::failpoint::reached("saga.after_result").await;
+                self.send_attempted(order_id, &executed);
                 Ok(())
             }
             Err(reason) => self.fail(order_id, step, reason).await,

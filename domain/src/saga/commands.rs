@@ -15,6 +15,8 @@ pub enum SagaCommand {
         lines: Vec<OrderLine>,
         payment_token: Option<String>,
         now: DateTime<Utc>,
+        /// When given, the first steps are attempted in the same commit (see `Complete`).
+        attempt_seed: Option<Uuid>,
     },
     /// About to send `step`'s command: record the attempt and its deadline first.
     /// `command_id` is a fresh random id, used only if the step has none yet.
@@ -28,6 +30,10 @@ pub enum SagaCommand {
         step: Step,
         result: StepResult,
         now: DateTime<Utc>,
+        /// When given, the steps this result makes due are attempted in the same commit,
+        /// each with the command id `Uuid::new_v5(seed, step)` (a fresh random seed per
+        /// command keeps them unguessable); the caller then sends their commands.
+        attempt_seed: Option<Uuid>,
     },
     /// The current attempt failed in a way worth retrying, or passed its deadline.
     Fail {

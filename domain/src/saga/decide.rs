@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
+use uuid::Uuid;
 
 use super::{
     CompensationReason, OrderSaga, Phase, Readiness, SagaCommand, SagaError, SagaEvent, SagaPolicy,
@@ -13,6 +14,48 @@ use crate::order::{RejectionReason, MAX_LINES};
 impl OrderSaga {
     fn is_open(&self) -> bool {
         matches!(self.status, SagaStatus::Running | SagaStatus::Compensating)
+    }
+
+    /// `events`, followed by an attempt of every step they make ready at `now` when `seed` is
+    /// given: a result and the next steps' attempts are then one commit. Each attempt is
+    /// what `Attempt` would record, with the id `Uuid::new_v5(seed, step)` for a step that
+    /// has none yet.
+    fn with_attempts(
+        &self,
+        mut events: Vec<SagaEvent>,
+        now: DateTime<Utc>,
+        policy: &SagaPolicy,
+        seed: Option<Uuid>,
+    ) -> Vec<SagaEvent> {
+        let Some(seed) = seed else {
+            return events;
+        };
+        let mut next = self.clone();
+        for event in &events {
+            next.apply(event.clone());
+        }
+        if !next.is_open() {
+            return events;
+        }
+        let deadline = now
+            + chrono::Duration::from_std(policy.step_deadline)
+                .unwrap_or(chrono::Duration::seconds(5));
+        for step in next.due_steps() {
+            let ready = next.readiness(&step, now) == Readiness::Ready;
+            if !ready || (step == Step::Authorise && next.payment_token.is_none()) {
+                continue;
+            }
+            events.push(SagaEvent::StepAttempted {
+                command_id: next
+                    .command_id(&step)
+                    .unwrap_or_else(|| Uuid::new_v5(&seed, step.to_string().as_bytes())),
+                attempt: next.step(&step).map_or(0, |s| s.attempts) + 1,
+                step,
+                at: now,
+                deadline,
+            });
+        }
+        events
     }
 
     /// The events `command` records, or why it is refused; `handle` writes them.
@@ -27,6 +70,7 @@ impl OrderSaga {
             lines,
             payment_token,
             now,
+            attempt_seed,
         } = command
         {
             if self.order_id.is_some() {
@@ -37,13 +81,14 @@ impl OrderSaga {
             if lines.is_empty() || lines.len() > MAX_LINES {
                 return Err(SagaError::ImpossibleOrder(lines.len()));
             }
-            return Ok(vec![SagaEvent::SagaStarted {
+            let started = vec![SagaEvent::SagaStarted {
                 order_id,
                 customer_id,
                 lines,
                 payment_token,
                 started_at: now,
-            }]);
+            }];
+            return Ok(self.with_attempts(started, now, policy, attempt_seed));
         }
         if self.order_id.is_none() {
             return Err(SagaError::NotFound);
@@ -76,7 +121,12 @@ impl OrderSaga {
                     deadline,
                 }])
             }
-            SagaCommand::Complete { step, result, now } => {
+            SagaCommand::Complete {
+                step,
+                result,
+                now,
+                attempt_seed,
+            } => {
                 if self.done(&step) || !self.is_open() {
                     return Ok(vec![]);
                 }
@@ -100,7 +150,8 @@ impl OrderSaga {
                     result,
                     at: now,
                 };
-                Ok(self.with_consequences(event, now))
+                let events = self.with_consequences(event, now);
+                Ok(self.with_attempts(events, now, policy, attempt_seed))
             }
             SagaCommand::Fail {
                 step,

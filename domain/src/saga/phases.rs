@@ -108,16 +108,24 @@ impl OrderSaga {
 
     /// What undoes what was done, and the closing rejection.
     fn compensation_steps(&self) -> Vec<Step> {
+        // A forward step still in flight when compensation starts (a commit sent beside the
+        // capture that was refused) is waited for: its answer decides what undoes it. It
+        // stays in the phase, so the phase cannot finish before it, and it is retried with
+        // its command id if its answer is lost.
+        let in_flight = |step: &Step| {
+            self.step(step)
+                .is_some_and(|s| s.result.is_none() && s.attempts > 0 && !s.gave_up)
+        };
         let mut steps = Vec::new();
         for line in &self.lines {
             let sku = line.sku.clone();
+            let commit = Step::Commit(sku.clone());
             // Only a commit that went through is undone by a restock; a refused one left the
             // reservation in place, which a release gives back.
-            if matches!(
-                self.result(&Step::Commit(sku.clone())),
-                Some(StepResult::Done)
-            ) {
+            if matches!(self.result(&commit), Some(StepResult::Done)) {
                 steps.push(Step::Restock(sku));
+            } else if in_flight(&commit) {
+                steps.push(commit);
             } else if matches!(
                 self.result(&Step::Reserve(sku.clone())),
                 Some(StepResult::Reserved { .. })
@@ -133,6 +141,8 @@ impl OrderSaga {
         // authorisation to void.
         if self.captured() {
             steps.push(Step::Refund);
+        } else if in_flight(&Step::Capture) {
+            steps.push(Step::Capture);
         } else if self.step(&Step::Authorise).is_some_and(|s| s.attempts > 0)
             && !matches!(
                 self.result(&Step::Authorise),

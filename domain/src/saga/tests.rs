@@ -72,6 +72,7 @@ impl Run {
                 step: step.clone(),
                 result: result(step),
                 now: t(now),
+                attempt_seed: None,
             });
         }
         due
@@ -188,6 +189,7 @@ fn a_refused_capture_voids_and_a_refused_commit_releases_what_they_left() {
             step,
             result,
             now: t(3),
+            attempt_seed: None,
         });
     }
     assert_eq!(
@@ -198,6 +200,47 @@ fn a_refused_capture_voids_and_a_refused_commit_releases_what_they_left() {
             Step::Void,
             Step::Reject
         ]
+    );
+    assert_eq!(run.0.outcome, Some(SagaOutcome::Rejected));
+}
+
+#[test]
+fn a_commit_in_flight_when_the_capture_is_refused_is_waited_for_before_it_is_undone() {
+    let mut run = Run::new(&["A"]);
+    for now in 0..3 {
+        run.answer(now, ok);
+    }
+    for step in run.0.due_steps() {
+        run.send(SagaCommand::Attempt {
+            step,
+            now: t(3),
+            command_id: Uuid::new_v4(),
+        });
+    }
+    // The capture is refused while the commit's answer is still on its way.
+    run.send(SagaCommand::Complete {
+        step: Step::Capture,
+        result: StepResult::Refused {
+            reason: "refused".into(),
+        },
+        now: t(3),
+        attempt_seed: None,
+    });
+    assert_eq!(run.0.status, SagaStatus::Compensating);
+    // Neither a release nor a restock yet: the commit decides which.
+    assert_eq!(
+        run.0.due_steps(),
+        [Step::Commit(sku("A")), Step::Void, Step::Reject]
+    );
+    run.send(SagaCommand::Complete {
+        step: Step::Commit(sku("A")),
+        result: StepResult::Done,
+        now: t(4),
+        attempt_seed: None,
+    });
+    assert_eq!(
+        run.answer(5, ok),
+        [Step::Restock(sku("A")), Step::Void, Step::Reject]
     );
     assert_eq!(run.0.outcome, Some(SagaOutcome::Rejected));
 }
@@ -287,6 +330,7 @@ fn after_the_capture_was_sent_the_saga_only_goes_forward_whatever_the_deadline()
         step: Step::Capture,
         result: StepResult::Done,
         now: t(now),
+        attempt_seed: None,
     });
     run.answer(now, ok); // the commit
     let failed = time_out(&mut run, &Step::Confirm, now + 1);
@@ -420,6 +464,7 @@ fn out_of_stock_skus_are_state_in_line_order_whatever_order_the_answers_come_in(
             step: Step::Reserve(sku(s)),
             result,
             now: t(1),
+            attempt_seed: None,
         })
     };
     answer(&mut run, "D", StepResult::OutOfStock);
@@ -498,6 +543,7 @@ async fn start_begins_once() {
         lines,
         payment_token,
         now: t(0),
+        attempt_seed: None,
     };
     saga_test()
         .given_no_previous_events()
@@ -590,6 +636,7 @@ async fn complete_is_recorded_once() {
         step: step.clone(),
         result: StepResult::Reserved { unit_price: eur(1) },
         now: t(2),
+        attempt_seed: None,
     };
     saga_test()
         .given(vec![started(&["A"]), tried.clone()])
@@ -622,6 +669,7 @@ async fn start_refuses_an_order_that_cannot_have_been_placed() {
                 lines: lines(n),
                 payment_token: Some("tok_ok".into()),
                 now: t(0),
+                attempt_seed: None,
             })
             .await
             .then_expect_error(SagaError::ImpossibleOrder(n));
@@ -638,6 +686,7 @@ async fn a_result_for_a_step_never_attempted_parks_the_saga_as_a_contradiction()
             step: Step::Confirm,
             result: StepResult::Done,
             now: t(2),
+            attempt_seed: None,
         })
         .await
         .then_expect_events(vec![SagaEvent::SagaNeedsAttention {
@@ -735,4 +784,66 @@ async fn fail_schedules_a_retry_and_cancel_starts_compensation() {
         .when_async(SagaCommand::Cancel { now: t(3) })
         .await
         .then_expect_error(SagaError::NotFound);
+}
+
+#[tokio::test]
+async fn a_result_with_a_seed_attempts_the_steps_it_makes_due_in_the_same_commit() {
+    let seed = Uuid::from_u128(42);
+    let id = |step: &Step| Uuid::new_v5(&seed, step.to_string().as_bytes());
+    let reserved = StepResult::Reserved {
+        unit_price: eur(250),
+    };
+    let reserve = Step::Reserve(sku("A"));
+    // The last reservation's result and the price step's attempt: one command, one commit.
+    saga_test()
+        .given(vec![
+            started(&["A"]),
+            attempted(&reserve, 1, Uuid::from_u128(7), 0),
+        ])
+        .when_async(SagaCommand::Complete {
+            step: reserve.clone(),
+            result: reserved.clone(),
+            now: t(1),
+            attempt_seed: Some(seed),
+        })
+        .await
+        .then_expect_events(vec![
+            SagaEvent::StepCompleted {
+                step: reserve.clone(),
+                result: reserved,
+                at: t(1),
+            },
+            SagaEvent::StepAttempted {
+                command_id: id(&Step::Price),
+                step: Step::Price,
+                attempt: 1,
+                at: t(1),
+                deadline: t(6),
+            },
+        ]);
+    // A start attempts every reservation with it.
+    saga_test()
+        .given_no_previous_events()
+        .when_async(SagaCommand::Start {
+            order_id: Uuid::from_u128(1),
+            customer_id: Uuid::from_u128(2),
+            lines: vec![OrderLine {
+                sku: sku("A"),
+                quantity: 2,
+            }],
+            payment_token: Some("tok_ok".into()),
+            now: t(0),
+            attempt_seed: Some(seed),
+        })
+        .await
+        .then_expect_events(vec![
+            started(&["A"]),
+            SagaEvent::StepAttempted {
+                command_id: id(&reserve),
+                step: reserve,
+                attempt: 1,
+                at: t(0),
+                deadline: t(5),
+            },
+        ]);
 }
