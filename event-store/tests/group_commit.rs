@@ -1,6 +1,6 @@
 //! Group commit: commands on different aggregates that arrive while a transaction commits are
 //! appended together in the next one; a conflict in one of them fails only that one, which is
-//! decided again from the store, while the others commit in the same transaction.
+//! decided again from the store, while the others commit together without it.
 
 use std::sync::Arc;
 use std::time::Duration;
