@@ -7,19 +7,10 @@ use std::time::Duration;
 
 use domain::product::{Product, ProductCommand};
 use domain::{Money, Sku};
-use event_store::{CommandBus, CommandMetadata, Executed};
+use event_store::{CommandBus, Executed};
 use sqlx::Connection;
+use testkit::fixtures::metadata;
 use tokio::sync::Notify;
-use uuid::Uuid;
-
-fn metadata() -> CommandMetadata {
-    CommandMetadata {
-        command_id: Uuid::now_v7(),
-        correlation_id: "c".into(),
-        traceparent: runtime::trace::new_traceparent(),
-        idempotency: None,
-    }
-}
 
 fn sku(i: usize) -> String {
     format!("GROUP-{i:02}")

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use domain::product::{Product, ProductCommand};
 use domain::{Money, Sku};
-use event_store::{CommandBus, CommandMetadata, Executed};
+use event_store::{CommandBus, Executed};
+use testkit::fixtures::metadata;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -13,15 +14,6 @@ async fn two_replicas() -> (CommandBus<Product>, CommandBus<Product>) {
     let pool = testkit::world::World::new("memory").await.pool;
     let bus = || CommandBus::<Product>::new(pool.clone(), (), Arc::new(Notify::new()));
     (bus(), bus())
-}
-
-fn metadata() -> CommandMetadata {
-    CommandMetadata {
-        command_id: Uuid::now_v7(),
-        correlation_id: "c".into(),
-        traceparent: runtime::trace::new_traceparent(),
-        idempotency: None,
-    }
 }
 
 fn create(stock: u32) -> ProductCommand {

@@ -7,18 +7,9 @@ use std::sync::Arc;
 use domain::product::{Product, ProductCommand};
 use domain::{Money, Sku};
 use event_store::bus::SNAPSHOT_EVERY;
-use event_store::{CommandBus, CommandMetadata, Executed};
+use event_store::{CommandBus, Executed};
+use testkit::fixtures::metadata;
 use tokio::sync::Notify;
-use uuid::Uuid;
-
-fn metadata() -> CommandMetadata {
-    CommandMetadata {
-        command_id: Uuid::now_v7(),
-        correlation_id: "c".into(),
-        traceparent: runtime::trace::new_traceparent(),
-        idempotency: None,
-    }
-}
 
 const SKU: &str = "LONG-1";
 

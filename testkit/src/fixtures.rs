@@ -1,4 +1,4 @@
-//! Short constructors of the domain values tests write again and again.
+//! Short constructors of the domain values (and command metadata) tests write again and again.
 
 use domain::order::OrderLine;
 use domain::{Currency, Sku};
@@ -18,5 +18,16 @@ pub fn line(s: &str, quantity: u32) -> OrderLine {
     OrderLine {
         sku: sku(s),
         quantity,
+    }
+}
+
+/// The metadata of a command sent straight to a command bus: a fresh command id and trace, no
+/// idempotency key.
+pub fn metadata() -> event_store::CommandMetadata {
+    event_store::CommandMetadata {
+        command_id: uuid::Uuid::now_v7(),
+        correlation_id: "c".into(),
+        traceparent: runtime::trace::new_traceparent(),
+        idempotency: None,
     }
 }
