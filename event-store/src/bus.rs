@@ -105,11 +105,10 @@ pub enum BusError {
 
 impl From<sqlx::Error> for BusError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-                Self::Unavailable(Box::new(e))
-            }
-            other => Self::Internal(Box::new(other)),
+        if runtime::db::unavailable(&e) {
+            Self::Unavailable(Box::new(e))
+        } else {
+            Self::Internal(Box::new(e))
         }
     }
 }

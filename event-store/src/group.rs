@@ -131,7 +131,7 @@ async fn run(
                     })
                     .collect()
             }
-            Err(e) if batch.len() > 1 && !unavailable(&e) => {
+            Err(e) if batch.len() > 1 && !runtime::db::unavailable(&e) => {
                 // A trigger refused one of them: find it by committing each alone.
                 let mut outcomes = Vec::with_capacity(batch.len());
                 for append in &appends {
@@ -170,16 +170,8 @@ async fn run(
     }
 }
 
-/// Whether the database is away (the batch was not decided by it).
-fn unavailable(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-    )
-}
-
 fn classify(e: sqlx::Error) -> Outcome {
-    if unavailable(&e) {
+    if runtime::db::unavailable(&e) {
         return Outcome::Unavailable(e.to_string());
     }
     let unique = e

@@ -99,3 +99,19 @@ impl DatabaseSettings {
             .await
     }
 }
+
+/// Whether `error` says the database is away rather than that it refused: no connection to
+/// be had (refused, reset, none free in time, the pool closed), the server shutting down,
+/// crashed or still starting (SQLSTATE 57P01-57P03), or the connection broken (class 08).
+/// What was being done may or may not have happened; trying again later is the answer.
+/// The one test of it: the HTTP answer (503), the command bus, group commit and start-up
+/// all ask here.
+pub fn unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+        _ => false,
+    }
+}

@@ -128,26 +128,19 @@ pub async fn within(
     }
 }
 
-/// Whether `error`, or one of its causes, says the database is busy rather than broken: the
-/// pool had no connection free in time, or a statement ran past its timeout (57014).
+/// Whether `error`, or one of its causes, says the database is busy or away rather than
+/// broken: away as `db::unavailable` says, or a statement cancelled by its timeout (57014).
 fn busy_database(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(error);
     while let Some(e) = cause {
-        match e.downcast_ref::<sqlx::Error>() {
-            // No connection in time, or none to be had: the database is away or restarting.
-            Some(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
-                return true
+        if let Some(e) = e.downcast_ref::<sqlx::Error>() {
+            let cancelled = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == "57014");
+            if cancelled || crate::db::unavailable(e) {
+                return true;
             }
-            // 57014: cancelled by statement_timeout; 57P01-03: the server is shutting down,
-            // crashed or starting; class 08: the connection broke.
-            Some(sqlx::Error::Database(db))
-                if db
-                    .code()
-                    .is_some_and(|c| c.starts_with("57") || c.starts_with("08")) =>
-            {
-                return true
-            }
-            _ => {}
         }
         cause = e.source();
     }

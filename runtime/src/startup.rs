@@ -54,15 +54,7 @@ pub fn unreachable(error: &anyhow::Error) -> Option<&'static str> {
     use async_nats::ConnectErrorKind as Kind;
     for cause in error.chain() {
         if let Some(e) = cause.downcast_ref::<sqlx::Error>() {
-            let away = match e {
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
-                // 57P03: starting up or shutting down; class 08: the connection broke.
-                sqlx::Error::Database(db) => db
-                    .code()
-                    .is_some_and(|c| c == "57P03" || c.starts_with("08")),
-                _ => false,
-            };
-            return away.then_some("postgres");
+            return crate::db::unavailable(e).then_some("postgres");
         }
         if let Some(e) = cause.downcast_ref::<async_nats::ConnectError>() {
             let away = matches!(
