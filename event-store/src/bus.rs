@@ -141,6 +141,16 @@ pub struct CommandBus<A: Aggregate> {
     states: std::sync::Mutex<HashMap<String, (A, u64)>>,
 }
 
+/// A row of a load: sequence (or the snapshot's version), event type and version (none for
+/// the snapshot), payload (or the snapshot's state), metadata.
+type LoadRow = (
+    i64,
+    Option<String>,
+    Option<String>,
+    serde_json::Value,
+    Option<serde_json::Value>,
+);
+
 /// Most aggregates kept in memory per bus; past it the cache starts again empty.
 const CACHED_STATES: usize = 10_000;
 
@@ -206,34 +216,39 @@ where
     /// when it has no snapshot, or one that no longer decodes); returns it with its version
     /// and how many events were read.
     pub async fn load(&self, aggregate_id: &str) -> Result<(A, u64, usize), BusError> {
-        let snapshot: Option<(i64, serde_json::Value)> = sqlx::query_as(
-            "SELECT version, state FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2",
+        // One round trip: the snapshot's row (no event type) first, then the events after it.
+        let mut rows: Vec<LoadRow> = sqlx::query_as(
+            "WITH s AS (SELECT version, state FROM snapshots \
+                        WHERE aggregate_type = $1 AND aggregate_id = $2) \
+             SELECT * FROM ( \
+               SELECT version AS sequence, NULL::text AS event_type, NULL::text AS event_version, \
+                      state AS payload, NULL::json AS metadata FROM s \
+               UNION ALL \
+               SELECT sequence, event_type, event_version, payload, metadata FROM events \
+               WHERE aggregate_type = $1 AND aggregate_id = $2 \
+                 AND sequence > coalesce((SELECT version FROM s), 0)) u \
+             ORDER BY event_type IS NOT NULL, sequence",
         )
         .bind(A::TYPE)
         .bind(aggregate_id)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        let from_snapshot = snapshot.and_then(|(version, state)| {
+        let snapshot = match rows.first() {
+            Some((version, None, _, state, _)) => Some((*version, state.clone())),
+            _ => None,
+        };
+        let mut from_snapshot = None;
+        if let Some((version, state)) = snapshot {
+            rows.remove(0);
             match serde_json::from_value::<A>(state) {
-                Ok(state) => Some((state, version as u64)),
+                Ok(state) => from_snapshot = Some((state, version as u64)),
                 Err(e) => {
                     tracing::warn!(aggregate_id, error = %e, "a snapshot that no longer decodes; folding every event");
-                    None
+                    rows = self.rows_after(aggregate_id, 0).await?;
                 }
             }
-        });
+        }
         let (mut state, from) = from_snapshot.unwrap_or_default();
-        let rows: Vec<(i64, String, String, serde_json::Value, serde_json::Value)> =
-            sqlx::query_as(
-                "SELECT sequence, event_type, event_version, payload, metadata FROM events \
-                 WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 \
-                 ORDER BY sequence",
-            )
-            .bind(A::TYPE)
-            .bind(aggregate_id)
-            .bind(from as i64)
-            .fetch_all(&self.pool)
-            .await?;
         let read = rows.len();
         let mut version = from;
         for (sequence, event_type, event_version, payload, metadata) in rows {
@@ -241,10 +256,10 @@ where
                 aggregate_id: aggregate_id.to_owned(),
                 sequence: sequence as usize,
                 aggregate_type: A::TYPE.to_owned(),
-                event_type,
-                event_version,
+                event_type: event_type.unwrap_or_default(),
+                event_version: event_version.unwrap_or_default(),
                 payload,
-                metadata,
+                metadata: metadata.unwrap_or_default(),
             };
             for upcaster in &self.upcasters {
                 if upcaster.can_upcast(&event.event_type, &event.event_version) {
@@ -258,6 +273,23 @@ where
         }
         metrics::histogram!("aggregate_load_events", "aggregate" => A::TYPE).record(read as f64);
         Ok((state, version, read))
+    }
+
+    /// The stored rows of the aggregate's events after `sequence`, in order.
+    async fn rows_after(
+        &self,
+        aggregate_id: &str,
+        sequence: u64,
+    ) -> Result<Vec<LoadRow>, BusError> {
+        Ok(sqlx::query_as(
+            "SELECT sequence, event_type, event_version, payload, metadata FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .bind(sequence as i64)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// The aggregate's events, upcast to the current versions.

@@ -117,7 +117,10 @@ async fn run(
         let appends: Vec<&Append> = batch.iter().map(|p| &p.append).collect();
         let outcomes = match commit_batch(&pool, &appends).await {
             Ok(conflicts) => {
-                stats.transactions.fetch_add(1, Ordering::Relaxed);
+                // Every append conflicted: nothing was committed.
+                if conflicts.len() < batch.len() {
+                    stats.transactions.fetch_add(1, Ordering::Relaxed);
+                }
                 stats
                     .commands
                     .fetch_add((batch.len() - conflicts.len()) as u64, Ordering::Relaxed);
