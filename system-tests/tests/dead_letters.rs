@@ -206,4 +206,11 @@ async fn a_dead_letter_is_listed_replayed_after_the_fix_or_discarded() {
         (status, gone["type"].as_str()),
         (404, Some("urn:streamshop:problem:not-found"))
     );
+    let (status, _) = operator(
+        &front,
+        reqwest::Method::DELETE,
+        &format!("/api/dead-letters/{id}"),
+    )
+    .await;
+    assert_eq!(status, 404, "discarded already, through the gateway");
 }

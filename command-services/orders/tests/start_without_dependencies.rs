@@ -1,6 +1,8 @@
 //! The orders service started while its Postgres is stopped and its NATS server is dead: it
 //! does not exit. It answers `/healthz` 200 and `/readyz` 503, naming what it waits for, and
-//! becomes ready, taking commands and publishing their events, once both are back.
+//! becomes ready, taking commands and publishing their events, once both are back. A
+//! dependency that answers but refuses (a wrong password) is a configuration error: that
+//! service exits at once with the cause.
 
 use std::time::Duration;
 
@@ -81,4 +83,24 @@ async fn a_service_started_without_postgres_and_nats_waits_and_becomes_ready() {
     assert_eq!(placed.status, 202, "{:?}", placed.body);
     let events = w.published(BoundedContext::Orders, 1).await;
     assert_eq!(events[0].name(), "OrderPlaced");
+
+    // Postgres answers, and refuses the password: no waiting, the process exits.
+    let mut env = w.env();
+    for (name, value) in &mut env {
+        if *name == "DATABASE_URL" || *name == "DATABASE_OWNER_URL" {
+            *value = value.replacen(testkit::OWNER_ROLE.1, "wrong-password", 1);
+            *value = value.replacen(testkit::APP_ROLE.1, "wrong-password", 1);
+        }
+    }
+    let refused = ServiceProcess::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_orders")),
+        testkit::free_port(),
+        &env,
+        None,
+    );
+    let status = refused.wait_exit(Duration::from_secs(20)).await;
+    assert!(
+        !status.success(),
+        "a refused password ends the start: {status}"
+    );
 }
