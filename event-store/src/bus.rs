@@ -1,8 +1,11 @@
 //! Executes a command against an event-sourced aggregate and reports what came of it.
 //!
-//! This is cqrs-es's own load -> handle -> commit cycle (as in `CqrsFramework`), on the plain
-//! event store (no snapshots: cqrs-es 0.5's snapshot and aggregate stores apply new events
-//! twice), without `Query` processors. It adds what command services need:
+//! This is cqrs-es's load -> handle -> commit cycle (as in `CqrsFramework`), without `Query`
+//! processors, on postgres-es's `events` table. Its load and its commit are its own: a load
+//! reads the bus's snapshot and the events after it (cqrs-es 0.5's snapshot and aggregate
+//! stores apply new events twice, so they are not used), and a commit goes through group
+//! commit; the plain postgres-es store still reads whole histories (`load_events`). It adds
+//! what command services need:
 //! - the version reached, so HTTP can answer with it;
 //! - retries with jitter of optimistic-concurrency conflicts;
 //! - idempotency: a command with an idempotency key answers a repeat with the first answer
