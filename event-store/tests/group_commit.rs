@@ -1,6 +1,7 @@
 //! Group commit: commands on different aggregates that arrive while a transaction commits are
 //! appended together in the next one; a conflict in one of them fails only that one, which is
-//! decided again from the store, while the others commit together without it.
+//! decided again from the store, while the others commit together without it. A batch that a
+//! trigger refuses as a whole (an idempotency key used twice) is committed one by one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,4 +103,56 @@ async fn a_batch_with_one_conflicting_command_commits_the_others_and_retries_onl
     assert_eq!(stored, 21);
     // No relay runs here: every event appended, in a batch or not, left its outbox row.
     assert_eq!(world.count("SELECT count(*) FROM outbox").await, 20 + 21);
+}
+
+#[tokio::test]
+async fn a_batch_that_a_trigger_refuses_is_committed_one_command_at_a_time() {
+    let world = testkit::world::World::new("group_key").await;
+    let bus = Arc::new(CommandBus::<Product>::new(
+        world.pool.clone(),
+        (),
+        Arc::new(Notify::new()),
+    ));
+    // Five creations of five products under one idempotency key (a client's bug): queued
+    // behind a held outbox, they reach the committer as one batch, which the idempotency
+    // trigger refuses as a whole.
+    let mut holder = sqlx::PgConnection::connect(&world.db.owner).await.unwrap();
+    let mut hold = holder.begin().await.unwrap();
+    sqlx::query("LOCK TABLE outbox IN SHARE MODE")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..5)
+        .map(|i| {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                let create = ProductCommand::Create {
+                    sku: Sku::parse(&sku(i)).unwrap(),
+                    name: sku(i),
+                    unit_price: Money::new(100, domain::money::Currency::parse("EUR").unwrap()),
+                    initial_stock: 1,
+                };
+                let mut metadata = metadata();
+                metadata.idempotency = Some(("one-key".into(), "same-hash".into()));
+                bus.execute(&sku(i), create, &metadata).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    hold.rollback().await.unwrap();
+
+    // One of them commits; the others learn that the key was used and get its first answer.
+    let mut answered = Vec::new();
+    for task in tasks {
+        match task.await.unwrap().expect("every caller gets an answer") {
+            Executed::Accepted { aggregate_id, .. } => answered.push(aggregate_id),
+            other => panic!("expected the first answer, got {other:?}"),
+        }
+    }
+    answered.dedup();
+    assert_eq!(answered.len(), 1, "one answer for the key: {answered:?}");
+    assert_eq!(world.count("SELECT count(*) FROM events").await, 1);
+    // The first alone (it met the held outbox first), then the refused batch of four, tried
+    // one by one: each conflicts with the key, and is answered from it.
+    assert_eq!(bus.commit_stats(), (1, 1));
 }
