@@ -103,6 +103,26 @@ pub struct Step {
     pub latency: Percentiles,
     /// Every order confirmed and visible, with p99 under 250 ms.
     pub passed: bool,
+    /// Write transactions (xids, every database) from the step's start until its last order
+    /// was visible, divided by the orders it placed: what batching amortises at this load.
+    pub transactions_per_saga: f64,
+}
+
+/// One hot product beside the spread case: the same bursts of orders, all on one SKU or
+/// spread over 100, alternating.
+#[derive(Debug, Clone, Serialize)]
+pub struct HotFigure {
+    /// Orders in each burst, offered at `burst_rate` per second.
+    pub orders: u64,
+    pub burst_rate: f64,
+    pub spread_completed_per_second: Spread,
+    pub hot_completed_per_second: Spread,
+    /// Hot over spread, run by run.
+    pub share: Spread,
+    /// Orders of the hot runs that a client saw fail or that ended rejected: a conflict on the
+    /// hot product that reached a client would show here.
+    pub hot_not_confirmed: u64,
+    pub hot_latency: LatencySpread,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -119,11 +139,19 @@ pub struct SagasFigure {
     pub resources: Vec<Cost>,
     pub sagas_while_monitored: u64,
     pub cpu_seconds_per_saga: f64,
+    pub hot: Option<HotFigure>,
     /// Where Postgres spent its time during the figure: the costliest statements.
     pub statements: Vec<crate::pg::StatementCost>,
     /// Confirmed order ids, for the query figure.
     #[serde(skip)]
     pub confirmed_ids: Vec<Uuid>,
+}
+
+impl SagasFigure {
+    /// The highest offered load that passed, as first measured on the ladder.
+    pub fn sustained_step(&self) -> Option<&Step> {
+        self.ladder.iter().rfind(|s| s.passed)
+    }
 }
 
 /// What became of one order.
@@ -316,6 +344,8 @@ pub async fn run(b: &Bench, stack: &Stack) -> anyhow::Result<SagasFigure> {
         step: 0,
         confirmed_ids: Vec::new(),
         seed: b.next_seed(),
+        admin_url: b.cluster.admin_url.clone(),
+        hot: false,
     };
 
     // Warm up the caches, pools and JIT-free paths before anything is measured.
@@ -365,6 +395,7 @@ pub async fn run(b: &Bench, stack: &Stack) -> anyhow::Result<SagasFigure> {
         Vec::new()
     };
     let sagas = (driver.confirmed_ids.len() - confirmed_before) as u64;
+    let hot = hot_figure(b, &mut driver, &mut rx, sustained_rate).await;
     let cpu: f64 = resources
         .iter()
         .filter(|c| !c.name.starts_with("loadgen"))
@@ -390,6 +421,7 @@ pub async fn run(b: &Bench, stack: &Stack) -> anyhow::Result<SagasFigure> {
         resources,
         sagas_while_monitored: sagas,
         cpu_seconds_per_saga: cpu / (sagas.max(1) as f64),
+        hot: Some(hot),
         statements,
         confirmed_ids: driver.confirmed_ids,
     })
@@ -398,8 +430,12 @@ pub async fn run(b: &Bench, stack: &Stack) -> anyhow::Result<SagasFigure> {
 /// The next transaction id to be assigned, cluster-wide: counts write transactions without
 /// waiting for the statistics collector.
 async fn xid(b: &Bench) -> anyhow::Result<i64> {
+    xid_at(&b.cluster.admin_url).await
+}
+
+async fn xid_at(admin_url: &str) -> anyhow::Result<i64> {
     use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&b.cluster.admin_url).await?;
+    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
     Ok(
         sqlx::query_scalar("SELECT txid_snapshot_xmax(txid_current_snapshot())")
             .fetch_one(&mut conn)
@@ -448,6 +484,9 @@ struct Driver {
     step: u32,
     confirmed_ids: Vec<Uuid>,
     seed: u64,
+    admin_url: String,
+    /// Every order on one SKU (the hot-product figure) rather than spread over 100.
+    hot: bool,
 }
 
 impl Driver {
@@ -461,20 +500,26 @@ impl Driver {
         self.step += 1;
         let step = self.step;
         let n = (rate * seconds).round() as u64;
+        let xid_before = xid_at(&self.admin_url).await.ok();
         let start = Instant::now() + Duration::from_millis(20);
         let schedule = {
-            let (client, url, tracker, seed) = (
+            let (client, url, tracker, seed, hot) = (
                 self.client.clone(),
                 self.orders_url.clone(),
                 self.tracker.clone(),
                 self.seed,
+                self.hot,
             );
             self.seed += n;
             tokio::spawn(async move {
                 for i in 0..n {
                     let due = start + Duration::from_secs_f64(i as f64 / rate);
                     tokio::time::sleep_until(due).await;
-                    let request = client.post(&url).json(&order_body(seed + i));
+                    let mut body = order_body(seed + i);
+                    if hot {
+                        body.lines[0].sku = bench_sku(0);
+                    }
+                    let request = client.post(&url).json(&body);
                     let tracker = tracker.clone();
                     tokio::spawn(async move {
                         match crate::drive::expect_status(request, 202).await {
@@ -524,12 +569,16 @@ impl Driver {
             }
         }
         let _ = schedule.await;
+        let transactions_per_saga = match (xid_before, xid_at(&self.admin_url).await.ok()) {
+            (Some(before), Some(after)) => (after - before) as f64 / n.max(1) as f64,
+            _ => f64::NAN,
+        };
         let latency = Percentiles::of(&mut latencies);
         let elapsed = (last - start).as_secs_f64().max(seconds);
         let passed = confirmed == n && latency.p99 < P99_LIMIT_MS;
         println!(
             "  offered {rate:.0}/s for {seconds:.0} s: {confirmed}/{n} confirmed ({:.0}/s), \
-             p50 {:.1} p95 {:.1} p99 {:.1} ms{}{}",
+             p50 {:.1} p95 {:.1} p99 {:.1} ms, {transactions_per_saga:.1} write transactions per saga{}{}",
             confirmed as f64 / elapsed,
             latency.p50,
             latency.p95,
@@ -553,7 +602,54 @@ impl Driver {
             completed_per_second: confirmed as f64 / elapsed,
             latency,
             passed,
+            transactions_per_saga,
         }
+    }
+}
+
+/// Bursts of orders all on one SKU beside the same bursts spread over 100 SKUs, alternating,
+/// offered faster than the stack completes them so that each measures capacity.
+async fn hot_figure(
+    b: &Bench,
+    driver: &mut Driver,
+    outcomes: &mut mpsc::UnboundedReceiver<Outcome>,
+    sustained_rate: f64,
+) -> HotFigure {
+    const ORDERS: u64 = 300;
+    let burst_rate = (sustained_rate * 4.0).max(200.0);
+    let seconds = ORDERS as f64 / burst_rate;
+    println!("  hot product: bursts of {ORDERS} orders at {burst_rate:.0}/s, one SKU vs 100");
+    let (mut spread, mut hot, mut share, mut hot_latency) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut hot_not_confirmed = 0;
+    for _ in 0..b.repeats {
+        driver.hot = false;
+        let s = driver.step(outcomes, burst_rate, seconds).await;
+        driver.hot = true;
+        let h = driver.step(outcomes, burst_rate, seconds).await;
+        driver.hot = false;
+        hot_not_confirmed += h.placed - h.confirmed;
+        share.push(ratio(h.completed_per_second, s.completed_per_second));
+        spread.push(s.completed_per_second);
+        hot.push(h.completed_per_second);
+        hot_latency.push(h.latency);
+    }
+    HotFigure {
+        orders: ORDERS,
+        burst_rate,
+        spread_completed_per_second: Spread::of(&spread),
+        hot_completed_per_second: Spread::of(&hot),
+        share: Spread::of(&share),
+        hot_not_confirmed,
+        hot_latency: LatencySpread::of(&hot_latency),
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
     }
 }
 
