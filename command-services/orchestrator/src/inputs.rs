@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::driver::Driver;
-use crate::steps::input_of;
+use crate::steps::{input_of, Input};
 
 /// The orchestrator's durable consumer on a context's stream, once that context's service
 /// has created the stream.
@@ -56,18 +56,64 @@ pub async fn run(mut consumer: PullConsumer, driver: Arc<Driver>, shutdown: Canc
             // A batch is what has arrived (an idle loop waits on the server for the next one);
             // each message is settled once its saga has taken it.
             let batch = consume::fetch(consumer, 100, Duration::from_millis(500)).await?;
-            for message in batch {
-                let kind = handle(&message, &driver, name).await;
-                consume::settle(&message, kind, name).await;
-            }
+            // Sagas are independent: their inputs are taken side by side, so the command
+            // bus commits them together (one at a time, each input waited for a commit of its
+            // own while the rest of the batch queued). One saga's inputs stay in stream order.
+            let sagas = by_saga(batch);
+            futures::future::join_all(sagas.into_iter().map(|messages| {
+                let driver = &driver;
+                async move {
+                    for (message, parsed) in messages {
+                        let kind = handle(&message, parsed, driver, name).await;
+                        consume::settle(&message, kind, name).await;
+                    }
+                }
+            }))
+            .await;
             Ok::<(), consume::FetchError>(())
         },
     )
     .await;
 }
 
+/// What a message feeds its saga (nothing, for an event no saga waits on), or why it is not
+/// an envelope.
+type Parsed = Result<Option<(uuid::Uuid, Input)>, String>;
+
+/// The batch's messages grouped by the saga they feed, each group in stream order; a message
+/// that feeds no saga is a group of its own.
+fn by_saga(batch: Vec<jetstream::Message>) -> Vec<Vec<(jetstream::Message, Parsed)>> {
+    let mut groups: Vec<Vec<(jetstream::Message, Parsed)>> = Vec::new();
+    let mut index: std::collections::HashMap<uuid::Uuid, usize> = Default::default();
+    for message in batch {
+        let parsed = Envelope::from_slice(&message.payload)
+            .map(|envelope| input_of(&envelope))
+            .map_err(|e| e.to_string());
+        let saga = parsed
+            .as_ref()
+            .ok()
+            .and_then(Option::as_ref)
+            .map(|(order_id, _)| *order_id);
+        match saga.and_then(|id| index.get(&id).copied()) {
+            Some(i) => groups[i].push((message, parsed)),
+            None => {
+                if let Some(id) = saga {
+                    index.insert(id, groups.len());
+                }
+                groups.push(vec![(message, parsed)]);
+            }
+        }
+    }
+    groups
+}
+
 /// What to do with one message: feed its event to its saga, and say how to settle it.
-async fn handle(message: &jetstream::Message, driver: &Arc<Driver>, consumer: &str) -> AckKind {
+async fn handle(
+    message: &jetstream::Message,
+    parsed: Parsed,
+    driver: &Arc<Driver>,
+    consumer: &str,
+) -> AckKind {
     let span = tracing::info_span!(
         "saga.input",
         otel.kind = "consumer",
@@ -77,12 +123,12 @@ async fn handle(message: &jetstream::Message, driver: &Arc<Driver>, consumer: &s
     runtime::trace::join_message(&span, message.headers.as_ref());
     consume::note_delivery(message, consumer);
     async {
-        match Envelope::from_slice(&message.payload) {
+        match parsed {
             Err(e) => {
-                tracing::warn!(subject = %message.subject, error = %runtime::problem::ErrorChain(&e), "not an envelope; terminated");
+                tracing::warn!(subject = %message.subject, error = %e, "not an envelope; terminated");
                 AckKind::Term
             }
-            Ok(envelope) => match input_of(&envelope) {
+            Ok(input) => match input {
                 None => AckKind::Ack,
                 Some((order_id, input)) => match driver.input(order_id, input).await {
                     Ok(()) => AckKind::Ack,
