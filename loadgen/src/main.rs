@@ -16,6 +16,7 @@ mod report;
 mod sagas;
 mod security;
 mod stats;
+mod traces;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -109,6 +110,11 @@ struct RunArgs {
         default_value = "commands,sagas,queries,replay,gateway,security"
     )]
     figures: Vec<String>,
+    /// Have the services export their spans to a receiver here, and lay out the slowest
+    /// sagas' traces in `traces.md` beside the report (tracing costs CPU: figures run this way
+    /// are not comparable with a plain run).
+    #[arg(long)]
+    traces: bool,
     /// The commit measured, for the report.
     #[arg(long, default_value = "unknown")]
     commit: String,
@@ -171,6 +177,8 @@ pub struct Bench {
     pub step_seconds: f64,
     pub light_seconds: f64,
     pub replay_events: u64,
+    /// Where the services send their spans (`--traces`).
+    pub otlp_endpoint: Option<String>,
     seeds: AtomicU64,
 }
 
@@ -206,6 +214,9 @@ impl Bench {
             ("NATS_NAMESPACE".to_owned(), namespace.to_owned()),
         ];
         env.extend(transport.env());
+        if let Some(endpoint) = &self.otlp_endpoint {
+            env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone()));
+        }
         env.extend(
             extra
                 .iter()
@@ -279,6 +290,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     drive::trust(&args.tls_dir)?;
     std::fs::create_dir_all(&args.out)?;
     std::fs::create_dir_all(&args.logs)?;
+    let receiver = if args.traces {
+        Some(testkit::otlp::Receiver::start().await)
+    } else {
+        None
+    };
     let b = Bench {
         cluster: Cluster {
             admin_url: args.pg_admin_url,
@@ -299,6 +315,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         step_seconds: args.step_seconds,
         light_seconds: args.light_seconds,
         replay_events: args.replay_events,
+        otlp_endpoint: receiver.as_ref().map(|r| r.endpoint.clone()),
         seeds: AtomicU64::new(0),
     };
     let wants = |f: &str| args.figures.iter().any(|x| x == f);
@@ -323,6 +340,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if wants("sagas") || wants("queries") || wants("replay") {
         let mut stack = sagas::Stack::start(&b).await?;
         let figure = sagas::run(&b, &stack).await?;
+        if let Some(receiver) = &receiver {
+            traces::write(receiver, &args.out, figure.hot_started_unix_nano).await?;
+        }
         if wants("queries") {
             // Only the query API keeps running: the bare server gets the machine alone too.
             stack.stop_except(&["query-api"]).await;

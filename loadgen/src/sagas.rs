@@ -140,6 +140,9 @@ pub struct SagasFigure {
     pub sagas_while_monitored: u64,
     pub cpu_seconds_per_saga: f64,
     pub hot: Option<HotFigure>,
+    /// When the hot-product bursts began (Unix nanoseconds), for `--traces`.
+    #[serde(skip)]
+    pub hot_started_unix_nano: u64,
     /// Where Postgres spent its time during the figure: the costliest statements.
     pub statements: Vec<crate::pg::StatementCost>,
     /// Confirmed order ids, for the query figure.
@@ -395,6 +398,7 @@ pub async fn run(b: &Bench, stack: &Stack) -> anyhow::Result<SagasFigure> {
         Vec::new()
     };
     let sagas = (driver.confirmed_ids.len() - confirmed_before) as u64;
+    let hot_started_unix_nano = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX) as u64;
     let hot = hot_figure(b, &mut driver, &mut rx, sustained_rate).await;
     let cpu: f64 = resources
         .iter()
@@ -422,6 +426,7 @@ pub async fn run(b: &Bench, stack: &Stack) -> anyhow::Result<SagasFigure> {
         sagas_while_monitored: sagas,
         cpu_seconds_per_saga: cpu / (sagas.max(1) as f64),
         hot: Some(hot),
+        hot_started_unix_nano,
         statements,
         confirmed_ids: driver.confirmed_ids,
     })

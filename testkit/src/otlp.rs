@@ -22,6 +22,9 @@ pub struct ReceivedSpan {
     pub parent_span_id: String,
     /// String renderings of the span's attributes.
     pub attributes: BTreeMap<String, String>,
+    /// When the span started and ended, in nanoseconds since the Unix epoch.
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
 }
 
 /// A running receiver; its `endpoint` is what `OTEL_EXPORTER_OTLP_ENDPOINT` takes.
@@ -76,6 +79,8 @@ async fn receive(State(spans): State<Arc<Mutex<Vec<ReceivedSpan>>>>, body: Bytes
                     span_id: hex(&span.span_id),
                     parent_span_id: hex(&span.parent_span_id),
                     attributes: attributes(&span.attributes),
+                    start_unix_nano: span.start_time_unix_nano,
+                    end_unix_nano: span.end_time_unix_nano,
                 });
             }
         }
