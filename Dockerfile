@@ -13,8 +13,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
       target/release/gateway target/release/events /out/
 
 FROM debian:bookworm-slim AS runtime
+# curl is for compose's healthchecks (`curl --cacert /run/tls/ca.pem https://localhost:<port>/readyz`).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home streamshop
 COPY --from=build /out/ /usr/local/bin/

@@ -41,6 +41,8 @@ pub struct Infra {
     pub nats_analyst_url: Option<String>,
     /// Where the test command installed the analysts' Python packages (nats-py, pyarrow).
     pub python_path: Option<String>,
+    /// Where it installed what `deploy/check.py` needs (kubernetes-validate and friends).
+    pub deploy_python_path: Option<String>,
     /// The local CA and every holder's certificate, as `cargo xtask test` made them for its
     /// NATS server and for the services under test.
     pub tls_dir: Option<std::path::PathBuf>,
@@ -74,6 +76,9 @@ impl Infra {
                 .get("STREAMSHOP_TEST_NATS_ANALYST_URL")
                 .map(str::to_owned),
             python_path: env.get("STREAMSHOP_TEST_PYTHONPATH").map(str::to_owned),
+            deploy_python_path: env
+                .get("STREAMSHOP_TEST_DEPLOY_PYTHONPATH")
+                .map(str::to_owned),
             tls_dir: env.get("STREAMSHOP_TEST_TLS_DIR").map(Into::into),
         }
     }

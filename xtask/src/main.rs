@@ -175,6 +175,7 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     postgres::start(&layout)?;
     nats::start(&layout)?;
     let python_path = python::test_packages(&layout)?;
+    let deploy_python_path = python::deploy_packages(&layout)?;
     // The tests start their own OpenID providers from these packages.
     oidc::install(&layout)?;
 
@@ -215,6 +216,7 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
                 nats::analyst_url(&layout)?,
             )
             .env("STREAMSHOP_TEST_PYTHONPATH", &python_path)
+            .env("STREAMSHOP_TEST_DEPLOY_PYTHONPATH", &deploy_python_path)
             .env("STREAMSHOP_TEST_TLS_DIR", tls::dir(&layout))
             // What a test needs to run a NATS server or a Postgres cluster of its own, to kill
             // and restart it without disturbing the others.

@@ -39,6 +39,27 @@ pub fn pip_install(target: &Path, requirements: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The folder (for `PYTHONPATH`) holding what `deploy/check.py` needs (PyYAML, jsonschema and
+/// kubernetes-validate with the Kubernetes schemas), pinned in `deploy/requirements.txt` and
+/// kept apart from the other test packages so that their pins never meet.
+pub fn deploy_packages(layout: &Layout) -> anyhow::Result<PathBuf> {
+    let target = layout.tools().join("python-deploy");
+    let file = layout.workspace.join("deploy/requirements.txt");
+    let wanted =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let marker = target.join(".requirements");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(target);
+    }
+    println!(
+        "python: installing the deployment check's packages (kubernetes-validate, jsonschema, PyYAML) into {}",
+        target.display()
+    );
+    pip_install(&target, &["-r", &file.to_string_lossy()])?;
+    std::fs::write(&marker, wanted)?;
+    Ok(target)
+}
+
 /// The folder (for `PYTHONPATH`) holding the Python packages the tests use, installed on
 /// first use: the analysts' script's (nats-py and pyarrow, `events/analyst/requirements.txt`)
 /// the OpenAPI validator the schema tests run (`schemas/requirements.txt`) and the API fuzzer
