@@ -182,9 +182,6 @@ pub fn start(layout: &Layout) -> anyhow::Result<()> {
     let store = layout.root.join("nats");
     std::fs::create_dir_all(&store)?;
     let mut cmd = Command::new(&binary);
-    // A soft limit for the Go heap: without one the server lets garbage pile up to twice the
-    // live heap (about 150 MB after a burst of publishes); with it, it collects sooner.
-    cmd.env("GOMEMLIMIT", MEMORY_LIMIT);
     cmd.arg("-c")
         .arg(&config)
         .args(["-js", "-a", "127.0.0.1"])
@@ -206,9 +203,6 @@ pub fn start(layout: &Layout) -> anyhow::Result<()> {
     println!("nats: running on port {} (pid {pid})", layout.nats_port);
     Ok(())
 }
-
-/// nats-server's soft memory limit (Go's `GOMEMLIMIT`), here, in compose and in Kubernetes.
-pub const MEMORY_LIMIT: &str = "64MiB";
 
 /// The server's pid while it runs.
 pub fn pid(layout: &Layout) -> Option<i32> {
