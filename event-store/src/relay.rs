@@ -67,7 +67,26 @@ pub struct Relay {
     /// Whether the relay's role owns the outbox, which VACUUM requires (a service that runs
     /// as its own, lesser role leaves the outbox to autovacuum, tuned for it).
     owner: Arc<tokio::sync::OnceCell<bool>>,
+    /// Rows JetStream acknowledged that are not deleted yet (see [`DELETE_DELAY`]).
+    published: Arc<std::sync::Mutex<Published>>,
 }
+
+/// Acknowledged outbox rows waiting for their delete.
+#[derive(Default)]
+struct Published {
+    ids: Vec<i64>,
+    /// When the oldest of them was acknowledged.
+    since: Option<std::time::Instant>,
+}
+
+/// How long acknowledged rows may wait for their delete. Deleting them in one statement per
+/// batch made the relay a write transaction per event under light load (a third of a saga's
+/// write transactions); now the deletes of every batch within this delay, or of
+/// `batch_size` rows, share one. Until then each batch's read skips them by id (never by an id
+/// bound: ids commit out of order). A relay that dies before the delete leaves them to be
+/// published again by the next leader, which JetStream's duplicate window and the consumers'
+/// per-aggregate positions turn into no-ops, as after any crash between publish and delete.
+pub const DELETE_DELAY: Duration = Duration::from_millis(250);
 
 /// The relay vacuums the outbox after deleting this many rows. A queue table churns: every row
 /// is inserted and deleted within milliseconds, and autovacuum visits at most once a minute, so
@@ -90,6 +109,7 @@ impl Relay {
             wake,
             deleted: Default::default(),
             owner: Default::default(),
+            published: Default::default(),
         }
     }
 
@@ -172,10 +192,22 @@ impl Relay {
                     if n as i64 == self.settings.batch_size {
                         continue;
                     }
+                    // Idle: wake for new rows, or when the acknowledged ones are due for
+                    // their delete.
+                    let wait = self
+                        .delete_due_in()
+                        .map_or(self.settings.poll_interval, |due| {
+                            due.min(self.settings.poll_interval)
+                        });
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => {
+                            if let Err(e) = self.delete_published(&mut conn).await {
+                                tracing::debug!(error = %runtime::problem::ErrorChain(&e), "deleting published outbox rows at shutdown failed");
+                            }
+                            return;
+                        }
                         _ = self.wake.notified() => {}
-                        _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                        _ = tokio::time::sleep(wait) => {}
                     }
                 }
                 Err(RelayError::Database(e)) => {
@@ -194,22 +226,74 @@ impl Relay {
         }
     }
 
-    /// One step: publishes up to `batch_size` outbox events in order, waits for JetStream's
-    /// acknowledgements, and deletes the rows of the acknowledged prefix. Returns how many
-    /// were published. The caller must hold leadership on `conn`.
+    /// How long until the acknowledged rows are due for their delete; `None` when there
+    /// are none.
+    fn delete_due_in(&self) -> Option<Duration> {
+        let published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        published
+            .since
+            .map(|since| DELETE_DELAY.saturating_sub(since.elapsed()))
+    }
+
+    /// Deletes every acknowledged row in one statement.
+    pub async fn delete_published(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let ids = {
+            let published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+            published.ids.clone()
+        };
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+        {
+            let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+            published.ids.drain(..ids.len());
+            published.since = None;
+        }
+        let deleted = self
+            .deleted
+            .fetch_add(ids.len() as u64, std::sync::atomic::Ordering::Relaxed)
+            + ids.len() as u64;
+        if deleted >= VACUUM_EVERY && self.owns_outbox(conn).await {
+            self.deleted.store(0, std::sync::atomic::Ordering::Relaxed);
+            // Outside any transaction, on the leader's own connection; a failure only
+            // leaves the work to autovacuum.
+            if let Err(e) = sqlx::query("VACUUM (SKIP_LOCKED) outbox")
+                .execute(&mut *conn)
+                .await
+            {
+                tracing::debug!(error = %runtime::problem::ErrorChain(&e), "vacuuming the outbox failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// One step: publishes up to `batch_size` outbox events in order and waits for
+    /// JetStream's acknowledgements. The rows of the acknowledged prefix are deleted with
+    /// those of later batches, when [`DELETE_DELAY`] has passed since the oldest or when
+    /// `batch_size` are waiting ([`Relay::delete_published`] deletes them at once). Returns
+    /// how many were published. The caller must hold leadership on `conn`.
     pub async fn publish_batch(&self, conn: &mut PgConnection) -> Result<usize, RelayError> {
+        let skip = {
+            let published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+            published.ids.clone()
+        };
         let rows = sqlx::query(
             // LATERAL makes each outbox row one primary-key lookup of its event, whatever the
             // planner's statistics say about the two tables.
             "SELECT o.id, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, \
                     e.event_version, e.payload, e.metadata, e.recorded_at \
-             FROM (SELECT * FROM outbox ORDER BY id LIMIT $1) o \
+             FROM (SELECT * FROM outbox WHERE id <> ALL($2) ORDER BY id LIMIT $1) o \
              CROSS JOIN LATERAL (SELECT * FROM events e \
                  WHERE e.aggregate_type = o.aggregate_type AND e.aggregate_id = o.aggregate_id \
                    AND e.sequence = o.sequence) e \
              ORDER BY o.id",
         )
         .bind(self.settings.batch_size)
+        .bind(&skip)
         .fetch_all(&mut *conn)
         .await?;
         let stream = self.settings.context.stream_base();
@@ -226,6 +310,11 @@ impl Relay {
         };
         metrics::gauge!("outbox_backlog", "stream" => stream).set(backlog as f64);
         if rows.is_empty() {
+            // Nothing new (each commit wakes the relay twice: the bus's signal and NOTIFY,
+            // so an empty step is common): delete only what is due.
+            if self.delete_due_in().is_some_and(|due| due.is_zero()) {
+                self.delete_published(conn).await?;
+            }
             return Ok(0);
         }
 
@@ -309,26 +398,19 @@ impl Relay {
         metrics::counter!("outbox_published_total", "stream" => stream).increment(acked as u64);
         metrics::histogram!("outbox_batch_publish_seconds", "stream" => stream)
             .record(batch_started.elapsed().as_secs_f64());
-        if acked > 0 {
-            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-                .bind(&ids[..acked])
-                .execute(&mut *conn)
-                .await?;
-            let deleted = self
-                .deleted
-                .fetch_add(acked as u64, std::sync::atomic::Ordering::Relaxed)
-                + acked as u64;
-            if deleted >= VACUUM_EVERY && self.owns_outbox(conn).await {
-                self.deleted.store(0, std::sync::atomic::Ordering::Relaxed);
-                // Outside any transaction, on the leader's own connection; a failure only
-                // leaves the work to autovacuum.
-                if let Err(e) = sqlx::query("VACUUM (SKIP_LOCKED) outbox")
-                    .execute(&mut *conn)
-                    .await
-                {
-                    tracing::debug!(error = %runtime::problem::ErrorChain(&e), "vacuuming the outbox failed");
-                }
+        let due = {
+            let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+            if acked > 0 {
+                published.ids.extend_from_slice(&ids[..acked]);
+                published.since.get_or_insert_with(std::time::Instant::now);
             }
+            published.ids.len() as i64 >= self.settings.batch_size
+                || published
+                    .since
+                    .is_some_and(|since| since.elapsed() >= DELETE_DELAY)
+        };
+        if due {
+            self.delete_published(conn).await?;
         }
         tracing::debug!(published = acked, "outbox batch published");
         match failure {

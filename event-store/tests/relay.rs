@@ -112,6 +112,7 @@ async fn drain(relay: &Relay, conn: &mut sqlx::PgConnection) -> usize {
     loop {
         let n = relay.publish_batch(conn).await.unwrap();
         if n == 0 {
+            relay.delete_published(conn).await.unwrap();
             return total;
         }
         total += n;
@@ -235,6 +236,34 @@ impl Fixture {
             .await
             .unwrap()
     }
+}
+
+#[tokio::test]
+async fn acknowledged_rows_wait_to_be_deleted_together_and_are_never_published_twice() {
+    let f = fixture().await;
+    let relay = f.relay();
+    let mut conn = relay.try_lead().await.unwrap().expect("sole relay leads");
+    f.append("lazy", 1).await;
+    let started = std::time::Instant::now();
+    assert_eq!(relay.publish_batch(&mut conn).await.unwrap(), 1);
+    if started.elapsed() < event_store::relay::DELETE_DELAY {
+        assert_eq!(f.outbox_len().await, 1, "its delete waits for company");
+    }
+    f.append("lazy", 2).await;
+    assert_eq!(
+        relay.publish_batch(&mut conn).await.unwrap(),
+        1,
+        "the row waiting for its delete is not published again"
+    );
+    assert_eq!(relay.publish_batch(&mut conn).await.unwrap(), 0);
+    tokio::time::sleep(event_store::relay::DELETE_DELAY).await;
+    assert_eq!(relay.publish_batch(&mut conn).await.unwrap(), 0);
+    assert_eq!(
+        f.outbox_len().await,
+        0,
+        "once the delay has passed, a step deletes what waited, in one statement"
+    );
+    assert_once_and_ordered(&f.stream().await, 2);
 }
 
 #[tokio::test]
