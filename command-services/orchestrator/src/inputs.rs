@@ -80,27 +80,40 @@ pub async fn run(mut consumer: PullConsumer, driver: Arc<Driver>, shutdown: Canc
 /// an envelope.
 type Parsed = Result<Option<(uuid::Uuid, Input)>, String>;
 
-/// The batch's messages grouped by the saga they feed, each group in stream order; a message
-/// that feeds no saga is a group of its own.
+/// The batch's messages, each with what it feeds its saga, grouped by that saga.
 fn by_saga(batch: Vec<jetstream::Message>) -> Vec<Vec<(jetstream::Message, Parsed)>> {
-    let mut groups: Vec<Vec<(jetstream::Message, Parsed)>> = Vec::new();
-    let mut index: std::collections::HashMap<uuid::Uuid, usize> = Default::default();
-    for message in batch {
+    let parsed = batch.into_iter().map(|message| {
         let parsed = Envelope::from_slice(&message.payload)
             .map(|envelope| input_of(&envelope))
             .map_err(|e| e.to_string());
-        let saga = parsed
+        (message, parsed)
+    });
+    grouped(parsed, |(_, parsed)| {
+        parsed
             .as_ref()
             .ok()
             .and_then(Option::as_ref)
-            .map(|(order_id, _)| *order_id);
+            .map(|(order_id, _)| *order_id)
+    })
+}
+
+/// `items` grouped by the saga `saga_of` names, each group in the order given and the groups
+/// in the order of their first item; an item of no saga is a group of its own.
+fn grouped<T>(
+    items: impl IntoIterator<Item = T>,
+    saga_of: impl Fn(&T) -> Option<uuid::Uuid>,
+) -> Vec<Vec<T>> {
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    let mut index: std::collections::HashMap<uuid::Uuid, usize> = Default::default();
+    for item in items {
+        let saga = saga_of(&item);
         match saga.and_then(|id| index.get(&id).copied()) {
-            Some(i) => groups[i].push((message, parsed)),
+            Some(i) => groups[i].push(item),
             None => {
                 if let Some(id) = saga {
                     index.insert(id, groups.len());
                 }
-                groups.push(vec![(message, parsed)]);
+                groups.push(vec![item]);
             }
         }
     }
@@ -142,4 +155,29 @@ async fn handle(
     }
     .instrument(span)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    #[test]
+    fn inputs_are_grouped_by_saga_in_stream_order() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let batch = [
+            (1, Some(a)),
+            (2, Some(b)),
+            (3, None),
+            (4, Some(a)),
+            (5, None),
+            (6, Some(b)),
+            (7, Some(a)),
+        ];
+        let groups = super::grouped(batch, |(_, saga)| *saga);
+        let numbers: Vec<Vec<i32>> = groups
+            .iter()
+            .map(|g| g.iter().map(|(n, _)| *n).collect())
+            .collect();
+        assert_eq!(numbers, vec![vec![1, 4, 7], vec![2, 6], vec![3], vec![5]]);
+    }
 }
