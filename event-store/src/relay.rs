@@ -251,7 +251,9 @@ impl Relay {
         {
             let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
             published.ids.drain(..ids.len());
-            published.since = None;
+            // Only this relay's own task adds rows, so nothing should be left; if something
+            // is, it waits its own delay.
+            published.since = (!published.ids.is_empty()).then(std::time::Instant::now);
         }
         let deleted = self
             .deleted
