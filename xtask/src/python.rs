@@ -43,21 +43,12 @@ pub fn pip_install(target: &Path, requirements: &[&str]) -> anyhow::Result<()> {
 /// kubernetes-validate with the Kubernetes schemas), pinned in `deploy/requirements.txt` and
 /// kept apart from the other test packages so that their pins never meet.
 pub fn deploy_packages(layout: &Layout) -> anyhow::Result<PathBuf> {
-    let target = layout.tools().join("python-deploy");
-    let file = layout.workspace.join("deploy/requirements.txt");
-    let wanted =
-        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-    let marker = target.join(".requirements");
-    if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
-        return Ok(target);
-    }
-    println!(
-        "python: installing the deployment check's packages (kubernetes-validate, jsonschema, PyYAML) into {}",
-        target.display()
-    );
-    pip_install(&target, &["-r", &file.to_string_lossy()])?;
-    std::fs::write(&marker, wanted)?;
-    Ok(target)
+    installed(
+        layout,
+        "python-deploy",
+        &["deploy/requirements.txt"],
+        "the deployment check's packages (kubernetes-validate, jsonschema, PyYAML)",
+    )
 }
 
 /// The folder (for `PYTHONPATH`) holding the Python packages the tests use, installed on
@@ -65,13 +56,23 @@ pub fn deploy_packages(layout: &Layout) -> anyhow::Result<PathBuf> {
 /// the OpenAPI validator the schema tests run (`schemas/requirements.txt`) and the API fuzzer
 /// run against the gateway (`gateway/requirements.txt`).
 pub fn test_packages(layout: &Layout) -> anyhow::Result<PathBuf> {
-    let target = layout.tools().join("python");
-    let files = [
-        "events/analyst/requirements.txt",
-        "schemas/requirements.txt",
-        "gateway/requirements.txt",
-    ]
-    .map(|f| layout.workspace.join(f));
+    installed(
+        layout,
+        "python",
+        &[
+            "events/analyst/requirements.txt",
+            "schemas/requirements.txt",
+            "gateway/requirements.txt",
+        ],
+        "the tests' packages (nats-py, pyarrow, openapi-spec-validator, schemathesis)",
+    )
+}
+
+/// `.state/tools/<folder>` with the requirements `files` (paths in the workspace) installed,
+/// again only when the files changed since the last install.
+fn installed(layout: &Layout, folder: &str, files: &[&str], what: &str) -> anyhow::Result<PathBuf> {
+    let target = layout.tools().join(folder);
+    let files: Vec<PathBuf> = files.iter().map(|f| layout.workspace.join(f)).collect();
     // A marker of the requirements last installed: reinstall when they change.
     let marker = target.join(".requirements");
     let mut wanted = String::new();
@@ -82,10 +83,7 @@ pub fn test_packages(layout: &Layout) -> anyhow::Result<PathBuf> {
     if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
         return Ok(target);
     }
-    println!(
-        "python: installing the tests' packages (nats-py, pyarrow, openapi-spec-validator, schemathesis) into {}",
-        target.display()
-    );
+    println!("python: installing {what} into {}", target.display());
     let mut args = Vec::new();
     for file in &files {
         args.push("-r".to_owned());
