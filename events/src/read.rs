@@ -116,17 +116,19 @@ impl Source {
         if let Some(tls) = tls {
             options = messaging::settings::with_tls(options, tls)?;
         }
-        let client = options.connect(url).await.with_context(|| {
-            let hint = if tls.is_none() {
-                " without TLS (a server that requires it needs --tls-dir or TLS_DIR)"
-            } else {
-                ""
-            };
-            format!(
-                "connecting to NATS at {}{hint}",
-                runtime::secret::redact_url(url)
-            )
-        })?;
+        let client = messaging::settings::connect_to(options, url)
+            .await
+            .with_context(|| {
+                let hint = if tls.is_none() {
+                    " without TLS (a server that requires it needs --tls-dir or TLS_DIR)"
+                } else {
+                    ""
+                };
+                format!(
+                    "connecting to NATS at {}{hint}",
+                    runtime::secret::redact_url(url)
+                )
+            })?;
         Ok(Self {
             js: jetstream::new(client),
             namespace: Namespace::new(namespace).map_err(anyhow::Error::msg)?,

@@ -28,7 +28,8 @@ pub struct Settings {
 
 /// The internal services' base URLs: `ORDERS_URL`, `INVENTORY_URL`, `PAYMENTS_URL`,
 /// `ORCHESTRATOR_URL`, `PROJECTIONS_URL`, `QUERY_URL`, defaults those of `cargo xtask up` (`https://` unless
-/// `TLS=off`).
+/// `TLS=off`). Each may list several replicas' addresses separated by commas: the calls take
+/// them in turn, and one that cannot be reached hands its call to the next.
 #[derive(Debug, Clone)]
 pub struct UpstreamUrls {
     pub orders: String,
@@ -51,10 +52,12 @@ impl UpstreamUrls {
             ("PROJECTIONS_URL", &self.projections),
             ("QUERY_URL", &self.query),
         ];
-        match named
-            .into_iter()
-            .find(|(_, url)| tls && !url.starts_with("https://"))
-        {
+        match named.into_iter().find(|(_, url)| {
+            tls && url
+                .split(',')
+                .map(str::trim)
+                .any(|u| !u.is_empty() && !u.starts_with("https://"))
+        }) {
             Some((name, url)) => Err(EnvError {
                 name: name.to_owned(),
                 reason: format!("{url:?} is not https://, and TLS is on"),
@@ -215,6 +218,14 @@ mod tests {
             ("ORDERS_URL", "http://orders:8081"),
         ]));
         assert!(plain.unwrap_err().to_string().contains("ORDERS_URL"));
+        let one_replica_plain = Settings::from_env(&Env::from_pairs([
+            ("TLS_DIR", "/tls"),
+            ("QUERY_URL", "https://q1:8080, http://q2:8080"),
+        ]));
+        assert!(one_replica_plain
+            .unwrap_err()
+            .to_string()
+            .contains("QUERY_URL"));
         let off = Settings::from_env(&Env::from_pairs([("TLS", "off")])).unwrap();
         assert_eq!(off.upstreams.orders, "http://127.0.0.1:8081");
         assert!(off.tls.is_none() && off.nats.tls.is_none());

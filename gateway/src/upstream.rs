@@ -1,10 +1,12 @@
 //! Calls to the internal services: a time limit per call, a circuit breaker per service,
 //! and only the headers that belong in each direction passed on.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::http::uri::{Authority, Scheme};
+use axum::http::uri::{Authority, PathAndQuery, Scheme};
 use axum::http::{self as http, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -81,14 +83,40 @@ fn nothing_trusted() -> rustls::ClientConfig {
     .with_no_client_auth()
 }
 
-/// One internal service.
+/// One internal service: one address, or the addresses of its replicas.
 pub struct Upstream {
     pub name: &'static str,
-    scheme: Scheme,
-    authority: Authority,
+    endpoints: Vec<Endpoint>,
+    /// Where the next call starts, so calls take the replicas in turn.
+    next: AtomicUsize,
     http: HttpClient,
     timeout: Duration,
     pub breaker: Breaker,
+}
+
+/// One replica's address, and until when it is passed over after refusing a connection.
+struct Endpoint {
+    scheme: Scheme,
+    authority: Authority,
+    down_until: Mutex<Option<Instant>>,
+}
+
+/// How long a replica that refused a connection is passed over while others remain: long
+/// enough that a replica being restarted costs each call nothing, short enough that it
+/// takes its share again soon after it is back.
+const PASSED_OVER: Duration = Duration::from_secs(1);
+
+impl Endpoint {
+    fn is_down(&self, now: Instant) -> bool {
+        self.down_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| now < until)
+    }
+
+    fn set_down(&self, until: Option<Instant>) {
+        *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) = until;
+    }
 }
 
 /// What a service answered.
@@ -107,27 +135,55 @@ impl IntoResponse for Answer {
     }
 }
 
+/// Why one replica gave no answer.
+enum Failure {
+    /// The request never reached it (connection refused, say): another replica may take it.
+    NotSent(String),
+    /// It may have reached it: only a request that is safe to repeat goes to another.
+    Lost(String),
+}
+
+/// The address `base` (`https://host:port`) split for calls.
+fn endpoint(name: &str, base: &str) -> anyhow::Result<Endpoint> {
+    let uri: Uri = base
+        .parse()
+        .with_context(|| format!("{name}'s address {base:?} is not a URL"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+        anyhow::bail!("{name}'s address {base:?} needs a scheme and a host");
+    };
+    if !matches!(uri.path(), "" | "/") {
+        anyhow::bail!("{name}'s address {base:?} may not have a path");
+    }
+    Ok(Endpoint {
+        scheme: scheme.clone(),
+        authority: authority.clone(),
+        down_until: Mutex::new(None),
+    })
+}
+
 impl Upstream {
-    /// The service at `base` (`https://host:port`, or `http://` with TLS off).
+    /// The service at `base`: `https://host:port` (or `http://` with TLS off), or several
+    /// such addresses separated by commas, one per replica, when nothing in front of the
+    /// replicas spreads the calls (a Kubernetes Service does; the local cluster has none).
     pub fn new(
         name: &'static str,
         base: &str,
         http: HttpClient,
         settings: &BreakerSettings,
     ) -> anyhow::Result<Self> {
-        let uri: Uri = base
-            .parse()
-            .with_context(|| format!("{name}'s address {base:?} is not a URL"))?;
-        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
-            anyhow::bail!("{name}'s address {base:?} needs a scheme and a host");
-        };
-        if !matches!(uri.path(), "" | "/") {
-            anyhow::bail!("{name}'s address {base:?} may not have a path");
+        let endpoints = base
+            .split(',')
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+            .map(|b| endpoint(name, b))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if endpoints.is_empty() {
+            anyhow::bail!("{name} has no address");
         }
         Ok(Self {
             name,
-            scheme: scheme.clone(),
-            authority: authority.clone(),
+            endpoints,
+            next: AtomicUsize::new(0),
             http,
             timeout: settings.timeout,
             breaker: Breaker::new(
@@ -139,9 +195,24 @@ impl Upstream {
         })
     }
 
+    /// The replicas in the order this call tries them: from the next in turn, those passed
+    /// over last (all of them, if every one is).
+    fn order(&self) -> Vec<usize> {
+        let n = self.endpoints.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let now = Instant::now();
+        let (mut up, down): (Vec<usize>, Vec<usize>) = (0..n)
+            .map(|i| (start + i) % n)
+            .partition(|&i| !self.endpoints[i].is_down(now));
+        up.extend(down);
+        up
+    }
+
     /// Sends `method path_and_query` with the client's passable `headers` and `body`.
     /// Refused at once while the circuit is open; a refused connection, a timeout or a
-    /// 502/503/504 counts against the circuit.
+    /// 502/503/504 counts against the circuit. A replica that cannot be reached hands the
+    /// call to the next; so does one that dropped the connection, when the call is safe to
+    /// repeat (a read, or a command with an `Idempotency-Key`).
     pub async fn call(
         &self,
         method: Method,
@@ -156,48 +227,31 @@ impl Upstream {
                 why: "its circuit is open after repeated failures".into(),
                 retry_after_secs,
             })?;
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
+        let path_and_query = PathAndQuery::try_from(path_and_query)
             .map_err(|e| ApiError::BadRequest(format!("the path cannot be passed on: {e}")))?;
-        let mut request = http::Request::new(Full::new(body));
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        let out = request.headers_mut();
-        for name in REQUEST_HEADERS {
-            if let Some(value) = headers.get(*name) {
-                out.insert(*name, value.clone());
-            }
-        }
-        let traceparent = runtime::trace::outgoing(
-            headers
-                .get(runtime::trace::TRACEPARENT)
-                .and_then(|v| v.to_str().ok()),
-        );
-        if let Ok(value) = HeaderValue::from_str(&traceparent) {
-            out.insert(runtime::trace::TRACEPARENT, value);
-        }
+        let repeatable =
+            matches!(method, Method::GET | Method::HEAD) || headers.contains_key("idempotency-key");
         let answer = tokio::time::timeout(self.timeout, async {
-            let response = self
-                .http
-                .request(request)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (parts, body) = response.into_parts();
-            let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-            let mut passed = HeaderMap::new();
-            for name in RESPONSE_HEADERS {
-                if let Some(value) = parts.headers.get(*name) {
-                    passed.insert(HeaderName::from_static(name), value.clone());
+            let mut why = String::new();
+            for i in self.order() {
+                let endpoint = &self.endpoints[i];
+                match self
+                    .send(endpoint, &method, &path_and_query, headers, body.clone())
+                    .await
+                {
+                    Ok(answer) => {
+                        endpoint.set_down(None);
+                        return Ok(answer);
+                    }
+                    Err(Failure::NotSent(e)) => {
+                        endpoint.set_down(Some(Instant::now() + PASSED_OVER));
+                        why = e;
+                    }
+                    Err(Failure::Lost(e)) if repeatable => why = e,
+                    Err(Failure::Lost(e)) => return Err(e),
                 }
             }
-            Ok::<_, String>(Answer {
-                status: parts.status,
-                headers: passed,
-                body,
-            })
+            Err(why)
         })
         .await;
         match answer {
@@ -233,6 +287,60 @@ impl Upstream {
             }
         }
     }
+
+    /// One attempt at one replica.
+    async fn send(
+        &self,
+        endpoint: &Endpoint,
+        method: &Method,
+        path_and_query: &PathAndQuery,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Answer, Failure> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(endpoint.scheme.clone());
+        parts.authority = Some(endpoint.authority.clone());
+        parts.path_and_query = Some(path_and_query.clone());
+        let uri = Uri::from_parts(parts).map_err(|e| Failure::NotSent(e.to_string()))?;
+        let mut request = http::Request::new(Full::new(body));
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri;
+        let out = request.headers_mut();
+        for name in REQUEST_HEADERS {
+            if let Some(value) = headers.get(*name) {
+                out.insert(*name, value.clone());
+            }
+        }
+        let traceparent = runtime::trace::outgoing(
+            headers
+                .get(runtime::trace::TRACEPARENT)
+                .and_then(|v| v.to_str().ok()),
+        );
+        if let Ok(value) = HeaderValue::from_str(&traceparent) {
+            out.insert(runtime::trace::TRACEPARENT, value);
+        }
+        let response = match self.http.request(request).await {
+            Ok(response) => response,
+            Err(e) if e.is_connect() => return Err(Failure::NotSent(e.to_string())),
+            Err(e) => return Err(Failure::Lost(e.to_string())),
+        };
+        let (parts, body) = response.into_parts();
+        let body = match body.collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => return Err(Failure::Lost(e.to_string())),
+        };
+        let mut passed = HeaderMap::new();
+        for name in RESPONSE_HEADERS {
+            if let Some(value) = parts.headers.get(*name) {
+                passed.insert(HeaderName::from_static(name), value.clone());
+            }
+        }
+        Ok(Answer {
+            status: parts.status,
+            headers: passed,
+            body,
+        })
+    }
 }
 
 /// A path parameter as one path segment: everything but unreserved characters
@@ -267,6 +375,30 @@ pub fn json_answer(status: StatusCode, headers: HeaderMap, body: &serde_json::Va
 #[cfg(test)]
 mod tests {
     use super::segment;
+
+    fn replicas(list: &str) -> anyhow::Result<super::Upstream> {
+        let settings = crate::settings::BreakerSettings {
+            timeout: std::time::Duration::from_secs(1),
+            failures: 5,
+            open_for: std::time::Duration::from_secs(5),
+        };
+        super::Upstream::new("orders", list, super::client(None)?, &settings)
+    }
+
+    #[test]
+    fn replicas_take_calls_in_turn_and_one_that_refused_goes_last() {
+        let up = replicas("http://a:1, http://b:2,http://c:3").unwrap();
+        assert_eq!(up.order(), [0, 1, 2]);
+        assert_eq!(up.order(), [1, 2, 0]);
+        up.endpoints[2].set_down(Some(std::time::Instant::now() + super::PASSED_OVER));
+        assert_eq!(up.order(), [0, 1, 2]);
+        assert_eq!(up.order(), [0, 1, 2]);
+        assert_eq!(up.order(), [1, 0, 2]);
+        up.endpoints[2].set_down(None);
+        assert_eq!(up.order(), [2, 0, 1]);
+        assert!(replicas(" , ").is_err());
+        assert!(replicas("http://a:1,http://b:2/path").is_err());
+    }
 
     #[test]
     fn a_parameter_stays_one_segment() {

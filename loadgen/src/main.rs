@@ -157,7 +157,7 @@ impl Transport {
                 &runtime::tls::TlsSettings::new(dir, "operator"),
             )?;
         }
-        Ok(options.connect(&self.nats_url).await?)
+        Ok(messaging::settings::connect_to(options, &self.nats_url).await?)
     }
 }
 

@@ -9,7 +9,7 @@ use runtime::secret::Secret;
 use crate::streams::StreamSettings;
 use crate::{Identity, Namespace};
 
-/// `NATS_URL`, `NATS_NAMESPACE`, `NATS_STREAM_REPLICAS`, `NATS_DUPLICATE_WINDOW_MS`, and the
+/// `NATS_URL` (one server, or a cluster's nodes separated by commas), `NATS_NAMESPACE`, `NATS_STREAM_REPLICAS`, `NATS_DUPLICATE_WINDOW_MS`, and the
 /// identity's credentials: `NATS_NKEY_SEED`, or `NATS_CREDENTIALS_DIR` holding
 /// `<identity>.nk` (or a user and password in the URL).
 #[derive(Debug, Clone)]
@@ -60,8 +60,33 @@ pub fn with_tls(
     Ok(options.require_tls(true).tls_client_config(config))
 }
 
-/// The user and password of a URL, decoded.
+/// The servers of a `NATS_URL`: one URL, or several separated by commas (the nodes of a
+/// cluster), in the order given.
+pub fn servers_of(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// Connects with `options` to the servers of `url` ([`servers_of`]), trying them in the
+/// order given: a deployment spreads its replicas over a cluster's nodes by the order of
+/// each one's list, where async-nats would otherwise shuffle it. Servers the cluster
+/// announces later are added behind them, so a client finds the others when its node
+/// goes.
+pub async fn connect_to(
+    options: async_nats::ConnectOptions,
+    url: &str,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    options
+        .retain_servers_order()
+        .connect(servers_of(url))
+        .await
+}
+
+/// The user and password of a URL (of the first, when there are several), decoded.
 fn login_of(url: &str) -> Option<(String, String)> {
+    let url = servers_of(url).into_iter().next()?;
     let userinfo = url
         .split_once("://")
         .and_then(|(_, rest)| rest.split(['/', '?']).next())
@@ -147,13 +172,15 @@ impl NatsSettings {
         if let Some(tls) = &self.tls {
             options = with_tls(options, tls)?;
         }
-        options.connect(self.url.expose()).await.with_context(|| {
-            format!(
-                "connecting NATS at {} as {}",
-                self.url,
-                self.identity.name()
-            )
-        })
+        connect_to(options, self.url.expose())
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting NATS at {} as {}",
+                    self.url,
+                    self.identity.name()
+                )
+            })
     }
 
     /// Connects, and makes sure the streams of `contexts` exist: the stream of the
@@ -193,5 +220,19 @@ mod tests {
         );
         assert_eq!(login_of("nats://127.0.0.1:4222"), None);
         assert_eq!(login_of("nats://token@127.0.0.1:4222"), None);
+        assert_eq!(
+            login_of("nats://a:b@127.0.0.1:4222, nats://a:b@127.0.0.1:4223"),
+            Some(("a".into(), "b".into()))
+        );
+    }
+
+    #[test]
+    fn a_cluster_url_lists_every_node_in_order() {
+        use super::servers_of;
+        assert_eq!(
+            servers_of("nats://n1:4222,nats://n2:4222 , nats://n3:4222,"),
+            ["nats://n1:4222", "nats://n2:4222", "nats://n3:4222"]
+        );
+        assert_eq!(servers_of("nats://n1:4222"), ["nats://n1:4222"]);
     }
 }

@@ -37,6 +37,23 @@ const SECRET_PARAMETERS: &[&str] = &["password", "sslpassword", "token", "secret
 /// many `@` it holds; a bare `token@` of a NATS URL; and secret query parameters
 /// (`?password=`).
 pub fn redact_url(url: &str) -> String {
+    // A NATS cluster's list of URLs: each one redacted. Only a comma followed by another
+    // URL separates two, so a comma inside a password is never mistaken for one.
+    let next_url = |rest: &str| {
+        let rest = rest.trim_start();
+        rest.starts_with("nats://") || rest.starts_with("tls://")
+    };
+    if let Some(comma) = url
+        .match_indices(',')
+        .map(|(i, _)| i)
+        .find(|&i| next_url(&url[i + 1..]))
+    {
+        return format!(
+            "{},{}",
+            redact_url(&url[..comma]),
+            redact_url(&url[comma + 1..])
+        );
+    }
     let Some(scheme_end) = url.find("://") else {
         return "***".to_owned();
     };
@@ -96,6 +113,18 @@ mod tests {
         assert_eq!(
             redact_url("postgres://app@db/orders"),
             "postgres://app@db/orders"
+        );
+    }
+
+    #[test]
+    fn every_url_of_a_cluster_is_redacted() {
+        assert_eq!(
+            redact_url("nats://a:p,w@n1:4222,nats://a:p@w@n2:4222"),
+            "nats://a:***@n1:4222,nats://a:***@n2:4222"
+        );
+        assert_eq!(
+            redact_url("nats://n1:4222, nats://n2:4222"),
+            "nats://n1:4222, nats://n2:4222"
         );
     }
 

@@ -259,7 +259,7 @@ pub async fn nats_as(identity: Option<messaging::Identity>) -> async_nats::Clien
         options = messaging::settings::with_tls(options, &tls)
             .unwrap_or_else(|e| panic!("the test TLS files of {name}: {e:#}"));
     }
-    options.connect(url).await.unwrap_or_else(|e| {
+    messaging::settings::connect_to(options, url).await.unwrap_or_else(|e| {
         panic!(
             "the test NATS at {url} is not reachable as {name} ({e}); run the tests with `cargo xtask test`"
         )
