@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use anyhow::Context;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::{self, stream::Stream};
@@ -108,7 +109,6 @@ impl Source {
         namespace: &str,
         tls: Option<&runtime::tls::TlsSettings>,
     ) -> anyhow::Result<Self> {
-        use anyhow::Context;
         // As the analysts' identity: read the streams, nothing more, with replies on its own
         // inbox prefix (its user and password come in the URL, its certificate from `tls`).
         let mut options = messaging::settings::options_for(url)
@@ -137,7 +137,6 @@ impl Source {
     }
 
     async fn stream(&self, context: BoundedContext) -> anyhow::Result<Stream> {
-        use anyhow::Context;
         let name = self.namespace.stream(context);
         self.js
             .get_stream(&name)
@@ -166,12 +165,14 @@ fn nats_time(at: DateTime<Utc>) -> anyhow::Result<async_nats::jetstream::consume
 /// after it, or the stream's last when none is (read after looking, so it is not too small).
 async fn last_at_or_before(stream: &Stream, at: DateTime<Utc>) -> anyhow::Result<u64> {
     let after = at + chrono::Duration::nanoseconds(1);
-    let consumer = stream
-        .create_consumer(OrderedConfig {
+    let consumer = messaging::streams::ordered_consumer(
+        stream,
+        OrderedConfig {
             deliver_policy: nats_time(after)?,
             ..Default::default()
-        })
-        .await?;
+        },
+    )
+    .await?;
     if consumer.cached_info().num_pending == 0 {
         let mut stream = stream.clone();
         return Ok(stream.info().await?.state.last_sequence);
@@ -195,7 +196,12 @@ async fn plan(
     resume_after: Option<u64>,
 ) -> anyhow::Result<Plan> {
     let mut stream = source.stream(context).await?;
-    let last_sequence = stream.info().await?.state.last_sequence;
+    let last_sequence = stream
+        .info()
+        .await
+        .with_context(|| format!("the state of stream {}", context.stream_base()))?
+        .state
+        .last_sequence;
     let deliver = match (resume_after, selection.start) {
         (Some(seq), _) => DeliverPolicy::ByStartSequence {
             start_sequence: seq + 1,
@@ -240,7 +246,6 @@ impl Reading {
     /// many events it sent, or why it failed.
     pub async fn finish(self) -> anyhow::Result<u64> {
         drop(self.events);
-        use anyhow::Context;
         self.task.await.context("the reader task")?
     }
 }
@@ -295,24 +300,30 @@ async fn read_one(
     progress: &Progress,
 ) -> anyhow::Result<u64> {
     let stream = source.stream(plan.context).await?;
-    let consumer = stream
-        .create_consumer(OrderedConfig {
+    let base = plan.context.stream_base().to_owned();
+    let consumer = messaging::streams::ordered_consumer(
+        &stream,
+        OrderedConfig {
             deliver_policy: plan.deliver,
             filter_subject: plan.filter.clone(),
             ..Default::default()
-        })
-        .await?;
+        },
+    )
+    .await
+    .with_context(|| format!("a reader of stream {base}"))?;
     let pending = consumer.cached_info().num_pending;
     if plan.last.is_some() && pending == 0 {
         // Nothing stored matches; waiting would wait for new events.
         return Ok(0);
     }
     progress.add_total(pending);
-    let base = plan.context.stream_base().to_owned();
-    let mut messages = consumer.messages().await?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .with_context(|| format!("reading stream {base}"))?;
     let mut sent = 0;
     while let Some(message) = messages.next().await {
-        let message = message?;
+        let message = message.with_context(|| format!("reading stream {base}"))?;
         let meta = message
             .info()
             .map_err(|e| anyhow::anyhow!("a message without JetStream metadata: {e}"))?;

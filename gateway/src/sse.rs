@@ -164,14 +164,16 @@ async fn follow(
         .get_stream_no_info(ns.stream(context))
         .await
         .map_err(|e| unavailable(e.to_string()))?;
-    let consumer = stream
-        .create_consumer(OrderedConfig {
+    let consumer = messaging::streams::ordered_consumer(
+        &stream,
+        OrderedConfig {
             filter_subject: ns.aggregate_events_filter(context, &order.to_string()),
             deliver_policy: DeliverPolicy::All,
             ..OrderedConfig::default()
-        })
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
+        },
+    )
+    .await
+    .map_err(|e| unavailable(e.to_string()))?;
     let messages = consumer
         .messages()
         .await

@@ -288,12 +288,14 @@ pub async fn read_all(
     if total == 0 {
         return Ok((0, kept));
     }
-    let consumer = stream
-        .create_consumer(OrderedConfig {
+    let consumer = messaging::streams::ordered_consumer(
+        &stream,
+        OrderedConfig {
             deliver_policy: jetstream::consumer::DeliverPolicy::All,
             ..Default::default()
-        })
-        .await?;
+        },
+    )
+    .await?;
     let mut messages = consumer.messages().await?;
     let mut n = 0;
     while let Some(message) = messages.next().await {

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::consumer::Consumer;
+use async_nats::jetstream::stream::{ConsumerError, ConsumerErrorKind};
 use async_nats::jetstream::{self, stream};
 
 use crate::{BoundedContext, Namespace};
@@ -82,6 +85,33 @@ pub async fn existing_stream(
                 waited += 1;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
+        }
+    }
+}
+
+/// How many times an ordered consumer is asked for before giving up.
+const ORDERED_ATTEMPTS: u32 = 8;
+
+/// An ordered consumer of `stream`, asked for again when the server does not answer. In a
+/// cluster, JetStream places an ordered (single-replica) consumer on any of the stream's
+/// peers, an offline one included (nats-server 2.12): with one node of three down, about a
+/// third of the requests time out, and the next request lands elsewhere. Without a node
+/// down, the first request answers.
+pub async fn ordered_consumer<I>(
+    stream: &stream::Stream<I>,
+    config: OrderedConfig,
+) -> Result<Consumer<OrderedConfig>, ConsumerError> {
+    let mut attempt = 1;
+    loop {
+        match stream.create_consumer(config.clone()).await {
+            Err(e) if e.kind() == ConsumerErrorKind::TimedOut && attempt < ORDERED_ATTEMPTS => {
+                tracing::info!(
+                    attempt,
+                    "no answer to an ordered consumer's creation (a node of the cluster may be down); asking again"
+                );
+                attempt += 1;
+            }
+            done => return done,
         }
     }
 }
