@@ -6,6 +6,7 @@ pub mod consume;
 pub mod envelope;
 pub mod identity;
 pub mod names;
+pub mod server_config;
 pub mod settings;
 pub mod streams;
 
