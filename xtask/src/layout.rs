@@ -22,6 +22,11 @@ pub struct Layout {
     pub durable: bool,
     /// Load `pg_stat_statements`, so the benchmark can list the costliest statements.
     pub statement_stats: bool,
+    /// nats-server nodes: one, or three as one JetStream cluster (node `i` listens on
+    /// `nats_port + i` and `nats_monitor_port + i`).
+    pub nats_nodes: u16,
+    /// Replicas of every service (replica `r` listens on its service's port + 100·r).
+    pub replicas: u16,
 }
 
 /// A `cargo` command with the toolchain that runs us, cleared of the package variables that
@@ -65,6 +70,8 @@ impl Layout {
             nats_monitor_port: 28222,
             durable: true,
             statement_stats: false,
+            nats_nodes: 1,
+            replicas: 1,
         })
     }
 
@@ -79,6 +86,8 @@ impl Layout {
             nats_monitor_port: 28223,
             durable: false,
             statement_stats: false,
+            nats_nodes: 1,
+            replicas: 1,
         })
     }
 
@@ -94,7 +103,33 @@ impl Layout {
             nats_monitor_port: 28224,
             durable: true,
             statement_stats: true,
+            nats_nodes: 1,
+            replicas: 1,
         })
+    }
+
+    /// `up --cluster`: three nats-server nodes as one JetStream cluster (R3 streams) and two
+    /// replicas of every service, on a Postgres and NATS of its own. Its first replicas use
+    /// the DESIGN.md ports, so it runs instead of `dev`, not beside it.
+    pub fn cluster() -> anyhow::Result<Self> {
+        let workspace = workspace_root()?;
+        Ok(Self {
+            name: "cluster",
+            root: workspace.join(".state/cluster"),
+            workspace,
+            pg_port: 25435,
+            nats_port: 24231,
+            nats_monitor_port: 28231,
+            durable: true,
+            statement_stats: false,
+            nats_nodes: 3,
+            replicas: 2,
+        })
+    }
+
+    /// The layouts `up` may run: one at a time, since they share the service ports.
+    pub fn runnable() -> anyhow::Result<[Self; 2]> {
+        Ok([Self::dev()?, Self::cluster()?])
     }
 
     /// Moves the ports to free ones when another checkout's servers hold them; the tests
@@ -151,8 +186,21 @@ impl Layout {
         )
     }
 
+    /// Every node's client URL, separated by commas (one URL for a single server).
     pub fn nats_url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.nats_port)
+        self.nats_url_from(0)
+    }
+
+    /// [`Layout::nats_url`] from node `first` on: a client tries the nodes in this order, so
+    /// replicas given different firsts are spread over the cluster.
+    pub fn nats_url_from(&self, first: u16) -> String {
+        (0..self.nats_nodes)
+            .map(|k| {
+                let node = (first + k) % self.nats_nodes;
+                format!("nats://127.0.0.1:{}", self.nats_port + node)
+            })
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn logs(&self) -> PathBuf {

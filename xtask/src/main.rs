@@ -38,8 +38,12 @@ enum Command {
         /// Build and run the services in release mode.
         #[arg(long)]
         release: bool,
+        /// Three nats-server nodes as one JetStream cluster (R3 streams) and two replicas of
+        /// every service, with state in .state/cluster (instead of the one-node stack).
+        #[arg(long)]
+        cluster: bool,
     },
-    /// Stop every service, NATS and Postgres (state is kept).
+    /// Stop every service, NATS and Postgres of either stack (state is kept).
     Down,
     /// Show what is running.
     Status,
@@ -84,7 +88,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Up { release } => up(release),
+        Command::Up { release, cluster } => up(release, cluster),
         Command::Down => down(),
         Command::Status => status(),
         Command::Reset => reset(),
@@ -103,8 +107,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn up(release: bool) -> anyhow::Result<ExitCode> {
-    let layout = Layout::dev()?;
+fn up(release: bool, cluster: bool) -> anyhow::Result<ExitCode> {
+    let layout = if cluster {
+        Layout::cluster()?
+    } else {
+        Layout::dev()?
+    };
+    // The two stacks share the services' and the OpenID provider's ports.
+    for other in Layout::runnable()?.iter().filter(|l| l.name != layout.name) {
+        if services::any_running(other) || nats::running(other) || oidc::running(other) {
+            anyhow::bail!(
+                "the {} stack is running and uses the same ports: `cargo xtask down` first",
+                other.name
+            );
+        }
+    }
     postgres::start(&layout)?;
     postgres::provision(&layout)?;
     nats::start(&layout)?;
@@ -121,28 +138,42 @@ fn compose_keys() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The stack `up` runs now: the cluster while its NATS runs, else the one-node stack.
+fn running_stack() -> anyhow::Result<Layout> {
+    let cluster = Layout::cluster()?;
+    if nats::running(&cluster) || oidc::running(&cluster) {
+        Ok(cluster)
+    } else {
+        Layout::dev()
+    }
+}
+
 fn analyst_url() -> anyhow::Result<ExitCode> {
-    println!("{}", nats::analyst_url(&Layout::dev()?)?);
+    println!("{}", nats::analyst_url(&running_stack()?)?);
     Ok(ExitCode::SUCCESS)
 }
 
 fn token(customer: Option<&str>, admin: bool) -> anyhow::Result<ExitCode> {
-    oidc::token(&Layout::dev()?, customer, admin)?;
+    oidc::token(&running_stack()?, customer, admin)?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn down() -> anyhow::Result<ExitCode> {
-    let layout = Layout::dev()?;
-    services::stop_all(&layout);
-    oidc::stop(&layout);
-    nats::stop(&layout);
-    postgres::stop(&layout);
+    for layout in Layout::runnable()? {
+        services::stop_all(&layout);
+        oidc::stop(&layout);
+        nats::stop(&layout);
+        postgres::stop(&layout);
+    }
     println!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
 fn status() -> anyhow::Result<ExitCode> {
-    let layout = Layout::dev()?;
+    let layout = running_stack()?;
+    if layout.name == "cluster" {
+        println!("the cluster stack (cargo xtask up --cluster):");
+    }
     postgres::status(&layout);
     nats::status(&layout);
     oidc::status(&layout);
@@ -151,10 +182,10 @@ fn status() -> anyhow::Result<ExitCode> {
 }
 
 fn reset() -> anyhow::Result<ExitCode> {
-    let dev = Layout::dev()?;
+    let [dev, cluster] = Layout::runnable()?;
     let test = Layout::test()?;
     let bench = Layout::bench()?;
-    for layout in [&dev, &test, &bench] {
+    for layout in [&dev, &cluster, &test, &bench] {
         services::stop_all(layout);
         oidc::stop(layout);
         nats::stop(layout);
@@ -192,6 +223,10 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
         ExitCode::FAILURE
     };
 
+    // The cluster's tests run every service as a process of its own: they need the
+    // binaries, which `cargo test` builds only for their own packages' tests.
+    let bins = services::build(&layout, false, &[])?;
+
     // `-p NAME` narrows the run; otherwise the whole workspace is tested.
     let narrowed = cargo_args
         .iter()
@@ -223,6 +258,7 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
             .env("STREAMSHOP_TEST_NATS_SERVER", nats::binary(&layout)?)
             .env("STREAMSHOP_TEST_NATS_CONFIG", nats::config_path(&layout))
             .env("STREAMSHOP_TEST_PG_BIN", postgres::bin_dir()?)
+            .env("STREAMSHOP_TEST_BIN_DIR", &bins)
             .current_dir(&layout.workspace),
     )?;
     println!(

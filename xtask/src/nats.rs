@@ -12,6 +12,8 @@ use anyhow::{bail, Context};
 use messaging::identity::{Login, Scope, User};
 use messaging::Identity;
 
+use messaging::server_config::{cluster_block, ClusterNode};
+
 use crate::layout::Layout;
 use crate::proc;
 
@@ -60,8 +62,23 @@ pub fn binary(layout: &Layout) -> anyhow::Result<PathBuf> {
     Ok(installed)
 }
 
-fn pid_file(layout: &Layout) -> PathBuf {
-    layout.run_dir().join("nats.pid")
+/// The pid file of node `node` (`nats.pid` for a single server).
+fn pid_file(layout: &Layout, node: u16) -> PathBuf {
+    if layout.nats_nodes == 1 {
+        layout.run_dir().join("nats.pid")
+    } else {
+        layout.run_dir().join(format!("nats-{}.pid", node + 1))
+    }
+}
+
+/// A node's name in a cluster: `n1`, `n2`, `n3`.
+fn node_name(node: u16) -> String {
+    format!("n{}", node + 1)
+}
+
+/// The port node `node` listens on for the other nodes' routes.
+fn route_port(layout: &Layout, node: u16) -> u16 {
+    layout.nats_port + 2000 + node
 }
 
 /// Where an environment keeps its NATS identities' keys: `<identity>.nk` (an nkey seed, for
@@ -121,14 +138,20 @@ pub fn seed_of(layout: &Layout, identity: Option<Identity>) -> anyhow::Result<St
     Ok(seed(layout, identity.map_or("admin", Identity::name))?.seed()?)
 }
 
-/// The analysts' URL: their user and password in it, as any NATS client takes them. The
-/// server also asks for their certificate, `analyst.crt` in the environment's TLS folder.
+/// The analysts' URL (every node's, in a cluster): their user and password in it, as any
+/// NATS client takes them. The server also asks for their certificate, `analyst.crt` in the
+/// environment's TLS folder.
 pub fn analyst_url(layout: &Layout) -> anyhow::Result<String> {
     let password = crate::secrets::password(layout, "nats-analyst")?;
-    Ok(format!(
-        "nats://analyst:{password}@127.0.0.1:{}",
-        layout.nats_port
-    ))
+    Ok((0..layout.nats_nodes)
+        .map(|node| {
+            format!(
+                "nats://analyst:{password}@127.0.0.1:{}",
+                layout.nats_port + node
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
 /// The server's configuration: who may connect and what each identity may do. `dev` serves
@@ -139,7 +162,7 @@ fn write_config(layout: &Layout) -> anyhow::Result<PathBuf> {
         |name| Ok(seed(layout, name)?.public_key()),
         &crate::secrets::password(layout, "nats-analyst")?,
     )?;
-    let scope = if layout.name == "dev" {
+    let scope = if matches!(layout.name, "dev" | "cluster") {
         Scope::Namespace(messaging::Namespace::default())
     } else {
         Scope::AnyNamespace
@@ -161,67 +184,249 @@ pub fn config_path(layout: &Layout) -> PathBuf {
     layout.root.join("nats.conf")
 }
 
-/// Starts `nats-server -js` unless it already runs, and waits for JetStream to be healthy.
-/// Every client must log in as one of the identities of [`write_config`].
+/// The configuration of node `node` of a cluster: the shared one, and its name and routes.
+fn write_node_config(layout: &Layout, shared: &Path, node: u16) -> anyhow::Result<PathBuf> {
+    let nodes: Vec<ClusterNode> = (0..layout.nats_nodes)
+        .map(|n| ClusterNode {
+            name: node_name(n),
+            route_port: route_port(layout, n),
+        })
+        .collect();
+    let text = format!(
+        "{}\n{}",
+        std::fs::read_to_string(shared)?,
+        cluster_block(
+            &format!("streamshop-{}", layout.name),
+            &nodes,
+            usize::from(node),
+            &crate::secrets::password(layout, "nats-routes")?,
+        )
+    );
+    let path = layout.root.join(format!("nats-{}.conf", node_name(node)));
+    crate::secrets::write_private(&path, text.as_bytes())?;
+    Ok(path)
+}
+
+/// Starts `nats-server -js` unless it already runs (each node of a cluster), and waits for
+/// JetStream to be healthy: on a cluster, for every node to be current with the meta group's
+/// leader. Every client must log in as one of the identities of [`write_config`].
 pub fn start(layout: &Layout) -> anyhow::Result<()> {
-    let log = layout.logs().join("nats.log");
-    let config = write_config(layout)?;
-    if let Some(pid) = proc::running_pid(&pid_file(layout)) {
-        // It may have been started with other identities: it re-reads its configuration.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGHUP,
-        );
-        println!(
-            "nats: already running on port {} (pid {pid})",
-            layout.nats_port
-        );
-        return Ok(());
+    let shared = write_config(layout)?;
+    let mut started = Vec::new();
+    for node in 0..layout.nats_nodes {
+        let cluster = layout.nats_nodes > 1;
+        let config = if cluster {
+            write_node_config(layout, &shared, node)?
+        } else {
+            shared.clone()
+        };
+        let (port, monitor) = (layout.nats_port + node, layout.nats_monitor_port + node);
+        let label = if cluster {
+            format!("nats {}", node_name(node))
+        } else {
+            "nats".to_owned()
+        };
+        let log = if cluster {
+            layout.logs().join(format!("nats-{}.log", node_name(node)))
+        } else {
+            layout.logs().join("nats.log")
+        };
+        if let Some(pid) = proc::running_pid(&pid_file(layout, node)) {
+            // It may have been started with other identities: it re-reads its configuration.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGHUP,
+            );
+            println!("{label}: already running on port {port} (pid {pid})");
+            continue;
+        }
+        let binary = binary(layout)?;
+        let store = if cluster {
+            layout.root.join("nats").join(node_name(node))
+        } else {
+            layout.root.join("nats")
+        };
+        std::fs::create_dir_all(&store)?;
+        let mut cmd = Command::new(&binary);
+        cmd.arg("-c")
+            .arg(&config)
+            .args(["-js", "-a", "127.0.0.1"])
+            .args(["-p", &port.to_string()])
+            .args(["-m", &monitor.to_string()])
+            .arg("-sd")
+            .arg(&store);
+        if !cluster {
+            // A cluster's nodes are named in their configuration.
+            cmd.args(["-n", &format!("streamshop-{}", layout.name)]);
+        }
+        let pid = proc::spawn_detached(cmd, &log, &pid_file(layout, node))?;
+        started.push((label, port, monitor, log, pid));
     }
-    let binary = binary(layout)?;
-    let store = layout.root.join("nats");
-    std::fs::create_dir_all(&store)?;
-    let mut cmd = Command::new(&binary);
-    cmd.arg("-c")
-        .arg(&config)
-        .args(["-js", "-a", "127.0.0.1"])
-        .args(["-p", &layout.nats_port.to_string()])
-        .args(["-m", &layout.nats_monitor_port.to_string()])
-        .arg("-sd")
-        .arg(&store)
-        .args(["-n", &format!("streamshop-{}", layout.name)]);
-    let pid = proc::spawn_detached(cmd, &log, &pid_file(layout))?;
-    proc::wait_http_ok(
-        "nats-server",
-        layout.nats_monitor_port,
-        "/healthz?js-enabled-only=true",
-        None,
-        Duration::from_secs(30),
-        &log,
-        Some(pid),
-    )?;
-    println!("nats: running on port {} (pid {pid})", layout.nats_port);
+    // A cluster's meta group needs a quorum: every node is started before any is waited for.
+    let health = if layout.nats_nodes > 1 {
+        "/healthz"
+    } else {
+        "/healthz?js-enabled-only=true"
+    };
+    for (label, port, monitor, log, pid) in started {
+        proc::wait_http_ok(
+            &label,
+            monitor,
+            health,
+            None,
+            Duration::from_secs(60),
+            &log,
+            Some(pid),
+        )?;
+        println!("{label}: running on port {port} (pid {pid})");
+    }
     Ok(())
 }
 
-/// The server's pid while it runs.
+/// The pid of the first node while it runs.
 pub fn pid(layout: &Layout) -> Option<i32> {
-    proc::running_pid(&pid_file(layout))
+    proc::running_pid(&pid_file(layout, 0))
+}
+
+/// Whether any node runs.
+pub fn running(layout: &Layout) -> bool {
+    (0..layout.nats_nodes).any(|node| proc::running_pid(&pid_file(layout, node)).is_some())
 }
 
 pub fn stop(layout: &Layout) {
-    if let Some(pid) = proc::running_pid(&pid_file(layout)) {
-        proc::stop(pid, Duration::from_secs(10));
+    for node in 0..layout.nats_nodes {
+        if let Some(pid) = proc::running_pid(&pid_file(layout, node)) {
+            proc::stop(pid, Duration::from_secs(10));
+        }
+        let _ = std::fs::remove_file(pid_file(layout, node));
     }
-    let _ = std::fs::remove_file(pid_file(layout));
 }
 
 pub fn status(layout: &Layout) {
-    let state = match proc::running_pid(&pid_file(layout)) {
-        Some(pid) => format!("running  pid {pid}"),
-        None => "stopped ".into(),
-    };
-    println!("nats         {state} {}", layout.nats_url());
+    if layout.nats_nodes == 1 {
+        let state = match proc::running_pid(&pid_file(layout, 0)) {
+            Some(pid) => format!("running  pid {pid}"),
+            None => "stopped ".into(),
+        };
+        println!("nats         {state} {}", layout.nats_url());
+        return;
+    }
+    for node in 0..layout.nats_nodes {
+        let port = layout.nats_port + node;
+        let state = match proc::running_pid(&pid_file(layout, node)) {
+            Some(pid) => {
+                let healthy = proc::http_status(layout.nats_monitor_port + node, "/healthz", None)
+                    == Some(200);
+                format!(
+                    "running  pid {pid} {}",
+                    if healthy { "healthy" } else { "NOT HEALTHY" }
+                )
+            }
+            None => "stopped ".into(),
+        };
+        println!(
+            "{:<12} {state} nats://127.0.0.1:{port}",
+            format!("nats {}", node_name(node))
+        );
+    }
+    cluster_health(layout);
+}
+
+/// The cluster as its leaders see it (a follower's view of its peers is stale): the meta
+/// group's leader and peers, and each stream's leader, replicas and whether they are
+/// current.
+fn cluster_health(layout: &Layout) {
+    let views: Vec<(String, serde_json::Value)> = (0..layout.nats_nodes)
+        .filter_map(|node| {
+            let jsz = proc::http_json(
+                layout.nats_monitor_port + node,
+                "/jsz?accounts=true&streams=true",
+            )?;
+            Some((node_name(node), jsz))
+        })
+        .collect();
+    if views.is_empty() {
+        println!("  cluster: no node answers");
+        return;
+    }
+    // The meta group as its leader sees it, or as any node does while none leads.
+    let meta_view = views
+        .iter()
+        .find(|(name, jsz)| jsz["meta_cluster"]["leader"].as_str() == Some(name))
+        .unwrap_or(&views[0]);
+    let meta = &meta_view.1["meta_cluster"];
+    let followers = peers(meta);
+    println!(
+        "  cluster {}: meta leader {}, {} of {} nodes current{}",
+        meta["name"].as_str().unwrap_or("?"),
+        meta["leader"].as_str().unwrap_or("NONE (no quorum)"),
+        followers.iter().filter(|(_, current)| *current).count() + 1,
+        followers.len() + 1,
+        lagging(&followers),
+    );
+    // Each stream as its leader sees it, by name.
+    let mut shown = std::collections::BTreeMap::new();
+    for (name, jsz) in &views {
+        let streams = jsz["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default());
+        for stream in streams {
+            let cluster = &stream["cluster"];
+            let stream_name = stream["name"].as_str().unwrap_or("?").to_owned();
+            if cluster["leader"].as_str() != Some(name) {
+                continue;
+            }
+            let replicas = peers(cluster);
+            let line = format!(
+                "  stream {:<10} R{} leader {:<4} {} messages, {} of {} replicas current{}",
+                stream_name,
+                replicas.len() + 1,
+                name,
+                stream["state"]["messages"].as_u64().unwrap_or(0),
+                replicas.iter().filter(|(_, current)| *current).count() + 1,
+                replicas.len() + 1,
+                lagging(&replicas),
+            );
+            shown.insert(stream_name, line);
+        }
+    }
+    for line in shown.values() {
+        println!("{line}");
+    }
+}
+
+/// The followers of a raft group in `/jsz` (`replicas`), with whether each is current.
+fn peers(group: &serde_json::Value) -> Vec<(String, bool)> {
+    group["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let name = r["name"].as_str().unwrap_or("?").to_owned();
+            // A killed peer stays `current` in the leader's view until it is declared
+            // offline: one not heard from for five seconds (`active`, in nanoseconds) is away.
+            let heard = r["active"].as_u64().unwrap_or(0) < 5_000_000_000;
+            let current = r["current"].as_bool().unwrap_or(false)
+                && !r["offline"].as_bool().unwrap_or(false)
+                && heard;
+            (name, current)
+        })
+        .collect()
+}
+
+fn lagging(peers: &[(String, bool)]) -> String {
+    let behind: Vec<&str> = peers
+        .iter()
+        .filter(|(_, current)| !current)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if behind.is_empty() {
+        String::new()
+    } else {
+        format!(" (behind or away: {})", behind.join(", "))
+    }
 }
 
 #[cfg(test)]

@@ -107,6 +107,11 @@ pub fn start(layout: &Layout) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether this environment's provider runs.
+pub fn running(layout: &Layout) -> bool {
+    proc::running_pid(&pid_file(layout)).is_some()
+}
+
 pub fn stop(layout: &Layout) {
     if let Some(pid) = proc::running_pid(&pid_file(layout)) {
         proc::stop(pid, Duration::from_secs(10));

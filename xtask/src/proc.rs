@@ -99,6 +99,23 @@ pub fn http_status(port: u16, path: &str, tls: Option<&Arc<rustls::ClientConfig>
     }
 }
 
+/// An HTTP/1.0 GET of a JSON document on 127.0.0.1 over plain HTTP (a NATS server's
+/// monitoring endpoint); `None` unless it answers 200 with JSON.
+pub fn http_json(port: u16, path: &str) -> Option<serde_json::Value> {
+    let mut stream =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).ok()?;
+    let at = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&answer[..at]).ok()?;
+    if head.get(9..12) != Some("200") {
+        return None;
+    }
+    serde_json::from_slice(&answer[at + 4..]).ok()
+}
+
 fn status_of(mut stream: impl Read + Write, path: &str) -> Option<u16> {
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     stream.flush().ok()?;

@@ -70,9 +70,32 @@ impl Service {
         self.name != "gateway"
     }
 
-    pub fn url(&self) -> String {
+    /// The port of replica `r`: the service's own, then 100 up for each further replica.
+    pub fn port_of(&self, r: u16) -> u16 {
+        self.port + 100 * r
+    }
+
+    /// The base URL of replica `r`.
+    pub fn url_of(&self, r: u16) -> String {
         let scheme = if self.serves_tls() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        format!("{scheme}://127.0.0.1:{}", self.port_of(r))
+    }
+
+    /// Every replica's base URL, separated by commas, as the gateway takes an upstream's.
+    fn urls(&self, layout: &Layout) -> String {
+        (0..layout.replicas)
+            .map(|r| self.url_of(r))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// How replica `r` is named in pid files, logs and listings: `orders`, or `orders-2`.
+    fn replica_name(&self, layout: &Layout, r: u16) -> String {
+        if layout.replicas == 1 {
+            self.name.to_owned()
+        } else {
+            format!("{}-{}", self.name, r + 1)
+        }
     }
 }
 
@@ -115,6 +138,21 @@ fn target_dir(layout: &Layout) -> anyhow::Result<PathBuf> {
         .context("cargo metadata gave no target_directory")
 }
 
+/// Every replica of every service, in start order: each service's first replica, then the
+/// second of each.
+fn replicas(layout: &Layout) -> Vec<(usize, &'static Service, u16)> {
+    (0..layout.replicas)
+        .flat_map(|r| SERVICES.iter().enumerate().map(move |(i, s)| (i, s, r)))
+        .collect()
+}
+
+/// Whether any replica of any service runs.
+pub fn any_running(layout: &Layout) -> bool {
+    replicas(layout).iter().any(|(_, s, r)| {
+        proc::running_pid(&pid_file(layout, &s.replica_name(layout, *r))).is_some()
+    })
+}
+
 fn pid_file(layout: &Layout, name: &str) -> PathBuf {
     layout.run_dir().join(format!("{name}.pid"))
 }
@@ -133,18 +171,19 @@ pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
     crate::tls::ensure(&tls)?;
     let probe = proc::operator_tls(&tls)?;
     let mut started = Vec::new();
-    for s in SERVICES {
+    for (index, s, r) in replicas(layout) {
+        let name = s.replica_name(layout, r);
         let binary = bins.join(s.package);
-        let pid_path = pid_file(layout, s.name);
+        let pid_path = pid_file(layout, &name);
         let build_stamp = modified(&binary).to_string();
         if let Some(pid) = proc::running_pid(&pid_path) {
             let recorded = std::fs::read_to_string(&pid_path).unwrap_or_default();
             if recorded.split_whitespace().nth(1) == Some(build_stamp.as_str()) {
-                println!("{}: already running (pid {pid})", s.name);
-                started.push((s, pid));
+                println!("{name}: already running (pid {pid})");
+                started.push((name, s.port_of(r), s.serves_tls(), pid));
                 continue;
             }
-            println!("{}: binary changed; restarting", s.name);
+            println!("{name}: binary changed; restarting");
             proc::stop(pid, Duration::from_secs(10));
         }
         let mut cmd = Command::new(&binary);
@@ -168,28 +207,50 @@ pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
                 crate::nats::seed_of(layout, Some(identity))?,
             );
         }
-        cmd.env("HTTP_ADDR", format!("127.0.0.1:{}", s.port))
+        if layout.nats_nodes > 1 {
+            // R3 streams, and each replica starts at its own node: a service's replicas never
+            // share one, and the services' first replicas are spread over the cluster.
+            cmd.env("NATS_STREAM_REPLICAS", layout.nats_nodes.to_string());
+        }
+        if s.name == "gateway" && layout.replicas > 1 {
+            for (variable, upstream) in [
+                ("ORDERS_URL", "orders"),
+                ("INVENTORY_URL", "inventory"),
+                ("PAYMENTS_URL", "payments"),
+                ("ORCHESTRATOR_URL", "orchestrator"),
+                ("PROJECTIONS_URL", "projections"),
+                ("QUERY_URL", "query-api"),
+            ] {
+                let service = SERVICES
+                    .iter()
+                    .find(|s| s.name == upstream)
+                    .context("an upstream of the gateway")?;
+                cmd.env(variable, service.urls(layout));
+            }
+        }
+        let first_node = (index as u16 + r) % layout.nats_nodes;
+        cmd.env("HTTP_ADDR", format!("127.0.0.1:{}", s.port_of(r)))
             .env("TLS_DIR", &tls)
-            .env("NATS_URL", layout.nats_url())
+            .env("NATS_URL", layout.nats_url_from(first_node))
             .env("OIDC_ISSUER_URL", crate::oidc::issuer())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .current_dir(&layout.workspace);
-        let log = layout.logs().join(format!("{}.log", s.name));
+        let log = layout.logs().join(format!("{name}.log"));
         let pid = proc::spawn_detached(cmd, &log, &pid_path)?;
         std::fs::write(&pid_path, format!("{pid} {build_stamp}\n"))?;
-        println!("{}: started (pid {pid})", s.name);
-        started.push((s, pid));
+        println!("{name}: started (pid {pid})");
+        started.push((name, s.port_of(r), s.serves_tls(), pid));
     }
-    for (s, pid) in started {
-        let log = layout.logs().join(format!("{}.log", s.name));
+    for (name, port, serves_tls, pid) in started {
+        let log = layout.logs().join(format!("{name}.log"));
         proc::wait_http_ok(
-            s.name,
-            s.port,
+            &name,
+            port,
             "/readyz",
-            s.serves_tls().then_some(&probe),
+            serves_tls.then_some(&probe),
             Duration::from_secs(60),
             &log,
             Some(pid),
@@ -199,46 +260,67 @@ pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
 }
 
 pub fn stop_all(layout: &Layout) {
-    for s in SERVICES.iter().rev() {
-        if let Some(pid) = proc::running_pid(&pid_file(layout, s.name)) {
+    for (_, s, r) in replicas(layout).into_iter().rev() {
+        let name = s.replica_name(layout, r);
+        if let Some(pid) = proc::running_pid(&pid_file(layout, &name)) {
             proc::stop(pid, Duration::from_secs(15));
-            println!("{}: stopped", s.name);
+            println!("{name}: stopped");
         }
-        let _ = std::fs::remove_file(pid_file(layout, s.name));
+        let _ = std::fs::remove_file(pid_file(layout, &name));
     }
 }
 
 pub fn status(layout: &Layout) {
     let probe = proc::operator_tls(&crate::tls::dir(layout)).ok();
-    for s in SERVICES {
-        let state = match proc::running_pid(&pid_file(layout, s.name)) {
+    for (_, s, r) in replicas(layout) {
+        let name = s.replica_name(layout, r);
+        let state = match proc::running_pid(&pid_file(layout, &name)) {
             Some(pid) => {
                 let tls = if s.serves_tls() { probe.as_ref() } else { None };
-                let ready = proc::http_status(s.port, "/readyz", tls) == Some(200);
+                let ready = proc::http_status(s.port_of(r), "/readyz", tls) == Some(200);
                 format!(
                     "running  pid {pid} {}",
                     if ready { "ready" } else { "NOT READY" }
                 )
             }
-            None => match proc::dead_pid(&pid_file(layout, s.name)) {
+            None => match proc::dead_pid(&pid_file(layout, &name)) {
                 Some(pid) => format!(
-                    "DEAD     pid {pid} is gone (killed or crashed; see {}); `cargo xtask up` restarts it",
-                    layout.logs().join(format!("{}.log", s.name)).display()
+                    "DEAD     pid {pid} is gone (killed or crashed; see {}); `cargo xtask up{}` restarts it",
+                    layout.logs().join(format!("{name}.log")).display(),
+                    if layout.replicas > 1 { " --cluster" } else { "" }
                 ),
                 None => "stopped ".into(),
             },
         };
-        println!("{:<12} {state} {}", s.name, s.url());
+        println!("{name:<14} {state} {}", s.url_of(r));
     }
 }
 
 pub fn print_urls(layout: &Layout) {
     println!();
     println!("streamshop is up:");
-    for s in SERVICES {
-        println!("  {:<12} {}", s.name, s.url());
+    for (_, s, r) in replicas(layout) {
+        println!("  {:<14} {}", s.replica_name(layout, r), s.url_of(r));
     }
-    println!("  {:<12} {}", "nats", layout.nats_url());
+    if layout.nats_nodes > 1 {
+        for node in 0..layout.nats_nodes {
+            println!(
+                "  {:<12} nats://127.0.0.1:{} (monitoring http://127.0.0.1:{}/jsz)",
+                format!("nats n{}", node + 1),
+                layout.nats_port + node,
+                layout.nats_monitor_port + node
+            );
+        }
+        println!(
+            "  every stream has {} replicas; each service's replicas start at different nodes",
+            layout.nats_nodes
+        );
+        println!(
+            "  the gateways: http://127.0.0.1:8000 and http://127.0.0.1:8100 (put a balancer in front of both)"
+        );
+    } else {
+        println!("  {:<12} {}", "nats", layout.nats_url());
+    }
     println!(
         "  {:<12} {} (passwords: {})",
         "postgres",
@@ -246,6 +328,14 @@ pub fn print_urls(layout: &Layout) {
         layout.root.join("secrets.json").display()
     );
     println!("logs: {}", layout.logs().display());
+    println!(
+        "status: cargo xtask status{}",
+        if layout.replicas > 1 {
+            " (each node's health, and every stream's leader and replicas)"
+        } else {
+            ""
+        }
+    );
     let tls = crate::tls::dir(layout);
     println!(
         "tls: the internal services answer HTTPS to the gateway and to operators only; as an operator:"
