@@ -5,7 +5,9 @@
 //! starts; their addresses come from `STREAMSHOP_TEST_PG_URL` and `STREAMSHOP_TEST_NATS_URL`.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod fixtures;
+pub mod fleet;
 pub mod front;
 pub mod gate;
 pub mod oidc;

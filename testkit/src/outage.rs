@@ -42,20 +42,17 @@ pub async fn kill_for_a_minute_under_200_orders(victim: Victim<'_>) {
         .start_process(victim.binary, victim.env)
         .await;
     s.urls[victim.index] = process.base_url.clone();
-    s.product("OUT-1", 100).await;
-    s.product("OUT-2", 100).await;
+    stock_for(&s, 200).await;
 
     let mut orders = Vec::new();
     let mut killed_at = None;
     let mut process = Some(process);
-    for i in 0..200u32 {
+    for i in 0..200 {
         if i == 30 {
             process.take().expect("running").kill9().await;
             killed_at = Some(Instant::now());
         }
-        // Every fifth is declined; the rest fit the stock exactly (80 per SKU).
-        let token = if i % 5 == 4 { "tok_decline" } else { "tok_ok" };
-        let sku = if i % 2 == 0 { "OUT-1" } else { "OUT-2" };
+        let (sku, token) = mix(i);
         orders.push((s.place(&[(sku, 1)], token).await, token));
     }
     let killed_at = killed_at.expect("killed");
@@ -81,25 +78,44 @@ pub async fn patient_stack() -> Stack {
     .await
 }
 
-/// 200 one-unit orders on two products of 100 units (every fifth declined, the rest fitting
-/// the stock exactly), with `outage` run beside them from the 30th on. Each order is placed
+/// The order mix of every outage test: order `i` is one unit of OUT-1 or OUT-2 in turn,
+/// every fifth paid with a card that is declined. Returns (SKU, payment token).
+pub fn mix(i: usize) -> (&'static str, &'static str) {
+    let sku = if i.is_multiple_of(2) {
+        "OUT-1"
+    } else {
+        "OUT-2"
+    };
+    let token = if i % 5 == 4 { "tok_decline" } else { "tok_ok" };
+    (sku, token)
+}
+
+/// Creates the mix's two products with stock for `orders` orders, half each: the paid
+/// orders take four fifths of it, and nothing is refused for want of stock.
+pub async fn stock_for(s: &Stack, orders: usize) {
+    for sku in ["OUT-1", "OUT-2"] {
+        let stock = u32::try_from(orders / 2).expect("a test-sized stock");
+        s.product(sku, stock).await;
+    }
+}
+
+/// 200 one-unit orders of the [`mix`] on two products of 100 units, with `outage` run
+/// beside them from the 30th on. Each order is placed
 /// as a frontend would: with an `Idempotency-Key`, retried while the service answers 503 or
 /// cannot be reached. Returns the orders with their tokens, and what `outage` returned.
 pub async fn orders_through<T: Send + 'static>(
     s: &Stack,
     outage: impl std::future::Future<Output = T> + Send + 'static,
 ) -> (Vec<(uuid::Uuid, &'static str)>, T) {
-    s.product("OUT-1", 100).await;
-    s.product("OUT-2", 100).await;
+    stock_for(s, 200).await;
     let mut outage = Some(outage);
     let mut running = None;
     let mut orders = Vec::new();
-    for i in 0..200u32 {
+    for i in 0..200 {
         if i == 30 {
             running = Some(tokio::spawn(outage.take().expect("once")));
         }
-        let token = if i % 5 == 4 { "tok_decline" } else { "tok_ok" };
-        let sku = if i % 2 == 0 { "OUT-1" } else { "OUT-2" };
+        let (sku, token) = mix(i);
         orders.push((place_retrying(s, sku, token).await, token));
     }
     let back = running.expect("started").await.expect("the outage task");
@@ -158,13 +174,15 @@ pub async fn assert_nothing_gave_up(s: &Stack) {
     assert_eq!(gave_up, 0, "nothing gave up or parked");
 }
 
-/// The end checks of every outage test, for the orders of [`orders_through`] (or the same
-/// mix): each saga completed as it would have without the outage, each confirmed order paid
-/// once in full, each product sold 80 with no reservation left, nothing parked, and
-/// `events verify` clean.
+/// The end checks of every outage test, for orders `0..n` of the [`mix`] on the stock of
+/// [`stock_for`]`(n)`: each saga completed as it would have without the outage, each
+/// confirmed order paid once in full, each product's paid orders taken from its stock with
+/// no reservation left, nothing parked, and `events verify` clean.
 pub async fn assert_end(s: &Stack, orders: &[(uuid::Uuid, &str)]) {
     let mut confirmed = 0;
-    for (order, token) in orders {
+    let mut sold = [0u64; 2];
+    for (i, (order, token)) in orders.iter().enumerate() {
+        assert_eq!(*token, mix(i).1, "order {i} is not of the mix");
         let saga = s.finished(*order).await;
         let expected = if *token == "tok_ok" {
             "confirmed"
@@ -175,6 +193,7 @@ pub async fn assert_end(s: &Stack, orders: &[(uuid::Uuid, &str)]) {
         assert_eq!(saga["outcome"], expected, "{saga}");
         if expected == "confirmed" {
             confirmed += 1;
+            sold[i % 2] += 1;
             let payment: Payment = s.payments.aggregate(&order.to_string()).await;
             assert_eq!(
                 payment.captured.map(|m| m.amount_minor),
@@ -183,11 +202,17 @@ pub async fn assert_end(s: &Stack, orders: &[(uuid::Uuid, &str)]) {
             );
         }
     }
-    assert_eq!(confirmed, 160);
-    // Each SKU sold 80 units and holds no reservation for a finished saga.
-    for sku in ["OUT-1", "OUT-2"] {
+    let paid = orders.iter().filter(|(_, t)| *t == "tok_ok").count();
+    assert_eq!(confirmed, paid);
+    // Each SKU sold what its paid orders took and holds no reservation for a finished saga.
+    let stock = (orders.len() / 2) as u64;
+    for (sku, sold) in ["OUT-1", "OUT-2"].into_iter().zip(sold) {
         let product: Product = s.inventory.aggregate(sku).await;
-        assert_eq!((product.on_hand, product.reserved), (20, 0), "{sku}");
+        assert_eq!(
+            (product.on_hand, product.reserved),
+            (stock - sold, 0),
+            "{sku}"
+        );
     }
     assert_nothing_gave_up(s).await;
     s.assert_consistent().await;

@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 /// The environment's word for what `cargo xtask test` provides, or a clear panic.
-fn provided(name: &str) -> PathBuf {
+pub(crate) fn provided(name: &str) -> PathBuf {
     runtime::env::Env::from_process()
         .get(name)
         .map(PathBuf::from)
@@ -23,7 +23,7 @@ fn provided(name: &str) -> PathBuf {
 
 /// A folder under the system's temporary folder, removed when the test's infrastructure is
 /// dropped.
-fn scratch(label: &str) -> PathBuf {
+pub(crate) fn scratch(label: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "streamshop-{label}-{}",
         uuid::Uuid::new_v4().simple()
@@ -114,7 +114,7 @@ impl Drop for PrivateNats {
 }
 
 /// A log file to append to.
-fn log_file(path: &Path) -> Stdio {
+pub(crate) fn log_file(path: &Path) -> Stdio {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -46,9 +46,14 @@ impl ServiceProcess {
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(match log {
-                Some(path) => {
-                    Stdio::from(std::fs::File::create(path).expect("create the log file"))
-                }
+                // Appended to: a replica started again keeps one log across its lives.
+                Some(path) => Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .expect("open the log file"),
+                ),
                 None => Stdio::inherit(),
             })
             .stderr(Stdio::inherit())
@@ -56,8 +61,10 @@ impl ServiceProcess {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
-        // Every internal service serves HTTPS when it is given its TLS files.
-        let tls = env.iter().any(|(k, v)| *k == "TLS_DIR" && !v.is_empty());
+        // Every internal service serves HTTPS when it is given its TLS files; the gateway's
+        // public side is plain HTTP whatever they are (TLS ends at the balancer in front).
+        let tls = env.iter().any(|(k, v)| *k == "TLS_DIR" && !v.is_empty())
+            && binary.file_name().is_none_or(|n| n != "gateway");
         let scheme = if tls { "https" } else { "http" };
         Self {
             child,

@@ -1,0 +1,38 @@
+//! One replica of every service SIGKILLed in the middle of 300 orders through the gateways:
+//! the other replicas carry every saga, projection and request on (a gateway's callers move
+//! to the other gateway, a dead replica's unacknowledged messages are delivered again to the
+//! live one, and its outbox relay's lock passes over), and every order ends where it would
+//! have ended, with the killed replicas never started again.
+
+use std::time::Duration;
+
+use testkit::fleet::{Fleet, Load, SERVICES};
+use testkit::outage::assert_end;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_of_every_service_killed_while_300_orders_flow() {
+    let mut fleet = Fleet::start().await;
+    let token = fleet.prepare_load(300).await;
+    let load = Load::start(fleet.gateways(), token, 300, Duration::from_millis(50));
+
+    load.reached(100).await;
+    // The first replica of half the services and the second of the rest, so both
+    // gateways' lists and both halves of the cluster lose something.
+    for (s, service) in SERVICES.into_iter().enumerate() {
+        fleet.kill9(service, s % 2).await;
+        eprintln!("killed {service} replica {}", s % 2);
+    }
+    fleet.aim_checks();
+
+    let placed = load.finish().await;
+    eprintln!(
+        "load: {} placed, {} failed answers, {} handed to the other gateway",
+        placed.orders.len(),
+        placed.failed.len(),
+        placed.handed_over
+    );
+    for failed in &placed.failed {
+        eprintln!("load: {failed}");
+    }
+    assert_end(&fleet.stack, &placed.orders).await;
+}

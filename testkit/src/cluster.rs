@@ -1,0 +1,236 @@
+//! A three-node JetStream cluster of one test's own: the shared server's identities and TLS
+//! on every node, routes between the nodes on loopback, each node's store in a folder of its
+//! own, so a test can SIGKILL a node (or the one leading a stream) and start it again. The
+//! nodes' monitoring endpoints say who leads what and whether a node has caught up.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use messaging::server_config::{cluster_block, ClusterNode};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+use crate::private::{log_file, provided, scratch};
+
+/// How many nodes the cluster has: the smallest that keeps a quorum with one node gone.
+pub const NODES: usize = 3;
+
+/// One nats-server of the cluster.
+pub struct Node {
+    pub name: String,
+    pub port: u16,
+    pub monitor_port: u16,
+    config: PathBuf,
+    store: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// The cluster: three nodes, R3 streams.
+pub struct NatsCluster {
+    pub nodes: Vec<Node>,
+    dir: PathBuf,
+}
+
+impl NatsCluster {
+    /// Writes every node's configuration, starts the three, and waits until each is healthy
+    /// (JetStream's meta group has a leader and the node is current with it).
+    pub async fn start() -> Self {
+        let dir = scratch("nats-cluster");
+        let base = std::fs::read_to_string(provided("STREAMSHOP_TEST_NATS_CONFIG"))
+            .expect("read the test NATS configuration");
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let members: Vec<ClusterNode> = (0..NODES)
+            .map(|i| ClusterNode {
+                name: format!("n{}", i + 1),
+                route_port: crate::free_port(),
+            })
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, member) in members.iter().enumerate() {
+            let config = dir.join(format!("{}.conf", member.name));
+            let text = format!(
+                "{base}\n{}",
+                cluster_block("streamshop-test", &members, i, &password)
+            );
+            std::fs::write(&config, text).expect("write a node's configuration");
+            nodes.push(Node {
+                name: member.name.clone(),
+                port: crate::free_port(),
+                monitor_port: crate::free_port(),
+                store: dir.join(&member.name),
+                log: dir.join(format!("{}.log", member.name)),
+                config,
+                child: None,
+            });
+        }
+        let mut cluster = Self { nodes, dir };
+        for i in 0..NODES {
+            cluster.spawn(i);
+        }
+        for i in 0..NODES {
+            cluster.wait_healthy(i).await;
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let child = Command::new(provided("STREAMSHOP_TEST_NATS_SERVER"))
+            .arg("-c")
+            .arg(&node.config)
+            .args(["-js", "-a", "127.0.0.1"])
+            .args(["-p", &node.port.to_string()])
+            .args(["-m", &node.monitor_port.to_string()])
+            .arg("-sd")
+            .arg(&node.store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(&node.log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start nats-server");
+        node.child = Some(child);
+    }
+
+    /// Waits until node `i` says it is healthy: JetStream's meta group has a leader, and
+    /// every stream and consumer it holds a replica of is current.
+    pub async fn wait_healthy(&self, i: usize) {
+        let url = format!("http://127.0.0.1:{}/healthz", self.nodes[i].monitor_port);
+        let what = format!("nats node {} healthy", self.nodes[i].name);
+        crate::eventually(Duration::from_secs(60), &what, || async {
+            let ok = reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            ok.then_some(())
+        })
+        .await;
+    }
+
+    /// The client URL of every node, node `first` first: a client given it connects there,
+    /// and moves to the next when that node goes.
+    pub fn url_from(&self, first: usize) -> String {
+        (0..NODES)
+            .map(|k| format!("nats://127.0.0.1:{}", self.nodes[(first + k) % NODES].port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// [`url_from`](Self::url_from) the first node.
+    pub fn url(&self) -> String {
+        self.url_from(0)
+    }
+
+    /// SIGKILL node `i`: nothing flushed, no client or peer told.
+    pub async fn kill9(&mut self, i: usize) {
+        let mut child = self.nodes[i].child.take().expect("the node is running");
+        let pid = Pid::from_raw(child.id().expect("a pid") as i32);
+        kill(pid, Signal::SIGKILL).expect("SIGKILL nats-server");
+        let _ = child.wait().await;
+    }
+
+    /// Starts node `i` again on its ports and store, and waits until it is healthy: caught up
+    /// with every stream it holds a replica of.
+    pub async fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].child.is_none(), "kill it first");
+        self.spawn(i);
+        self.wait_healthy(i).await;
+    }
+
+    /// What node `i` reports of its streams (`/jsz` with every account's stream details).
+    async fn streams_on(&self, i: usize) -> Option<Vec<Value>> {
+        let url = format!(
+            "http://127.0.0.1:{}/jsz?accounts=true&streams=true",
+            self.nodes[i].monitor_port
+        );
+        let jsz: Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+        Some(
+            jsz["account_details"]
+                .as_array()?
+                .iter()
+                .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+                .collect(),
+        )
+    }
+
+    /// The index of the node that leads `stream` now, as the running nodes report it.
+    pub async fn leader_of(&self, stream: &str) -> Option<usize> {
+        for i in (0..NODES).filter(|i| self.nodes[*i].child.is_some()) {
+            let Some(streams) = self.streams_on(i).await else {
+                continue;
+            };
+            let leader = streams
+                .iter()
+                .find(|s| s["name"] == stream)
+                .and_then(|s| s["cluster"]["leader"].as_str());
+            if let Some(name) = leader {
+                return self.nodes.iter().position(|n| n.name == name);
+            }
+        }
+        None
+    }
+
+    /// The replica count and last sequence of `stream` on node `i`.
+    pub async fn stream_on(&self, i: usize, stream: &str) -> Option<(usize, u64)> {
+        let streams = self.streams_on(i).await?;
+        let s = streams.iter().find(|s| s["name"] == stream)?;
+        let replicas = 1 + s["cluster"]["replicas"].as_array().map_or(0, Vec::len);
+        Some((replicas, s["state"]["last_seq"].as_u64()?))
+    }
+
+    /// Waits until every node holds `stream` with three replicas and the same last sequence:
+    /// a node that was away has caught up.
+    pub async fn assert_replicated(&self, stream: &str) -> u64 {
+        let what = format!("{stream} on every node, R3, at one last sequence");
+        crate::eventually(Duration::from_secs(60), &what, || async {
+            let mut seen = Vec::new();
+            for i in 0..NODES {
+                seen.push(self.stream_on(i, stream).await?);
+            }
+            let (replicas, last) = seen[0];
+            (replicas == NODES && seen.iter().all(|s| *s == (replicas, last))).then_some(last)
+        })
+        .await
+    }
+
+    /// The names of the clients connected to node `i` (a service's is its identity's name).
+    pub async fn clients_on(&self, i: usize) -> Vec<String> {
+        let url = format!(
+            "http://127.0.0.1:{}/connz?limit=4096",
+            self.nodes[i].monitor_port
+        );
+        let Ok(response) = reqwest::get(&url).await else {
+            return Vec::new();
+        };
+        let connz: Value = response.json().await.unwrap_or_default();
+        connz["connections"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The last lines of node `i`'s log, for a failure message.
+    pub fn log_tail(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(child) = &mut node.child {
+                let _ = child.start_kill();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
