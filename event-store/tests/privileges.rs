@@ -73,3 +73,40 @@ async fn every_login_needs_its_password_and_no_role_reaches_the_maintenance_data
         .map(|c| c.into_owned());
     assert_eq!(code.as_deref(), Some("42501"), "{refused}");
 }
+
+/// A replica that starts migrates and grants as the owner while the other replicas run as the
+/// service's role (every rollout does this): the service's role must never be without its
+/// privileges in between, as it was while the grants ran one statement at a time (REVOKE
+/// ALL first), which failed the other replicas' commands with "permission denied".
+#[tokio::test]
+async fn granting_again_never_leaves_the_running_role_without_its_privileges() {
+    let w = World::new("regrant").await;
+    let role = runtime::db::user_of(&w.db.app).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    // Two replicas starting at once, each granting again and again.
+    let replica = || async {
+        let mut owner = sqlx::PgConnection::connect(&w.db.owner).await.unwrap();
+        for _ in 0..100 {
+            event_store::SCHEMA.apply(&mut owner, &role).await.unwrap();
+        }
+    };
+    let starts = async {
+        tokio::join!(replica(), replica());
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    // A running replica reads meanwhile.
+    let running = async {
+        let mut app = sqlx::PgConnection::connect(&w.db.app).await.unwrap();
+        let mut reads = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let read: Result<i64, _> = sqlx::query_scalar("SELECT count(*) FROM events")
+                .fetch_one(&mut app)
+                .await;
+            read.unwrap_or_else(|e| panic!("a running replica's read failed after {reads}: {e}"));
+            reads += 1;
+        }
+        reads
+    };
+    let ((), reads) = tokio::join!(starts, running);
+    assert!(reads > 10, "the reads ran beside the grants ({reads})");
+}

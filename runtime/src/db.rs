@@ -44,15 +44,30 @@ impl Schema {
         if me == role {
             return Ok(());
         }
+        // One transaction: the grants begin by revoking everything, and the replicas already
+        // running as `role` (a rollout starts one while the others serve) must see the old
+        // privileges or the new ones, never none. Replicas starting at once take turns, since
+        // concurrent GRANTs on one table fail ("tuple concurrently updated").
+        use sqlx::Connection;
         let role = quote_identifier(role);
+        let mut tx = owner.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(GRANTS_LOCK)
+            .execute(&mut *tx)
+            .await?;
         for grant in self.grants {
             sqlx::query(&grant.replace("{role}", &role))
-                .execute(&mut *owner)
+                .execute(&mut *tx)
                 .await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 }
+
+/// The transaction-scoped advisory lock that orders the grants of replicas starting at once
+/// ("grants" in ASCII).
+const GRANTS_LOCK: i64 = 0x6772_616e_7473;
 
 /// `name` as a quoted SQL identifier.
 pub fn quote_identifier(name: &str) -> String {
