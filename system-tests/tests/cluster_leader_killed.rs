@@ -6,15 +6,13 @@
 use std::time::Duration;
 
 use messaging::BoundedContext;
-use testkit::fleet::{Fleet, Load};
+use testkit::fleet::Fleet;
 use testkit::outage::assert_end;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_orders_stream_leaders_node_killed_while_300_orders_flow() {
-    let mut fleet = Fleet::start().await;
-    let token = fleet.prepare_load(300).await;
+    let (mut fleet, load) = Fleet::start_under_load().await;
     let stream = fleet.stack.orders.ns.stream(BoundedContext::Orders);
-    let load = Load::start(fleet.gateways(), token, 300, Duration::from_millis(50));
 
     load.reached(60).await;
     let leader = fleet
@@ -33,12 +31,6 @@ async fn the_orders_stream_leaders_node_killed_while_300_orders_flow() {
     eprintln!("node {} leads {stream} now", new_leader + 1);
 
     let placed = load.finish().await;
-    eprintln!(
-        "load: {} placed, {} failed answers, {} handed to the other gateway",
-        placed.orders.len(),
-        placed.failed.len(),
-        placed.handed_over
-    );
     assert_end(&fleet.stack, &placed.orders).await;
     fleet.nats.restart(leader).await;
     for context in BoundedContext::ALL {

@@ -5,14 +5,12 @@
 
 use std::time::Duration;
 
-use testkit::fleet::{Fleet, Load};
+use testkit::fleet::Fleet;
 use testkit::outage::assert_end;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_node_killed_and_restarted_while_300_orders_flow() {
-    let mut fleet = Fleet::start().await;
-    let token = fleet.prepare_load(300).await;
-    let load = Load::start(fleet.gateways(), token, 300, Duration::from_millis(50));
+    let (mut fleet, load) = Fleet::start_under_load().await;
 
     load.reached(60).await;
     // The second node: the first replica of every service is connected to the first, the
@@ -22,16 +20,20 @@ async fn a_nats_node_killed_and_restarted_while_300_orders_flow() {
     fleet.nats.restart(1).await;
 
     let placed = load.finish().await;
-    eprintln!(
-        "load: {} placed, {} failed answers, {} handed to the other gateway",
-        placed.orders.len(),
-        placed.failed.len(),
-        placed.handed_over
-    );
     assert_end(&fleet.stack, &placed.orders).await;
-    // Every stream is whole on every node again, with three replicas.
+    // Every stream is whole on every node again, with three replicas, and so is every
+    // durable consumer of the projections and the orchestrator.
+    let mut durables = 0;
     for context in messaging::BoundedContext::ALL {
         let stream = fleet.stack.orders.ns.stream(context);
         fleet.nats.assert_replicated(&stream).await;
+        for (name, replicas) in fleet.nats.durable_consumers(&stream).await {
+            assert_eq!(replicas, 3, "{stream}'s consumer {name}");
+            durables += 1;
+        }
     }
+    assert!(
+        durables >= 4,
+        "only {durables} durable consumers were found"
+    );
 }

@@ -4,16 +4,12 @@
 //! live one, and its outbox relay's lock passes over), and every order ends where it would
 //! have ended, with the killed replicas never started again.
 
-use std::time::Duration;
-
-use testkit::fleet::{Fleet, Load, SERVICES};
+use testkit::fleet::{Fleet, SERVICES};
 use testkit::outage::assert_end;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_of_every_service_killed_while_300_orders_flow() {
-    let mut fleet = Fleet::start().await;
-    let token = fleet.prepare_load(300).await;
-    let load = Load::start(fleet.gateways(), token, 300, Duration::from_millis(50));
+    let (mut fleet, load) = Fleet::start_under_load().await;
 
     load.reached(100).await;
     // The first replica of half the services and the second of the rest, so both
@@ -25,14 +21,5 @@ async fn one_replica_of_every_service_killed_while_300_orders_flow() {
     fleet.aim_checks();
 
     let placed = load.finish().await;
-    eprintln!(
-        "load: {} placed, {} failed answers, {} handed to the other gateway",
-        placed.orders.len(),
-        placed.failed.len(),
-        placed.handed_over
-    );
-    for failed in &placed.failed {
-        eprintln!("load: {failed}");
-    }
     assert_end(&fleet.stack, &placed.orders).await;
 }

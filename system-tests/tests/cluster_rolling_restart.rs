@@ -4,28 +4,18 @@
 //! next one stops. No request fails at the gateway, and every order ends where it would have
 //! ended.
 
-use std::time::Duration;
-
-use testkit::fleet::{Fleet, Load};
+use testkit::fleet::Fleet;
 use testkit::outage::assert_end;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_every_service_under_300_orders_fails_no_request() {
-    let mut fleet = Fleet::start().await;
-    let token = fleet.prepare_load(300).await;
-    let load = Load::start(fleet.gateways(), token, 300, Duration::from_millis(50));
+    let (mut fleet, load) = Fleet::start_under_load().await;
 
     load.reached(30).await;
     fleet.rolling_restart().await;
     fleet.aim_checks();
 
     let placed = load.finish().await;
-    eprintln!(
-        "load: {} placed, {} failed answers, {} handed to the other gateway",
-        placed.orders.len(),
-        placed.failed.len(),
-        placed.handed_over
-    );
     assert!(
         placed.failed.is_empty(),
         "requests failed at the gateway during the rollout: {:#?}",

@@ -140,13 +140,18 @@ impl NatsCluster {
         self.wait_healthy(i).await;
     }
 
-    /// What node `i` reports of its streams (`/jsz` with every account's stream details).
-    async fn streams_on(&self, i: usize) -> Option<Vec<Value>> {
-        let url = format!(
-            "http://127.0.0.1:{}/jsz?accounts=true&streams=true",
-            self.nodes[i].monitor_port
-        );
-        let jsz: Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+    /// `path` of node `i`'s monitoring endpoint, as JSON.
+    async fn monitor(&self, i: usize, path: &str) -> Option<Value> {
+        let url = format!("http://127.0.0.1:{}{path}", self.nodes[i].monitor_port);
+        reqwest::get(&url).await.ok()?.json().await.ok()
+    }
+
+    /// What node `i` reports of its streams (`/jsz` with every account's stream details,
+    /// and the consumers' with `consumers`).
+    async fn streams_on(&self, i: usize, consumers: bool) -> Option<Vec<Value>> {
+        // A consumer's configuration (whether it is durable) comes only with `config`.
+        let path = format!("/jsz?accounts=true&streams=true&consumers={consumers}&config=true");
+        let jsz = self.monitor(i, &path).await?;
         Some(
             jsz["account_details"]
                 .as_array()?
@@ -159,7 +164,7 @@ impl NatsCluster {
     /// The index of the node that leads `stream` now, as the running nodes report it.
     pub async fn leader_of(&self, stream: &str) -> Option<usize> {
         for i in (0..NODES).filter(|i| self.nodes[*i].child.is_some()) {
-            let Some(streams) = self.streams_on(i).await else {
+            let Some(streams) = self.streams_on(i, false).await else {
                 continue;
             };
             let leader = streams
@@ -175,7 +180,7 @@ impl NatsCluster {
 
     /// The replica count and last sequence of `stream` on node `i`.
     pub async fn stream_on(&self, i: usize, stream: &str) -> Option<(usize, u64)> {
-        let streams = self.streams_on(i).await?;
+        let streams = self.streams_on(i, false).await?;
         let s = streams.iter().find(|s| s["name"] == stream)?;
         let replicas = 1 + s["cluster"]["replicas"].as_array().map_or(0, Vec::len);
         Some((replicas, s["state"]["last_seq"].as_u64()?))
@@ -196,16 +201,31 @@ impl NatsCluster {
         .await
     }
 
-    /// The names of the clients connected to node `i` (a service's is its identity's name).
-    pub async fn clients_on(&self, i: usize) -> Vec<String> {
-        let url = format!(
-            "http://127.0.0.1:{}/connz?limit=4096",
-            self.nodes[i].monitor_port
-        );
-        let Ok(response) = reqwest::get(&url).await else {
+    /// The replica count of every durable consumer of `stream`, by name, as the node that
+    /// leads the stream reports them.
+    pub async fn durable_consumers(&self, stream: &str) -> Vec<(String, usize)> {
+        let Some(leader) = self.leader_of(stream).await else {
             return Vec::new();
         };
-        let connz: Value = response.json().await.unwrap_or_default();
+        let streams = self.streams_on(leader, true).await.unwrap_or_default();
+        streams
+            .iter()
+            .filter(|s| s["name"] == stream)
+            .flat_map(|s| s["consumer_detail"].as_array().cloned().unwrap_or_default())
+            .filter(|c| c["config"]["durable_name"].is_string())
+            .map(|c| {
+                let replicas = 1 + c["cluster"]["replicas"].as_array().map_or(0, Vec::len);
+                (c["name"].as_str().unwrap_or("?").to_owned(), replicas)
+            })
+            .collect()
+    }
+
+    /// The names of the clients connected to node `i` (a service's is its identity's name).
+    pub async fn clients_on(&self, i: usize) -> Vec<String> {
+        let connz = self
+            .monitor(i, "/connz?limit=4096")
+            .await
+            .unwrap_or_default();
         connz["connections"]
             .as_array()
             .map(|c| {

@@ -35,6 +35,9 @@ pub const SERVICES: [&str; 7] = [
 /// Replicas of every service.
 pub const REPLICAS: usize = 2;
 
+/// Orders in each failure test's load.
+pub const LOAD: usize = 300;
+
 /// One replica of one service: its port stays its own across restarts, so the gateways'
 /// lists of replicas stay true.
 pub struct Replica {
@@ -86,11 +89,7 @@ impl Fleet {
             nats_url: nats.url(),
             ..crate::Infra::from_env()
         });
-        let orders = World::new("orders").await;
-        let mut inventory = World::new("inventory").await;
-        let mut payments = World::new("payments").await;
-        inventory.ns = orders.ns.clone();
-        payments.ns = orders.ns.clone();
+        let (orders, inventory, payments) = Stack::command_worlds().await;
         let orchestrator_db = crate::fresh_db("orchestrator").await;
         let read_db = crate::fresh_read_db("read").await;
         let oidc = Oidc::start().await;
@@ -366,6 +365,15 @@ impl Fleet {
         }
     }
 
+    /// The fleet with [`LOAD`] orders starting to flow through its gateways, 20 a second
+    /// at most.
+    pub async fn start_under_load() -> (Self, Load) {
+        let fleet = Self::start().await;
+        let token = fleet.prepare_load(LOAD).await;
+        let load = Load::start(fleet.gateways(), token, LOAD, Duration::from_millis(50));
+        (fleet, load)
+    }
+
     /// A customer's token and the load's products, seen through the gateway.
     pub async fn prepare_load(&self, orders: usize) -> String {
         crate::outage::stock_for(&self.stack, orders).await;
@@ -440,9 +448,19 @@ impl Load {
         .await;
     }
 
-    /// Waits for the rest of the load.
+    /// Waits for the rest of the load, and says how it went.
     pub async fn finish(self) -> Placed {
-        self.task.await.expect("the load's task")
+        let placed = self.task.await.expect("the load's task");
+        eprintln!(
+            "load: {} placed, {} failed answers, {} handed to the other gateway",
+            placed.orders.len(),
+            placed.failed.len(),
+            placed.handed_over
+        );
+        for failed in &placed.failed {
+            eprintln!("load: {failed}");
+        }
+        placed
     }
 }
 

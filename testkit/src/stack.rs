@@ -208,14 +208,19 @@ impl Stack {
         panic!("events verify found differences: {:#?}", report.differences);
     }
 
-    /// Orders, inventory and payments in this process; the orchestrator's environment.
-    pub async fn services(business_deadline_secs: u64) -> (Self, Vec<(&'static str, String)>) {
+    /// The worlds of orders, inventory and payments, in one namespace for the whole stack.
+    pub async fn command_worlds() -> (World, World, World) {
         let orders = World::new("orders").await;
         let mut inventory = World::new("inventory").await;
         let mut payments = World::new("payments").await;
-        // One namespace for the whole stack.
         inventory.ns = orders.ns.clone();
         payments.ns = orders.ns.clone();
+        (orders, inventory, payments)
+    }
+
+    /// Orders, inventory and payments in this process; the orchestrator's environment.
+    pub async fn services(business_deadline_secs: u64) -> (Self, Vec<(&'static str, String)>) {
+        let (orders, inventory, payments) = Self::command_worlds().await;
         let orchestrator_db = crate::fresh_db("orchestrator").await;
         let orchestrator = PgPool::connect(&orchestrator_db.owner).await.unwrap();
         let orchestrator_url = orchestrator_db.app.clone();
