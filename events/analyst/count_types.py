@@ -41,7 +41,9 @@ async def stream_counts(url: str, stream: str, tls_dir) -> collections.Counter:
     counts: collections.Counter = collections.Counter()
     # The analysts' identity answers only on its own reply subjects.
     tls = tls_context(tls_dir) if tls_dir else None
-    nc = await nats.connect(url, inbox_prefix=b"_INBOX_analyst", tls=tls)
+    # A cluster's URL lists its nodes separated by commas; nats-py takes them as a list.
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    nc = await nats.connect(servers, inbox_prefix=b"_INBOX_analyst", tls=tls)
     try:
         js = nc.jetstream()
         info = await js.stream_info(stream)

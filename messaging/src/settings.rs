@@ -61,12 +61,9 @@ pub fn with_tls(
 }
 
 /// The servers of a `NATS_URL`: one URL, or several separated by commas (the nodes of a
-/// cluster), in the order given.
+/// cluster, each with its scheme), in the order given.
 pub fn servers_of(url: &str) -> Vec<&str> {
-    url.split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .collect()
+    runtime::secret::url_list(url)
 }
 
 /// Connects with `options` to the servers of `url` ([`servers_of`]), trying them in the
@@ -230,8 +227,12 @@ mod tests {
     fn a_cluster_url_lists_every_node_in_order() {
         use super::servers_of;
         assert_eq!(
-            servers_of("nats://n1:4222,nats://n2:4222 , nats://n3:4222,"),
+            servers_of("nats://n1:4222,nats://n2:4222 , nats://n3:4222"),
             ["nats://n1:4222", "nats://n2:4222", "nats://n3:4222"]
+        );
+        assert_eq!(
+            servers_of("nats://u:a,b@n1:4222,nats://u:a,b@n2:4222"),
+            ["nats://u:a,b@n1:4222", "nats://u:a,b@n2:4222"]
         );
         assert_eq!(servers_of("nats://n1:4222"), ["nats://n1:4222"]);
     }

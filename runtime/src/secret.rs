@@ -29,6 +29,29 @@ impl fmt::Display for Secret<String> {
     }
 }
 
+/// The URLs of a NATS cluster's list (`nats://n1:4222,nats://n2:4222`), trimmed. Only a comma
+/// followed by another URL (`nats://`, `tls://`, `ws://`, `wss://`) separates two, so a comma
+/// inside a password is never mistaken for one.
+pub fn url_list(list: &str) -> Vec<&str> {
+    let starts_url = |rest: &str| {
+        let rest = rest.trim_start();
+        ["nats://", "tls://", "ws://", "wss://"]
+            .iter()
+            .any(|scheme| rest.starts_with(scheme))
+    };
+    let mut urls = Vec::new();
+    let mut start = 0;
+    for (i, _) in list.match_indices(',') {
+        if starts_url(&list[i + 1..]) {
+            urls.push(list[start..i].trim());
+            start = i + 1;
+        }
+    }
+    urls.push(list[start..].trim());
+    urls.retain(|u| !u.is_empty());
+    urls
+}
+
 /// Query parameters whose values are secrets (libpq's `password` and `sslpassword`, and any
 /// token or key).
 const SECRET_PARAMETERS: &[&str] = &["password", "sslpassword", "token", "secret", "key"];
@@ -37,22 +60,14 @@ const SECRET_PARAMETERS: &[&str] = &["password", "sslpassword", "token", "secret
 /// many `@` it holds; a bare `token@` of a NATS URL; and secret query parameters
 /// (`?password=`).
 pub fn redact_url(url: &str) -> String {
-    // A NATS cluster's list of URLs: each one redacted. Only a comma followed by another
-    // URL separates two, so a comma inside a password is never mistaken for one.
-    let next_url = |rest: &str| {
-        let rest = rest.trim_start();
-        rest.starts_with("nats://") || rest.starts_with("tls://")
-    };
-    if let Some(comma) = url
-        .match_indices(',')
-        .map(|(i, _)| i)
-        .find(|&i| next_url(&url[i + 1..]))
-    {
-        return format!(
-            "{},{}",
-            redact_url(&url[..comma]),
-            redact_url(&url[comma + 1..])
-        );
+    // A NATS cluster's list of URLs: each one redacted.
+    let urls = url_list(url);
+    if urls.len() > 1 {
+        return urls
+            .into_iter()
+            .map(redact_url)
+            .collect::<Vec<_>>()
+            .join(",");
     }
     let Some(scheme_end) = url.find("://") else {
         return "***".to_owned();
@@ -124,7 +139,11 @@ mod tests {
         );
         assert_eq!(
             redact_url("nats://n1:4222, nats://n2:4222"),
-            "nats://n1:4222, nats://n2:4222"
+            "nats://n1:4222,nats://n2:4222"
+        );
+        assert_eq!(
+            url_list("nats://a:p,w@n1:4222, tls://n2:4222,"),
+            ["nats://a:p,w@n1:4222", "tls://n2:4222,"]
         );
     }
 
