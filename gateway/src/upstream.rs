@@ -44,6 +44,10 @@ const RESPONSE_HEADERS: &[&str] = &[
 /// no URL parsing per call (the services' addresses are parsed once, at start-up).
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// How long a connection to a service may take to open. The services are inside the
+/// deployment's network: more than a second means the replica is not there.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A client that keeps idle connections (and their TLS sessions) for 20 s, less than the
 /// services wait for a request on one, and sends without
 /// Nagle's delay. With `tls`, it calls HTTPS only, trusts the local CA only and shows the
@@ -51,6 +55,9 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 pub fn client(tls: Option<&TlsSettings>) -> anyhow::Result<HttpClient> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
+    // A replica that does not even accept the connection (its host gone) is passed over in
+    // this time rather than taking the call's whole time limit.
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     http.enforce_http(false);
     let connector = match tls {
         Some(tls) => HttpsConnectorBuilder::new()
