@@ -225,7 +225,17 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
 
     // The cluster's tests run every service as a process of its own: they need the
     // binaries, which `cargo test` builds only for their own packages' tests.
-    let bins = services::build(&layout, false, &[])?;
+    let bins = match services::build(&layout, false, &[]) {
+        Ok(bins) => bins,
+        Err(e) => {
+            // The code does not build: nothing to test, and nothing left running.
+            if !keep {
+                nats::stop(&layout);
+                postgres::stop(&layout);
+            }
+            return Err(e);
+        }
+    };
 
     // `-p NAME` narrows the run; otherwise the whole workspace is tested.
     let narrowed = cargo_args

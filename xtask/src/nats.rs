@@ -364,8 +364,10 @@ fn cluster_health(layout: &Layout) {
         followers.len() + 1,
         lagging(&followers),
     );
-    // Each stream as its leader sees it, by name.
+    // Each stream as its leader sees it, by name; one that no node leads (its quorum lost,
+    // or an election under way) is named too.
     let mut shown = std::collections::BTreeMap::new();
+    let mut leaderless = std::collections::BTreeSet::new();
     for (name, jsz) in &views {
         let streams = jsz["account_details"]
             .as_array()
@@ -376,6 +378,7 @@ fn cluster_health(layout: &Layout) {
             let cluster = &stream["cluster"];
             let stream_name = stream["name"].as_str().unwrap_or("?").to_owned();
             if cluster["leader"].as_str() != Some(name) {
+                leaderless.insert(stream_name);
                 continue;
             }
             let replicas = peers(cluster);
@@ -391,6 +394,11 @@ fn cluster_health(layout: &Layout) {
             );
             shown.insert(stream_name, line);
         }
+    }
+    for stream in leaderless {
+        shown.entry(stream.clone()).or_insert_with(|| {
+            format!("  stream {stream:<10} NO LEADER among the nodes that answer (quorum lost, or an election under way)")
+        });
     }
     for line in shown.values() {
         println!("{line}");
