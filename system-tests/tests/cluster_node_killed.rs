@@ -13,9 +13,10 @@ async fn a_nats_node_killed_and_restarted_while_300_orders_flow() {
     let (mut fleet, load) = Fleet::start_under_load().await;
 
     load.reached(60).await;
-    // The second node: the first replica of every service is connected to the first, the
-    // second replica to the second.
+    // The second node: it holds some replicas' first connection (each replica's list starts
+    // at a node of its own), and they move to the other two.
     fleet.nats.kill9(1).await;
+    fleet.assert_reconnected().await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     fleet.nats.restart(1).await;
 

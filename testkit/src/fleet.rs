@@ -225,6 +225,27 @@ impl Fleet {
         fleet
     }
 
+    /// Waits until every service that talks to NATS has both replicas connected again to the
+    /// nodes that run (after a node was killed, its clients move to the others).
+    pub async fn assert_reconnected(&self) {
+        crate::eventually(
+            Duration::from_secs(30),
+            "every replica connected to a running node",
+            || async {
+                let mut names = Vec::new();
+                for i in 0..NODES {
+                    names.extend(self.nats.clients_on(i).await);
+                }
+                messaging::Identity::ALL
+                    .into_iter()
+                    .filter(|i| *i != messaging::Identity::Analyst)
+                    .all(|i| names.iter().filter(|n| *n == i.name()).count() >= REPLICAS)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     /// Every service that talks to NATS has its two replicas on two different nodes.
     pub async fn assert_spread(&self) {
         let mut on = Vec::new();
@@ -401,9 +422,12 @@ pub struct Placed {
     pub orders: Vec<(Uuid, &'static str)>,
     /// Every answer a gateway gave that was not a success: none is expected.
     pub failed: Vec<String>,
-    /// Requests a gateway replica never answered (it was stopping or gone), sent again with
-    /// the same `Idempotency-Key` to the other, as a load balancer does.
+    /// Requests a gateway replica refused to connect (it was stopping or gone), sent to the
+    /// other, as a load balancer does.
     pub handed_over: usize,
+    /// Requests a gateway replica took and dropped without an answer: each is sent again
+    /// (with the same `Idempotency-Key`), and each is recorded here.
+    pub dropped: Vec<String>,
 }
 
 /// Orders placed through the gateways in the background, one at a time at `pace`, each
@@ -452,12 +476,13 @@ impl Load {
     pub async fn finish(self) -> Placed {
         let placed = self.task.await.expect("the load's task");
         eprintln!(
-            "load: {} placed, {} failed answers, {} handed to the other gateway",
+            "load: {} placed, {} failed answers, {} refused and handed to the other gateway, {} dropped without an answer",
             placed.orders.len(),
             placed.failed.len(),
-            placed.handed_over
+            placed.handed_over,
+            placed.dropped.len()
         );
-        for failed in &placed.failed {
+        for failed in placed.failed.iter().chain(&placed.dropped) {
             eprintln!("load: {failed}");
         }
         placed
@@ -507,7 +532,11 @@ impl Balancer {
                     return response;
                 }
                 Err(e) => {
-                    placed.handed_over += 1;
+                    if e.is_connect() {
+                        placed.handed_over += 1;
+                    } else {
+                        placed.dropped.push(format!("{}: {e}", self.gateways[g]));
+                    }
                     if self.down_until[g].is_none() {
                         eprintln!(
                             "load: {} did not answer ({e}); the other replica takes its requests",
