@@ -46,7 +46,7 @@ impl NatsCluster {
         let members: Vec<ClusterNode> = (0..NODES)
             .map(|i| ClusterNode {
                 name: format!("n{}", i + 1),
-                route_port: crate::free_port(),
+                route_port: crate::free_port_outside_ephemeral_range(),
             })
             .collect();
         let mut nodes = Vec::new();
@@ -59,8 +59,8 @@ impl NatsCluster {
             std::fs::write(&config, text).expect("write a node's configuration");
             nodes.push(Node {
                 name: member.name.clone(),
-                port: crate::free_port(),
-                monitor_port: crate::free_port(),
+                port: crate::free_port_outside_ephemeral_range(),
+                monitor_port: crate::free_port_outside_ephemeral_range(),
                 store: dir.join(&member.name),
                 log: dir.join(format!("{}.log", member.name)),
                 config,
@@ -100,14 +100,19 @@ impl NatsCluster {
     /// every stream and consumer it holds a replica of is current.
     pub async fn wait_healthy(&self, i: usize) {
         let url = format!("http://127.0.0.1:{}/healthz", self.nodes[i].monitor_port);
-        let what = format!("nats node {} healthy", self.nodes[i].name);
-        crate::eventually(Duration::from_secs(60), &what, || async {
-            let ok = reqwest::get(&url)
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            ok.then_some(())
-        })
-        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nats node {} not healthy after 60 s; its log ends:\n{}",
+                self.nodes[i].name,
+                self.log_tail(i)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The client URL of every node, node `first` first: a client given it connects there,

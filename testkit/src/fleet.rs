@@ -98,7 +98,7 @@ impl Fleet {
 
         let ports: Vec<[u16; REPLICAS]> = SERVICES
             .iter()
-            .map(|_| std::array::from_fn(|_| crate::free_port()))
+            .map(|_| std::array::from_fn(|_| crate::free_port_outside_ephemeral_range()))
             .collect();
         let list = |service: &str| {
             let i = SERVICES

@@ -355,6 +355,24 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago, below Linux's ephemeral range
+/// (32768 on): for a server a test kills and starts again on the same port, which an
+/// outgoing connection could otherwise be holding by then. Drawn at random from 29000–32767
+/// (xtask's own ports are below); a port taken is passed over, and none is handed out twice
+/// in one test process (a port probed free stays free until its server binds it).
+pub fn free_port_outside_ephemeral_range() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = 29000 + (uuid::Uuid::new_v4().as_u128() % 3768) as u16;
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port in 29000-32767")
+}
+
 /// One message read back from a stream.
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
