@@ -1,7 +1,8 @@
 //! A three-node JetStream cluster with two replicas of every service: one NATS node is
 //! SIGKILLed while 300 orders flow through the gateways and started again ten seconds later.
 //! The clients on it move to the other nodes, the streams keep a quorum and go on, the node
-//! catches up when it is back, and every order ends where it would have ended.
+//! catches up when it is back, and every order ends where it would have ended. The nodes'
+//! routes are mutual TLS.
 
 use std::time::Duration;
 
@@ -11,6 +12,8 @@ use testkit::outage::assert_end;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_node_killed_and_restarted_while_300_orders_flow() {
     let (mut fleet, load) = Fleet::start_under_load().await;
+    // The nodes speak to one another over mutual TLS only, as in the Kubernetes values.
+    fleet.nats.assert_routes_need_tls().await;
 
     load.reached(60).await;
     // The second node: it holds some replicas' first connection (each replica's list starts

@@ -1,19 +1,16 @@
 //! A three-node JetStream cluster of one test's own: the shared server's identities and TLS
-//! on every node, routes between the nodes on loopback, each node's store in a folder of its
-//! own, so a test can SIGKILL a node (or the one leading a stream) and start it again. The
-//! nodes' monitoring endpoints say who leads what and whether a node has caught up.
+//! on every node, mutual-TLS routes between the nodes on loopback, each node's store in a
+//! folder of its own, so a test can SIGKILL a node (or the one leading a stream) and start it
+//! again. The nodes' monitoring endpoints say who leads what and whether a node has caught up.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use messaging::server_config::{cluster_block, ClusterNode};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::Value;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use crate::private::{log_file, provided, scratch};
+use crate::private::{kill9_nats, provided, scratch, spawn_nats, NatsPlace};
 
 /// How many nodes the cluster has: the smallest that keeps a quorum with one node gone.
 pub const NODES: usize = 3;
@@ -23,6 +20,8 @@ pub struct Node {
     pub name: String,
     pub port: u16,
     pub monitor_port: u16,
+    /// Where the other nodes' routes connect.
+    pub route_port: u16,
     config: PathBuf,
     store: PathBuf,
     log: PathBuf,
@@ -43,6 +42,7 @@ impl NatsCluster {
         let base = std::fs::read_to_string(provided("STREAMSHOP_TEST_NATS_CONFIG"))
             .expect("read the test NATS configuration");
         let password = uuid::Uuid::new_v4().simple().to_string();
+        let tls_dir = provided("STREAMSHOP_TEST_TLS_DIR").display().to_string();
         let members: Vec<ClusterNode> = (0..NODES)
             .map(|i| ClusterNode {
                 name: format!("n{}", i + 1),
@@ -54,13 +54,14 @@ impl NatsCluster {
             let config = dir.join(format!("{}.conf", member.name));
             let text = format!(
                 "{base}\n{}",
-                cluster_block("streamshop-test", &members, i, &password)
+                cluster_block("streamshop-test", &members, i, &password, &tls_dir)
             );
             std::fs::write(&config, text).expect("write a node's configuration");
             nodes.push(Node {
                 name: member.name.clone(),
                 port: crate::free_port_outside_ephemeral_range(),
                 monitor_port: crate::free_port_outside_ephemeral_range(),
+                route_port: member.route_port,
                 store: dir.join(&member.name),
                 log: dir.join(format!("{}.log", member.name)),
                 config,
@@ -79,21 +80,13 @@ impl NatsCluster {
 
     fn spawn(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        let child = Command::new(provided("STREAMSHOP_TEST_NATS_SERVER"))
-            .arg("-c")
-            .arg(&node.config)
-            .args(["-js", "-a", "127.0.0.1"])
-            .args(["-p", &node.port.to_string()])
-            .args(["-m", &node.monitor_port.to_string()])
-            .arg("-sd")
-            .arg(&node.store)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file(&node.log))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start nats-server");
-        node.child = Some(child);
+        node.child = Some(spawn_nats(&NatsPlace {
+            config: &node.config,
+            port: node.port,
+            monitor_port: node.monitor_port,
+            store: &node.store,
+            log: &node.log,
+        }));
     }
 
     /// Waits until node `i` says it is healthy: JetStream's meta group has a leader, and
@@ -131,10 +124,7 @@ impl NatsCluster {
 
     /// SIGKILL node `i`: nothing flushed, no client or peer told.
     pub async fn kill9(&mut self, i: usize) {
-        let mut child = self.nodes[i].child.take().expect("the node is running");
-        let pid = Pid::from_raw(child.id().expect("a pid") as i32);
-        kill(pid, Signal::SIGKILL).expect("SIGKILL nats-server");
-        let _ = child.wait().await;
+        kill9_nats(self.nodes[i].child.take()).await;
     }
 
     /// Starts node `i` again on its ports and store, and waits until it is healthy: caught up
@@ -149,6 +139,47 @@ impl NatsCluster {
     async fn monitor(&self, i: usize, path: &str) -> Option<Value> {
         let url = format!("http://127.0.0.1:{}{path}", self.nodes[i].monitor_port);
         reqwest::get(&url).await.ok()?.json().await.ok()
+    }
+
+    /// Asserts that every running node's route port speaks mutual TLS only: in plain text it
+    /// says nothing (it waits for a TLS handshake), a TLS client without a certificate of the
+    /// local CA gets no `INFO`, and one with the nodes' certificate gets the route's `INFO`.
+    pub async fn assert_routes_need_tls(&self) {
+        let tls = runtime::tls::TlsSettings::new(provided("STREAMSHOP_TEST_TLS_DIR"), "nats");
+        let with_cert = tls.client_config().expect("the nodes' certificate");
+        let without_cert = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS protocol versions")
+        .with_root_certificates(tls.roots().expect("the local CA"))
+        .with_no_client_auth();
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let said = first_line(Some(self.route(node).await)).await;
+            assert!(
+                !said.starts_with("INFO"),
+                "{} answered a plain-text route: {said:?}",
+                node.name
+            );
+            let said = first_line(route_tls(self.route(node).await, &without_cert).await).await;
+            assert!(
+                !said.starts_with("INFO"),
+                "{} let a route without a certificate in: {said:?}",
+                node.name
+            );
+            let said = first_line(route_tls(self.route(node).await, &with_cert).await).await;
+            assert!(
+                said.starts_with("INFO "),
+                "{} sent no INFO to a route with the nodes' certificate: {said:?}",
+                node.name
+            );
+        }
+    }
+
+    async fn route(&self, node: &Node) -> tokio::net::TcpStream {
+        tokio::net::TcpStream::connect(("127.0.0.1", node.route_port))
+            .await
+            .unwrap_or_else(|e| panic!("{}'s route port: {e}", node.name))
     }
 
     /// What node `i` reports of its streams (`/jsz` with every account's stream details,
@@ -257,5 +288,35 @@ impl Drop for NatsCluster {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A route connection over TLS with `config`, or `None` when the handshake fails.
+async fn route_tls(
+    tcp: tokio::net::TcpStream,
+    config: &rustls::ClientConfig,
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("an IP address");
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config.clone()))
+        .connect(name, tcp)
+        .await
+        .ok()
+}
+
+/// The first line a connection receives within 2 s; empty when it receives none, is closed,
+/// or is `None` (its handshake failed).
+async fn first_line<S>(stream: Option<S>) -> String
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncBufReadExt;
+    let Some(stream) = stream else {
+        return String::new();
+    };
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut line = String::new();
+    match tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut line)).await {
+        Ok(Ok(_)) => line,
+        _ => String::new(),
     }
 }

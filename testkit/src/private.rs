@@ -22,14 +22,56 @@ pub(crate) fn provided(name: &str) -> PathBuf {
 }
 
 /// A folder under the system's temporary folder, removed when the test's infrastructure is
-/// dropped.
+/// dropped. Only its owner may enter it: a node's configuration there holds its routes'
+/// password.
 pub(crate) fn scratch(label: &str) -> PathBuf {
+    use std::os::unix::fs::DirBuilderExt;
     let dir = std::env::temp_dir().join(format!(
         "streamshop-{label}-{}",
         uuid::Uuid::new_v4().simple()
     ));
-    std::fs::create_dir_all(&dir).expect("create a scratch folder");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .expect("create a scratch folder");
     dir
+}
+
+/// Where one nats-server of a test listens and keeps its store and log.
+pub(crate) struct NatsPlace<'a> {
+    pub config: &'a Path,
+    pub port: u16,
+    pub monitor_port: u16,
+    pub store: &'a Path,
+    pub log: &'a Path,
+}
+
+/// Starts `nats-server -js` on loopback as `place` says, its log appended beside its store
+/// rather than written into the test's output.
+pub(crate) fn spawn_nats(place: &NatsPlace<'_>) -> Child {
+    Command::new(provided("STREAMSHOP_TEST_NATS_SERVER"))
+        .arg("-c")
+        .arg(place.config)
+        .args(["-js", "-a", "127.0.0.1"])
+        .args(["-p", &place.port.to_string()])
+        .args(["-m", &place.monitor_port.to_string()])
+        .arg("-sd")
+        .arg(place.store)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file(place.log))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start nats-server")
+}
+
+/// SIGKILLs a nats-server and reaps it: nothing flushed, no client or peer told.
+pub(crate) async fn kill9_nats(child: Option<Child>) {
+    let mut child = child.expect("nats-server is running");
+    let pid = Pid::from_raw(child.id().expect("a pid") as i32);
+    kill(pid, Signal::SIGKILL).expect("SIGKILL nats-server");
+    let _ = child.wait().await;
 }
 
 /// A nats-server of this test's own, with JetStream stored on disk.
@@ -59,22 +101,13 @@ impl PrivateNats {
     }
 
     async fn run(&mut self) {
-        let child = Command::new(provided("STREAMSHOP_TEST_NATS_SERVER"))
-            .arg("-c")
-            .arg(provided("STREAMSHOP_TEST_NATS_CONFIG"))
-            .args(["-js", "-a", "127.0.0.1"])
-            .args(["-p", &self.port.to_string()])
-            .args(["-m", &self.monitor_port.to_string()])
-            .arg("-sd")
-            .arg(&self.store)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            // Its log goes beside its store, not into the test's output.
-            .stderr(log_file(&self.store.with_extension("log")))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start nats-server");
-        self.child = Some(child);
+        self.child = Some(spawn_nats(&NatsPlace {
+            config: &provided("STREAMSHOP_TEST_NATS_CONFIG"),
+            port: self.port,
+            monitor_port: self.monitor_port,
+            store: &self.store,
+            log: &self.store.with_extension("log"),
+        }));
         let url = format!(
             "http://127.0.0.1:{}/healthz?js-enabled-only=true",
             self.monitor_port
@@ -90,10 +123,7 @@ impl PrivateNats {
 
     /// SIGKILL: nothing flushed, no client told.
     pub async fn kill9(&mut self) {
-        let mut child = self.child.take().expect("nats-server is running");
-        let pid = Pid::from_raw(child.id().expect("a pid") as i32);
-        kill(pid, Signal::SIGKILL).expect("SIGKILL nats-server");
-        let _ = child.wait().await;
+        kill9_nats(self.child.take()).await;
     }
 
     /// Starts it again on the same ports, with the store it had.

@@ -48,7 +48,7 @@ pub fn config(workspace: &Path) -> anyhow::Result<String> {
         "# Written by `cargo xtask compose-keys` from messaging::identity and docker/nats/keys.\n\
          # Development keys: make new ones for anything but a laptop.\n{}\n{}",
         messaging::identity::authorization(&users, &Scope::Namespace(Default::default())),
-        crate::tls::nats_block(NATS_TLS_DIR)
+        messaging::server_config::tls_block(NATS_TLS_DIR, "")
     ))
 }
 

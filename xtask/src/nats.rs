@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use messaging::identity::{Login, Scope, User};
 use messaging::Identity;
 
-use messaging::server_config::{cluster_block, ClusterNode};
+use messaging::server_config::{cluster_block, tls_block, ClusterNode};
 
 use crate::layout::Layout;
 use crate::proc;
@@ -173,7 +173,7 @@ fn write_config(layout: &Layout) -> anyhow::Result<PathBuf> {
     let text = format!(
         "# Written by cargo xtask from messaging::identity: edit that, not this.\n{}\n{}",
         messaging::identity::authorization(&users, &scope),
-        crate::tls::nats_block(&tls.display().to_string())
+        tls_block(&tls.display().to_string(), "")
     );
     crate::secrets::write_private(&path, text.as_bytes())?;
     Ok(path)
@@ -200,6 +200,7 @@ fn write_node_config(layout: &Layout, shared: &Path, node: u16) -> anyhow::Resul
             &nodes,
             usize::from(node),
             &crate::secrets::password(layout, "nats-routes")?,
+            &crate::tls::dir(layout).display().to_string(),
         )
     );
     let path = layout.root.join(format!("nats-{}.conf", node_name(node)));

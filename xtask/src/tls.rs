@@ -154,16 +154,6 @@ fn due(path: &Path, validity: Duration, renew_before: Duration) -> bool {
     age.is_none_or(|age| age + renew_before >= validity)
 }
 
-/// The `tls` block of a NATS server whose certificates are in `dir` (as the server sees it):
-/// TLS required, and every client must show a certificate of the local CA besides its key.
-pub fn nats_block(dir: &str) -> String {
-    format!(
-        "tls {{\n  cert_file: \"{dir}/nats.crt\"\n  key_file: \"{dir}/nats.key\"\n  \
-         ca_file: \"{dir}/{ca}\"\n  verify: true\n  timeout: 5\n}}\n",
-        ca = runtime::tls::CA_FILE
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
