@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod bare;
+mod cluster;
 mod commands;
 mod drive;
 mod gateway;
@@ -15,6 +16,7 @@ mod replay;
 mod report;
 mod sagas;
 mod security;
+mod sides;
 mod stats;
 mod traces;
 
@@ -67,9 +69,14 @@ struct RunArgs {
     /// is TLS, as in `cargo xtask up`.
     #[arg(long)]
     tls_dir: PathBuf,
-    /// A nats-server binary, for the security figure's second server (no users, no TLS).
+    /// A nats-server binary, for the security figure's second server (no users, no TLS) and
+    /// the cluster figure's nodes.
     #[arg(long)]
     nats_server: Option<PathBuf>,
+    /// The benchmark server's configuration (identities and TLS), which the cluster figure's
+    /// nodes share.
+    #[arg(long)]
+    nats_config: Option<PathBuf>,
     /// The analysts' NATS URL (user and password in it), for `events export`.
     #[arg(long)]
     nats_analyst_url: String,
@@ -102,12 +109,12 @@ struct RunArgs {
     /// At least this many events are replayed.
     #[arg(long, default_value_t = 1_000_000)]
     replay_events: u64,
-    /// Which figures to run (commands, sagas, queries, replay, gateway, security); sagas feeds queries
-    /// and replay.
+    /// Which figures to run (commands, sagas, queries, replay, gateway, security, cluster);
+    /// sagas feeds queries and replay.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "commands,sagas,queries,replay,gateway,security"
+        default_value = "commands,sagas,queries,replay,gateway,security,cluster"
     )]
     figures: Vec<String>,
     /// Have the services export their spans to a receiver here, and lay out the slowest
@@ -128,12 +135,21 @@ pub struct Transport {
     pub nats_credentials: Option<PathBuf>,
     /// The local CA and certificates; `None` runs every connection in plain text (`TLS=off`).
     pub tls_dir: Option<PathBuf>,
+    /// How many copies of each stream the servers keep (`NATS_STREAM_REPLICAS`): 1 on one
+    /// server, 3 on a cluster.
+    pub stream_replicas: usize,
 }
 
 impl Transport {
     /// What a service is told about NATS and TLS.
     pub fn env(&self) -> Vec<(String, String)> {
-        let mut env = vec![("NATS_URL".to_owned(), self.nats_url.clone())];
+        let mut env = vec![
+            ("NATS_URL".to_owned(), self.nats_url.clone()),
+            (
+                "NATS_STREAM_REPLICAS".to_owned(),
+                self.stream_replicas.to_string(),
+            ),
+        ];
         if let Some(dir) = &self.nats_credentials {
             env.push(("NATS_CREDENTIALS_DIR".into(), dir.display().to_string()));
         }
@@ -303,6 +319,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             nats_url: args.nats_url,
             nats_credentials: Some(args.nats_credentials),
             tls_dir: Some(args.tls_dir.clone()),
+            stream_replicas: 1,
         },
         nats_analyst_url: args.nats_analyst_url,
         bins: args.bins,
@@ -331,6 +348,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         replay: None,
         gateway: None,
         security: None,
+        cluster: None,
         targets: Vec::new(),
     };
 
@@ -367,6 +385,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .as_deref()
             .context("the security figure needs --nats-server")?;
         report.security = Some(security::run(&b, server).await?);
+    }
+
+    if wants("cluster") {
+        let (Some(server), Some(config)) =
+            (args.nats_server.as_deref(), args.nats_config.as_deref())
+        else {
+            anyhow::bail!("the cluster figure needs --nats-server and --nats-config");
+        };
+        report.cluster = Some(cluster::run(&b, server, config).await?);
     }
 
     report.machine.total_seconds = started.elapsed().as_secs_f64();

@@ -40,6 +40,31 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Starts `nats-server -js` on loopback at `port`, with `args` besides (a configuration, a
+/// monitoring port), its store emptied first and its log written to `<logs>/<name>.log`.
+pub fn spawn_nats(
+    binary: &Path,
+    name: &str,
+    port: u16,
+    args: &[String],
+    logs: &Path,
+) -> anyhow::Result<tokio::process::Child> {
+    let store = logs.join(format!("{name}-store"));
+    let _ = std::fs::remove_dir_all(&store);
+    let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
+    tokio::process::Command::new(binary)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .arg("-sd")
+        .arg(&store)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))
+}
+
 impl Proc {
     /// Starts `program args` with `env` on a fresh port and waits for `/readyz` (or `/healthz`
     /// for the bare server); its output goes to `<logs>/<name>.log`. It answers HTTPS when

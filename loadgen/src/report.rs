@@ -8,7 +8,7 @@ use crate::gateway::GatewayFigure;
 use crate::queries::QueriesFigure;
 use crate::replay::ReplayFigure;
 use crate::sagas::SagasFigure;
-use crate::security::SecurityFigure;
+use crate::sides::Comparison;
 use crate::stats::{ratio, LatencySpread};
 
 /// Where and how the benchmark ran.
@@ -75,7 +75,10 @@ pub struct Report {
     pub queries: Option<QueriesFigure>,
     pub replay: Option<ReplayFigure>,
     pub gateway: Option<GatewayFigure>,
-    pub security: Option<SecurityFigure>,
+    /// Open connections (first) against the secured stack (second).
+    pub security: Option<Comparison>,
+    /// One NATS server (first) against a three-node cluster (second).
+    pub cluster: Option<Comparison>,
     pub targets: Vec<Target>,
 }
 
@@ -239,6 +242,19 @@ impl Report {
                     s.stream_read_share.median * 100.0
                 ),
                 cost <= 0.10,
+            );
+        }
+        if let Some(c) = &self.cluster {
+            add(
+                "a three-node cluster (R3) on this machine: commands/s, sagas/s and stream reads vs one server",
+                "reported",
+                format!(
+                    "commands {:.0}%, sagas {:.0}%, stream reads {:.0}% of one server's",
+                    c.commands_share.median * 100.0,
+                    c.sagas_share.median * 100.0,
+                    c.stream_read_share.median * 100.0
+                ),
+                true,
             );
         }
         self.targets = t;
@@ -550,47 +566,25 @@ impl Report {
                 .into(),
             );
             line(String::new());
-            line("| measure | open | secured | secured / open (per round) |".into());
-            line("|---|---|---|---|".into());
-            for (what, open, secured, share) in [
-                (
-                    "`POST /orders` /s",
-                    &s.open.commands_per_second,
-                    &s.secured.commands_per_second,
-                    Some(&s.commands_share),
-                ),
-                (
-                    "sagas confirmed /s",
-                    &s.open.sagas_per_second,
-                    &s.secured.sagas_per_second,
-                    Some(&s.sagas_share),
-                ),
-                (
-                    "CPU per saga, all processes, ms",
-                    &s.open.cpu_ms_per_saga,
-                    &s.secured.cpu_ms_per_saga,
-                    None,
-                ),
-                (
-                    "stream read (ordered consumer, 200,000 events) /s",
-                    &s.open.stream_read_per_second,
-                    &s.secured.stream_read_per_second,
-                    Some(&s.stream_read_share),
-                ),
-            ] {
-                let share = share.map_or("".to_owned(), |sh| {
-                    format!(
-                        "{:.0}% ({:.0}–{:.0}%)",
-                        sh.median * 100.0,
-                        sh.min * 100.0,
-                        sh.max * 100.0
-                    )
-                });
-                line(format!(
-                    "| {what} | {} | {} | {share} |",
-                    open.show(1),
-                    secured.show(1)
-                ));
+            for row in comparison_rows(s, ["open", "secured"]) {
+                line(row);
+            }
+            line(String::new());
+        }
+        if let Some(c) = &self.cluster {
+            line(
+                concat!(
+                    "**8. A three-node cluster**: the same work, alternating each round between ",
+                    "the one NATS server (streams R1) and three nodes as `cargo xtask up --cluster` ",
+                    "runs them (mutual-TLS routes, every stream R3, a publish acknowledged once ",
+                    "two nodes hold it), all on this machine's cores: the price of replication, ",
+                    "not a cluster's capacity"
+                )
+                .into(),
+            );
+            line(String::new());
+            for row in comparison_rows(c, ["one server", "three nodes"]) {
+                line(row);
             }
             line(String::new());
         }
@@ -603,4 +597,54 @@ fn lat(l: &LatencySpread) -> String {
         "{:.1} / {:.1} / {:.1}",
         l.p50.median, l.p95.median, l.p99.median
     )
+}
+
+/// The table of a [`Comparison`], its sides named `names`.
+fn comparison_rows(c: &Comparison, names: [&str; 2]) -> Vec<String> {
+    let [first, second] = names;
+    let mut rows = vec![
+        format!("| measure | {first} | {second} | {second} / {first} (per round) |"),
+        "|---|---|---|---|".to_owned(),
+    ];
+    for (what, a, b, share) in [
+        (
+            "`POST /orders` /s",
+            &c.first.commands_per_second,
+            &c.second.commands_per_second,
+            Some(&c.commands_share),
+        ),
+        (
+            "sagas confirmed /s",
+            &c.first.sagas_per_second,
+            &c.second.sagas_per_second,
+            Some(&c.sagas_share),
+        ),
+        (
+            "CPU per saga, all processes, ms",
+            &c.first.cpu_ms_per_saga,
+            &c.second.cpu_ms_per_saga,
+            None,
+        ),
+        (
+            "stream read (ordered consumer, 200,000 events) /s",
+            &c.first.stream_read_per_second,
+            &c.second.stream_read_per_second,
+            Some(&c.stream_read_share),
+        ),
+    ] {
+        let share = share.map_or(String::new(), |sh| {
+            format!(
+                "{:.0}% ({:.0}–{:.0}%)",
+                sh.median * 100.0,
+                sh.min * 100.0,
+                sh.max * 100.0
+            )
+        });
+        rows.push(format!(
+            "| {what} | {} | {} | {share} |",
+            a.show(1),
+            b.show(1)
+        ));
+    }
+    rows
 }

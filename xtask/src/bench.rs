@@ -53,6 +53,8 @@ fn drive(
         .arg(crate::tls::dir(layout))
         .arg("--nats-server")
         .arg(crate::nats::binary(layout)?)
+        .arg("--nats-config")
+        .arg(crate::nats::config_path(layout))
         .args(["--nats-analyst-url", &crate::nats::analyst_url(layout)?])
         .arg("--bins")
         .arg(bins)
