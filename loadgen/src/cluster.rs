@@ -1,7 +1,8 @@
 //! Figure 8: what a three-node JetStream cluster costs, on this machine. The same work runs in
-//! turns on the benchmark's one NATS server (streams R1) and on three nodes started here as
-//! `cargo xtask up --cluster` runs them (the same identities and TLS, mutual-TLS routes, every
-//! stream R3: a publish is acknowledged once two nodes hold it). On one machine the three
+//! turns on one fresh NATS server (streams R1) and on three fresh nodes as `cargo xtask up
+//! --cluster` runs them (the benchmark server's identities and TLS, mutual-TLS routes, every
+//! stream R3: a publish is acknowledged once two nodes hold it; each service's URL list
+//! starts at a node of its own). On one machine the three
 //! nodes share its cores with everything else, so this is the price of replication, not the
 //! capacity of a cluster of machines.
 
@@ -17,7 +18,7 @@ use crate::{Bench, Transport};
 /// Nodes of the cluster: the fewest that keep a quorum with one gone.
 const NODES: usize = 3;
 
-/// Three nats-server nodes, killed when dropped.
+/// nats-server nodes (one, or a cluster), killed when dropped.
 struct Nodes {
     children: Vec<tokio::process::Child>,
     pids: Vec<i32>,
@@ -26,18 +27,21 @@ struct Nodes {
 }
 
 impl Nodes {
-    /// Starts the nodes on `base`, the benchmark server's configuration (identities and TLS),
-    /// each with a `cluster` block and a store of its own, and waits until every node is
-    /// healthy (the meta group has a leader and the node is current with it).
+    /// Starts `count` nodes named `<name>-n<i>` on `base`, the benchmark server's
+    /// configuration (identities and TLS), each with a store of its own and, when there are
+    /// several, a `cluster` block; then waits until every node is healthy (on a cluster: the
+    /// meta group has a leader and the node is current with it).
     async fn start(
         binary: &Path,
         base: &Path,
         tls_dir: &Path,
         logs: &Path,
+        name: &str,
+        count: usize,
     ) -> anyhow::Result<Self> {
         let base = std::fs::read_to_string(base)
             .with_context(|| format!("reading the NATS configuration {}", base.display()))?;
-        let members: Vec<ClusterNode> = (0..NODES)
+        let members: Vec<ClusterNode> = (0..count)
             .map(|i| ClusterNode {
                 name: format!("n{}", i + 1),
                 route_port: crate::procs::free_port(),
@@ -52,17 +56,14 @@ impl Nodes {
         let mut urls = Vec::new();
         let mut monitors = Vec::new();
         for (i, member) in members.iter().enumerate() {
-            let config = logs.join(format!("bench-cluster-{}.conf", member.name));
-            let text = format!(
-                "{base}\n{}",
-                cluster_block(
-                    "streamshop-bench",
-                    &members,
-                    i,
-                    &password,
-                    &tls_dir.display().to_string()
-                )
-            );
+            let config = logs.join(format!("{name}-{}.conf", member.name));
+            let text = if count == 1 {
+                base.clone()
+            } else {
+                let tls_dir = tls_dir.display().to_string();
+                let block = cluster_block(name, &members, i, &password, &tls_dir);
+                format!("{base}\n{block}")
+            };
             write_private(&config, &text)?;
             let (port, monitor) = (crate::procs::free_port(), crate::procs::free_port());
             let args = [
@@ -73,7 +74,7 @@ impl Nodes {
             ];
             let child = crate::procs::spawn_nats(
                 binary,
-                &format!("bench-cluster-{}", member.name),
+                &format!("{name}-{}", member.name),
                 port,
                 &args,
                 logs,
@@ -129,26 +130,36 @@ pub async fn run(b: &Bench, nats_server: &Path, nats_config: &Path) -> anyhow::R
         .tls_dir
         .clone()
         .context("the cluster figure runs with TLS, as the stack does")?;
-    let mut nodes = Nodes::start(nats_server, nats_config, &tls_dir, &b.logs).await?;
-    let cluster = Transport {
+    // Both sides fresh: the benchmark's own server holds the earlier figures' streams.
+    let start = |name: &'static str, count| {
+        Nodes::start(nats_server, nats_config, &tls_dir, &b.logs, name, count)
+    };
+    let mut single = start("bench-single", 1).await?;
+    let mut cluster = start("bench-cluster", NODES).await?;
+    let on = |nodes: &Nodes, stream_replicas| Transport {
         nats_url: nodes.url.clone(),
-        stream_replicas: NODES,
+        stream_replicas,
         ..b.transport.clone()
     };
+    let (one, three) = (on(&single, 1), on(&cluster, NODES));
     let sides = [
         Setup {
             label: "single",
-            transport: &b.transport,
-            nats_pids: b.nats_pid.into_iter().collect(),
+            transport: &one,
+            nats_pids: single.pids.clone(),
         },
         Setup {
             label: "cluster",
-            transport: &cluster,
-            nats_pids: nodes.pids.clone(),
+            transport: &three,
+            nats_pids: cluster.pids.clone(),
         },
     ];
     let result = compare(b, "cl", &sides).await;
-    for child in &mut nodes.children {
+    for child in single
+        .children
+        .iter_mut()
+        .chain(cluster.children.iter_mut())
+    {
         let _ = child.start_kill();
         let _ = child.wait().await;
     }

@@ -160,6 +160,31 @@ impl Transport {
         env
     }
 
+    /// This transport for one service: a cluster's URLs start at a node of the service's
+    /// own, as `cargo xtask up --cluster` gives them, so the services spread over the nodes.
+    pub fn for_service(&self, service: &str) -> Transport {
+        const SERVICES: [&str; 7] = [
+            "orders",
+            "inventory",
+            "payments",
+            "orchestrator",
+            "projections",
+            "query-api",
+            "gateway",
+        ];
+        let urls: Vec<&str> = self.nats_url.split(',').collect();
+        let first = SERVICES.iter().position(|s| *s == service).unwrap_or(0) % urls.len();
+        Transport {
+            nats_url: urls[first..]
+                .iter()
+                .chain(&urls[..first])
+                .copied()
+                .collect::<Vec<_>>()
+                .join(","),
+            ..self.clone()
+        }
+    }
+
     /// A NATS connection as the administrator (the driver sets up and reads streams), with
     /// the operators' certificate.
     pub async fn nats_admin(&self) -> anyhow::Result<async_nats::Client> {
@@ -336,6 +361,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         seeds: AtomicU64::new(0),
     };
     let wants = |f: &str| args.figures.iter().any(|x| x == f);
+    // A figure's missing argument is found before anything runs, not after the others.
+    if wants("security") && args.nats_server.is_none() {
+        anyhow::bail!("the security figure needs --nats-server");
+    }
+    if wants("cluster") && (args.nats_server.is_none() || args.nats_config.is_none()) {
+        anyhow::bail!("the cluster figure needs --nats-server and --nats-config");
+    }
     let mut machine = Machine::read(args.commit);
     machine.seconds_per_run = args.seconds;
     machine.repeats = b.repeats;

@@ -575,10 +575,11 @@ impl Report {
             line(
                 concat!(
                     "**8. A three-node cluster**: the same work, alternating each round between ",
-                    "the one NATS server (streams R1) and three nodes as `cargo xtask up --cluster` ",
-                    "runs them (mutual-TLS routes, every stream R3, a publish acknowledged once ",
-                    "two nodes hold it), all on this machine's cores: the price of replication, ",
-                    "not a cluster's capacity"
+                    "one fresh NATS server (streams R1) and three fresh nodes as `cargo xtask up ",
+                    "--cluster` runs them (mutual-TLS routes, every stream R3, a publish ",
+                    "acknowledged once two nodes hold it, each service starting at a node of its ",
+                    "own), all on this machine's cores: the price of replication, not a ",
+                    "cluster's capacity"
                 )
                 .into(),
             );
@@ -623,6 +624,12 @@ fn comparison_rows(c: &Comparison, names: [&str; 2]) -> Vec<String> {
             "CPU per saga, all processes, ms",
             &c.first.cpu_ms_per_saga,
             &c.second.cpu_ms_per_saga,
+            None,
+        ),
+        (
+            "of which NATS, ms",
+            &c.first.nats_cpu_ms_per_saga,
+            &c.second.nats_cpu_ms_per_saga,
             None,
         ),
         (

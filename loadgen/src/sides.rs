@@ -28,7 +28,7 @@ const STREAM_EVENTS: u64 = 200_000;
 
 /// One way of running the stack.
 pub struct Setup<'a> {
-    /// A short lowercase word, part of database and namespace names.
+    /// A short word of lowercase letters, part of database and namespace names.
     pub label: &'static str,
     pub transport: &'a Transport,
     /// The NATS servers' processes, whose CPU counts towards a saga's.
@@ -45,6 +45,8 @@ pub struct Side {
     pub sagas_per_second: Spread,
     /// CPU of every process (services, NATS, Postgres) per saga of the burst, in ms.
     pub cpu_ms_per_saga: Spread,
+    /// The NATS servers' part of it.
+    pub nats_cpu_ms_per_saga: Spread,
     /// Events per second read from a stream of 200,000 events by an ordered consumer, as
     /// a rebuild or an export reads.
     pub stream_read_per_second: Spread,
@@ -53,6 +55,8 @@ pub struct Side {
 /// The two sides, and the second's share of the first's throughput.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
+    /// The sides' labels, first and second.
+    pub labels: [&'static str; 2],
     pub first: Side,
     pub second: Side,
     /// Second over first, per round, for each measure.
@@ -80,6 +84,7 @@ struct Runs {
     commands: Vec<f64>,
     sagas: Vec<f64>,
     cpu: Vec<f64>,
+    nats_cpu: Vec<f64>,
     reads: Vec<f64>,
 }
 
@@ -90,12 +95,19 @@ pub async fn compare(
     figure: &str,
     sides: &[Setup<'_>; 2],
 ) -> anyhow::Result<Comparison> {
+    for side in sides {
+        debug_assert!(
+            side.label.bytes().all(|c| c.is_ascii_lowercase()),
+            "{:?} would not fit a database name",
+            side.label
+        );
+    }
     let mut measured: [Runs; 2] = Default::default();
     for round in 0..b.repeats {
         for (runs, side) in measured.iter_mut().zip(sides) {
             let name = format!("{figure}{}{round}", side.label);
             let commands = command_rate(b, side, &name).await?;
-            let (sagas, cpu) = saga_burst(b, side, &name).await?;
+            let (sagas, cpu, nats_cpu) = saga_burst(b, side, &name).await?;
             let reads = stream_read(side, &name).await?;
             println!(
                 "  {:<7} round {}: {commands:.0} orders/s, {sagas:.0} sagas/s, \
@@ -106,6 +118,7 @@ pub async fn compare(
             runs.commands.push(commands);
             runs.sagas.push(sagas);
             runs.cpu.push(cpu);
+            runs.nats_cpu.push(nats_cpu);
             runs.reads.push(reads);
         }
     }
@@ -113,6 +126,7 @@ pub async fn compare(
         commands_per_second: Spread::of(&runs.commands),
         sagas_per_second: Spread::of(&runs.sagas),
         cpu_ms_per_saga: Spread::of(&runs.cpu),
+        nats_cpu_ms_per_saga: Spread::of(&runs.nats_cpu),
         stream_read_per_second: Spread::of(&runs.reads),
     };
     let shares = |second: &[f64], first: &[f64]| {
@@ -125,6 +139,7 @@ pub async fn compare(
     };
     let [first, second] = &measured;
     Ok(Comparison {
+        labels: [sides[0].label, sides[1].label],
         first: side(first),
         second: side(second),
         commands_share: shares(&second.commands, &first.commands),
@@ -140,7 +155,13 @@ async fn command_rate(b: &Bench, side: &Setup<'_>, name: &str) -> anyhow::Result
     let db = b.cluster.fresh(&format!("bench_{name}_cmd")).await?;
     let namespace = format!("bench{name}c");
     let orders = b
-        .service_on(side.transport, "orders", &db, &namespace, &[])
+        .service_on(
+            &side.transport.for_service("orders"),
+            "orders",
+            &db,
+            &namespace,
+            &[],
+        )
         .await?;
     let url = format!("{}/orders", orders.base_url);
     let client = http_client(CLIENTS);
@@ -162,12 +183,13 @@ async fn command_rate(b: &Bench, side: &Setup<'_>, name: &str) -> anyhow::Result
     );
     let run = place(b.duration).await;
     orders.stop().await;
+    drop_streams(side, &namespace).await?;
     Ok(run.rate())
 }
 
 /// A burst of [`BURST`] orders on a fresh saga stack (the command services and the
 /// orchestrator): sagas confirmed per second, and the CPU per saga of every process.
-async fn saga_burst(b: &Bench, side: &Setup<'_>, name: &str) -> anyhow::Result<(f64, f64)> {
+async fn saga_burst(b: &Bench, side: &Setup<'_>, name: &str) -> anyhow::Result<(f64, f64, f64)> {
     let label = side.label;
     let namespace = format!("bench{name}s");
     let mut procs: Vec<Proc> = Vec::new();
@@ -178,8 +200,14 @@ async fn saga_burst(b: &Bench, side: &Setup<'_>, name: &str) -> anyhow::Result<(
             orders_db = db.clone();
         }
         procs.push(
-            b.service_on(side.transport, service, &db, &namespace, &[])
-                .await?,
+            b.service_on(
+                &side.transport.for_service(service),
+                service,
+                &db,
+                &namespace,
+                &[],
+            )
+            .await?,
         );
     }
     let url_of = |name: &str| crate::procs::url_of(&procs, name);
@@ -244,12 +272,33 @@ async fn saga_burst(b: &Bench, side: &Setup<'_>, name: &str) -> anyhow::Result<(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu: f64 = monitor.finish().await.iter().map(|c| c.cpu_seconds).sum();
+    let costs = monitor.finish().await;
+    let cpu: f64 = costs.iter().map(|c| c.cpu_seconds).sum();
+    let nats_cpu: f64 = costs
+        .iter()
+        .filter(|c| c.name == "nats-server")
+        .map(|c| c.cpu_seconds)
+        .sum();
     events.close().await;
     for p in procs {
         p.stop().await;
     }
-    Ok((BURST as f64 / elapsed, cpu * 1000.0 / BURST as f64))
+    drop_streams(side, &namespace).await?;
+    let per_saga = |seconds: f64| seconds * 1000.0 / BURST as f64;
+    Ok((BURST as f64 / elapsed, per_saga(cpu), per_saga(nats_cpu)))
+}
+
+/// Deletes `namespace`'s streams once a measure is done with them, so they (and on a
+/// cluster their replication groups) do not stay on through the runs that follow.
+async fn drop_streams(side: &Setup<'_>, namespace: &str) -> anyhow::Result<()> {
+    use messaging::{BoundedContext, Namespace};
+    let js = async_nats::jetstream::new(side.transport.nats_admin().await?);
+    let namespace = Namespace::new(namespace).map_err(anyhow::Error::msg)?;
+    for context in BoundedContext::ALL {
+        // A context whose service never ran has no stream: nothing to delete.
+        let _ = js.delete_stream(namespace.stream(context)).await;
+    }
+    Ok(())
 }
 
 /// Publishes [`STREAM_EVENTS`] events of an order's size to a fresh stream (with the side's

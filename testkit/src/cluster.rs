@@ -124,7 +124,7 @@ impl NatsCluster {
 
     /// SIGKILL node `i`: nothing flushed, no client or peer told.
     pub async fn kill9(&mut self, i: usize) {
-        kill9_nats(self.nodes[i].child.take()).await;
+        kill9_nats(self.nodes[i].child.take().expect("the node is running")).await;
     }
 
     /// Starts node `i` again on its ports and store, and waits until it is healthy: caught up
@@ -154,32 +154,30 @@ impl NatsCluster {
         .expect("TLS protocol versions")
         .with_root_certificates(tls.roots().expect("the local CA"))
         .with_no_client_auth();
+        // A node that would answer does so at once: two seconds of silence is a refusal. The
+        // handshake that must succeed gets the server's own TLS timeout.
+        let (silence, answer) = (Duration::from_secs(2), Duration::from_secs(5));
         for node in self.nodes.iter().filter(|n| n.child.is_some()) {
-            let said = first_line(Some(self.route(node).await)).await;
+            let port = node.route_port;
+            let said = route_says(port, None, silence).await;
             assert!(
                 !said.starts_with("INFO"),
                 "{} answered a plain-text route: {said:?}",
                 node.name
             );
-            let said = first_line(route_tls(self.route(node).await, &without_cert).await).await;
+            let said = route_says(port, Some(&without_cert), silence).await;
             assert!(
                 !said.starts_with("INFO"),
                 "{} let a route without a certificate in: {said:?}",
                 node.name
             );
-            let said = first_line(route_tls(self.route(node).await, &with_cert).await).await;
+            let said = route_says(port, Some(&with_cert), answer).await;
             assert!(
                 said.starts_with("INFO "),
                 "{} sent no INFO to a route with the nodes' certificate: {said:?}",
                 node.name
             );
         }
-    }
-
-    async fn route(&self, node: &Node) -> tokio::net::TcpStream {
-        tokio::net::TcpStream::connect(("127.0.0.1", node.route_port))
-            .await
-            .unwrap_or_else(|e| panic!("{}'s route port: {e}", node.name))
     }
 
     /// What node `i` reports of its streams (`/jsz` with every account's stream details,
@@ -291,32 +289,33 @@ impl Drop for NatsCluster {
     }
 }
 
-/// A route connection over TLS with `config`, or `None` when the handshake fails.
-async fn route_tls(
-    tcp: tokio::net::TcpStream,
-    config: &rustls::ClientConfig,
-) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("an IP address");
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config.clone()))
-        .connect(name, tcp)
-        .await
-        .ok()
-}
-
-/// The first line a connection receives within 2 s; empty when it receives none, is closed,
-/// or is `None` (its handshake failed).
-async fn first_line<S>(stream: Option<S>) -> String
-where
-    S: tokio::io::AsyncRead + Unpin,
-{
-    use tokio::io::AsyncBufReadExt;
-    let Some(stream) = stream else {
-        return String::new();
-    };
-    let mut reader = tokio::io::BufReader::new(stream);
-    let mut line = String::new();
-    match tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut line)).await {
-        Ok(Ok(_)) => line,
-        _ => String::new(),
+/// The first line a route connection to `port` receives within `wait`, the connection and
+/// the TLS handshake (with `tls`; none in plain text) included; empty when it receives none,
+/// the handshake fails or the connection is closed.
+async fn route_says(port: u16, tls: Option<&rustls::ClientConfig>, wait: Duration) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+    async fn first_line(stream: impl AsyncRead + Unpin) -> String {
+        let mut line = String::new();
+        match BufReader::new(stream).read_line(&mut line).await {
+            Ok(_) => line,
+            Err(_) => String::new(),
+        }
     }
+    let said = async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap_or_else(|e| panic!("route port {port}: {e}"));
+        let Some(config) = tls else {
+            return first_line(tcp).await;
+        };
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("an IP address");
+        match tokio_rustls::TlsConnector::from(std::sync::Arc::new(config.clone()))
+            .connect(name, tcp)
+            .await
+        {
+            Ok(stream) => first_line(stream).await,
+            Err(_) => String::new(),
+        }
+    };
+    tokio::time::timeout(wait, said).await.unwrap_or_default()
 }

@@ -67,8 +67,7 @@ pub(crate) fn spawn_nats(place: &NatsPlace<'_>) -> Child {
 }
 
 /// SIGKILLs a nats-server and reaps it: nothing flushed, no client or peer told.
-pub(crate) async fn kill9_nats(child: Option<Child>) {
-    let mut child = child.expect("nats-server is running");
+pub(crate) async fn kill9_nats(mut child: Child) {
     let pid = Pid::from_raw(child.id().expect("a pid") as i32);
     kill(pid, Signal::SIGKILL).expect("SIGKILL nats-server");
     let _ = child.wait().await;
@@ -123,7 +122,7 @@ impl PrivateNats {
 
     /// SIGKILL: nothing flushed, no client told.
     pub async fn kill9(&mut self) {
-        kill9_nats(self.child.take()).await;
+        kill9_nats(self.child.take().expect("nats-server is running")).await;
     }
 
     /// Starts it again on the same ports, with the store it had.
