@@ -444,3 +444,45 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Transport;
+
+    fn transport(url: &str) -> Transport {
+        Transport {
+            nats_url: url.to_owned(),
+            nats_credentials: None,
+            tls_dir: None,
+            stream_replicas: 3,
+        }
+    }
+
+    #[test]
+    fn each_service_starts_at_a_node_of_its_own() {
+        let cluster = transport("nats://a:1,nats://b:2,nats://c:3");
+        assert_eq!(
+            cluster.for_service("orders").nats_url,
+            "nats://a:1,nats://b:2,nats://c:3"
+        );
+        assert_eq!(
+            cluster.for_service("inventory").nats_url,
+            "nats://b:2,nats://c:3,nats://a:1"
+        );
+        assert_eq!(
+            cluster.for_service("payments").nats_url,
+            "nats://c:3,nats://a:1,nats://b:2"
+        );
+        assert_eq!(
+            cluster.for_service("orchestrator").nats_url,
+            "nats://a:1,nats://b:2,nats://c:3"
+        );
+        assert_eq!(cluster.for_service("orders").stream_replicas, 3);
+    }
+
+    #[test]
+    fn one_server_is_left_as_it_is() {
+        let single = transport("nats://a:1");
+        assert_eq!(single.for_service("payments").nats_url, "nats://a:1");
+    }
+}
