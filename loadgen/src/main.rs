@@ -163,17 +163,12 @@ impl Transport {
     /// This transport for one service: a cluster's URLs start at a node of the service's
     /// own, as `cargo xtask up --cluster` gives them, so the services spread over the nodes.
     pub fn for_service(&self, service: &str) -> Transport {
-        const SERVICES: [&str; 7] = [
-            "orders",
-            "inventory",
-            "payments",
-            "orchestrator",
-            "projections",
-            "query-api",
-            "gateway",
-        ];
         let urls: Vec<&str> = self.nats_url.split(',').collect();
-        let first = SERVICES.iter().position(|s| *s == service).unwrap_or(0) % urls.len();
+        let first = testkit::fleet::SERVICES
+            .iter()
+            .position(|s| *s == service)
+            .unwrap_or(0)
+            % urls.len();
         Transport {
             nats_url: urls[first..]
                 .iter()
