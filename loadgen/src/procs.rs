@@ -32,24 +32,11 @@ pub fn url_of(procs: &[Proc], name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A free port on loopback, as the OS hands it out, never the same one twice in this process.
+/// A free port on loopback, never the same one twice in this process: a cluster's route ports
+/// are named in every node's configuration before any node binds them. Taken from below the
+/// ephemeral range, as the tests' are, so no outgoing connection holds one meanwhile.
 pub fn free_port() -> u16 {
-    // A port handed out but not yet bound (a cluster's route ports are named in every node's
-    // configuration before any node starts) must not be handed out again.
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
+    testkit::free_port_outside_ephemeral_range()
 }
 
 /// Starts `nats-server -js` on loopback at `port`, with `args` besides (a configuration, a
