@@ -424,48 +424,46 @@ impl Driver {
         self.timers.cancel(&order_id);
     }
 
-    /// Sagas not yet completed nor parked for attention (a resumed one is open again).
+    /// Sagas not yet completed nor parked for attention (a resumed one is open again): the
+    /// `open_sagas` table that the event store's trigger keeps, so the list costs what is in
+    /// flight, not the whole history.
     pub async fn open_sagas(&self) -> Result<Vec<Uuid>, sqlx::Error> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT aggregate_id FROM events WHERE aggregate_type = 'OrderSaga' \
-             GROUP BY aggregate_id \
-             HAVING coalesce((array_agg(event_type ORDER BY sequence DESC) FILTER \
-               (WHERE event_type IN ('SagaCompleted', 'SagaNeedsAttention', 'SagaResumed')))[1], \
-               'SagaResumed') = 'SagaResumed'",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT aggregate_id FROM open_sagas WHERE NOT parked")
+                .fetch_all(&self.pool)
+                .await?;
         Ok(ids.iter().filter_map(|s| Uuid::parse_str(s).ok()).collect())
     }
 
     /// Every saga parked for attention, with the step and reason it stopped on, oldest first.
     pub async fn parked_sagas(&self) -> Result<Vec<Parked>, sqlx::Error> {
-        let rows: Vec<(String, String, serde_json::Value)> = sqlx::query_as(
-            "SELECT aggregate_id, event_type, payload FROM ( \
-               SELECT DISTINCT ON (aggregate_id) aggregate_id, event_type, payload, sequence \
-               FROM events WHERE aggregate_type = 'OrderSaga' \
-                 AND event_type IN ('SagaCompleted', 'SagaNeedsAttention', 'SagaResumed') \
-               ORDER BY aggregate_id, sequence DESC) last \
-             WHERE event_type = 'SagaNeedsAttention'",
+        // Each parked saga's last SagaNeedsAttention, found by its key.
+        let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
+            "SELECT o.aggregate_id, e.payload FROM open_sagas o \
+             CROSS JOIN LATERAL (SELECT payload FROM events \
+               WHERE aggregate_type = 'OrderSaga' AND aggregate_id = o.aggregate_id \
+                 AND event_type = 'SagaNeedsAttention' \
+               ORDER BY sequence DESC LIMIT 1) e \
+             WHERE o.parked",
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut parked: Vec<Parked> =
-            rows.into_iter()
-                .filter_map(|(id, _, payload)| {
-                    match serde_json::from_value::<domain::saga::SagaEvent>(payload).ok()? {
-                        domain::saga::SagaEvent::SagaNeedsAttention { step, reason, at } => {
-                            Some(Parked {
-                                order_id: Uuid::parse_str(&id).ok()?,
-                                step: step.to_string(),
-                                reason,
-                                at,
-                            })
-                        }
-                        _ => None,
+        let mut parked: Vec<Parked> = rows
+            .into_iter()
+            .filter_map(|(id, payload)| {
+                match serde_json::from_value::<domain::saga::SagaEvent>(payload).ok()? {
+                    domain::saga::SagaEvent::SagaNeedsAttention { step, reason, at } => {
+                        Some(Parked {
+                            order_id: Uuid::parse_str(&id).ok()?,
+                            step: step.to_string(),
+                            reason,
+                            at,
+                        })
                     }
-                })
-                .collect();
+                    _ => None,
+                }
+            })
+            .collect();
         parked.sort_by_key(|p| p.at);
         Ok(parked)
     }
