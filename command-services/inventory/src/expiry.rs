@@ -22,66 +22,137 @@ use crate::InventorySpec;
 /// Open reservations looked at per statement.
 const BATCH: i64 = 500;
 
-/// Reservations made before the cut-off (`recorded_at` older than the TTL) and after
-/// `since`, that no release or commit has settled, oldest first.
+/// How far before the last cut-off the next sweeps look again. A reservation's `recorded_at` is
+/// its transaction's start, so one that committed just after a sweep may be older than the
+/// cut-off that sweep used; no transaction of the service lasts anywhere near this long (its
+/// statements are cut off after seconds).
+pub const OVERLAP: Duration = Duration::from_secs(300);
+
+/// Reservations made before the cut-off (`$4`) and after the cursor (`$1`–`$3`: time, SKU,
+/// sequence), that no release or commit has settled, in cursor order. Events committed
+/// together share their `recorded_at`, so the cursor carries the key as well as the time:
+/// a batch that ends among them resumes at the next, never past it.
 const OPEN_AND_OLD: &str = "\
-    SELECT r.aggregate_id, r.payload -> 'StockReserved' ->> 'order_id', r.recorded_at \
+    SELECT r.aggregate_id, r.sequence, r.payload -> 'StockReserved' ->> 'order_id', r.recorded_at \
     FROM events r \
-    WHERE r.event_type = 'StockReserved' AND r.recorded_at > $1 \
-      AND r.recorded_at < now() - make_interval(secs => $2) \
+    WHERE r.event_type = 'StockReserved' \
+      AND (r.recorded_at, r.aggregate_id, r.sequence) > ($1, $2, $3) \
+      AND r.recorded_at < $4 \
       AND NOT EXISTS (SELECT 1 FROM events s \
           WHERE s.aggregate_type = r.aggregate_type AND s.aggregate_id = r.aggregate_id \
             AND s.event_type IN ('ReservationReleased', 'ReservationCommitted') \
             AND s.payload -> s.event_type ->> 'order_id' = r.payload -> 'StockReserved' ->> 'order_id') \
-    ORDER BY r.recorded_at LIMIT $3";
+    ORDER BY r.recorded_at, r.aggregate_id, r.sequence LIMIT $5";
 
-/// The sweeper: every `every`, releases what has been open longer than `ttl`.
-pub fn sweeper(
+/// Where the sweeps have got to: every reservation before it has been looked at.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Cursor {
+    at: DateTime<Utc>,
+    sku: String,
+    sequence: i64,
+}
+
+impl Cursor {
+    fn at(at: DateTime<Utc>) -> Self {
+        Self {
+            at,
+            sku: String::new(),
+            sequence: -1,
+        }
+    }
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Open, old reservations found.
+    pub found: usize,
+    /// Of those, released now.
+    pub released: usize,
+    /// Whether everything before the cut-off has been looked at (otherwise sweep again now).
+    pub caught_up: bool,
+}
+
+/// Finds open reservations past their time to live and releases them, a batch per
+/// [`Sweeper::sweep`]. It starts at the beginning of history (a restart looks at all of it
+/// once, which the anti-join keeps to what is still open); once caught up, each sweep looks
+/// only at what was reserved since the last cut-off, so its cost follows the recent
+/// reservations, not every one ever made.
+pub struct Sweeper {
     dispatcher: Arc<Dispatcher<InventorySpec>>,
     pool: PgPool,
     ttl: Duration,
-    every: Duration,
-) -> Task {
-    task(move |shutdown: CancellationToken| async move {
-        // Everything before this was looked at (in this process); a restart looks at all
-        // history once, which the anti-join keeps to what is still open.
-        let mut since = DateTime::<Utc>::UNIX_EPOCH;
-        loop {
-            match sweep(&dispatcher, &pool, ttl, since).await {
-                Ok((seen, last)) => {
-                    since = last.unwrap_or(since);
-                    if seen as i64 == BATCH {
-                        continue;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %runtime::problem::ErrorChain(&e), "expiring reservations failed; trying again later")
-                }
-            }
-            if !runtime::retry::sleep_unless_cancelled(every, &shutdown).await {
-                return Ok(());
-            }
-        }
-    })
+    batch: i64,
+    cursor: Cursor,
 }
 
-/// One batch: releases each open, old reservation; returns how many it saw and the time of
-/// the last.
-async fn sweep(
-    dispatcher: &Dispatcher<InventorySpec>,
-    pool: &PgPool,
-    ttl: Duration,
-    since: DateTime<Utc>,
-) -> Result<(usize, Option<DateTime<Utc>>), sqlx::Error> {
-    let open: Vec<(String, Option<String>, DateTime<Utc>)> = sqlx::query_as(OPEN_AND_OLD)
-        .bind(since)
-        .bind(ttl.as_secs_f64())
-        .bind(BATCH)
-        .fetch_all(pool)
-        .await?;
-    for (sku, order_id, _) in &open {
-        let Some(order_id) = order_id else { continue };
-        let reply = dispatcher
+impl Sweeper {
+    pub fn new(dispatcher: Arc<Dispatcher<InventorySpec>>, pool: PgPool, ttl: Duration) -> Self {
+        Self {
+            dispatcher,
+            pool,
+            ttl,
+            batch: BATCH,
+            cursor: Cursor::at(DateTime::<Utc>::UNIX_EPOCH),
+        }
+    }
+
+    /// At most `batch` reservations per sweep (tests use small batches).
+    pub fn batch(mut self, batch: i64) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// Every reservation made before this has been looked at.
+    pub fn swept_until(&self) -> DateTime<Utc> {
+        self.cursor.at
+    }
+
+    /// One batch: releases each open reservation made before the cut-off (the database's
+    /// clock minus the time to live) and after the cursor, and moves the cursor past them.
+    pub async fn sweep(&mut self) -> Result<Swept, sqlx::Error> {
+        let cut_off: DateTime<Utc> = sqlx::query_scalar("SELECT now() - make_interval(secs => $1)")
+            .bind(self.ttl.as_secs_f64())
+            .fetch_one(&self.pool)
+            .await?;
+        let open: Vec<(String, i64, Option<String>, DateTime<Utc>)> = sqlx::query_as(OPEN_AND_OLD)
+            .bind(self.cursor.at)
+            .bind(&self.cursor.sku)
+            .bind(self.cursor.sequence)
+            .bind(cut_off)
+            .bind(self.batch)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut released = 0;
+        for (sku, _, order_id, _) in &open {
+            let Some(order_id) = order_id else { continue };
+            released += usize::from(self.release(sku, order_id).await);
+        }
+        if let Some((sku, sequence, _, at)) = open.last() {
+            self.cursor = Cursor {
+                at: *at,
+                sku: sku.clone(),
+                sequence: *sequence,
+            };
+        }
+        let caught_up = (open.len() as i64) < self.batch;
+        if caught_up {
+            // Everything before the cut-off was looked at; keep a margin for transactions
+            // that had not committed yet.
+            let until = cut_off - chrono::Duration::from_std(OVERLAP).unwrap_or_default();
+            self.cursor = self.cursor.clone().max(Cursor::at(until));
+        }
+        Ok(Swept {
+            found: open.len(),
+            released,
+            caught_up,
+        })
+    }
+
+    /// Releases one reservation through the same command the saga would send.
+    async fn release(&self, sku: &str, order_id: &str) -> bool {
+        let reply = self
+            .dispatcher
             .dispatch(Request {
                 name: ReleaseStock::NAME.to_owned(),
                 body: serde_json::json!({"sku": sku, "order_id": order_id}),
@@ -93,13 +164,38 @@ async fn sweep(
             Reply::Accepted { .. } => {
                 metrics::counter!("reservations_expired_total").increment(1);
                 tracing::info!(%sku, %order_id, "an old reservation expired; its stock is back");
+                true
             }
             Reply::Rejected {
                 reason, message, ..
             } => {
-                tracing::warn!(%sku, %order_id, reason, message, "an old reservation could not be released")
+                tracing::warn!(%sku, %order_id, reason, message, "an old reservation could not be released");
+                false
             }
         }
     }
-    Ok((open.len(), open.last().map(|(_, _, at)| *at)))
+}
+
+/// The sweeper's task: sweeps until caught up, then again every `every`.
+pub fn sweeper(
+    dispatcher: Arc<Dispatcher<InventorySpec>>,
+    pool: PgPool,
+    ttl: Duration,
+    every: Duration,
+) -> Task {
+    task(move |shutdown: CancellationToken| async move {
+        let mut sweeper = Sweeper::new(dispatcher, pool, ttl);
+        loop {
+            match sweeper.sweep().await {
+                Ok(swept) if !swept.caught_up => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %runtime::problem::ErrorChain(&e), "expiring reservations failed; trying again later")
+                }
+            }
+            if !runtime::retry::sleep_unless_cancelled(every, &shutdown).await {
+                return Ok(());
+            }
+        }
+    })
 }

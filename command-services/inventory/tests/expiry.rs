@@ -1,10 +1,18 @@
 //! An open reservation does not hold stock forever: past its time to live the service releases
-//! it; a committed one stays committed.
+//! it; a committed one stays committed. The sweeps resume exactly where the last batch ended,
+//! and once caught up look only at recent reservations.
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use chrono::Utc;
+use command_kit::dispatch::{Dispatcher, Request};
+use command_kit::spec::CommandSpec;
 use contracts::inventory::{CommitStock, CreateProduct, ReserveStock};
+use contracts::{Command, Reply};
 use domain::product::{Product, ReservationState};
+use inventory::expiry::{Sweeper, Swept, OVERLAP};
 use testkit::fixtures::{eur, sku};
 use testkit::world::{post_command, World};
 use uuid::Uuid;
@@ -69,4 +77,89 @@ async fn an_open_reservation_past_its_time_is_released_and_a_committed_one_is_ke
         "a committed reservation never expires"
     );
     stop.cancel();
+}
+
+/// Sends `command` straight to the dispatcher, as the HTTP and NATS entries do.
+async fn dispatch<C: Command>(dispatcher: &Dispatcher<inventory::InventorySpec>, command: &C) {
+    let reply = dispatcher
+        .dispatch(Request {
+            name: C::NAME.to_owned(),
+            body: serde_json::to_value(command).unwrap(),
+            idempotency_key: None,
+            traceparent: None,
+        })
+        .await;
+    assert!(matches!(reply, Reply::Accepted { .. }), "{reply:?}");
+}
+
+#[tokio::test]
+async fn a_batch_ending_among_reservations_committed_together_resumes_at_the_next() {
+    let world = World::new("expiry_batches").await;
+    let pool = sqlx::PgPool::connect(&world.db_url).await.unwrap();
+    let bus = event_store::CommandBus::new(pool.clone(), (), Arc::new(tokio::sync::Notify::new()))
+        .with_upcasters(inventory::InventorySpec::upcasters());
+    let dispatcher = Arc::new(Dispatcher::new(inventory::InventorySpec::default(), bus));
+    let create = CreateProduct {
+        sku: sku("EXP-2"),
+        name: "Jug".into(),
+        unit_price: 900,
+        currency: eur(),
+        initial_stock: 10,
+    };
+    dispatch(&dispatcher, &create).await;
+    let orders: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+    for order_id in &orders {
+        let reserve = ReserveStock {
+            sku: sku("EXP-2"),
+            order_id: *order_id,
+            quantity: 1,
+        };
+        dispatch(&dispatcher, &reserve).await;
+    }
+    // All five made an hour ago in one transaction: one `recorded_at` for them all.
+    sqlx::query(
+        "UPDATE events SET recorded_at = date_trunc('second', now()) - interval '1 hour' \
+         WHERE event_type = 'StockReserved'",
+    )
+    .execute(&world.pool)
+    .await
+    .unwrap();
+
+    let mut sweeper = Sweeper::new(dispatcher, pool, Duration::from_secs(60)).batch(2);
+    let mut sweeps = Vec::new();
+    loop {
+        let swept = sweeper.sweep().await.unwrap();
+        sweeps.push(swept);
+        if swept.caught_up {
+            break;
+        }
+    }
+    let batch = |found, caught_up| Swept {
+        found,
+        released: found,
+        caught_up,
+    };
+    assert_eq!(
+        sweeps,
+        [batch(2, false), batch(2, false), batch(1, true)],
+        "two full batches, then the last reservation of the same instant"
+    );
+    let product: Product = world.aggregate("EXP-2").await;
+    for order_id in &orders {
+        assert_eq!(
+            product.reservations[order_id].state,
+            ReservationState::Released
+        );
+    }
+    assert_eq!(product.available(), 10);
+
+    // Caught up, the next sweeps start near the cut-off, not at the beginning of history.
+    let until = sweeper.swept_until();
+    let cut_off = Utc::now() - chrono::Duration::seconds(60);
+    let margin = chrono::Duration::from_std(OVERLAP).unwrap() + chrono::Duration::seconds(30);
+    assert!(
+        until > cut_off - margin && until <= cut_off,
+        "swept until {until}, the cut-off was about {cut_off}"
+    );
+    assert_eq!(sweeper.sweep().await.unwrap(), batch(0, true));
 }
