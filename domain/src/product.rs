@@ -1,7 +1,8 @@
 //! The Product aggregate: one per SKU. Catalog data (name, unit price) and stock (on hand,
-//! reservations per order). Reserve, release and commit are idempotent per order id.
+//! reservations per order). Reserve, release and commit are idempotent per order id, for every
+//! live reservation and the last [`SETTLED_KEPT`] settled ones.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -163,6 +164,14 @@ pub struct Reservation {
     pub state: ReservationState,
 }
 
+/// How many settled (released or committed) reservations a product remembers. A command about
+/// an older one is answered as for an order the product never saw: the state, and every
+/// snapshot of it, stays bounded (about 1.3 MB of JSON) however long the product sells, where
+/// it used to grow by 126 bytes per order for ever. Repeats of the saga's own commands are
+/// answered by their command ids (kept a week) before the state is asked, and a live
+/// reservation is never forgotten.
+pub const SETTLED_KEPT: usize = 10_000;
+
 /// The Product aggregate's state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Product {
@@ -172,7 +181,12 @@ pub struct Product {
     pub on_hand: u64,
     /// Units held by live (`Reserved`) reservations.
     pub reserved: u64,
+    /// Every live reservation, and the settled ones in `settled`.
     pub reservations: BTreeMap<Uuid, Reservation>,
+    /// The order ids of the settled reservations still remembered, oldest first; the oldest
+    /// goes past [`SETTLED_KEPT`]. Snapshots from before this field do not decode, so those
+    /// products are folded from their events once, which applies the bound.
+    pub settled: VecDeque<Uuid>,
 }
 
 fn check_quantity(quantity: u32) -> Result<(), ProductError> {
@@ -195,6 +209,19 @@ impl Product {
     /// Units that can still be reserved.
     pub fn available(&self) -> u64 {
         self.on_hand - self.reserved
+    }
+
+    /// Marks a reservation settled and forgets the oldest settled one past [`SETTLED_KEPT`].
+    fn settle(&mut self, order_id: Uuid, state: ReservationState) {
+        if let Some(r) = self.reservations.get_mut(&order_id) {
+            r.state = state;
+            self.settled.push_back(order_id);
+        }
+        while self.settled.len() > SETTLED_KEPT {
+            if let Some(oldest) = self.settled.pop_front() {
+                self.reservations.remove(&oldest);
+            }
+        }
     }
 
     fn existing(&self) -> Result<(&Sku, Money), ProductError> {
@@ -364,9 +391,7 @@ impl Aggregate for Product {
                 order_id, quantity, ..
             } => {
                 self.reserved -= u64::from(quantity);
-                if let Some(r) = self.reservations.get_mut(&order_id) {
-                    r.state = ReservationState::Released;
-                }
+                self.settle(order_id, ReservationState::Released);
             }
             ProductEvent::ReservationCommitted {
                 order_id,
@@ -376,9 +401,7 @@ impl Aggregate for Product {
             } => {
                 self.reserved -= u64::from(quantity);
                 self.on_hand = on_hand;
-                if let Some(r) = self.reservations.get_mut(&order_id) {
-                    r.state = ReservationState::Committed;
-                }
+                self.settle(order_id, ReservationState::Committed);
             }
         }
     }
@@ -662,6 +685,85 @@ mod tests {
             ProductError::NoReservation(order(1)),
         )
         .await;
+    }
+
+    /// Order 1 reserved and committed, order 2 reserved and left open, then `SETTLED_KEPT`
+    /// more orders (from 3) reserved and committed, one unit each, out of 20,100 in stock.
+    fn long_history() -> Vec<ProductEvent> {
+        let mut on_hand = 20_100;
+        let mut history = vec![created(20_100), reserved(order(2), 1, 20_099)];
+        for n in std::iter::once(1).chain(3..3 + SETTLED_KEPT as u128) {
+            on_hand -= 1;
+            history.push(reserved(order(n), 1, on_hand - 1));
+            history.push(ProductEvent::ReservationCommitted {
+                sku: sku(),
+                order_id: order(n),
+                quantity: 1,
+                on_hand,
+            });
+        }
+        history
+    }
+
+    #[tokio::test]
+    async fn the_oldest_settled_reservation_is_forgotten_past_the_bound_and_a_live_one_never() {
+        // Order 1 is the settled reservation one too many: a commit of it is answered as for
+        // an order never seen, where a remembered one's is a repeat.
+        refuse(
+            long_history(),
+            ProductCommand::Commit { order_id: order(1) },
+            ProductError::NoReservation(order(1)),
+        )
+        .await;
+        expect(
+            long_history(),
+            ProductCommand::Commit { order_id: order(3) },
+            vec![],
+        )
+        .await;
+        // The live reservation, older than every settled one, is still there to release.
+        expect(
+            long_history(),
+            ProductCommand::Release { order_id: order(2) },
+            vec![ProductEvent::ReservationReleased {
+                sku: sku(),
+                order_id: order(2),
+                quantity: 1,
+                // 20,100 less the SETTLED_KEPT + 1 units committed.
+                available: 20_100 - SETTLED_KEPT as u64 - 1,
+            }],
+        )
+        .await;
+
+        let mut p = Product::default();
+        for e in long_history() {
+            p.apply(e);
+        }
+        assert_eq!(p.settled.len(), SETTLED_KEPT);
+        assert_eq!(
+            p.reservations.len(),
+            SETTLED_KEPT + 1,
+            "the settled ones and order 2"
+        );
+        assert_eq!(
+            (p.reserved, p.available()),
+            (1, 20_100 - SETTLED_KEPT as u64 - 2)
+        );
+    }
+
+    #[test]
+    fn a_snapshot_from_before_the_bound_does_not_decode_so_the_product_is_folded_again() {
+        let mut p = Product::default();
+        for e in [created(10), reserved(order(1), 4, 6), committed(4, 6)] {
+            p.apply(e);
+        }
+        let mut old = serde_json::to_value(&p).unwrap();
+        old.as_object_mut().unwrap().remove("settled");
+        assert!(serde_json::from_value::<Product>(old).is_err());
+        assert_eq!(
+            serde_json::from_value::<Product>(serde_json::to_value(&p).unwrap()).unwrap(),
+            p
+        );
     }
 
     #[test]
