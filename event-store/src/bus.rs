@@ -254,28 +254,58 @@ where
         let (mut state, from) = from_snapshot.unwrap_or_default();
         let read = rows.len();
         let mut version = from;
-        for (sequence, event_type, event_version, payload, metadata) in rows {
-            let mut event = SerializedEvent {
-                aggregate_id: aggregate_id.to_owned(),
-                sequence: sequence as usize,
-                aggregate_type: A::TYPE.to_owned(),
-                event_type: event_type.unwrap_or_default(),
-                event_version: event_version.unwrap_or_default(),
-                payload,
-                metadata: metadata.unwrap_or_default(),
-            };
-            for upcaster in &self.upcasters {
-                if upcaster.can_upcast(&event.event_type, &event.event_version) {
-                    event = upcaster.upcast(event);
-                }
-            }
-            let event: A::Event = serde_json::from_value(event.payload)
-                .map_err(|e| BusError::Internal(Box::new(e)))?;
+        for row in rows {
+            let (sequence, event) = self.decode(aggregate_id, row)?;
             state.apply(event);
-            version = sequence as u64;
+            version = sequence;
         }
         metrics::histogram!("aggregate_load_events", "aggregate" => A::TYPE).record(read as f64);
         Ok((state, version, read))
+    }
+
+    /// A stored row as the current version of its event, with its sequence.
+    fn decode(&self, aggregate_id: &str, row: LoadRow) -> Result<(u64, A::Event), BusError> {
+        let (sequence, event_type, event_version, payload, metadata) = row;
+        let mut event = SerializedEvent {
+            aggregate_id: aggregate_id.to_owned(),
+            sequence: sequence as usize,
+            aggregate_type: A::TYPE.to_owned(),
+            event_type: event_type.unwrap_or_default(),
+            event_version: event_version.unwrap_or_default(),
+            payload,
+            metadata: metadata.unwrap_or_default(),
+        };
+        for upcaster in &self.upcasters {
+            if upcaster.can_upcast(&event.event_type, &event.event_version) {
+                event = upcaster.upcast(event);
+            }
+        }
+        let event =
+            serde_json::from_value(event.payload).map_err(|e| BusError::Internal(Box::new(e)))?;
+        Ok((sequence as u64, event))
+    }
+
+    /// The aggregate's events from sequence `first` to `last`, upcast, in order.
+    async fn events_between(
+        &self,
+        aggregate_id: &str,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<A::Event>, BusError> {
+        let rows: Vec<LoadRow> = sqlx::query_as(
+            "SELECT sequence, event_type, event_version, payload, metadata FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence BETWEEN $3 AND $4 \
+             ORDER BY sequence",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .bind(first as i64)
+        .bind(last as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| Ok(self.decode(aggregate_id, row)?.1))
+            .collect()
     }
 
     /// The stored rows of the aggregate's events after `sequence`, in order.
@@ -607,20 +637,16 @@ where
         }
         let aggregate_id = recorded.aggregate_id.unwrap_or_default();
         let (first, last) = (
-            recorded.first_sequence.unwrap_or(0) as usize,
-            recorded.last_sequence.unwrap_or(0) as usize,
+            recorded.first_sequence.unwrap_or(0).max(0) as u64,
+            recorded.last_sequence.unwrap_or(0).max(0) as u64,
         );
-        let mut state = A::default();
-        let mut events = Vec::new();
-        for envelope in self.load_events(&aggregate_id).await? {
-            if (first..=last).contains(&envelope.sequence) {
-                events.push(envelope.payload.clone());
-            }
-            state.apply(envelope.payload);
-        }
+        // The events it appended, and the aggregate as it is now (from its snapshot and the
+        // events after it): a repeat costs what a command costs, however long the history.
+        let events = self.events_between(&aggregate_id, first, last).await?;
+        let (state, _, _) = self.load(&aggregate_id).await?;
         Ok(Executed::Accepted {
             aggregate_id,
-            version: last as u64,
+            version: last,
             events,
             state,
             replayed: true,
