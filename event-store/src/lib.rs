@@ -34,7 +34,8 @@ pub static SCHEMA: runtime::db::Schema = runtime::db::Schema {
         "GRANT SELECT, INSERT ON outbox_dead_letters TO {role}",
         // Snapshots are derived from the events and replaced as they grow.
         "GRANT SELECT, INSERT, UPDATE ON snapshots TO {role}",
-        // Kept by a trigger as the owner; the orchestrator only lists it.
+        // Kept by triggers as the owner; the orchestrator and inventory's expiry only list them.
         "GRANT SELECT ON open_sagas TO {role}",
+        "GRANT SELECT ON open_reservations TO {role}",
     ],
 };

@@ -22,42 +22,31 @@ use crate::InventorySpec;
 /// Open reservations looked at per statement.
 const BATCH: i64 = 500;
 
-/// How far before the last cut-off the next sweeps look again. A reservation's `recorded_at` is
-/// its transaction's start, so one that committed just after a sweep may be older than the
-/// cut-off that sweep used; no transaction of the service lasts anywhere near this long (its
-/// statements are cut off after seconds).
-pub const OVERLAP: Duration = Duration::from_secs(300);
-
-/// Reservations made before the cut-off (`$4`) and after the cursor (`$1`–`$3`: time, SKU,
-/// sequence), that no release or commit has settled, in cursor order. Events committed
-/// together share their `recorded_at`, so the cursor carries the key as well as the time:
-/// a batch that ends among them resumes at the next, never past it.
+/// Open reservations made before the cut-off (the database's clock less `$4` seconds) and
+/// after the cursor (`$1`–`$3`: time, SKU, order id), in cursor order, from the table the
+/// events' trigger keeps (migration 0008): its size is the reservations in flight, not every
+/// one ever made. Events committed together share their time, so the cursor carries the key
+/// as well: a batch that ends among them resumes at the next, never past it.
 const OPEN_AND_OLD: &str = "\
-    SELECT r.aggregate_id, r.sequence, r.payload -> 'StockReserved' ->> 'order_id', r.recorded_at \
-    FROM events r \
-    WHERE r.event_type = 'StockReserved' \
-      AND (r.recorded_at, r.aggregate_id, r.sequence) > ($1, $2, $3) \
-      AND r.recorded_at < $4 \
-      AND NOT EXISTS (SELECT 1 FROM events s \
-          WHERE s.aggregate_type = r.aggregate_type AND s.aggregate_id = r.aggregate_id \
-            AND s.event_type IN ('ReservationReleased', 'ReservationCommitted') \
-            AND s.payload -> s.event_type ->> 'order_id' = r.payload -> 'StockReserved' ->> 'order_id') \
-    ORDER BY r.recorded_at, r.aggregate_id, r.sequence LIMIT $5";
+    SELECT aggregate_id, order_id, reserved_at FROM open_reservations \
+    WHERE (reserved_at, aggregate_id, order_id) > ($1, $2, $3) \
+      AND reserved_at < now() - make_interval(secs => $4) \
+    ORDER BY reserved_at, aggregate_id, order_id LIMIT $5";
 
-/// Where the sweeps have got to: every reservation before it has been looked at.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// Where a pass over the open reservations has got to.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Cursor {
     at: DateTime<Utc>,
     sku: String,
-    sequence: i64,
+    order_id: String,
 }
 
-impl Cursor {
-    fn at(at: DateTime<Utc>) -> Self {
+impl Default for Cursor {
+    fn default() -> Self {
         Self {
-            at,
+            at: DateTime::<Utc>::UNIX_EPOCH,
             sku: String::new(),
-            sequence: -1,
+            order_id: String::new(),
         }
     }
 }
@@ -69,15 +58,13 @@ pub struct Swept {
     pub found: usize,
     /// Of those, released now.
     pub released: usize,
-    /// Whether everything before the cut-off has been looked at (otherwise sweep again now).
+    /// Whether the pass is over (otherwise sweep again now); the next starts from the oldest.
     pub caught_up: bool,
 }
 
 /// Finds open reservations past their time to live and releases them, a batch per
-/// [`Sweeper::sweep`]. It starts at the beginning of history (a restart looks at all of it
-/// once, which the anti-join keeps to what is still open); once caught up, each sweep looks
-/// only at what was reserved since the last cut-off, so its cost follows the recent
-/// reservations, not every one ever made.
+/// [`Sweeper::sweep`]. A pass goes once through the open reservations older than the cut-off
+/// (one that cannot be released now is not retried until the next pass).
 pub struct Sweeper {
     dispatcher: Arc<Dispatcher<InventorySpec>>,
     pool: PgPool,
@@ -93,7 +80,7 @@ impl Sweeper {
             pool,
             ttl,
             batch: BATCH,
-            cursor: Cursor::at(DateTime::<Utc>::UNIX_EPOCH),
+            cursor: Cursor::default(),
         }
     }
 
@@ -103,45 +90,30 @@ impl Sweeper {
         self
     }
 
-    /// Every reservation made before this has been looked at.
-    pub fn swept_until(&self) -> DateTime<Utc> {
-        self.cursor.at
-    }
-
     /// One batch: releases each open reservation made before the cut-off (the database's
     /// clock minus the time to live) and after the cursor, and moves the cursor past them.
     pub async fn sweep(&mut self) -> Result<Swept, sqlx::Error> {
-        let cut_off: DateTime<Utc> = sqlx::query_scalar("SELECT now() - make_interval(secs => $1)")
-            .bind(self.ttl.as_secs_f64())
-            .fetch_one(&self.pool)
-            .await?;
-        let open: Vec<(String, i64, Option<String>, DateTime<Utc>)> = sqlx::query_as(OPEN_AND_OLD)
+        let open: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(OPEN_AND_OLD)
             .bind(self.cursor.at)
             .bind(&self.cursor.sku)
-            .bind(self.cursor.sequence)
-            .bind(cut_off)
+            .bind(&self.cursor.order_id)
+            .bind(self.ttl.as_secs_f64())
             .bind(self.batch)
             .fetch_all(&self.pool)
             .await?;
         let mut released = 0;
-        for (sku, _, order_id, _) in &open {
-            let Some(order_id) = order_id else { continue };
+        for (sku, order_id, _) in &open {
             released += usize::from(self.release(sku, order_id).await);
         }
-        if let Some((sku, sequence, _, at)) = open.last() {
-            self.cursor = Cursor {
+        let caught_up = (open.len() as i64) < self.batch;
+        self.cursor = match open.last() {
+            Some((sku, order_id, at)) if !caught_up => Cursor {
                 at: *at,
                 sku: sku.clone(),
-                sequence: *sequence,
-            };
-        }
-        let caught_up = (open.len() as i64) < self.batch;
-        if caught_up {
-            // Everything before the cut-off was looked at; keep a margin for transactions
-            // that had not committed yet.
-            let until = cut_off - chrono::Duration::from_std(OVERLAP).unwrap_or_default();
-            self.cursor = self.cursor.clone().max(Cursor::at(until));
-        }
+                order_id: order_id.clone(),
+            },
+            _ => Cursor::default(),
+        };
         Ok(Swept {
             found: open.len(),
             released,
