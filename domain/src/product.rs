@@ -126,6 +126,8 @@ pub enum ProductError {
     NoReservation(Uuid),
     #[error("the reservation of order {0} was committed: it cannot be released")]
     AlreadyCommitted(Uuid),
+    #[error("the reservation of order {0} was released before it was made")]
+    ReleasedBeforeReserved(Uuid),
 }
 
 impl ProductError {
@@ -143,6 +145,7 @@ impl ProductError {
             Self::ReservationMismatch(_) => "reservation_mismatch",
             Self::NoReservation(_) => "no_reservation",
             Self::AlreadyCommitted(_) => "already_committed",
+            Self::ReleasedBeforeReserved(_) => "reservation_released",
         }
     }
 }
@@ -166,11 +169,11 @@ pub struct Reservation {
 
 /// How many settled (released or committed) reservations a product remembers. A command about
 /// an older one is answered as for an order the product never saw: the state, and every
-/// snapshot of it, stays bounded (about 1.3 MB of JSON) however long the product sells, where
+/// snapshot of it, stays bounded (about 130 KB of JSON) however long the product sells, where
 /// it used to grow by 126 bytes per order for ever. Repeats of the saga's own commands are
 /// answered by their command ids (kept a week) before the state is asked, and a live
 /// reservation is never forgotten.
-pub const SETTLED_KEPT: usize = 10_000;
+pub const SETTLED_KEPT: usize = 1_000;
 
 /// The Product aggregate's state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -287,7 +290,9 @@ impl Product {
             ProductCommand::Reserve { order_id, quantity } => {
                 check_quantity(quantity)?;
                 if let Some(existing) = self.reservations.get(&order_id) {
-                    return if existing.quantity == quantity {
+                    return if existing.quantity == 0 {
+                        Err(ProductError::ReleasedBeforeReserved(order_id))
+                    } else if existing.quantity == quantity {
                         Ok(vec![])
                     } else {
                         Err(ProductError::ReservationMismatch(order_id))
@@ -309,7 +314,16 @@ impl Product {
                 }])
             }
             ProductCommand::Release { order_id } => match self.reservations.get(&order_id) {
-                None => Ok(vec![]),
+                // Released before it was made: the reservation request may still be on its way
+                // (one the saga stopped waiting for, overtaken by this release). Recording the
+                // release, of nothing, makes that request refused when it comes, rather than
+                // holding stock for an order that gave it back.
+                None => Ok(vec![ProductEvent::ReservationReleased {
+                    sku,
+                    order_id,
+                    quantity: 0,
+                    available: self.available(),
+                }]),
                 Some(r) => match r.state {
                     ReservationState::Released => Ok(vec![]),
                     ReservationState::Committed => Err(ProductError::AlreadyCommitted(order_id)),
@@ -391,6 +405,19 @@ impl Aggregate for Product {
                 order_id, quantity, ..
             } => {
                 self.reserved -= u64::from(quantity);
+                if let (false, Some(unit_price)) =
+                    (self.reservations.contains_key(&order_id), self.unit_price)
+                {
+                    // A release of nothing: kept, so a late reservation of it is refused.
+                    self.reservations.insert(
+                        order_id,
+                        Reservation {
+                            quantity: 0,
+                            unit_price,
+                            state: ReservationState::Reserved,
+                        },
+                    );
+                }
                 self.settle(order_id, ReservationState::Released);
             }
             ProductEvent::ReservationCommitted {
@@ -642,10 +669,32 @@ mod tests {
             vec![],
         )
         .await;
+        // Released before it was made: recorded, so the reservation, should it come, is refused.
+        let nothing = ProductEvent::ReservationReleased {
+            sku: sku(),
+            order_id: order(9),
+            quantity: 0,
+            available: 10,
+        };
         expect(
             vec![created(10)],
             ProductCommand::Release { order_id: order(9) },
+            vec![nothing.clone()],
+        )
+        .await;
+        expect(
+            vec![created(10), nothing.clone()],
+            ProductCommand::Release { order_id: order(9) },
             vec![],
+        )
+        .await;
+        refuse(
+            vec![created(10), nothing],
+            ProductCommand::Reserve {
+                order_id: order(9),
+                quantity: 2,
+            },
+            ProductError::ReleasedBeforeReserved(order(9)),
         )
         .await;
         refuse(
