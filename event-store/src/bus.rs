@@ -247,7 +247,7 @@ where
                 Ok(state) => from_snapshot = Some((state, version as u64)),
                 Err(e) => {
                     tracing::warn!(aggregate_id, error = %e, "a snapshot that no longer decodes; folding every event");
-                    rows = self.rows_after(aggregate_id, 0).await?;
+                    rows = self.rows_between(aggregate_id, 1, u64::MAX).await?;
                 }
             }
         }
@@ -292,35 +292,29 @@ where
         first: u64,
         last: u64,
     ) -> Result<Vec<A::Event>, BusError> {
-        let rows: Vec<LoadRow> = sqlx::query_as(
+        self.rows_between(aggregate_id, first, last)
+            .await?
+            .into_iter()
+            .map(|row| Ok(self.decode(aggregate_id, row)?.1))
+            .collect()
+    }
+
+    /// The stored rows of the aggregate's events from sequence `first` to `last`, in order.
+    async fn rows_between(
+        &self,
+        aggregate_id: &str,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<LoadRow>, BusError> {
+        Ok(sqlx::query_as(
             "SELECT sequence, event_type, event_version, payload, metadata FROM events \
              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence BETWEEN $3 AND $4 \
              ORDER BY sequence",
         )
         .bind(A::TYPE)
         .bind(aggregate_id)
-        .bind(first as i64)
-        .bind(last as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|row| Ok(self.decode(aggregate_id, row)?.1))
-            .collect()
-    }
-
-    /// The stored rows of the aggregate's events after `sequence`, in order.
-    async fn rows_after(
-        &self,
-        aggregate_id: &str,
-        sequence: u64,
-    ) -> Result<Vec<LoadRow>, BusError> {
-        Ok(sqlx::query_as(
-            "SELECT sequence, event_type, event_version, payload, metadata FROM events \
-             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence",
-        )
-        .bind(A::TYPE)
-        .bind(aggregate_id)
-        .bind(sequence as i64)
+        .bind(i64::try_from(first).unwrap_or(i64::MAX))
+        .bind(i64::try_from(last).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?)
     }
