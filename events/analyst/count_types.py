@@ -5,11 +5,18 @@ says whether they agree (exit 0) or not (exit 1).
 It uses only nats-py and pyarrow from PyPI, as an analyst's own notebook would:
 
     pip install -r requirements.txt
-    python3 count_types.py --nats nats://analyst:PASSWORD@127.0.0.1:24222 \
+    NATS_URL=nats://analyst:PASSWORD@127.0.0.1:24222 python3 count_types.py \
         --tls-dir ../../.state/dev/tls --stream ORDERS --parquet orders.parquet
+
+The URL, which holds the analysts' password, comes from `NATS_URL` rather than the command
+line, where every user of the machine could read it.
 
 `--tls-dir` names the folder with the local CA (`ca.pem`) and the analysts' certificate
 (`analyst.crt`, `analyst.key`): streamshop's NATS requires TLS and a client certificate.
+
+The analysts may create consumers only under a name of their own, given in the request
+(`analyst_<random>`): the server refuses a consumer whose name it would take from the
+request's body, and every durable consumer's name.
 
 Both sides are read in a streaming way, so memory stays flat for large streams.
 """
@@ -21,10 +28,11 @@ import json
 import os
 import ssl
 import sys
+import uuid
 
 import nats
 import pyarrow.parquet as pq
-from nats.js.api import DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 
 def tls_context(folder: str) -> ssl.SSLContext:
@@ -56,6 +64,7 @@ async def stream_counts(url: str, stream: str, tls_dir) -> collections.Counter:
             stream=stream,
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.ALL,
+            config=ConsumerConfig(name=f"analyst_{uuid.uuid4().hex}"),
         )
         while True:
             msg = await sub.next_msg(timeout=10)
@@ -78,7 +87,11 @@ def parquet_counts(path: str) -> collections.Counter:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nats", default="nats://127.0.0.1:4222", help="the NATS server")
+    parser.add_argument(
+        "--nats",
+        default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),
+        help="the NATS server (default: $NATS_URL; keep a password out of the command line)",
+    )
     parser.add_argument("--tls-dir", help="the folder with ca.pem, analyst.crt and analyst.key")
     parser.add_argument("--stream", required=True, help="the stream's full name, such as ORDERS")
     parser.add_argument("--parquet", required=True, help="a Parquet file from `events export`")

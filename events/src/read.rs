@@ -167,6 +167,7 @@ async fn last_at_or_before(stream: &Stream, at: DateTime<Utc>) -> anyhow::Result
     let after = at + chrono::Duration::nanoseconds(1);
     let consumer = messaging::streams::ordered_consumer(
         stream,
+        messaging::Identity::Analyst.name(),
         OrderedConfig {
             deliver_policy: nats_time(after)?,
             ..Default::default()
@@ -303,6 +304,7 @@ async fn read_one(
     let base = plan.context.stream_base().to_owned();
     let consumer = messaging::streams::ordered_consumer(
         &stream,
+        messaging::Identity::Analyst.name(),
         OrderedConfig {
             deliver_policy: plan.deliver,
             filter_subject: plan.filter.clone(),

@@ -290,6 +290,7 @@ pub async fn read_all(
     }
     let consumer = messaging::streams::ordered_consumer(
         &stream,
+        "loadgen",
         OrderedConfig {
             deliver_policy: jetstream::consumer::DeliverPolicy::All,
             ..Default::default()

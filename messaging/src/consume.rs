@@ -13,6 +13,12 @@ use futures::StreamExt;
 #[error("fetching from JetStream failed: {0}")]
 pub struct FetchError(String);
 
+impl FetchError {
+    pub fn new(why: String) -> Self {
+        Self(why)
+    }
+}
+
 /// Up to `size` messages. What is there is taken at once; when nothing is, the request waits
 /// (up to `wait`) for the next message and then takes what else arrived, instead of asking
 /// again at once: `fetch` alone never waits, and an idle reader would spin on the server.

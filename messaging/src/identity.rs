@@ -6,8 +6,13 @@
 //! subscribes to `cmd.<context>.>`, and it may publish to a reply subject only to answer a
 //! request it received (`allow_responses`); only the orchestrator sends saga commands; nobody
 //! but the administrator may delete or purge a stream. Anonymous connections are refused.
+//!
+//! Invariant: a durable consumer (`durables`) is reachable only by its owner. Readers (the
+//! analysts, the gateway's live streams) create only consumers named in the request's
+//! subject, never a durable's name, and cannot list consumers, so one reader cannot find
+//! another's either.
 
-use crate::{BoundedContext, Namespace};
+use crate::{durables, BoundedContext, Namespace};
 
 /// Everyone who connects to NATS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,6 +72,7 @@ impl Identity {
         use BoundedContext::*;
         let mut p = Permissions {
             publish: vec!["$JS.API.INFO".to_owned()],
+            deny_publish: Vec::new(),
             subscribe: vec![format!("{}.>", self.inbox_prefix())],
             allow_responses: false,
         };
@@ -82,22 +88,11 @@ impl Identity {
             }
             Self::Orchestrator => {
                 p.owns(scope, Sagas);
-                for context in [Orders, Inventory, Payments] {
+                for context in durables::ORCHESTRATOR_INPUTS {
                     p.sends(scope, context);
-                    p.consumes(scope, context);
                 }
             }
-            Self::Projections => {
-                for context in BoundedContext::ALL {
-                    p.consumes(scope, context);
-                    // A rebuild's cut-over deletes the live durable consumer, which the
-                    // worker then re-creates from the new checkpoint.
-                    p.publish.push(format!(
-                        "$JS.API.CONSUMER.DELETE.{}.*",
-                        scope.stream(context)
-                    ));
-                }
-            }
+            Self::Projections => {}
             Self::Gateway => {
                 for context in [Orders, Sagas] {
                     p.reads(scope, context);
@@ -113,10 +108,15 @@ impl Identity {
                 }
             }
         }
-        p.publish.sort();
-        p.publish.dedup();
-        p.subscribe.sort();
-        p.subscribe.dedup();
+        // Each durable consumer is its owner's alone: created, read, acknowledged, restored
+        // (deleted and made again) only under its own name.
+        for durable in durables::all().into_iter().filter(|d| d.owner == self) {
+            p.consumes(scope, durable.context, &durable.name);
+        }
+        for list in [&mut p.publish, &mut p.deny_publish, &mut p.subscribe] {
+            list.sort();
+            list.dedup();
+        }
         p
     }
 }
@@ -153,6 +153,8 @@ impl Scope {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Permissions {
     pub publish: Vec<String>,
+    /// Exceptions to `publish`: the server refuses these even where `publish` matches.
+    pub deny_publish: Vec<String>,
     pub subscribe: Vec<String>,
     /// May publish to the reply subject of a request it received, once.
     pub allow_responses: bool,
@@ -183,20 +185,26 @@ impl Permissions {
             .extend(scope.subjects(&format!("cmd.{}.>", context.token())));
     }
 
-    /// Reads the context's stream with durable pull consumers, acknowledging what it took
-    /// (deleting none: another reader's consumer is not its to remove).
-    fn consumes(&mut self, scope: &Scope, context: BoundedContext) {
+    /// Reads the context's stream through its own durable pull consumer `name`: creates it
+    /// (and restores it, deleting one that was changed), pulls from it and acknowledges what
+    /// it took. No other consumer's name is in these subjects.
+    fn consumes(&mut self, scope: &Scope, context: BoundedContext, name: &str) {
         let stream = scope.stream(context);
         self.publish.extend([
             format!("$JS.API.STREAM.INFO.{stream}"),
-            format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
-            format!("$JS.API.CONSUMER.INFO.{stream}.*"),
-            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
-            format!("$JS.ACK.{stream}.>"),
+            format!("$JS.API.CONSUMER.CREATE.{stream}.{name}"),
+            format!("$JS.API.CONSUMER.CREATE.{stream}.{name}.>"),
+            format!("$JS.API.CONSUMER.INFO.{stream}.{name}"),
+            format!("$JS.API.CONSUMER.DELETE.{stream}.{name}"),
+            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"),
+            format!("$JS.ACK.{stream}.{name}.>"),
         ]);
     }
 
-    /// Reads the context's stream with ordered (ephemeral) consumers and single lookups.
+    /// Reads the context's stream with ordered (ephemeral) consumers and single lookups. A
+    /// reader names its consumers (`durables::reader_name`): the form of creation that takes
+    /// the name from the request's body (`$JS.API.CONSUMER.CREATE.<stream>`, five tokens) is
+    /// not granted, since that name could be a durable's, and every durable's name is denied.
     fn reads(&mut self, scope: &Scope, context: BoundedContext) {
         let stream = scope.stream(context);
         self.publish.extend([
@@ -204,14 +212,26 @@ impl Permissions {
             format!("$JS.API.STREAM.MSG.GET.{stream}"),
             format!("$JS.API.DIRECT.GET.{stream}"),
             format!("$JS.API.DIRECT.GET.{stream}.>"),
-            format!("$JS.API.CONSUMER.CREATE.{stream}"),
-            format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+            format!("$JS.API.CONSUMER.CREATE.{stream}.*"),
+            format!("$JS.API.CONSUMER.CREATE.{stream}.*.>"),
             format!("$JS.API.CONSUMER.INFO.{stream}.*"),
+            // An ordered consumer deletes the one it replaces.
             format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
             format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
             // Push consumers (other clients' ordered consumers) answer flow control.
             format!("$JS.FC.{stream}.>"),
         ]);
+        for durable in durables::on(context) {
+            let name = &durable.name;
+            self.deny_publish.extend([
+                format!("$JS.API.CONSUMER.CREATE.{stream}.{name}"),
+                format!("$JS.API.CONSUMER.CREATE.{stream}.{name}.>"),
+                format!("$JS.API.CONSUMER.INFO.{stream}.{name}"),
+                format!("$JS.API.CONSUMER.DELETE.{stream}.{name}"),
+                format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"),
+                format!("$JS.FC.{stream}.{name}.>"),
+            ]);
+        }
     }
 }
 
@@ -256,8 +276,13 @@ pub fn authorization(users: &[User], scope: &Scope) -> String {
             Some(identity) => {
                 let p = identity.permissions(scope);
                 out.push_str(&format!(
-                    "    {{ {login}, permissions: {{\n      publish: {{ allow: [{}] }}\n      subscribe: {{ allow: [{}] }}\n{}    }} }}\n",
+                    "    {{ {login}, permissions: {{\n      publish: {{ allow: [{}]{} }}\n      subscribe: {{ allow: [{}] }}\n{}    }} }}\n",
                     quoted(&p.publish),
+                    if p.deny_publish.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", deny: [{}]", quoted(&p.deny_publish))
+                    },
                     quoted(&p.subscribe),
                     if p.allow_responses {
                         "      allow_responses: true\n"
@@ -323,17 +348,53 @@ mod tests {
     }
 
     #[test]
-    fn only_the_projections_delete_durable_consumers_of_others_streams() {
-        let deletes = |identity: Identity| {
-            identity
-                .permissions(&deployment())
-                .publish
-                .iter()
-                .any(|s| s.starts_with("$JS.API.CONSUMER.DELETE.ORDERS"))
-        };
-        assert!(deletes(Identity::Projections), "a rebuild's cut-over");
-        assert!(!deletes(Identity::Orchestrator));
-        assert!(!deletes(Identity::Orders));
+    fn a_durable_is_reachable_by_its_owner_only() {
+        for durable in durables::all() {
+            let stream = deployment().stream(durable.context);
+            let mine = [
+                format!("$JS.API.CONSUMER.CREATE.{stream}.{}.>", durable.name),
+                format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{}", durable.name),
+                format!("$JS.API.CONSUMER.DELETE.{stream}.{}", durable.name),
+                format!("$JS.ACK.{stream}.{}.>", durable.name),
+            ];
+            for identity in Identity::ALL {
+                let p = identity.permissions(&deployment());
+                for subject in &mine {
+                    let granted = p.publish.contains(subject);
+                    assert_eq!(
+                        granted,
+                        identity == durable.owner,
+                        "{identity:?}: {subject}"
+                    );
+                }
+                // Readers hold wildcards over consumer names: the durable's are denied.
+                if matches!(identity, Identity::Analyst | Identity::Gateway)
+                    && p.publish
+                        .iter()
+                        .any(|s| s.contains(&format!(".{stream}.*")))
+                {
+                    let denied = format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{}", durable.name);
+                    assert!(p.deny_publish.contains(&denied), "{identity:?}: {denied}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_reader_may_name_a_consumer_in_the_request_body() {
+        for identity in Identity::ALL {
+            let p = identity.permissions(&deployment());
+            for context in BoundedContext::ALL {
+                let legacy = format!("$JS.API.CONSUMER.CREATE.{}", context.stream_base());
+                assert!(!p.publish.contains(&legacy), "{identity:?}: {legacy}");
+                assert!(
+                    !p.publish
+                        .iter()
+                        .any(|s| s.starts_with("$JS.API.CONSUMER.DURABLE")),
+                    "{identity:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -3,8 +3,10 @@
 #![forbid(unsafe_code)]
 
 pub mod consume;
+pub mod durables;
 pub mod envelope;
 pub mod identity;
+pub mod keeper;
 pub mod names;
 pub mod server_config;
 pub mod settings;

@@ -92,17 +92,28 @@ pub async fn existing_stream(
 /// How many times an ordered consumer is asked for before giving up.
 const ORDERED_ATTEMPTS: u32 = 8;
 
-/// An ordered consumer of `stream`, asked for again when the server does not answer. In a
-/// cluster, JetStream places an ordered (single-replica) consumer on any of the stream's
+/// An ordered consumer of `stream` for `reader` (an identity's name), asked for again when
+/// the server does not answer. It is named `<reader>_<random>` (`durables::reader_name`):
+/// readers may create consumers only under a name of their own in the request's subject,
+/// never one the server would take from the body, and never a durable's.
+///
+/// In a cluster, JetStream places an ordered (single-replica) consumer on any of the stream's
 /// peers, an offline one included (nats-server 2.12): with one node of three down, about a
 /// third of the requests time out, and the next request lands elsewhere. Without a node
 /// down, the first request answers.
 pub async fn ordered_consumer<I>(
     stream: &stream::Stream<I>,
-    config: OrderedConfig,
+    reader: &str,
+    mut config: OrderedConfig,
 ) -> Result<Consumer<OrderedConfig>, ConsumerError> {
+    let named = config.name.is_some();
     let mut attempt = 1;
     loop {
+        // A new name each time: the server keeps placing a name where it first placed it,
+        // and that may be the node that is down.
+        if !named {
+            config.name = Some(crate::durables::reader_name(reader));
+        }
         match stream.create_consumer(config.clone()).await {
             Err(e) if e.kind() == ConsumerErrorKind::TimedOut && attempt < ORDERED_ATTEMPTS => {
                 tracing::info!(

@@ -3,6 +3,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use anyhow::Context;
 use runtime::health::Readiness;
@@ -22,12 +24,14 @@ pub struct App {
     service: Service,
 }
 
+/// A projection's worker as a task, with the condition `/readyz` reports for it: its durable
+/// consumer held as declared.
 async fn worker<P: Projection>(
     projection: P,
     pool: &sqlx::PgPool,
     js: &async_nats::jetstream::Context,
     settings: &Settings,
-) -> anyhow::Result<Task> {
+) -> anyhow::Result<(Task, String, Arc<AtomicBool>)> {
     let name = projection.name();
     let worker = Worker::new(
         projection,
@@ -39,10 +43,13 @@ async fn worker<P: Projection>(
     )
     .await
     .with_context(|| format!("creating the {name} consumer"))?;
-    Ok(task(|shutdown| async move {
+    let intact = worker.consumer_intact();
+    let condition = format!("consumer:{}", worker.durable_name());
+    let task = task(|shutdown| async move {
         worker.run(shutdown).await;
         Ok(())
-    }))
+    });
+    Ok((task, condition, intact))
 }
 
 impl App {
@@ -59,7 +66,12 @@ impl App {
         ];
         // The streams are their contexts' to create: a worker waits for a missing one (and
         // `GET /projections` shows its lag), so readiness asks only for what this service holds.
-        let readiness = Readiness::new().postgres("read", pool.clone()).nats(nats);
+        // Each worker's durable consumer must be there as declared: one that was deleted or
+        // changed makes the service unready until its worker has restored it.
+        let readiness = workers.iter().fold(
+            Readiness::new().postgres("read", pool.clone()).nats(nats),
+            |readiness, (_, condition, intact)| readiness.condition(condition, intact.clone()),
+        );
         let service = Service::bind("projections", settings.basics.http_addr)
             .await?
             .tls(settings.basics.tls.as_ref())?
@@ -82,7 +94,7 @@ impl App {
             .with_pool(pool);
         let service = workers
             .into_iter()
-            .fold(service, |service, worker| service.with_task(worker));
+            .fold(service, |service, (worker, _, _)| service.with_task(worker));
         Ok(Self { service })
     }
 

@@ -133,6 +133,50 @@ pub async fn checkpoint(conn: &mut PgConnection, projection: &str) -> Result<u64
     Ok(seq.unwrap_or(0) as u64)
 }
 
+/// Where a (re)created consumer of the projection starts on a stream created at
+/// `stream_created`: after the checkpoint, when the checkpoint counts in that stream (or
+/// predates this record); from the beginning, with the checkpoint reset to 0, when it counts
+/// in a stream since deleted and made again. Records `stream_created` either way.
+pub async fn start_on_stream(
+    conn: &mut PgConnection,
+    projection: &str,
+    stream: &str,
+    stream_created: chrono::DateTime<chrono::Utc>,
+) -> Result<u64, sqlx::Error> {
+    let row: Option<(i64, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+        "SELECT stream_sequence, stream_created FROM projection_checkpoints \
+         WHERE projection = $1 FOR UPDATE",
+    )
+    .bind(projection)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (after, replaced) = match row {
+        Some((sequence, Some(created))) if created != stream_created => {
+            tracing::warn!(projection, stream, checkpoint = sequence, "the stream was made again since the checkpoint; reading it from the beginning (applied events stay applied: positions drop them)");
+            (0, true)
+        }
+        Some((sequence, _)) => (sequence as u64, false),
+        None => (0, false),
+    };
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projection, stream, stream_sequence, stream_created) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (projection) DO UPDATE \
+         SET stream_sequence = EXCLUDED.stream_sequence, stream_created = EXCLUDED.stream_created, \
+             stream_last_sequence = CASE WHEN $5 THEN 0 \
+                 ELSE projection_checkpoints.stream_last_sequence END, \
+             updated_at = now()",
+    )
+    .bind(projection)
+    .bind(stream)
+    .bind(after as i64)
+    .bind(stream_created)
+    .bind(replaced)
+    .execute(conn)
+    .await?;
+    Ok(after)
+}
+
 /// A message that can never be applied.
 #[derive(Debug)]
 pub struct DeadLetter<'a> {

@@ -15,8 +15,9 @@ pub struct Settings {
     /// `NATS_URL`, `NATS_NAMESPACE`, `NATS_STREAM_REPLICAS`, `NATS_DUPLICATE_WINDOW_MS`.
     pub nats: NatsSettings,
     /// `PROJECTION_BATCH_SIZE` (default 500), `PROJECTION_FETCH_WAIT_MS` (500),
-    /// `PROJECTION_RETRY_DELAY_MS` (200), `PROJECTION_ACK_WAIT_MS` (30000),
-    /// `PROJECTION_CONSUMER_PREFIX` (empty).
+    /// `PROJECTION_RETRY_DELAY_MS` (200), `PROJECTION_ACK_WAIT_MS` (30000). The durable
+    /// consumers take the names `messaging::durables` declares, which the NATS permissions
+    /// give to this service alone.
     pub worker: WorkerSettings,
     /// `DEAD_LETTER_RETENTION_DAYS`, 1 to 3650, default 30: how long a dead letter (with the
     /// message it holds) is kept for an operator to look at.
@@ -48,7 +49,7 @@ impl Settings {
                 fetch_wait: env.millis_or("PROJECTION_FETCH_WAIT_MS", defaults.fetch_wait)?,
                 retry_delay: env.millis_or("PROJECTION_RETRY_DELAY_MS", defaults.retry_delay)?,
                 ack_wait: env.millis_or("PROJECTION_ACK_WAIT_MS", defaults.ack_wait)?,
-                consumer_prefix: env.string_or("PROJECTION_CONSUMER_PREFIX", ""),
+                consumer_prefix: String::new(),
                 schema: None,
                 trace_events: true,
             },

@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{self, AckKind};
 use messaging::consume;
+use messaging::keeper::Keeper;
 use messaging::streams::StreamSettings;
 use messaging::{Envelope, Namespace};
 use runtime::retry::Backoff;
@@ -33,8 +34,9 @@ pub struct WorkerSettings {
     pub retry_delay: Duration,
     /// How long the server waits for an ack before it redelivers.
     pub ack_wait: Duration,
-    /// Put before each projection's durable consumer name, so separate deployments (or a
-    /// rebuild) on one NATS server each get their own consumers; default empty.
+    /// Put before the projection's durable consumer name: empty for the live workers,
+    /// `rebuild_` for a rebuild's (`messaging::durables::REBUILD_PREFIX`), so both read one
+    /// stream side by side. The NATS permissions name exactly these consumers.
     pub consumer_prefix: String,
     /// The Postgres schema the projection's tables live in; `None` is the live tables
     /// (`public`). A rebuild writes into a schema of its own.
@@ -93,11 +95,12 @@ enum Verdict {
 pub struct Worker<P: Projection> {
     projection: P,
     pool: PgPool,
-    /// Created on first use, and again (from the checkpoint) when it disappears: a rebuild's
-    /// cut-over deletes it so the live worker resumes from the rebuilt checkpoint.
-    consumer: tokio::sync::Mutex<Option<PullConsumer>>,
-    durable: String,
-    filter: String,
+    /// The durable consumer, created on first use and restored (from the checkpoint) when it
+    /// disappears or is changed: a rebuild's cut-over deletes it so the live worker resumes
+    /// from the rebuilt checkpoint.
+    keeper: Keeper,
+    /// When the keeper last asked the server about the consumer.
+    checked: std::sync::Mutex<Option<tokio::time::Instant>>,
     js: jetstream::Context,
     stream: String,
     settings: WorkerSettings,
@@ -134,12 +137,27 @@ impl<P: Projection> Worker<P> {
                 "schema {schema:?} must be lower-case letters, digits and _"
             );
         }
+        let durable = format!("{}{}", settings.consumer_prefix, projection.name());
+        let keeper = Keeper::new(
+            js.clone(),
+            namespace.stream(context),
+            pull::Config {
+                durable_name: Some(durable.clone()),
+                description: Some(format!("streamshop projection {}", projection.name())),
+                filter_subject: namespace.events_filter(context),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: settings.ack_wait,
+                // Never give up on a message: what can never apply is dead-lettered by us.
+                max_deliver: -1,
+                max_ack_pending: (settings.batch_size * 4) as i64,
+                ..Default::default()
+            },
+        );
         let worker = Self {
-            durable: format!("{}{}", settings.consumer_prefix, projection.name()),
-            filter: namespace.events_filter(context),
             projection,
             pool,
-            consumer: tokio::sync::Mutex::new(None),
+            keeper,
+            checked: std::sync::Mutex::new(None),
             js: js.clone(),
             stream: namespace.stream(context),
             settings,
@@ -150,44 +168,35 @@ impl<P: Projection> Worker<P> {
         Ok(worker)
     }
 
-    /// The durable consumer; (re)created to start after the checkpoint when missing.
+    /// The durable consumer; (re)created to start after the checkpoint when missing, or from
+    /// the beginning of a stream made again since the checkpoint.
     async fn consumer(&self) -> anyhow::Result<PullConsumer> {
-        let mut slot = self.consumer.lock().await;
-        if let Some(consumer) = slot.as_ref() {
-            return Ok(consumer.clone());
-        }
-        let checkpoint = {
-            let mut tx = self.pool.begin().await?;
-            self.scope(&mut tx).await?;
-            bookkeeping::checkpoint(&mut tx, self.name()).await?
-        };
-        let deliver_policy = if checkpoint == 0 {
-            DeliverPolicy::All
-        } else {
-            DeliverPolicy::ByStartSequence {
-                start_sequence: checkpoint + 1,
-            }
-        };
-        let stream = self.js.get_stream(&self.stream).await?;
-        let consumer: PullConsumer = stream
-            .get_or_create_consumer(
-                &self.durable,
-                pull::Config {
-                    durable_name: Some(self.durable.clone()),
-                    description: Some(format!("streamshop projection {}", self.name())),
-                    filter_subject: self.filter.clone(),
-                    deliver_policy,
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: self.settings.ack_wait,
-                    // Never give up on a message: what can never apply is dead-lettered by us.
-                    max_deliver: -1,
-                    max_ack_pending: (self.settings.batch_size * 4) as i64,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        *slot = Some(consumer.clone());
-        Ok(consumer)
+        self.keeper
+            .consumer(|stream_created| async move {
+                let mut tx = self.pool.begin().await?;
+                self.scope(&mut tx).await?;
+                let after = bookkeeping::start_on_stream(
+                    &mut tx,
+                    self.name(),
+                    &self.stream,
+                    stream_created,
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(if after == 0 {
+                    DeliverPolicy::All
+                } else {
+                    DeliverPolicy::ByStartSequence {
+                        start_sequence: after + 1,
+                    }
+                })
+            })
+            .await
+    }
+
+    /// Whether the durable consumer is held as declared (for `/readyz`).
+    pub fn consumer_intact(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.keeper.intact()
     }
 
     /// Points the transaction at the projection's tables (a rebuild's schema) or, for the live
@@ -240,7 +249,7 @@ impl<P: Projection> Worker<P> {
 
     /// The durable consumer's name.
     pub fn durable_name(&self) -> &str {
-        &self.durable
+        self.keeper.name()
     }
 
     /// Runs batches until `shutdown`; the batch in hand is always finished, and a failed
@@ -344,7 +353,7 @@ impl<P: Projection> Worker<P> {
     /// Up to `batch_size` messages, through the shared consumer loop's fetch (which waits on
     /// the server when idle instead of spinning).
     async fn fetch(&self) -> Result<Vec<jetstream::Message>, WorkerError> {
-        let mut consumer = self
+        let consumer = self
             .consumer()
             .await
             .map_err(|e| WorkerError::Fetch(format!("{e:#}")))?;
@@ -352,22 +361,36 @@ impl<P: Projection> Worker<P> {
         let messages = match consume::fetch(&consumer, self.settings.batch_size, wait).await {
             Ok(messages) => messages,
             Err(e) => {
-                // The consumer may be gone (a rebuild's cut-over): make it again next time.
-                *self.consumer.lock().await = None;
+                // The consumer may be gone (a rebuild's cut-over): look again next time.
+                self.keeper.forget().await;
                 return Err(WorkerError::Fetch(e.to_string()));
             }
         };
-        // Idle: make sure the consumer still exists (a rebuild's cut-over deletes it).
-        if messages.is_empty() && consumer.info().await.is_err() {
-            *self.consumer.lock().await = None;
+        // Idle: make sure the consumer is still there as declared (a rebuild's cut-over
+        // deletes it; an administrator may have changed it), at most once a second.
+        if messages.is_empty() && self.check_due() {
+            if let Err(e) = self.keeper.check().await {
+                tracing::debug!(projection = self.name(), error = %e, "could not check the consumer");
+            }
         }
         Ok(messages)
+    }
+
+    /// Whether a second has passed since the consumer was last checked (and notes now).
+    fn check_due(&self) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut checked = self.checked.lock().expect("check time");
+        let due = checked.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
+        if due {
+            *checked = Some(now);
+        }
+        due
     }
 
     /// The span of one consumed event, joined to the trace of its `traceparent` header (none
     /// for a message without one, or in a rebuild); counts it as a redelivery when it is one.
     fn event_span(&self, message: &jetstream::Message) -> tracing::Span {
-        consume::note_delivery(message, &self.durable);
+        consume::note_delivery(message, self.keeper.name());
         let headers = message.headers.as_ref();
         if !self.settings.trace_events || runtime::trace::of_message(headers).is_none() {
             return tracing::Span::none();
@@ -387,7 +410,7 @@ impl<P: Projection> Worker<P> {
     /// Settles through the shared consumer loop (which counts a terminated message as a dead
     /// letter); a failed ack is harmless, since positions drop a redelivered duplicate.
     async fn settle(&self, message: &jetstream::Message, kind: AckKind) {
-        consume::settle(message, kind, &self.durable).await;
+        consume::settle(message, kind, self.keeper.name()).await;
     }
 
     /// Applies every message and the checkpoint in one transaction: the positions of every

@@ -308,3 +308,112 @@ async fn a_worker_killed_mid_batch_applies_every_event_exactly_once() {
         0
     );
 }
+
+/// The worker's durable consumer as the server holds it.
+async fn durable(w: &World) -> Option<async_nats::jetstream::consumer::Info> {
+    let stream =
+        w.js.get_stream(w.ns.stream(BoundedContext::Orders))
+            .await
+            .ok()?;
+    stream.consumer_info(read_model::ORDERS_VIEW).await.ok()
+}
+
+/// Steps until `check` holds (the worker notices what happened to its consumer when a fetch
+/// fails or it is idle).
+async fn step_until(worker: &Worker<OrdersView>, what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        let _ = worker.process_batch().await;
+        if check() {
+            return;
+        }
+    }
+    panic!("the worker never got to: {what}");
+}
+
+#[tokio::test]
+async fn a_consumer_deleted_changed_or_on_a_stream_made_again_is_restored() {
+    use std::sync::atomic::Ordering;
+    let w = world().await;
+    let worker = worker(&w).await;
+    let intact = worker.consumer_intact();
+    for _ in 0..3 {
+        w.publish(&placed(Uuid::now_v7(), Uuid::now_v7())).await;
+    }
+    assert_eq!(drain(&worker).await.applied, 3);
+
+    // Deleted behind the worker's back: noticed, unready, made again after the checkpoint.
+    let stream =
+        w.js.get_stream(w.ns.stream(BoundedContext::Orders))
+            .await
+            .unwrap();
+    stream
+        .delete_consumer(read_model::ORDERS_VIEW)
+        .await
+        .unwrap();
+    step_until(&worker, "notice the deleted consumer", || {
+        !intact.load(Ordering::SeqCst)
+    })
+    .await;
+    w.publish(&placed(Uuid::now_v7(), Uuid::now_v7())).await;
+    let after_delete = drain(&worker).await;
+    assert!(intact.load(Ordering::SeqCst), "restored");
+    assert_eq!(
+        (after_delete.applied, after_delete.duplicates),
+        (1, 0),
+        "{after_delete:?}"
+    );
+    let info = durable(&w).await.expect("made again");
+    assert_eq!(
+        info.config.filter_subject,
+        w.ns.events_filter(BoundedContext::Orders)
+    );
+
+    // Re-filtered to see nothing (what a reader with the old permissions could do).
+    let mut changed = info.config.clone();
+    changed.filter_subject = format!(
+        "{}.nothing",
+        w.ns.events_filter(BoundedContext::Orders)
+            .trim_end_matches(".>")
+    );
+    stream.update_consumer(changed).await.unwrap();
+    step_until(&worker, "notice the changed filter", || {
+        !intact.load(Ordering::SeqCst)
+    })
+    .await;
+    w.publish(&placed(Uuid::now_v7(), Uuid::now_v7())).await;
+    assert_eq!(drain(&worker).await.applied, 1);
+    assert_eq!(
+        durable(&w).await.unwrap().config.filter_subject,
+        w.ns.events_filter(BoundedContext::Orders),
+        "the declared filter is back"
+    );
+
+    // The stream deleted and made again: its sequences start over, so the checkpoint (5) of
+    // the old one is reset and the new stream is read from its first event.
+    w.js.delete_stream(w.ns.stream(BoundedContext::Orders))
+        .await
+        .unwrap();
+    ensure_stream(
+        &w.js,
+        &w.ns,
+        BoundedContext::Orders,
+        &StreamSettings::default(),
+    )
+    .await
+    .unwrap();
+    let newcomer = Uuid::now_v7();
+    w.publish(&placed(newcomer, Uuid::now_v7())).await;
+    step_until(&worker, "apply the new stream's first event", || true).await;
+    drain(&worker).await;
+    assert_eq!(
+        w.count(&format!(
+            "SELECT count(*) FROM orders_view WHERE order_id = '{newcomer}'"
+        ))
+        .await,
+        1,
+        "the remade stream's first event is applied, not skipped behind the old checkpoint"
+    );
+    assert_eq!(w.count("SELECT count(*) FROM orders_view").await, 6);
+    assert!(intact.load(Ordering::SeqCst));
+    assert_eq!(worker.lag().await.unwrap(), 0);
+}

@@ -12,18 +12,11 @@ pub mod status;
 
 pub use status::{OrderStatus, PaymentStatus, SagaStatus};
 
-/// The projection that keeps `orders_view`, `customer_order_counts`, `sales_daily` and
-/// `order_outcomes_daily` (from the `ORDERS` stream).
-pub const ORDERS_VIEW: &str = "orders_view";
-/// The projection that keeps `products_view` (from `INVENTORY`).
-pub const PRODUCTS_VIEW: &str = "products_view";
-/// The projection that keeps `payments_view` (from `PAYMENTS`).
-pub const PAYMENTS_VIEW: &str = "payments_view";
-/// The projection that keeps `saga_timeline` and `sagas_view` (from `SAGAS`).
-pub const SAGA_TIMELINE: &str = "saga_timeline";
+pub use messaging::durables::{ORDERS_VIEW, PAYMENTS_VIEW, PRODUCTS_VIEW, SAGA_TIMELINE};
 
 /// Every projection's name: its durable consumer, its checkpoint key and the payload of its
-/// [`UPDATED_CHANNEL`] notifications. A test in `projections` keeps it equal to each
+/// [`UPDATED_CHANNEL`] notifications. The names are declared with every other durable
+/// consumer's in `messaging::durables`; a test in `projections` keeps this equal to each
 /// projection's own `name()`.
 pub const NAMES: [&str; 4] = [ORDERS_VIEW, PRODUCTS_VIEW, PAYMENTS_VIEW, SAGA_TIMELINE];
 

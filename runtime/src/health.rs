@@ -19,6 +19,9 @@ pub struct Readiness {
     streams: Option<(async_nats::jetstream::Context, Vec<String>)>,
     /// Set when a background task stopped on its own: the service can no longer do its work.
     stopped_task: Option<Arc<AtomicBool>>,
+    /// Conditions a worker keeps (a durable consumer held as declared): ready only while
+    /// each is true.
+    conditions: Vec<(String, Arc<AtomicBool>)>,
 }
 
 impl Readiness {
@@ -47,6 +50,13 @@ impl Readiness {
     /// Fails once `stopped` is set (by the service's task supervisor).
     pub fn tasks(mut self, stopped: Arc<AtomicBool>) -> Self {
         self.stopped_task = Some(stopped);
+        self
+    }
+
+    /// A condition the service keeps itself, named `name` in the report: ready only while
+    /// `holds` is true (a durable consumer as declared, say).
+    pub fn condition(mut self, name: impl Into<String>, holds: Arc<AtomicBool>) -> Self {
+        self.conditions.push((name.into(), holds));
         self
     }
 
@@ -113,17 +123,28 @@ impl Readiness {
             };
             report.insert("tasks".into(), Value::String(status.into()));
         }
+        for (name, holds) in &self.conditions {
+            let holds = holds.load(Ordering::SeqCst);
+            ok &= holds;
+            let status = if holds { "ok" } else { "error: being restored" };
+            report.insert(name.clone(), Value::String(status.into()));
+        }
         (ok, report)
     }
 }
 
-/// Routes `/healthz` and `/readyz`, to merge into a service's router.
-pub fn routes<S: Clone + Send + Sync + 'static>(readiness: Readiness) -> Router<S> {
-    Router::new()
+/// Routes `/healthz` and `/readyz` (and `/metrics` unless the service serves it apart, on
+/// an internal listener), to merge into a service's router.
+pub fn routes<S: Clone + Send + Sync + 'static>(readiness: Readiness, metrics: bool) -> Router<S> {
+    let router = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::metrics::render))
-        .with_state(Arc::new(readiness))
+        .route("/readyz", get(readyz));
+    let router = if metrics {
+        router.route("/metrics", get(crate::metrics::render))
+    } else {
+        router
+    };
+    router.with_state(Arc::new(readiness))
 }
 
 async fn healthz() -> axum::Json<Value> {

@@ -256,7 +256,8 @@ async fn a_python_script_with_only_nats_py_and_pyarrow_agrees_on_counts_per_type
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/analyst/count_types.py");
     let out = tokio::process::Command::new("python3")
         .arg(&script)
-        .args(["--nats", &testkit::nats_analyst_url()])
+        // The URL holds the analysts' password: through the environment, never argv.
+        .env("NATS_URL", testkit::nats_analyst_url())
         .args(
             testkit::infra()
                 .tls_dir

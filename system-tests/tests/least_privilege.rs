@@ -249,3 +249,402 @@ async fn the_analysts_read_the_streams_and_can_write_nothing() {
     );
     assert_eq!(stored(&s, BoundedContext::Inventory).await, before);
 }
+
+/// A connection to `url` as `identity` (the administrator for `None`; the analysts by
+/// `password`), with its own reply prefix and certificate, reporting every permission
+/// violation the server sends it.
+async fn login(
+    url: &str,
+    identity: Option<Identity>,
+    password: &str,
+) -> (
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let name = identity.map_or("admin", Identity::name);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut options = match identity {
+        Some(Identity::Analyst) => {
+            async_nats::ConnectOptions::with_user_and_password("analyst".into(), password.into())
+        }
+        _ => {
+            let keys = testkit::infra().nats_credentials.clone().unwrap();
+            async_nats::ConnectOptions::with_nkey(
+                messaging::settings::seed_in(&keys, name).unwrap(),
+            )
+        }
+    }
+    .event_callback(move |event| {
+        let tx = tx.clone();
+        async move {
+            if let async_nats::Event::ServerError(async_nats::ServerError::Other(e)) = event {
+                let _ = tx.send(e);
+            }
+        }
+    });
+    if let Some(identity) = identity {
+        options = options.custom_inbox_prefix(identity.inbox_prefix());
+    }
+    if let Some(tls) = testkit::tls_as(identity.map_or("operator", Identity::name)) {
+        options = messaging::settings::with_tls(options, &tls).unwrap();
+    }
+    let client = messaging::settings::connect_to(options, url)
+        .await
+        .unwrap_or_else(|e| panic!("{name} logs in: {e}"));
+    (client, rx)
+}
+
+/// Every JetStream API subject, for each stream and for each consumer name that matters: the
+/// durables on that stream, a reader's, and one nobody uses.
+fn jetstream_api() -> Vec<String> {
+    let mut all = vec![
+        "$JS.API.INFO".to_owned(),
+        "$JS.API.STREAM.NAMES".to_owned(),
+        "$JS.API.STREAM.LIST".to_owned(),
+        "$JS.API.META.LEADER.STEPDOWN".to_owned(),
+        "$JS.API.SERVER.REMOVE".to_owned(),
+        "$JS.API.ACCOUNT.PURGE.ACC".to_owned(),
+    ];
+    for context in BoundedContext::ALL {
+        let s = context.stream_base();
+        for op in [
+            "CREATE",
+            "UPDATE",
+            "DELETE",
+            "INFO",
+            "PURGE",
+            "MSG.GET",
+            "MSG.DELETE",
+            "SNAPSHOT",
+            "RESTORE",
+            "PEER.REMOVE",
+            "LEADER.STEPDOWN",
+        ] {
+            all.push(format!("$JS.API.STREAM.{op}.{s}"));
+        }
+        all.extend([
+            format!("$JS.API.DIRECT.GET.{s}"),
+            format!("$JS.API.DIRECT.GET.{s}.events.x.y"),
+            format!("$JS.API.CONSUMER.CREATE.{s}"),
+            format!("$JS.API.CONSUMER.LIST.{s}"),
+            format!("$JS.API.CONSUMER.NAMES.{s}"),
+        ]);
+        let mut names: Vec<String> = messaging::durables::on(context).map(|d| d.name).collect();
+        names.extend([
+            "analyst_1".to_owned(),
+            "gateway_1".to_owned(),
+            "x".to_owned(),
+        ]);
+        for c in names {
+            for op in [
+                "CREATE",
+                "INFO",
+                "DELETE",
+                "MSG.NEXT",
+                "LEADER.STEPDOWN",
+                "PAUSE",
+                "UNPIN",
+            ] {
+                all.push(format!("$JS.API.CONSUMER.{op}.{s}.{c}"));
+            }
+            all.extend([
+                format!("$JS.API.CONSUMER.CREATE.{s}.{c}.events.x.y"),
+                format!("$JS.API.CONSUMER.DURABLE.CREATE.{s}.{c}"),
+                format!("$JS.ACK.{s}.{c}.1.1.1.1.0"),
+                format!("$JS.FC.{s}.{c}.x"),
+            ]);
+        }
+    }
+    all
+}
+
+/// What each identity may use of the JetStream API, said here in words of the design rather
+/// than read from `messaging::identity`, so the test checks the code against the intent.
+fn may(identity: Identity, subject: &str) -> bool {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    if subject == "$JS.API.INFO" {
+        return true;
+    }
+    let stream_of = |s: &str| {
+        BoundedContext::ALL
+            .into_iter()
+            .find(|c| c.stream_base() == s)
+    };
+    let durable = |context: BoundedContext, name: &str| {
+        messaging::durables::on(context).find(|d| d.name == name)
+    };
+    match tokens.as_slice() {
+        // A context's service makes and checks its own stream; nothing else of streams.
+        ["$JS", "API", "STREAM", op @ ("CREATE" | "INFO"), s] => {
+            let context = stream_of(s).unwrap();
+            let owner = Identity::of_context(context) == identity;
+            let reader = *op == "INFO"
+                && match identity {
+                    Identity::Orchestrator => context != BoundedContext::Sagas,
+                    Identity::Projections | Identity::Analyst => true,
+                    Identity::Gateway => {
+                        matches!(context, BoundedContext::Orders | BoundedContext::Sagas)
+                    }
+                    _ => false,
+                };
+            owner || reader
+        }
+        ["$JS", "API", "STREAM", "NAMES" | "LIST"] => identity == Identity::Analyst,
+        // Readers look single messages up.
+        ["$JS", "API", "STREAM", "MSG", "GET", s] | ["$JS", "API", "DIRECT", "GET", s, ..] => {
+            reads(identity, stream_of(s).unwrap())
+        }
+        // A durable's owner alone creates, reads, acknowledges, restores it; readers use
+        // any other name, never the one the server would take from the body.
+        ["$JS", "API", "CONSUMER", ..] => {
+            let consumer_op = ["CREATE", "INFO", "DELETE", "MSG.NEXT"]
+                .into_iter()
+                .find_map(|op| {
+                    subject
+                        .strip_prefix(&format!("$JS.API.CONSUMER.{op}."))
+                        .map(|rest| (op, rest))
+                });
+            let Some((op, rest)) = consumer_op else {
+                return false;
+            };
+            let parts: Vec<&str> = rest.splitn(3, '.').collect();
+            // The stream and a name: a filter may follow a creation only.
+            let [s, c, more @ ..] = parts.as_slice() else {
+                return false;
+            };
+            if !more.is_empty() && op != "CREATE" {
+                return false;
+            }
+            let context = stream_of(s).unwrap();
+            match durable(context, c) {
+                Some(d) => d.owner == identity,
+                None => reads(identity, context),
+            }
+        }
+        ["$JS", "ACK", s, c, ..] => {
+            durable(stream_of(s).unwrap(), c).is_some_and(|d| d.owner == identity)
+        }
+        // Flow control answers a push consumer's deliveries: readers, on their own.
+        ["$JS", "FC", s, c, ..] => {
+            let context = stream_of(s).unwrap();
+            durable(context, c).is_none() && reads(identity, context)
+        }
+        _ => false,
+    }
+}
+
+/// Whether `identity` reads `context`'s stream with ordered consumers.
+fn reads(identity: Identity, context: BoundedContext) -> bool {
+    match identity {
+        Identity::Analyst => true,
+        Identity::Gateway => matches!(context, BoundedContext::Orders | BoundedContext::Sagas),
+        _ => false,
+    }
+}
+
+/// On a deployment's server (the streams named as in production), every identity sends
+/// every JetStream API subject it may not use, and the server refuses each one: deleting,
+/// pulling from, re-filtering or stepping down another identity's durable, naming a consumer
+/// in the request's body, listing consumers, touching a stream it does not own. The
+/// durables are unchanged afterwards.
+#[tokio::test]
+async fn every_identity_is_refused_every_jetstream_api_subject_it_may_not_use() {
+    use async_nats::jetstream::consumer::pull;
+    let password = Uuid::new_v4().simple().to_string();
+    let nats = testkit::private::PrivateNats::start_deployment(&password).await;
+    let url = nats.url();
+    let ns = messaging::Namespace::default();
+
+    // The streams, made by their services, and every durable, made by its owner.
+    for context in BoundedContext::ALL {
+        let (client, _) = login(&url, Some(Identity::of_context(context)), "").await;
+        messaging::streams::ensure_stream(
+            &async_nats::jetstream::new(client),
+            &ns,
+            context,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    for durable in messaging::durables::all() {
+        let (client, _) = login(&url, Some(durable.owner), "").await;
+        let stream = async_nats::jetstream::new(client)
+            .get_stream(ns.stream(durable.context))
+            .await
+            .unwrap();
+        stream
+            .create_consumer(pull::Config {
+                durable_name: Some(durable.name.clone()),
+                filter_subject: ns.events_filter(durable.context),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{:?} makes {}: {e}", durable.owner, durable.name));
+    }
+    let (admin, _) = login(&url, None, "").await;
+    let admin = async_nats::jetstream::new(admin);
+    let before = durable_configs(&admin, &ns).await;
+
+    let api = jetstream_api();
+    for identity in Identity::ALL {
+        let (client, mut violations) = login(&url, Some(identity), &password).await;
+        let refused: Vec<&String> = api.iter().filter(|s| !may(identity, s)).collect();
+        assert!(!refused.is_empty());
+        let inbox = format!("{}.test", identity.inbox_prefix());
+        let mut reported = std::collections::HashSet::new();
+        // In small groups: the client keeps at most 128 unread server errors.
+        for group in refused.chunks(50) {
+            for subject in group {
+                client
+                    .publish_with_reply((*subject).clone(), inbox.clone(), "x".into())
+                    .await
+                    .unwrap();
+            }
+            client.flush().await.unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while !group.iter().all(|s| reported.contains(s.as_str())) {
+                let Ok(Some(error)) = tokio::time::timeout_at(deadline, violations.recv()).await
+                else {
+                    break;
+                };
+                if let Some(subject) = error
+                    .split_once("Publish to \"")
+                    .and_then(|(_, rest)| rest.split('"').next())
+                {
+                    reported.insert(subject.to_owned());
+                }
+            }
+        }
+        let missed: Vec<&&String> = refused
+            .iter()
+            .filter(|s| !reported.contains(s.as_str()))
+            .collect();
+        assert!(
+            missed.is_empty(),
+            "{identity:?} was not refused {} subjects it may not use: {missed:#?}",
+            missed.len()
+        );
+        // What it may use answers (so the refusals above are the permissions, not silence).
+        let info = client
+            .request("$JS.API.INFO", "".into())
+            .await
+            .unwrap_or_else(|e| panic!("{identity:?} asks $JS.API.INFO: {e}"));
+        assert!(!info.payload.is_empty());
+    }
+    assert_eq!(
+        durable_configs(&admin, &ns).await,
+        before,
+        "every durable is as its owner made it"
+    );
+}
+
+/// Every durable's name, filter and push/pull kind, as the administrator reads them.
+async fn durable_configs(
+    admin: &async_nats::jetstream::Context,
+    ns: &messaging::Namespace,
+) -> Vec<(String, String, Option<String>)> {
+    let mut all = Vec::new();
+    for durable in messaging::durables::all() {
+        let stream = admin.get_stream(ns.stream(durable.context)).await.unwrap();
+        let info = stream.consumer_info(&durable.name).await.unwrap();
+        all.push((
+            info.name.clone(),
+            info.config.filter_subject.clone(),
+            info.config.deliver_subject.clone(),
+        ));
+    }
+    all
+}
+
+/// The orchestrator's `/readyz`: its status and what its consumer check on `stream` says.
+async fn consumer_readiness(s: &Stack, stream: &str) -> (u16, String) {
+    let r = testkit::http()
+        .get(format!("{}/readyz", s.urls[3]))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    let check = body["checks"][format!("consumer:orchestrator:{stream}")]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (status, check)
+}
+
+/// What one request of the analysts did on a28c6f9 (no reader may now), done by the
+/// administrator: the orchestrator's consumer on ORDERS deleted, then re-filtered to see
+/// nothing, then its stream deleted and made again. The orchestrator notices each, is unready
+/// while its consumer cannot be restored, and every order placed afterwards is confirmed.
+#[tokio::test]
+async fn the_orchestrator_restores_a_consumer_deleted_or_changed_behind_its_back() {
+    let s = Stack::start(3).await;
+    s.product("KEEP-1", 10).await;
+    let first = s.place(&[("KEEP-1", 1)], "tok_ok").await;
+    assert_eq!(s.finished(first).await["outcome"], "confirmed");
+    let admin = async_nats::jetstream::new(testkit::nats_as(None).await);
+    let name = s.orders.ns.stream(BoundedContext::Orders);
+    let orders = admin.get_stream(&name).await.unwrap();
+
+    orders
+        .delete_consumer(messaging::durables::ORCHESTRATOR)
+        .await
+        .unwrap();
+    let second = s.place(&[("KEEP-1", 1)], "tok_ok").await;
+    assert_eq!(
+        s.finished(second).await["outcome"],
+        "confirmed",
+        "after a delete"
+    );
+
+    let mut changed = orders
+        .clone()
+        .consumer_info(messaging::durables::ORCHESTRATOR)
+        .await
+        .unwrap()
+        .config
+        .clone();
+    changed.filter_subject = format!("{}.events.orders.nothing.>", s.orders.ns.as_str());
+    orders.update_consumer(changed).await.unwrap();
+    let third = s.place(&[("KEEP-1", 1)], "tok_ok").await;
+    assert_eq!(
+        s.finished(third).await["outcome"],
+        "confirmed",
+        "after a re-filter"
+    );
+
+    admin.delete_stream(&name).await.unwrap();
+    testkit::eventually(
+        Duration::from_secs(20),
+        "the orchestrator to be unready",
+        || async {
+            let (status, check) = consumer_readiness(&s, &name).await;
+            (status == 503 && check.starts_with("error")).then_some(())
+        },
+    )
+    .await;
+    messaging::streams::ensure_stream(
+        &admin,
+        &s.orders.ns,
+        BoundedContext::Orders,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    testkit::eventually(
+        Duration::from_secs(20),
+        "the consumer to be restored",
+        || async {
+            let (status, check) = consumer_readiness(&s, &name).await;
+            (status == 200 && check == "ok").then_some(())
+        },
+    )
+    .await;
+    let fourth = s.place(&[("KEEP-1", 1)], "tok_ok").await;
+    assert_eq!(
+        s.finished(fourth).await["outcome"],
+        "confirmed",
+        "on the stream made again"
+    );
+}

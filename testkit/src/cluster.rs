@@ -56,7 +56,7 @@ impl NatsCluster {
                 "{base}\n{}",
                 cluster_block("streamshop-test", &members, i, &password, &tls_dir)
             );
-            std::fs::write(&config, text).expect("write a node's configuration");
+            crate::private::write_private(&config, text.as_bytes());
             nodes.push(Node {
                 name: member.name.clone(),
                 port: crate::free_port_outside_ephemeral_range(),

@@ -79,16 +79,69 @@ pub struct PrivateNats {
     port: u16,
     monitor_port: u16,
     store: PathBuf,
+    /// Its configuration: the shared server's, or one written for it.
+    config: PathBuf,
 }
 
 impl PrivateNats {
-    /// Starts it and waits until JetStream is healthy.
+    /// Starts it with the shared server's configuration (permissions that hold in any
+    /// namespace) and waits until JetStream is healthy.
     pub async fn start() -> Self {
+        Self::start_on(provided("STREAMSHOP_TEST_NATS_CONFIG")).await
+    }
+
+    /// Starts it with the configuration of one deployment (no namespace: the streams are
+    /// `ORDERS`, `INVENTORY`, …), so every permission names its stream exactly as in
+    /// production, and `analyst_password` as the analysts' password.
+    pub async fn start_deployment(analyst_password: &str) -> Self {
+        use messaging::identity::{authorization, Login, Scope, User};
+        let keys = crate::infra()
+            .nats_credentials
+            .clone()
+            .expect("the tests' NATS keys");
+        let public = |name: &str| {
+            let seed = messaging::settings::seed_in(&keys, name).expect("a test NATS key");
+            nkeys::KeyPair::from_seed(&seed)
+                .expect("a valid seed")
+                .public_key()
+        };
+        let mut users = vec![User {
+            identity: None,
+            login: Login::Nkey(public("admin")),
+        }];
+        for identity in messaging::Identity::ALL {
+            let login = match identity {
+                messaging::Identity::Analyst => Login::Password {
+                    user: "analyst".into(),
+                    password: analyst_password.to_owned(),
+                },
+                _ => Login::Nkey(public(identity.name())),
+            };
+            users.push(User {
+                identity: Some(identity),
+                login,
+            });
+        }
+        let mut text = authorization(&users, &Scope::Namespace(messaging::Namespace::default()));
+        if let Some(tls) = &crate::infra().tls_dir {
+            text.push_str(&messaging::server_config::tls_block(
+                &tls.display().to_string(),
+                "",
+            ));
+        }
+        let dir = scratch("nats-config");
+        let config = dir.join("nats.conf");
+        write_private(&config, text.as_bytes());
+        Self::start_on(config).await
+    }
+
+    async fn start_on(config: PathBuf) -> Self {
         let mut nats = Self {
             child: None,
             port: crate::free_port(),
             monitor_port: crate::free_port(),
             store: scratch("nats"),
+            config,
         };
         nats.run().await;
         nats
@@ -101,7 +154,7 @@ impl PrivateNats {
 
     async fn run(&mut self) {
         self.child = Some(spawn_nats(&NatsPlace {
-            config: &provided("STREAMSHOP_TEST_NATS_CONFIG"),
+            config: &self.config,
             port: self.port,
             monitor_port: self.monitor_port,
             store: &self.store,
@@ -140,6 +193,20 @@ impl Drop for PrivateNats {
         let _ = std::fs::remove_dir_all(&self.store);
         let _ = std::fs::remove_file(self.store.with_extension("log"));
     }
+}
+
+/// Writes a file only its owner may read, created so (it may hold a password).
+pub(crate) fn write_private(path: &Path, contents: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| file.write_all(contents))
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
 /// A log file to append to.
@@ -185,7 +252,7 @@ impl PrivatePostgres {
             nix::unistd::chown(&pg.dir, Some(user.uid), Some(user.gid)).expect("chown");
         }
         let pwfile = pg.dir.join("pwfile");
-        std::fs::write(&pwfile, PASSWORD).expect("write the password file");
+        write_private(&pwfile, PASSWORD.as_bytes());
         if let Some(user) = &pg.owner {
             nix::unistd::chown(&pwfile, Some(user.uid), Some(user.gid)).expect("chown");
         }

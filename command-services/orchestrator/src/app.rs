@@ -23,17 +23,13 @@ pub struct App {
     pool: sqlx::PgPool,
     nats: async_nats::Client,
     relay: Relay,
-    consumers: Vec<async_nats::jetstream::consumer::PullConsumer>,
+    consumers: Vec<messaging::keeper::Keeper>,
     readiness: Readiness,
     committed: Arc<Notify>,
 }
 
 /// The streams the orchestrator listens to.
-const INPUTS: [BoundedContext; 3] = [
-    BoundedContext::Orders,
-    BoundedContext::Inventory,
-    BoundedContext::Payments,
-];
+const INPUTS: [BoundedContext; 3] = messaging::durables::ORCHESTRATOR_INPUTS;
 
 impl App {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
@@ -44,18 +40,22 @@ impl App {
         let nats = settings.nats.connect_with_streams(&[BoundedContext::Sagas]);
         let (nats, js) = nats.await?;
         let ns = &settings.nats.namespace;
+        // The other contexts' streams are theirs to create: wait for them, then make (or
+        // take) the orchestrator's consumers, each kept as declared from then on.
         let mut consumers = Vec::new();
         for context in INPUTS {
-            consumers.push(
-                crate::inputs::consumer(&js, ns, context)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "creating the orchestrator consumer on {}",
-                            ns.stream(context)
-                        )
-                    })?,
-            );
+            messaging::streams::existing_stream(&js, ns, context).await;
+            let keeper = crate::inputs::keeper(&js, ns, context);
+            keeper
+                .consumer(|_| async { Ok(async_nats::jetstream::consumer::DeliverPolicy::All) })
+                .await
+                .with_context(|| {
+                    format!(
+                        "creating the orchestrator consumer on {}",
+                        ns.stream(context)
+                    )
+                })?;
+            consumers.push(keeper);
         }
         let committed = Arc::new(Notify::new());
         let relay = Relay::new(
@@ -72,10 +72,20 @@ impl App {
         );
         let mut streams = vec![ns.stream(BoundedContext::Sagas)];
         streams.extend(INPUTS.iter().map(|c| ns.stream(*c)));
-        let readiness = Readiness::new()
-            .postgres("orchestrator", pool.clone())
-            .nats(nats.clone())
-            .streams(js, streams);
+        // A consumer deleted or changed behind its back makes the orchestrator unready
+        // until it has restored it.
+        let readiness = consumers.iter().fold(
+            Readiness::new()
+                .postgres("orchestrator", pool.clone())
+                .nats(nats.clone())
+                .streams(js, streams),
+            |readiness, keeper| {
+                readiness.condition(
+                    format!("consumer:{}:{}", keeper.name(), keeper.stream()),
+                    keeper.intact(),
+                )
+            },
+        );
         let service = Service::bind("orchestrator", settings.basics.http_addr)
             .await?
             .tls(settings.basics.tls.as_ref())?;
@@ -114,6 +124,7 @@ impl App {
             shutdown.clone(),
         );
         let relay = self.relay;
+        let pool = self.pool.clone();
         let mut service = self
             .service
             .routes(
@@ -127,10 +138,10 @@ impl App {
                 relay.run(shutdown).await;
                 Ok(())
             }));
-        for consumer in self.consumers {
-            let driver = driver.clone();
+        for keeper in self.consumers {
+            let (driver, pool) = (driver.clone(), pool.clone());
             service = service.with_task(task(|shutdown| async move {
-                crate::inputs::run(consumer, driver, shutdown).await;
+                crate::inputs::run(keeper, pool, driver, shutdown).await;
                 Ok(())
             }));
         }

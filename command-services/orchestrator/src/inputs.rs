@@ -4,58 +4,68 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, AckKind};
+use chrono::{DateTime, Utc};
 use messaging::consume;
-use messaging::streams::existing_stream;
+use messaging::durables;
+use messaging::keeper::{Finding, Keeper};
 use messaging::{BoundedContext, Envelope, Namespace};
 use runtime::retry::Backoff;
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::driver::Driver;
 use crate::steps::{input_of, Input};
 
-/// The orchestrator's durable consumer on a context's stream, once that context's service
-/// has created the stream.
-pub async fn consumer(
-    js: &jetstream::Context,
-    namespace: &Namespace,
-    context: BoundedContext,
-) -> anyhow::Result<PullConsumer> {
-    let stream = existing_stream(js, namespace, context).await;
-    Ok(stream
-        .get_or_create_consumer(
-            "orchestrator",
-            pull::Config {
-                durable_name: Some("orchestrator".into()),
-                description: Some("streamshop saga orchestrator".into()),
-                filter_subject: namespace.events_filter(context),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_deliver: -1,
-                ..Default::default()
-            },
-        )
-        .await?)
+/// The orchestrator's durable consumer on a context's stream, kept as declared: one that is
+/// deleted or changed is restored, starting after the acknowledgement floor last recorded
+/// (`consumer_floors`), so no event is skipped and history is not read again.
+pub fn keeper(js: &jetstream::Context, namespace: &Namespace, context: BoundedContext) -> Keeper {
+    Keeper::new(
+        js.clone(),
+        namespace.stream(context),
+        pull::Config {
+            durable_name: Some(durables::ORCHESTRATOR.into()),
+            description: Some("streamshop saga orchestrator".into()),
+            filter_subject: namespace.events_filter(context),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: -1,
+            ..Default::default()
+        },
+    )
 }
 
+/// How often the consumer is checked on the server (and its floor recorded).
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+
 /// Feeds events to sagas until `shutdown`; the batch in hand is finished.
-pub async fn run(mut consumer: PullConsumer, driver: Arc<Driver>, shutdown: CancellationToken) {
+pub async fn run(keeper: Keeper, pool: PgPool, driver: Arc<Driver>, shutdown: CancellationToken) {
     // Named by its stream, so each of the orchestrator's three consumers has its own metrics.
-    let name = match consumer.info().await {
-        Ok(info) => format!("orchestrator:{}", info.stream_name),
-        Err(_) => "orchestrator".to_owned(),
-    };
-    let (consumer, name) = (&consumer, name.as_str());
+    let name = format!("orchestrator:{}", keeper.stream());
+    let (keeper, pool, name) = (&keeper, &pool, name.as_str());
+    let checked = std::sync::Mutex::new(tokio::time::Instant::now());
     runtime::retry::until_cancelled(
         "orchestrator fetch",
         &shutdown,
         Backoff::new(Duration::from_secs(1), Duration::from_secs(5)),
         || async {
+            let consumer = keeper
+                .consumer(|stream_created| start(pool, keeper, stream_created))
+                .await
+                .map_err(|e| consume::FetchError::new(format!("{e:#}")))?;
             // A batch is what has arrived (an idle loop waits on the server for the next one);
             // each message is settled once its saga has taken it.
-            let batch = consume::fetch(consumer, 100, Duration::from_millis(500)).await?;
+            let batch = match consume::fetch(&consumer, 100, Duration::from_millis(500)).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    // The consumer may be gone: look again before the next fetch.
+                    keeper.forget().await;
+                    return Err(e);
+                }
+            };
             // Sagas are independent: their inputs are taken side by side, so the command
             // bus commits them together (one at a time, each input waited for a commit of its
             // own while the rest of the batch queued). One saga's inputs stay in stream order.
@@ -70,10 +80,77 @@ pub async fn run(mut consumer: PullConsumer, driver: Arc<Driver>, shutdown: Canc
                 }
             }))
             .await;
+            let due = {
+                let mut at = checked.lock().expect("check time");
+                let due = at.elapsed() >= CHECK_EVERY;
+                if due {
+                    *at = tokio::time::Instant::now();
+                }
+                due
+            };
+            if due {
+                check(pool, keeper).await;
+            }
             Ok::<(), consume::FetchError>(())
         },
     )
     .await;
+}
+
+/// Asks the server whether the consumer is as declared (the keeper restores it at the next
+/// fetch when not), and records its acknowledgement floor when it is.
+async fn check(pool: &PgPool, keeper: &Keeper) {
+    match keeper.check().await {
+        Ok(Finding::Intact(floor)) => {
+            let recorded = sqlx::query(
+                "INSERT INTO consumer_floors (consumer, stream, stream_created, acknowledged) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (consumer, stream) DO UPDATE \
+                 SET stream_created = EXCLUDED.stream_created, \
+                     acknowledged = EXCLUDED.acknowledged, updated_at = now()",
+            )
+            .bind(keeper.name())
+            .bind(keeper.stream())
+            .bind(floor.stream_created)
+            .bind(floor.acknowledged as i64)
+            .execute(pool)
+            .await;
+            if let Err(e) = recorded {
+                tracing::debug!(error = %e, "could not record the consumer's floor");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "could not check the consumer"),
+    }
+}
+
+/// Where a (re)made consumer starts: just after the floor recorded on this same stream, or
+/// at the beginning when none is (a first start) or the stream was made again since.
+async fn start(
+    pool: &PgPool,
+    keeper: &Keeper,
+    stream_created: DateTime<Utc>,
+) -> anyhow::Result<DeliverPolicy> {
+    let floor: Option<(DateTime<Utc>, i64)> = sqlx::query_as(
+        "SELECT stream_created, acknowledged FROM consumer_floors WHERE consumer = $1 AND stream = $2",
+    )
+    .bind(keeper.name())
+    .bind(keeper.stream())
+    .fetch_optional(pool)
+    .await?;
+    Ok(match floor {
+        Some((created, acknowledged)) if created == stream_created && acknowledged > 0 => {
+            tracing::info!(
+                stream = keeper.stream(),
+                after = acknowledged,
+                "making the orchestrator's consumer again after its recorded floor"
+            );
+            DeliverPolicy::ByStartSequence {
+                start_sequence: acknowledged as u64 + 1,
+            }
+        }
+        _ => DeliverPolicy::All,
+    })
 }
 
 /// What a message feeds its saga (nothing, for an event no saga waits on), or why it is not
