@@ -9,4 +9,4 @@ COPY xtask/oidc/provider.mjs xtask/oidc/login.mjs ./
 # The keys' volume takes this folder's owner when it is first mounted.
 RUN mkdir /data && chown node:node /data
 USER node
-CMD ["sh", "-c", "test -s /data/operator-secret || od -An -tx1 -N24 /dev/urandom | tr -d ' \\n' > /data/operator-secret; OIDC_OPERATOR_SECRET=$(cat /data/operator-secret) exec node provider.mjs"]
+CMD ["sh", "-c", "umask 077; test -s /data/operator-secret || od -An -tx1 -N24 /dev/urandom | tr -d ' \\n' > /data/operator-secret; OIDC_OPERATOR_SECRET=$(cat /data/operator-secret) exec node provider.mjs"]

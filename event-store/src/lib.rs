@@ -37,5 +37,8 @@ pub static SCHEMA: runtime::db::Schema = runtime::db::Schema {
         // Kept by triggers as the owner; the orchestrator and inventory's expiry only list them.
         "GRANT SELECT ON open_sagas TO {role}",
         "GRANT SELECT ON open_reservations TO {role}",
+        // The acknowledgement floors of its durable consumers, to restore a lost one.
+        "GRANT SELECT, INSERT, UPDATE ON consumer_floors TO {role}",
     ],
+    owner_statements: &[],
 };

@@ -43,7 +43,9 @@ enum Cli {
     Run(Box<RunArgs>),
     /// The bare axum + sqlx baseline server.
     BareServer {
-        #[arg(long)]
+        /// Its database (a password in it): read from the environment only, never given
+        /// on the command line where any user of the machine could read it.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
         #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8090")]
         addr: SocketAddr,
@@ -57,8 +59,9 @@ enum Cli {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Superuser URL of the Postgres cluster to create the benchmark's databases on.
-    #[arg(long)]
+    /// Superuser URL of the Postgres cluster to create the benchmark's databases on (a
+    /// password in it: `cargo xtask bench` passes it in the environment).
+    #[arg(long, env = "LOADGEN_PG_ADMIN_URL", hide_env_values = true)]
     pg_admin_url: String,
     #[arg(long)]
     nats_url: String,
@@ -77,8 +80,9 @@ struct RunArgs {
     /// nodes share.
     #[arg(long)]
     nats_config: Option<PathBuf>,
-    /// The analysts' NATS URL (user and password in it), for `events export`.
-    #[arg(long)]
+    /// The analysts' NATS URL (user and password in it), for `events export`; passed in the
+    /// environment by `cargo xtask bench`.
+    #[arg(long, env = "LOADGEN_NATS_ANALYST_URL", hide_env_values = true)]
     nats_analyst_url: String,
     /// Folder of the release service binaries.
     #[arg(long)]

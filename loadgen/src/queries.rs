@@ -35,12 +35,11 @@ pub async fn run(
         &b.self_exe,
         &[
             "bare-server".into(),
-            "--database-url".into(),
-            read_url.into(),
             "--max-connections".into(),
             "20".into(),
         ],
-        &[],
+        // The URL holds a password: through the environment, never the arguments.
+        &[("DATABASE_URL".to_owned(), read_url.to_owned())],
         false,
         &b.logs,
     )

@@ -31,11 +31,38 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The read database as code. The projections' role owns it: a rebuild creates, moves and
 /// drops tables, and everything in it can be rebuilt from the event log. The query API reads
-/// it as a role that may only SELECT (granted by whoever provisions the database).
+/// it as a role that may only SELECT (granted by whoever provisions the database), except a
+/// dead letter's payload: the message as it came, which may hold what no read model shows.
+///
+/// Invariant: no role but the owner can read `dead_letters.payload`; the others may read the
+/// column that counts them per projection (`GET /projections`), narrowed again at every start
+/// since provisioning grants SELECT on every table (`query-api/tests/reads.rs` tries).
 pub static SCHEMA: runtime::db::Schema = runtime::db::Schema {
     migrator: &MIGRATOR,
     grants: &[],
+    owner_statements: &[DEAD_LETTERS_PRIVATE],
 };
+
+/// Whoever but the owner may SELECT `dead_letters` (PUBLIC included) keeps only its
+/// `projection` column.
+const DEAD_LETTERS_PRIVATE: &str = "DO $$
+DECLARE
+    grantee oid;
+BEGIN
+    FOR grantee IN
+        SELECT DISTINCT a.grantee FROM pg_class c, aclexplode(c.relacl) a
+        WHERE c.oid = 'public.dead_letters'::regclass
+          AND a.privilege_type = 'SELECT' AND a.grantee <> c.relowner
+    LOOP
+        IF grantee = 0 THEN
+            REVOKE SELECT ON public.dead_letters FROM PUBLIC;
+            GRANT SELECT (projection) ON public.dead_letters TO PUBLIC;
+        ELSE
+            EXECUTE format('REVOKE SELECT ON public.dead_letters FROM %s', grantee::regrole);
+            EXECUTE format('GRANT SELECT (projection) ON public.dead_letters TO %s', grantee::regrole);
+        END IF;
+    END LOOP;
+END $$";
 
 // The names and the update channel are shared with the query API through `read_model`; they
 // stay reachable here because the worker's callers and tests name them through this crate.

@@ -250,3 +250,53 @@ async fn the_served_openapi_document_is_the_committed_one() {
     assert_eq!(served, committed, "run `cargo run -p schemas`");
     stop.cancel();
 }
+
+/// The query API's role counts dead letters (`GET /projections`) but cannot read what they
+/// hold, even after provisioning granted it SELECT on every table again (as `cargo xtask up`
+/// does at each start): the projections narrow it back at their next start.
+#[tokio::test]
+async fn the_query_api_counts_dead_letters_but_cannot_read_their_payloads() {
+    let world = testkit::world::World::read().await;
+    sqlx::query(
+        "INSERT INTO dead_letters (projection, stream, stream_sequence, subject, reason, payload) \
+         VALUES ('orders_view', 'ORDERS', 1, 'events.orders.x.OrderPlaced', 'test', $1)",
+    )
+    .bind(b"{\"payment_token\":\"tok_secret\"}".to_vec())
+    .execute(&world.pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO projection_checkpoints (projection, stream) VALUES ('orders_view', 'ORDERS')")
+        .execute(&world.pool)
+        .await
+        .unwrap();
+    let reader = PgPool::connect(&world.db.reader).await.unwrap();
+    let denied = |r: Result<Vec<u8>, sqlx::Error>| {
+        let e = r.expect_err("the payload must not be readable");
+        assert_eq!(
+            e.as_database_error().and_then(|d| d.code()).as_deref(),
+            Some("42501"),
+            "{e}"
+        );
+    };
+    denied(
+        sqlx::query_scalar("SELECT payload FROM dead_letters")
+            .fetch_one(&reader)
+            .await,
+    );
+    // Provisioning widens it again; the next start of the projections narrows it.
+    sqlx::query("GRANT SELECT ON ALL TABLES IN SCHEMA public TO streamshop_reader")
+        .execute(&world.pool)
+        .await
+        .unwrap();
+    world.start_again().await;
+    denied(
+        sqlx::query_scalar("SELECT payload FROM dead_letters")
+            .fetch_one(&reader)
+            .await,
+    );
+    let (base, _stop) = serve(&world.db.reader).await;
+    let (status, body) = get(format!("{base}/projections")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let text = body.to_string();
+    assert!(text.contains("\"dead_letters\":1"), "{body}");
+}

@@ -27,6 +27,10 @@ pub struct DatabaseSettings {
 pub struct Schema {
     pub migrator: &'static sqlx::migrate::Migrator,
     pub grants: &'static [&'static str],
+    /// Statements the owner runs after the migrations at every start, whatever role the
+    /// service runs as: what must hold however the database was provisioned (a grant to
+    /// other roles that provisioning widened, narrowed again).
+    pub owner_statements: &'static [&'static str],
 }
 
 impl Schema {
@@ -38,6 +42,9 @@ impl Schema {
         role: &str,
     ) -> Result<(), sqlx::migrate::MigrateError> {
         self.migrator.run(&mut *owner).await?;
+        for statement in self.owner_statements {
+            sqlx::query(statement).execute(&mut *owner).await?;
+        }
         let me: String = sqlx::query_scalar("SELECT current_user")
             .fetch_one(&mut *owner)
             .await?;

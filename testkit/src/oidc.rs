@@ -19,7 +19,6 @@ pub struct Oidc {
     child: Child,
     pub issuer: String,
     pub audience: String,
-    secret: String,
     keys: PathBuf,
     _dir: TempDir,
 }
@@ -53,6 +52,8 @@ impl Oidc {
         let issuer = format!("http://127.0.0.1:{port}");
         let secret = Uuid::new_v4().simple().to_string();
         let keys = dir.join("keys.json");
+        // login.mjs reads the operator's secret from a file, never from its arguments.
+        crate::private::write_private(&dir.join("operator-secret"), secret.as_bytes());
         let child = Command::new("node")
             .arg(scripts().join("provider.mjs"))
             .env("OIDC_PORT", port.to_string())
@@ -69,7 +70,6 @@ impl Oidc {
             child,
             issuer,
             audience: "streamshop".into(),
-            secret,
             keys,
             _dir: TempDir(dir),
         };
@@ -96,7 +96,8 @@ impl Oidc {
 
     /// An operator's access token (client credentials, scope `admin`).
     pub async fn admin_token(&self) -> String {
-        self.login(&["--admin", "--secret", &self.secret]).await
+        let file = self.secret_file();
+        self.login(&["--admin", "--secret-file", &file]).await
     }
 
     async fn login(&self, args: &[&str]) -> String {
@@ -131,7 +132,19 @@ impl Oidc {
 
     /// The shell command that prints an operator's token from this provider.
     pub fn admin_command(&self) -> String {
-        format!("{} --admin --secret {}", self.token_command(), self.secret)
+        format!(
+            "{} --admin --secret-file '{}'",
+            self.token_command(),
+            self.secret_file()
+        )
+    }
+
+    /// The file holding the operator client's secret (mode 0600).
+    fn secret_file(&self) -> String {
+        self.keys
+            .with_file_name("operator-secret")
+            .display()
+            .to_string()
     }
 
     /// Rotates the signing keys: new keys first, the old ones still published; returns the

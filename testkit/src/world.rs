@@ -23,6 +23,8 @@ pub struct World {
     pub ns: Namespace,
     pub nats: async_nats::Client,
     pub js: async_nats::jetstream::Context,
+    /// What migrated it (and grants its roles their privileges).
+    schema: &'static runtime::db::Schema,
 }
 
 /// An HTTP answer: status and JSON body (`Null` when there is none).
@@ -50,7 +52,11 @@ impl World {
     }
 
     /// `db` with `schema` applied as its owner, and a namespace; its service runs as `url`.
-    async fn migrated(db: crate::TestDb, url: String, schema: &runtime::db::Schema) -> Self {
+    async fn migrated(
+        db: crate::TestDb,
+        url: String,
+        schema: &'static runtime::db::Schema,
+    ) -> Self {
         use sqlx::Connection;
         let role = runtime::db::user_of(&url).expect("a Postgres URL");
         let mut owner = sqlx::PgConnection::connect(&db.owner)
@@ -75,7 +81,22 @@ impl World {
             ns: crate::unique_namespace(),
             js: async_nats::jetstream::new(nats.clone()),
             nats,
+            schema,
         }
+    }
+
+    /// Applies its schema again, as the owner, as its service does at every start.
+    pub async fn start_again(&self) {
+        use sqlx::Connection;
+        let role = runtime::db::user_of(&self.db_url).expect("a Postgres URL");
+        let mut owner = sqlx::PgConnection::connect(&self.db.owner)
+            .await
+            .expect("connect the test database as its owner");
+        self.schema
+            .apply(&mut owner, &role)
+            .await
+            .expect("apply the schema again");
+        let _ = owner.close().await;
     }
 
     /// An aggregate as the events in this world's database make it.

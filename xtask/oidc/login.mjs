@@ -1,8 +1,11 @@
 // Command-line client of the local OpenID Connect provider (provider.mjs): it obtains an access
 // token for the streamshop API and prints only that token, so scripts can use $(node login.mjs ...).
 //   node login.mjs --issuer URL --customer <uuid> [--audience streamshop]   (authorization code + PKCE as `storefront`)
-//   node login.mjs --issuer URL --admin --secret S [--audience streamshop]  (client credentials as `operator`)
+//   node login.mjs --issuer URL --admin --secret-file F [--audience streamshop]  (client credentials as `operator`)
+// The operator's secret is read from a file, never taken on the command line, where every user
+// of the machine could read it (ps, /proc/<pid>/cmdline).
 import * as crypto from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 const CALLBACK = 'http://127.0.0.1/callback';
@@ -103,20 +106,21 @@ async function main() {
       issuer: { type: 'string' },
       customer: { type: 'string' },
       admin: { type: 'boolean', default: false },
-      secret: { type: 'string' },
+      'secret-file': { type: 'string' },
       audience: { type: 'string', default: 'streamshop' },
     },
   });
-  check(o.issuer, 'usage: login.mjs --issuer URL (--customer UUID | --admin --secret S) [--audience A]');
+  check(o.issuer, 'usage: login.mjs --issuer URL (--customer UUID | --admin --secret-file F) [--audience A]');
   check(o.admin !== !!o.customer, 'give exactly one of --customer UUID or --admin');
-  check(!o.admin || o.secret, '--admin needs --secret');
+  check(!o.admin || o['secret-file'], '--admin needs --secret-file');
   // Same rule as provider.mjs: a bare audience name is requested as the resource `urn:<name>`.
   const resource = URL.canParse(o.audience) ? o.audience : `urn:${o.audience}`;
   const discovery = `${o.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
   const meta = await json(await fetch(discovery), `discovery ${discovery}`);
   if (o.customer) return customerToken(meta, o.customer, resource);
   // client_secret_basic: id and secret are form-encoded before base64 (RFC 6749, section 2.3.1).
-  const basic = Buffer.from(`operator:${encodeURIComponent(o.secret)}`).toString('base64');
+  const secret = readFileSync(o['secret-file'], 'utf8').trim();
+  const basic = Buffer.from(`operator:${encodeURIComponent(secret)}`).toString('base64');
   return tokenRequest(meta, { grant_type: 'client_credentials', scope: 'admin', resource }, {
     authorization: `Basic ${basic}`,
   });

@@ -42,27 +42,7 @@ fn drive(
     bins: &std::path::Path,
     loadgen_args: &[String],
 ) -> anyhow::Result<ExitCode> {
-    let out = layout.workspace.join(".state/bench-report");
-    let mut cmd = Command::new(bins.join("loadgen"));
-    cmd.arg("run")
-        .args(["--pg-admin-url", &layout.pg_admin_url()?])
-        .args(["--nats-url", &layout.nats_url()])
-        .arg("--nats-credentials")
-        .arg(crate::nats::credentials_dir(layout))
-        .arg("--tls-dir")
-        .arg(crate::tls::dir(layout))
-        .arg("--nats-server")
-        .arg(crate::nats::binary(layout)?)
-        .arg("--nats-config")
-        .arg(crate::nats::config_path(layout))
-        .args(["--nats-analyst-url", &crate::nats::analyst_url(layout)?])
-        .arg("--bins")
-        .arg(bins)
-        .arg("--out")
-        .arg(&out)
-        .arg("--logs")
-        .arg(layout.logs())
-        .args(["--commit", &commit(layout)]);
+    let mut cmd = loadgen_command(layout, bins, &crate::nats::binary(layout)?)?;
     if let Some(pid) = postgres::postmaster_pid(layout) {
         cmd.args(["--pg-pid", &pid.to_string()]);
     }
@@ -84,6 +64,40 @@ fn drive(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `loadgen run` on this layout's servers. URLs with passwords go in its environment: a
+/// process's arguments are readable by every user of the machine.
+fn loadgen_command(
+    layout: &Layout,
+    bins: &std::path::Path,
+    nats_server: &std::path::Path,
+) -> anyhow::Result<Command> {
+    let out = layout.workspace.join(".state/bench-report");
+    let mut cmd = Command::new(bins.join("loadgen"));
+    cmd.arg("run")
+        .env("LOADGEN_PG_ADMIN_URL", layout.pg_admin_url()?)
+        .env(
+            "LOADGEN_NATS_ANALYST_URL",
+            crate::nats::analyst_url(layout)?,
+        )
+        .args(["--nats-url", &layout.nats_url()])
+        .arg("--nats-credentials")
+        .arg(crate::nats::credentials_dir(layout))
+        .arg("--tls-dir")
+        .arg(crate::tls::dir(layout))
+        .arg("--nats-server")
+        .arg(nats_server)
+        .arg("--nats-config")
+        .arg(crate::nats::config_path(layout))
+        .arg("--bins")
+        .arg(bins)
+        .arg("--out")
+        .arg(&out)
+        .arg("--logs")
+        .arg(layout.logs())
+        .args(["--commit", &commit(layout)]);
+    Ok(cmd)
+}
+
 /// The commit measured, marked when the work tree has changes.
 fn commit(layout: &Layout) -> String {
     let git = |args: &[&str]| {
@@ -101,5 +115,42 @@ fn commit(layout: &Layout) -> String {
     match git(&["status", "--porcelain"]) {
         Some(changes) if !changes.is_empty() => format!("{head}-dirty"),
         _ => head,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_password_is_in_loadgen_s_arguments() {
+        let scratch = std::env::temp_dir().join(format!("xtask-bench-{}", uuid::Uuid::new_v4()));
+        let mut layout = Layout::bench().unwrap();
+        layout.root = scratch.clone();
+        let cmd = loadgen_command(
+            &layout,
+            std::path::Path::new("/bins"),
+            std::path::Path::new("/nats-server"),
+        )
+        .unwrap();
+        let passwords = [
+            crate::secrets::password(&layout, "postgres").unwrap(),
+            crate::secrets::password(&layout, "nats-analyst").unwrap(),
+        ];
+        for arg in cmd.get_args() {
+            let arg = arg.to_string_lossy();
+            assert!(passwords.iter().all(|p| !arg.contains(p.as_str())), "{arg}");
+        }
+        let env: Vec<String> = cmd
+            .get_envs()
+            .filter_map(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+            .collect();
+        for password in &passwords {
+            assert!(
+                env.iter().any(|v| v.contains(password.as_str())),
+                "passed in the environment"
+            );
+        }
+        let _ = std::fs::remove_dir_all(scratch);
     }
 }

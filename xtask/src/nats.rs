@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use std::os::unix::fs::PermissionsExt;
-
 use anyhow::{bail, Context};
 use messaging::identity::{Login, Scope, User};
 use messaging::Identity;
@@ -100,8 +98,7 @@ fn seed(layout: &Layout, name: &str) -> anyhow::Result<nkeys::KeyPair> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
-    std::fs::create_dir_all(&dir)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    crate::secrets::private_dir(&dir)?;
     let pair = nkeys::KeyPair::new_user();
     crate::secrets::write_private(&path, pair.seed()?.as_bytes())?;
     Ok(pair)

@@ -63,20 +63,24 @@ fn pid_file(layout: &Layout) -> PathBuf {
     layout.run_dir().join("oidc.pid")
 }
 
-/// The operator client's secret, made on first use and kept (mode 0600) with the keys.
+/// Where the operator client's secret is kept.
+fn operator_secret_file(layout: &Layout) -> PathBuf {
+    state(layout).join("operator-secret")
+}
+
+/// The operator client's secret, made on first use and kept with the keys, in a file created
+/// readable by its owner only (never written first and narrowed after).
 fn operator_secret(layout: &Layout) -> anyhow::Result<String> {
     use std::io::Read;
-    use std::os::unix::fs::PermissionsExt;
-    let path = state(layout).join("operator-secret");
+    let path = operator_secret_file(layout);
     if let Ok(secret) = std::fs::read_to_string(&path) {
         return Ok(secret.trim().to_owned());
     }
     let mut bytes = [0u8; 24];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::create_dir_all(state(layout))?;
-    std::fs::write(&path, &secret)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    crate::secrets::private_dir(&state(layout))?;
+    crate::secrets::write_private(&path, secret.as_bytes())?;
     Ok(secret)
 }
 
@@ -134,16 +138,55 @@ pub fn token(layout: &Layout, customer: Option<&str>, admin: bool) -> anyhow::Re
     if proc::running_pid(&pid_file(layout)).is_none() {
         bail!("the OpenID provider is not running: start the stack with `cargo xtask up`");
     }
+    if !login_command(layout, customer, admin)?
+        .status()
+        .context("running node login.mjs")?
+        .success()
+    {
+        bail!("no token: see the message above");
+    }
+    Ok(())
+}
+
+/// `node login.mjs` for a customer or the operator. The operator's secret stays in its file
+/// (login.mjs reads it): a process's arguments are readable by every user of the machine.
+fn login_command(layout: &Layout, customer: Option<&str>, admin: bool) -> anyhow::Result<Command> {
     let mut cmd = Command::new("node");
     cmd.arg(scripts(layout).join("login.mjs"))
         .args(["--issuer", &issuer()]);
     match (customer, admin) {
-        (Some(id), false) => cmd.args(["--customer", id]),
-        (None, true) => cmd.args(["--admin", "--secret", &operator_secret(layout)?]),
+        (Some(id), false) => {
+            cmd.args(["--customer", id]);
+        }
+        (None, true) => {
+            operator_secret(layout)?;
+            cmd.arg("--admin")
+                .arg("--secret-file")
+                .arg(operator_secret_file(layout));
+        }
         _ => bail!("say either --customer <uuid> or --admin"),
-    };
-    if !cmd.status().context("running node login.mjs")?.success() {
-        bail!("no token: see the message above");
     }
-    Ok(())
+    Ok(cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_operator_s_secret_is_in_a_private_file_and_never_an_argument() {
+        let scratch = std::env::temp_dir().join(format!("xtask-oidc-{}", uuid::Uuid::new_v4()));
+        let mut layout = Layout::test().unwrap();
+        layout.root = scratch.clone();
+        let cmd = login_command(&layout, None, true).unwrap();
+        let secret = operator_secret(&layout).unwrap();
+        assert!(cmd
+            .get_args()
+            .all(|a| !a.to_string_lossy().contains(&secret)));
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&operator_secret_file(&layout)), 0o600);
+        assert_eq!(mode(&state(&layout)), 0o700);
+        let _ = std::fs::remove_dir_all(scratch);
+    }
 }

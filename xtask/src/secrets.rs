@@ -27,6 +27,20 @@ pub fn password(layout: &Layout, name: &str) -> anyhow::Result<String> {
     Ok(made)
 }
 
+/// Makes `dir` (and its parents) with only its owner allowed in, created so rather than
+/// narrowed after; an existing one is narrowed.
+pub fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("narrowing {}", dir.display()))?;
+    Ok(())
+}
+
 /// Writes `contents` to `path`, readable by its owner only from the first byte on (a file
 /// written first and narrowed after would be readable by anyone in between).
 pub fn write_private(path: &std::path::Path, contents: &[u8]) -> anyhow::Result<()> {
