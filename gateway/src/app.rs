@@ -68,10 +68,20 @@ impl App {
             ns: settings.nats.namespace.clone(),
             request_timeout: settings.limits.request_timeout,
             stop: stop_streams.clone(),
-            streams: OpenStreams::new(settings.limits.streams_per_caller),
+            streams: OpenStreams::new(
+                settings.limits.streams_per_caller,
+                settings.limits.streams_total,
+            ),
         });
 
+        // Outermost first: the rate limits and the token, then the body (read whole within
+        // its time limit), then the route.
+        let limits = &settings.limits;
         let api = routes::router(gateway)
+            .layer(axum::middleware::from_fn_with_state(
+                (limits.body_read_timeout, limits.body_limit_bytes),
+                edge::read_body,
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 edge.clone(),
                 edge::check,
@@ -79,7 +89,16 @@ impl App {
             .layer(DefaultBodyLimit::max(settings.limits.body_limit_bytes));
         let readiness = Readiness::new().nats(nats);
         let cors = cors(&settings.limits.cors_origins)?;
+        // The public side: metrics served apart (internal, over TLS), a client's trace only
+        // linked, connections capped (a trusted proxy's only in all).
+        let connections = runtime::https::ConnectionLimits {
+            total: limits.max_connections,
+            per_peer: limits.max_connections_per_client,
+            exempt: limits.trusted_proxies.clone(),
+        };
         let service = Service::bind("gateway", settings.http_addr)
+            .await?
+            .public(settings.metrics_addr, settings.tls.as_ref(), connections)
             .await?
             .routes(api, readiness, crate::openapi::served())
             .wrap(|router| {
@@ -108,6 +127,11 @@ impl App {
 
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.service.local_addr()
+    }
+
+    /// Where its `/metrics` is served (internal, apart from the public side).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.service.metrics_addr()
     }
 
     /// The base URL it answers on (`https://` when TLS is on).

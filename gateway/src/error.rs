@@ -18,6 +18,10 @@ pub enum ApiError {
     /// Not found, or not the caller's (the same answer, so existence does not leak).
     #[error("no such order")]
     OrderNotFound,
+    /// As [`ApiError::OrderNotFound`] for a read with `min_version`: the query API's own
+    /// answer for an order it does not hold yet, word for word.
+    #[error("the order is not visible yet")]
+    OrderNotVisible,
     #[error("{0}")]
     BadRequest(String),
     /// A refusal the shared request readers made (413, 415, 400, 422).
@@ -33,6 +37,9 @@ pub enum ApiError {
     /// The caller holds as many live streams as they may.
     #[error("at most {0} live streams at once")]
     TooManyStreams(u32),
+    /// All callers together hold as many live streams as the gateway serves.
+    #[error("the gateway serves at most {0} live streams at once")]
+    StreamsFull(u32),
     /// The request took longer than the gateway's time limit.
     #[error("the request took longer than {0} ms")]
     Timeout(u128),
@@ -79,6 +86,15 @@ impl IntoResponse for ApiError {
                 Problem::new(StatusCode::NOT_FOUND, "order-not-found", "No such order")
                     .into_response()
             }
+            Self::OrderNotVisible => Problem::new(
+                StatusCode::NOT_FOUND,
+                "order-not-found",
+                "The order is not visible yet",
+            )
+            .detail("the read model did not catch up with min_version in time; retry")
+            .with("stale", true)
+            .retry_after(1)
+            .into_response(),
             Self::BadRequest(_) => Problem::new(
                 StatusCode::BAD_REQUEST,
                 "invalid-request",
@@ -104,6 +120,14 @@ impl IntoResponse for ApiError {
             )
             .detail(detail)
             .retry_after(5)
+            .into_response(),
+            Self::StreamsFull(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "streams-full",
+                "The gateway serves as many live streams as it can; retry later",
+            )
+            .detail(detail)
+            .retry_after(10)
             .into_response(),
             Self::Timeout(_) => Problem::new(
                 StatusCode::GATEWAY_TIMEOUT,

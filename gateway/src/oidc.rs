@@ -121,6 +121,12 @@ impl Verifier {
         Ok(self.refresh(&mut last).await?.len())
     }
 
+    /// Whom `token` speaks for, when it was verified a moment ago (and is still within its
+    /// times); `None` otherwise, without checking anything.
+    pub fn remembered(&self, token: &str) -> Option<Principal> {
+        self.verified.get(token, unix_now())
+    }
+
     /// Checks `token` and says whom it speaks for.
     pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
         let now = unix_now();
@@ -135,6 +141,18 @@ impl Verifier {
             return Err(TokenError::Invalid(format!(
                 "algorithm {:?} is not accepted (RS256 or ES256)",
                 header.alg
+            )));
+        }
+        // RFC 9068: an access token says so in its header. Without this check, any other JWT
+        // the issuer signs for this audience (an ID token for a client named like it) would
+        // pass for one.
+        let typ = header.typ.as_deref().unwrap_or_default();
+        let access =
+            typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt");
+        let untyped = typ.is_empty() || typ.eq_ignore_ascii_case("JWT");
+        if !access && (self.settings.require_at_jwt || !untyped) {
+            return Err(TokenError::Invalid(format!(
+                "not an access token: its typ is {typ:?}, not \"at+jwt\" (RFC 9068)"
             )));
         }
         let kid = header

@@ -98,13 +98,19 @@ pub fn document(upstream: &dyn Fn(&str) -> Value) -> Value {
         paths,
         components,
     );
+    // The gateway serves its metrics apart, on an internal listener, never on this side.
+    doc["paths"]
+        .as_object_mut()
+        .expect("paths are an object")
+        .remove("/metrics");
     doc["components"]["securitySchemes"] = json!({
         "bearer": {
             "type": "http",
             "scheme": "bearer",
             "bearerFormat": "JWT",
-            "description": "An OpenID Connect access token (RS256 or ES256) for the audience \
-                            `OIDC_AUDIENCE`; `cargo xtask token` prints one locally"
+            "description": "An OpenID Connect access token (RS256 or ES256, header `typ: at+jwt` \
+                            as RFC 9068 says) for the audience `OIDC_AUDIENCE`; \
+                            `cargo xtask token` prints one locally"
         }
     });
     doc
@@ -164,6 +170,10 @@ fn gateway_problems(access: Access, has_params: bool) -> Vec<(&'static str, &'st
             "A service behind the gateway is unavailable; see `Retry-After`",
         ),
         ("504", "The request took longer than the gateway allows"),
+        (
+            "408",
+            "The request's body did not arrive within BODY_READ_TIMEOUT_MS (the connection is closed)",
+        ),
     ];
     if access != Access::Anyone {
         problems.push(("403", "The token may not do this"));

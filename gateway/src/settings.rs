@@ -10,8 +10,12 @@ use runtime::telemetry::LogSettings;
 /// Everything the gateway binary can be told.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `HTTP_ADDR`, default `127.0.0.1:8000`.
+    /// `HTTP_ADDR`, default `127.0.0.1:8000`: the public side, the only one clients reach.
     pub http_addr: SocketAddr,
+    /// `METRICS_ADDR`, default `127.0.0.1:9000`: where `/metrics` is served, apart from the
+    /// public side, over HTTPS to the scraper's and operators' certificates (plain HTTP only
+    /// with `TLS=off`).
+    pub metrics_addr: SocketAddr,
     /// `RUST_LOG`, `LOG_FORMAT`, `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub log: LogSettings,
     /// `NATS_URL`, `NATS_NAMESPACE`: where the live order updates and order owners are read.
@@ -83,6 +87,11 @@ pub struct OidcSettings {
     /// `OIDC_ADMIN_SCOPE`, default `admin`: the scope (or role) that makes a token an
     /// operator's.
     pub admin_scope: String,
+    /// `OIDC_REQUIRE_AT_JWT`, default true: a token's header must say `typ: at+jwt` (RFC
+    /// 9068), so an ID token (or any other JWT of the issuer) is never taken for an access
+    /// token. `false` is for issuers that send no `typ` (or `JWT`) on access tokens; another
+    /// `typ` is refused either way.
+    pub require_at_jwt: bool,
 }
 
 /// Edge protections.
@@ -104,6 +113,21 @@ pub struct Limits {
     pub cors_origins: Vec<String>,
     /// `SSE_MAX_STREAMS_PER_CALLER`, default 5: live order streams one caller may hold open.
     pub streams_per_caller: u32,
+    /// `SSE_MAX_STREAMS`, default 1000: live order streams open at once, all callers
+    /// together (each holds two JetStream consumers).
+    pub streams_total: u32,
+    /// `BODY_READ_TIMEOUT_MS`, default 10000: the longest a client may take to send a
+    /// request's body, however slowly it trickles (408 after).
+    pub body_read_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS` (default 4096) and `HTTP_MAX_CONNECTIONS_PER_CLIENT` (default
+    /// 64): connections held open at once, in all and from one client address (a trusted
+    /// proxy's count only in all).
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    /// `TRUSTED_PROXIES`: comma-separated addresses or CIDR ranges of the load balancers in
+    /// front. Only from them is `X-Forwarded-For` believed (its rightmost address that is not
+    /// one of them is the client); default none, so the connection's peer is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// A token bucket: `per_minute` refills, `burst` at once.
@@ -136,6 +160,7 @@ impl Settings {
         let settings = Self {
             tls,
             http_addr: env.parse_or("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8000)))?,
+            metrics_addr: env.parse_or("METRICS_ADDR", SocketAddr::from(([127, 0, 0, 1], 9000)))?,
             log: LogSettings::from_env(env)?,
             nats: NatsSettings::from_env(env, messaging::Identity::Gateway)?,
             upstreams: UpstreamUrls {
@@ -156,6 +181,7 @@ impl Settings {
                 refresh_min_interval: env
                     .millis_or("OIDC_KEYS_REFRESH_MIN_MS", Duration::from_secs(5))?,
                 admin_scope: env.string_or("OIDC_ADMIN_SCOPE", "admin"),
+                require_at_jwt: env.bool_or("OIDC_REQUIRE_AT_JWT", true)?,
             },
             limits: Limits {
                 per_subject: Quota {
@@ -180,6 +206,16 @@ impl Settings {
                     .map(str::to_owned)
                     .collect(),
                 streams_per_caller: env.within_or("SSE_MAX_STREAMS_PER_CALLER", 5, 1..=1000)?,
+                streams_total: env.within_or("SSE_MAX_STREAMS", 1000, 1..=1_000_000)?,
+                body_read_timeout: env
+                    .millis_or("BODY_READ_TIMEOUT_MS", Duration::from_secs(10))?,
+                max_connections: env.within_or("HTTP_MAX_CONNECTIONS", 4096, 1..=1_000_000)?,
+                max_connections_per_client: env.within_or(
+                    "HTTP_MAX_CONNECTIONS_PER_CLIENT",
+                    64,
+                    1..=1_000_000,
+                )?,
+                trusted_proxies: proxies(&env.string_or("TRUSTED_PROXIES", ""))?,
             },
             breaker: BreakerSettings {
                 timeout: env.millis_or("UPSTREAM_TIMEOUT_MS", Duration::from_secs(5))?,
@@ -190,6 +226,22 @@ impl Settings {
         settings.upstreams.check_schemes(settings.tls.is_some())?;
         Ok(settings)
     }
+}
+
+/// `TRUSTED_PROXIES` read: each item an address (a range of one) or a CIDR range.
+fn proxies(list: &str) -> Result<Vec<ipnet::IpNet>, EnvError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| EnvError {
+                    name: "TRUSTED_PROXIES".into(),
+                    reason: format!("{item:?} is neither an address nor a CIDR range"),
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]

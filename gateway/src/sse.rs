@@ -71,8 +71,19 @@ pub async fn order_events(
     slot: Slot,
     stop: CancellationToken,
 ) -> Result<impl Stream<Item = Result<Event, Infallible>>, ApiError> {
-    let orders = follow(js, ns, BoundedContext::Orders, order, Source::Order).await?;
-    let sagas = follow(js, ns, BoundedContext::Sagas, order, Source::Saga).await?;
+    let (stored_order, orders) =
+        follow(js, ns, BoundedContext::Orders, order, Source::Order).await?;
+    let (stored_saga, sagas) = follow(js, ns, BoundedContext::Sagas, order, Source::Saga).await?;
+    // Each aggregate's sequences run 1, 2, …: a resume point past what is stored was never
+    // sent by this stream, and waiting for it would hold the stream open for ever.
+    if from.order > stored_order || from.saga > stored_saga {
+        return Err(ApiError::BadRequest(format!(
+            "Last-Event-ID {} is past this order's events ({}.{})",
+            from.id(),
+            stored_order,
+            stored_saga
+        )));
+    }
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         forward(futures::stream::select(orders, sagas), from, tx, stop).await;
@@ -115,23 +126,23 @@ async fn forward(
             Source::Order => &mut position.order,
             Source::Saga => &mut position.saga,
         };
-        // Replayed from the start: skip what the client already has.
-        if envelope.sequence <= *seen {
-            continue;
-        }
-        *seen = envelope.sequence;
         let (payload, ends) = describe(source, &envelope);
-        let event = Event::default()
-            .id(position.id())
-            .event(match source {
-                Source::Order => "order",
-                Source::Saga => "saga",
-            })
-            .json_data(payload)
-            .unwrap_or_default();
-        if tx.send(event).await.is_err() {
-            // The client went away.
-            return;
+        // Replayed from the start: what the client already has is not sent again, but an end
+        // among it still ends the stream (a resume after the last event ends at once).
+        if envelope.sequence > *seen {
+            *seen = envelope.sequence;
+            let event = Event::default()
+                .id(position.id())
+                .event(match source {
+                    Source::Order => "order",
+                    Source::Saga => "saga",
+                })
+                .json_data(payload)
+                .unwrap_or_default();
+            if tx.send(event).await.is_err() {
+                // The client went away.
+                return;
+            }
         }
         match source {
             Source::Order if ends => {
@@ -147,14 +158,14 @@ async fn forward(
     }
 }
 
-/// The events of one aggregate, from its first, then live.
+/// How many events of one aggregate are stored now, and its events from its first, then live.
 async fn follow(
     js: &async_nats::jetstream::Context,
     ns: &Namespace,
     context: BoundedContext,
     order: Uuid,
     source: Source,
-) -> Result<impl Stream<Item = Result<(Source, Envelope), String>>, ApiError> {
+) -> Result<(u64, impl Stream<Item = Result<(Source, Envelope), String>>), ApiError> {
     let unavailable = |e: String| ApiError::Unavailable {
         upstream: "nats",
         why: e,
@@ -166,6 +177,7 @@ async fn follow(
         .map_err(|e| unavailable(e.to_string()))?;
     let consumer = messaging::streams::ordered_consumer(
         &stream,
+        messaging::Identity::Gateway.name(),
         OrderedConfig {
             filter_subject: ns.aggregate_events_filter(context, &order.to_string()),
             deliver_policy: DeliverPolicy::All,
@@ -174,15 +186,19 @@ async fn follow(
     )
     .await
     .map_err(|e| unavailable(e.to_string()))?;
+    let stored = consumer.cached_info().num_pending;
     let messages = consumer
         .messages()
         .await
         .map_err(|e| unavailable(e.to_string()))?;
-    Ok(messages.map(move |message| {
-        let message = message.map_err(|e| e.to_string())?;
-        let envelope = Envelope::from_slice(&message.payload).map_err(|e| e.to_string())?;
-        Ok((source, envelope))
-    }))
+    Ok((
+        stored,
+        messages.map(move |message| {
+            let message = message.map_err(|e| e.to_string())?;
+            let envelope = Envelope::from_slice(&message.payload).map_err(|e| e.to_string())?;
+            Ok((source, envelope))
+        }),
+    ))
 }
 
 /// What a frontend is told of an event, and whether it ends its aggregate (the order's

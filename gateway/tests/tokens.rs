@@ -38,9 +38,21 @@ async fn my_orders(
     )
 }
 
+/// An access token as RFC 9068 types it (`typ: at+jwt`), signed with `key`.
 fn sign(alg: Algorithm, kid: &str, key: &EncodingKey, claims: &Value) -> String {
+    sign_typed(alg, kid, key, claims, Some("at+jwt"))
+}
+
+fn sign_typed(
+    alg: Algorithm,
+    kid: &str,
+    key: &EncodingKey,
+    claims: &Value,
+    typ: Option<&str>,
+) -> String {
     let mut header = Header::new(alg);
     header.kid = Some(kid.to_owned());
+    header.typ = typ.map(str::to_owned);
     jsonwebtoken::encode(&header, claims, key).unwrap()
 }
 
@@ -102,6 +114,10 @@ async fn every_bad_token_is_401_and_reaches_nothing() {
     let wrong_issuer = with(&claims, "iss", json!("http://127.0.0.1:1/evil"));
     let wrong_audience = with(&claims, "aud", json!("another-api"));
     let unknown_kid = sign(Algorithm::RS256, "not-a-key-of-the-issuer", &rs, &claims);
+    // Another JWT of the issuer for the same audience, an ID token's header: not an access
+    // token (RFC 9068), however valid its signature and claims.
+    let id_token = sign_typed(Algorithm::RS256, &rs_kid, &rs, &claims, Some("JWT"));
+    let untyped = sign_typed(Algorithm::RS256, &rs_kid, &rs, &claims, None);
     claims["exp"] = json!(now + 600);
 
     let cases: Vec<(&str, Option<String>)> = vec![
@@ -116,6 +132,8 @@ async fn every_bad_token_is_401_and_reaches_nothing() {
         ("wrong issuer", Some(format!("Bearer {wrong_issuer}"))),
         ("wrong audience", Some(format!("Bearer {wrong_audience}"))),
         ("unknown kid", Some(format!("Bearer {unknown_kid}"))),
+        ("typ JWT (an ID token)", Some(format!("Bearer {id_token}"))),
+        ("no typ", Some(format!("Bearer {untyped}"))),
     ];
     for (case, authorization) in &cases {
         let (status, headers, body) = my_orders(&url, authorization.as_deref()).await;
@@ -166,6 +184,11 @@ async fn rotated_keys_are_accepted_without_a_restart_and_old_tokens_still_verify
     let new_kid = oidc.rotate().await;
     let after = oidc.customer_token(customer).await;
     let header = jsonwebtoken::decode_header(&after).unwrap();
+    assert_eq!(
+        header.typ.as_deref(),
+        Some("at+jwt"),
+        "the provider types its access tokens (RFC 9068)"
+    );
     assert_eq!(
         header.kid.as_deref(),
         Some(new_kid.as_str()),
@@ -219,9 +242,10 @@ async fn a_burst_over_the_limit_is_429_and_other_callers_are_not_slowed() {
     assert_eq!(status, 200);
     assert_eq!(headers["ratelimit-remaining"], "4");
 
-    // Anonymous calls share their address's bucket, bad tokens included.
+    // Anonymous calls share their address's bucket (3), which also paid for verifying each
+    // customer's token the first time (a, b): one call is left.
     let mut anonymous = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..3 {
         let r = testkit::http()
             .get(format!("{url}/api/products"))
             .send()
@@ -229,8 +253,52 @@ async fn a_burst_over_the_limit_is_429_and_other_callers_are_not_slowed() {
             .unwrap();
         anonymous.push(r.status().as_u16());
     }
-    assert_eq!(anonymous, [200, 200, 200, 429]);
+    assert_eq!(anonymous, [200, 429, 429]);
+    // With the address's bucket empty, a token is not even verified: a forged one and a new
+    // customer's good one are both refused 429 (not 401, not 200).
     assert_eq!(my_orders(&url, Some("Bearer garbage")).await.0, 429);
+    let c = format!("Bearer {}", oidc.customer_token(Uuid::now_v7()).await);
+    assert_eq!(my_orders(&url, Some(&c)).await.0, 429);
+    // A token verified a moment ago spends only its own bucket.
+    assert_eq!(my_orders(&url, Some(&b)).await.0, 200);
+}
+
+#[tokio::test]
+async fn only_a_trusted_proxy_says_who_the_client_is() {
+    let oidc = Oidc::start().await;
+    let limits = [
+        ("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "60".to_owned()),
+        ("RATE_LIMIT_ANONYMOUS_BURST", "2".to_owned()),
+    ];
+    let calls = |url: String, from: &'static str| async move {
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let r = testkit::http()
+                .get(format!("{url}/api/products"))
+                .header("x-forwarded-for", from)
+                .send()
+                .await
+                .unwrap();
+            statuses.push(r.status().as_u16());
+        }
+        statuses
+    };
+    // Behind a trusted proxy (the tests connect from 127.0.0.1), each client has its bucket,
+    // and a client cannot choose another's by writing the header's left end.
+    let mut trusting = limits.to_vec();
+    trusting.push(("TRUSTED_PROXIES", "127.0.0.1/32".into()));
+    let (_r, url, _stop) = front(&oidc, &trusting).await;
+    assert_eq!(calls(url.clone(), "198.51.100.1").await, [200, 200, 429]);
+    assert_eq!(calls(url.clone(), "198.51.100.2").await, [200, 200, 429]);
+    assert_eq!(
+        calls(url.clone(), "198.51.100.9, 198.51.100.2").await,
+        [429, 429, 429],
+        "the proxy's own entry (rightmost) is the client"
+    );
+    // Without it, the header is anyone's say-so: every caller is its TCP peer.
+    let (_r, url, _stop) = front(&oidc, &limits).await;
+    assert_eq!(calls(url.clone(), "198.51.100.1").await, [200, 200, 429]);
+    assert_eq!(calls(url, "198.51.100.2").await, [429, 429, 429]);
 }
 
 #[tokio::test]

@@ -133,6 +133,10 @@ pub async fn run(b: &Bench) -> anyhow::Result<GatewayFigure> {
             ("OIDC_ISSUER_URL", &provider.issuer),
             ("RATE_LIMIT_PER_MINUTE", "100000000"),
             ("RATE_LIMIT_BURST", "1000000"),
+            // Each customer's first token is verified once, charged to the client address.
+            ("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "100000000"),
+            ("RATE_LIMIT_ANONYMOUS_BURST", "1000000"),
+            ("METRICS_ADDR", "127.0.0.1:0"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );

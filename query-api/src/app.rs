@@ -48,6 +48,7 @@ impl App {
             pool: self.pool.clone(),
             freshness: Freshness::start(self.pool.clone(), shutdown.clone()),
             min_version_timeout: self.settings.min_version_timeout,
+            min_version_max_ahead: self.settings.min_version_max_ahead,
             request_timeout: self.settings.request_timeout,
         });
         let readiness = Readiness::new().postgres("read", self.pool.clone());

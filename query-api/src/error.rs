@@ -19,6 +19,15 @@ pub enum ApiError {
     Database(#[from] sqlx::Error),
 }
 
+impl ApiError {
+    /// A `min_version` too far past what the read model holds to be waited for.
+    pub fn too_far(min_version: u64, max_ahead: u64) -> Self {
+        Self::BadRequest(format!(
+            "min_version {min_version} is more than {max_ahead} versions past what the read model holds"
+        ))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {

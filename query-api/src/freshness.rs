@@ -31,6 +31,8 @@ pub enum Waited<T> {
     Fresh(T),
     /// Time ran out; this is what it has (maybe nothing).
     Stale(Option<T>),
+    /// The version asked for is too far past what the first read found to wait for.
+    TooFar,
 }
 
 impl Freshness {
@@ -48,13 +50,15 @@ impl Freshness {
     }
 
     /// Calls `read` until `is_fresh` holds for its result or `timeout` passes, reading again
-    /// whenever `projection` (one of `read_model::NAMES`) commits.
+    /// whenever `projection` (one of `read_model::NAMES`) commits; gives up at once when the
+    /// first read is `too_far` behind what is asked.
     pub async fn wait_for<T, E, F, Fut>(
         &self,
         projection: &str,
         timeout: Duration,
         mut read: F,
         is_fresh: impl Fn(&T) -> bool,
+        too_far: impl Fn(Option<&T>) -> bool,
     ) -> Result<Waited<T>, E>
     where
         F: FnMut() -> Fut,
@@ -66,11 +70,15 @@ impl Freshness {
             .get(projection)
             .expect("callers name a projection of read_model::NAMES")
             .clone();
+        let mut first = true;
         loop {
             updates.mark_unchanged();
             let found = read().await?;
             if found.as_ref().is_some_and(&is_fresh) {
                 return Ok(Waited::Fresh(found.expect("checked above")));
+            }
+            if std::mem::take(&mut first) && too_far(found.as_ref()) {
+                return Ok(Waited::TooFar);
             }
             if tokio::time::Instant::now() >= deadline {
                 return Ok(Waited::Stale(found));

@@ -68,6 +68,85 @@ impl Peer {
     }
 }
 
+/// How many connections a server holds open at once: in all, and from one client address
+/// (a proxy's addresses in `exempt` count only in all, since many clients share them).
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    pub total: usize,
+    pub per_peer: usize,
+    pub exempt: Vec<ipnet::IpNet>,
+}
+
+/// The connections open now, in all and per client address.
+struct Admission {
+    limits: ConnectionLimits,
+    total: Arc<tokio::sync::Semaphore>,
+    per_peer: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// One admitted connection's place; dropped when the connection ends.
+struct Admitted {
+    _total: tokio::sync::OwnedSemaphorePermit,
+    peer: Option<(
+        std::net::IpAddr,
+        Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    )>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some((ip, open)) = &self.peer {
+            let mut open = open
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(count) = open.get_mut(ip) {
+                *count -= 1;
+                if *count == 0 {
+                    open.remove(ip);
+                }
+            }
+        }
+    }
+}
+
+impl Admission {
+    fn new(limits: ConnectionLimits) -> Self {
+        Self {
+            total: Arc::new(tokio::sync::Semaphore::new(limits.total)),
+            per_peer: Arc::default(),
+            limits,
+        }
+    }
+
+    /// A place for a connection from `ip`, or why there is none.
+    fn admit(&self, ip: std::net::IpAddr) -> Result<Admitted, &'static str> {
+        let total = self
+            .total
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "total")?;
+        if self.limits.exempt.iter().any(|net| net.contains(&ip)) {
+            return Ok(Admitted {
+                _total: total,
+                peer: None,
+            });
+        }
+        let mut open = self
+            .per_peer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.limits.per_peer {
+            return Err("per_peer");
+        }
+        *count += 1;
+        Ok(Admitted {
+            _total: total,
+            peer: Some((ip, self.per_peer.clone())),
+        })
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown`, over TLS with `tls` (admitting callers by
 /// their certificates) or in plain HTTP without, then lets every connection finish the
 /// request in hand.
@@ -77,17 +156,21 @@ pub async fn serve(
     tls: Option<rustls::ServerConfig>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    serve_on(&listener, router, tls, shutdown).await
+    serve_on(&listener, router, tls, None, shutdown).await
 }
 
 /// [`serve`] on a listener that outlives it: the start-up's waiting answers hand the same
-/// socket to the service (`startup`), so the port is never closed in between.
+/// socket to the service (`startup`), so the port is never closed in between. With `limits`,
+/// a connection past them is closed at once (counted in
+/// `http_connections_refused_total{reason}`).
 pub async fn serve_on(
     listener: &TcpListener,
     router: Router,
     tls: Option<rustls::ServerConfig>,
+    limits: Option<ConnectionLimits>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let admission = limits.map(Admission::new);
     let acceptor = tls.map(|config| tokio_rustls::TlsAcceptor::from(Arc::new(config)));
     let router = match acceptor {
         Some(_) => router.layer(axum::middleware::from_fn(admit)),
@@ -107,9 +190,22 @@ pub async fn serve_on(
             },
             () = shutdown.cancelled() => break,
         };
+        let admitted = match admission.as_ref().map(|a| a.admit(addr.ip())) {
+            None => None,
+            Some(Ok(admitted)) => Some(admitted),
+            Some(Err(reason)) => {
+                metrics::counter!("http_connections_refused_total", "reason" => reason)
+                    .increment(1);
+                tracing::debug!(%addr, reason, "connection refused: too many open");
+                drop(tcp);
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let (acceptor, router, watcher) = (acceptor.clone(), router.clone(), connections.watcher());
         tokio::spawn(async move {
+            // Held until the connection ends.
+            let _admitted = admitted;
             let Some(acceptor) = acceptor else {
                 return connection(TokioIo::new(tcp), addr, None, router, watcher).await;
             };

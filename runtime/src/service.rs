@@ -189,6 +189,16 @@ pub struct Service {
     /// Serve HTTPS with this, admitting callers by their client certificates; plain HTTP
     /// when `None`.
     tls: Option<rustls::ServerConfig>,
+    /// Set for a side that faces clients outside the system (the gateway's).
+    public: Option<PublicSide>,
+}
+
+/// What a public side has of its own: `/metrics` served apart, on an internal listener (over
+/// TLS, admitting the scraper and operators by certificate), and caps on its connections.
+struct PublicSide {
+    metrics: TcpListener,
+    metrics_tls: Option<rustls::ServerConfig>,
+    limits: crate::https::ConnectionLimits,
 }
 
 impl Service {
@@ -209,7 +219,45 @@ impl Service {
             pool: None,
             stopped_task: Arc::default(),
             tls: None,
+            public: None,
         })
+    }
+
+    /// Makes this a side that faces clients outside the system (call it before
+    /// [`Service::routes`]): `/metrics` is not served here but on `metrics_addr`, an internal
+    /// listener (HTTPS with `tls`'s certificate, admitting the scraper and operators); a
+    /// client's `traceparent` becomes a link of a trace of the service's own, never its
+    /// parent; and connections are capped by `limits`.
+    pub async fn public(
+        mut self,
+        metrics_addr: SocketAddr,
+        tls: Option<&crate::tls::TlsSettings>,
+        limits: crate::https::ConnectionLimits,
+    ) -> anyhow::Result<Self> {
+        let metrics = TcpListener::bind(metrics_addr)
+            .await
+            .with_context(|| format!("binding the metrics listener {metrics_addr}"))?;
+        let metrics_tls = tls
+            .map(|settings| {
+                settings
+                    .server_config()
+                    .with_context(|| format!("the TLS configuration in {}", settings.dir.display()))
+            })
+            .transpose()?;
+        self.public = Some(PublicSide {
+            metrics,
+            metrics_tls,
+            limits,
+        });
+        Ok(self)
+    }
+
+    /// Where `/metrics` is served: the internal listener of a public side, else `None` (it is
+    /// on the service's own address).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.public
+            .as_ref()
+            .and_then(|p| p.metrics.local_addr().ok())
     }
 
     /// Answers 503 problem+json to a request that takes longer than `limit`, so no caller
@@ -248,6 +296,7 @@ impl Service {
     /// `/metrics`, `/openapi.json` (`openapi`), a problem+json 404 for anything else, the HTTP
     /// metrics and the trace span of every request.
     pub fn routes(mut self, routes: Router, readiness: Readiness, openapi: Value) -> Self {
+        let public = self.public.is_some();
         self.router = routes
             .route(
                 "/openapi.json",
@@ -258,10 +307,19 @@ impl Service {
             )
             .merge(crate::health::routes(
                 readiness.tasks(self.stopped_task.clone()),
+                !public,
             ))
             .fallback(crate::problem::not_found)
             .layer(axum::middleware::from_fn(crate::metrics::track_http))
-            .layer(axum::middleware::from_fn(crate::trace::http_span));
+            .layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                    if public {
+                        crate::trace::http_span_public(request, next).await
+                    } else {
+                        crate::trace::http_span(request, next).await
+                    }
+                },
+            ));
         self
     }
 
@@ -314,11 +372,37 @@ impl Service {
                 })
             })
             .collect();
+        // A public side's metrics, on their internal listener.
+        let (limits, metrics) = match self.public {
+            Some(public) => {
+                let router = Router::new()
+                    .route("/metrics", get(crate::metrics::render))
+                    .fallback(crate::problem::not_found);
+                let stop = shutdown.clone();
+                let served = tokio::spawn(crate::https::serve(
+                    public.metrics,
+                    router,
+                    public.metrics_tls,
+                    stop,
+                ));
+                (Some(public.limits), Some(served))
+            }
+            None => (None, None),
+        };
         // The peer address is offered to every handler (the gateway limits anonymous calls by
         // it).
-        let served = crate::https::serve(self.listener, self.router, self.tls, shutdown.clone())
-            .await
-            .context("serving HTTP");
+        let served = crate::https::serve_on(
+            &self.listener,
+            self.router,
+            self.tls,
+            limits,
+            shutdown.clone(),
+        )
+        .await
+        .context("serving HTTP");
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         // A server that failed stops the tasks too, rather than leaving them unsupervised.
         shutdown.cancel();
         for task in tasks {

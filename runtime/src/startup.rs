@@ -165,7 +165,7 @@ async fn hold(
     let stop = CancellationToken::new();
     let serving = stop.clone();
     let task = tokio::spawn(async move {
-        if let Err(e) = crate::https::serve_on(&listener, router, tls, serving).await {
+        if let Err(e) = crate::https::serve_on(&listener, router, tls, None, serving).await {
             tracing::warn!(error = %e, "serving the starting answers");
         }
         listener

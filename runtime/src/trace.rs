@@ -63,6 +63,21 @@ pub fn join(span: &tracing::Span, traceparent: Option<&str>) {
     }
 }
 
+/// Links `span` to the remote span that `traceparent` names, without making it its parent:
+/// for work that arrives from outside the system, whose caller may not choose the trace (or
+/// its sampling) of what the system does. An absent or malformed value adds nothing.
+pub fn link(span: &tracing::Span, traceparent: Option<&str>) {
+    let Some(value) = traceparent.filter(|t| is_valid_traceparent(t)) else {
+        return;
+    };
+    let carrier = HashMap::from([(TRACEPARENT.to_owned(), value.to_owned())]);
+    let remote = TraceContextPropagator::new().extract(&carrier);
+    let context = remote.span().span_context().clone();
+    if context.is_valid() {
+        span.add_link(context);
+    }
+}
+
 /// The `traceparent` header of a NATS message, if it has one.
 pub fn of_message(headers: Option<&async_nats::HeaderMap>) -> Option<&str> {
     headers.and_then(|h| h.get(TRACEPARENT)).map(|v| v.as_str())
@@ -112,6 +127,26 @@ pub fn outgoing(incoming: Option<&str>) -> String {
 /// Axum middleware: each request runs in an `http.request` span that joins the caller's
 /// `traceparent`, and the response carries the span's own `traceparent` back.
 pub async fn http_span(request: Request, next: Next) -> Response {
+    traced(request, next, Caller::Inside).await
+}
+
+/// [`http_span`] for a public side (the gateway's): each request starts a trace of its own,
+/// linked to the client's `traceparent` rather than joining it, and the client's header goes
+/// no further; the response carries the new trace's `traceparent`.
+pub async fn http_span_public(request: Request, next: Next) -> Response {
+    traced(request, next, Caller::Outside).await
+}
+
+/// Whose `traceparent` a request carries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// Another process of the system: its trace is continued.
+    Inside,
+    /// A client outside it: its trace is only linked.
+    Outside,
+}
+
+async fn traced(mut request: Request, next: Next, caller: Caller) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -128,7 +163,13 @@ pub async fn http_span(request: Request, next: Next) -> Response {
         .headers()
         .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok());
-    join(&span, incoming);
+    match caller {
+        Caller::Inside => join(&span, incoming),
+        Caller::Outside => {
+            link(&span, incoming);
+            request.headers_mut().remove(TRACEPARENT);
+        }
+    }
     let outgoing = traceparent_of(&span);
     let mut response = next.run(request).instrument(span.clone()).await;
     span.record("http.status", response.status().as_u16());

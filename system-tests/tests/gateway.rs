@@ -324,6 +324,30 @@ async fn the_live_stream_follows_a_saga_to_its_end_and_resumes_without_gaps() {
     assert!(!expected.is_empty());
     assert_eq!(got, expected, "{resumed}");
 
+    // Resuming from the last id the stream sent ends at once (on a28c6f9 it waited for
+    // ever); a resume point past the order's events was never sent, and is refused.
+    let (last_id, _, _) = all.last().unwrap();
+    let at_end = tokio::time::timeout(Duration::from_secs(5), async {
+        a.request(reqwest::Method::GET, &path)
+            .header("last-event-id", last_id)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    })
+    .await
+    .expect("a stream resumed at its end ends at once");
+    assert!(events(&at_end).is_empty(), "{at_end}");
+    let past = a
+        .request(reqwest::Method::GET, &path)
+        .header("last-event-id", "99999999.99999999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(past.status(), 400);
+
     // Another customer is refused as if the order did not exist; garbage ids are 400.
     assert_eq!(b.get(&path).await.0, 404);
     let bad = a
@@ -362,4 +386,58 @@ async fn a_caller_holds_only_a_few_live_streams_and_a_closed_one_frees_its_place
         },
     )
     .await;
+}
+
+/// `min_version` is bounded: a version far past what the read model holds is refused at once
+/// (on a28c6f9 the anonymous catalog re-read for 2 s per request), and a customer asking for
+/// another customer's order gets exactly the answer, and as fast, as for an order that does
+/// not exist (on a28c6f9 the two differed).
+#[tokio::test]
+async fn min_version_is_bounded_and_tells_nothing_of_anothers_order() {
+    let front = Front::start(&[]).await;
+    let operator = admin(&front).await;
+    let product = json!({"sku": "GW-MINV", "name": "Jug", "unit_price": 500, "currency": "EUR", "initial_stock": 5});
+    assert_eq!(operator.post("/api/products", product).await.0, 202);
+    let anonymous = Caller {
+        front: &front,
+        token: None,
+    };
+    let started = std::time::Instant::now();
+    let (status, body) = anonymous
+        .get("/api/products/GW-MINV?min_version=18446744073709551615")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let (_, a) = customer(&front).await;
+    let (_, b) = customer(&front).await;
+    let order = place(&a, "GW-MINV", "tok_ok").await;
+    let nobody = Uuid::now_v7();
+    for query in [
+        "",
+        "?min_version=1",
+        "?min_version=3",
+        "?min_version=999999",
+    ] {
+        let started = std::time::Instant::now();
+        let theirs = b.get(&format!("/api/orders/{order}{query}")).await;
+        let took = started.elapsed();
+        let missing = b.get(&format!("/api/orders/{nobody}{query}")).await;
+        assert_eq!(theirs, missing, "{query}: {theirs:?} / {missing:?}");
+        assert_eq!(theirs.0, 404, "{query}");
+        assert!(took < Duration::from_millis(1500), "{query}: {took:?}");
+    }
+    // The owner reads it, and a version far ahead of theirs is refused, not waited for.
+    assert_eq!(
+        a.get(&format!("/api/orders/{order}?min_version=1")).await.0,
+        200
+    );
+    let (status, body) = a
+        .get(&format!("/api/orders/{order}?min_version=999999"))
+        .await;
+    assert_eq!(status, 400, "{body}");
 }

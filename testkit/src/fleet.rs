@@ -156,6 +156,7 @@ impl Fleet {
             vec![
                 ("OIDC_ISSUER_URL", oidc.issuer.clone()),
                 ("OIDC_AUDIENCE", oidc.audience.clone()),
+                ("METRICS_ADDR", "127.0.0.1:0".into()),
                 ("ORDERS_URL", list("orders")),
                 ("INVENTORY_URL", list("inventory")),
                 ("PAYMENTS_URL", list("payments")),

@@ -54,25 +54,31 @@ impl Upstreams<'_> {
     }
 }
 
-/// A stand-in for the services behind a gateway that records the path of every request
-/// that reaches it and answers `{"items": []}` after `delay`.
+/// A stand-in for the services behind a gateway that records the path (and `traceparent`)
+/// of every request that reaches it and answers `{"items": []}` after `delay`.
 pub struct Recorder {
     pub url: String,
-    seen: Arc<Mutex<Vec<String>>>,
+    seen: Arc<Mutex<Vec<(String, Option<String>)>>>,
 }
 
 impl Recorder {
     pub async fn start(delay: Duration) -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
-        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
-            let log = log.clone();
-            async move {
-                log.lock().unwrap().push(uri.to_string());
-                tokio::time::sleep(delay).await;
-                axum::Json(serde_json::json!({"items": []}))
-            }
-        });
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+                let log = log.clone();
+                async move {
+                    let traceparent = headers
+                        .get("traceparent")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    log.lock().unwrap().push((uri.to_string(), traceparent));
+                    tokio::time::sleep(delay).await;
+                    axum::Json(serde_json::json!({"items": []}))
+                }
+            },
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the recorder");
@@ -100,7 +106,22 @@ impl Recorder {
 
     /// The paths (with queries) that reached it, in order.
     pub fn seen(&self) -> Vec<String> {
-        self.seen.lock().unwrap().clone()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(path, _)| path.clone())
+            .collect()
+    }
+
+    /// The `traceparent` each request that reached it carried, in order.
+    pub fn traceparents(&self) -> Vec<Option<String>> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, traceparent)| traceparent.clone())
+            .collect()
     }
 }
 
@@ -111,8 +132,22 @@ pub async fn gateway(
     upstreams: Upstreams<'_>,
     extra: &[(&'static str, String)],
 ) -> (String, Stopper) {
+    let (url, _, stop) = gateway_with_metrics(oidc, ns, upstreams, extra).await;
+    (url, stop)
+}
+
+/// [`gateway`], with the address of its metrics listener (internal, apart from the public
+/// side).
+pub async fn gateway_with_metrics(
+    oidc: &Oidc,
+    ns: &Namespace,
+    upstreams: Upstreams<'_>,
+    extra: &[(&'static str, String)],
+) -> (String, std::net::SocketAddr, Stopper) {
     let mut env = vec![
         ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
+        // Its metrics listener, apart from the public side: any free port.
+        ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
         ("NATS_URL", crate::infra().nats_url.clone()),
         ("NATS_CREDENTIALS_DIR", crate::nats_credentials_dir()),
         crate::tls_env(),
@@ -132,9 +167,12 @@ pub async fn gateway(
         .await
         .expect("build the gateway");
     let url = app.url();
+    let metrics = app
+        .metrics_addr()
+        .expect("the gateway serves its metrics apart");
     let stop = CancellationToken::new();
     tokio::spawn(app.run(stop.clone()));
-    (url, Stopper(stop))
+    (url, metrics, Stopper(stop))
 }
 
 impl Front {

@@ -18,6 +18,9 @@ pub(crate) struct Service {
     pub database: Option<(&'static str, &'static str)>,
 }
 
+/// The gateway's metrics listener (internal, HTTPS), apart from its public port.
+pub(crate) const GATEWAY_METRICS_PORT: u16 = 9000;
+
 pub(crate) const SERVICES: &[Service] = &[
     Service {
         name: "orders",
@@ -212,6 +215,13 @@ pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
             // share one, and the services' first replicas are spread over the cluster.
             cmd.env("NATS_STREAM_REPLICAS", layout.nats_nodes.to_string());
         }
+        if s.name == "gateway" {
+            // Its metrics, apart from the public side: 9000, and 9100 for a second replica.
+            cmd.env(
+                "METRICS_ADDR",
+                format!("127.0.0.1:{}", GATEWAY_METRICS_PORT + 100 * r),
+            );
+        }
         if s.name == "gateway" && layout.replicas > 1 {
             for (variable, upstream) in [
                 ("ORDERS_URL", "orders"),
@@ -372,12 +382,12 @@ pub fn print_urls(layout: &Layout) {
     println!();
     println!("observe:");
     println!(
-        "  metrics    https://127.0.0.1:<port>/metrics on every internal service (Prometheus text; operator certificate)"
+        "  metrics    https://127.0.0.1:<port>/metrics on every internal service, and https://127.0.0.1:{GATEWAY_METRICS_PORT}/metrics for the gateway (never on its public port; Prometheus text; operator certificate)"
     );
     println!("  health     /healthz (alive) and /readyz (its database, NATS and streams answer)");
     println!("  traces     set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4318) before `up` to export them;");
     println!("             every response carries its trace in the traceparent header");
     println!(
-        "  dashboards `docker compose up` adds Prometheus :9090, Grafana :3000, Jaeger :16686"
+        "  dashboards `docker compose up` adds Prometheus :9090, Grafana :3000, Jaeger :16686 (on 127.0.0.1 only)"
     );
 }

@@ -34,6 +34,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub freshness: Freshness,
     pub min_version_timeout: Duration,
+    /// How far past what the read model holds a `min_version` may be (400 beyond).
+    pub min_version_max_ahead: u64,
     /// Longest a read may take before it is answered 503.
     pub request_timeout: Duration,
 }
@@ -109,7 +111,7 @@ fn read(state: &AppState, get: MethodRouter<Arc<AppState>>) -> MethodRouter<Arc<
 const MIN_VERSION: Param = (
     "min_version",
     "integer",
-    "Wait (boundedly) until the read model reflects at least this aggregate version",
+    "Wait (boundedly) until the read model reflects at least this aggregate version; a version far past what the read model holds (READ_YOUR_WRITES_MAX_AHEAD, default 1000) is refused with 400 at once",
 );
 /// Documents `limit` of lists ([`PageParams`]).
 const LIMIT: Param = ("limit", "integer", "Items per page, 1 to 200 (default 50)");
@@ -176,14 +178,25 @@ where
     };
     let waited = state
         .freshness
-        .wait_for(projection, state.min_version_timeout, read, |t: &T| {
-            version(t) >= min
-        })
+        .wait_for(
+            projection,
+            state.min_version_timeout,
+            read,
+            |t: &T| version(t) >= min,
+            |t: Option<&T>| too_far(min, t.map_or(0, &version), state.min_version_max_ahead),
+        )
         .await?;
-    Ok(match waited {
-        Waited::Fresh(t) => Some(t),
-        Waited::Stale(t) => t,
-    })
+    match waited {
+        Waited::Fresh(t) => Ok(Some(t)),
+        Waited::Stale(t) => Ok(t),
+        Waited::TooFar => Err(ApiError::too_far(min, state.min_version_max_ahead)),
+    }
+}
+
+/// Whether `min` is more than `max_ahead` versions past `have`: not a version any command
+/// answered lately, so not worth a wait.
+pub fn too_far(min: u64, have: u64, max_ahead: u64) -> bool {
+    min > have.saturating_add(max_ahead)
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -217,6 +230,7 @@ mod tests {
             freshness: Freshness::start(pool.clone(), stopped),
             pool,
             min_version_timeout: Duration::from_millis(10),
+            min_version_max_ahead: 1000,
             request_timeout: Duration::from_secs(1),
         }))
     }

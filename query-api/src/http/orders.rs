@@ -55,6 +55,13 @@ async fn get_order(
             state.min_version_timeout,
             || orders::find(&state.pool, order_id),
             |o: &OrderView| o.version >= min_version,
+            |o: Option<&OrderView>| {
+                super::too_far(
+                    min_version,
+                    o.map_or(0, |o| o.version),
+                    state.min_version_max_ahead,
+                )
+            },
         )
         .await?;
     match waited {
@@ -64,6 +71,7 @@ async fn get_order(
             ..order
         })),
         Waited::Stale(None) => Err(ApiError::OrderNotFound { stale: true }),
+        Waited::TooFar => Err(ApiError::too_far(min_version, state.min_version_max_ahead)),
     }
 }
 
