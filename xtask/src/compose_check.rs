@@ -187,6 +187,20 @@ fn only_the_gateway_and_the_observability_uis_are_published() {
         published,
         BTreeSet::from(["gateway", "grafana", "jaeger", "prometheus"])
     );
+    // The observability UIs answer this machine only: published on all interfaces, anyone on
+    // the network could reach Grafana (and through it every database).
+    for ui in ["grafana", "jaeger", "prometheus"] {
+        for port in services(&compose)[ui]["ports"].as_array().unwrap() {
+            let port = port.as_str().unwrap();
+            assert!(port.starts_with("127.0.0.1:"), "{ui} publishes {port}");
+        }
+    }
+    // Anonymous visitors may look, never administer (an admin can add a data source that
+    // reads any database with the committed password).
+    let grafana = &services(&compose)["grafana"]["environment"];
+    if grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "true" {
+        assert_eq!(grafana["GF_AUTH_ANONYMOUS_ORG_ROLE"], "Viewer");
+    }
 }
 
 #[test]
