@@ -60,9 +60,16 @@ impl CommandApp {
             column: "recorded_at",
             keep: settings.idempotency_retention,
         };
+        // The gateway forwards the public commands only: a saga-internal one (confirm,
+        // capture, ...) refuses its certificate.
+        let public = S::bindings()
+            .into_iter()
+            .filter(|b| !b.info.saga_internal)
+            .map(|b| (axum::http::Method::POST, b.info.path.to_owned()));
         let mut service = Service::bind(context.token(), settings.basics.http_addr)
             .await?
             .tls(settings.basics.tls.as_ref())?
+            .gateway_routes(public)
             .routes(routes, readiness, crate::openapi::document::<S>())
             .time_limit(settings.basics.request_timeout)
             .with_task(runtime::retention::task_for(

@@ -27,7 +27,8 @@ command!(
     "CreateProduct",
     "/products",
     StockAnswer,
-    "Create a product"
+    "Create a product",
+    public
 );
 
 /// Adds units to a product's stock on hand.
@@ -44,7 +45,8 @@ command!(
     "RestockProduct",
     "/products/{sku}/restock",
     StockAnswer,
-    "Restock a product"
+    "Restock a product",
+    public
 );
 
 /// Changes a product's unit price (same currency).
@@ -62,7 +64,8 @@ command!(
     "ChangePrice",
     "/products/{sku}/price",
     StockAnswer,
-    "Change a product's unit price"
+    "Change a product's unit price",
+    public
 );
 
 /// Reserves units for an order; the answer carries the unit price (saga-internal).
@@ -81,7 +84,8 @@ command!(
     "ReserveStock",
     "/products/{sku}/reservations",
     StockAnswer,
-    "Reserve stock for an order (saga-internal)"
+    "Reserve stock for an order (saga-internal)",
+    saga_internal
 );
 
 /// Releases an order's reservation (saga-internal).
@@ -97,7 +101,8 @@ command!(
     "ReleaseStock",
     "/products/{sku}/reservations/{order_id}/release",
     StockAnswer,
-    "Release an order's reservation (saga-internal)"
+    "Release an order's reservation (saga-internal)",
+    saga_internal
 );
 
 /// Commits an order's reservation: the units leave stock (saga-internal).
@@ -113,7 +118,8 @@ command!(
     "CommitStock",
     "/products/{sku}/reservations/{order_id}/commit",
     StockAnswer,
-    "Commit an order's reservation (saga-internal)"
+    "Commit an order's reservation (saga-internal)",
+    saga_internal
 );
 
 /// The product's stock after the command; for a reservation command also that order's

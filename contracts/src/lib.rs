@@ -35,6 +35,10 @@ pub trait Command: Serialize + DeserializeOwned + JsonSchema + Send + 'static {
     const PATH: &'static str;
     /// What a short human description of the command says in the OpenAPI document.
     const SUMMARY: &'static str;
+    /// Whether only the saga orchestrator sends it (over NATS). Such a command is never
+    /// reachable through the gateway: its service refuses the gateway's certificate on its
+    /// route, so even a gateway taken over cannot confirm an unpaid order.
+    const SAGA_INTERNAL: bool;
     /// The data of an accepted answer.
     type Answer: Serialize + DeserializeOwned + JsonSchema + Send + 'static;
 }
@@ -46,6 +50,8 @@ pub struct CommandInfo {
     pub name: &'static str,
     pub path: &'static str,
     pub summary: &'static str,
+    /// See [`Command::SAGA_INTERNAL`].
+    pub saga_internal: bool,
     /// The root JSON Schema of the request body, made with the given settings.
     pub request: fn(schemars::generate::SchemaSettings) -> schemars::Schema,
     /// The root JSON Schema of an accepted answer's data.
@@ -61,6 +67,7 @@ pub fn info<C: Command>() -> CommandInfo {
         name: C::NAME,
         path: C::PATH,
         summary: C::SUMMARY,
+        saga_internal: C::SAGA_INTERNAL,
         request: |s| s.into_generator().into_root_schema_for::<C>(),
         answer: |s| s.into_generator().into_root_schema_for::<C::Answer>(),
         reply: |s| {
@@ -85,14 +92,22 @@ pub fn path_params(path: &str) -> Vec<&str> {
         .collect()
 }
 
-/// Implements [`Command`] for a request type.
+/// Implements [`Command`] for a request type; the last word says who sends it: `public`
+/// (through the gateway too) or `saga_internal` (the orchestrator only).
 macro_rules! command {
-    ($ty:ty, $context:ident, $name:literal, $path:literal, $answer:ty, $summary:literal) => {
+    ($ty:ty, $context:ident, $name:literal, $path:literal, $answer:ty, $summary:literal, public) => {
+        $crate::command!(@ $ty, $context, $name, $path, $answer, $summary, false);
+    };
+    ($ty:ty, $context:ident, $name:literal, $path:literal, $answer:ty, $summary:literal, saga_internal) => {
+        $crate::command!(@ $ty, $context, $name, $path, $answer, $summary, true);
+    };
+    (@ $ty:ty, $context:ident, $name:literal, $path:literal, $answer:ty, $summary:literal, $internal:literal) => {
         impl $crate::Command for $ty {
             const CONTEXT: messaging::BoundedContext = messaging::BoundedContext::$context;
             const NAME: &'static str = $name;
             const PATH: &'static str = $path;
             const SUMMARY: &'static str = $summary;
+            const SAGA_INTERNAL: bool = $internal;
             type Answer = $answer;
         }
     };
@@ -112,6 +127,12 @@ mod tests {
         let paths: BTreeSet<_> = all.iter().map(|c| (c.context.token(), c.path)).collect();
         assert_eq!(paths.len(), all.len());
         for c in &all {
+            assert_eq!(
+                c.saga_internal,
+                c.summary.ends_with("(saga-internal)"),
+                "{} says who sends it in its summary too",
+                c.name
+            );
             let schema = (c.request)(schemars::generate::SchemaSettings::draft2020_12());
             let properties = &schema.as_value()["properties"];
             // The services put an answer's fields beside the aggregate id and version.

@@ -26,7 +26,8 @@ command!(
     "PlaceOrder",
     "/orders",
     OrderAnswer,
-    "Place an order"
+    "Place an order",
+    public
 );
 
 /// Inventory's unit price of one SKU of the order.
@@ -53,7 +54,8 @@ command!(
     "PriceOrder",
     "/orders/{order_id}/price",
     OrderAnswer,
-    "Price a placed order with inventory's unit prices (saga-internal)"
+    "Price a placed order with inventory's unit prices (saga-internal)",
+    saga_internal
 );
 
 /// Confirms a priced order once stock is committed and payment captured (saga-internal).
@@ -68,7 +70,8 @@ command!(
     "ConfirmOrder",
     "/orders/{order_id}/confirm",
     OrderAnswer,
-    "Confirm a priced order (saga-internal)"
+    "Confirm a priced order (saga-internal)",
+    saga_internal
 );
 
 /// Rejects an order that cannot be fulfilled (saga-internal).
@@ -92,7 +95,8 @@ command!(
     "RejectOrder",
     "/orders/{order_id}/reject",
     OrderAnswer,
-    "Reject an order with a reason (saga-internal)"
+    "Reject an order with a reason (saga-internal)",
+    saga_internal
 );
 
 /// Cancels an order before it is confirmed.
@@ -107,7 +111,8 @@ command!(
     "CancelOrder",
     "/orders/{order_id}/cancel",
     OrderAnswer,
-    "Cancel an order before confirmation"
+    "Cancel an order before confirmation",
+    public
 );
 
 /// Where the order stands after the command.

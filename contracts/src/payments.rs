@@ -26,7 +26,8 @@ command!(
     "AuthorisePayment",
     "/payments",
     PaymentAnswer,
-    "Authorise a payment (saga-internal)"
+    "Authorise a payment (saga-internal)",
+    saga_internal
 );
 
 /// An amount of an order's payment.
@@ -44,7 +45,8 @@ command!(
     "CapturePayment",
     "/payments/{order_id}/capture",
     PaymentAnswer,
-    "Capture an authorised payment (saga-internal)"
+    "Capture an authorised payment (saga-internal)",
+    saga_internal
 );
 
 /// Voids what is authorised and not captured (saga-internal).
@@ -59,7 +61,8 @@ command!(
     "VoidPayment",
     "/payments/{order_id}/void",
     PaymentAnswer,
-    "Void an authorisation (saga-internal)"
+    "Void an authorisation (saga-internal)",
+    saga_internal
 );
 
 /// Refunds captured money.
@@ -77,7 +80,8 @@ command!(
     "RefundPayment",
     "/payments/{order_id}/refund",
     PaymentAnswer,
-    "Refund a captured payment"
+    "Refund a captured payment",
+    public
 );
 
 /// Where the payment stands after the command.

@@ -75,6 +75,7 @@ impl App {
         let service = Service::bind("projections", settings.basics.http_addr)
             .await?
             .tls(settings.basics.tls.as_ref())?
+            .gateway_routes(crate::dead_letters_http::gateway_routes())
             .routes(
                 crate::lag::routes(pool.clone())
                     .merge(crate::dead_letters_http::router(pool.clone())),

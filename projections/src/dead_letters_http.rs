@@ -25,6 +25,17 @@ struct ListQuery {
     limit: Option<String>,
 }
 
+/// The routes the gateway forwards to (operators' dead letters); `GET /projections` it asks
+/// of the query API.
+pub fn gateway_routes() -> Vec<(axum::http::Method, String)> {
+    use axum::http::Method;
+    vec![
+        (Method::GET, "/dead-letters".into()),
+        (Method::DELETE, "/dead-letters/{id}".into()),
+        (Method::POST, "/dead-letters/{id}/replay".into()),
+    ]
+}
+
 pub fn router(pool: PgPool) -> Router {
     Router::new()
         .route(

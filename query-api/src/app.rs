@@ -23,9 +23,13 @@ impl App {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         // The read database belongs to the projections, which migrate it.
         let pool = settings.basics.connect_database("read", None).await?;
+        // Every read is the gateway's to forward.
         let service = Service::bind("query-api", settings.basics.http_addr)
             .await?
-            .tls(settings.basics.tls.as_ref())?;
+            .tls(settings.basics.tls.as_ref())?
+            .gateway_routes(
+                crate::http::routes().map(|r| (axum::http::Method::GET, r.path.to_owned())),
+            );
         Ok(Self {
             service,
             pool,

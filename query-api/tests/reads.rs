@@ -265,10 +265,12 @@ async fn the_query_api_counts_dead_letters_but_cannot_read_their_payloads() {
     .execute(&world.pool)
     .await
     .unwrap();
-    sqlx::query("INSERT INTO projection_checkpoints (projection, stream) VALUES ('orders_view', 'ORDERS')")
-        .execute(&world.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projection, stream) VALUES ('orders_view', 'ORDERS')",
+    )
+    .execute(&world.pool)
+    .await
+    .unwrap();
     let reader = PgPool::connect(&world.db.reader).await.unwrap();
     let denied = |r: Result<Vec<u8>, sqlx::Error>| {
         let e = r.expect_err("the payload must not be readable");

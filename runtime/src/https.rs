@@ -290,3 +290,41 @@ async fn admit(request: Request, next: Next) -> Response {
         .into_response()
     }
 }
+
+/// The routes of a service the gateway's certificate may call: the ones the gateway's own
+/// route table forwards to, each as its method and route template (`/orders/{order_id}/cancel`).
+#[derive(Debug, Clone, Default)]
+pub struct GatewayRoutes(pub Vec<(axum::http::Method, String)>);
+
+/// Refuses the gateway's certificate on a route it does not forward to (403): a gateway taken
+/// over reaches only what clients can reach through it, never a saga-internal command.
+/// Operators keep every route.
+pub async fn gateway_scope(
+    axum::extract::State(routes): axum::extract::State<std::sync::Arc<GatewayRoutes>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let gateway = request.extensions().get::<Peer>() == Some(&Peer::Certified(Some("gateway")));
+    if gateway && !OPEN_ROUTES.contains(&request.uri().path()) {
+        let route = request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(|p| p.as_str().to_owned());
+        let allowed = route.is_some_and(|route| {
+            routes
+                .0
+                .iter()
+                .any(|(method, path)| method == request.method() && *path == route)
+        });
+        if !allowed {
+            return Problem::new(
+                StatusCode::FORBIDDEN,
+                "caller-not-allowed",
+                "This client certificate may not call this route",
+            )
+            .detail("The gateway reaches only the routes it forwards to.")
+            .into_response();
+        }
+    }
+    next.run(request).await
+}

@@ -191,6 +191,8 @@ pub struct Service {
     tls: Option<rustls::ServerConfig>,
     /// Set for a side that faces clients outside the system (the gateway's).
     public: Option<PublicSide>,
+    /// The routes the gateway's certificate may call (none unless declared).
+    gateway_routes: crate::https::GatewayRoutes,
 }
 
 /// What a public side has of its own: `/metrics` served apart, on an internal listener (over
@@ -220,7 +222,18 @@ impl Service {
             stopped_task: Arc::default(),
             tls: None,
             public: None,
+            gateway_routes: crate::https::GatewayRoutes::default(),
         })
+    }
+
+    /// The routes of this service the gateway forwards to: over TLS its certificate is
+    /// refused (403) everywhere else. Operators' certificates are not limited by this.
+    pub fn gateway_routes(
+        mut self,
+        routes: impl IntoIterator<Item = (axum::http::Method, String)>,
+    ) -> Self {
+        self.gateway_routes.0.extend(routes);
+        self
     }
 
     /// Makes this a side that faces clients outside the system (call it before
@@ -389,17 +402,18 @@ impl Service {
             }
             None => (None, None),
         };
+        // The gateway's certificate reaches only the routes it forwards to (checked per route,
+        // where the matched route template is known).
+        let router = self.router.layer(axum::middleware::from_fn_with_state(
+            Arc::new(self.gateway_routes),
+            crate::https::gateway_scope,
+        ));
         // The peer address is offered to every handler (the gateway limits anonymous calls by
         // it).
-        let served = crate::https::serve_on(
-            &self.listener,
-            self.router,
-            self.tls,
-            limits,
-            shutdown.clone(),
-        )
-        .await
-        .context("serving HTTP");
+        let served =
+            crate::https::serve_on(&self.listener, router, self.tls, limits, shutdown.clone())
+                .await
+                .context("serving HTTP");
         if let Some(metrics) = metrics {
             let _ = metrics.await;
         }

@@ -56,14 +56,53 @@ async fn the_internal_apis_admit_only_the_gateway_and_operators() {
     let api = format!("{base}/openapi.json");
     let as_holder = |name: &str| Some(TlsSettings::new(tls_dir(), name));
 
-    // The gateway and operators are let in.
-    for caller in ["gateway", "operator"] {
-        assert_eq!(
-            get_as(as_holder(caller), &api).await.unwrap().0,
-            200,
-            "{caller}"
-        );
-    }
+    // Operators are let in everywhere; the gateway only on the routes it forwards to.
+    assert_eq!(get_as(as_holder("operator"), &api).await.unwrap().0, 200);
+    assert_eq!(get_as(as_holder("gateway"), &api).await.unwrap().0, 403);
+    let post_as = |holder: &str, path: String, body: Value| {
+        let client = testkit::http_as(as_holder(holder));
+        let url = format!("{base}{path}");
+        async move {
+            let response = client.post(url).json(&body).send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let placed = post_as(
+        "gateway",
+        "/orders".into(),
+        json!({
+            "customer_id": uuid::Uuid::new_v4(),
+            "lines": [{"sku": "TLS-1", "quantity": 1}],
+            "payment_token": "tok_ok"
+        }),
+    )
+    .await;
+    assert_eq!(placed.0, 202, "the gateway places orders: {}", placed.1);
+    let order = placed.1["order_id"].as_str().unwrap().to_owned();
+    // A gateway taken over cannot confirm an unpaid order (on a28c6f9 it could): every
+    // saga-internal command refuses its certificate, and nothing is written.
+    let before = w.count("SELECT count(*) FROM events").await;
+    let (status, body) = post_as(
+        "gateway",
+        format!("/orders/{order}/confirm"),
+        json!({"order_id": order}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["type"], "urn:streamshop:problem:caller-not-allowed");
+    assert_eq!(w.count("SELECT count(*) FROM events").await, before);
+    // An operator is not limited by it (the order is not priced yet: the aggregate says no).
+    let (status, _) = post_as(
+        "operator",
+        format!("/orders/{order}/confirm"),
+        json!({"order_id": order}),
+    )
+    .await;
+    assert_ne!(status, 403);
     // No certificate: 401, as problem+json that says what is missing.
     let (status, body) = get_as(None, &api).await.unwrap();
     assert_eq!(status, 401);
@@ -97,7 +136,7 @@ async fn the_internal_apis_admit_only_the_gateway_and_operators() {
         .await
         .unwrap();
     assert_eq!(refused.status().as_u16(), 401);
-    assert_eq!(w.count("SELECT count(*) FROM events").await, 0);
+    assert_eq!(w.count("SELECT count(*) FROM events").await, before);
     // Health and readiness stay open: a probe has no certificate.
     for path in ["/healthz", "/readyz"] {
         assert_eq!(

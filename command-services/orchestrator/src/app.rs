@@ -88,7 +88,8 @@ impl App {
         );
         let service = Service::bind("orchestrator", settings.basics.http_addr)
             .await?
-            .tls(settings.basics.tls.as_ref())?;
+            .tls(settings.basics.tls.as_ref())?
+            .gateway_routes(crate::http::gateway_routes());
         Ok(Self {
             service,
             settings: settings.clone(),

@@ -19,6 +19,16 @@ use uuid::Uuid;
 
 use crate::driver::{Driver, Parked};
 
+/// The routes the gateway forwards to (operators': parked sagas, one saga, a retry).
+pub fn gateway_routes() -> Vec<(axum::http::Method, String)> {
+    use axum::http::Method;
+    vec![
+        (Method::GET, "/sagas".into()),
+        (Method::GET, "/sagas/{order_id}".into()),
+        (Method::POST, "/sagas/{order_id}/retry".into()),
+    ]
+}
+
 /// The orchestrator's own routes (the shared start-up adds health, metrics and the document).
 pub fn router(driver: Arc<Driver>) -> Router {
     Router::new()
