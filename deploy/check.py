@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import sys
 from urllib.parse import urlsplit
 
@@ -657,8 +658,11 @@ def check_nats_values(values, docs, overlay):
 
 
 def make_secrets():
-    """The Secrets make-secrets.sh prints (with the committed development keys)."""
-    out = subprocess.run(["bash", SECRETS_SCRIPT, "--print", "--dev-passwords"], capture_output=True, text=True)
+    """The Secrets make-secrets.sh prints (with the committed development keys, so nothing is
+    made; STREAMSHOP_XTASK names the xtask binary, else it runs `cargo xtask`)."""
+    with tempfile.TemporaryDirectory() as state:
+        out = subprocess.run(["bash", SECRETS_SCRIPT, "--print", "--dev", "--state", state],
+                             capture_output=True, text=True)
     if out.returncode != 0:
         raise CheckError(f"make-secrets.sh --print failed: {out.stderr.strip()}")
     return [d for d in yaml.safe_load_all(out.stdout) if d]

@@ -77,20 +77,20 @@ pub struct ConnectionLimits {
     pub exempt: Vec<ipnet::IpNet>,
 }
 
+/// Connections open per client address.
+type PerPeer = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
 /// The connections open now, in all and per client address.
 struct Admission {
     limits: ConnectionLimits,
     total: Arc<tokio::sync::Semaphore>,
-    per_peer: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    per_peer: PerPeer,
 }
 
 /// One admitted connection's place; dropped when the connection ends.
 struct Admitted {
     _total: tokio::sync::OwnedSemaphorePermit,
-    peer: Option<(
-        std::net::IpAddr,
-        Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-    )>,
+    peer: Option<(std::net::IpAddr, PerPeer)>,
 }
 
 impl Drop for Admitted {

@@ -58,8 +58,11 @@ impl Upstreams<'_> {
 /// of every request that reaches it and answers `{"items": []}` after `delay`.
 pub struct Recorder {
     pub url: String,
-    seen: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
+
+/// A request that reached a [`Recorder`]: its path (and query), and its `traceparent`.
+type Seen = (String, Option<String>);
 
 impl Recorder {
     pub async fn start(delay: Duration) -> Self {

@@ -4,6 +4,7 @@
 
 mod bench;
 mod compose_keys;
+mod k8s_secrets;
 mod layout;
 mod nats;
 mod oidc;
@@ -77,6 +78,26 @@ enum Command {
     ComposeKeys,
     /// Print the analysts' NATS URL of `cargo xtask up` (read-only; for `events` and notebooks).
     AnalystUrl,
+    /// Make every Secret of the Kubernetes manifests and apply it with kubectl (or print it):
+    /// from fresh material kept in .state/k8s/<namespace>, unless --dev.
+    K8sSecrets {
+        /// Print the Secrets as YAML instead of applying them (no cluster needed).
+        #[arg(long)]
+        print: bool,
+        #[arg(long, default_value = "streamshop")]
+        namespace: String,
+        /// Use the committed development keys and passwords of the compose stack (a laptop's
+        /// cluster only; refused for the production overlay).
+        #[arg(long)]
+        dev: bool,
+        /// The overlay the Secrets are for: `production` refuses any material the repository
+        /// holds.
+        #[arg(long, default_value = "local")]
+        overlay: String,
+        /// Where the fresh material is kept (default .state/k8s/<namespace>).
+        #[arg(long)]
+        state: Option<std::path::PathBuf>,
+    },
     /// Benchmark release builds on a fresh durable cluster; writes .state/bench-report/.
     Bench {
         /// Arguments passed to `loadgen run` (after `--`), e.g. `--figures commands --repeats 1`.
@@ -97,6 +118,24 @@ fn main() -> ExitCode {
         Command::Bench { loadgen_args } => bench::run(&loadgen_args),
         Command::ComposeKeys => compose_keys(),
         Command::AnalystUrl => analyst_url(),
+        Command::K8sSecrets {
+            print,
+            namespace,
+            dev,
+            overlay,
+            state,
+        } => Layout::dev().and_then(|layout| {
+            k8s_secrets::run(
+                &layout.workspace,
+                &k8s_secrets::Options {
+                    namespace,
+                    dev,
+                    overlay,
+                    print,
+                    state,
+                },
+            )
+        }),
     };
     match result {
         Ok(code) => code,
@@ -269,6 +308,11 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
             .env("STREAMSHOP_TEST_NATS_CONFIG", nats::config_path(&layout))
             .env("STREAMSHOP_TEST_PG_BIN", postgres::bin_dir()?)
             .env("STREAMSHOP_TEST_BIN_DIR", &bins)
+            // This very binary, for the tests that run an xtask command (make-secrets.sh).
+            .env(
+                "STREAMSHOP_XTASK",
+                std::env::current_exe().context("finding the xtask binary")?,
+            )
             .current_dir(&layout.workspace),
     )?;
     println!(

@@ -32,6 +32,16 @@ pub const HOLDERS: &[(&str, &[&str])] = &[
     ("prometheus", &["prometheus"]),
 ];
 
+/// The holder whose certificate `service` serves and calls with: its own name, or the one
+/// whose host names include it (`query` for `query-api`).
+pub fn holder_of(service: &str) -> &'static str {
+    HOLDERS
+        .iter()
+        .find(|(name, hosts)| *name == service || hosts.contains(&service))
+        .map(|(name, _)| *name)
+        .unwrap_or_else(|| panic!("{service} holds no certificate of xtask::tls::HOLDERS"))
+}
+
 /// How long the certificates of `cargo xtask up`, test and bench last; they are made again a
 /// month before they end.
 const LOCAL_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -121,8 +131,48 @@ pub fn ensure_for(
         std::fs::write(&cert, signed.pem())?;
     }
     if fresh_ca {
-        println!("tls: made a CA and certificates in {}", dir.display());
+        // On stderr: `k8s-secrets --print` writes YAML to stdout.
+        eprintln!("tls: made a CA and certificates in {}", dir.display());
     }
+    Ok(())
+}
+
+/// A certificate for `name` with the DNS names `names`, signed by the CA in `ca_dir` (its
+/// `ca.pem` and `ca.key`), written with its key to `<out>/<name>.crt` and `.key` (the key
+/// readable by its owner only). For certificates the holders' list does not cover: the NATS
+/// routes of a Kubernetes cluster, whose names depend on its namespace.
+pub fn issue(
+    ca_dir: &Path,
+    out: &Path,
+    name: &str,
+    names: Vec<String>,
+    validity: Duration,
+) -> anyhow::Result<()> {
+    let ca_key = ca_dir.join("ca.key");
+    let pem = std::fs::read_to_string(&ca_key)
+        .with_context(|| format!("reading {} (the CA's key signs it)", ca_key.display()))?;
+    let key =
+        KeyPair::from_pem(&pem).with_context(|| format!("{} is not a key", ca_key.display()))?;
+    let issuer = Issuer::new(ca_params(validity)?, key);
+    let mut params = CertificateParams::new(names)
+        .with_context(|| format!("the names of {name}'s certificate"))?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    (params.not_before, params.not_after) = lifetime(validity);
+    let key = KeyPair::generate().with_context(|| format!("making {name}'s key"))?;
+    let signed = params
+        .signed_by(&key, &issuer)
+        .with_context(|| format!("signing {name}'s certificate"))?;
+    crate::secrets::write_private(
+        &out.join(format!("{name}.key")),
+        key.serialize_pem().as_bytes(),
+    )?;
+    std::fs::write(out.join(format!("{name}.crt")), signed.pem())?;
     Ok(())
 }
 
