@@ -209,6 +209,12 @@ fn every_openapi_document_is_valid_openapi_3_1_and_references_only_defined_schem
             );
         }
         for common in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+            // The gateway serves /metrics on its internal listener only, so its
+            // public document does not list it.
+            if service == "gateway" && common == "/metrics" {
+                assert!(doc["paths"][common].is_null(), "gateway lists {common}");
+                continue;
+            }
             assert!(
                 doc["paths"][common]["get"].is_object(),
                 "{service} lacks {common}"
