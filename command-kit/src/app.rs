@@ -33,8 +33,9 @@ impl CommandApp {
         S: CommandSpec,
     {
         let context = S::CONTEXT;
-        let pool = settings
-            .basics
+        let mut basics = settings.basics.clone();
+        basics.database.session.extend(spec.session());
+        let pool = basics
             .connect_database(context.token(), Some(&event_store::SCHEMA))
             .await?;
         // The service owns its stream: create it even on replicas that run no relay.

@@ -154,6 +154,19 @@ fn rejection_problem<S: CommandSpec>(reason: &str, message: String, retryable: b
             "This Idempotency-Key was used with a different request",
         ),
         reasons::NOT_FOUND => Problem::new(StatusCode::NOT_FOUND, "not-found", "No such resource"),
+        // A customer's fair share: their open orders are what bounds them, so a retry may
+        // pass once one of those is done.
+        reasons::TOO_MANY_OPEN_ORDERS => Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-open-orders",
+            "The customer has as many open orders as one may",
+        )
+        .retry_after(30),
+        reasons::CUSTOMER_LIMIT => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "customer-limit",
+            "One customer may not hold that many units of a product",
+        ),
         reasons::CONFLICT => Problem::new(
             StatusCode::CONFLICT,
             "conflict",

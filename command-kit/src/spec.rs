@@ -123,6 +123,12 @@ pub trait CommandSpec: Send + Sync + 'static {
     where
         Self: Sized;
 
+    /// Postgres run-time parameters of the service's connections: rules its database's
+    /// triggers enforce in the transaction that appends (orders' fair shares).
+    fn session(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     /// Background work of the context beside serving commands (inventory expires old
     /// reservations); it gives commands through `dispatcher`, as any transport does.
     fn housekeeping(

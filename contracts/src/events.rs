@@ -109,8 +109,15 @@ impl LogEvent for OrderEvent {
 impl LogEvent for ProductEvent {
     const CONTEXT: BoundedContext = BoundedContext::Inventory;
 
-    fn upcast<'a>(_: &str, version: u32, data: &'a Value) -> Option<Cow<'a, Value>> {
-        only_v1(version, data)
+    fn upcast<'a>(name: &str, version: u32, data: &'a Value) -> Option<Cow<'a, Value>> {
+        match (name, version) {
+            ("StockReserved", 1) => Some(Cow::Owned(domain::product::stock_reserved_v1_to_v2(
+                data.clone(),
+            ))),
+            ("StockReserved", 2) => Some(Cow::Borrowed(data)),
+            ("StockReserved", _) => None,
+            _ => only_v1(version, data),
+        }
     }
 }
 
@@ -151,6 +158,17 @@ mod tests {
             matches!(version, Err(DecodeError::Unknown { version: 3, .. })),
             "{version:?}"
         );
+    }
+
+    #[test]
+    fn stock_reserved_v1_arrives_without_a_customer() {
+        let v1 = json!({"sku": "SKU-1", "order_id": "0193a1b2-7c3d-7e4f-8a5b-6c7d8e9f0a1b",
+                        "quantity": 2, "available": 8,
+                        "unit_price": {"amount_minor": 250, "currency": "EUR"}});
+        match decode_data::<ProductEvent>("StockReserved", 1, &v1).unwrap() {
+            ProductEvent::StockReserved { customer_id, .. } => assert_eq!(customer_id, None),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

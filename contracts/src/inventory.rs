@@ -77,6 +77,9 @@ pub struct ReserveStock {
     /// As an order line's: 1 to 1000.
     #[schemars(range(max = 1000))]
     pub quantity: u32,
+    /// The customer the order is for: counted against the product's per-customer limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<Uuid>,
 }
 command!(
     ReserveStock,
@@ -86,6 +89,26 @@ command!(
     StockAnswer,
     "Reserve stock for an order (saga-internal)",
     saga_internal
+);
+
+/// Sets how many units one customer's live reservations of a product may hold, for a flash
+/// sale (`limit: null` lifts it). A reservation past it is refused (`customer_limit`), and
+/// the order is rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetCustomerLimit {
+    pub sku: Sku,
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub limit: Option<u32>,
+}
+command!(
+    SetCustomerLimit,
+    Inventory,
+    "SetCustomerLimit",
+    "/products/{sku}/customer-limit",
+    StockAnswer,
+    "Limit the units one customer may hold of a product",
+    public
 );
 
 /// Releases an order's reservation (saga-internal).
@@ -147,6 +170,7 @@ pub fn commands() -> Vec<CommandInfo> {
         info::<CreateProduct>(),
         info::<RestockProduct>(),
         info::<ChangePrice>(),
+        info::<SetCustomerLimit>(),
         info::<ReserveStock>(),
         info::<ReleaseStock>(),
         info::<CommitStock>(),

@@ -19,6 +19,12 @@ pub mod reasons {
     pub const TOO_LARGE: &str = "too_large";
     /// Refused for good by a `refuse` failpoint: fault-injection tests only.
     pub const REFUSED: &str = "refused";
+    /// The customer has as many open orders as one may (`ORDERS_MAX_OPEN_PER_CUSTOMER`); a
+    /// place may pass once one of them is done.
+    pub const TOO_MANY_OPEN_ORDERS: &str = "too_many_open_orders";
+    /// The customer's open orders (or a product's own per-customer limit) would hold more
+    /// units of one product than one customer may.
+    pub const CUSTOMER_LIMIT: &str = "customer_limit";
 }
 
 /// A command's answer. On NATS it is the reply body, tagged by `status`. `D` is the command's

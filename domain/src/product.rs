@@ -34,6 +34,14 @@ pub enum ProductCommand {
     Reserve {
         order_id: Uuid,
         quantity: u32,
+        /// The customer the order is for, when the caller knows it: what counts against
+        /// the product's per-customer limit.
+        customer_id: Option<Uuid>,
+    },
+    /// At most `limit` units held by one customer's live reservations (a flash sale);
+    /// `None` lifts the limit.
+    SetCustomerLimit {
+        limit: Option<u32>,
     },
     Release {
         order_id: Uuid,
@@ -62,12 +70,17 @@ pub enum ProductEvent {
         old_price: Money,
         new_price: Money,
     },
+    /// Version 2 added `customer_id`; version 1 events are upcast with `null` (see
+    /// [`upcasters`]).
     StockReserved {
         sku: Sku,
         order_id: Uuid,
         quantity: u32,
         unit_price: Money,
         available: u64,
+        /// The customer the order is for (what counts against a per-customer limit);
+        /// unknown for reservations made before version 2.
+        customer_id: Option<Uuid>,
     },
     ReservationReleased {
         sku: Sku,
@@ -81,6 +94,49 @@ pub enum ProductEvent {
         quantity: u32,
         on_hand: u64,
     },
+    /// One customer's live reservations may hold at most `limit` units of the product from
+    /// now on (`None`: no limit).
+    CustomerLimitSet { sku: Sku, limit: Option<u32> },
+}
+
+// Version 1 of `StockReserved`, as stored before reservations named their customer. Kept for
+// its schema and for reading old history (through `stock_reserved_v1_to_v2`). (Comments, not
+// doc comments: a description would change the released schema.)
+#[allow(missing_docs)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StockReservedV1 {
+    pub sku: Sku,
+    pub order_id: Uuid,
+    pub quantity: u32,
+    pub unit_price: Money,
+    pub available: u64,
+}
+
+/// The current version of `StockReserved`.
+pub const STOCK_RESERVED_VERSION: &str = "2";
+
+/// `StockReserved` v1 -> v2 on the event's own object: v1 reservations named no customer.
+pub fn stock_reserved_v1_to_v2(mut data: serde_json::Value) -> serde_json::Value {
+    if let Some(obj) = data.as_object_mut() {
+        obj.entry("customer_id").or_insert(serde_json::Value::Null);
+    }
+    data
+}
+
+/// cqrs-es upcasters for stored product events (the payload is `{"StockReserved": {...}}`).
+pub fn upcasters() -> Vec<Box<dyn cqrs_es::persist::EventUpcaster>> {
+    vec![Box::new(
+        cqrs_es::persist::SemanticVersionEventUpcaster::new(
+            "StockReserved",
+            STOCK_RESERVED_VERSION,
+            Box::new(|mut payload| {
+                if let Some(inner) = payload.get_mut("StockReserved") {
+                    *inner = stock_reserved_v1_to_v2(inner.take());
+                }
+                payload
+            }),
+        ),
+    )]
 }
 
 impl DomainEvent for ProductEvent {
@@ -92,12 +148,16 @@ impl DomainEvent for ProductEvent {
             Self::StockReserved { .. } => "StockReserved",
             Self::ReservationReleased { .. } => "ReservationReleased",
             Self::ReservationCommitted { .. } => "ReservationCommitted",
+            Self::CustomerLimitSet { .. } => "CustomerLimitSet",
         }
         .into()
     }
 
     fn event_version(&self) -> String {
-        "1".into()
+        match self {
+            Self::StockReserved { .. } => STOCK_RESERVED_VERSION.into(),
+            _ => "1".into(),
+        }
     }
 }
 
@@ -128,6 +188,14 @@ pub enum ProductError {
     AlreadyCommitted(Uuid),
     #[error("the reservation of order {0} was released before it was made")]
     ReleasedBeforeReserved(Uuid),
+    #[error("one customer may hold at most {limit} of this product; they hold {held} and asked for {requested}")]
+    CustomerLimit {
+        limit: u32,
+        held: u64,
+        requested: u32,
+    },
+    #[error("a per-customer limit must be 1 to {MAX_STOCK_MOVEMENT}, not {0}")]
+    InvalidLimit(u32),
 }
 
 impl ProductError {
@@ -146,6 +214,8 @@ impl ProductError {
             Self::NoReservation(_) => "no_reservation",
             Self::AlreadyCommitted(_) => "already_committed",
             Self::ReleasedBeforeReserved(_) => "reservation_released",
+            Self::CustomerLimit { .. } => "customer_limit",
+            Self::InvalidLimit(_) => "invalid_limit",
         }
     }
 }
@@ -165,6 +235,9 @@ pub struct Reservation {
     pub quantity: u32,
     pub unit_price: Money,
     pub state: ReservationState,
+    /// Whose order it is, when the reservation said (from `StockReserved` v2 on).
+    #[serde(default)]
+    pub customer: Option<Uuid>,
 }
 
 /// How many settled (released or committed) reservations a product remembers. A command about
@@ -190,6 +263,9 @@ pub struct Product {
     /// goes past [`SETTLED_KEPT`]. Snapshots from before this field do not decode, so those
     /// products are folded from their events once, which applies the bound.
     pub settled: VecDeque<Uuid>,
+    /// The most units one customer's live reservations may hold (`None`: no limit).
+    #[serde(default)]
+    pub customer_limit: Option<u32>,
 }
 
 fn check_quantity(quantity: u32) -> Result<(), ProductError> {
@@ -212,6 +288,15 @@ impl Product {
     /// Units that can still be reserved.
     pub fn available(&self) -> u64 {
         self.on_hand - self.reserved
+    }
+
+    /// Units `customer`'s live reservations hold.
+    pub fn held_by(&self, customer: Uuid) -> u64 {
+        self.reservations
+            .values()
+            .filter(|r| r.state == ReservationState::Reserved && r.customer == Some(customer))
+            .map(|r| u64::from(r.quantity))
+            .sum()
     }
 
     /// Marks a reservation settled and forgets the oldest settled one past [`SETTLED_KEPT`].
@@ -287,7 +372,11 @@ impl Product {
                     new_price: unit_price,
                 }])
             }
-            ProductCommand::Reserve { order_id, quantity } => {
+            ProductCommand::Reserve {
+                order_id,
+                quantity,
+                customer_id,
+            } => {
                 check_quantity(quantity)?;
                 if let Some(existing) = self.reservations.get(&order_id) {
                     return if existing.quantity == 0 {
@@ -297,6 +386,17 @@ impl Product {
                     } else {
                         Err(ProductError::ReservationMismatch(order_id))
                     };
+                }
+                // One customer may not hold more than the product allows, whatever is left.
+                if let (Some(limit), Some(customer)) = (self.customer_limit, customer_id) {
+                    let held = self.held_by(customer);
+                    if held + u64::from(quantity) > u64::from(limit) {
+                        return Err(ProductError::CustomerLimit {
+                            limit,
+                            held,
+                            requested: quantity,
+                        });
+                    }
                 }
                 let available = self.available();
                 if u64::from(quantity) > available {
@@ -311,7 +411,19 @@ impl Product {
                     quantity,
                     unit_price: price,
                     available: available - u64::from(quantity),
+                    customer_id,
                 }])
+            }
+            ProductCommand::SetCustomerLimit { limit } => {
+                if let Some(limit) = limit {
+                    if !(1..=MAX_STOCK_MOVEMENT).contains(&limit) {
+                        return Err(ProductError::InvalidLimit(limit));
+                    }
+                }
+                if limit == self.customer_limit {
+                    return Ok(vec![]);
+                }
+                Ok(vec![ProductEvent::CustomerLimitSet { sku, limit }])
             }
             ProductCommand::Release { order_id } => match self.reservations.get(&order_id) {
                 // Released before it was made: the reservation request may still be on its way
@@ -389,6 +501,7 @@ impl Aggregate for Product {
                 order_id,
                 quantity,
                 unit_price,
+                customer_id,
                 ..
             } => {
                 self.reserved += u64::from(quantity);
@@ -398,9 +511,11 @@ impl Aggregate for Product {
                         quantity,
                         unit_price,
                         state: ReservationState::Reserved,
+                        customer: customer_id,
                     },
                 );
             }
+            ProductEvent::CustomerLimitSet { limit, .. } => self.customer_limit = limit,
             ProductEvent::ReservationReleased {
                 order_id, quantity, ..
             } => {
@@ -415,6 +530,7 @@ impl Aggregate for Product {
                             quantity: 0,
                             unit_price,
                             state: ReservationState::Reserved,
+                            customer: None,
                         },
                     );
                 }
@@ -461,13 +577,128 @@ mod tests {
     }
 
     fn reserved(order_id: Uuid, quantity: u32, available: u64) -> ProductEvent {
+        reserved_for(order_id, quantity, available, None)
+    }
+
+    fn reserved_for(
+        order_id: Uuid,
+        quantity: u32,
+        available: u64,
+        customer_id: Option<Uuid>,
+    ) -> ProductEvent {
         ProductEvent::StockReserved {
             sku: sku(),
             order_id,
             quantity,
             unit_price: eur(1250),
             available,
+            customer_id,
         }
+    }
+
+    fn limit_set(limit: Option<u32>) -> ProductEvent {
+        ProductEvent::CustomerLimitSet { sku: sku(), limit }
+    }
+
+    fn reserve_for(order_id: Uuid, quantity: u32, customer: Uuid) -> ProductCommand {
+        ProductCommand::Reserve {
+            order_id,
+            quantity,
+            customer_id: Some(customer),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_customer_limit_is_set_changed_and_lifted_and_refused_out_of_range() {
+        expect(
+            vec![created(10)],
+            ProductCommand::SetCustomerLimit { limit: Some(2) },
+            vec![limit_set(Some(2))],
+        )
+        .await;
+        expect(
+            vec![created(10), limit_set(Some(2))],
+            ProductCommand::SetCustomerLimit { limit: Some(2) },
+            vec![],
+        )
+        .await;
+        expect(
+            vec![created(10), limit_set(Some(2))],
+            ProductCommand::SetCustomerLimit { limit: None },
+            vec![limit_set(None)],
+        )
+        .await;
+        refuse(
+            vec![created(10)],
+            ProductCommand::SetCustomerLimit { limit: Some(0) },
+            ProductError::InvalidLimit(0),
+        )
+        .await;
+        refuse(
+            vec![],
+            ProductCommand::SetCustomerLimit { limit: Some(1) },
+            ProductError::NotFound,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn one_customer_holds_at_most_the_limit_and_others_are_not_counted() {
+        let (alice, bob) = (order(100), order(200));
+        let given = vec![
+            created(100),
+            limit_set(Some(5)),
+            reserved_for(order(1), 3, 97, Some(alice)),
+            reserved_for(order(2), 4, 93, Some(bob)),
+        ];
+        expect(
+            given.clone(),
+            reserve_for(order(3), 2, alice),
+            vec![reserved_for(order(3), 2, 91, Some(alice))],
+        )
+        .await;
+        refuse(
+            given.clone(),
+            reserve_for(order(3), 3, alice),
+            ProductError::CustomerLimit {
+                limit: 5,
+                held: 3,
+                requested: 3,
+            },
+        )
+        .await;
+        // A settled reservation holds nothing; a repeat of a held one is still a no-op.
+        let mut released = given.clone();
+        released.push(ProductEvent::ReservationReleased {
+            sku: sku(),
+            order_id: order(1),
+            quantity: 3,
+            available: 96,
+        });
+        expect(
+            released,
+            reserve_for(order(3), 5, alice),
+            vec![reserved_for(order(3), 5, 91, Some(alice))],
+        )
+        .await;
+        expect(given.clone(), reserve_for(order(1), 3, alice), vec![]).await;
+        // Without a customer (an older caller) or without a limit, nothing is counted.
+        expect(
+            given,
+            ProductCommand::Reserve {
+                order_id: order(4),
+                quantity: 50,
+                customer_id: None,
+            },
+            vec![reserved(order(4), 50, 43)],
+        )
+        .await;
+        expect(
+            vec![created(100), reserved_for(order(1), 60, 40, Some(alice))],
+            reserve_for(order(2), 30, alice),
+            vec![reserved_for(order(2), 30, 10, Some(alice))],
+        )
+        .await;
     }
 
     async fn expect(given: Vec<ProductEvent>, when: ProductCommand, then: Vec<ProductEvent>) {
@@ -591,6 +822,7 @@ mod tests {
             ProductCommand::Reserve {
                 order_id: order(1),
                 quantity: 4,
+                customer_id: None,
             },
             vec![reserved(order(1), 4, 6)],
         )
@@ -600,6 +832,7 @@ mod tests {
             ProductCommand::Reserve {
                 order_id: order(2),
                 quantity: 3,
+                customer_id: None,
             },
             ProductError::OutOfStock {
                 requested: 3,
@@ -612,6 +845,7 @@ mod tests {
             ProductCommand::Reserve {
                 order_id: order(1),
                 quantity: 0,
+                customer_id: None,
             },
             ProductError::InvalidQuantity(0),
         )
@@ -621,6 +855,7 @@ mod tests {
             ProductCommand::Reserve {
                 order_id: order(1),
                 quantity: 1,
+                customer_id: None,
             },
             ProductError::NotFound,
         )
@@ -634,6 +869,7 @@ mod tests {
             ProductCommand::Reserve {
                 order_id: order(1),
                 quantity: 4,
+                customer_id: None,
             },
             vec![],
         )
@@ -643,6 +879,7 @@ mod tests {
             ProductCommand::Reserve {
                 order_id: order(1),
                 quantity: 5,
+                customer_id: None,
             },
             ProductError::ReservationMismatch(order(1)),
         )
@@ -693,6 +930,7 @@ mod tests {
             ProductCommand::Reserve {
                 order_id: order(9),
                 quantity: 2,
+                customer_id: None,
             },
             ProductError::ReleasedBeforeReserved(order(9)),
         )

@@ -527,6 +527,19 @@ where
         };
         let failed = match self.group.append(append).await {
             crate::group::Outcome::Committed => None,
+            // A rule of the store (a customer's fair share): answered like the domain's
+            // rejections, never recorded under the idempotency key, since the same command
+            // may pass once the customer's other orders are done.
+            crate::group::Outcome::Refused { code, detail } => {
+                self.forget(aggregate_id);
+                return Ok(Executed::Rejected {
+                    reason: code,
+                    message: detail,
+                    retryable: true,
+                    not_found: false,
+                    replayed: false,
+                });
+            }
             crate::group::Outcome::Conflict => Some(AggregateError::AggregateConflict),
             crate::group::Outcome::Unavailable(e) => {
                 Some(AggregateError::DatabaseConnectionError(e.into()))

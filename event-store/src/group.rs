@@ -53,6 +53,12 @@ pub enum Outcome {
     Conflict,
     /// The database could not be reached; the append may not have happened.
     Unavailable(String),
+    /// A trigger refused the append as a rule of the store's (SQLSTATE class `SR`, its
+    /// message the rejection's code): nothing of it was written.
+    Refused {
+        code: String,
+        detail: String,
+    },
     Failed(String),
 }
 
@@ -177,6 +183,9 @@ fn classify(e: sqlx::Error) -> Outcome {
     if runtime::db::unavailable(&e) {
         return Outcome::Unavailable(e.to_string());
     }
+    if let Some((code, detail)) = refusal(&e) {
+        return Outcome::Refused { code, detail };
+    }
     let unique = e
         .as_database_error()
         .and_then(|d| d.code())
@@ -186,6 +195,21 @@ fn classify(e: sqlx::Error) -> Outcome {
     } else {
         Outcome::Failed(runtime::problem::ErrorChain(&e).to_string())
     }
+}
+
+/// The rejection a trigger raised as a rule of the store (SQLSTATE `SRnnn`, the message its
+/// code, the detail what to tell the caller): orders' fair shares, say.
+fn refusal(e: &sqlx::Error) -> Option<(String, String)> {
+    let database = e.as_database_error()?;
+    if !database.code()?.starts_with("SR") {
+        return None;
+    }
+    let detail = database
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .and_then(|pg| pg.detail())
+        .unwrap_or_default()
+        .to_owned();
+    Some((database.message().to_owned(), detail))
 }
 
 /// Commits `appends` in one transaction; returns the indexes of those that conflicted (and

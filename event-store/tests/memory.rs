@@ -26,7 +26,11 @@ fn create(stock: u32) -> ProductCommand {
 }
 
 fn reserve(order_id: Uuid, quantity: u32) -> ProductCommand {
-    ProductCommand::Reserve { order_id, quantity }
+    ProductCommand::Reserve {
+        order_id,
+        quantity,
+        customer_id: None,
+    }
 }
 
 async fn run(bus: &CommandBus<Product>, command: ProductCommand) -> Executed<Product> {

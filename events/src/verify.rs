@@ -120,6 +120,7 @@ async fn connect(url: &str) -> anyhow::Result<PgPool> {
         max_connections: 1,
         // `verify` reads whole tables at once.
         statement_timeout: std::time::Duration::ZERO,
+        session: Vec::new(),
     };
     settings
         .connect()

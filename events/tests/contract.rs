@@ -42,6 +42,16 @@ const HISTORIES: &[(BoundedContext, &[&str])] = &[
         ],
     ),
     (
+        BoundedContext::Inventory,
+        &[
+            "ProductCreated.v1",
+            "ProductRestocked.v1",
+            "CustomerLimitSet.v1",
+            "StockReserved.v2",
+            "ReservationCommitted.v1",
+        ],
+    ),
+    (
         BoundedContext::Payments,
         &[
             "PaymentAuthorised.v1",

@@ -30,6 +30,8 @@ pub enum Effect {
         quantity: i64,
         on_hand: i64,
     },
+    /// Sets `customer_limit` (`None`: no limit).
+    CustomerLimit(Option<i64>),
 }
 
 #[derive(Debug)]
@@ -51,6 +53,8 @@ struct Fold {
     on_hand: Option<i64>,
     /// Added to the row's `reserved` (to 0 for a product created in this batch).
     reserved: i64,
+    /// Set in this batch: the new `customer_limit` (which may be none).
+    customer_limit: Option<Option<i64>>,
     version: i64,
     at: Option<DateTime<Utc>>,
 }
@@ -110,6 +114,9 @@ impl Projection for ProductsView {
                 };
                 (sku, effect)
             }
+            ProductEvent::CustomerLimitSet { sku, limit } => {
+                (sku, Effect::CustomerLimit(limit.map(i64::from)))
+            }
         };
         Ok(ProductChange {
             sku: sku.to_string(),
@@ -152,23 +159,27 @@ impl Projection for ProductsView {
                     f.reserved = add(f.reserved, -quantity, "reserved")?;
                     f.on_hand = Some(*on_hand);
                 }
+                Effect::CustomerLimit(limit) => f.customer_limit = Some(*limit),
             }
         }
         // Products neither created now nor known are skipped, as an UPDATE of a missing row
         // would be.
         sqlx::query(
-            "INSERT INTO products_view (sku, name, unit_price, currency, on_hand, reserved, version, updated_at) \
+            "INSERT INTO products_view (sku, name, unit_price, currency, on_hand, reserved, version, updated_at, customer_limit) \
              SELECT u.sku, coalesce(u.name, p.name), coalesce(u.unit_price, p.unit_price), \
                coalesce(u.currency, p.currency), coalesce(u.on_hand, p.on_hand), \
-               CASE WHEN u.created THEN 0 ELSE p.reserved END + u.reserved, u.version, u.at \
+               CASE WHEN u.created THEN 0 ELSE p.reserved END + u.reserved, u.version, u.at, \
+               CASE WHEN u.limit_set THEN u.customer_limit ELSE p.customer_limit END \
              FROM unnest($1::text[], $2::bool[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], \
-                         $7::bigint[], $8::bigint[], $9::timestamptz[]) \
-                  AS u(sku, created, name, unit_price, currency, on_hand, reserved, version, at) \
+                         $7::bigint[], $8::bigint[], $9::timestamptz[], $10::bool[], $11::bigint[]) \
+                  AS u(sku, created, name, unit_price, currency, on_hand, reserved, version, at, \
+                       limit_set, customer_limit) \
              LEFT JOIN products_view p USING (sku) \
              WHERE u.created OR p.sku IS NOT NULL \
              ON CONFLICT (sku) DO UPDATE SET name = EXCLUDED.name, unit_price = EXCLUDED.unit_price, \
                currency = EXCLUDED.currency, on_hand = EXCLUDED.on_hand, reserved = EXCLUDED.reserved, \
-               version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
+               version = EXCLUDED.version, updated_at = EXCLUDED.updated_at, \
+               customer_limit = EXCLUDED.customer_limit",
         )
         .bind(rows.column(|f| f.sku.clone()))
         .bind(rows.column(|f| f.created))
@@ -179,6 +190,8 @@ impl Projection for ProductsView {
         .bind(rows.column(|f| f.reserved))
         .bind(rows.column(|f| f.version))
         .bind(rows.column(|f| f.at))
+        .bind(rows.column(|f| f.customer_limit.is_some()))
+        .bind(rows.column(|f| f.customer_limit.flatten()))
         .execute(conn)
         .await?;
         Ok(())

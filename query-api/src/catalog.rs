@@ -17,11 +17,15 @@ pub struct ProductView {
     pub available: i64,
     pub version: i64,
     pub updated_at: DateTime<Utc>,
+    /// The most units one customer's open orders may hold of it (a flash sale); absent when
+    /// there is no such limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_limit: Option<i64>,
 }
 
 const PRODUCT_SELECT: &str =
     "SELECT sku, name, unit_price, currency, on_hand, reserved, available, \
-    version, updated_at FROM products_view";
+    version, updated_at, customer_limit FROM products_view";
 
 pub async fn product(pool: &PgPool, sku: &str) -> Result<Option<ProductView>, sqlx::Error> {
     sqlx::query_as(&format!("{PRODUCT_SELECT} WHERE sku = $1"))

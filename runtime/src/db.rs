@@ -19,6 +19,10 @@ pub struct DatabaseSettings {
     /// limit), so a stuck query fails a request instead of holding a connection for ever.
     /// Migrations, run as the owner, have none.
     pub statement_timeout: Duration,
+    /// Run-time parameters every connection is opened with (`name = value`), beside the
+    /// statement timeout: a service's rules that its database's triggers read (orders' fair
+    /// shares, say). Set by the service, not read from the environment.
+    pub session: Vec<(String, String)>,
 }
 
 /// A database's schema as code: its migrations, and the privileges of the role a service
@@ -103,6 +107,7 @@ impl DatabaseSettings {
             max_connections: env.parse_or("DATABASE_MAX_CONNECTIONS", default_max_connections)?,
             statement_timeout: env
                 .millis_or("DATABASE_STATEMENT_TIMEOUT_MS", Duration::from_secs(10))?,
+            session: Vec::new(),
         })
     }
 
@@ -110,10 +115,12 @@ impl DatabaseSettings {
     /// `Problem::internal`), and every connection has the statement timeout.
     pub async fn connect(&self) -> Result<sqlx::PgPool, sqlx::Error> {
         use std::str::FromStr;
-        let options = sqlx::postgres::PgConnectOptions::from_str(self.url.expose())?.options([(
-            "statement_timeout",
-            self.statement_timeout.as_millis().to_string(),
-        )]);
+        let options = sqlx::postgres::PgConnectOptions::from_str(self.url.expose())?
+            .options([(
+                "statement_timeout",
+                self.statement_timeout.as_millis().to_string(),
+            )])
+            .options(self.session.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(Duration::from_secs(5))

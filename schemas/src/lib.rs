@@ -82,6 +82,9 @@ fn current_version(context: BoundedContext, event: &str) -> u32 {
         (BoundedContext::Orders, "OrderPlaced") => domain::order::ORDER_PLACED_VERSION
             .parse()
             .expect("a whole version number"),
+        (BoundedContext::Inventory, "StockReserved") => domain::product::STOCK_RESERVED_VERSION
+            .parse()
+            .expect("a whole version number"),
         _ => 1,
     }
 }
@@ -116,15 +119,22 @@ pub fn generate() -> BTreeMap<String, Value> {
         }
     }
     // Historic versions still in the log.
-    let path = schema_path(BoundedContext::Orders, "OrderPlaced", 1);
-    files.insert(
-        path.clone(),
-        finish(
+    for (context, event, schema) in [
+        (
+            BoundedContext::Orders,
+            "OrderPlaced",
             schema_of::<domain::order::OrderPlacedV1>(),
-            &path,
-            "OrderPlaced v1 (orders context)".into(),
         ),
-    );
+        (
+            BoundedContext::Inventory,
+            "StockReserved",
+            schema_of::<domain::product::StockReservedV1>(),
+        ),
+    ] {
+        let path = schema_path(context, event, 1);
+        let title = format!("{event} v1 ({} context)", context.token());
+        files.insert(path.clone(), finish(schema, &path, title));
+    }
     for command in contracts::all() {
         let context = command.context.token();
         for (part, schema) in [("request", command.request), ("reply", command.reply)] {

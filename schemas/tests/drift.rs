@@ -188,7 +188,7 @@ fn every_event_type_version_and_command_has_a_schema() {
         );
     }
     // The OpenAPI documents: six services and the gateway.
-    assert_eq!(generated.len(), 27 + 2 * contracts::all().len() + 7);
+    assert_eq!(generated.len(), 29 + 2 * contracts::all().len() + 7);
 }
 
 #[test]
@@ -269,6 +269,7 @@ fn a_nats_request_and_its_reply_match_the_committed_command_schemas() {
         sku: domain::Sku::parse("SKU-1").unwrap(),
         order_id: uuid::Uuid::now_v7(),
         quantity: 2,
+        customer_id: Some(uuid::Uuid::now_v7()),
     };
     let request = serde_json::to_value(NatsCommand {
         command_id: "c-1",

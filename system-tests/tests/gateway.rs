@@ -488,3 +488,91 @@ async fn every_gateway_route_is_admitted_by_its_service() {
         );
     }
 }
+
+/// The stock-hold scenario of a28c6f9: one customer's 40 orders of 25 units, whose payments
+/// never answer, took a product's whole stock (1,000) in a second. Now the orders service
+/// takes 4 of them (its bound, 100 units of one product per customer's open orders) and
+/// answers the rest 422 `customer-limit`, and the product's own per-customer limit (50, a
+/// flash sale) lets only two of those reserve: the product holds at most its limit. An 11th
+/// open order of one customer is 429 `too-many-open-orders`.
+#[tokio::test]
+async fn one_customer_holds_at_most_their_share_of_a_product() {
+    let front = Front::start(&[]).await;
+    let operator = admin(&front).await;
+    let product = json!({"sku": "SKU-HOLD", "name": "Hold", "unit_price": 100, "currency": "EUR", "initial_stock": 1000});
+    assert_eq!(operator.post("/api/products", product).await.0, 202);
+    let (status, body) = operator
+        .post(
+            "/api/products/SKU-HOLD/customer-limit",
+            json!({"limit": 50}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+
+    let (_, greedy) = customer(&front).await;
+    let order =
+        json!({"lines": [{"sku": "SKU-HOLD", "quantity": 25}], "payment_token": "tok_timeout"});
+    // All at once, as the attack sent them (a second's worth).
+    let answers =
+        futures::future::join_all((0..40).map(|_| greedy.post("/api/orders", order.clone()))).await;
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for (status, body) in answers {
+        match status {
+            202 => accepted.push(body["order_id"].as_str().unwrap().to_owned()),
+            422 => {
+                assert_eq!(
+                    body["type"], "urn:streamshop:problem:customer-limit",
+                    "{body}"
+                );
+                refused += 1;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!((accepted.len(), refused), (4, 36));
+
+    // The sagas reserve what the product's limit allows; the rest are rejected.
+    let stock = || async {
+        let rows: Vec<(serde_json::Value,)> = sqlx::query_as(
+            "SELECT payload::jsonb FROM events WHERE aggregate_id = 'SKU-HOLD' \
+             AND event_type = 'StockReserved' ORDER BY sequence",
+        )
+        .fetch_all(&front.stack.inventory.pool)
+        .await
+        .unwrap();
+        rows.iter()
+            .map(|(p,)| p["StockReserved"]["quantity"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    for id in &accepted {
+        let saga = front.stack.finished(Uuid::parse_str(id).unwrap()).await;
+        assert_eq!(saga["outcome"], "rejected", "{saga}");
+    }
+    assert_eq!(stock().await, 50, "the product's limit");
+    let refusals: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = 'OrderSaga' \
+         AND payload::text LIKE '%customer_limit%'",
+    )
+    .fetch_one(&front.stack.orchestrator)
+    .await
+    .unwrap();
+    assert!(refusals >= 2, "two reservations refused for the limit");
+
+    // Open orders: ten at most per customer, whatever they hold.
+    let product = json!({"sku": "SKU-OPEN", "name": "Open", "unit_price": 100, "currency": "EUR", "initial_stock": 1000});
+    assert_eq!(operator.post("/api/products", product).await.0, 202);
+    let (_, busy) = customer(&front).await;
+    let one =
+        json!({"lines": [{"sku": "SKU-OPEN", "quantity": 1}], "payment_token": "tok_timeout"});
+    let mut statuses = Vec::new();
+    let mut last = Value::Null;
+    for _ in 0..11 {
+        let (status, body) = busy.post("/api/orders", one.clone()).await;
+        statuses.push(status);
+        last = body;
+    }
+    assert_eq!(statuses[..10], [202; 10]);
+    assert_eq!(statuses[10], 429, "{last}");
+    assert_eq!(last["type"], "urn:streamshop:problem:too-many-open-orders");
+}

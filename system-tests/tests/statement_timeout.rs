@@ -16,6 +16,7 @@ async fn a_statement_past_its_timeout_is_cancelled_by_postgres_and_answered_503(
         owner_url: None,
         max_connections: 2,
         statement_timeout: Duration::from_millis(200),
+        session: Vec::new(),
     };
     let pool = settings.connect().await.unwrap();
     let started = Instant::now();

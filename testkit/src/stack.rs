@@ -225,7 +225,9 @@ impl Stack {
         let orchestrator = PgPool::connect(&orchestrator_db.owner).await.unwrap();
         let orchestrator_url = orchestrator_db.app.clone();
 
-        let (o, o_stop) = orders.spawn::<orders::OrdersSpec>().await;
+        // Orders with the fair shares a deployment has (ORDERS_MAX_OPEN_PER_CUSTOMER ...).
+        let spec = orders::OrdersSpec::from_env(&Env::from_pairs(orders.env())).unwrap();
+        let (o, o_stop) = orders.spawn_spec(spec).await;
         let (i, i_stop) = inventory.spawn::<inventory::InventorySpec>().await;
         let mut pay_env = payments.env();
         pay_env.push(("PAYMENT_PROVIDER_TIMEOUT_MS", "300".into()));

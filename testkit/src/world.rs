@@ -122,10 +122,19 @@ impl World {
         S: command_kit::CommandSpec + Default,
         <S::Aggregate as cqrs_es::Aggregate>::Services: Default,
     {
+        self.spawn_spec(S::default()).await
+    }
+
+    /// [`World::spawn`] with the spec as given.
+    pub async fn spawn_spec<S>(&self, spec: S) -> (String, tokio_util::sync::CancellationToken)
+    where
+        S: command_kit::CommandSpec,
+        <S::Aggregate as cqrs_es::Aggregate>::Services: Default,
+    {
         let env = runtime::env::Env::from_pairs(self.env());
         let settings = command_kit::settings::<S>(&env).expect("the world's settings");
         serve(
-            command_kit::CommandApp::of::<S>(&settings)
+            command_kit::CommandApp::build(&settings, spec, Default::default())
                 .await
                 .expect("the service starts"),
         )

@@ -4,7 +4,7 @@
 use command_kit::spec::{parsed, Binding, CommandSpec, Parsed};
 use contracts::inventory::{
     ChangePrice, CommitStock, CreateProduct, ReleaseStock, ReserveStock, RestockProduct,
-    StockAnswer,
+    SetCustomerLimit, StockAnswer,
 };
 use domain::product::{Product, ProductCommand, ProductEvent};
 use domain::{Money, Sku};
@@ -65,6 +65,10 @@ impl CommandSpec for InventorySpec {
         max_connections: 10,
     };
 
+    fn upcasters() -> Vec<Box<dyn command_kit::spec::EventUpcaster>> {
+        domain::product::upcasters()
+    }
+
     fn bindings() -> Vec<Binding<Self>> {
         vec![
             Binding::new(|b: CreateProduct, _| {
@@ -94,10 +98,14 @@ impl CommandSpec for InventorySpec {
                     },
                 )
             }),
+            Binding::new(|b: SetCustomerLimit, _| {
+                catalog(b.sku, ProductCommand::SetCustomerLimit { limit: b.limit })
+            }),
             Binding::new(|b: ReserveStock, _| {
                 let reserve = ProductCommand::Reserve {
                     order_id: b.order_id,
                     quantity: b.quantity,
+                    customer_id: b.customer_id,
                 };
                 reservation(b.sku, b.order_id, reserve)
             }),

@@ -47,6 +47,7 @@ async fn an_open_reservation_past_its_time_is_released_and_a_committed_one_is_ke
             sku: sku("EXP-1"),
             order_id,
             quantity,
+            customer_id: None,
         };
         assert_eq!(post_command(&base, &reserve, None).await.status, 202);
     }
@@ -112,6 +113,7 @@ async fn a_batch_ending_among_reservations_committed_together_resumes_at_the_nex
             sku: sku("EXP-2"),
             order_id: *order_id,
             quantity: 1,
+            customer_id: Some(uuid::Uuid::now_v7()),
         };
         dispatch(&dispatcher, &reserve).await;
     }

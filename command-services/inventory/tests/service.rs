@@ -36,6 +36,7 @@ fn reserve(s: &str, order_id: Uuid, quantity: u32) -> ReserveStock {
         sku: sku(s),
         order_id,
         quantity,
+        customer_id: None,
     }
 }
 

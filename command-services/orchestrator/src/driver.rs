@@ -45,6 +45,8 @@ pub struct Driver {
     traces: SagaTraces,
     /// Per target context: its circuit, and the bound on its commands in flight.
     contexts: HashMap<messaging::BoundedContext, (Breaker, Arc<tokio::sync::Semaphore>)>,
+    /// Each customer's share of every context's places.
+    shares: crate::shares::CustomerShares,
     shutdown: CancellationToken,
 }
 
@@ -93,6 +95,7 @@ impl Driver {
         .collect();
         Arc::new(Self {
             contexts,
+            shares: crate::shares::CustomerShares::new(containment.max_in_flight_per_customer),
             bus,
             pool,
             nats,
@@ -356,7 +359,12 @@ impl Driver {
             );
             return self.fail(order_id, step, reason).await;
         }
-        // Waits here, not in the target, when the context already has its share in flight.
+        // Waits here, not in the target, when the customer (first) or the context already has
+        // its share in flight: a customer over their share holds none of the context's places.
+        let _customers = match saga.customer_id {
+            Some(customer) => Some(self.shares.place(customer, context).await),
+            None => None,
+        };
         let _in_flight = bulkhead.clone().acquire_owned().await.ok();
         runtime::failpoint::reached("saga.after_attempt").await;
         let Some(outgoing) = command_for(saga, &step) else {

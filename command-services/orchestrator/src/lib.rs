@@ -9,6 +9,7 @@ pub mod driver;
 pub mod http;
 pub mod inputs;
 pub mod settings;
+pub mod shares;
 pub mod steps;
 pub mod timers;
 pub mod traces;

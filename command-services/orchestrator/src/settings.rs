@@ -19,7 +19,7 @@ pub struct Settings {
     /// `SAGA_BACKOFF_BASE_MS` (200), `SAGA_BACKOFF_MAX_MS` (10000).
     pub policy: SagaPolicy,
     /// `SAGA_BREAKER_FAILURES` (5), `SAGA_BREAKER_OPEN_MS` (5000),
-    /// `SAGA_MAX_IN_FLIGHT_PER_CONTEXT` (64).
+    /// `SAGA_MAX_IN_FLIGHT_PER_CONTEXT` (64), `SAGA_MAX_IN_FLIGHT_PER_CUSTOMER` (4).
     pub containment: Containment,
     /// `SAGA_RECOVERY_INTERVAL_MS`: how often open sagas are re-checked (a safety net behind
     /// the timers, and how a replica takes over the sagas of one that died), default 5000.
@@ -40,6 +40,9 @@ pub struct Containment {
     /// Commands in flight to one context at most, so a slow one (a payment provider that
     /// hangs) cannot hold every step of every saga.
     pub max_in_flight: usize,
+    /// Commands in flight to one context for one customer at most, so one customer's slow
+    /// sagas cannot hold the places of everyone else's.
+    pub max_in_flight_per_customer: usize,
 }
 
 /// Port and database of `cargo xtask up`.
@@ -67,6 +70,11 @@ impl Settings {
                 breaker_failures: env.within_or("SAGA_BREAKER_FAILURES", 5, 1..=1000)?,
                 breaker_open_for: env.millis_or("SAGA_BREAKER_OPEN_MS", Duration::from_secs(5))?,
                 max_in_flight: env.within_or("SAGA_MAX_IN_FLIGHT_PER_CONTEXT", 64, 1..=10_000)?,
+                max_in_flight_per_customer: env.within_or(
+                    "SAGA_MAX_IN_FLIGHT_PER_CUSTOMER",
+                    4,
+                    1..=10_000,
+                )?,
             },
             recovery_interval: env
                 .millis_or("SAGA_RECOVERY_INTERVAL_MS", Duration::from_secs(5))?,

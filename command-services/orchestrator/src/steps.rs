@@ -70,6 +70,8 @@ pub fn command_for(saga: &OrderSaga, step: &Step) -> Option<Outgoing> {
                 sku: sku.clone(),
                 order_id,
                 quantity: quantity(saga, sku),
+                // Counted against the product's per-customer limit.
+                customer_id: saga.customer_id,
             },
         ),
         Step::Commit(sku) => outgoing(

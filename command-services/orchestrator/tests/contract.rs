@@ -35,6 +35,7 @@ fn every_committed_example_of_its_streams_is_read() {
     assert_eq!(
         inputs,
         [
+            "(CustomerLimitSet.v1 ignored)",
             "(PriceChanged.v1 ignored)",
             "(ProductCreated.v1 ignored)",
             "(ProductRestocked.v1 ignored)",
@@ -52,6 +53,7 @@ fn every_committed_example_of_its_streams_is_read() {
             "ReservationCommitted.v1",
             "ReservationReleased.v1",
             "StockReserved.v1",
+            "StockReserved.v2",
         ]
     );
 }

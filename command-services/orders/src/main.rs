@@ -1,7 +1,20 @@
 //! Entry point of the orders service.
 #![forbid(unsafe_code)]
 
+use anyhow::Context;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    command_kit::app::main::<orders::OrdersSpec>().await
+    let env = runtime::env::Env::from_process();
+    let settings = command_kit::settings::<orders::OrdersSpec>(&env).context("reading settings")?;
+    let spec = orders::OrdersSpec::from_env(&env).context("reading settings")?;
+    let process = runtime::service::Process::start("orders", &settings.basics, None);
+    let basics = &settings.basics;
+    process
+        .build(basics.http_addr, basics.tls.as_ref(), || {
+            command_kit::CommandApp::build(&settings, spec, ())
+        })
+        .await?
+        .run(process.shutdown.clone())
+        .await
 }

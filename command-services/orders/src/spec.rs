@@ -11,9 +11,38 @@ use messaging::BoundedContext;
 use runtime::service::Defaults;
 use uuid::Uuid;
 
-/// The orders context's commands.
+/// The orders context's commands, and its customers' fair shares.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct OrdersSpec;
+pub struct OrdersSpec {
+    /// The most open (placed, not yet confirmed, rejected or cancelled) orders one customer
+    /// may have; `None`: no bound (the default of tests that place orders no saga ends).
+    pub max_open_per_customer: Option<u32>,
+    /// The most units of one SKU one customer's open orders may hold; `None`: no bound.
+    pub max_units_per_product: Option<u32>,
+}
+
+impl OrdersSpec {
+    /// The spec as the environment sets it: `ORDERS_MAX_OPEN_PER_CUSTOMER` (default 10) and
+    /// `ORDERS_MAX_UNITS_PER_PRODUCT_PER_CUSTOMER` (default 100); 0 lifts a bound. The
+    /// database enforces them in the transaction that appends `OrderPlaced` (event-store
+    /// migration 0010), so they hold across replicas: a place past one is answered 429
+    /// `too-many-open-orders` or 422 `customer-limit`, and nothing is written.
+    pub fn from_env(env: &runtime::env::Env) -> Result<Self, runtime::env::EnvError> {
+        let bound = |n: u32| (n > 0).then_some(n);
+        Ok(Self {
+            max_open_per_customer: bound(env.within_or(
+                "ORDERS_MAX_OPEN_PER_CUSTOMER",
+                10,
+                0..=1_000_000,
+            )?),
+            max_units_per_product: bound(env.within_or(
+                "ORDERS_MAX_UNITS_PER_PRODUCT_PER_CUSTOMER",
+                100,
+                0..=1_000_000_000,
+            )?),
+        })
+    }
+}
 
 /// A command on the order `order_id`, correlated with it.
 fn parsed(order_id: Uuid, command: OrderCommand) -> Parsed<Order> {
@@ -35,6 +64,18 @@ impl CommandSpec for OrdersSpec {
 
     fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
         order::upcasters()
+    }
+
+    /// The fair shares, as the connections' settings the holdings trigger reads.
+    fn session(&self) -> Vec<(String, String)> {
+        let mut session = Vec::new();
+        if let Some(n) = self.max_open_per_customer {
+            session.push(("streamshop.max_open_orders".into(), n.to_string()));
+        }
+        if let Some(n) = self.max_units_per_product {
+            session.push(("streamshop.max_units_per_product".into(), n.to_string()));
+        }
+        session
     }
 
     fn bindings() -> Vec<Binding<Self>> {
