@@ -22,12 +22,45 @@ pub struct CommandApp {
     service: Service,
 }
 
+/// What a context's service is built from beyond its database: the connections the shared
+/// machinery opened, for the context's own parts to use.
+pub struct Resources<'a> {
+    pub pool: &'a sqlx::PgPool,
+    pub nats: &'a async_nats::Client,
+    pub namespace: &'a messaging::Namespace,
+}
+
+/// What a context adds to the shared machinery: its aggregate's services, background tasks
+/// beside serving commands (orders answers payments' requests to open a sealed token), and
+/// routes beside its commands' (documented by [`CommandSpec::extra_paths`]).
+pub struct Parts<A: Aggregate> {
+    pub services: A::Services,
+    pub tasks: Vec<runtime::service::Task>,
+    pub routes: axum::Router,
+    /// Which of `routes` the gateway forwards to (operators' routes, say): its certificate
+    /// is admitted there, as on the public commands.
+    pub gateway_routes: Vec<(axum::http::Method, String)>,
+}
+
+impl<A: Aggregate> Parts<A> {
+    /// Only the aggregate's services.
+    pub fn services(services: A::Services) -> Self {
+        Self {
+            services,
+            tasks: Vec::new(),
+            routes: axum::Router::new(),
+            gateway_routes: Vec::new(),
+        }
+    }
+}
+
 impl CommandApp {
-    /// Connects, migrates, creates the stream and binds; the HTTP routes are the contract's.
+    /// Connects, migrates, creates the stream and binds; the HTTP routes are the contract's
+    /// (and the context's own, from `parts`, made once the database and NATS are connected).
     pub async fn build<S>(
         settings: &ServiceSettings,
         spec: S,
-        services: <S::Aggregate as Aggregate>::Services,
+        parts: impl FnOnce(&Resources<'_>) -> anyhow::Result<Parts<S::Aggregate>>,
     ) -> anyhow::Result<Self>
     where
         S: CommandSpec,
@@ -41,6 +74,16 @@ impl CommandApp {
         // The service owns its stream: create it even on replicas that run no relay.
         let (nats, js) = settings.nats.connect_with_streams(&[context]).await?;
         let namespace = settings.nats.namespace.clone();
+        let Parts {
+            services,
+            tasks: own_tasks,
+            routes: own_routes,
+            gateway_routes: own_gateway_routes,
+        } = parts(&Resources {
+            pool: &pool,
+            nats: &nats,
+            namespace: &namespace,
+        })?;
 
         let committed = Arc::new(Notify::new());
         let bus = CommandBus::new(pool.clone(), services, committed.clone())
@@ -55,7 +98,8 @@ impl CommandApp {
             .streams(js.clone(), vec![namespace.stream(context)]);
         let routes = crate::http::routes::<S>()
             .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
-            .with_state(dispatcher.clone());
+            .with_state(dispatcher.clone())
+            .merge(own_routes);
         let retention = runtime::retention::Rule {
             table: "idempotency",
             column: "recorded_at",
@@ -66,7 +110,8 @@ impl CommandApp {
         let public = S::bindings()
             .into_iter()
             .filter(|b| !b.info.saga_internal)
-            .map(|b| (axum::http::Method::POST, b.info.path.to_owned()));
+            .map(|b| (axum::http::Method::POST, b.info.path.to_owned()))
+            .chain(own_gateway_routes);
         let mut service = Service::bind(context.token(), settings.basics.http_addr)
             .await?
             .tls(settings.basics.tls.as_ref())?
@@ -79,7 +124,7 @@ impl CommandApp {
                 RETENTION_EVERY,
             ))
             .with_pool(pool.clone());
-        for task in housekeeping {
+        for task in housekeeping.into_iter().chain(own_tasks) {
             service = service.with_task(task);
         }
         if settings.outbox_relay {
@@ -113,7 +158,10 @@ impl CommandApp {
         S: CommandSpec + Default,
         <S::Aggregate as Aggregate>::Services: Default,
     {
-        Self::build(settings, S::default(), Default::default()).await
+        Self::build(settings, S::default(), |_| {
+            Ok(Parts::services(Default::default()))
+        })
+        .await
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -15,7 +15,7 @@ pub mod openapi;
 pub mod settings;
 pub mod spec;
 
-pub use app::CommandApp;
+pub use app::{CommandApp, Parts, Resources};
 pub use contracts::Reply;
 pub use dispatch::{Dispatcher, Request};
 pub use settings::{settings, ServiceSettings};

@@ -70,6 +70,9 @@ pub fn document<S: CommandSpec>() -> Value {
             }}),
         );
     }
+    for (path, item) in S::extra_paths() {
+        paths.insert(path.to_owned(), item);
+    }
     let context = S::CONTEXT.token();
     runtime::openapi::document(
         &format!("streamshop {context} commands"),

@@ -123,6 +123,12 @@ pub trait CommandSpec: Send + Sync + 'static {
     where
         Self: Sized;
 
+    /// The OpenAPI paths of the context's own routes beside its commands ([`crate::app::Parts`]),
+    /// as `(path, path item)`.
+    fn extra_paths() -> Vec<(&'static str, serde_json::Value)> {
+        Vec::new()
+    }
+
     /// Postgres run-time parameters of the service's connections: rules its database's
     /// triggers enforce in the transaction that appends (orders' fair shares).
     fn session(&self) -> Vec<(String, String)> {

@@ -10,6 +10,7 @@
 
 pub mod events;
 pub mod inventory;
+pub mod keys;
 pub mod orders;
 pub mod payments;
 pub mod reply;

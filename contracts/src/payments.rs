@@ -16,8 +16,9 @@ pub struct AuthorisePayment {
     /// Minor units.
     pub amount: i64,
     pub currency: Currency,
-    /// The provider's token; it never leaves the write side.
-    #[schemars(length(max = 64), extend("writeOnly" = true))]
+    /// The provider's token, sealed with the customer's data key as the order's event holds
+    /// it (payments asks orders to open it); it never leaves the write side.
+    #[schemars(length(max = 512), extend("writeOnly" = true))]
     pub payment_token: String,
 }
 command!(

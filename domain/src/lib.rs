@@ -9,6 +9,7 @@ pub mod order;
 pub mod payment;
 pub mod product;
 pub mod saga;
+pub mod sealing;
 pub mod sku;
 
 pub use money::{Currency, Money};
@@ -31,6 +32,9 @@ pub trait Rejection: std::error::Error {
 impl Rejection for order::OrderError {
     fn code(&self) -> &'static str {
         order::OrderError::code(self)
+    }
+    fn is_retryable(&self) -> bool {
+        matches!(self, order::OrderError::KeysUnavailable(_))
     }
 }
 

@@ -192,6 +192,10 @@ pub enum OrderError {
     InvalidPrices,
     #[error("the order is {0:?}, so it cannot be {1}")]
     InvalidTransition(OrderStatus, &'static str),
+    #[error("the customer's data was erased: they can place no more orders")]
+    CustomerErased,
+    #[error("the payment token could not be sealed now: {0}")]
+    KeysUnavailable(String),
 }
 
 impl OrderError {
@@ -208,6 +212,8 @@ impl OrderError {
             Self::PriceMismatch(_) => "price_mismatch",
             Self::InvalidPrices => "invalid_prices",
             Self::InvalidTransition(..) => "invalid_transition",
+            Self::CustomerErased => "customer_erased",
+            Self::KeysUnavailable(_) => "keys_unavailable",
         }
     }
 }
@@ -380,20 +386,50 @@ impl Order {
     }
 }
 
+/// What an Order needs from outside: the sealer of payment tokens, so a token is stored in
+/// the log only sealed with its customer's key.
+#[derive(Clone)]
+pub struct OrderServices {
+    pub sealer: std::sync::Arc<dyn crate::sealing::TokenSealer>,
+}
+
+impl std::fmt::Debug for OrderServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OrderServices")
+    }
+}
+
 impl Aggregate for Order {
     const TYPE: &'static str = "Order";
     type Command = OrderCommand;
     type Event = OrderEvent;
     type Error = OrderError;
-    type Services = ();
+    type Services = OrderServices;
 
     async fn handle(
         &mut self,
         command: Self::Command,
-        _services: &Self::Services,
+        services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
+        let mut events = self.decide(command)?;
+        // The rules are decided; what leaves for the log has its payment token sealed.
+        for event in &mut events {
+            if let OrderEvent::OrderPlaced(placed) = event {
+                if let Some(token) = &placed.payment_token {
+                    let sealed = services
+                        .sealer
+                        .seal(placed.customer_id, placed.order_id, token)
+                        .await
+                        .map_err(|e| match e {
+                            crate::sealing::SealingError::Erased => OrderError::CustomerErased,
+                            other => OrderError::KeysUnavailable(other.to_string()),
+                        })?;
+                    placed.payment_token = Some(sealed);
+                }
+            }
+        }
+        for event in events {
             sink.write(event, self).await;
         }
         Ok(())
@@ -426,6 +462,31 @@ mod tests {
     use crate::money::eur;
     use crate::Currency;
     use cqrs_es::test::TestFramework;
+
+    /// Seals a token the way the tests can check: `sealed:<customer>:<order>:<token>`, and
+    /// refuses customer 0 as erased.
+    struct Visible;
+
+    impl crate::sealing::TokenSealer for Visible {
+        fn seal<'a>(
+            &'a self,
+            customer_id: Uuid,
+            order_id: Uuid,
+            token: &'a str,
+        ) -> crate::payment::BoxFuture<'a, Result<String, crate::sealing::SealingError>> {
+            Box::pin(std::future::ready(if customer_id.is_nil() {
+                Err(crate::sealing::SealingError::Erased)
+            } else {
+                Ok(format!("sealed:{customer_id}:{order_id}:{token}"))
+            }))
+        }
+    }
+
+    fn services() -> OrderServices {
+        OrderServices {
+            sealer: std::sync::Arc::new(Visible),
+        }
+    }
 
     fn line(sku: &str, quantity: u32) -> OrderLine {
         OrderLine {
@@ -528,7 +589,7 @@ mod tests {
     }
 
     async fn expect(given: Vec<OrderEvent>, when: OrderCommand, then: Vec<OrderEvent>) {
-        TestFramework::<Order>::with(())
+        TestFramework::<Order>::with(services())
             .given(given)
             .when_async(when)
             .await
@@ -536,17 +597,41 @@ mod tests {
     }
 
     async fn refuse(given: Vec<OrderEvent>, when: OrderCommand, error: OrderError) {
-        TestFramework::<Order>::with(())
+        TestFramework::<Order>::with(services())
             .given(given)
             .when_async(when)
             .await
             .then_expect_error(error);
     }
 
+    /// The event of a place, its token sealed as [`Visible`] seals it.
+    fn placed_sealed(cmd: &PlaceOrder) -> OrderEvent {
+        let mut event = placed(cmd);
+        if let OrderEvent::OrderPlaced(p) = &mut event {
+            p.payment_token = Some(format!(
+                "sealed:{}:{}:{}",
+                cmd.customer_id, cmd.order_id, cmd.payment_token
+            ));
+        }
+        event
+    }
+
     #[tokio::test]
-    async fn place_succeeds() {
+    async fn place_succeeds_with_the_token_sealed_for_its_customer_and_order() {
         let cmd = place(vec![line("A-1", 2), line("B-2", 1000)]);
-        expect(vec![], OrderCommand::Place(cmd.clone()), vec![placed(&cmd)]).await;
+        expect(
+            vec![],
+            OrderCommand::Place(cmd.clone()),
+            vec![placed_sealed(&cmd)],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_erased_customer_places_no_order() {
+        let mut cmd = place(vec![line("A-1", 1)]);
+        cmd.customer_id = Uuid::nil();
+        refuse(vec![], OrderCommand::Place(cmd), OrderError::CustomerErased).await;
     }
 
     #[tokio::test]

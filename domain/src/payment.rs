@@ -100,10 +100,12 @@ impl PaymentProvider for TestProvider {
     }
 }
 
-/// What a Payment needs from outside.
+/// What a Payment needs from outside: the provider, and the opener of sealed payment tokens
+/// (a token is stored in the log only sealed, and opened right before the provider needs it).
 #[derive(Clone)]
 pub struct PaymentServices {
     pub provider: Arc<dyn PaymentProvider>,
+    pub opener: Arc<dyn crate::sealing::TokenOpener>,
 }
 
 /// Commands a payment accepts.
@@ -275,17 +277,37 @@ impl Payment {
                 payment_token,
             } => {
                 positive(amount)?;
-                if !valid_token(&payment_token) {
-                    return Err(PaymentError::InvalidToken);
-                }
                 if self.status != PaymentStatus::New {
-                    // One authorisation per order: a repeat answers from the state.
+                    // One authorisation per order: a repeat answers from the state, and its
+                    // token is not opened again.
                     let first = self.authorised.unwrap_or(amount);
                     return if first == amount {
                         Ok(vec![])
                     } else {
                         Err(PaymentError::AmountMismatch(first))
                     };
+                }
+                let payment_token = match services.opener.open(order_id, &payment_token).await {
+                    Ok(token) => token,
+                    // Erased: the customer's key is gone, so nobody will ever pay with it.
+                    Err(crate::sealing::SealingError::Erased) => {
+                        return Ok(vec![PaymentEvent::PaymentDeclined {
+                            order_id,
+                            amount,
+                            reason: "payment_token_erased".into(),
+                        }])
+                    }
+                    Err(crate::sealing::SealingError::Invalid) => {
+                        return Err(PaymentError::InvalidToken)
+                    }
+                    Err(crate::sealing::SealingError::Unavailable(why)) => {
+                        return Err(PaymentError::Provider(ProviderError::Unavailable(format!(
+                            "the payment token could not be opened: {why}"
+                        ))))
+                    }
+                };
+                if !valid_token(&payment_token) {
+                    return Err(PaymentError::InvalidToken);
                 }
                 let request = AuthorisationRequest {
                     order_id,
@@ -426,9 +448,29 @@ mod tests {
     use crate::Currency;
     use cqrs_es::test::TestFramework;
 
+    /// Opens `sealed:<token>` and gives back anything else as it is; `sealed:erased` is a
+    /// token of an erased customer.
+    struct Unsealing;
+
+    impl crate::sealing::TokenOpener for Unsealing {
+        fn open<'a>(
+            &'a self,
+            _order_id: Uuid,
+            token: &'a str,
+        ) -> BoxFuture<'a, Result<String, crate::sealing::SealingError>> {
+            let opened = match token.strip_prefix("sealed:") {
+                Some("erased") => Err(crate::sealing::SealingError::Erased),
+                Some(clear) => Ok(clear.to_owned()),
+                None => Ok(token.to_owned()),
+            };
+            Box::pin(std::future::ready(opened))
+        }
+    }
+
     fn services() -> PaymentServices {
         PaymentServices {
             provider: Arc::new(TestProvider::default()),
+            opener: Arc::new(Unsealing),
         }
     }
 
@@ -509,6 +551,32 @@ mod tests {
         refuse(
             vec![],
             authorise("bad token!", eur(1)),
+            PaymentError::InvalidToken,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_sealed_token_is_opened_before_the_provider_and_an_erased_one_declines() {
+        expect(
+            vec![],
+            authorise("sealed:tok_ok", eur(500)),
+            vec![authorised(eur(500))],
+        )
+        .await;
+        expect(
+            vec![],
+            authorise("sealed:erased", eur(500)),
+            vec![PaymentEvent::PaymentDeclined {
+                order_id: order(),
+                amount: eur(500),
+                reason: "payment_token_erased".into(),
+            }],
+        )
+        .await;
+        refuse(
+            vec![],
+            authorise("sealed:bad token!", eur(1)),
             PaymentError::InvalidToken,
         )
         .await;

@@ -39,6 +39,8 @@ pub static SCHEMA: runtime::db::Schema = runtime::db::Schema {
         "GRANT SELECT ON open_reservations TO {role}",
         // The acknowledgement floors of its durable consumers, to restore a lost one.
         "GRANT SELECT, INSERT, UPDATE ON consumer_floors TO {role}",
+        // Customers' data keys (orders): made on a first order, erased by an operator.
+        "GRANT SELECT, INSERT, UPDATE ON customer_keys TO {role}",
     ],
     owner_statements: &[],
 };

@@ -41,8 +41,9 @@ pub struct Cli {
     /// No progress output on stderr (warnings still appear).
     #[arg(long, short, global = true)]
     pub quiet: bool,
-    /// Show the fields the schemas mark sensitive (the payment token) as they are stored;
-    /// by default they read "[redacted]". `verify` always compares them whole.
+    /// Show the fields the schemas mark sensitive (the payment token) as they are stored:
+    /// sealed under the customer's data key (events written before sealing hold them in
+    /// clear); by default they read "[redacted]". `verify` always compares them whole.
     #[arg(long, global = true)]
     pub include_sensitive: bool,
     #[command(subcommand)]

@@ -128,6 +128,7 @@ pub static ROUTES: &[Route] = &[
     route!(POST "/api/payments/{order_id}/refund", Operator, Payments "/payments/{order_id}/refund", Proxy, "Refund a captured payment (operators)"),
     route!(GET "/api/payments/{order_id}", Operator, Query "/payments/{order_id}", Proxy, "An order's payment (operators)"),
     route!(GET "/api/customers/{id}/orders", Operator, Query "/customers/{id}/orders", Proxy, "Any customer's orders (operators)"),
+    route!(POST "/api/customers/{customer_id}/erase", Operator, Orders "/customers/{customer_id}/erase", Proxy, "Erase a customer: their sealed payment tokens never open again, and they place no more orders (operators)"),
     route!(GET "/api/sagas", Operator, Orchestrator "/sagas", Proxy, "The sagas parked for attention: ?status=needs_attention (operators)"),
     route!(GET "/api/sagas/{order_id}", Operator, Orchestrator "/sagas/{order_id}", Proxy, "An order's saga (operators)"),
     route!(POST "/api/sagas/{order_id}/retry", Operator, Orchestrator "/sagas/{order_id}/retry", Proxy, "Resume a parked saga, with the reason (operators)"),

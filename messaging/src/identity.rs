@@ -85,6 +85,17 @@ impl Identity {
                 };
                 p.owns(scope, context);
                 p.serves(scope, context);
+                match self {
+                    // Orders keeps the customers' data keys and opens a sealed payment token
+                    // for payments alone, which needs it for the provider.
+                    Self::Orders => p
+                        .subscribe
+                        .extend(scope.subjects(&format!("keys.{}.open", Orders.token()))),
+                    Self::Payments => p
+                        .publish
+                        .extend(scope.subjects(&format!("keys.{}.open", Orders.token()))),
+                    _ => {}
+                }
             }
             Self::Orchestrator => {
                 p.owns(scope, Sagas);
@@ -335,6 +346,24 @@ mod tests {
                     && !s.contains("STREAM.DELETE")
                     && !s.contains("STREAM.UPDATE")),
                 "{identity:?}: {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_payments_asks_orders_to_open_a_sealed_token() {
+        for identity in Identity::ALL {
+            let p = identity.permissions(&deployment());
+            let open = "keys.orders.open".to_owned();
+            assert_eq!(
+                p.publish.contains(&open),
+                identity == Identity::Payments,
+                "{identity:?}"
+            );
+            assert_eq!(
+                p.subscribe.contains(&open),
+                identity == Identity::Orders,
+                "{identity:?}"
             );
         }
     }

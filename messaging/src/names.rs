@@ -120,6 +120,12 @@ impl Namespace {
     pub fn command_subject(&self, context: BoundedContext, command: &str) -> String {
         self.subject(format!("cmd.{}.{command}", context.token()))
     }
+
+    /// `keys.orders.open`: where the context that owns customers' data keys opens a sealed
+    /// value for the one context allowed to ask (NATS request/reply, never captured).
+    pub fn open_subject(&self, context: BoundedContext) -> String {
+        self.subject(format!("keys.{}.open", context.token()))
+    }
 }
 
 impl FromStr for Namespace {

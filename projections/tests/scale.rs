@@ -57,7 +57,7 @@ fn order(customer: Uuid, sku: &str, quantity: u32) -> PlaceOrder {
 #[tokio::test]
 async fn two_workers_build_exactly_what_one_builds_from_20000_events() {
     let world = World::new("orders").await;
-    let (base, stop_orders) = world.spawn::<orders::OrdersSpec>().await;
+    let (base, stop_orders) = world.spawn_orders(orders::OrdersSpec::default()).await;
 
     // 16,000 orders from 400 customers, 4,000 of them cancelled: 20,000 events.
     let customers: Arc<Vec<Uuid>> = Arc::new((0..400).map(|_| Uuid::now_v7()).collect());
@@ -176,7 +176,7 @@ async fn two_workers_build_exactly_what_one_builds_from_20000_events() {
 #[tokio::test]
 async fn a_rebuild_swaps_in_equal_tables_while_a_reader_never_sees_them_empty_or_partial() {
     let world = World::new("orders").await;
-    let (base, stop_orders) = world.spawn::<orders::OrdersSpec>().await;
+    let (base, stop_orders) = world.spawn_orders(orders::OrdersSpec::default()).await;
     let base = Arc::new(base);
     let customers: Arc<Vec<Uuid>> = Arc::new((0..50).map(|_| Uuid::now_v7()).collect());
     for chunk in (0..3_000usize).collect::<Vec<_>>().chunks(64) {

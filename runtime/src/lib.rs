@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod problem;
 pub mod retention;
 pub mod retry;
+pub mod sealing;
 pub mod secret;
 pub mod service;
 pub mod shutdown;

@@ -51,7 +51,7 @@ async fn get_as(tls: Option<TlsSettings>, url: &str) -> Option<(u16, Value)> {
 #[tokio::test]
 async fn the_internal_apis_admit_only_the_gateway_and_operators() {
     let w = World::new("tls_http").await;
-    let (base, _stop) = w.spawn::<OrdersSpec>().await;
+    let (base, _stop) = w.spawn_orders(OrdersSpec::default()).await;
     assert!(base.starts_with("https://"), "{base}");
     let api = format!("{base}/openapi.json");
     let as_holder = |name: &str| Some(TlsSettings::new(tls_dir(), name));

@@ -74,11 +74,6 @@ pub struct Fleet {
     logs: PathBuf,
 }
 
-/// Where the service binaries are: `cargo xtask test` builds them and says so.
-fn binary(service: &str) -> PathBuf {
-    crate::private::provided("STREAMSHOP_TEST_BIN_DIR").join(service)
-}
-
 impl Fleet {
     /// Starts the cluster, makes it this test process's NATS (one test per file), and starts
     /// two replicas of every service on fresh databases, each replica's NATS list starting at
@@ -140,6 +135,11 @@ impl Fleet {
                 let mut env = command(&orders);
                 env.push(("ORDERS_MAX_OPEN_PER_CUSTOMER", "0".into()));
                 env.push(("ORDERS_MAX_UNITS_PER_PRODUCT_PER_CUSTOMER", "0".into()));
+                // One master key for both replicas: either opens what the other sealed.
+                env.push((
+                    "DATA_KEYS_MASTER_KEY",
+                    crate::data_keys_master().to_base64(),
+                ));
                 env
             },
             command(&inventory),
@@ -301,7 +301,7 @@ impl Fleet {
             replica.index
         );
         replica.process = Some(ServiceProcess::spawn(
-            &binary(replica.service),
+            &crate::binary(replica.service),
             replica.port,
             &replica.env,
             Some(&replica.log),

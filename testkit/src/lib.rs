@@ -53,6 +53,14 @@ pub struct Infra {
 static INFRA: OnceLock<Infra> = OnceLock::new();
 
 /// The test infrastructure: what [`use_infra`] set, else read once from the environment.
+/// The master key of the customers' data keys in this test process (one, random): the
+/// orders services of a test seal with it, and `World::env` gives it to their processes.
+pub fn data_keys_master() -> runtime::sealing::Key {
+    static KEY: OnceLock<runtime::sealing::Key> = OnceLock::new();
+    KEY.get_or_init(|| runtime::sealing::Key::generate().expect("randomness"))
+        .clone()
+}
+
 pub fn infra() -> &'static Infra {
     INFRA.get_or_init(Infra::from_env)
 }
@@ -327,6 +335,12 @@ pub fn nats_analyst_url() -> String {
         .nats_analyst_url
         .clone()
         .unwrap_or_else(|| infra().nats_url.clone())
+}
+
+/// Where the workspace's binaries are (a service's, `events`): `cargo xtask test` builds them
+/// and says so.
+pub fn binary(name: &str) -> std::path::PathBuf {
+    private::provided("STREAMSHOP_TEST_BIN_DIR").join(name)
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.

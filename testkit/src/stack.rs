@@ -105,14 +105,7 @@ impl Stack {
     async fn start_reads(&mut self, query_env: Vec<(&'static str, String)>) {
         let read_db = crate::fresh_read_db("read").await;
         self.read_db = Some(read_db.owner.clone());
-        let env = vec![
-            ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
-            ("DATABASE_URL", read_db.owner.clone()),
-            ("NATS_URL", crate::infra().nats_url.clone()),
-            ("NATS_CREDENTIALS_DIR", crate::nats_credentials_dir()),
-            crate::tls_env(),
-            ("NATS_NAMESPACE", self.orders.ns.as_str().to_owned()),
-        ];
+        let env = self.projections_env();
         let stop = CancellationToken::new();
         let projections = projections::App::build(
             &projections::Settings::from_env(&Env::from_pairs(env.clone())).unwrap(),
@@ -133,6 +126,31 @@ impl Stack {
         self.reads.push(query.url());
         tokio::spawn(query.run(stop.clone()));
         self.shutdown.push(stop);
+    }
+
+    /// The projections service's environment (its database is the read database's owner).
+    fn projections_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
+            (
+                "DATABASE_URL",
+                self.read_db.clone().expect("the reads run (start_all)"),
+            ),
+            ("NATS_URL", crate::infra().nats_url.clone()),
+            ("NATS_CREDENTIALS_DIR", crate::nats_credentials_dir()),
+            crate::tls_env(),
+            ("NATS_NAMESPACE", self.orders.ns.as_str().to_owned()),
+        ]
+    }
+
+    /// `projections rebuild all`, as an operator runs it beside the live worker: every
+    /// projection built again from the start of its streams and swapped in.
+    pub async fn rebuild_projections(&self) -> Vec<projections::rebuild::Report> {
+        let settings =
+            projections::Settings::from_env(&Env::from_pairs(self.projections_env())).unwrap();
+        projections::app::rebuild(&settings, "all", |_, _| {})
+            .await
+            .expect("every projection rebuilds")
     }
 
     /// Every service's base URL: orders, inventory, payments, orchestrator, then the reads.
@@ -227,15 +245,9 @@ impl Stack {
 
         // Orders with the fair shares a deployment has (ORDERS_MAX_OPEN_PER_CUSTOMER ...).
         let spec = orders::OrdersSpec::from_env(&Env::from_pairs(orders.env())).unwrap();
-        let (o, o_stop) = orders.spawn_spec(spec).await;
+        let (o, o_stop) = orders.spawn_orders(spec).await;
         let (i, i_stop) = inventory.spawn::<inventory::InventorySpec>().await;
-        let mut pay_env = payments.env();
-        pay_env.push(("PAYMENT_PROVIDER_TIMEOUT_MS", "300".into()));
-        let (p, p_stop) = serve(
-            payments::app(&payments::settings(&Env::from_pairs(pay_env)).unwrap())
-                .await
-                .unwrap(),
-        );
+        let (p, p_stop) = Self::spawn_payments(&payments).await;
 
         let mut env = orders.env();
         env.retain(|(k, _)| !k.starts_with("DATABASE_"));
@@ -263,6 +275,29 @@ impl Stack {
             shutdown: vec![o_stop, i_stop, p_stop],
         };
         (stack, env)
+    }
+
+    /// The payments service in this process, with a short provider timeout.
+    async fn spawn_payments(world: &World) -> (String, CancellationToken) {
+        let mut env = world.env();
+        env.push(("PAYMENT_PROVIDER_TIMEOUT_MS", "300".into()));
+        serve(
+            payments::app(&payments::settings(&Env::from_pairs(env)).unwrap())
+                .await
+                .unwrap(),
+        )
+    }
+
+    /// Stops the payments service (commands to it then wait in its stream).
+    pub fn stop_payments(&self) {
+        self.shutdown[2].cancel();
+    }
+
+    /// Starts the payments service again after [`Stack::stop_payments`].
+    pub async fn start_payments(&mut self) {
+        let (url, stop) = Self::spawn_payments(&self.payments).await;
+        self.urls[2] = url;
+        self.shutdown[2] = stop;
     }
 
     /// Creates the product `sku` at 2.50 EUR with `stock` units.

@@ -125,6 +125,25 @@ impl World {
         self.spawn_spec(S::default()).await
     }
 
+    /// The orders service in this world, as its binary runs: its payment tokens sealed with
+    /// customers' data keys under the tests' master key, opened for payments, erasure served.
+    pub async fn spawn_orders(
+        &self,
+        spec: orders::OrdersSpec,
+    ) -> (String, tokio_util::sync::CancellationToken) {
+        let env = runtime::env::Env::from_pairs(self.env());
+        let settings =
+            command_kit::settings::<orders::OrdersSpec>(&env).expect("the world's settings");
+        let master = crate::data_keys_master();
+        serve(
+            command_kit::CommandApp::build(&settings, spec, move |resources| {
+                Ok(orders::parts(resources, master))
+            })
+            .await
+            .expect("the service starts"),
+        )
+    }
+
     /// [`World::spawn`] with the spec as given.
     pub async fn spawn_spec<S>(&self, spec: S) -> (String, tokio_util::sync::CancellationToken)
     where
@@ -134,9 +153,11 @@ impl World {
         let env = runtime::env::Env::from_pairs(self.env());
         let settings = command_kit::settings::<S>(&env).expect("the world's settings");
         serve(
-            command_kit::CommandApp::build(&settings, spec, Default::default())
-                .await
-                .expect("the service starts"),
+            command_kit::CommandApp::build(&settings, spec, |_| {
+                Ok(command_kit::Parts::services(Default::default()))
+            })
+            .await
+            .expect("the service starts"),
         )
     }
 
@@ -193,6 +214,11 @@ impl World {
             crate::tls_env(),
             ("NATS_NAMESPACE", self.ns.as_str().to_owned()),
             ("OUTBOX_POLL_INTERVAL_MS", "200".into()),
+            // The orders service seals payment tokens under it (the others ignore it).
+            (
+                "DATA_KEYS_MASTER_KEY",
+                crate::data_keys_master().to_base64(),
+            ),
         ]
     }
 

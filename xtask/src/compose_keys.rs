@@ -75,6 +75,16 @@ pub fn write(workspace: &Path) -> anyhow::Result<()> {
         std::time::Duration::ZERO,
         crate::tls::Keys::Shared,
     )?;
+    // The orders service's master key of the customers' data keys: development only, like
+    // everything here.
+    let master = workspace.join("docker/keys/data-keys-master.key");
+    if !master.exists() {
+        std::fs::create_dir_all(master.parent().expect("a folder"))?;
+        let key = runtime::sealing::Key::generate()
+            .map_err(|e| anyhow::anyhow!("making a master key: {e}"))?;
+        std::fs::write(&master, key.to_base64())?;
+        println!("compose: made {}", master.display());
+    }
     let path = dir(workspace).join("nats.conf");
     std::fs::write(&path, config(workspace)?)?;
     println!("compose: wrote {}", path.display());

@@ -12,6 +12,7 @@
 //! | `nats-route-tls` | `tls.crt`, `tls.key` | the NATS routes' (`*.nats-headless`) |
 //! | `streamshop-ca` | `ca.pem` | the CA NATS trusts |
 //! | `nats-auth` | `auth.conf` | the NATS users (`authorization` block) |
+//! | `orders-data-keys` | `master.key` | `DATA_KEYS_MASTER_KEY_FILE` of orders: wraps the customers' data keys |
 //!
 //! By default the material is made for the namespace and kept under `.state/k8s/<namespace>/`
 //! (readable by its owner only), so a second run makes the same Secrets: a new CA, new keys
@@ -49,6 +50,8 @@ const PG_HOST: &str = "streamshop-pg-rw:5432";
 
 /// The material the Secrets are made of.
 struct Material {
+    /// The master key of the customers' data keys (base64).
+    data_keys_master: PathBuf,
     /// The CA and the holders' certificates (and the routes').
     tls: PathBuf,
     /// `<name>.nk` seeds.
@@ -142,6 +145,12 @@ fn fresh(state: &Path, namespace: &str) -> anyhow::Result<Material> {
             crate::secrets::write_private(&path, nkeys::KeyPair::new_user().seed()?.as_bytes())?;
         }
     }
+    let data_keys_master = state.join("data-keys-master.key");
+    if !data_keys_master.exists() {
+        let key = runtime::sealing::Key::generate()
+            .map_err(|e| anyhow::anyhow!("making the data keys' master key: {e}"))?;
+        crate::secrets::write_private(&data_keys_master, key.to_base64().as_bytes())?;
+    }
     let passwords_file = state.join("passwords.json");
     let mut passwords: BTreeMap<String, String> = match std::fs::read_to_string(&passwords_file) {
         Ok(text) => serde_json::from_str(&text)
@@ -156,6 +165,7 @@ fn fresh(state: &Path, namespace: &str) -> anyhow::Result<Material> {
         serde_json::to_string_pretty(&passwords)?.as_bytes(),
     )?;
     Ok(Material {
+        data_keys_master,
         tls,
         nats_keys,
         passwords,
@@ -192,6 +202,7 @@ fn development(workspace: &Path, state: &Path, namespace: &str) -> anyhow::Resul
         crate::compose_keys::ANALYST_PASSWORD.into(),
     );
     Ok(Material {
+        data_keys_master: workspace.join("docker/keys/data-keys-master.key"),
         tls: routes,
         nats_keys: crate::compose_keys::dir(workspace).join("keys"),
         passwords,
@@ -247,6 +258,11 @@ fn committed_in(workspace: &Path, material: &Material) -> anyhow::Result<Vec<Str
         if ours.is_some() && ours == std::fs::read_to_string(committed_keys.join(&file)).ok() {
             found.push(format!("the committed NATS key {file}"));
         }
+    }
+    if std::fs::read(&material.data_keys_master).ok()
+        == std::fs::read(workspace.join("docker/keys/data-keys-master.key")).ok()
+    {
+        found.push("the committed data keys' master key".into());
     }
     for (role, password) in &material.passwords {
         if password.ends_with("-dev-password") {
@@ -355,6 +371,13 @@ fn render(material: &Material, namespace: &str) -> anyhow::Result<String> {
     secret(
         &mut out,
         namespace,
+        "orders-data-keys",
+        "Opaque",
+        &[("master.key", file(material.data_keys_master.clone())?)],
+    );
+    secret(
+        &mut out,
+        namespace,
         "streamshop-ca",
         "Opaque",
         &[("ca.pem", file(tls.join("ca.pem"))?)],
@@ -441,6 +464,7 @@ mod tests {
         for dir in [
             workspace().join("docker/tls"),
             workspace().join("docker/nats/keys"),
+            workspace().join("docker/keys"),
         ] {
             for entry in std::fs::read_dir(&dir).unwrap() {
                 let path = entry.unwrap().path();

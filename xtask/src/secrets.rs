@@ -27,6 +27,20 @@ pub fn password(layout: &Layout, name: &str) -> anyhow::Result<String> {
     Ok(made)
 }
 
+/// The file holding this environment's master key of the customers' data keys (32 random
+/// bytes, base64), made readable by its owner only the first time it is asked for. Losing it
+/// makes every sealed payment token of the environment unreadable.
+pub fn data_keys_master(layout: &Layout) -> anyhow::Result<std::path::PathBuf> {
+    let path = layout.root.join("data-keys-master.key");
+    if !path.exists() {
+        std::fs::create_dir_all(&layout.root)?;
+        let key = runtime::sealing::Key::generate()
+            .map_err(|e| anyhow::anyhow!("making the data keys' master key: {e}"))?;
+        write_private(&path, key.to_base64().as_bytes())?;
+    }
+    Ok(path)
+}
+
 /// Makes `dir` (and its parents) with only its owner allowed in, created so rather than
 /// narrowed after; an existing one is narrowed.
 pub fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {

@@ -215,6 +215,13 @@ pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
             // share one, and the services' first replicas are spread over the cluster.
             cmd.env("NATS_STREAM_REPLICAS", layout.nats_nodes.to_string());
         }
+        if s.name == "orders" {
+            // The master key of the customers' data keys, made once per environment.
+            cmd.env(
+                "DATA_KEYS_MASTER_KEY_FILE",
+                crate::secrets::data_keys_master(layout)?,
+            );
+        }
         if s.name == "gateway" {
             // Its metrics, apart from the public side: 9000, and 9100 for a second replica.
             cmd.env(

@@ -13,7 +13,9 @@ async fn main() -> anyhow::Result<()> {
     let basics = &settings.basics;
     process
         .build(basics.http_addr, basics.tls.as_ref(), || {
-            command_kit::CommandApp::build(&settings, spec, ())
+            command_kit::CommandApp::build(&settings, spec, |_| {
+                Ok(command_kit::Parts::services(()))
+            })
         })
         .await?
         .run(process.shutdown.clone())

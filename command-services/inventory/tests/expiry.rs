@@ -28,7 +28,7 @@ async fn an_open_reservation_past_its_time_is_released_and_a_committed_one_is_ke
         sweep_every: Duration::from_millis(200),
     };
     let (base, stop) = testkit::world::serve(
-        command_kit::CommandApp::build(&settings, spec, ())
+        command_kit::CommandApp::build(&settings, spec, |_| Ok(command_kit::Parts::services(())))
             .await
             .unwrap(),
     );

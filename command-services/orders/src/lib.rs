@@ -1,7 +1,40 @@
 //! The orders command service: the Order aggregate's commands over HTTP and NATS
-//! (`cmd.orders.*`), its event store in the `orders` database, and its outbox to `ORDERS`.
+//! (`cmd.orders.*`), its event store in the `orders` database, and its outbox to `ORDERS`;
+//! the customers' data keys that seal their payment tokens, opened for payments alone, and
+//! erased on an operator's request.
 #![forbid(unsafe_code)]
 
+pub mod erase;
+pub mod keys;
+pub mod open;
 pub mod spec;
 
 pub use spec::OrdersSpec;
+
+use command_kit::{Parts, Resources};
+use domain::order::{Order, OrderServices};
+use messaging::BoundedContext;
+use runtime::service::task;
+
+/// What the orders service adds to the shared machinery: the sealer of payment tokens (the
+/// customers' data keys under `master`), the server that opens them for payments, and the
+/// erasure route.
+pub fn parts(resources: &Resources<'_>, master: runtime::sealing::Key) -> Parts<Order> {
+    let keys = keys::CustomerKeys::new(resources.pool.clone(), master);
+    let (nats, subject) = (
+        resources.nats.clone(),
+        resources.namespace.open_subject(BoundedContext::Orders),
+    );
+    let opener = keys.clone();
+    Parts {
+        services: OrderServices {
+            sealer: std::sync::Arc::new(keys.clone()),
+        },
+        tasks: vec![task(move |shutdown| {
+            open::serve(opener, nats, subject, shutdown)
+        })],
+        routes: erase::router(keys),
+        // Operators erase through the gateway.
+        gateway_routes: vec![(axum::http::Method::POST, erase::PATH.to_owned())],
+    }
+}

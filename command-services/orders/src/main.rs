@@ -8,11 +8,15 @@ async fn main() -> anyhow::Result<()> {
     let env = runtime::env::Env::from_process();
     let settings = command_kit::settings::<orders::OrdersSpec>(&env).context("reading settings")?;
     let spec = orders::OrdersSpec::from_env(&env).context("reading settings")?;
+    let master = orders::keys::master_key(&env)?;
     let process = runtime::service::Process::start("orders", &settings.basics, None);
     let basics = &settings.basics;
     process
         .build(basics.http_addr, basics.tls.as_ref(), || {
-            command_kit::CommandApp::build(&settings, spec, ())
+            let master = master.clone();
+            command_kit::CommandApp::build(&settings, spec, move |resources| {
+                Ok(orders::parts(resources, master))
+            })
         })
         .await?
         .run(process.shutdown.clone())

@@ -66,6 +66,11 @@ impl CommandSpec for OrdersSpec {
         order::upcasters()
     }
 
+    /// Erasing a customer, beside the commands.
+    fn extra_paths() -> Vec<(&'static str, serde_json::Value)> {
+        vec![crate::erase::openapi()]
+    }
+
     /// The fair shares, as the connections' settings the holdings trigger reads.
     fn session(&self) -> Vec<(String, String)> {
         let mut session = Vec::new();

@@ -79,7 +79,7 @@ fn assert_exactly_once(messages: &[testkit::StoredMessage], expected: usize) {
 #[tokio::test]
 async fn a_placed_order_reaches_the_stream_in_a_cloudevents_envelope() {
     let w = World::new("orders").await;
-    let (base, shutdown) = w.spawn::<OrdersSpec>().await;
+    let (base, shutdown) = w.spawn_orders(OrdersSpec::default()).await;
     let traceparent = runtime::trace::new_traceparent();
     let place = place_order();
     let response = testkit::http()
@@ -128,7 +128,7 @@ async fn a_placed_order_reaches_the_stream_in_a_cloudevents_envelope() {
 #[tokio::test]
 async fn bad_input_is_a_problem_and_writes_nothing() {
     let w = World::new("orders").await;
-    let (base, shutdown) = w.spawn::<OrdersSpec>().await;
+    let (base, shutdown) = w.spawn_orders(OrdersSpec::default()).await;
     let client = testkit::http();
     let customer = uuid::Uuid::now_v7();
     // Malformed on purpose: a line whose SKU or quantity has the wrong shape.
@@ -268,7 +268,7 @@ async fn bad_input_is_a_problem_and_writes_nothing() {
 #[tokio::test]
 async fn health_and_readiness_answer() {
     let w = World::new("orders").await;
-    let (base, shutdown) = w.spawn::<OrdersSpec>().await;
+    let (base, shutdown) = w.spawn_orders(OrdersSpec::default()).await;
     let healthz = testkit::http()
         .get(format!("{base}/healthz"))
         .send()
@@ -302,9 +302,11 @@ async fn readiness_follows_the_database_going_away_and_coming_back() {
     let settings =
         command_kit::settings::<orders::OrdersSpec>(&runtime::env::Env::from_pairs(env)).unwrap();
     let (base, shutdown) = testkit::world::serve(
-        command_kit::CommandApp::of::<orders::OrdersSpec>(&settings)
-            .await
-            .unwrap(),
+        command_kit::CommandApp::build(&settings, orders::OrdersSpec::default(), |resources| {
+            Ok(orders::parts(resources, testkit::data_keys_master()))
+        })
+        .await
+        .unwrap(),
     );
     let readyz = || async {
         let r = testkit::http()
@@ -444,7 +446,7 @@ async fn two_replicas_on_one_database_publish_every_event_once() {
 async fn every_order_command_works_over_http_and_nats() {
     use testkit::world::post;
     let w = World::new("orders").await;
-    let (base, shutdown) = w.spawn::<OrdersSpec>().await;
+    let (base, shutdown) = w.spawn_orders(OrdersSpec::default()).await;
 
     // Placed over HTTP, priced over NATS, confirmed over HTTP.
     let placed = post_command(&base, &place_order(), None).await;
@@ -564,9 +566,11 @@ async fn every_order_command_succeeds_over_each_transport() {
         command_kit::settings::<orders::OrdersSpec>(&runtime::env::Env::from_pairs(world.env()))
             .unwrap();
     let (base, shutdown) = testkit::world::serve(
-        command_kit::CommandApp::of::<orders::OrdersSpec>(&settings)
-            .await
-            .unwrap(),
+        command_kit::CommandApp::build(&settings, orders::OrdersSpec::default(), |resources| {
+            Ok(orders::parts(resources, testkit::data_keys_master()))
+        })
+        .await
+        .unwrap(),
     );
     let ctx = BoundedContext::Orders;
     for via in [Via::Http(base.clone()), Via::Nats] {
@@ -637,7 +641,7 @@ async fn step<C: Command<Answer = OrderAnswer>>(
 #[tokio::test]
 async fn an_oversized_detail_is_refused_at_the_command_and_the_relay_goes_on() {
     let w = World::new("orders").await;
-    let (base, shutdown) = w.spawn::<OrdersSpec>().await;
+    let (base, shutdown) = w.spawn_orders(OrdersSpec::default()).await;
     let placed = post_command(&base, &place_order(), None).await;
     let order = order_id(&placed);
     // Just under NATS's 1 MB message: it would fit the command, not the event's envelope.

@@ -2,6 +2,7 @@
 //! over HTTP and NATS (`cmd.payments.*`), the `payments` database, its outbox to `PAYMENTS`.
 #![forbid(unsafe_code)]
 
+pub mod open;
 pub mod provider;
 pub mod spec;
 
@@ -30,16 +31,24 @@ pub fn settings(env: &Env) -> Result<Settings, EnvError> {
     })
 }
 
-/// The service, built and bound, with the built-in test provider.
+/// The service, built and bound, with the built-in test provider; sealed payment tokens are
+/// opened by asking orders.
 pub async fn app(settings: &Settings) -> anyhow::Result<CommandApp> {
     let provider =
         provider::TimeoutProvider::new(TestProvider::default(), settings.provider_timeout);
-    CommandApp::build(
-        &settings.service,
-        PaymentsSpec,
-        PaymentServices {
+    let timeout = settings.provider_timeout;
+    CommandApp::build(&settings.service, PaymentsSpec, move |resources| {
+        let opener = open::NatsOpener::new(
+            resources.nats.clone(),
+            resources
+                .namespace
+                .open_subject(messaging::BoundedContext::Orders),
+            timeout,
+        );
+        Ok(command_kit::Parts::services(PaymentServices {
             provider: Arc::new(provider),
-        },
-    )
+            opener: Arc::new(opener),
+        }))
+    })
     .await
 }
