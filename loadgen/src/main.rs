@@ -8,6 +8,7 @@ mod bare;
 mod cluster;
 mod commands;
 mod drive;
+mod field_encryption;
 mod gateway;
 mod pg;
 mod procs;
@@ -262,6 +263,10 @@ impl Bench {
                 "ORDERS_MAX_UNITS_PER_PRODUCT_PER_CUSTOMER".into(),
                 "0".into(),
             ));
+            // Each orders service seals payment tokens under a master key of its own.
+            let master = runtime::sealing::Key::generate()
+                .map_err(|e| anyhow::anyhow!("making a master key: {e}"))?;
+            env.push(("DATA_KEYS_MASTER_KEY".into(), master.to_base64()));
         }
         if let Some(endpoint) = &self.otlp_endpoint {
             env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone()));
@@ -388,6 +393,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         replay: None,
         gateway: None,
         security: None,
+        field_encryption: None,
         cluster: None,
         targets: Vec::new(),
     };
@@ -425,6 +431,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .as_deref()
             .context("the security figure needs --nats-server")?;
         report.security = Some(security::run(&b, server).await?);
+        report.field_encryption = Some(field_encryption::run(&b).await?);
     }
 
     if wants("cluster") {

@@ -77,6 +77,8 @@ pub struct Report {
     pub gateway: Option<GatewayFigure>,
     /// Open connections (first) against the secured stack (second).
     pub security: Option<Comparison>,
+    /// What sealing the payment token costs (with the security figure).
+    pub field_encryption: Option<crate::field_encryption::FieldEncryption>,
     /// One NATS server (first) against a three-node cluster (second).
     pub cluster: Option<Comparison>,
     pub targets: Vec<Target>,
@@ -568,6 +570,44 @@ impl Report {
             line(String::new());
             for row in comparison_rows(s, ["open", "secured"]) {
                 line(row);
+            }
+            line(String::new());
+        }
+        if let Some(f) = &self.field_encryption {
+            line(
+                concat!(
+                    "**7b. Sealing the payment token** (both sides of figure 7 seal): the ",
+                    "orders service's own data-key store on a fresh database, one operation ",
+                    "at a time, 2,000 of each per round, in µs per operation"
+                )
+                .into(),
+            );
+            line(String::new());
+            line("| operation | µs |".into());
+            line("|---|---|".into());
+            for (what, spread) in [
+                (
+                    "seal, a new customer's first order (key made, wrapped, stored)",
+                    &f.seal_new_customer_us,
+                ),
+                (
+                    "seal, a known customer (key read and unwrapped)",
+                    &f.seal_known_customer_us,
+                ),
+                (
+                    "open, for payments (key read by id and unwrapped)",
+                    &f.open_us,
+                ),
+                (
+                    "baseline: a one-row `SELECT` by primary key, same pool",
+                    &f.select_baseline_us,
+                ),
+                (
+                    "baseline: AES-256-GCM seal and open in memory",
+                    &f.aes_seal_open_us,
+                ),
+            ] {
+                line(format!("| {what} | {} |", spread.show(1)));
             }
             line(String::new());
         }
