@@ -308,6 +308,74 @@ pub fn authorization(users: &[User], scope: &Scope) -> String {
     out
 }
 
+/// The markdown table of what each identity may use of the JetStream API in a deployment
+/// (no namespace): the README's, kept equal to this by the schemas' drift check. Subjects of
+/// one kind are folded (`$JS.API.CONSUMER.{CREATE,INFO}.ORDERS.orchestrator`) so a row stays
+/// readable; `deny` lists what a wildcard above it does not reach.
+pub fn jetstream_table() -> String {
+    let scope = Scope::Namespace(Namespace::default());
+    let mut out = String::from(
+        "| identity | may use (JetStream API, acks and flow control) | refused although a wildcard matches |\n|---|---|---|\n",
+    );
+    for identity in Identity::ALL {
+        let p = identity.permissions(&scope);
+        let api: Vec<&String> = p.publish.iter().filter(|s| s.starts_with("$JS.")).collect();
+        let deny: Vec<&String> = p.deny_publish.iter().collect();
+        out.push_str(&format!(
+            "| {} | {} | {} |\n",
+            identity.name(),
+            fold(&api),
+            if deny.is_empty() {
+                "".to_owned()
+            } else {
+                fold(&deny)
+            }
+        ));
+    }
+    out
+}
+
+/// Subjects that differ in one token only, folded into `{a,b}`, each in backticks.
+fn fold(subjects: &[&String]) -> String {
+    // Group by every token but one, trying each position, and keep the fold that joins most.
+    let mut groups: Vec<(Vec<String>, usize, Vec<String>)> = Vec::new();
+    'next: for subject in subjects {
+        let tokens: Vec<String> = subject.split('.').map(str::to_owned).collect();
+        for (shape, at, values) in &mut groups {
+            if shape.len() == tokens.len()
+                && shape
+                    .iter()
+                    .zip(&tokens)
+                    .enumerate()
+                    .all(|(i, (a, b))| i == *at || a == b)
+            {
+                values.push(tokens[*at].clone());
+                continue 'next;
+            }
+        }
+        // A new group folds on the token that varies among its neighbours: the operation
+        // for consumers (`CREATE`, `INFO`, …), else the last.
+        let at = tokens
+            .iter()
+            .position(|t| t == "CONSUMER")
+            .map_or(tokens.len() - 1, |i| i + 1)
+            .min(tokens.len() - 1);
+        groups.push((tokens.clone(), at, vec![tokens[at].clone()]));
+    }
+    groups
+        .into_iter()
+        .map(|(mut shape, at, values)| {
+            shape[at] = if values.len() == 1 {
+                values[0].clone()
+            } else {
+                format!("{{{}}}", values.join(","))
+            };
+            format!("`{}`", shape.join("."))
+        })
+        .collect::<Vec<_>>()
+        .join("<br>")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,6 +492,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_table_names_every_identity_and_each_durable_under_its_owner() {
+        let table = jetstream_table();
+        for identity in Identity::ALL {
+            assert!(
+                table.contains(&format!("| {} |", identity.name())),
+                "{table}"
+            );
+        }
+        let orchestrator = table
+            .lines()
+            .find(|l| l.starts_with("| orchestrator |"))
+            .unwrap();
+        assert!(
+            orchestrator.contains(".ORDERS.orchestrator"),
+            "{orchestrator}"
+        );
+        assert!(!orchestrator.contains("orders_view"), "{orchestrator}");
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let dir = schemas::dir();
     if std::env::args().any(|a| a == "--check") {
-        let problems = schemas::check(&dir);
+        let mut problems = schemas::check(&dir);
+        problems.extend(schemas::readme_problems(&schemas::readme()));
         for problem in &problems {
             eprintln!("{problem}");
         }
@@ -17,7 +18,12 @@ fn main() -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
-    match schemas::write(&dir) {
+    match schemas::write(&dir).and_then(|(mut written, refused)| {
+        if schemas::write_readme(&schemas::readme())? {
+            written.push("../README.md".into());
+        }
+        Ok((written, refused))
+    }) {
         Ok((written, refused)) => {
             for path in &written {
                 println!("wrote {path}");

@@ -293,3 +293,11 @@ fn a_nats_request_and_its_reply_match_the_committed_command_schemas() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn the_readme_s_generated_tables_are_the_code_s() {
+    assert_eq!(
+        schemas::readme_problems(&schemas::readme()),
+        Vec::<String>::new()
+    );
+}
