@@ -414,3 +414,60 @@ async fn the_query_api_shows_an_order_with_its_payment_saga_stock_and_sales() {
     // The streams, the event stores and the aggregates' folds agree (`events verify`).
     s.assert_consistent().await;
 }
+
+/// One customer's 40 orders whose payments never answer (the test provider's `tok_timeout`):
+/// their failed attempts are that customer's, not the payments context's, so another
+/// customer's order goes through at its first attempt while they still fail.
+#[tokio::test]
+async fn one_customer_s_silent_payments_do_not_hold_up_another_customer_s_order() {
+    use contracts::orders::PlaceOrder;
+    use domain::order::OrderLine;
+    let s = Stack::start(60).await;
+    s.product("A", 1000).await;
+    let hog = uuid::Uuid::now_v7();
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let place = PlaceOrder {
+            customer_id: hog,
+            lines: vec![OrderLine {
+                sku: domain::Sku::parse("A").unwrap(),
+                quantity: 1,
+            }],
+            payment_token: "tok_timeout".into(),
+        };
+        let r = testkit::world::post_command(&s.urls[0], &place, None).await;
+        match r.status {
+            202 => held.push(uuid::Uuid::parse_str(r.body["order_id"].as_str().unwrap()).unwrap()),
+            // Past the customer's fair share of open orders.
+            429 => {}
+            other => panic!("{other}: {:?}", r.body),
+        }
+    }
+    assert!(!held.is_empty());
+    // Well past the failures in a row that open a context's circuit (5).
+    testkit::eventually(
+        Duration::from_secs(60),
+        "the silent payments to fail ten times",
+        || async {
+            let mut failed = 0;
+            for order in &held {
+                failed += steps_failed(&s.saga(*order).await, "authorise");
+            }
+            (failed >= 10).then_some(())
+        },
+    )
+    .await;
+    let order = s.place(&[("A", 1)], "tok_ok").await;
+    let saga = s.finished(order).await;
+    assert_eq!(saga["outcome"], "confirmed", "{saga}");
+    assert_eq!(
+        steps_failed(&saga, "authorise"),
+        0,
+        "authorised at the first attempt, no circuit opened by another's failures: {saga}"
+    );
+    let still_failing = s.saga(held[0]).await;
+    assert_ne!(
+        still_failing["status"], "completed",
+        "the silent ones are still being retried: {still_failing}"
+    );
+}

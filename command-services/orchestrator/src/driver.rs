@@ -390,15 +390,25 @@ impl Driver {
         let request = self
             .nats
             .request_with_headers(subject, headers, outgoing.body.into());
-        let outcome = match tokio::time::timeout(self.policy.step_deadline, request).await {
-            Err(_) => Err("no answer before the deadline".to_owned()),
-            Ok(Err(e)) => Err(format!("request failed: {e}")),
-            Ok(Ok(reply)) => reply_outcome(&step, &reply.payload),
+        let (outcome, fault) = match tokio::time::timeout(self.policy.step_deadline, request).await
+        {
+            Err(_) => (Err("no answer before the deadline".to_owned()), true),
+            Ok(Err(e)) => (Err(format!("request failed: {e}")), true),
+            Ok(Ok(reply)) => {
+                let outcome = reply_outcome(&step, &reply.payload);
+                let fault =
+                    matches!(&outcome, Err(reason) if reason == contracts::reasons::UNAVAILABLE);
+                (outcome, fault)
+            }
         };
-        // Any answer shows the context is there; no answer, or "unavailable", counts against it.
-        match &outcome {
-            Ok(_) => breaker.succeeded(),
-            Err(_) => breaker.failed(),
+        // Any answer shows the context is there; no answer, or "unavailable" (its database),
+        // counts against it. A retryable rejection is an answer: one customer's payments that
+        // their provider times out on (`provider_timeout`) must not stop everyone's, and
+        // payments keeps the circuit of its provider's faults itself.
+        if fault {
+            breaker.failed();
+        } else {
+            breaker.succeeded();
         }
         match outcome {
             Ok(result) => {
