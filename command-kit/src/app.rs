@@ -96,10 +96,13 @@ impl CommandApp {
             .postgres(context.token(), pool.clone())
             .nats(nats.clone())
             .streams(js.clone(), vec![namespace.stream(context)]);
+        let (spec_routes, spec_gateway_routes) =
+            dispatcher.spec().routes(dispatcher.clone(), pool.clone());
         let routes = crate::http::routes::<S>()
             .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
             .with_state(dispatcher.clone())
-            .merge(own_routes);
+            .merge(own_routes)
+            .merge(spec_routes);
         let retention = runtime::retention::Rule {
             table: "idempotency",
             column: "recorded_at",
@@ -111,7 +114,8 @@ impl CommandApp {
             .into_iter()
             .filter(|b| !b.info.saga_internal)
             .map(|b| (axum::http::Method::POST, b.info.path.to_owned()))
-            .chain(own_gateway_routes);
+            .chain(own_gateway_routes)
+            .chain(spec_gateway_routes);
         let mut service = Service::bind(context.token(), settings.basics.http_addr)
             .await?
             .tls(settings.basics.tls.as_ref())?

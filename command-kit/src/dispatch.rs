@@ -11,7 +11,7 @@ use uuid::Uuid;
 use contracts::{reasons, Reply};
 use std::collections::HashMap;
 
-use crate::spec::{by_name, Binding, CommandSpec};
+use crate::spec::{by_name, Binding, CommandSpec, Parsed};
 
 /// A command as a transport received it.
 #[derive(Debug, Clone)]
@@ -108,10 +108,64 @@ where
             );
         }
         let hash = request_hash(name, &request.body);
-        let parsed = match binding.parse(request.body, Utc::now()) {
+        let mut parsed = match binding.parse(request.body, Utc::now()) {
             Ok(parsed) => parsed,
             Err(reason) => return Reply::rejected(reasons::INVALID_BODY, reason, false),
         };
+        if let Some(key) = &request.idempotency_key {
+            S::keyed(&mut parsed.command, key);
+        }
+        self.execute(
+            name,
+            parsed,
+            request.idempotency_key.map(|k| (k, hash)),
+            request.traceparent,
+        )
+        .await
+    }
+
+    /// Runs a command the context gives itself, outside its contract (payments' reconciling
+    /// of a provider's webhook): through the same bus, idempotent by `key` (the same key
+    /// with another `hash` is refused), answered and counted as any command.
+    pub async fn dispatch_own(
+        &self,
+        name: &'static str,
+        parsed: Parsed<S::Aggregate>,
+        key: String,
+        hash: String,
+    ) -> Reply {
+        let started = std::time::Instant::now();
+        let span = tracing::info_span!(
+            "command",
+            context = S::CONTEXT.token(),
+            command = name,
+            aggregate_id = tracing::field::Empty,
+            correlation_id = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let reply = self
+            .execute(name, parsed, Some((key, hash)), None)
+            .instrument(span.clone())
+            .await;
+        span.record("outcome", reply.reason().unwrap_or("accepted"));
+        let labels = [
+            ("context", S::CONTEXT.token().to_owned()),
+            ("command", name.to_owned()),
+            ("outcome", reply.reason().unwrap_or("accepted").to_owned()),
+        ];
+        metrics::counter!("commands_total", &labels).increment(1);
+        metrics::histogram!("command_duration_seconds", &labels)
+            .record(started.elapsed().as_secs_f64());
+        reply
+    }
+
+    async fn execute(
+        &self,
+        name: &str,
+        parsed: Parsed<S::Aggregate>,
+        idempotency: Option<(String, String)>,
+        traceparent: Option<String>,
+    ) -> Reply {
         let span = tracing::Span::current();
         span.record("aggregate_id", parsed.aggregate_id.as_str());
         span.record("correlation_id", parsed.correlation_id.as_str());
@@ -120,8 +174,8 @@ where
             correlation_id: parsed.correlation_id,
             // The command span's own context, so the outbox publish and every consumer join
             // this trace as its descendants.
-            traceparent: runtime::trace::outgoing(request.traceparent.as_deref()),
-            idempotency: request.idempotency_key.map(|k| (k, hash)),
+            traceparent: runtime::trace::outgoing(traceparent.as_deref()),
+            idempotency,
         };
         let command = parsed.command.clone();
         let outcome = if parsed.new_aggregate {

@@ -129,6 +129,12 @@ pub trait CommandSpec: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Gives the command its request's idempotency key (`nats:<command id>` for a saga step,
+    /// `http:<Idempotency-Key>`), the same for every retry of the request: a context whose
+    /// `handle` calls something outside that must not act twice (payments' provider) keeps
+    /// it in the command. Others ignore it.
+    fn keyed(_command: &mut <Self::Aggregate as Aggregate>::Command, _key: &str) {}
+
     /// Postgres run-time parameters of the service's connections: rules its database's
     /// triggers enforce in the transaction that appends (orders' fair shares).
     fn session(&self) -> Vec<(String, String)> {
@@ -146,6 +152,19 @@ pub trait CommandSpec: Send + Sync + 'static {
         Self: Sized,
     {
         Vec::new()
+    }
+
+    /// Routes of the context beside its commands that run commands of their own through
+    /// `dispatcher` (payments' provider webhooks), with those of them the gateway forwards.
+    fn routes(
+        &self,
+        _dispatcher: std::sync::Arc<crate::dispatch::Dispatcher<Self>>,
+        _pool: sqlx::PgPool,
+    ) -> (axum::Router, Vec<(axum::http::Method, String)>)
+    where
+        Self: Sized,
+    {
+        (axum::Router::new(), Vec::new())
     }
 
     /// An accepted answer, from the command, the aggregate after it, and the events it

@@ -1,8 +1,10 @@
 //! The Payment aggregate (one per order) and the payment-provider boundary.
 //!
-//! Authorise asks a [`PaymentProvider`]; a decline is an outcome (recorded as an event), while
-//! an unreachable provider is an error the caller may retry. Capture never exceeds what was
-//! authorised, refund never exceeds what was captured.
+//! Authorise, capture, void and refund each ask a [`PaymentProvider`]; a decline is an outcome
+//! (recorded as an event), an unreachable provider an error the caller may retry, and a
+//! provider's refusal an error it may not. Capture never exceeds what was authorised, refund
+//! never exceeds what was captured. Every call carries a key that is the same for every
+//! retry of one command, so a provider that keeps idempotency keys never acts twice.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,6 +27,19 @@ pub struct AuthorisationRequest {
     pub order_id: Uuid,
     pub amount: Money,
     pub payment_token: String,
+    /// The same for every retry of one command: the provider's idempotency key.
+    pub key: String,
+}
+
+/// What the provider is asked to capture, void or refund of an authorisation it made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderCall {
+    pub order_id: Uuid,
+    /// The provider's reference of the authorisation (a PaymentIntent's id).
+    pub reference: String,
+    pub amount: Money,
+    /// The same for every retry of one command: the provider's idempotency key.
+    pub key: String,
 }
 
 /// The provider's answer.
@@ -34,27 +49,46 @@ pub enum ProviderDecision {
     Declined { reason: String },
 }
 
-/// The provider could not answer: worth retrying.
+/// The provider could not do what it was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
+    /// It could not answer (down, overloaded, a network fault): worth retrying.
     #[error("payment provider unavailable: {0}")]
     Unavailable(String),
+    /// It did not answer in time: worth retrying.
     #[error("payment provider did not answer in time")]
     Timeout,
+    /// It answered no for good (a capture of a cancelled authorisation, say).
+    #[error("payment provider refused: {0}")]
+    Refused(String),
 }
 
-/// A payment provider. A real one (a card processor) plugs in here.
+impl ProviderError {
+    /// A fault of the provider (not of the request): what a circuit counts.
+    pub fn is_fault(&self) -> bool {
+        !matches!(self, Self::Refused(_))
+    }
+}
+
+/// A payment provider (a card processor): the port its adapters implement.
 pub trait PaymentProvider: Send + Sync {
     fn authorise<'a>(
         &'a self,
         request: &'a AuthorisationRequest,
     ) -> BoxFuture<'a, Result<ProviderDecision, ProviderError>>;
+    /// Captures `amount` of the authorisation.
+    fn capture<'a>(&'a self, call: &'a ProviderCall) -> BoxFuture<'a, Result<(), ProviderError>>;
+    /// Releases the whole authorisation (`amount` is what it held).
+    fn void<'a>(&'a self, call: &'a ProviderCall) -> BoxFuture<'a, Result<(), ProviderError>>;
+    /// Gives back `amount` of what was captured.
+    fn refund<'a>(&'a self, call: &'a ProviderCall) -> BoxFuture<'a, Result<(), ProviderError>>;
 }
 
-/// The built-in provider, deterministic by token: `tok_ok` (and any `tok_ok_<card>`, a card
+/// The provider for tests, deterministic by token: `tok_ok` (and any `tok_ok_<card>`, a card
 /// of its own that a test can search for) authorises, `tok_decline` declines, `tok_timeout`
 /// never answers, `tok_flaky` fails its first two attempts (per order, in this process) and
-/// then authorises. Any other token is declined as unknown.
+/// then authorises. Any other token is declined as unknown. Capture, void and refund always
+/// succeed. A deployment runs it only when told it is a development one.
 #[derive(Debug, Default)]
 pub struct TestProvider {
     flaky_attempts: Mutex<HashMap<Uuid, u32>>,
@@ -98,6 +132,18 @@ impl PaymentProvider for TestProvider {
         };
         Box::pin(std::future::ready(decision))
     }
+
+    fn capture<'a>(&'a self, _call: &'a ProviderCall) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn void<'a>(&'a self, _call: &'a ProviderCall) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn refund<'a>(&'a self, _call: &'a ProviderCall) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// What a Payment needs from outside: the provider, and the opener of sealed payment tokens
@@ -108,21 +154,66 @@ pub struct PaymentServices {
     pub opener: Arc<dyn crate::sealing::TokenOpener>,
 }
 
-/// Commands a payment accepts.
+/// Commands a payment accepts. `key` is the request's idempotency key (the saga step's
+/// command id), from which the provider's keys are made; without one, a key made from the
+/// payment's state, which stays the same until the command's events are stored.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PaymentCommand {
     Authorise {
         order_id: Uuid,
         amount: Money,
         payment_token: String,
+        key: Option<String>,
     },
     Capture {
         amount: Money,
+        key: Option<String>,
     },
-    Void,
+    Void {
+        key: Option<String>,
+    },
     Refund {
         amount: Money,
+        key: Option<String>,
     },
+    /// Brings the payment in line with what the provider reports of it (a signed webhook):
+    /// what happened there out of band, or whose answer was lost, becomes the same events
+    /// as if the service had asked. Calls no provider.
+    Reconcile {
+        observed: Observed,
+    },
+}
+
+/// What the provider reports of an order's payment (a PaymentIntent), in the domain's terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    pub order_id: Uuid,
+    /// The provider's reference of the authorisation.
+    pub reference: String,
+    /// What the authorisation is for.
+    pub amount: Money,
+    /// The provider holds the amount for capture.
+    pub held: bool,
+    /// The provider declined it, and why.
+    pub declined: Option<String>,
+    /// It was cancelled before anything was captured.
+    pub cancelled: bool,
+    /// Minor units captured so far, and refunded of that.
+    pub captured: i64,
+    pub refunded: i64,
+}
+
+impl PaymentCommand {
+    /// Sets the request's idempotency key.
+    pub fn set_key(&mut self, new: String) {
+        match self {
+            Self::Authorise { key, .. }
+            | Self::Capture { key, .. }
+            | Self::Void { key }
+            | Self::Refund { key, .. } => *key = Some(new),
+            Self::Reconcile { .. } => {}
+        }
+    }
 }
 
 /// Everything that can happen to a payment.
@@ -205,12 +296,13 @@ impl PaymentError {
             Self::AlreadyCaptured => "already_captured",
             Self::Provider(ProviderError::Timeout) => "provider_timeout",
             Self::Provider(ProviderError::Unavailable(_)) => "provider_unavailable",
+            Self::Provider(ProviderError::Refused(_)) => "provider_refused",
         }
     }
 
     /// Whether the same command may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Provider(_))
+        matches!(self, Self::Provider(e) if e.is_fault())
     }
 }
 
@@ -236,6 +328,9 @@ pub struct Payment {
     pub captured: Option<Money>,
     pub refunded: Option<Money>,
     pub decline_reason: Option<String>,
+    /// The provider's reference of the authorisation (what capture, void and refund name).
+    #[serde(default)]
+    pub reference: Option<String>,
 }
 
 fn valid_token(token: &str) -> bool {
@@ -265,16 +360,31 @@ impl Payment {
         self.captured.unwrap_or(Money::zero(currency))
     }
 
+    /// A call on this payment's authorisation, keyed by the command's key or else by `what`
+    /// (which names the state the call changes, so a retry before its events are stored
+    /// makes the same key).
+    fn call(&self, amount: Money, key: Option<String>, what: String) -> ProviderCall {
+        let order_id = self.order_id.unwrap_or_default();
+        ProviderCall {
+            order_id,
+            reference: self.reference.clone().unwrap_or_default(),
+            amount,
+            key: key.unwrap_or_else(|| format!("payment:{order_id}:{what}")),
+        }
+    }
+
     async fn decide(
         &self,
         command: PaymentCommand,
         services: &PaymentServices,
     ) -> Result<Vec<PaymentEvent>, PaymentError> {
         match command {
+            PaymentCommand::Reconcile { observed } => Ok(self.reconcile(&observed)),
             PaymentCommand::Authorise {
                 order_id,
                 amount,
                 payment_token,
+                key,
             } => {
                 positive(amount)?;
                 if self.status != PaymentStatus::New {
@@ -313,6 +423,7 @@ impl Payment {
                     order_id,
                     amount,
                     payment_token,
+                    key: key.unwrap_or_else(|| format!("payment:{order_id}:authorise")),
                 };
                 Ok(vec![match services.provider.authorise(&request).await? {
                     ProviderDecision::Authorised { reference } => PaymentEvent::PaymentAuthorised {
@@ -327,7 +438,7 @@ impl Payment {
                     },
                 }])
             }
-            PaymentCommand::Capture { amount } => {
+            PaymentCommand::Capture { amount, key } => {
                 positive(amount)?;
                 let authorised = self.authorised_amount()?;
                 if amount.currency != authorised.currency {
@@ -343,29 +454,39 @@ impl Payment {
                         remaining,
                     });
                 }
+                let captured_total =
+                    Money::new(captured.amount_minor + amount.amount_minor, amount.currency);
+                let call = self.call(
+                    amount,
+                    key,
+                    format!("capture:{}", captured_total.amount_minor),
+                );
+                services.provider.capture(&call).await?;
                 Ok(vec![PaymentEvent::PaymentCaptured {
                     order_id: self.order_id.unwrap_or_default(),
                     amount,
-                    captured_total: Money::new(
-                        captured.amount_minor + amount.amount_minor,
-                        amount.currency,
-                    ),
+                    captured_total,
                 }])
             }
-            PaymentCommand::Void => match self.status {
+            PaymentCommand::Void { key } => match self.status {
                 // Nothing went through, or it is already voided: nothing to undo.
                 PaymentStatus::New | PaymentStatus::Declined | PaymentStatus::Voided => Ok(vec![]),
                 PaymentStatus::Authorised => {
                     if self.captured.is_some() {
                         return Err(PaymentError::AlreadyCaptured);
                     }
+                    let amount = self.authorised_amount()?;
+                    services
+                        .provider
+                        .void(&self.call(amount, key, "void".into()))
+                        .await?;
                     Ok(vec![PaymentEvent::PaymentVoided {
                         order_id: self.order_id.unwrap_or_default(),
-                        amount: self.authorised_amount()?,
+                        amount,
                     }])
                 }
             },
-            PaymentCommand::Refund { amount } => {
+            PaymentCommand::Refund { amount, key } => {
                 positive(amount)?;
                 let captured = self.captured.ok_or(PaymentError::NotAuthorised)?;
                 if amount.currency != captured.currency {
@@ -382,16 +503,97 @@ impl Payment {
                         remaining,
                     });
                 }
+                let refunded_total =
+                    Money::new(refunded.amount_minor + amount.amount_minor, amount.currency);
+                let call = self.call(
+                    amount,
+                    key,
+                    format!("refund:{}", refunded_total.amount_minor),
+                );
+                services.provider.refund(&call).await?;
                 Ok(vec![PaymentEvent::PaymentRefunded {
                     order_id: self.order_id.unwrap_or_default(),
                     amount,
-                    refunded_total: Money::new(
-                        refunded.amount_minor + amount.amount_minor,
-                        amount.currency,
-                    ),
+                    refunded_total,
                 }])
             }
         }
+    }
+}
+
+impl Payment {
+    /// The next event that brings the payment closer to `observed`, if any.
+    fn next_toward(&self, o: &Observed) -> Option<PaymentEvent> {
+        let currency = o.amount.currency;
+        match self.status {
+            PaymentStatus::New if o.held || o.captured > 0 => {
+                Some(PaymentEvent::PaymentAuthorised {
+                    order_id: o.order_id,
+                    amount: o.amount,
+                    provider_reference: o.reference.clone(),
+                })
+            }
+            PaymentStatus::New => o
+                .declined
+                .clone()
+                .map(|reason| PaymentEvent::PaymentDeclined {
+                    order_id: o.order_id,
+                    amount: o.amount,
+                    reason,
+                }),
+            PaymentStatus::Authorised => {
+                let captured = self.captured_or_zero(currency).amount_minor;
+                let refunded = self.refunded.map_or(0, |r| r.amount_minor);
+                if o.captured > captured {
+                    Some(PaymentEvent::PaymentCaptured {
+                        order_id: o.order_id,
+                        amount: Money::new(o.captured - captured, currency),
+                        captured_total: Money::new(o.captured, currency),
+                    })
+                } else if o.cancelled && captured == 0 {
+                    Some(PaymentEvent::PaymentVoided {
+                        order_id: o.order_id,
+                        amount: self.authorised.unwrap_or(o.amount),
+                    })
+                } else if o.refunded > refunded && captured > 0 {
+                    Some(PaymentEvent::PaymentRefunded {
+                        order_id: o.order_id,
+                        amount: Money::new(o.refunded - refunded, currency),
+                        refunded_total: Money::new(o.refunded, currency),
+                    })
+                } else {
+                    None
+                }
+            }
+            PaymentStatus::Declined | PaymentStatus::Voided => None,
+        }
+    }
+
+    /// The events that bring the payment in line with `observed`: none when it is another
+    /// authorisation than the payment's (an intent a lost answer left behind), in another
+    /// currency, or already in line.
+    fn reconcile(&self, observed: &Observed) -> Vec<PaymentEvent> {
+        let other_intent = self
+            .reference
+            .as_ref()
+            .is_some_and(|r| *r != observed.reference);
+        let other_currency = self
+            .authorised
+            .is_some_and(|a| a.currency != observed.amount.currency);
+        if other_intent || other_currency {
+            return Vec::new();
+        }
+        let mut state = self.clone();
+        let mut events = Vec::new();
+        // Each event moves the state on; a handful at most (authorised, captured, refunded).
+        while let Some(event) = state.next_toward(observed) {
+            state.apply(event.clone());
+            events.push(event);
+            if events.len() > 4 {
+                break;
+            }
+        }
+        events
     }
 }
 
@@ -417,11 +619,14 @@ impl Aggregate for Payment {
     fn apply(&mut self, event: Self::Event) {
         match event {
             PaymentEvent::PaymentAuthorised {
-                order_id, amount, ..
+                order_id,
+                amount,
+                provider_reference,
             } => {
                 self.order_id = Some(order_id);
                 self.status = PaymentStatus::Authorised;
                 self.authorised = Some(amount);
+                self.reference = Some(provider_reference);
             }
             PaymentEvent::PaymentDeclined {
                 order_id, reason, ..
@@ -483,6 +688,7 @@ mod tests {
             order_id: order(),
             amount,
             payment_token: token.into(),
+            key: None,
         }
     }
 
@@ -605,6 +811,7 @@ mod tests {
             order_id: order(),
             amount: eur(1),
             payment_token: "tok_flaky".into(),
+            key: "k".into(),
         };
         assert!(provider.authorise(&request).await.is_err());
         assert!(provider.authorise(&request).await.is_err());
@@ -630,6 +837,7 @@ mod tests {
             order_id: order(),
             amount: eur(1),
             payment_token: "tok_timeout".into(),
+            key: "k".into(),
         };
         let answer = tokio::time::timeout(
             std::time::Duration::from_millis(50),
@@ -643,13 +851,19 @@ mod tests {
     async fn capture_never_exceeds_the_authorisation() {
         expect(
             vec![authorised(eur(500))],
-            PaymentCommand::Capture { amount: eur(300) },
+            PaymentCommand::Capture {
+                amount: eur(300),
+                key: None,
+            },
             vec![captured(300, 300)],
         )
         .await;
         refuse(
             vec![authorised(eur(500)), captured(300, 300)],
-            PaymentCommand::Capture { amount: eur(201) },
+            PaymentCommand::Capture {
+                amount: eur(201),
+                key: None,
+            },
             PaymentError::ExceedsRemaining {
                 requested: eur(201),
                 remaining: eur(200),
@@ -658,23 +872,260 @@ mod tests {
         .await;
         refuse(
             vec![],
-            PaymentCommand::Capture { amount: eur(1) },
+            PaymentCommand::Capture {
+                amount: eur(1),
+                key: None,
+            },
             PaymentError::NotAuthorised,
         )
         .await;
         let usd = Money::new(1, Currency::parse("USD").unwrap());
         refuse(
             vec![authorised(eur(500))],
-            PaymentCommand::Capture { amount: usd },
+            PaymentCommand::Capture {
+                amount: usd,
+                key: None,
+            },
             PaymentError::CurrencyMismatch,
         )
         .await;
         refuse(
             vec![authorised(eur(500))],
-            PaymentCommand::Capture { amount: eur(-5) },
+            PaymentCommand::Capture {
+                amount: eur(-5),
+                key: None,
+            },
             PaymentError::InvalidAmount(eur(-5)),
         )
         .await;
+    }
+
+    /// Records every capture, void and refund it is asked for, and answers them `answer`.
+    struct Recording {
+        calls: Mutex<Vec<(&'static str, ProviderCall)>>,
+        answer: Result<(), ProviderError>,
+    }
+
+    impl Recording {
+        fn answering(answer: Result<(), ProviderError>) -> Arc<Self> {
+            Arc::new(Self {
+                calls: Mutex::default(),
+                answer,
+            })
+        }
+
+        fn record(
+            &self,
+            op: &'static str,
+            call: &ProviderCall,
+        ) -> BoxFuture<'_, Result<(), ProviderError>> {
+            self.calls.lock().unwrap().push((op, call.clone()));
+            Box::pin(std::future::ready(self.answer.clone()))
+        }
+    }
+
+    impl PaymentProvider for Recording {
+        fn authorise<'a>(
+            &'a self,
+            request: &'a AuthorisationRequest,
+        ) -> BoxFuture<'a, Result<ProviderDecision, ProviderError>> {
+            Box::pin(std::future::ready(Ok(ProviderDecision::Authorised {
+                reference: format!("test-{}", request.order_id),
+            })))
+        }
+        fn capture<'a>(
+            &'a self,
+            call: &'a ProviderCall,
+        ) -> BoxFuture<'a, Result<(), ProviderError>> {
+            self.record("capture", call)
+        }
+        fn void<'a>(&'a self, call: &'a ProviderCall) -> BoxFuture<'a, Result<(), ProviderError>> {
+            self.record("void", call)
+        }
+        fn refund<'a>(
+            &'a self,
+            call: &'a ProviderCall,
+        ) -> BoxFuture<'a, Result<(), ProviderError>> {
+            self.record("refund", call)
+        }
+    }
+
+    fn with_provider(provider: Arc<Recording>) -> PaymentServices {
+        PaymentServices {
+            provider,
+            opener: Arc::new(Unsealing),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_provider_call_names_the_authorisation_and_the_command_s_key() {
+        let provider = Recording::answering(Ok(()));
+        let given = vec![authorised(eur(500)), captured(200, 200)];
+        for (command, op, key) in [
+            (
+                PaymentCommand::Capture {
+                    amount: eur(300),
+                    key: Some("nats:c-1".into()),
+                },
+                "capture",
+                "nats:c-1".to_owned(),
+            ),
+            (
+                PaymentCommand::Capture {
+                    amount: eur(300),
+                    key: None,
+                },
+                "capture",
+                format!("payment:{}:capture:500", order()),
+            ),
+            (
+                PaymentCommand::Refund {
+                    amount: eur(50),
+                    key: None,
+                },
+                "refund",
+                format!("payment:{}:refund:50", order()),
+            ),
+        ] {
+            TestFramework::<Payment>::with(with_provider(provider.clone()))
+                .given(given.clone())
+                .when_async(command)
+                .await
+                .inspect_result()
+                .unwrap();
+            let (called, call) = provider.calls.lock().unwrap().pop().unwrap();
+            assert_eq!((called, call.key.as_str()), (op, key.as_str()));
+            assert_eq!(call.reference, format!("test-{}", order()));
+        }
+        TestFramework::<Payment>::with(with_provider(provider.clone()))
+            .given(vec![authorised(eur(500))])
+            .when_async(PaymentCommand::Void {
+                key: Some("nats:v".into()),
+            })
+            .await
+            .inspect_result()
+            .unwrap();
+        let (called, call) = provider.calls.lock().unwrap().pop().unwrap();
+        assert_eq!(
+            (called, call.key.as_str(), call.amount),
+            ("void", "nats:v", eur(500))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_provider_s_refusal_is_final_and_its_fault_is_retried_with_nothing_written() {
+        for (answer, retryable) in [
+            (
+                ProviderError::Refused("payment_intent_unexpected_state".into()),
+                false,
+            ),
+            (ProviderError::Unavailable("503".into()), true),
+            (ProviderError::Timeout, true),
+        ] {
+            let provider = Recording::answering(Err(answer.clone()));
+            for command in [
+                PaymentCommand::Capture {
+                    amount: eur(500),
+                    key: None,
+                },
+                PaymentCommand::Void { key: None },
+            ] {
+                TestFramework::<Payment>::with(with_provider(provider.clone()))
+                    .given(vec![authorised(eur(500))])
+                    .when_async(command)
+                    .await
+                    .then_expect_error(PaymentError::Provider(answer.clone()));
+            }
+            assert_eq!(PaymentError::Provider(answer).is_retryable(), retryable);
+        }
+    }
+
+    fn observed(held: bool, captured: i64, refunded: i64) -> Observed {
+        Observed {
+            order_id: order(),
+            reference: format!("test-{}", order()),
+            amount: eur(500),
+            held,
+            declined: None,
+            cancelled: false,
+            captured,
+            refunded,
+        }
+    }
+
+    fn reconcile(observed: Observed) -> PaymentCommand {
+        PaymentCommand::Reconcile { observed }
+    }
+
+    #[tokio::test]
+    async fn what_the_provider_reports_becomes_the_same_events_once() {
+        expect(
+            vec![],
+            reconcile(observed(true, 0, 0)),
+            vec![authorised(eur(500))],
+        )
+        .await;
+        // Captured and partly refunded out of band, all at once.
+        expect(
+            vec![],
+            reconcile(observed(false, 500, 200)),
+            vec![
+                authorised(eur(500)),
+                captured(500, 500),
+                PaymentEvent::PaymentRefunded {
+                    order_id: order(),
+                    amount: eur(200),
+                    refunded_total: eur(200),
+                },
+            ],
+        )
+        .await;
+        expect(
+            vec![authorised(eur(500)), captured(300, 300)],
+            reconcile(observed(false, 500, 0)),
+            vec![captured(200, 500)],
+        )
+        .await;
+        // Told again (a replayed webhook): nothing more.
+        expect(
+            vec![authorised(eur(500)), captured(500, 500)],
+            reconcile(observed(false, 500, 0)),
+            vec![],
+        )
+        .await;
+        let mut cancelled = observed(false, 0, 0);
+        cancelled.cancelled = true;
+        expect(
+            vec![authorised(eur(500))],
+            reconcile(cancelled),
+            vec![PaymentEvent::PaymentVoided {
+                order_id: order(),
+                amount: eur(500),
+            }],
+        )
+        .await;
+        let mut declined = observed(false, 0, 0);
+        declined.declined = Some("insufficient_funds".into());
+        expect(
+            vec![],
+            reconcile(declined),
+            vec![PaymentEvent::PaymentDeclined {
+                order_id: order(),
+                amount: eur(500),
+                reason: "insufficient_funds".into(),
+            }],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn another_intent_or_currency_than_the_payment_s_changes_nothing() {
+        let mut orphan = observed(true, 500, 0);
+        orphan.reference = "pi_left_by_a_lost_answer".into();
+        expect(vec![authorised(eur(500))], reconcile(orphan), vec![]).await;
+        let mut usd = observed(false, 500, 0);
+        usd.amount = Money::new(500, Currency::parse("USD").unwrap());
+        expect(vec![authorised(eur(500))], reconcile(usd), vec![]).await;
     }
 
     #[tokio::test]
@@ -685,20 +1136,20 @@ mod tests {
         };
         expect(
             vec![authorised(eur(500))],
-            PaymentCommand::Void,
+            PaymentCommand::Void { key: None },
             vec![voided.clone()],
         )
         .await;
         expect(
             vec![authorised(eur(500)), voided],
-            PaymentCommand::Void,
+            PaymentCommand::Void { key: None },
             vec![],
         )
         .await;
-        expect(vec![], PaymentCommand::Void, vec![]).await;
+        expect(vec![], PaymentCommand::Void { key: None }, vec![]).await;
         refuse(
             vec![authorised(eur(500)), captured(500, 500)],
-            PaymentCommand::Void,
+            PaymentCommand::Void { key: None },
             PaymentError::AlreadyCaptured,
         )
         .await;
@@ -708,7 +1159,10 @@ mod tests {
     async fn refund_never_exceeds_the_capture() {
         expect(
             vec![authorised(eur(500)), captured(500, 500)],
-            PaymentCommand::Refund { amount: eur(200) },
+            PaymentCommand::Refund {
+                amount: eur(200),
+                key: None,
+            },
             vec![PaymentEvent::PaymentRefunded {
                 order_id: order(),
                 amount: eur(200),
@@ -718,7 +1172,10 @@ mod tests {
         .await;
         refuse(
             vec![authorised(eur(500)), captured(100, 100)],
-            PaymentCommand::Refund { amount: eur(101) },
+            PaymentCommand::Refund {
+                amount: eur(101),
+                key: None,
+            },
             PaymentError::ExceedsRemaining {
                 requested: eur(101),
                 remaining: eur(100),
@@ -727,7 +1184,10 @@ mod tests {
         .await;
         refuse(
             vec![authorised(eur(500))],
-            PaymentCommand::Refund { amount: eur(1) },
+            PaymentCommand::Refund {
+                amount: eur(1),
+                key: None,
+            },
             PaymentError::NotAuthorised,
         )
         .await;

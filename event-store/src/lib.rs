@@ -41,6 +41,8 @@ pub static SCHEMA: runtime::db::Schema = runtime::db::Schema {
         "GRANT SELECT, INSERT, UPDATE ON consumer_floors TO {role}",
         // Customers' data keys (orders): made on a first order, erased by an operator.
         "GRANT SELECT, INSERT, UPDATE ON customer_keys TO {role}",
+        // The provider's PaymentIntent of each order (payments), recorded once.
+        "GRANT SELECT, INSERT ON payment_intents TO {role}",
     ],
     owner_statements: &[],
 };

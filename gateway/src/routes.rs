@@ -125,6 +125,7 @@ pub static ROUTES: &[Route] = &[
     route!(POST "/api/products/{sku}/restock", Operator, Inventory "/products/{sku}/restock", Proxy, "Restock a product (operators)"),
     route!(POST "/api/products/{sku}/price", Operator, Inventory "/products/{sku}/price", Proxy, "Change a product's price (operators)"),
     route!(POST "/api/products/{sku}/customer-limit", Operator, Inventory "/products/{sku}/customer-limit", Proxy, "Limit the units one customer may hold of a product, for a flash sale (operators)"),
+    route!(POST "/api/webhooks/stripe", Anyone, Payments "/webhooks/stripe", Proxy, "Stripe's signed events about payments (the payments service checks the Stripe-Signature)"),
     route!(POST "/api/payments/{order_id}/refund", Operator, Payments "/payments/{order_id}/refund", Proxy, "Refund a captured payment (operators)"),
     route!(GET "/api/payments/{order_id}", Operator, Query "/payments/{order_id}", Proxy, "An order's payment (operators)"),
     route!(GET "/api/customers/{id}/orders", Operator, Query "/customers/{id}/orders", Proxy, "Any customer's orders (operators)"),

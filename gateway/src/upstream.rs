@@ -28,6 +28,8 @@ const REQUEST_HEADERS: &[&str] = &[
     "idempotency-key",
     "if-none-match",
     "x-request-id",
+    // Stripe's webhook signature, which only the payments service checks.
+    "stripe-signature",
 ];
 
 /// Response headers a service may send back to the client.

@@ -99,6 +99,31 @@ impl Env {
         Ok(Duration::from_millis(ms))
     }
 
+    /// A secret given as `name` or in the file `name_FILE` (trimmed; the file is how Docker and
+    /// Kubernetes secrets arrive); `None` when neither is set. The variable wins over the file.
+    pub fn secret(&self, name: &str) -> Result<Option<crate::secret::Secret<String>>, EnvError> {
+        if let Some(value) = self.get(name) {
+            return Ok(Some(crate::secret::Secret::new(value.trim().to_owned())));
+        }
+        let file = format!("{name}_FILE");
+        let Some(path) = self.get(&file) else {
+            return Ok(None);
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim().is_empty() => {
+                Ok(Some(crate::secret::Secret::new(text.trim().to_owned())))
+            }
+            Ok(_) => Err(EnvError {
+                name: file,
+                reason: format!("{path} is empty"),
+            }),
+            Err(e) => Err(EnvError {
+                name: file,
+                reason: format!("{path} cannot be read: {e}"),
+            }),
+        }
+    }
+
     /// A boolean: `1`, `true`, `yes`, `on` or `0`, `false`, `no`, `off`.
     pub fn bool_or(&self, name: &str, default: bool) -> Result<bool, EnvError> {
         match self.get(name).map(str::to_ascii_lowercase).as_deref() {
@@ -123,6 +148,26 @@ mod tests {
         assert_eq!(env.parse_or("A", 3u16).unwrap(), 3);
         assert_eq!(env.parse_or("B", 3u16).unwrap(), 7);
         assert_eq!(env.string_or("C", "x"), "x");
+    }
+
+    #[test]
+    fn a_secret_comes_from_the_variable_or_its_file() {
+        let dir = std::env::temp_dir().join(format!("env-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("key");
+        std::fs::write(&file, "sk_from_file\n").unwrap();
+        let path = file.to_string_lossy().into_owned();
+        let env = Env::from_pairs([
+            ("A", "sk_direct"),
+            ("A_FILE", path.as_str()),
+            ("B_FILE", path.as_str()),
+        ]);
+        assert_eq!(env.secret("A").unwrap().unwrap().expose(), "sk_direct");
+        assert_eq!(env.secret("B").unwrap().unwrap().expose(), "sk_from_file");
+        assert!(env.secret("C").unwrap().is_none());
+        let missing = Env::from_pairs([("D_FILE", "/nonexistent/key")]);
+        assert_eq!(missing.secret("D").unwrap_err().name, "D_FILE");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

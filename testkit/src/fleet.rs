@@ -146,6 +146,7 @@ impl Fleet {
             {
                 let mut env = command(&payments);
                 env.push(("PAYMENT_PROVIDER_TIMEOUT_MS", "300".into()));
+                env.extend(crate::TEST_PAYMENT_PROVIDER.map(|(k, v)| (k, v.into())));
                 env
             },
             vec![
@@ -209,6 +210,9 @@ impl Fleet {
                 urls: Default::default(),
                 reads: Vec::new(),
                 shutdown: Vec::new(),
+                payments_env: crate::TEST_PAYMENT_PROVIDER
+                    .map(|(k, v)| (k, v.to_owned()))
+                    .to_vec(),
                 orders,
                 inventory,
                 payments,

@@ -17,6 +17,7 @@ pub mod private;
 pub mod process;
 pub mod schemas;
 pub mod stack;
+pub mod stripe;
 pub mod world;
 
 use std::future::Future;
@@ -45,6 +46,8 @@ pub struct Infra {
     pub python_path: Option<String>,
     /// Where it installed what `deploy/check.py` needs (kubernetes-validate and friends).
     pub deploy_python_path: Option<String>,
+    /// Where it installed localstripe, the Stripe-compatible server ([`stripe::LocalStripe`]).
+    pub stripe_python_path: Option<String>,
     /// The local CA and every holder's certificate, as `cargo xtask test` made them for its
     /// NATS server and for the services under test.
     pub tls_dir: Option<std::path::PathBuf>,
@@ -52,7 +55,6 @@ pub struct Infra {
 
 static INFRA: OnceLock<Infra> = OnceLock::new();
 
-/// The test infrastructure: what [`use_infra`] set, else read once from the environment.
 /// The master key of the customers' data keys in this test process (one, random): the
 /// orders services of a test seal with it, and `World::env` gives it to their processes.
 pub fn data_keys_master() -> runtime::sealing::Key {
@@ -61,6 +63,14 @@ pub fn data_keys_master() -> runtime::sealing::Key {
         .clone()
 }
 
+/// The payments settings of a test that needs a provider to misbehave on cue (`tok_timeout`,
+/// `tok_flaky`): the token-named test provider, which runs only when told it may.
+pub const TEST_PAYMENT_PROVIDER: [(&str, &str); 2] = [
+    ("PAYMENT_PROVIDER", "test"),
+    ("ALLOW_TEST_PAYMENT_PROVIDER", "true"),
+];
+
+/// The test infrastructure: what [`use_infra`] set, else read once from the environment.
 pub fn infra() -> &'static Infra {
     INFRA.get_or_init(Infra::from_env)
 }
@@ -88,6 +98,9 @@ impl Infra {
             python_path: env.get("STREAMSHOP_TEST_PYTHONPATH").map(str::to_owned),
             deploy_python_path: env
                 .get("STREAMSHOP_TEST_DEPLOY_PYTHONPATH")
+                .map(str::to_owned),
+            stripe_python_path: env
+                .get("STREAMSHOP_TEST_STRIPE_PYTHONPATH")
                 .map(str::to_owned),
             tls_dir: env.get("STREAMSHOP_TEST_TLS_DIR").map(Into::into),
         }

@@ -30,6 +30,9 @@ pub struct Stack {
     /// The projections service and the query API, when started (`Options::reads`).
     pub reads: Vec<String>,
     pub shutdown: Vec<CancellationToken>,
+    /// The payment provider's settings of the payments service (the test provider unless
+    /// `Options::payments_env` says otherwise).
+    pub payments_env: Vec<(&'static str, String)>,
 }
 
 /// Which services a [`Stack`] runs beside orders, inventory and payments.
@@ -46,6 +49,8 @@ pub struct Options {
     pub query_env: Vec<(&'static str, String)>,
     /// More environment for the orchestrator (its backoff, say), over the stack's own.
     pub orchestrator_env: Vec<(&'static str, String)>,
+    /// The payment provider's settings (`LocalStripe::env`, say); empty: the test provider.
+    pub payments_env: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -56,6 +61,7 @@ impl Default for Options {
             business_deadline_secs: 3,
             query_env: Vec::new(),
             orchestrator_env: Vec::new(),
+            payments_env: Vec::new(),
         }
     }
 }
@@ -83,7 +89,8 @@ impl Stack {
 
     /// The command services and whatever else `options` asks for.
     pub async fn start_with(options: Options) -> Self {
-        let (mut stack, mut env) = Self::services(options.business_deadline_secs).await;
+        let (mut stack, mut env) =
+            Self::services_paying_with(options.business_deadline_secs, options.payments_env).await;
         for (name, value) in options.orchestrator_env {
             env.retain(|(k, _)| *k != name);
             env.push((name, value));
@@ -238,6 +245,21 @@ impl Stack {
 
     /// Orders, inventory and payments in this process; the orchestrator's environment.
     pub async fn services(business_deadline_secs: u64) -> (Self, Vec<(&'static str, String)>) {
+        Self::services_paying_with(business_deadline_secs, Vec::new()).await
+    }
+
+    /// As [`Stack::services`], with the payment provider's settings (empty: the test one).
+    pub async fn services_paying_with(
+        business_deadline_secs: u64,
+        payments_env: Vec<(&'static str, String)>,
+    ) -> (Self, Vec<(&'static str, String)>) {
+        let payments_env = if payments_env.is_empty() {
+            crate::TEST_PAYMENT_PROVIDER
+                .map(|(k, v)| (k, v.to_owned()))
+                .to_vec()
+        } else {
+            payments_env
+        };
         let (orders, inventory, payments) = Self::command_worlds().await;
         let orchestrator_db = crate::fresh_db("orchestrator").await;
         let orchestrator = PgPool::connect(&orchestrator_db.owner).await.unwrap();
@@ -247,7 +269,7 @@ impl Stack {
         let spec = orders::OrdersSpec::from_env(&Env::from_pairs(orders.env())).unwrap();
         let (o, o_stop) = orders.spawn_orders(spec).await;
         let (i, i_stop) = inventory.spawn::<inventory::InventorySpec>().await;
-        let (p, p_stop) = Self::spawn_payments(&payments).await;
+        let (p, p_stop) = Self::spawn_payments(&payments, &payments_env).await;
 
         let mut env = orders.env();
         env.retain(|(k, _)| !k.starts_with("DATABASE_"));
@@ -273,14 +295,20 @@ impl Stack {
             urls: [o, i, p, String::new()],
             reads: Vec::new(),
             shutdown: vec![o_stop, i_stop, p_stop],
+            payments_env,
         };
         (stack, env)
     }
 
-    /// The payments service in this process, with a short provider timeout.
-    async fn spawn_payments(world: &World) -> (String, CancellationToken) {
+    /// The payments service in this process, with a short provider timeout and `provider`'s
+    /// settings.
+    async fn spawn_payments(
+        world: &World,
+        provider: &[(&'static str, String)],
+    ) -> (String, CancellationToken) {
         let mut env = world.env();
         env.push(("PAYMENT_PROVIDER_TIMEOUT_MS", "300".into()));
+        env.extend(provider.iter().cloned());
         serve(
             payments::app(&payments::settings(&Env::from_pairs(env)).unwrap())
                 .await
@@ -295,7 +323,7 @@ impl Stack {
 
     /// Starts the payments service again after [`Stack::stop_payments`].
     pub async fn start_payments(&mut self) {
-        let (url, stop) = Self::spawn_payments(&self.payments).await;
+        let (url, stop) = Self::spawn_payments(&self.payments, &self.payments_env).await;
         self.urls[2] = url;
         self.shutdown[2] = stop;
     }

@@ -287,6 +287,25 @@ impl World {
         })
     }
 
+    /// Waits until `context`'s service answers its commands over NATS (a service served in
+    /// this process subscribes a moment after it is built).
+    pub async fn serving(&self, context: BoundedContext) {
+        let subject = self.ns.command_subject(context, "Serving");
+        crate::eventually(
+            Duration::from_secs(20),
+            "the service to answer over NATS",
+            || async {
+                // Any answer will do (an unknown command is refused): someone is there.
+                self.nats
+                    .request(subject.clone(), b"{}".to_vec().into())
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+    }
+
     /// Sends a raw body as the command `command` over NATS request/reply and returns the raw
     /// reply: for tests of malformed requests.
     pub async fn nats_command(&self, context: BoundedContext, command: &str, body: Value) -> Value {

@@ -13,6 +13,7 @@ mod proc;
 mod python;
 mod secrets;
 mod services;
+mod stripe;
 mod tls;
 
 #[cfg(test)]
@@ -154,7 +155,11 @@ fn up(release: bool, cluster: bool) -> anyhow::Result<ExitCode> {
     };
     // The two stacks share the services' and the OpenID provider's ports.
     for other in Layout::runnable()?.iter().filter(|l| l.name != layout.name) {
-        if services::any_running(other) || nats::running(other) || oidc::running(other) {
+        if services::any_running(other)
+            || nats::running(other)
+            || oidc::running(other)
+            || stripe::running(other)
+        {
             anyhow::bail!(
                 "the {} stack is running and uses the same ports: `cargo xtask down` first",
                 other.name
@@ -166,6 +171,7 @@ fn up(release: bool, cluster: bool) -> anyhow::Result<ExitCode> {
     nats::start(&layout)?;
     oidc::install(&layout)?;
     oidc::start(&layout)?;
+    stripe::start(&layout)?;
     let bins = services::build(&layout, release, &[])?;
     services::start_all(&layout, &bins)?;
     services::print_urls(&layout);
@@ -200,6 +206,7 @@ fn token(customer: Option<&str>, admin: bool) -> anyhow::Result<ExitCode> {
 fn down() -> anyhow::Result<ExitCode> {
     for layout in Layout::runnable()? {
         services::stop_all(&layout);
+        stripe::stop(&layout);
         oidc::stop(&layout);
         nats::stop(&layout);
         postgres::stop(&layout);
@@ -216,6 +223,7 @@ fn status() -> anyhow::Result<ExitCode> {
     postgres::status(&layout);
     nats::status(&layout);
     oidc::status(&layout);
+    stripe::status(&layout);
     services::status(&layout);
     Ok(ExitCode::SUCCESS)
 }
@@ -226,6 +234,7 @@ fn reset() -> anyhow::Result<ExitCode> {
     let bench = Layout::bench()?;
     for layout in [&dev, &cluster, &test, &bench] {
         services::stop_all(layout);
+        stripe::stop(layout);
         oidc::stop(layout);
         nats::stop(layout);
         postgres::stop(layout);
@@ -246,6 +255,7 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     nats::start(&layout)?;
     let python_path = python::test_packages(&layout)?;
     let deploy_python_path = python::deploy_packages(&layout)?;
+    let stripe_python_path = python::stripe_packages(&layout)?;
     // The tests start their own OpenID providers from these packages.
     oidc::install(&layout)?;
 
@@ -301,6 +311,7 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
             )
             .env("STREAMSHOP_TEST_PYTHONPATH", &python_path)
             .env("STREAMSHOP_TEST_DEPLOY_PYTHONPATH", &deploy_python_path)
+            .env("STREAMSHOP_TEST_STRIPE_PYTHONPATH", &stripe_python_path)
             .env("STREAMSHOP_TEST_TLS_DIR", tls::dir(&layout))
             // What a test needs to run a NATS server or a Postgres cluster of its own, to kill
             // and restart it without disturbing the others.

@@ -117,19 +117,11 @@ pub fn running(layout: &Layout) -> bool {
 }
 
 pub fn stop(layout: &Layout) {
-    if let Some(pid) = proc::running_pid(&pid_file(layout)) {
-        proc::stop(pid, Duration::from_secs(10));
-        println!("oidc: stopped");
-    }
-    let _ = std::fs::remove_file(pid_file(layout));
+    proc::stop_helper("oidc", &pid_file(layout));
 }
 
 pub fn status(layout: &Layout) {
-    let state = match proc::running_pid(&pid_file(layout)) {
-        Some(pid) => format!("running  pid {pid}"),
-        None => "stopped ".into(),
-    };
-    println!("{:<12} {state} {}", "oidc", issuer());
+    proc::helper_status("oidc", &pid_file(layout), &issuer());
 }
 
 /// Prints an access token from the running provider: a customer's (authorization code

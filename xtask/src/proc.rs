@@ -56,6 +56,25 @@ pub fn stop(pid: i32, grace: Duration) {
     let _ = kill(pid_t, Signal::SIGKILL);
 }
 
+/// Stops the helper process (`name`) whose pid `pid_file` holds, if it runs, and removes the
+/// file.
+pub fn stop_helper(name: &str, pid_file: &Path) {
+    if let Some(pid) = running_pid(pid_file) {
+        stop(pid, Duration::from_secs(10));
+        println!("{name}: stopped");
+    }
+    let _ = std::fs::remove_file(pid_file);
+}
+
+/// The status line of the helper process (`name`) whose pid `pid_file` holds, serving `at`.
+pub fn helper_status(name: &str, pid_file: &Path, at: &str) {
+    let state = match running_pid(pid_file) {
+        Some(pid) => format!("running  pid {pid}"),
+        None => "stopped ".into(),
+    };
+    println!("{name:<12} {state} {at}");
+}
+
 /// Starts `cmd` in its own process group (so a Ctrl-C of xtask does not stop it) with output
 /// appended to `log`, and records its pid in `pid_file`.
 pub fn spawn_detached(mut cmd: Command, log: &Path, pid_file: &Path) -> anyhow::Result<i32> {

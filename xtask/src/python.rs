@@ -51,6 +51,18 @@ pub fn deploy_packages(layout: &Layout) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// The folder (for `PYTHONPATH`) holding localstripe, the Stripe-compatible server that
+/// `cargo xtask up` and the tests run (`command-services/payments/local-stripe`), apart from
+/// the other packages so that their pins never meet.
+pub fn stripe_packages(layout: &Layout) -> anyhow::Result<PathBuf> {
+    installed(
+        layout,
+        "python-stripe",
+        &["command-services/payments/local-stripe/requirements.txt"],
+        "the Stripe-compatible server (localstripe)",
+    )
+}
+
 /// The folder (for `PYTHONPATH`) holding the Python packages the tests use, installed on
 /// first use: the analysts' script's (nats-py and pyarrow, `events/analyst/requirements.txt`)
 /// the OpenAPI validator the schema tests run (`schemas/requirements.txt`) and the API fuzzer

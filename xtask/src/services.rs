@@ -222,6 +222,15 @@ pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
                 crate::secrets::data_keys_master(layout)?,
             );
         }
+        if s.name == "payments" {
+            // Payments go through the Stripe adapter to the local Stripe-compatible server.
+            cmd.env("PAYMENT_PROVIDER", "stripe")
+                .env("STRIPE_API_BASE", crate::stripe::api_base())
+                .env(
+                    "STRIPE_SECRET_KEY_FILE",
+                    crate::stripe::secret_key_file(layout)?,
+                );
+        }
         if s.name == "gateway" {
             // Its metrics, apart from the public side: 9000, and 9100 for a second replica.
             cmd.env(
@@ -367,6 +376,12 @@ pub fn print_urls(layout: &Layout) {
         "oidc",
         crate::oidc::issuer()
     );
+    println!(
+        "  {:<12} {} (localstripe, which payments pay through; its key: {})",
+        "stripe",
+        crate::stripe::api_base(),
+        layout.root.join("stripe/secret-key").display()
+    );
     println!();
     println!(
         "clients use the gateway (README \"Try it\" and \"For frontends\" have the whole walk):"
@@ -381,7 +396,7 @@ pub fn print_urls(layout: &Layout) {
     println!(
         r#"  curl -s -X POST localhost:8000/api/orders -H "authorization: Bearer $customer" \
     -H 'content-type: application/json' \
-    -d '{{"lines":[{{"sku":"SKU-1","quantity":2}}],"payment_token":"tok_ok"}}'"#
+    -d '{{"lines":[{{"sku":"SKU-1","quantity":2}}],"payment_token":"pm_card_visa"}}'"#
     );
     println!(
         r#"  curl -sN localhost:8000/api/orders/<order_id>/events -H "authorization: Bearer $customer""#

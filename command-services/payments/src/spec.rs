@@ -11,9 +11,12 @@ use messaging::BoundedContext;
 use runtime::service::Defaults;
 use uuid::Uuid;
 
-/// The payments context's commands.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PaymentsSpec;
+/// The payments context's commands, and the provider's webhook beside them.
+#[derive(Debug, Clone, Default)]
+pub struct PaymentsSpec {
+    /// The Stripe webhook's settings; none: the route answers 404.
+    pub webhook: Option<crate::webhook::WebhookSettings>,
+}
 
 /// A command on the payment of `order_id`, correlated with the order.
 fn parsed(order_id: Uuid, command: PaymentCommand) -> Parsed<Payment> {
@@ -42,6 +45,7 @@ impl CommandSpec for PaymentsSpec {
                         order_id: b.order_id,
                         amount: Money::new(b.amount, b.currency),
                         payment_token: b.payment_token,
+                        key: None,
                     },
                 )
             }),
@@ -50,19 +54,44 @@ impl CommandSpec for PaymentsSpec {
                     b.order_id,
                     PaymentCommand::Capture {
                         amount: Money::new(b.amount, b.currency),
+                        key: None,
                     },
                 )
             }),
-            Binding::new(|b: VoidPayment, _| parsed(b.order_id, PaymentCommand::Void)),
+            Binding::new(|b: VoidPayment, _| {
+                parsed(b.order_id, PaymentCommand::Void { key: None })
+            }),
             Binding::new(|b: RefundPayment, _| {
                 parsed(
                     b.order_id,
                     PaymentCommand::Refund {
                         amount: Money::new(b.amount, b.currency),
+                        key: None,
                     },
                 )
             }),
         ]
+    }
+
+    fn extra_paths() -> Vec<(&'static str, serde_json::Value)> {
+        vec![crate::webhook::openapi()]
+    }
+
+    /// Stripe's webhook, which the gateway forwards to anyone (the signature is checked).
+    fn routes(
+        &self,
+        dispatcher: std::sync::Arc<command_kit::dispatch::Dispatcher<Self>>,
+        pool: sqlx::PgPool,
+    ) -> (axum::Router, Vec<(axum::http::Method, String)>) {
+        (
+            crate::webhook::router(dispatcher, self.webhook.clone(), pool),
+            vec![(axum::http::Method::POST, crate::webhook::PATH.to_owned())],
+        )
+    }
+
+    /// The provider's idempotency keys are made from the request's.
+    fn keyed(command: &mut PaymentCommand, key: &str) {
+        command.set_key(key.to_owned());
     }
 
     /// Every answer says where the payment stands; a decline also why.

@@ -10,7 +10,11 @@ async fn payments_killed_for_a_minute_at_the_authorisation_while_200_orders_flow
     kill_for_a_minute_under_200_orders(Victim {
         index: 2,
         binary: std::path::Path::new(env!("CARGO_BIN_EXE_payments")),
-        env: &[("PAYMENT_PROVIDER_TIMEOUT_MS", "300")],
+        env: &[
+            ("PAYMENT_PROVIDER_TIMEOUT_MS", "300"),
+            testkit::TEST_PAYMENT_PROVIDER[0],
+            testkit::TEST_PAYMENT_PROVIDER[1],
+        ],
     })
     .await;
 }

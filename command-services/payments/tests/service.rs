@@ -1,14 +1,14 @@
 //! The payments service over HTTP and NATS against real Postgres and JetStream, with the
 //! deterministic test provider.
 
-use contracts::payments::{
-    AuthorisePayment, CapturePayment, PaymentAnswer, RefundPayment, VoidPayment,
-};
+mod common;
+
+use common::{authorise, capture, refund};
+use contracts::payments::{AuthorisePayment, PaymentAnswer, VoidPayment};
 use contracts::{Command, Reply};
 use domain::payment::PaymentStatus;
 use messaging::BoundedContext;
 use serde_json::{json, Value};
-use testkit::fixtures::eur;
 use testkit::world::{path_of, post, post_command, Via, World};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -16,33 +16,9 @@ use uuid::Uuid;
 async fn start(world: &World) -> (String, CancellationToken) {
     let mut env = world.env();
     env.push(("PAYMENT_PROVIDER_TIMEOUT_MS", "300".into()));
+    env.extend(testkit::TEST_PAYMENT_PROVIDER.map(|(k, v)| (k, v.into())));
     let settings = payments::settings(&runtime::env::Env::from_pairs(env)).unwrap();
     testkit::world::serve(payments::app(&settings).await.unwrap())
-}
-
-fn authorise(order: Uuid, token: &str, amount: i64) -> AuthorisePayment {
-    AuthorisePayment {
-        order_id: order,
-        amount,
-        currency: eur(),
-        payment_token: token.into(),
-    }
-}
-
-fn capture(order: Uuid, amount: i64) -> CapturePayment {
-    CapturePayment {
-        order_id: order,
-        amount,
-        currency: eur(),
-    }
-}
-
-fn refund(order: Uuid, amount: i64) -> RefundPayment {
-    RefundPayment {
-        order_id: order,
-        amount,
-        currency: eur(),
-    }
 }
 
 #[tokio::test]
@@ -222,6 +198,7 @@ async fn json_logs_parse_and_never_contain_a_payment_token() {
         ("RUST_LOG", "debug".to_owned()),
         ("PAYMENT_PROVIDER_TIMEOUT_MS", "200".to_owned()),
     ]);
+    env.extend(testkit::TEST_PAYMENT_PROVIDER.map(|(k, v)| (k, v.to_owned())));
     let process = testkit::process::ServiceProcess::start_logging_to(
         std::path::Path::new(env!("CARGO_BIN_EXE_payments")),
         testkit::free_port(),
@@ -333,6 +310,7 @@ async fn a_busy_service_sheds_commands_over_nats_instead_of_queueing_them() {
     // One handler, so 17 commands in hand at most; each waits 300 ms on a silent provider.
     let mut env = world.env();
     env.push(("PAYMENT_PROVIDER_TIMEOUT_MS", "300".into()));
+    env.extend(testkit::TEST_PAYMENT_PROVIDER.map(|(k, v)| (k, v.into())));
     env.push(("NATS_COMMAND_CONCURRENCY", "1".into()));
     let settings = payments::settings(&runtime::env::Env::from_pairs(env)).unwrap();
     let (_base, stop) = testkit::world::serve(payments::app(&settings).await.unwrap());
