@@ -9,11 +9,15 @@
 # Usage:
 #   deploy/kubernetes/make-secrets.sh [--print] [--namespace streamshop]
 #       [--overlay local|production] [--dev] [--state DIR]
+#       [--stripe-secret-key-file FILE]
 #
 #   --dev        the compose stack's committed development keys and passwords (docker/tls,
 #                docker/nats, <role>-dev-password): for a laptop's cluster only. Refused with
 #                --overlay production, which also refuses any material the repository holds.
 #   --print      print the Secrets as YAML instead of applying them (no cluster needed)
+#   --stripe-secret-key-file FILE
+#                your Stripe secret key for payments (sk_test_… keeps them in test mode);
+#                required with --overlay production, a placeholder otherwise
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [[ -n ${STREAMSHOP_XTASK:-} ]]; then

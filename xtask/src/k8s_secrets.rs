@@ -13,6 +13,7 @@
 //! | `streamshop-ca` | `ca.pem` | the CA NATS trusts |
 //! | `nats-auth` | `auth.conf` | the NATS users (`authorization` block) |
 //! | `orders-data-keys` | `master.key` | `DATA_KEYS_MASTER_KEY_FILE` of orders: wraps the customers' data keys |
+//! | `payments-stripe` | `secret-key` | `STRIPE_SECRET_KEY_FILE` of payments: your Stripe key (`--stripe-secret-key-file`) |
 //!
 //! By default the material is made for the namespace and kept under `.state/k8s/<namespace>/`
 //! (readable by its owner only), so a second run makes the same Secrets: a new CA, new keys
@@ -21,6 +22,11 @@
 //! development material of the compose stack instead (`docker/tls`, `docker/nats/keys`, the
 //! `-dev-password`s): for a laptop's cluster only, and refused for the production overlay,
 //! which also refuses any material the repository holds however it was given.
+//!
+//! The Stripe key cannot be made: it is yours, given with `--stripe-secret-key-file` (a
+//! test-mode `sk_test_` key keeps every payment in Stripe's test mode). Without one the local
+//! overlay gets a placeholder, with which the stack starts and every payment answers that the
+//! provider refused the key; the production overlay refuses to go without one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,7 +49,12 @@ pub struct Options {
     pub print: bool,
     /// Where fresh material is kept; default `.state/k8s/<namespace>`.
     pub state: Option<PathBuf>,
+    /// A file holding the Stripe secret key for the payments service.
+    pub stripe_secret_key_file: Option<PathBuf>,
 }
+
+/// The compose stack's committed key for its local Stripe-compatible server.
+const COMPOSE_STRIPE_KEY: &str = "docker/stripe/secret-key";
 
 /// The read-write Service CloudNativePG makes for the Cluster `streamshop-pg`.
 const PG_HOST: &str = "streamshop-pg-rw:5432";
@@ -58,6 +69,33 @@ struct Material {
     nats_keys: PathBuf,
     /// Every database role's password, and the analysts' (`nats-analyst`).
     passwords: BTreeMap<String, String>,
+    /// The Stripe secret key of payments.
+    stripe_secret_key: PathBuf,
+}
+
+/// The beginning of the key kept when none was given: not a key Stripe knows.
+const STRIPE_PLACEHOLDER: &str = "sk_test_placeholder_";
+
+/// The Stripe key in `state`: the one given (checked to be a secret or restricted key), else
+/// the one kept from an earlier run, else a placeholder.
+fn stripe_key(state: &Path, given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let path = state.join("stripe-secret-key");
+    if let Some(given) = given {
+        let key = std::fs::read_to_string(given)
+            .with_context(|| format!("reading {}", given.display()))?;
+        let key = key.trim();
+        if !(key.starts_with("sk_") || key.starts_with("rk_")) {
+            bail!(
+                "{} holds no Stripe secret or restricted key (sk_… or rk_…)",
+                given.display()
+            );
+        }
+        crate::secrets::write_private(&path, key.as_bytes())?;
+    } else if !path.exists() {
+        let placeholder = format!("{STRIPE_PLACEHOLDER}{}", uuid::Uuid::new_v4().simple());
+        crate::secrets::write_private(&path, placeholder.as_bytes())?;
+    }
+    Ok(path)
 }
 
 pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<ExitCode> {
@@ -74,11 +112,26 @@ pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<ExitCode> {
         .state
         .clone()
         .unwrap_or_else(|| workspace.join(".state/k8s").join(&options.namespace));
+    let given = options.stripe_secret_key_file.as_deref();
     let material = if options.dev {
-        development(workspace, &state, &options.namespace)?
+        development(workspace, &state, &options.namespace, given)?
     } else {
-        fresh(&state, &options.namespace)?
+        fresh(&state, &options.namespace, given)?
     };
+    let placeholder =
+        std::fs::read_to_string(&material.stripe_secret_key)?.starts_with(STRIPE_PLACEHOLDER);
+    if placeholder && options.overlay == "production" {
+        bail!(
+            "the production overlay takes payments with your Stripe key: give it with \
+             --stripe-secret-key-file FILE"
+        );
+    }
+    if placeholder {
+        eprintln!(
+            "k8s-secrets: payments-stripe holds a placeholder: payments are refused until you \
+             run again with --stripe-secret-key-file FILE (a test-mode sk_test_ key will do)"
+        );
+    }
     if options.overlay == "production" {
         let reused = committed_in(workspace, &material)?;
         if !reused.is_empty() {
@@ -129,7 +182,7 @@ fn route_names(namespace: &str) -> Vec<String> {
 const VALIDITY: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
 /// Fresh material, made where it is missing and kept in `state`.
-fn fresh(state: &Path, namespace: &str) -> anyhow::Result<Material> {
+fn fresh(state: &Path, namespace: &str, stripe: Option<&Path>) -> anyhow::Result<Material> {
     crate::secrets::private_dir(state)?;
     let tls = state.join("tls");
     crate::secrets::private_dir(&tls)?;
@@ -169,12 +222,18 @@ fn fresh(state: &Path, namespace: &str) -> anyhow::Result<Material> {
         tls,
         nats_keys,
         passwords,
+        stripe_secret_key: stripe_key(state, stripe)?,
     })
 }
 
 /// The compose stack's committed development material; the routes' certificate is made in
 /// `state` from the committed CA's key.
-fn development(workspace: &Path, state: &Path, namespace: &str) -> anyhow::Result<Material> {
+fn development(
+    workspace: &Path,
+    state: &Path,
+    namespace: &str,
+    stripe: Option<&Path>,
+) -> anyhow::Result<Material> {
     let tls = crate::compose_keys::tls_dir(workspace);
     let routes = state.join("dev-routes");
     crate::secrets::private_dir(&routes)?;
@@ -206,6 +265,10 @@ fn development(workspace: &Path, state: &Path, namespace: &str) -> anyhow::Resul
         tls: routes,
         nats_keys: crate::compose_keys::dir(workspace).join("keys"),
         passwords,
+        stripe_secret_key: match stripe {
+            Some(given) => stripe_key(state, Some(given))?,
+            None => workspace.join(COMPOSE_STRIPE_KEY),
+        },
     })
 }
 
@@ -263,6 +326,11 @@ fn committed_in(workspace: &Path, material: &Material) -> anyhow::Result<Vec<Str
         == std::fs::read(workspace.join("docker/keys/data-keys-master.key")).ok()
     {
         found.push("the committed data keys' master key".into());
+    }
+    if std::fs::read(&material.stripe_secret_key).ok()
+        == std::fs::read(workspace.join(COMPOSE_STRIPE_KEY)).ok()
+    {
+        found.push("the compose stack's Stripe key".into());
     }
     for (role, password) in &material.passwords {
         if password.ends_with("-dev-password") {
@@ -378,6 +446,13 @@ fn render(material: &Material, namespace: &str) -> anyhow::Result<String> {
     secret(
         &mut out,
         namespace,
+        "payments-stripe",
+        "Opaque",
+        &[("secret-key", file(material.stripe_secret_key.clone())?)],
+    );
+    secret(
+        &mut out,
+        namespace,
         "streamshop-ca",
         "Opaque",
         &[("ca.pem", file(tls.join("ca.pem"))?)],
@@ -465,6 +540,7 @@ mod tests {
             workspace().join("docker/tls"),
             workspace().join("docker/nats/keys"),
             workspace().join("docker/keys"),
+            workspace().join("docker/stripe"),
         ] {
             for entry in std::fs::read_dir(&dir).unwrap() {
                 let path = entry.unwrap().path();
@@ -490,7 +566,7 @@ mod tests {
     #[test]
     fn with_no_arguments_nothing_made_is_in_the_repository_and_a_rerun_keeps_it() {
         let state = scratch();
-        let material = fresh(&state, "streamshop").unwrap();
+        let material = fresh(&state, "streamshop", None).unwrap();
         let yaml = render(&material, "streamshop").unwrap();
         let made = values(&yaml);
         assert!(made.len() > 30, "{} values", made.len());
@@ -506,7 +582,7 @@ mod tests {
         let admin = std::fs::read_to_string(state.join("nats-credentials/admin.nk")).unwrap();
         assert!(made.iter().all(|(_, v)| !contains(v, admin.as_bytes())));
         // A rerun makes the same Secrets.
-        let again = render(&fresh(&state, "streamshop").unwrap(), "streamshop").unwrap();
+        let again = render(&fresh(&state, "streamshop", None).unwrap(), "streamshop").unwrap();
         assert_eq!(again, yaml);
         assert!(committed_in(&workspace(), &material).unwrap().is_empty());
         let _ = std::fs::remove_dir_all(state);
@@ -523,10 +599,11 @@ mod tests {
                 overlay: "production".into(),
                 print: true,
                 state: Some(state.clone()),
+                stripe_secret_key_file: None,
             },
         );
         assert!(refused.is_err());
-        let material = development(&workspace(), &state, "streamshop").unwrap();
+        let material = development(&workspace(), &state, "streamshop", None).unwrap();
         let found = committed_in(&workspace(), &material).unwrap();
         assert!(
             found.iter().any(|f| f.contains("committed CA")),
@@ -540,7 +617,7 @@ mod tests {
     #[test]
     fn the_routes_certificate_chains_to_the_ca() {
         let state = scratch();
-        let material = fresh(&state, "shop").unwrap();
+        let material = fresh(&state, "shop", None).unwrap();
         let route = runtime::tls::TlsSettings::new(&material.tls, "nats-route");
         route.client_config().unwrap();
         route.server_config().unwrap();

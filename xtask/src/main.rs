@@ -98,6 +98,10 @@ enum Command {
         /// Where the fresh material is kept (default .state/k8s/<namespace>).
         #[arg(long)]
         state: Option<std::path::PathBuf>,
+        /// A file holding the payments service's Stripe secret key (sk_test_… for test
+        /// mode); required by the production overlay, a placeholder otherwise.
+        #[arg(long)]
+        stripe_secret_key_file: Option<std::path::PathBuf>,
     },
     /// Benchmark release builds on a fresh durable cluster; writes .state/bench-report/.
     Bench {
@@ -125,6 +129,7 @@ fn main() -> ExitCode {
             dev,
             overlay,
             state,
+            stripe_secret_key_file,
         } => Layout::dev().and_then(|layout| {
             k8s_secrets::run(
                 &layout.workspace,
@@ -134,6 +139,7 @@ fn main() -> ExitCode {
                     overlay,
                     print,
                     state,
+                    stripe_secret_key_file,
                 },
             )
         }),
