@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use testkit::front::Front;
+use testkit::stripe::LocalStripe;
 
 /// The first ```sh block after the heading `## <section>`.
 fn block(section: &str) -> String {
@@ -20,15 +21,18 @@ fn block(section: &str) -> String {
     section[start..end].to_owned()
 }
 
-/// The block as it runs against `front`: the gateway's address for the local one, and tokens
-/// from the test's OpenID provider where the block asks `cargo xtask token`.
-fn against(block: &str, front: &Front) -> String {
+/// The block as it runs against `front`: the gateway's address for the local one, the test's
+/// Stripe-compatible server (and a file with its key) for `up`'s, and tokens from the test's
+/// OpenID provider where the block asks `cargo xtask token`.
+fn against(block: &str, front: &Front, stripe: &LocalStripe, key_file: &str) -> String {
     let block = block
         .replace("localhost:8000", front.url.trim_start_matches("http://"))
+        .replace("localhost:8420", stripe.url.trim_start_matches("http://"))
+        .replace(".state/dev/stripe/secret-key", key_file)
         .replace("cargo xtask token --admin", &front.oidc.admin_command())
         .replace("cargo xtask token", &front.oidc.token_command());
     assert!(
-        !block.contains("localhost:80"),
+        !block.contains("localhost:8"),
         "a port the test does not map:\n{block}"
     );
     block
@@ -51,8 +55,13 @@ async fn bash(block: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_readme_blocks_work_as_written() {
-    let front = Front::start(&[]).await;
-    let stdout = bash(&against(&block("Try it"), &front)).await;
+    // As under `cargo xtask up`: payments go through the Stripe adapter to localstripe.
+    let stripe = LocalStripe::start().await;
+    let front = Front::start_paying_with(&[], stripe.env().into()).await;
+    let key_file = std::env::temp_dir().join(format!("readme-stripe-key-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&key_file, &stripe.key).unwrap();
+    let key_file = key_file.to_string_lossy().into_owned();
+    let stdout = bash(&against(&block("Try it"), &front, &stripe, &key_file)).await;
     // Every line the block prints is a JSON answer; none is a problem.
     let answers: Vec<Value> = stdout
         .lines()
@@ -97,7 +106,32 @@ async fn the_readme_blocks_work_as_written() {
     .await;
 
     // "For frontends": a second order, streamed live to its end (the product still has 8).
-    let stream = bash(&against(&block("For frontends"), &front)).await;
+    // The server holds the order's one intent for its total, captured.
+    let paid = uuid::Uuid::parse_str(&order).unwrap();
+    testkit::eventually(
+        Duration::from_secs(30),
+        "the intent to be captured",
+        || async {
+            let intents = stripe.intents_of(paid).await;
+            (intents.len() == 1
+                && intents[0]["status"] == "succeeded"
+                && intents[0]["amount"] == 2500)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        answers.iter().any(|a| a[0][1] == 2500),
+        "the block shows the order's intent: {stdout}"
+    );
+
+    let stream = bash(&against(
+        &block("For frontends"),
+        &front,
+        &stripe,
+        &key_file,
+    ))
+    .await;
     assert!(stream.contains("event: order"), "{stream}");
     assert!(stream.contains(r#""status":"confirmed""#), "{stream}");
     assert!(stream.contains(r#""type":"SagaCompleted""#), "{stream}");

@@ -182,9 +182,19 @@ impl Front {
     /// The whole stack (saga, projections, query API) behind a gateway; `extra` is more
     /// gateway environment (limits, say).
     pub async fn start(extra: &[(&'static str, String)]) -> Self {
+        Self::start_paying_with(extra, Vec::new()).await
+    }
+
+    /// As [`Front::start`], with the payment provider's settings (`LocalStripe::env`, say;
+    /// empty: the test provider).
+    pub async fn start_paying_with(
+        extra: &[(&'static str, String)],
+        payments_env: Vec<(&'static str, String)>,
+    ) -> Self {
         let stack = Stack::start_with(Options {
             reads: true,
             business_deadline_secs: 3,
+            payments_env,
             ..Options::default()
         })
         .await;
