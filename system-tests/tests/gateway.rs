@@ -78,10 +78,23 @@ async fn place(caller: &Caller<'_>, sku: &str, token: &str) -> Uuid {
     let (status, body) = caller.post("/api/orders", order_body(sku, token)).await;
     assert_eq!(status, 202, "{body}");
     let order = body["order_id"].as_str().unwrap().to_owned();
-    let (status, body) = caller
-        .get(&format!("/api/orders/{order}?min_version=1"))
-        .await;
-    assert_eq!(status, 200, "{body}");
+    // min_version waits up to its timeout (2 s); a busy machine's projection may take longer,
+    // which the answer says (`stale`), and the read is then asked again.
+    testkit::eventually(
+        std::time::Duration::from_secs(30),
+        "the order to be visible to its customer",
+        || async {
+            let (status, body) = caller
+                .get(&format!("/api/orders/{order}?min_version=1"))
+                .await;
+            match status {
+                200 => Some(()),
+                404 if body["stale"] == true => None,
+                _ => panic!("{status}: {body}"),
+            }
+        },
+    )
+    .await;
     Uuid::parse_str(&order).unwrap()
 }
 
