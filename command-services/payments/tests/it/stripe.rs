@@ -4,7 +4,7 @@
 //! the provider's own timeouts open. After each, the server's records (listed through its
 //! API) are compared with what the payment recorded.
 
-mod common;
+use crate::common;
 
 use common::{authorise, capture, refund};
 use contracts::payments::{PaymentAnswer, VoidPayment};

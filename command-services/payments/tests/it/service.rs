@@ -1,7 +1,7 @@
 //! The payments service over HTTP and NATS against real Postgres and JetStream, with the
 //! deterministic test provider.
 
-mod common;
+use crate::common;
 
 use common::{authorise, capture, refund};
 use contracts::payments::{AuthorisePayment, PaymentAnswer, VoidPayment};

@@ -1,0 +1,3 @@
+//! The integration tests of `schemas`, in one binary so that the crate links once.
+
+mod drift;
