@@ -292,6 +292,20 @@ impl Report {
             }
             line(String::new());
         }
+        self.commands_section(&mut line);
+        self.sagas_section(&mut line);
+        self.replay_section(&mut line);
+        self.export_section(&mut line);
+        self.queries_section(&mut line);
+        self.resources_section(&mut line);
+        self.gateway_section(&mut line);
+        self.security_section(&mut line);
+        self.field_encryption_section(&mut line);
+        self.cluster_section(&mut line);
+        o
+    }
+
+    fn commands_section(&self, line: &mut dyn FnMut(String)) {
         if let Some(c) = &self.commands {
             line("**1. Commands** (`POST /orders`, 202; closed loop for the rate, open loop at 80% of it for latency)".into());
             line(String::new());
@@ -314,6 +328,9 @@ impl Report {
             }
             line(String::new());
         }
+    }
+
+    fn sagas_section(&self, line: &mut dyn FnMut(String)) {
         if let Some(s) = &self.sagas {
             line("**2. Sagas end to end** (placed → confirmed and visible in `GET /orders/{id}`; open-loop arrivals)".into());
             line(String::new());
@@ -343,7 +360,7 @@ impl Report {
             if s.sustained_rate > 0.0 {
                 line(format!(
                     "- Sustained (the highest offered load that passed, run {} times): offered \
-                     {:.0}/s, completed {}/s, latency p50 / p95 / p99 {} ms.",
+                 {:.0}/s, completed {}/s, latency p50 / p95 / p99 {} ms.",
                     s.sustained_completed_per_second.runs.len(),
                     s.sustained_rate,
                     s.sustained_completed_per_second.show(0),
@@ -352,15 +369,15 @@ impl Report {
             } else {
                 line(format!(
                     "- No offered load passed; at the lowest one: completed {}/s, latency p50 / \
-                     p95 / p99 {} ms.",
+                 p95 / p99 {} ms.",
                     s.sustained_completed_per_second.show(0),
                     lat(&s.sustained_latency)
                 ));
             }
             line(format!(
                 "- Baseline: {pg64:.0} Postgres commits/s (single-row INSERTs, 64 clients) ÷ \
-                 {:.1} write transactions per order = {baseline:.0} sagas/s; streamshop reaches \
-                 {:.0}% of it.",
+             {:.1} write transactions per order = {baseline:.0} sagas/s; streamshop reaches \
+             {:.0}% of it.",
                 s.commits_per_order,
                 ratio(s.sustained_completed_per_second.median, baseline) * 100.0
             ));
@@ -372,9 +389,9 @@ impl Report {
             if let Some(h) = &s.hot {
                 line(format!(
                     "- Hot product: bursts of {} orders offered at {:.0}/s, alternating between \
-                     every order on one SKU and orders spread over 100: {}/s on one SKU against \
-                     {}/s spread, a share of {:.0}% ({:.0}–{:.0}%); hot latency p50 / p95 / p99 \
-                     {} ms; {} hot orders not confirmed.",
+                 every order on one SKU and orders spread over 100: {}/s on one SKU against \
+                 {}/s spread, a share of {:.0}% ({:.0}–{:.0}%); hot latency p50 / p95 / p99 \
+                 {} ms; {} hot orders not confirmed.",
                     h.orders,
                     h.burst_rate,
                     h.hot_completed_per_second.show(0),
@@ -388,11 +405,14 @@ impl Report {
             }
             line(String::new());
         }
+    }
+
+    fn replay_section(&self, line: &mut dyn FnMut(String)) {
         if let Some(r) = &self.replay {
             line(format!(
-                "**3. Replay**: `projections rebuild all` from {} events ({} copies of figure 2's {} events, every id remapped per copy)",
-                r.events, r.copies, r.template_events
-            ));
+            "**3. Replay**: `projections rebuild all` from {} events ({} copies of figure 2's {} events, every id remapped per copy)",
+            r.events, r.copies, r.template_events
+        ));
             line(String::new());
             line("| | events/s | streamshop's share |".into());
             line("|---|---|---|".into());
@@ -414,7 +434,7 @@ impl Report {
             line(String::new());
             line(format!(
                 "Check: `orders_view` holds {} orders after the rebuild ({} expected). Where \
-                 the last rebuild's {:.1} s went, in CPU seconds: {}.",
+             the last rebuild's {:.1} s went, in CPU seconds: {}.",
                 r.orders_rebuilt,
                 r.orders_expected,
                 r.rebuild_seconds.runs.last().copied().unwrap_or(0.0),
@@ -426,6 +446,9 @@ impl Report {
             ));
             line(String::new());
         }
+    }
+
+    fn export_section(&self, line: &mut dyn FnMut(String)) {
         if let Some(r) = self.replay.as_ref().filter(|r| !r.exports.is_empty()) {
             line(format!(
                 "**3b. Export**: `events export` of the same {} events, one run per format",
@@ -447,6 +470,9 @@ impl Report {
             }
             line(String::new());
         }
+    }
+
+    fn queries_section(&self, line: &mut dyn FnMut(String)) {
         if let Some(q) = &self.queries {
             line(format!(
                 "**4. Query API**: `GET /orders/{{id}}` at {} connections over {} orders",
@@ -470,12 +496,15 @@ impl Report {
             ));
             line(String::new());
         }
+    }
+
+    fn resources_section(&self, line: &mut dyn FnMut(String)) {
         if let Some(s) = &self.sagas {
             line(format!(
-                "**5. Resources** during figure 2 ({} sagas; CPU per saga {:.2} ms over all processes but the load generator)",
-                s.sagas_while_monitored,
-                s.cpu_seconds_per_saga * 1000.0
-            ));
+            "**5. Resources** during figure 2 ({} sagas; CPU per saga {:.2} ms over all processes but the load generator)",
+            s.sagas_while_monitored,
+            s.cpu_seconds_per_saga * 1000.0
+        ));
             line(String::new());
             line("| process | peak RSS MB | CPU s | CPU ms per saga |".into());
             line("|---|---|---|---|".into());
@@ -515,10 +544,13 @@ impl Report {
                 line(String::new());
             }
         }
+    }
+
+    fn gateway_section(&self, line: &mut dyn FnMut(String)) {
         if let Some(g) = &self.gateway {
             line(format!(
                 "**6. Gateway**: the same requests at {} connections through the gateway (a \
-                 customer's bearer token verified on each) and straight to the service",
+             customer's bearer token verified on each) and straight to the service",
                 g.place.direct.clients
             ));
             line(String::new());
@@ -555,6 +587,9 @@ impl Report {
             ));
             line(String::new());
         }
+    }
+
+    fn security_section(&self, line: &mut dyn FnMut(String)) {
         if let Some(s) = &self.security {
             line(
                 concat!(
@@ -573,6 +608,9 @@ impl Report {
             }
             line(String::new());
         }
+    }
+
+    fn field_encryption_section(&self, line: &mut dyn FnMut(String)) {
         if let Some(f) = &self.field_encryption {
             line(
                 concat!(
@@ -611,6 +649,9 @@ impl Report {
             }
             line(String::new());
         }
+    }
+
+    fn cluster_section(&self, line: &mut dyn FnMut(String)) {
         if let Some(c) = &self.cluster {
             line(
                 concat!(
@@ -629,7 +670,6 @@ impl Report {
             }
             line(String::new());
         }
-        o
     }
 }
 

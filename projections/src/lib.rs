@@ -36,7 +36,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 ///
 /// Invariant: no role but the owner can read `dead_letters.payload`; the others may read the
 /// column that counts them per projection (`GET /projections`), narrowed again at every start
-/// since provisioning grants SELECT on every table (`query-api/tests/reads.rs` tries).
+/// since provisioning grants SELECT on every table (`query-api/tests/it/reads.rs` tries).
 pub static SCHEMA: runtime::db::Schema = runtime::db::Schema {
     migrator: &MIGRATOR,
     grants: &[],

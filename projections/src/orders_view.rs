@@ -140,11 +140,33 @@ impl Projection for OrdersView {
         conn: &mut PgConnection,
         changes: &[OrderChange],
     ) -> Result<(), sqlx::Error> {
-        let mut rows: Folds<Uuid, Fold> = Folds::default();
-        let mut customers: Folds<Uuid, (Uuid, i64)> = Folds::default();
-        let mut outcomes: Folds<(NaiveDate, String), (NaiveDate, String, i64)> = Folds::default();
-        // Confirmed orders and when: their priced lines count as sales of that day (UTC).
-        let mut sales: Vec<(Uuid, DateTime<Utc>)> = Vec::new();
+        let folded = Folded::of(changes);
+        upsert_orders(conn, &folded.rows).await?;
+        count_customers(conn, &folded.customers).await?;
+        add_sales(conn, &folded.sales).await?;
+        count_outcomes(conn, &folded.outcomes).await
+    }
+}
+
+/// A batch of changes folded into one row per order, per customer and per day's outcome, and
+/// the confirmed orders whose lines count as sales.
+#[derive(Default)]
+struct Folded {
+    rows: Folds<Uuid, Fold>,
+    customers: Folds<Uuid, (Uuid, i64)>,
+    outcomes: Folds<(NaiveDate, String), (NaiveDate, String, i64)>,
+    /// Confirmed orders and when: their priced lines count as sales of that day (UTC).
+    sales: Vec<(Uuid, DateTime<Utc>)>,
+}
+
+impl Folded {
+    fn of(changes: &[OrderChange]) -> Self {
+        let Folded {
+            mut rows,
+            mut customers,
+            mut outcomes,
+            mut sales,
+        } = Folded::default();
         for c in changes {
             let f = rows.entry(c.order_id, || Fold {
                 order_id: c.order_id,
@@ -206,93 +228,124 @@ impl Projection for OrdersView {
                 }
             }
         }
+        Folded {
+            rows,
+            customers,
+            outcomes,
+            sales,
+        }
+    }
+}
 
-        // Orders neither placed now nor known are skipped, as an UPDATE of a missing row
-        // would be.
+/// One row per order: the fold over the stored row; orders neither placed now nor known are
+/// skipped, as an UPDATE of a missing row would be.
+async fn upsert_orders(
+    conn: &mut PgConnection,
+    rows: &Folds<Uuid, Fold>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO orders_view (order_id, customer_id, status, lines, version, placed_at, \
+           updated_at, total_minor, currency, rejection_reason, rejection_detail) \
+         SELECT u.order_id, coalesce(u.customer_id, o.customer_id), coalesce(u.status, o.status), \
+           coalesce(u.lines, o.lines), u.version, coalesce(u.placed_at, o.placed_at), u.at, \
+           coalesce(u.total_minor, o.total_minor), coalesce(u.currency, o.currency), \
+           CASE WHEN u.rejection_set THEN u.reason ELSE o.rejection_reason END, \
+           CASE WHEN u.rejection_set THEN u.detail ELSE o.rejection_detail END \
+         FROM unnest($1::uuid[], $2::bool[], $3::uuid[], $4::text[], $5::jsonb[], \
+                     $6::timestamptz[], $7::bigint[], $8::text[], $9::bool[], $10::text[], \
+                     $11::text[], $12::bigint[], $13::timestamptz[]) \
+              AS u(order_id, created, customer_id, status, lines, placed_at, total_minor, \
+                   currency, rejection_set, reason, detail, version, at) \
+         LEFT JOIN orders_view o USING (order_id) \
+         WHERE u.created OR o.order_id IS NOT NULL \
+         ON CONFLICT (order_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, \
+           status = EXCLUDED.status, lines = EXCLUDED.lines, version = EXCLUDED.version, \
+           placed_at = EXCLUDED.placed_at, updated_at = EXCLUDED.updated_at, \
+           total_minor = EXCLUDED.total_minor, currency = EXCLUDED.currency, \
+           rejection_reason = EXCLUDED.rejection_reason, \
+           rejection_detail = EXCLUDED.rejection_detail",
+    )
+    .bind(rows.column(|f| f.order_id))
+    .bind(rows.column(|f| f.created))
+    .bind(rows.column(|f| f.customer_id))
+    .bind(rows.column(|f| f.status.map(OrderStatus::as_str)))
+    .bind(rows.column(|f| f.lines.clone()))
+    .bind(rows.column(|f| f.placed_at))
+    .bind(rows.column(|f| f.total_minor))
+    .bind(rows.column(|f| f.currency.clone()))
+    .bind(rows.column(|f| f.rejection_set))
+    .bind(rows.column(|f| f.rejection_reason.clone()))
+    .bind(rows.column(|f| f.rejection_detail.clone()))
+    .bind(rows.column(|f| f.version))
+    .bind(rows.column(|f| f.at))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn count_customers(
+    conn: &mut PgConnection,
+    customers: &Folds<Uuid, (Uuid, i64)>,
+) -> Result<(), sqlx::Error> {
+    if !customers.rows().is_empty() {
         sqlx::query(
-            "INSERT INTO orders_view (order_id, customer_id, status, lines, version, placed_at, \
-               updated_at, total_minor, currency, rejection_reason, rejection_detail) \
-             SELECT u.order_id, coalesce(u.customer_id, o.customer_id), coalesce(u.status, o.status), \
-               coalesce(u.lines, o.lines), u.version, coalesce(u.placed_at, o.placed_at), u.at, \
-               coalesce(u.total_minor, o.total_minor), coalesce(u.currency, o.currency), \
-               CASE WHEN u.rejection_set THEN u.reason ELSE o.rejection_reason END, \
-               CASE WHEN u.rejection_set THEN u.detail ELSE o.rejection_detail END \
-             FROM unnest($1::uuid[], $2::bool[], $3::uuid[], $4::text[], $5::jsonb[], \
-                         $6::timestamptz[], $7::bigint[], $8::text[], $9::bool[], $10::text[], \
-                         $11::text[], $12::bigint[], $13::timestamptz[]) \
-                  AS u(order_id, created, customer_id, status, lines, placed_at, total_minor, \
-                       currency, rejection_set, reason, detail, version, at) \
-             LEFT JOIN orders_view o USING (order_id) \
-             WHERE u.created OR o.order_id IS NOT NULL \
-             ON CONFLICT (order_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, \
-               status = EXCLUDED.status, lines = EXCLUDED.lines, version = EXCLUDED.version, \
-               placed_at = EXCLUDED.placed_at, updated_at = EXCLUDED.updated_at, \
-               total_minor = EXCLUDED.total_minor, currency = EXCLUDED.currency, \
-               rejection_reason = EXCLUDED.rejection_reason, \
-               rejection_detail = EXCLUDED.rejection_detail",
+            "INSERT INTO customer_order_counts (customer_id, orders) \
+             SELECT * FROM unnest($1::uuid[], $2::bigint[]) \
+             ON CONFLICT (customer_id) \
+             DO UPDATE SET orders = customer_order_counts.orders + EXCLUDED.orders",
         )
-        .bind(rows.column(|f| f.order_id))
-        .bind(rows.column(|f| f.created))
-        .bind(rows.column(|f| f.customer_id))
-        .bind(rows.column(|f| f.status.map(OrderStatus::as_str)))
-        .bind(rows.column(|f| f.lines.clone()))
-        .bind(rows.column(|f| f.placed_at))
-        .bind(rows.column(|f| f.total_minor))
-        .bind(rows.column(|f| f.currency.clone()))
-        .bind(rows.column(|f| f.rejection_set))
-        .bind(rows.column(|f| f.rejection_reason.clone()))
-        .bind(rows.column(|f| f.rejection_detail.clone()))
-        .bind(rows.column(|f| f.version))
-        .bind(rows.column(|f| f.at))
+        .bind(customers.column(|c| c.0))
+        .bind(customers.column(|c| c.1))
         .execute(&mut *conn)
         .await?;
-
-        if !customers.rows().is_empty() {
-            sqlx::query(
-                "INSERT INTO customer_order_counts (customer_id, orders) \
-                 SELECT * FROM unnest($1::uuid[], $2::bigint[]) \
-                 ON CONFLICT (customer_id) \
-                 DO UPDATE SET orders = customer_order_counts.orders + EXCLUDED.orders",
-            )
-            .bind(customers.column(|c| c.0))
-            .bind(customers.column(|c| c.1))
-            .execute(&mut *conn)
-            .await?;
-        }
-        if !sales.is_empty() {
-            sqlx::query(
-                "INSERT INTO sales_daily (day, sku, currency, units, revenue_minor, orders) \
-                 SELECT (u.at AT TIME ZONE 'UTC')::date, line->>'sku', line->'line_total'->>'currency', \
-                        sum((line->>'quantity')::bigint), \
-                        sum((line->'line_total'->>'amount_minor')::bigint), \
-                        count(DISTINCT u.order_id) \
-                 FROM unnest($1::uuid[], $2::timestamptz[]) AS u(order_id, at) \
-                 JOIN orders_view o USING (order_id), jsonb_array_elements(o.lines) line \
-                 WHERE line ? 'line_total' \
-                 GROUP BY 1, 2, 3 \
-                 ON CONFLICT (day, sku, currency) DO UPDATE SET \
-                   units = sales_daily.units + EXCLUDED.units, \
-                   revenue_minor = sales_daily.revenue_minor + EXCLUDED.revenue_minor, \
-                   orders = sales_daily.orders + EXCLUDED.orders",
-            )
-            .bind(sales.iter().map(|s| s.0).collect::<Vec<_>>())
-            .bind(sales.iter().map(|s| s.1).collect::<Vec<_>>())
-            .execute(&mut *conn)
-            .await?;
-        }
-        if !outcomes.rows().is_empty() {
-            sqlx::query(
-                "INSERT INTO order_outcomes_daily (day, outcome, orders) \
-                 SELECT * FROM unnest($1::date[], $2::text[], $3::bigint[]) \
-                 ON CONFLICT (day, outcome) \
-                 DO UPDATE SET orders = order_outcomes_daily.orders + EXCLUDED.orders",
-            )
-            .bind(outcomes.column(|o| o.0))
-            .bind(outcomes.column(|o| o.1.clone()))
-            .bind(outcomes.column(|o| o.2))
-            .execute(conn)
-            .await?;
-        }
-        Ok(())
     }
+    Ok(())
+}
+
+async fn add_sales(
+    conn: &mut PgConnection,
+    sales: &[(Uuid, DateTime<Utc>)],
+) -> Result<(), sqlx::Error> {
+    if !sales.is_empty() {
+        sqlx::query(
+            "INSERT INTO sales_daily (day, sku, currency, units, revenue_minor, orders) \
+             SELECT (u.at AT TIME ZONE 'UTC')::date, line->>'sku', line->'line_total'->>'currency', \
+                    sum((line->>'quantity')::bigint), \
+                    sum((line->'line_total'->>'amount_minor')::bigint), \
+                    count(DISTINCT u.order_id) \
+             FROM unnest($1::uuid[], $2::timestamptz[]) AS u(order_id, at) \
+             JOIN orders_view o USING (order_id), jsonb_array_elements(o.lines) line \
+             WHERE line ? 'line_total' \
+             GROUP BY 1, 2, 3 \
+             ON CONFLICT (day, sku, currency) DO UPDATE SET \
+               units = sales_daily.units + EXCLUDED.units, \
+               revenue_minor = sales_daily.revenue_minor + EXCLUDED.revenue_minor, \
+               orders = sales_daily.orders + EXCLUDED.orders",
+        )
+        .bind(sales.iter().map(|s| s.0).collect::<Vec<_>>())
+        .bind(sales.iter().map(|s| s.1).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn count_outcomes(
+    conn: &mut PgConnection,
+    outcomes: &Folds<(NaiveDate, String), (NaiveDate, String, i64)>,
+) -> Result<(), sqlx::Error> {
+    if !outcomes.rows().is_empty() {
+        sqlx::query(
+            "INSERT INTO order_outcomes_daily (day, outcome, orders) \
+             SELECT * FROM unnest($1::date[], $2::text[], $3::bigint[]) \
+             ON CONFLICT (day, outcome) \
+             DO UPDATE SET orders = order_outcomes_daily.orders + EXCLUDED.orders",
+        )
+        .bind(outcomes.column(|o| o.0))
+        .bind(outcomes.column(|o| o.1.clone()))
+        .bind(outcomes.column(|o| o.2))
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
 }

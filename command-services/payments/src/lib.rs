@@ -6,14 +6,16 @@ pub mod open;
 pub mod provider;
 pub mod spec;
 pub mod stripe;
+pub mod test_provider;
 pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use command_kit::{CommandApp, ServiceSettings};
-use domain::payment::{PaymentProvider, PaymentServices, TestProvider};
+use domain::payment::{PaymentProvider, PaymentServices};
 use runtime::env::{Env, EnvError};
+use test_provider::TestProvider;
 
 pub use spec::PaymentsSpec;
 

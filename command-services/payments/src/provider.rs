@@ -92,7 +92,7 @@ impl<P: PaymentProvider> PaymentProvider for Guarded<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use domain::payment::TestProvider;
+    use crate::test_provider::TestProvider;
     use domain::{Currency, Money};
     use uuid::Uuid;
 
