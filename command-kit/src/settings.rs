@@ -70,9 +70,7 @@ mod tests {
     use super::*;
 
     const DEFAULTS: Defaults = Defaults {
-        name: "inventory",
-        port: 8082,
-        database_url: "postgres://inventory@127.0.0.1:25432/inventory",
+        service: &topology::INVENTORY,
         max_connections: 10,
     };
 
@@ -83,7 +81,7 @@ mod tests {
             ("TLS_DIR", "/run/tls"),
         ]);
         let s = ServiceSettings::from_env(&env, DEFAULTS, messaging::Identity::Inventory).unwrap();
-        assert_eq!(s.basics.http_addr.port(), 8082);
+        assert_eq!(s.basics.http_addr.port(), topology::INVENTORY.port);
         // One certificate serves the service's HTTPS and its NATS connection.
         let tls = s.basics.tls.as_ref().unwrap();
         assert_eq!(

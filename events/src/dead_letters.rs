@@ -15,7 +15,7 @@ pub struct DeadLetterArgs {
     #[arg(
         long,
         env = "PROJECTIONS_URL",
-        default_value = "https://127.0.0.1:8085"
+        default_value_t = topology::PROJECTIONS.local_url()
     )]
     pub projections_url: String,
     #[command(subcommand)]

@@ -57,12 +57,12 @@ impl App {
         let upstream = |name, url: &str| Upstream::new(name, url, calls.clone(), breaker);
         let stop_streams = CancellationToken::new();
         let gateway = Arc::new(Gateway {
-            orders: upstream("orders", &urls.orders)?,
-            inventory: upstream("inventory", &urls.inventory)?,
-            payments: upstream("payments", &urls.payments)?,
-            orchestrator: upstream("orchestrator", &urls.orchestrator)?,
-            projections: upstream("projections", &urls.projections)?,
-            query: upstream("query-api", &urls.query)?,
+            orders: upstream(topology::ORDERS.name, &urls.orders)?,
+            inventory: upstream(topology::INVENTORY.name, &urls.inventory)?,
+            payments: upstream(topology::PAYMENTS.name, &urls.payments)?,
+            orchestrator: upstream(topology::ORCHESTRATOR.name, &urls.orchestrator)?,
+            projections: upstream(topology::PROJECTIONS.name, &urls.projections)?,
+            query: upstream(topology::QUERY_API.name, &urls.query)?,
             owners: Owners::new(js.clone(), settings.nats.namespace.clone()),
             js: js.clone(),
             ns: settings.nats.namespace.clone(),

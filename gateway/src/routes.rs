@@ -54,16 +54,17 @@ pub enum Target {
 }
 
 impl Target {
-    /// The service's name: its OpenAPI document is `schemas/openapi/<name>.json`.
+    /// The service's name (the topology's): its OpenAPI document is
+    /// `schemas/openapi/<name>.json`.
     pub fn service(self) -> &'static str {
         match self {
-            Self::Orders => "orders",
-            Self::Inventory => "inventory",
-            Self::Payments => "payments",
-            Self::Orchestrator => "orchestrator",
-            Self::Projections => "projections",
-            Self::Query => "query-api",
-            Self::Stream => "gateway",
+            Self::Orders => topology::ORDERS.name,
+            Self::Inventory => topology::INVENTORY.name,
+            Self::Payments => topology::PAYMENTS.name,
+            Self::Orchestrator => topology::ORCHESTRATOR.name,
+            Self::Projections => topology::PROJECTIONS.name,
+            Self::Query => topology::QUERY_API.name,
+            Self::Stream => topology::GATEWAY.name,
         }
     }
 }

@@ -155,21 +155,27 @@ impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, EnvError> {
         let tls = runtime::tls::TlsSettings::from_env(env, "gateway")?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let url =
-            |name: &str, port: u16| env.string_or(name, &format!("{scheme}://127.0.0.1:{port}"));
+        // Each upstream's setting and default address are the topology's.
+        let url = |s: &topology::Service| {
+            let name = s
+                .url_setting
+                .expect("the gateway calls services with a URL setting");
+            env.string_or(name, &format!("{scheme}://127.0.0.1:{}", s.port))
+        };
+        let own = |port: Option<u16>| SocketAddr::from(([127, 0, 0, 1], port.unwrap_or_default()));
         let settings = Self {
             tls,
-            http_addr: env.parse_or("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8000)))?,
-            metrics_addr: env.parse_or("METRICS_ADDR", SocketAddr::from(([127, 0, 0, 1], 9000)))?,
+            http_addr: env.parse_or("HTTP_ADDR", own(Some(topology::GATEWAY.port)))?,
+            metrics_addr: env.parse_or("METRICS_ADDR", own(topology::GATEWAY.metrics_port))?,
             log: LogSettings::from_env(env)?,
             nats: NatsSettings::from_env(env, messaging::Identity::Gateway)?,
             upstreams: UpstreamUrls {
-                orders: url("ORDERS_URL", 8081),
-                inventory: url("INVENTORY_URL", 8082),
-                payments: url("PAYMENTS_URL", 8083),
-                orchestrator: url("ORCHESTRATOR_URL", 8084),
-                projections: url("PROJECTIONS_URL", 8085),
-                query: url("QUERY_URL", 8080),
+                orders: url(&topology::ORDERS),
+                inventory: url(&topology::INVENTORY),
+                payments: url(&topology::PAYMENTS),
+                orchestrator: url(&topology::ORCHESTRATOR),
+                projections: url(&topology::PROJECTIONS),
+                query: url(&topology::QUERY_API),
             },
             oidc: OidcSettings {
                 issuer: env
@@ -251,8 +257,8 @@ mod tests {
     #[test]
     fn defaults_are_the_local_stack() {
         let s = Settings::from_env(&Env::from_pairs([("TLS_DIR", "/tls")])).unwrap();
-        assert_eq!(s.http_addr.port(), 8000);
-        assert_eq!(s.upstreams.query, "https://127.0.0.1:8080");
+        assert_eq!(s.http_addr.port(), topology::GATEWAY.port);
+        assert_eq!(s.upstreams.query, topology::QUERY_API.local_url());
         assert_eq!(
             s.tls.unwrap().cert_file(),
             std::path::Path::new("/tls/gateway.crt")
@@ -267,19 +273,22 @@ mod tests {
         assert!(missing.unwrap_err().to_string().contains("TLS_DIR"));
         let plain = Settings::from_env(&Env::from_pairs([
             ("TLS_DIR", "/tls"),
-            ("ORDERS_URL", "http://orders:8081"),
+            ("ORDERS_URL", "http://orders:1"),
         ]));
         assert!(plain.unwrap_err().to_string().contains("ORDERS_URL"));
         let one_replica_plain = Settings::from_env(&Env::from_pairs([
             ("TLS_DIR", "/tls"),
-            ("QUERY_URL", "https://q1:8080, http://q2:8080"),
+            ("QUERY_URL", "https://q1:1, http://q2:1"),
         ]));
         assert!(one_replica_plain
             .unwrap_err()
             .to_string()
             .contains("QUERY_URL"));
         let off = Settings::from_env(&Env::from_pairs([("TLS", "off")])).unwrap();
-        assert_eq!(off.upstreams.orders, "http://127.0.0.1:8081");
+        assert_eq!(
+            off.upstreams.orders,
+            format!("http://127.0.0.1:{}", topology::ORDERS.port)
+        );
         assert!(off.tls.is_none() && off.nats.tls.is_none());
     }
 

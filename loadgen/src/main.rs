@@ -169,9 +169,9 @@ impl Transport {
     /// own, as `cargo xtask up --cluster` gives them, so the services spread over the nodes.
     pub fn for_service(&self, service: &str) -> Transport {
         let urls: Vec<&str> = self.nats_url.split(',').collect();
-        let first = testkit::fleet::SERVICES
+        let first = topology::SERVICES
             .iter()
-            .position(|s| *s == service)
+            .position(|s| s.name == service)
             .unwrap_or(0)
             % urls.len();
         Transport {

@@ -39,14 +39,16 @@ impl Identity {
         Self::Analyst,
     ];
 
+    /// The identity's name: a service's is the topology's (`topology::Service::nats`).
     pub fn name(self) -> &'static str {
+        let of = |s: &'static topology::Service| s.nats.expect("the service talks to NATS");
         match self {
-            Self::Orders => "orders",
-            Self::Inventory => "inventory",
-            Self::Payments => "payments",
-            Self::Orchestrator => "orchestrator",
-            Self::Projections => "projections",
-            Self::Gateway => "gateway",
+            Self::Orders => of(&topology::ORDERS),
+            Self::Inventory => of(&topology::INVENTORY),
+            Self::Payments => of(&topology::PAYMENTS),
+            Self::Orchestrator => of(&topology::ORCHESTRATOR),
+            Self::Projections => of(&topology::PROJECTIONS),
+            Self::Gateway => of(&topology::GATEWAY),
             Self::Analyst => "analyst",
         }
     }
@@ -309,7 +311,7 @@ pub fn authorization(users: &[User], scope: &Scope) -> String {
 }
 
 /// The markdown table of what each identity may use of the JetStream API in a deployment
-/// (no namespace): the README's, kept equal to this by the schemas' drift check. Subjects of
+/// (no namespace): the operators page's, kept equal to this by the schemas' drift check. Subjects of
 /// one kind are folded (`$JS.API.CONSUMER.{CREATE,INFO}.ORDERS.orchestrator`) so a row stays
 /// readable; `deny` lists what a wildcard above it does not reach.
 pub fn jetstream_table() -> String {
@@ -382,6 +384,24 @@ mod tests {
 
     fn deployment() -> Scope {
         Scope::Namespace(Namespace::default())
+    }
+
+    #[test]
+    fn every_service_of_the_topology_that_talks_to_nats_has_an_identity_and_no_other() {
+        for service in topology::SERVICES {
+            if let Some(name) = service.nats {
+                assert!(
+                    Identity::ALL.iter().any(|i| i.name() == name),
+                    "{} has no messaging::Identity: add one, with its permissions",
+                    service.name
+                );
+            }
+        }
+        for identity in Identity::ALL {
+            assert!(
+                identity == Identity::Analyst || topology::with_identity(identity.name()).is_some()
+            );
+        }
     }
 
     #[test]

@@ -26,9 +26,7 @@ pub struct Settings {
 
 /// Port and database of `cargo xtask up`.
 const DEFAULTS: Defaults = Defaults {
-    name: "projections",
-    port: 8085,
-    database_url: "postgres://projections@127.0.0.1:25432/read",
+    service: &topology::PROJECTIONS,
     max_connections: 10,
 };
 

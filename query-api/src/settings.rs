@@ -24,9 +24,7 @@ pub struct Settings {
 
 /// Port and database of `cargo xtask up`.
 const DEFAULTS: Defaults = Defaults {
-    name: "query",
-    port: 8080,
-    database_url: "postgres://query_api@127.0.0.1:25432/read",
+    service: &topology::QUERY_API,
     max_connections: 20,
 };
 

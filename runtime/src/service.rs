@@ -33,14 +33,26 @@ where
     Box::new(move |shutdown| Box::pin(run(shutdown)))
 }
 
-/// A service's own defaults under `cargo xtask up`.
+/// A service's own defaults under `cargo xtask up`: its port, certificate and database are
+/// the topology's.
 #[derive(Debug, Clone, Copy)]
 pub struct Defaults {
-    /// The name its certificate is issued to (`<name>.crt` in `TLS_DIR`).
-    pub name: &'static str,
-    pub port: u16,
-    pub database_url: &'static str,
+    pub service: &'static topology::Service,
     pub max_connections: u32,
+}
+
+/// Where `cargo xtask up` runs Postgres.
+const LOCAL_POSTGRES: &str = "127.0.0.1:25432";
+
+impl Defaults {
+    /// The service's database of `cargo xtask up`, as the role it runs as (the password comes
+    /// with the real `DATABASE_URL`).
+    fn database_url(&self) -> String {
+        match self.service.database {
+            Some(a) => format!("postgres://{}@{LOCAL_POSTGRES}/{}", a.role, a.database),
+            None => String::new(),
+        }
+    }
 }
 
 /// What every service binary reads the same way: where it listens, its database, its logs
@@ -108,16 +120,16 @@ impl Basics {
         Ok(Self {
             http_addr: env.parse_or(
                 "HTTP_ADDR",
-                SocketAddr::from(([127, 0, 0, 1], defaults.port)),
+                SocketAddr::from(([127, 0, 0, 1], defaults.service.port)),
             )?,
             database: DatabaseSettings::from_env(
                 env,
-                defaults.database_url,
+                &defaults.database_url(),
                 defaults.max_connections,
             )?,
             failpoints: env.string_or("FAILPOINTS", ""),
             log: crate::telemetry::LogSettings::from_env(env)?,
-            tls: crate::tls::TlsSettings::from_env(env, defaults.name)?,
+            tls: crate::tls::TlsSettings::from_env(env, defaults.service.certificate)?,
             request_timeout: env.millis_or(
                 "HTTP_REQUEST_TIMEOUT_MS",
                 std::time::Duration::from_secs(10),

@@ -4,7 +4,7 @@
 //! live one, and its outbox relay's lock passes over), and every order ends where it would
 //! have ended, with the killed replicas never started again.
 
-use testkit::fleet::{Fleet, SERVICES};
+use testkit::fleet::{services, Fleet};
 use testkit::outage::assert_end;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,7 +14,7 @@ async fn one_replica_of_every_service_killed_while_300_orders_flow() {
     load.reached(100).await;
     // The first replica of half the services and the second of the rest, so both
     // gateways' lists and both halves of the cluster lose something.
-    for (s, service) in SERVICES.into_iter().enumerate() {
+    for (s, service) in services().enumerate() {
         fleet.kill9(service, s % 2).await;
         eprintln!("killed {service} replica {}", s % 2);
     }

@@ -20,17 +20,11 @@ use crate::process::ServiceProcess;
 use crate::stack::Stack;
 use crate::world::World;
 
-/// The services in the order they start: those that create streams first, the public
-/// entry last.
-pub const SERVICES: [&str; 7] = [
-    "orders",
-    "inventory",
-    "payments",
-    "orchestrator",
-    "projections",
-    "query-api",
-    "gateway",
-];
+/// The services in the order they start (the topology's): those that create streams first,
+/// the public entry last.
+pub fn services() -> impl DoubleEndedIterator<Item = &'static str> {
+    topology::SERVICES.iter().map(|s| s.name)
+}
 
 /// Replicas of every service.
 pub const REPLICAS: usize = 2;
@@ -55,7 +49,9 @@ impl Replica {
     }
 
     pub fn url(&self) -> String {
-        let scheme = if self.service == "gateway" || crate::infra().tls_dir.is_none() {
+        let scheme = if topology::service(self.service).is_some_and(|s| s.public)
+            || crate::infra().tls_dir.is_none()
+        {
             "http"
         } else {
             "https"
@@ -91,15 +87,11 @@ impl Fleet {
         let logs = crate::private::scratch("fleet-logs");
         eprintln!("fleet: every replica's log is in {}", logs.display());
 
-        let ports: Vec<[u16; REPLICAS]> = SERVICES
-            .iter()
+        let ports: Vec<[u16; REPLICAS]> = services()
             .map(|_| std::array::from_fn(|_| crate::free_port_outside_ephemeral_range()))
             .collect();
         let list = |service: &str| {
-            let i = SERVICES
-                .iter()
-                .position(|s| *s == service)
-                .expect("a service");
+            let i = services().position(|s| s == service).expect("a service");
             ports[i]
                 .iter()
                 .map(|p| {
@@ -128,63 +120,69 @@ impl Fleet {
                 ("DATABASE_OWNER_URL", w.db.owner.clone()),
             ]
         };
-        let env_of: Vec<Vec<(&'static str, String)>> = vec![
-            {
-                // The load is one customer's, hundreds of orders at once: the fair-share
-                // bounds are not what these tests measure.
-                let mut env = command(&orders);
-                env.push(("ORDERS_MAX_OPEN_PER_CUSTOMER", "0".into()));
-                env.push(("ORDERS_MAX_UNITS_PER_PRODUCT_PER_CUSTOMER", "0".into()));
-                // One master key for both replicas: either opens what the other sealed.
+        // Each service's own settings: its database, and what these tests tune.
+        let own = |service: &topology::Service| -> Vec<(&'static str, String)> {
+            let mut env = match service.name {
+                "orders" => {
+                    // The load is one customer's, hundreds of orders at once: the fair-share
+                    // bounds are not what these tests measure.
+                    let mut env = command(&orders);
+                    env.push(("ORDERS_MAX_OPEN_PER_CUSTOMER", "0".into()));
+                    env.push(("ORDERS_MAX_UNITS_PER_PRODUCT_PER_CUSTOMER", "0".into()));
+                    // One master key for both replicas: either opens what the other sealed.
+                    env.push((
+                        "DATA_KEYS_MASTER_KEY",
+                        crate::data_keys_master().to_base64(),
+                    ));
+                    env
+                }
+                "inventory" => command(&inventory),
+                "payments" => {
+                    let mut env = command(&payments);
+                    env.push(("PAYMENT_PROVIDER_TIMEOUT_MS", "300".into()));
+                    env.extend(crate::TEST_PAYMENT_PROVIDER.map(|(k, v)| (k, v.into())));
+                    env
+                }
+                "orchestrator" => vec![
+                    ("DATABASE_URL", orchestrator_db.app.clone()),
+                    ("DATABASE_OWNER_URL", orchestrator_db.owner.clone()),
+                    ("SAGA_STEP_DEADLINE_MS", "1000".into()),
+                    // An outage is weather: the business deadline is far away.
+                    ("SAGA_BUSINESS_DEADLINE_MS", "900000".into()),
+                    ("SAGA_BACKOFF_BASE_MS", "50".into()),
+                    ("SAGA_BACKOFF_MAX_MS", "2000".into()),
+                    ("SAGA_RECOVERY_INTERVAL_MS", "1000".into()),
+                    // The load is one customer's: their share of the places in flight is not
+                    // what these tests measure.
+                    ("SAGA_MAX_IN_FLIGHT_PER_CUSTOMER", "10000".into()),
+                ],
+                "projections" => vec![("DATABASE_URL", read_db.owner.clone())],
+                "query-api" => vec![("DATABASE_URL", read_db.reader.clone())],
+                "gateway" => vec![
+                    ("OIDC_ISSUER_URL", oidc.issuer.clone()),
+                    ("OIDC_AUDIENCE", oidc.audience.clone()),
+                    ("METRICS_ADDR", "127.0.0.1:0".into()),
+                    // The load is one customer's: the limits are not what these tests measure.
+                    ("RATE_LIMIT_PER_MINUTE", "1000000".into()),
+                    ("RATE_LIMIT_BURST", "100000".into()),
+                    ("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "1000000".into()),
+                    ("RATE_LIMIT_ANONYMOUS_BURST", "100000".into()),
+                ],
+                other => panic!("the fleet does not know how to run {other}: add it here"),
+            };
+            // Every replica of each service it calls.
+            for called in service.calls.iter().filter_map(|c| topology::service(c)) {
                 env.push((
-                    "DATA_KEYS_MASTER_KEY",
-                    crate::data_keys_master().to_base64(),
+                    called.url_setting.expect("a URL setting"),
+                    list(called.name),
                 ));
-                env
-            },
-            command(&inventory),
-            {
-                let mut env = command(&payments);
-                env.push(("PAYMENT_PROVIDER_TIMEOUT_MS", "300".into()));
-                env.extend(crate::TEST_PAYMENT_PROVIDER.map(|(k, v)| (k, v.into())));
-                env
-            },
-            vec![
-                ("DATABASE_URL", orchestrator_db.app.clone()),
-                ("DATABASE_OWNER_URL", orchestrator_db.owner.clone()),
-                ("SAGA_STEP_DEADLINE_MS", "1000".into()),
-                // An outage is weather: the business deadline is far away.
-                ("SAGA_BUSINESS_DEADLINE_MS", "900000".into()),
-                ("SAGA_BACKOFF_BASE_MS", "50".into()),
-                ("SAGA_BACKOFF_MAX_MS", "2000".into()),
-                ("SAGA_RECOVERY_INTERVAL_MS", "1000".into()),
-                // The load is one customer's: their share of the places in flight is not what
-                // these tests measure.
-                ("SAGA_MAX_IN_FLIGHT_PER_CUSTOMER", "10000".into()),
-            ],
-            vec![("DATABASE_URL", read_db.owner.clone())],
-            vec![("DATABASE_URL", read_db.reader.clone())],
-            vec![
-                ("OIDC_ISSUER_URL", oidc.issuer.clone()),
-                ("OIDC_AUDIENCE", oidc.audience.clone()),
-                ("METRICS_ADDR", "127.0.0.1:0".into()),
-                ("ORDERS_URL", list("orders")),
-                ("INVENTORY_URL", list("inventory")),
-                ("PAYMENTS_URL", list("payments")),
-                ("ORCHESTRATOR_URL", list("orchestrator")),
-                ("PROJECTIONS_URL", list("projections")),
-                ("QUERY_URL", list("query-api")),
-                // The load is one customer's: the limits are not what these tests measure.
-                ("RATE_LIMIT_PER_MINUTE", "1000000".into()),
-                ("RATE_LIMIT_BURST", "100000".into()),
-                ("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "1000000".into()),
-                ("RATE_LIMIT_ANONYMOUS_BURST", "100000".into()),
-            ],
-        ];
+            }
+            env
+        };
+        let env_of: Vec<Vec<(&'static str, String)>> = topology::SERVICES.iter().map(own).collect();
         let mut replicas = Vec::new();
         for index in 0..REPLICAS {
-            for (s, ((service, own), port)) in SERVICES.iter().zip(&env_of).zip(&ports).enumerate()
-            {
+            for (s, ((service, own), port)) in services().zip(&env_of).zip(&ports).enumerate() {
                 let mut env = common.clone();
                 env.extend(own.iter().cloned());
                 // Each replica of a service starts at a node of its own, and the services'
@@ -358,7 +356,7 @@ impl Fleet {
     pub fn gateways(&self) -> Vec<String> {
         self.replicas
             .iter()
-            .filter(|r| r.service == "gateway")
+            .filter(|r| r.service == topology::GATEWAY.name)
             .map(Replica::url)
             .collect()
     }
@@ -388,7 +386,7 @@ impl Fleet {
     /// What a rollout does: each replica of each service in turn stopped with SIGTERM (it
     /// must exit cleanly) and started again, the next only once it is ready.
     pub async fn rolling_restart(&mut self) {
-        for service in SERVICES {
+        for service in services() {
             for index in 0..REPLICAS {
                 assert!(
                     self.terminate(service, index).await,

@@ -367,7 +367,7 @@ fn render(material: &Material, namespace: &str) -> anyhow::Result<String> {
     }
     let tls = &material.tls;
     for service in crate::services::SERVICES {
-        let holder = crate::tls::holder_of(service.name);
+        let holder = service.certificate;
         let service_name = service.name;
         secret(
             &mut out,
@@ -387,24 +387,22 @@ fn render(material: &Material, namespace: &str) -> anyhow::Result<String> {
             ],
         );
         // Every service but the query API talks to NATS, as its own identity.
-        if Identity::ALL.iter().any(|i| i.name() == service_name) {
+        if let Some(identity) = service.nats {
             secret(
                 &mut out,
                 namespace,
                 &format!("{service_name}-nats"),
                 "Opaque",
                 &[(
-                    &format!("{service_name}.nk"),
-                    file(material.nats_keys.join(format!("{service_name}.nk")))?,
+                    &format!("{identity}.nk"),
+                    file(material.nats_keys.join(format!("{identity}.nk")))?,
                 )],
             );
         }
-        if let Some((db, role)) = service.database {
+        if let Some(access) = service.database {
+            let (db, role) = (access.database, access.role);
             // A service that runs as a lesser role migrates as the database's owner.
-            let owner = crate::postgres::DATABASES
-                .iter()
-                .find(|d| d.name == db && d.runtime == Some(role))
-                .map(|d| d.owner);
+            let owner = access.migrates_as;
             let url = |role: &str| -> anyhow::Result<Vec<u8>> {
                 Ok(format!(
                     "postgres://{role}:{}@{PG_HOST}/{db}?sslmode=require",

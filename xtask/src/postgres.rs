@@ -16,52 +16,7 @@ use nix::unistd::{Gid, Uid, User};
 
 use crate::layout::Layout;
 
-/// One service database and its roles.
-#[derive(Debug, Clone, Copy)]
-pub struct Database {
-    pub name: &'static str,
-    /// Owns the tables; the service migrates as it (`DATABASE_OWNER_URL`).
-    pub owner: &'static str,
-    /// The role the service runs as (`DATABASE_URL`), granted what the schema says; `None`
-    /// when the service runs as the owner.
-    pub runtime: Option<&'static str>,
-    /// A role that may only SELECT (the query API's, on the read database).
-    pub reader: Option<&'static str>,
-}
-
-/// The service databases. An event store's service runs as a role that may append events
-/// and never change one; the projections own the read database (a rebuild moves tables, and
-/// all of it can be rebuilt from the log), which the query API only reads.
-pub const DATABASES: &[Database] = &[
-    Database::command("orders", "orders_owner", "orders"),
-    Database::command("inventory", "inventory_owner", "inventory"),
-    Database::command("payments", "payments_owner", "payments"),
-    Database::command("orchestrator", "orchestrator_owner", "orchestrator"),
-    Database {
-        name: "read",
-        owner: "projections",
-        runtime: None,
-        reader: Some("query_api"),
-    },
-];
-
-impl Database {
-    const fn command(name: &'static str, owner: &'static str, runtime: &'static str) -> Self {
-        Self {
-            name,
-            owner,
-            runtime: Some(runtime),
-            reader: None,
-        }
-    }
-
-    /// Every role of the database.
-    pub fn roles(&self) -> impl Iterator<Item = &'static str> {
-        [Some(self.owner), self.runtime, self.reader]
-            .into_iter()
-            .flatten()
-    }
-}
+pub use topology::{Database, DATABASES};
 
 /// `pg_hba.conf`: TCP on loopback with SCRAM passwords only, no socket (the cluster listens on
 /// none).
@@ -368,7 +323,7 @@ pub fn provision(layout: &Layout) -> anyhow::Result<()> {
         let mut admin = sqlx::PgConnection::connect(&layout.pg_admin_url()?)
             .await
             .context("connecting to the local cluster as postgres")?;
-        for role in DATABASES.iter().flat_map(Database::roles) {
+        for role in DATABASES.iter().flat_map(|d| d.roles()) {
             let exists: bool =
                 sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
                     .bind(role)

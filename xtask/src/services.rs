@@ -9,79 +9,25 @@ use anyhow::{bail, Context};
 use crate::layout::{self, Layout};
 use crate::proc;
 
-/// A service of the local stack.
-pub(crate) struct Service {
-    pub name: &'static str,
-    pub package: &'static str,
-    pub port: u16,
-    /// (database, role) it connects to; the gateway has none.
-    pub database: Option<(&'static str, &'static str)>,
+pub(crate) use topology::{Need, Service, SERVICES};
+
+/// What xtask adds to a service of the topology: where each replica listens locally.
+pub(crate) trait Local {
+    fn port_of(&self, r: u16) -> u16;
+    fn url_of(&self, r: u16) -> String;
+    fn urls(&self, layout: &Layout) -> String;
+    fn replica_name(&self, layout: &Layout, r: u16) -> String;
 }
 
-/// The gateway's metrics listener (internal, HTTPS), apart from its public port.
-pub(crate) const GATEWAY_METRICS_PORT: u16 = 9000;
-
-pub(crate) const SERVICES: &[Service] = &[
-    Service {
-        name: "orders",
-        package: "orders",
-        port: 8081,
-        database: Some(("orders", "orders")),
-    },
-    Service {
-        name: "inventory",
-        package: "inventory",
-        port: 8082,
-        database: Some(("inventory", "inventory")),
-    },
-    Service {
-        name: "payments",
-        package: "payments",
-        port: 8083,
-        database: Some(("payments", "payments")),
-    },
-    Service {
-        name: "orchestrator",
-        package: "orchestrator",
-        port: 8084,
-        database: Some(("orchestrator", "orchestrator")),
-    },
-    Service {
-        name: "projections",
-        package: "projections",
-        port: 8085,
-        database: Some(("read", "projections")),
-    },
-    Service {
-        name: "query-api",
-        package: "query-api",
-        port: 8080,
-        database: Some(("read", "query_api")),
-    },
-    // The public entry, last: it is started once everything behind it is ready.
-    Service {
-        name: "gateway",
-        package: "gateway",
-        port: 8000,
-        database: None,
-    },
-];
-
-impl Service {
-    /// Every service but the public gateway serves HTTPS, with the local CA's certificates.
-    pub fn serves_tls(&self) -> bool {
-        self.name != "gateway"
-    }
-
+impl Local for Service {
     /// The port of replica `r`: the service's own, then 100 up for each further replica.
-    pub fn port_of(&self, r: u16) -> u16 {
+    fn port_of(&self, r: u16) -> u16 {
         self.port + 100 * r
     }
 
     /// The base URL of replica `r`.
-    pub fn url_of(&self, r: u16) -> String {
-        let scheme = if self.serves_tls() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.port_of(r))
+    fn url_of(&self, r: u16) -> String {
+        format!("{}://127.0.0.1:{}", self.scheme(), self.port_of(r))
     }
 
     /// Every replica's base URL, separated by commas, as the gateway takes an upstream's.
@@ -107,11 +53,7 @@ impl Service {
 pub fn build(layout: &Layout, release: bool, extra: &[&str]) -> anyhow::Result<PathBuf> {
     let mut cmd = layout::cargo();
     cmd.arg("build").current_dir(&layout.workspace);
-    for package in SERVICES
-        .iter()
-        .map(|s| s.package)
-        .chain(extra.iter().copied())
-    {
+    for package in SERVICES.iter().map(|s| s.name).chain(extra.iter().copied()) {
         cmd.args(["--package", package, "--bin", package]);
     }
     if release {
@@ -176,7 +118,7 @@ pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
     let mut started = Vec::new();
     for (index, s, r) in replicas(layout) {
         let name = s.replica_name(layout, r);
-        let binary = bins.join(s.package);
+        let binary = bins.join(s.name);
         let pid_path = pid_file(layout, &name);
         let build_stamp = modified(&binary).to_string();
         if let Some(pid) = proc::running_pid(&pid_path) {
@@ -190,21 +132,19 @@ pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
             proc::stop(pid, Duration::from_secs(10));
         }
         let mut cmd = Command::new(&binary);
-        if let Some((db, role)) = s.database {
-            cmd.env("DATABASE_URL", layout.pg_url(role, db)?);
+        if let Some(access) = s.database {
+            cmd.env("DATABASE_URL", layout.pg_url(access.role, access.database)?);
             // A service that runs as a lesser role migrates (and grants) as the owner.
-            if let Some(owned) = crate::postgres::DATABASES
-                .iter()
-                .find(|d| d.name == db && d.runtime == Some(role))
-            {
-                cmd.env("DATABASE_OWNER_URL", layout.pg_url(owned.owner, db)?);
+            if let Some(owner) = access.migrates_as {
+                cmd.env("DATABASE_OWNER_URL", layout.pg_url(owner, access.database)?);
             }
         }
         // Each service holds its own NATS key only.
-        if let Some(identity) = messaging::Identity::ALL
-            .into_iter()
-            .find(|i| i.name() == s.name)
-        {
+        if let Some(identity) = s.nats {
+            let identity = messaging::Identity::ALL
+                .into_iter()
+                .find(|i| i.name() == identity)
+                .context("a NATS identity of the topology")?;
             cmd.env(
                 "NATS_NKEY_SEED",
                 crate::nats::seed_of(layout, Some(identity))?,
@@ -215,14 +155,14 @@ pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
             // share one, and the services' first replicas are spread over the cluster.
             cmd.env("NATS_STREAM_REPLICAS", layout.nats_nodes.to_string());
         }
-        if s.name == "orders" {
+        if s.needs(Need::DataKeys) {
             // The master key of the customers' data keys, made once per environment.
             cmd.env(
                 "DATA_KEYS_MASTER_KEY_FILE",
                 crate::secrets::data_keys_master(layout)?,
             );
         }
-        if s.name == "payments" {
+        if s.needs(Need::Stripe) {
             // Payments go through the Stripe adapter to the local Stripe-compatible server.
             cmd.env("PAYMENT_PROVIDER", "stripe")
                 .env("STRIPE_API_BASE", crate::stripe::api_base())
@@ -231,28 +171,14 @@ pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
                     crate::stripe::secret_key_file(layout)?,
                 );
         }
-        if s.name == "gateway" {
+        if let Some(metrics) = s.metrics_port {
             // Its metrics, apart from the public side: 9000, and 9100 for a second replica.
-            cmd.env(
-                "METRICS_ADDR",
-                format!("127.0.0.1:{}", GATEWAY_METRICS_PORT + 100 * r),
-            );
+            cmd.env("METRICS_ADDR", format!("127.0.0.1:{}", metrics + 100 * r));
         }
-        if s.name == "gateway" && layout.replicas > 1 {
-            for (variable, upstream) in [
-                ("ORDERS_URL", "orders"),
-                ("INVENTORY_URL", "inventory"),
-                ("PAYMENTS_URL", "payments"),
-                ("ORCHESTRATOR_URL", "orchestrator"),
-                ("PROJECTIONS_URL", "projections"),
-                ("QUERY_URL", "query-api"),
-            ] {
-                let service = SERVICES
-                    .iter()
-                    .find(|s| s.name == upstream)
-                    .context("an upstream of the gateway")?;
-                cmd.env(variable, service.urls(layout));
-            }
+        for upstream in s.calls {
+            let service = topology::service(upstream).context("a service the topology calls")?;
+            let variable = service.url_setting.context("an upstream's URL setting")?;
+            cmd.env(variable, service.urls(layout));
         }
         let first_node = (index as u16 + r) % layout.nats_nodes;
         cmd.env("HTTP_ADDR", format!("127.0.0.1:{}", s.port_of(r)))
@@ -367,8 +293,9 @@ pub fn print_urls(layout: &Layout) {
         "tls: the internal services answer HTTPS to the gateway and to operators only; as an operator:"
     );
     println!(
-        "  curl --cacert {0}/ca.pem --cert {0}/operator.crt --key {0}/operator.key https://127.0.0.1:8081/openapi.json",
-        tls.display()
+        "  curl --cacert {0}/ca.pem --cert {0}/operator.crt --key {0}/operator.key {1}/openapi.json",
+        tls.display(),
+        topology::ORDERS.local_url()
     );
     println!();
     println!(
@@ -384,7 +311,7 @@ pub fn print_urls(layout: &Layout) {
     );
     println!();
     println!(
-        "clients use the gateway (README \"Try it\" and \"For frontends\" have the whole walk):"
+        "clients use the gateway (README \"Try it\" and docs/frontends.md have the whole walk):"
     );
     println!("  admin=$(cargo xtask token --admin)");
     println!(
@@ -404,7 +331,8 @@ pub fn print_urls(layout: &Layout) {
     println!();
     println!("observe:");
     println!(
-        "  metrics    https://127.0.0.1:<port>/metrics on every internal service, and https://127.0.0.1:{GATEWAY_METRICS_PORT}/metrics for the gateway (never on its public port; Prometheus text; operator certificate)"
+        "  metrics    https://127.0.0.1:<port>/metrics on every internal service, and https://127.0.0.1:{}/metrics for the gateway (never on its public port; Prometheus text; operator certificate)",
+        topology::GATEWAY.metrics_port.unwrap_or_default()
     );
     println!("  health     /healthz (alive) and /readyz (its database, NATS and streams answer)");
     println!("  traces     set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4318) before `up` to export them;");

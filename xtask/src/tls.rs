@@ -15,31 +15,24 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-/// Who gets a certificate, and the host names it also answers to (those of the compose stack).
-pub const HOLDERS: &[(&str, &[&str])] = &[
+/// Who gets a certificate besides the services (each of which holds its own, named in the
+/// topology, answering its host name): the NATS server, and people and tools: the analysts'
+/// stream reads, operators' direct calls to the internal APIs, and the metrics scraper.
+const OTHER_HOLDERS: &[(&str, &[&str])] = &[
     ("nats", &["nats"]),
-    ("orders", &["orders"]),
-    ("inventory", &["inventory"]),
-    ("payments", &["payments"]),
-    ("orchestrator", &["orchestrator"]),
-    ("projections", &["projections"]),
-    ("query", &["query-api"]),
-    ("gateway", &["gateway"]),
-    // People and tools, not services: the analysts' stream reads, operators' direct calls to
-    // the internal APIs, and the metrics scraper.
     ("analyst", &[]),
     ("operator", &[]),
     ("prometheus", &["prometheus"]),
 ];
 
-/// The holder whose certificate `service` serves and calls with: its own name, or the one
-/// whose host names include it (`query` for `query-api`).
-pub fn holder_of(service: &str) -> &'static str {
-    HOLDERS
+/// Every holder of a certificate and the host names it also answers to (those of the compose
+/// stack and the Kubernetes Services).
+pub fn holders() -> Vec<(&'static str, Vec<&'static str>)> {
+    topology::SERVICES
         .iter()
-        .find(|(name, hosts)| *name == service || hosts.contains(&service))
-        .map(|(name, _)| *name)
-        .unwrap_or_else(|| panic!("{service} holds no certificate of xtask::tls::HOLDERS"))
+        .map(|s| (s.certificate, vec![s.name]))
+        .chain(OTHER_HOLDERS.iter().map(|(n, h)| (*n, h.to_vec())))
+        .collect()
 }
 
 /// How long the certificates of `cargo xtask up`, test and bench last; they are made again a
@@ -101,7 +94,7 @@ pub fn ensure_for(
         KeyPair::from_pem(&pem).with_context(|| format!("{} is not a key", ca_key.display()))?
     };
     let issuer = Issuer::new(ca_params(validity)?, key);
-    for (name, hosts) in HOLDERS {
+    for (name, hosts) in holders() {
         let cert = dir.join(format!("{name}.crt"));
         if !fresh_ca && !due(&cert, validity, renew_before) {
             continue;
@@ -111,11 +104,16 @@ pub fn ensure_for(
             "127.0.0.1".to_owned(),
             "::1".to_owned(),
         ];
-        names.push((*name).to_owned());
-        names.extend(hosts.iter().filter(|h| *h != name).map(|h| (*h).to_owned()));
+        names.push(name.to_owned());
+        names.extend(
+            hosts
+                .iter()
+                .filter(|h| **h != name)
+                .map(|h| (*h).to_owned()),
+        );
         let mut params = CertificateParams::new(names)
             .with_context(|| format!("the names of {name}'s certificate"))?;
-        params.distinguished_name.push(DnType::CommonName, *name);
+        params.distinguished_name.push(DnType::CommonName, name);
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
@@ -215,7 +213,7 @@ mod tests {
         let first = std::fs::read(dir.join("orders.crt")).unwrap();
         ensure(&dir).unwrap();
         assert_eq!(std::fs::read(dir.join("orders.crt")).unwrap(), first);
-        for (name, _) in HOLDERS {
+        for (name, _) in holders() {
             let settings = runtime::tls::TlsSettings::new(&dir, name);
             settings.client_config().unwrap();
             settings.server_config().unwrap();

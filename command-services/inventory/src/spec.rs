@@ -59,9 +59,7 @@ impl CommandSpec for InventorySpec {
     const ID_FIELD: &'static str = "sku";
     const REJECTED_KIND: &'static str = "product-rejected";
     const DEFAULTS: Defaults = Defaults {
-        name: "inventory",
-        port: 8082,
-        database_url: "postgres://inventory@127.0.0.1:25432/inventory",
+        service: &topology::INVENTORY,
         max_connections: 10,
     };
 

@@ -47,9 +47,7 @@ pub struct Containment {
 
 /// Port and database of `cargo xtask up`.
 const DEFAULTS: Defaults = Defaults {
-    name: "orchestrator",
-    port: 8084,
-    database_url: "postgres://orchestrator@127.0.0.1:25432/orchestrator",
+    service: &topology::ORCHESTRATOR,
     max_connections: 20,
 };
 

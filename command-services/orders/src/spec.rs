@@ -56,9 +56,7 @@ impl CommandSpec for OrdersSpec {
     const ID_FIELD: &'static str = "order_id";
     const REJECTED_KIND: &'static str = "order-rejected";
     const DEFAULTS: Defaults = Defaults {
-        name: "orders",
-        port: 8081,
-        database_url: "postgres://orders@127.0.0.1:25432/orders",
+        service: &topology::ORDERS,
         max_connections: 10,
     };
 

@@ -30,9 +30,7 @@ impl CommandSpec for PaymentsSpec {
     const ID_FIELD: &'static str = "order_id";
     const REJECTED_KIND: &'static str = "payment-rejected";
     const DEFAULTS: Defaults = Defaults {
-        name: "payments",
-        port: 8083,
-        database_url: "postgres://payments@127.0.0.1:25432/payments",
+        service: &topology::PAYMENTS,
         max_connections: 10,
     };
 

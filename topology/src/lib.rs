@@ -1,0 +1,377 @@
+//! The one declaration of streamshop's services: name, port, database and roles, NATS
+//! identity, certificate, what each calls and waits for, what it needs mounted, and how many
+//! replicas it runs. xtask, the test harness, the load generator, the gateway's upstreams and
+//! every service's default address read it, and `cargo xtask generate` writes
+//! docker-compose.yml, the compose stack's Postgres init script and Prometheus targets from it.
+//! Adding a service is one entry in [`SERVICES`] (and [`DATABASES`] if it has its own) plus
+//! its crate.
+#![forbid(unsafe_code)]
+
+/// A service of the system: one crate, one binary, one host name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Service {
+    /// Its crate, binary and host name (compose service, Kubernetes Service).
+    pub name: &'static str,
+    /// One line on what it does, written above it in generated files.
+    pub about: &'static str,
+    /// The port it serves on: HTTPS inside, or plain HTTP for the public entry.
+    pub port: u16,
+    /// The database it connects to and as whom.
+    pub database: Option<Access>,
+    /// Its NATS identity (`messaging::Identity`); `None` when it never talks to NATS.
+    pub nats: Option<&'static str>,
+    /// The name of its certificate of the local CA (`<certificate>.crt`, `.key`).
+    pub certificate: &'static str,
+    /// The setting through which a caller is told its base URL (`ORDERS_URL`).
+    pub url_setting: Option<&'static str>,
+    /// The services it calls over HTTPS; it starts after they are ready.
+    pub calls: &'static [&'static str],
+    /// Further services that must be ready before it starts (streams they create, tables
+    /// their migrations make).
+    pub after: &'static [&'static str],
+    /// What it needs beside Postgres and NATS.
+    pub needs: &'static [Need],
+    /// A second, internal listener for `/metrics` (the public entry's).
+    pub metrics_port: Option<u16>,
+    /// The public entry: plain HTTP, published, started last.
+    pub public: bool,
+    /// Its `app.kubernetes.io/component` label in the Kubernetes manifests.
+    pub component: &'static str,
+    /// Replicas in the Kubernetes base; `None` when an autoscaler owns the count
+    /// (`deploy/kubernetes/base/autoscaling.yaml`).
+    pub replicas: Option<u16>,
+}
+
+/// A service's connection to its database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    pub database: &'static str,
+    /// The role it runs as (`DATABASE_URL`).
+    pub role: &'static str,
+    /// The role it migrates as at start-up (`DATABASE_OWNER_URL`), when not `role`.
+    pub migrates_as: Option<&'static str>,
+}
+
+/// What a service needs besides Postgres and NATS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The master key of the customers' data keys (sealing payment tokens and email).
+    DataKeys,
+    /// The payment provider's API (Stripe; localstripe locally) and its secret key.
+    Stripe,
+    /// The OpenID provider whose tokens it verifies.
+    Oidc,
+}
+
+/// A database and its roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Database {
+    pub name: &'static str,
+    /// Owns the tables; its service migrates as it.
+    pub owner: &'static str,
+    /// The role the service runs as, granted what the schema allows; `None` when the service
+    /// runs as the owner.
+    pub runtime: Option<&'static str>,
+    /// A role that may only read (the query API's, on the read database).
+    pub reader: Option<&'static str>,
+}
+
+impl Database {
+    const fn store(name: &'static str, owner: &'static str, runtime: &'static str) -> Self {
+        Self {
+            name,
+            owner,
+            runtime: Some(runtime),
+            reader: None,
+        }
+    }
+
+    /// Every role of the database, the owner first.
+    pub fn roles(&self) -> impl Iterator<Item = &'static str> {
+        [Some(self.owner), self.runtime, self.reader]
+            .into_iter()
+            .flatten()
+    }
+}
+
+const fn store(database: &'static str, owner: &'static str) -> Option<Access> {
+    Some(Access {
+        database,
+        role: database,
+        migrates_as: Some(owner),
+    })
+}
+
+pub const ORDERS: Service = Service {
+    name: "orders",
+    about: "The Order aggregate, its event store and its outbox relay to the ORDERS stream.",
+    port: 8081,
+    database: store("orders", "orders_owner"),
+    nats: Some("orders"),
+    certificate: "orders",
+    url_setting: Some("ORDERS_URL"),
+    calls: &[],
+    after: &[],
+    needs: &[Need::DataKeys],
+    metrics_port: None,
+    public: false,
+    component: "command-service",
+    replicas: Some(1),
+};
+
+pub const INVENTORY: Service = Service {
+    name: "inventory",
+    about: "The Product aggregate (stock and prices), its event store and outbox relay.",
+    port: 8082,
+    database: store("inventory", "inventory_owner"),
+    nats: Some("inventory"),
+    certificate: "inventory",
+    url_setting: Some("INVENTORY_URL"),
+    calls: &[],
+    after: &[],
+    needs: &[],
+    metrics_port: None,
+    public: false,
+    component: "command-service",
+    replicas: Some(1),
+};
+
+pub const PAYMENTS: Service = Service {
+    name: "payments",
+    about: "The Payment aggregate and the payment provider's adapter, with its outbox relay.",
+    port: 8083,
+    database: store("payments", "payments_owner"),
+    nats: Some("payments"),
+    certificate: "payments",
+    url_setting: Some("PAYMENTS_URL"),
+    calls: &[],
+    after: &[],
+    needs: &[Need::Stripe],
+    metrics_port: None,
+    public: false,
+    component: "command-service",
+    replicas: Some(1),
+};
+
+pub const ORCHESTRATOR: Service = Service {
+    name: "orchestrator",
+    about: "Runs every order's saga over NATS; its readiness asks for its input streams.",
+    port: 8084,
+    database: store("orchestrator", "orchestrator_owner"),
+    nats: Some("orchestrator"),
+    certificate: "orchestrator",
+    url_setting: Some("ORCHESTRATOR_URL"),
+    calls: &[],
+    after: &["orders", "inventory", "payments"],
+    needs: &[],
+    metrics_port: None,
+    public: false,
+    component: "saga-orchestrator",
+    replicas: None,
+};
+
+pub const PROJECTIONS: Service = Service {
+    name: "projections",
+    about: "Projects the streams into the read models; owns the read database.",
+    port: 8085,
+    database: Some(Access {
+        database: "read",
+        role: "projections",
+        migrates_as: None,
+    }),
+    nats: Some("projections"),
+    certificate: "projections",
+    url_setting: Some("PROJECTIONS_URL"),
+    calls: &[],
+    after: &[],
+    needs: &[],
+    metrics_port: None,
+    public: false,
+    component: "projection-worker",
+    replicas: None,
+};
+
+pub const QUERY_API: Service = Service {
+    name: "query-api",
+    about: "Serves the read models; no NATS, and it only reads the projections' tables.",
+    port: 8080,
+    database: Some(Access {
+        database: "read",
+        role: "query_api",
+        migrates_as: None,
+    }),
+    nats: None,
+    certificate: "query",
+    url_setting: Some("QUERY_URL"),
+    calls: &[],
+    after: &["projections"],
+    needs: &[],
+    metrics_port: None,
+    public: false,
+    component: "query-api",
+    replicas: None,
+};
+
+pub const GATEWAY: Service = Service {
+    name: "gateway",
+    about: "The public entry: tokens, ownership, rate limits, live order streams.",
+    port: 8000,
+    database: None,
+    nats: Some("gateway"),
+    certificate: "gateway",
+    url_setting: None,
+    calls: &[
+        "orders",
+        "inventory",
+        "payments",
+        "orchestrator",
+        "projections",
+        "query-api",
+    ],
+    after: &[],
+    needs: &[Need::Oidc],
+    metrics_port: Some(9000),
+    public: true,
+    component: "gateway",
+    replicas: None,
+};
+
+/// Every service, in the order they start: those that create streams first, the public
+/// entry last.
+pub const SERVICES: &[Service] = &[
+    ORDERS,
+    INVENTORY,
+    PAYMENTS,
+    ORCHESTRATOR,
+    PROJECTIONS,
+    QUERY_API,
+    GATEWAY,
+];
+
+/// The databases. An event store's service runs as a role that may append events and never
+/// change one; the projections own the read database (a rebuild moves tables, and all of it
+/// can be rebuilt from the log), which the query API only reads.
+pub const DATABASES: &[Database] = &[
+    Database::store("orders", "orders_owner", "orders"),
+    Database::store("inventory", "inventory_owner", "inventory"),
+    Database::store("payments", "payments_owner", "payments"),
+    Database::store("orchestrator", "orchestrator_owner", "orchestrator"),
+    Database {
+        name: "read",
+        owner: "projections",
+        runtime: None,
+        reader: Some("query_api"),
+    },
+];
+
+/// The service named `name`.
+pub fn service(name: &str) -> Option<&'static Service> {
+    SERVICES.iter().find(|s| s.name == name)
+}
+
+/// The service whose NATS identity is `identity`.
+pub fn with_identity(identity: &str) -> Option<&'static Service> {
+    SERVICES.iter().find(|s| s.nats == Some(identity))
+}
+
+impl Service {
+    /// Serves HTTPS with its certificate (every service but the public entry).
+    pub fn serves_tls(&self) -> bool {
+        !self.public
+    }
+
+    /// `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.serves_tls() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Its base URL on this machine, on its own port.
+    pub fn local_url(&self) -> String {
+        format!("{}://127.0.0.1:{}", self.scheme(), self.port)
+    }
+
+    /// Every service that must be ready before it starts: those it calls, then the others.
+    pub fn waits_for(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.calls.iter().chain(self.after).copied()
+    }
+
+    pub fn needs(&self, need: Need) -> bool {
+        self.needs.contains(&need)
+    }
+
+    /// The role it migrates as, its own when it owns the tables.
+    pub fn owner_role(&self) -> Option<&'static str> {
+        self.database.and_then(|a| a.migrates_as)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_port_identity_and_certificate_is_one_service_s() {
+        for (i, a) in SERVICES.iter().enumerate() {
+            for b in &SERVICES[i + 1..] {
+                assert_ne!(a.name, b.name);
+                assert_ne!(a.port, b.port, "{} and {}", a.name, b.name);
+                assert_ne!(a.certificate, b.certificate);
+                assert!(a.nats.is_none() || a.nats != b.nats);
+                assert!(a.url_setting.is_none() || a.url_setting != b.url_setting);
+            }
+        }
+    }
+
+    #[test]
+    fn every_service_waits_only_for_services_that_start_before_it() {
+        for (i, s) in SERVICES.iter().enumerate() {
+            for other in s.waits_for() {
+                let j = SERVICES.iter().position(|t| t.name == other);
+                assert!(
+                    j.is_some_and(|j| j < i),
+                    "{} waits for {other}, which is not started before it",
+                    s.name
+                );
+            }
+            for called in s.calls {
+                assert!(
+                    service(called).is_some_and(|c| c.url_setting.is_some()),
+                    "{} calls {called}, which has no URL setting",
+                    s.name
+                );
+            }
+        }
+        assert!(
+            SERVICES.last().unwrap().public,
+            "the public entry starts last"
+        );
+    }
+
+    #[test]
+    fn every_database_access_names_a_database_and_one_of_its_roles() {
+        for s in SERVICES {
+            let Some(access) = s.database else { continue };
+            let db = DATABASES
+                .iter()
+                .find(|d| d.name == access.database)
+                .unwrap_or_else(|| panic!("{}: no database {}", s.name, access.database));
+            assert!(db.roles().any(|r| r == access.role), "{}", s.name);
+            if let Some(owner) = access.migrates_as {
+                assert_eq!(owner, db.owner, "{} migrates as the owner", s.name);
+            }
+        }
+        for db in DATABASES {
+            assert!(
+                SERVICES
+                    .iter()
+                    .any(|s| s.database.is_some_and(|a| a.database == db.name)),
+                "no service uses {}",
+                db.name
+            );
+        }
+    }
+}
