@@ -252,28 +252,28 @@ pub fn released(dir: &Path) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// The blocks of the README made from the code: `(name, content)`, each between the lines
+/// The blocks of the operators' page made from the code: `(name, content)`, each between the lines
 /// `<!-- begin:<name> -->` and `<!-- end:<name> -->`.
-fn readme_blocks() -> Vec<(&'static str, String)> {
+fn page_blocks() -> Vec<(&'static str, String)> {
     vec![(
         "jetstream-permissions",
         messaging::identity::jetstream_table(),
     )]
 }
 
-/// The README beside the schemas' folder.
-pub fn readme() -> PathBuf {
-    dir().join("../README.md")
+/// The book's operators page, which holds the generated tables.
+pub fn operators_page() -> PathBuf {
+    dir().join("../docs/operators.md")
 }
 
-/// What is stale in the README's generated blocks (none: it is the code's).
-pub fn readme_problems(readme: &Path) -> Vec<String> {
-    match std::fs::read_to_string(readme) {
-        Err(e) => vec![format!("{}: {e}", readme.display())],
+/// What is stale in the operators page's generated blocks (none: it is the code's).
+pub fn page_problems(page: &Path) -> Vec<String> {
+    match std::fs::read_to_string(page) {
+        Err(e) => vec![format!("{}: {e}", page.display())],
         Ok(text) => match with_blocks(&text) {
             Err(missing) => vec![missing],
             Ok(fresh) if fresh != text => vec![
-                "stale: README.md's generated tables differ from the code (run `cargo run -p schemas`)"
+                "stale: docs/operators.md's generated tables differ from the code (run `cargo run -p schemas`)"
                     .into(),
             ],
             Ok(_) => vec![],
@@ -281,32 +281,32 @@ pub fn readme_problems(readme: &Path) -> Vec<String> {
     }
 }
 
-/// Rewrites the README's generated blocks; true when something changed.
-pub fn write_readme(readme: &Path) -> std::io::Result<bool> {
-    let text = std::fs::read_to_string(readme)?;
+/// Rewrites the page's generated blocks; true when something changed.
+pub fn write_page(page: &Path) -> std::io::Result<bool> {
+    let text = std::fs::read_to_string(page)?;
     let fresh = with_blocks(&text).map_err(std::io::Error::other)?;
     if fresh == text {
         return Ok(false);
     }
-    std::fs::write(readme, fresh)?;
+    std::fs::write(page, fresh)?;
     Ok(true)
 }
 
 /// `text` with every generated block as the code makes it; `Err` names a missing marker.
 fn with_blocks(text: &str) -> Result<String, String> {
     let mut text = text.to_owned();
-    for (name, content) in readme_blocks() {
+    for (name, content) in page_blocks() {
         let (begin, end) = (
             format!("<!-- begin:{name} -->\n"),
             format!("<!-- end:{name} -->"),
         );
         let start = text
             .find(&begin)
-            .ok_or_else(|| format!("README.md has no {begin:?}"))?
+            .ok_or_else(|| format!("docs/operators.md has no {begin:?}"))?
             + begin.len();
         let stop = text[start..]
             .find(&end)
-            .ok_or_else(|| format!("README.md has no {end:?}"))?
+            .ok_or_else(|| format!("docs/operators.md has no {end:?}"))?
             + start;
         text.replace_range(start..stop, &content);
     }

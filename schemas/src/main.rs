@@ -8,7 +8,7 @@ fn main() -> ExitCode {
     let dir = schemas::dir();
     if std::env::args().any(|a| a == "--check") {
         let mut problems = schemas::check(&dir);
-        problems.extend(schemas::readme_problems(&schemas::readme()));
+        problems.extend(schemas::page_problems(&schemas::operators_page()));
         for problem in &problems {
             eprintln!("{problem}");
         }
@@ -19,8 +19,8 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     match schemas::write(&dir).and_then(|(mut written, refused)| {
-        if schemas::write_readme(&schemas::readme())? {
-            written.push("../README.md".into());
+        if schemas::write_page(&schemas::operators_page())? {
+            written.push("../docs/operators.md".into());
         }
         Ok((written, refused))
     }) {

@@ -1,6 +1,7 @@
-//! The README's "Try it" and "For frontends" blocks, run as written against the gateway in
-//! front of every service (only its address and the token command changed to this test's),
-//! so the first thing a newcomer pastes works.
+//! The README's "Try it" (which the book's getting-started page repeats) and the book's
+//! frontends page, run as written against the gateway in front of every service (only its
+//! address and the token command changed to this test's), so the first thing a newcomer
+//! pastes works.
 
 use std::time::Duration;
 
@@ -8,17 +9,30 @@ use serde_json::Value;
 use testkit::front::Front;
 use testkit::stripe::LocalStripe;
 
-/// The first ```sh block after the heading `## <section>`.
-fn block(section: &str) -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("the README");
-    let section = readme
-        .split(&format!("\n## {section}\n"))
-        .nth(1)
-        .unwrap_or_else(|| panic!("a {section} section"));
+/// The first ```sh block of the repository file `file` after the line `heading` (from the
+/// top when `heading` is empty).
+fn block(file: &str, heading: &str) -> String {
+    let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let section = if heading.is_empty() {
+        text.as_str()
+    } else {
+        text.split(&format!("\n{heading}\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{file} has a {heading:?} section"))
+    };
     let start = section.find("```sh\n").expect("a sh block") + "```sh\n".len();
     let end = start + section[start..].find("\n```").expect("the block ends");
     section[start..end].to_owned()
+}
+
+#[test]
+fn the_getting_started_page_tries_what_the_readme_tries() {
+    assert_eq!(
+        block("docs/getting-started.md", "## Try it"),
+        block("README.md", "## Try it"),
+        "the two \"Try it\" blocks differ: a test runs only the README's"
+    );
 }
 
 /// The block as it runs against `front`: the gateway's address for the local one, the test's
@@ -61,7 +75,13 @@ async fn the_readme_blocks_work_as_written() {
     let key_file = std::env::temp_dir().join(format!("readme-stripe-key-{}", uuid::Uuid::new_v4()));
     std::fs::write(&key_file, &stripe.key).unwrap();
     let key_file = key_file.to_string_lossy().into_owned();
-    let stdout = bash(&against(&block("Try it"), &front, &stripe, &key_file)).await;
+    let stdout = bash(&against(
+        &block("README.md", "## Try it"),
+        &front,
+        &stripe,
+        &key_file,
+    ))
+    .await;
     // Every line the block prints is a JSON answer; none is a problem.
     let answers: Vec<Value> = stdout
         .lines()
@@ -105,7 +125,7 @@ async fn the_readme_blocks_work_as_written() {
     )
     .await;
 
-    // "For frontends": a second order, streamed live to its end (the product still has 8).
+    // The frontends page: a second order, streamed live to its end (the product still has 8).
     // The server holds the order's one intent for its total, captured.
     let paid = uuid::Uuid::parse_str(&order).unwrap();
     testkit::eventually(
@@ -126,7 +146,7 @@ async fn the_readme_blocks_work_as_written() {
     );
 
     let stream = bash(&against(
-        &block("For frontends"),
+        &block("docs/frontends.md", ""),
         &front,
         &stripe,
         &key_file,

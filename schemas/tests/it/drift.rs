@@ -295,9 +295,9 @@ fn a_nats_request_and_its_reply_match_the_committed_command_schemas() {
 }
 
 #[test]
-fn the_readme_s_generated_tables_are_the_code_s() {
+fn the_operators_page_s_generated_tables_are_the_code_s() {
     assert_eq!(
-        schemas::readme_problems(&schemas::readme()),
+        schemas::page_problems(&schemas::operators_page()),
         Vec::<String>::new()
     );
 }
