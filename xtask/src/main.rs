@@ -4,6 +4,8 @@
 
 mod bench;
 mod compose_keys;
+mod docs;
+mod generate;
 mod k8s_secrets;
 mod layout;
 mod nats;
@@ -51,15 +53,22 @@ enum Command {
     Status,
     /// Stop everything and delete all local state (databases, streams, logs).
     Reset,
-    /// Start fresh test infrastructure and run the whole test suite.
+    /// Start fresh test infrastructure and run the whole test suite (with fmt and clippy).
     Test {
         /// Leave the test Postgres and NATS running afterwards.
         #[arg(long)]
         keep: bool,
+        /// Only the tests that need no infrastructure (unit and domain tests, the docs' links):
+        /// no Postgres, NATS or tool is started or installed.
+        #[arg(long, conflicts_with = "keep")]
+        quick: bool,
         /// Arguments passed to `cargo test` (after `--`).
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
+    /// Build the book under docs/ with mdBook (installed on first use) into target/book,
+    /// after checking every link of the repository's Markdown.
+    Docs,
     /// Print an access token from the local OpenID provider, for curl against the gateway.
     Token {
         /// A customer's token: this UUID is its `sub`.
@@ -74,6 +83,9 @@ enum Command {
         #[arg(long)]
         admin: bool,
     },
+    /// Write the files made from the topology (topology/src/lib.rs): docker-compose.yml, the
+    /// compose stack's Postgres init script and Prometheus targets.
+    Generate,
     /// Write the compose stack's NATS configuration (docker/nats/nats.conf) from the
     /// identities' permissions, making development keys that are missing.
     ComposeKeys,
@@ -118,7 +130,16 @@ fn main() -> ExitCode {
         Command::Down => down(),
         Command::Status => status(),
         Command::Reset => reset(),
-        Command::Test { keep, cargo_args } => test(keep, &cargo_args),
+        Command::Test {
+            quick: true,
+            cargo_args,
+            ..
+        } => quick_test(&cargo_args),
+        Command::Test {
+            keep, cargo_args, ..
+        } => test(keep, &cargo_args),
+        Command::Docs => docs::build().map(|()| ExitCode::SUCCESS),
+        Command::Generate => generate_files(),
         Command::Token { customer, admin } => token(customer.as_deref(), admin),
         Command::Bench { loadgen_args } => bench::run(&loadgen_args),
         Command::ComposeKeys => compose_keys(),
@@ -265,16 +286,9 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     // The tests start their own OpenID providers from these packages.
     oidc::install(&layout)?;
 
-    println!("xtask: cargo fmt --check");
-    let fmt = layout::cargo()
-        .args(["fmt", "--all", "--", "--check"])
-        .current_dir(&layout.workspace)
-        .status()
-        .context("running cargo fmt")?;
-    let mut code = if fmt.success() {
+    let mut code = if fmt_check(&layout.workspace)? && clippy(&layout.workspace)? {
         ExitCode::SUCCESS
     } else {
-        eprintln!("xtask: cargo fmt --check failed: run `cargo fmt --all`");
         ExitCode::FAILURE
     };
 
@@ -302,34 +316,28 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
         cargo_test.arg("--workspace");
     }
     println!("xtask: {cargo_test:?}");
+    let env = test_env(
+        &layout,
+        [&python_path, &deploy_python_path, &stripe_python_path],
+        &bins,
+    )?;
+    if keep {
+        // What a plain `cargo test` needs afterwards, in one file to source.
+        let file = layout.root.join("env");
+        let text: String = env
+            .iter()
+            .map(|(k, v)| format!("export {k}='{}'\n", v.to_string_lossy()))
+            .collect();
+        secrets::write_private(&file, text.as_bytes())?;
+        println!(
+            "xtask: the test environment is in {0}: `source {0}` and run `cargo test` yourself",
+            file.display()
+        );
+    }
     let (tests, totals) = run_counting(
         cargo_test
             .args(cargo_args)
-            .env("STREAMSHOP_TEST_PG_URL", layout.pg_admin_url()?)
-            .env("STREAMSHOP_TEST_NATS_URL", layout.nats_url())
-            .env(
-                "STREAMSHOP_TEST_NATS_CREDENTIALS",
-                nats::credentials_dir(&layout),
-            )
-            .env(
-                "STREAMSHOP_TEST_NATS_ANALYST_URL",
-                nats::analyst_url(&layout)?,
-            )
-            .env("STREAMSHOP_TEST_PYTHONPATH", &python_path)
-            .env("STREAMSHOP_TEST_DEPLOY_PYTHONPATH", &deploy_python_path)
-            .env("STREAMSHOP_TEST_STRIPE_PYTHONPATH", &stripe_python_path)
-            .env("STREAMSHOP_TEST_TLS_DIR", tls::dir(&layout))
-            // What a test needs to run a NATS server or a Postgres cluster of its own, to kill
-            // and restart it without disturbing the others.
-            .env("STREAMSHOP_TEST_NATS_SERVER", nats::binary(&layout)?)
-            .env("STREAMSHOP_TEST_NATS_CONFIG", nats::config_path(&layout))
-            .env("STREAMSHOP_TEST_PG_BIN", postgres::bin_dir()?)
-            .env("STREAMSHOP_TEST_BIN_DIR", &bins)
-            // This very binary, for the tests that run an xtask command (make-secrets.sh).
-            .env(
-                "STREAMSHOP_XTASK",
-                std::env::current_exe().context("finding the xtask binary")?,
-            )
+            .envs(env)
             .current_dir(&layout.workspace),
     )?;
     println!(
@@ -344,6 +352,120 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
         postgres::stop(&layout);
     }
     Ok(code)
+}
+
+fn generate_files() -> anyhow::Result<ExitCode> {
+    let workspace = Layout::dev()?.workspace;
+    let written = generate::write(&workspace)?;
+    for path in &written {
+        println!("generate: wrote {}", path.display());
+    }
+    if written.is_empty() {
+        println!("generate: every generated file is up to date");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The environment the tests read (`testkit::Infra`): where the test Postgres, NATS, tools and
+/// service binaries are.
+fn test_env(
+    layout: &Layout,
+    [python, deploy_python, stripe_python]: [&std::path::Path; 3],
+    bins: &std::path::Path,
+) -> anyhow::Result<Vec<(&'static str, std::ffi::OsString)>> {
+    Ok(vec![
+        ("STREAMSHOP_TEST_PG_URL", layout.pg_admin_url()?.into()),
+        ("STREAMSHOP_TEST_NATS_URL", layout.nats_url().into()),
+        (
+            "STREAMSHOP_TEST_NATS_CREDENTIALS",
+            nats::credentials_dir(layout).into(),
+        ),
+        (
+            "STREAMSHOP_TEST_NATS_ANALYST_URL",
+            nats::analyst_url(layout)?.into(),
+        ),
+        ("STREAMSHOP_TEST_PYTHONPATH", python.into()),
+        ("STREAMSHOP_TEST_DEPLOY_PYTHONPATH", deploy_python.into()),
+        ("STREAMSHOP_TEST_STRIPE_PYTHONPATH", stripe_python.into()),
+        ("STREAMSHOP_TEST_TLS_DIR", tls::dir(layout).into()),
+        // What a test needs to run a NATS server or a Postgres cluster of its own, to kill
+        // and restart it without disturbing the others.
+        ("STREAMSHOP_TEST_NATS_SERVER", nats::binary(layout)?.into()),
+        (
+            "STREAMSHOP_TEST_NATS_CONFIG",
+            nats::config_path(layout).into(),
+        ),
+        ("STREAMSHOP_TEST_PG_BIN", postgres::bin_dir()?.into()),
+        ("STREAMSHOP_TEST_BIN_DIR", bins.into()),
+        // This very binary, for the tests that run an xtask command (make-secrets.sh).
+        (
+            "STREAMSHOP_XTASK",
+            std::env::current_exe()
+                .context("finding the xtask binary")?
+                .into(),
+        ),
+    ])
+}
+
+/// `cargo xtask test --quick`: formatting and every test that needs no Postgres, NATS or
+/// tool (the libraries' and binaries' own tests, which include the domain's and the docs'
+/// link check), on a fresh clone in well under a minute once built.
+fn quick_test(cargo_args: &[String]) -> anyhow::Result<ExitCode> {
+    let workspace = Layout::test()?.workspace;
+    let formatted = fmt_check(&workspace)?;
+    let mut cargo_test = layout::cargo();
+    cargo_test.args(["test", "--workspace", "--lib", "--bins"]);
+    println!("xtask: {cargo_test:?}");
+    let (tests, totals) = run_counting(cargo_test.args(cargo_args).current_dir(&workspace))?;
+    println!(
+        "summary: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    Ok(if formatted && tests.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `cargo fmt --check`; false (and how to fix it) when a file is not formatted.
+fn fmt_check(workspace: &std::path::Path) -> anyhow::Result<bool> {
+    cargo_passes(
+        workspace,
+        &["fmt", "--all", "--", "--check"],
+        "cargo fmt --check failed: run `cargo fmt --all`",
+    )
+}
+
+/// Clippy over every target with warnings as errors, as CI runs it.
+fn clippy(workspace: &std::path::Path) -> anyhow::Result<bool> {
+    cargo_passes(
+        workspace,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        "cargo clippy found problems (see above)",
+    )
+}
+
+/// Runs `cargo <args>` in `workspace`; false, and `failed` said, when it does not pass.
+fn cargo_passes(workspace: &std::path::Path, args: &[&str], failed: &str) -> anyhow::Result<bool> {
+    let mut cmd = layout::cargo();
+    cmd.args(args).current_dir(workspace);
+    println!("xtask: {cmd:?}");
+    let passed = cmd
+        .status()
+        .with_context(|| format!("running cargo {}", args[0]))?
+        .success();
+    if !passed {
+        eprintln!("xtask: {failed}");
+    }
+    Ok(passed)
 }
 
 /// Test counts summed from cargo's `test result:` lines.
