@@ -49,13 +49,14 @@ impl UpstreamUrls {
     /// configuration error, not a silent downgrade.
     fn check_schemes(&self, tls: bool) -> Result<(), EnvError> {
         let named = [
-            ("ORDERS_URL", &self.orders),
-            ("INVENTORY_URL", &self.inventory),
-            ("PAYMENTS_URL", &self.payments),
-            ("ORCHESTRATOR_URL", &self.orchestrator),
-            ("PROJECTIONS_URL", &self.projections),
-            ("QUERY_URL", &self.query),
-        ];
+            (&topology::ORDERS, &self.orders),
+            (&topology::INVENTORY, &self.inventory),
+            (&topology::PAYMENTS, &self.payments),
+            (&topology::ORCHESTRATOR, &self.orchestrator),
+            (&topology::PROJECTIONS, &self.projections),
+            (&topology::QUERY_API, &self.query),
+        ]
+        .map(|(service, url)| (service.url_setting.unwrap_or(service.name), url));
         match named.into_iter().find(|(_, url)| {
             tls && url
                 .split(',')

@@ -357,7 +357,7 @@ fn render(material: &Material, namespace: &str) -> anyhow::Result<String> {
         secret(
             &mut out,
             namespace,
-            &format!("pg-role-{}", role.replace('_', "-")),
+            &crate::generate::role_secret(&role),
             "kubernetes.io/basic-auth",
             &[
                 ("username", role.as_bytes().to_vec()),

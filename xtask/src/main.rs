@@ -326,7 +326,7 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
         let file = layout.root.join("env");
         let text: String = env
             .iter()
-            .map(|(k, v)| format!("export {k}='{}'\n", v.to_string_lossy()))
+            .map(|(k, v)| shell_export(k, &v.to_string_lossy()))
             .collect();
         secrets::write_private(&file, text.as_bytes())?;
         println!(
@@ -364,6 +364,12 @@ fn generate_files() -> anyhow::Result<ExitCode> {
         println!("generate: every generated file is up to date");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `export NAME='value'` for sh: single-quoted, a quote in the value closed and reopened
+/// around it, so a password with any character survives `source`.
+fn shell_export(name: &str, value: &str) -> String {
+    format!("export {name}='{}'\n", value.replace('\'', "'\\''"))
 }
 
 /// The environment the tests read (`testkit::Infra`): where the test Postgres, NATS, tools and
@@ -520,6 +526,19 @@ fn run_counting(
 #[cfg(test)]
 mod tests {
     use super::Totals;
+
+    #[test]
+    fn an_exported_value_survives_the_shell_whatever_it_holds() {
+        let value = "p'w $HOME \"x\" `id`";
+        let out = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("{}printf %s \"$V\"", super::shell_export("V", value)),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), value);
+    }
 
     #[test]
     fn test_result_lines_are_totalled() {

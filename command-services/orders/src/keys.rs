@@ -18,20 +18,14 @@ use uuid::Uuid;
 /// `DATA_KEYS_MASTER_KEY` (32 bytes, base64) or `DATA_KEYS_MASTER_KEY_FILE` (a file holding
 /// that), read once at start; the service does not start without one.
 pub fn master_key(env: &runtime::env::Env) -> anyhow::Result<Key> {
-    let text = match (
-        env.get("DATA_KEYS_MASTER_KEY"),
-        env.get("DATA_KEYS_MASTER_KEY_FILE"),
-    ) {
-        (Some(key), _) => key.to_owned(),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("DATA_KEYS_MASTER_KEY_FILE {path} cannot be read: {e}"))?,
-        (None, None) => anyhow::bail!(
+    let Some(text) = env.secret("DATA_KEYS_MASTER_KEY")? else {
+        anyhow::bail!(
             "the orders service seals customers' payment tokens with their data keys, wrapped \
              by a master key: set DATA_KEYS_MASTER_KEY (32 random bytes in base64) or \
              DATA_KEYS_MASTER_KEY_FILE (`cargo xtask up` and the Kubernetes secrets make one)"
-        ),
+        );
     };
-    Key::from_base64(&text).map_err(|_| {
+    Key::from_base64(text.expose()).map_err(|_| {
         anyhow::anyhow!("the data keys' master key is not 32 bytes of standard base64")
     })
 }

@@ -55,9 +55,13 @@ impl<P> Guarded<P> {
                 )));
             }
         }
+        // Dropped before the answer (its caller went away), the call gives a probe it holds
+        // back; otherwise a half-open circuit would wait for an answer that never comes.
+        let mut admitted = Admitted(self.circuit.as_ref());
         let answer = tokio::time::timeout(self.timeout, call)
             .await
             .unwrap_or(Err(ProviderError::Timeout));
+        admitted.0 = None;
         if let Some(circuit) = &self.circuit {
             match &answer {
                 Err(e) if e.is_fault() => circuit.failed(),
@@ -65,6 +69,17 @@ impl<P> Guarded<P> {
             }
         }
         answer
+    }
+}
+
+/// An admitted call in flight: if it is dropped unanswered, its circuit hears it was abandoned.
+struct Admitted<'a>(Option<&'a Breaker>);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if let Some(circuit) = self.0 {
+            circuit.abandoned();
+        }
     }
 }
 
@@ -156,6 +171,32 @@ mod tests {
             provider.authorise(&request("tok_ok")).await,
             Ok(ProviderDecision::Authorised { .. })
         ));
+        assert!(matches!(
+            provider.authorise(&request("tok_ok")).await,
+            Ok(ProviderDecision::Authorised { .. })
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_dropped_by_its_caller_does_not_keep_the_circuit_half_open() {
+        let provider = Guarded::new(TestProvider::default(), Duration::from_secs(2)).with_circuit(
+            "test",
+            1,
+            Duration::from_secs(30),
+        );
+        assert_eq!(
+            provider.authorise(&request("tok_timeout")).await,
+            Err(ProviderError::Timeout)
+        );
+        tokio::time::advance(Duration::from_secs(31)).await;
+        // The probe's caller goes away before the provider answers.
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(10),
+            provider.authorise(&request("tok_timeout")),
+        )
+        .await;
+        assert!(dropped.is_err());
+        // The next call is the probe, not refused behind one that will never answer.
         assert!(matches!(
             provider.authorise(&request("tok_ok")).await,
             Ok(ProviderDecision::Authorised { .. })

@@ -54,6 +54,13 @@ impl WebhookSettings {
         let Some(secret) = env.secret("STRIPE_WEBHOOK_SECRET")? else {
             return Ok(None);
         };
+        // A blank key would let anyone sign.
+        if secret.expose().trim().is_empty() {
+            return Err(EnvError {
+                name: "STRIPE_WEBHOOK_SECRET".into(),
+                reason: "is blank".into(),
+            });
+        }
         Ok(Some(Self {
             secret,
             tolerance: Duration::from_secs(env.within_or(
@@ -89,7 +96,11 @@ pub fn verify(
     for part in header.split(',') {
         match part.trim().split_once('=') {
             Some(("t", t)) => timestamp = t.parse::<i64>().ok(),
-            Some(("v1", hex)) => signatures.push(hex),
+            // Only what can be a SHA-256 tag, and a few of them (Stripe sends one per active
+            // secret): an unauthenticated header never buys more than one HMAC of the body.
+            Some(("v1", hex)) if hex.len() == 64 && signatures.len() < MAX_SIGNATURES => {
+                signatures.extend(decode_hex(hex))
+            }
             _ => {}
         }
     }
@@ -99,9 +110,10 @@ pub fn verify(
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
     let mut signed = format!("{timestamp}.").into_bytes();
     signed.extend_from_slice(body);
-    let matches = signatures.iter().any(|hex| {
-        decode_hex(hex).is_some_and(|tag| ring::hmac::verify(&key, &signed, &tag).is_ok())
-    });
+    let expected = ring::hmac::sign(&key, &signed);
+    let matches = signatures
+        .iter()
+        .any(|tag| same_in_constant_time(expected.as_ref(), tag));
     if !matches {
         return Err(SignatureError::Mismatch);
     }
@@ -109,6 +121,14 @@ pub fn verify(
         return Err(SignatureError::Stale);
     }
     Ok(())
+}
+
+/// The `v1` entries of one header that are checked; more are ignored.
+const MAX_SIGNATURES: usize = 8;
+
+/// Equal contents, in a time that does not depend on where they first differ.
+fn same_in_constant_time(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
@@ -373,6 +393,13 @@ mod tests {
     }
 
     #[test]
+    fn a_blank_webhook_secret_is_refused_at_start() {
+        let env = Env::from_pairs([("STRIPE_WEBHOOK_SECRET", "  ")]);
+        let error = WebhookSettings::from_env(&env).unwrap_err();
+        assert_eq!(error.name, "STRIPE_WEBHOOK_SECRET");
+    }
+
+    #[test]
     fn a_signature_is_checked_against_the_body_the_secret_and_the_time() {
         let body = br#"{"id":"evt_1"}"#;
         let tolerance = Duration::from_secs(300);
@@ -394,6 +421,18 @@ mod tests {
         assert_eq!(
             verify("whsec_a", &old, body, now, tolerance),
             Err(SignatureError::Stale)
+        );
+        // A flood of entries costs at most one HMAC: empty or short tags are not tags, and
+        // past the first few the rest are not read.
+        let flood = format!("t={},{}", now - 10, "v1=,".repeat(100_000));
+        assert_eq!(
+            verify("whsec_a", &flood, body, now, tolerance),
+            Err(SignatureError::Malformed)
+        );
+        let junk = format!("v1={},", "0".repeat(64)).repeat(MAX_SIGNATURES);
+        assert_eq!(
+            verify("whsec_a", &format!("{junk}{good}"), body, now, tolerance),
+            Err(SignatureError::Mismatch)
         );
         for malformed in ["", "t=1", "v1=00", "t=x,v1=00"] {
             assert_eq!(
