@@ -36,7 +36,7 @@ pub fn url_of(procs: &[Proc], name: &str) -> String {
 /// are named in every node's configuration before any node binds them. Taken from below the
 /// ephemeral range, as the tests' are, so no outgoing connection holds one meanwhile.
 pub fn free_port() -> u16 {
-    testkit::free_port_outside_ephemeral_range()
+    testkit::free_port()
 }
 
 /// Starts `nats-server -js` on loopback at `port`, with `args` besides (a configuration, a

@@ -54,7 +54,7 @@ fn read_back(format: Format, path: &Path) -> Vec<Record> {
 
 /// Three sagas (confirmed, declined, one line out of stock), settled everywhere.
 async fn stack_with_history() -> Stack {
-    let s = Stack::start_all(3).await;
+    let s = Stack::start_all(30).await;
     s.product("EX-1", 10).await;
     s.product("EX-2", 1).await;
     let orders = [

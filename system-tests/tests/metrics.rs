@@ -19,7 +19,7 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 
 #[tokio::test]
 async fn metrics_count_one_saga_at_every_hop() {
-    let s = Stack::start_all(3).await;
+    let s = Stack::start_all(30).await;
     s.product("M1", 10).await;
     let order = s.place(&[("M1", 2)], "tok_ok").await;
     assert_eq!(s.finished(order).await["outcome"], "confirmed");

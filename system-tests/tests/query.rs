@@ -98,6 +98,13 @@ async fn a_min_version_the_projection_does_not_reach_answers_after_a_bounded_wai
     let stack = Stack::start(300).await;
     let accepted = stack.place().await;
     let id = accepted["order_id"].as_str().unwrap();
+    // The row exists first (a busy machine may take longer than the 300 ms wait to
+    // project it), so the read below is about a version ahead of it, not about the row.
+    testkit::eventually(Duration::from_secs(30), "the order's row", || async {
+        let r = stack.get(&format!("/orders/{id}")).await;
+        (r.status() == StatusCode::OK).then_some(())
+    })
+    .await;
 
     // Ahead of anything that exists: the row as it is, marked stale, after the wait.
     let started = Instant::now();

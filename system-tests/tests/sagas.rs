@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn a_saga_confirms_an_order_it_can_fill_and_pay() {
-    let s = Stack::start(3).await;
+    let s = Stack::start(30).await;
     s.product("A", 10).await;
     s.product("B", 10).await;
     let order = s.place(&[("A", 2), ("B", 1)], "tok_ok").await;
@@ -35,7 +35,7 @@ async fn a_saga_confirms_an_order_it_can_fill_and_pay() {
 
 #[tokio::test]
 async fn one_line_out_of_stock_releases_the_other_two_and_rejects() {
-    let s = Stack::start(3).await;
+    let s = Stack::start(30).await;
     s.product("A", 10).await;
     s.product("B", 1).await;
     s.product("C", 10).await;
@@ -64,7 +64,7 @@ async fn one_line_out_of_stock_releases_the_other_two_and_rejects() {
 
 #[tokio::test]
 async fn a_declined_payment_releases_the_stock_and_rejects() {
-    let s = Stack::start(3).await;
+    let s = Stack::start(30).await;
     s.product("A", 5).await;
     let order = s.place(&[("A", 5)], "tok_decline").await;
     let saga = s.finished(order).await;
@@ -83,7 +83,7 @@ async fn a_declined_payment_releases_the_stock_and_rejects() {
 
 #[tokio::test]
 async fn a_flaky_provider_ends_confirmed_after_retries() {
-    let s = Stack::start(5).await;
+    let s = Stack::start(30).await;
     s.product("A", 5).await;
     let order = s.place(&[("A", 1)], "tok_flaky").await;
     let saga = s.finished(order).await;
@@ -317,7 +317,7 @@ async fn five_hundred_orders_through_two_replicas_all_end_and_balance() {
 
 #[tokio::test]
 async fn the_query_api_shows_an_order_with_its_payment_saga_stock_and_sales() {
-    let s = Stack::start(3).await;
+    let s = Stack::start(30).await;
     let read_db = testkit::fresh_read_db("read").await.owner;
     let mut env = s.orders.env();
     env.retain(|(k, _)| !k.starts_with("DATABASE_"));

@@ -78,7 +78,7 @@ async fn a_payment_token_reaches_no_reader_log_trace_or_export() {
     ));
     // A card of its own, so any copy of it can be found.
     let token = format!("tok_ok_{}", Uuid::new_v4().simple());
-    let s = Stack::start_all(3).await;
+    let s = Stack::start_all(30).await;
     s.product("SECRET-1", 10).await;
     let customer = Uuid::now_v7();
     let placed = testkit::world::post_command(

@@ -87,7 +87,7 @@ async fn one_order_is_one_trace_across_every_service() {
             otel_disabled: false,
         },
     ));
-    let s = Stack::start_all(3).await;
+    let s = Stack::start_all(30).await;
     s.product("TR-1", 10).await;
 
     let traceparent = runtime::trace::new_traceparent();

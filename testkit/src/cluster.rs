@@ -46,7 +46,7 @@ impl NatsCluster {
         let members: Vec<ClusterNode> = (0..NODES)
             .map(|i| ClusterNode {
                 name: format!("n{}", i + 1),
-                route_port: crate::free_port_outside_ephemeral_range(),
+                route_port: crate::free_port(),
             })
             .collect();
         let mut nodes = Vec::new();
@@ -59,8 +59,8 @@ impl NatsCluster {
             crate::private::write_private(&config, text.as_bytes());
             nodes.push(Node {
                 name: member.name.clone(),
-                port: crate::free_port_outside_ephemeral_range(),
-                monitor_port: crate::free_port_outside_ephemeral_range(),
+                port: crate::free_port(),
+                monitor_port: crate::free_port(),
                 route_port: member.route_port,
                 store: dir.join(&member.name),
                 log: dir.join(format!("{}.log", member.name)),

@@ -88,7 +88,7 @@ impl Fleet {
         eprintln!("fleet: every replica's log is in {}", logs.display());
 
         let ports: Vec<[u16; REPLICAS]> = services()
-            .map(|_| std::array::from_fn(|_| crate::free_port_outside_ephemeral_range()))
+            .map(|_| std::array::from_fn(|_| crate::free_port()))
             .collect();
         let list = |service: &str| {
             let i = services().position(|s| s == service).expect("a service");

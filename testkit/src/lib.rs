@@ -374,30 +374,32 @@ where
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago, for child processes.
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts (in a child
+/// process or killed and started again on the same port).
+///
+/// It is drawn below Linux's ephemeral range (32768 on), from 29000–32767 (xtask's own ports
+/// are below): a port the kernel handed out for `bind(0)` can be taken by any outgoing
+/// connection before the child binds it, and the cluster tests open thousands. A port taken
+/// is passed over, and none is handed out twice in one process (a port probed free stays free
+/// until its server binds it). When `cargo xtask test` runs test binaries side by side it gives
+/// each a slot (`STREAMSHOP_TEST_PORT_SLOT` = `i/n`), and a binary draws only from its own
+/// `1/n` of the range, so two processes never hand out the same port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago, below Linux's ephemeral range
-/// (32768 on): for a server a test kills and starts again on the same port, which an
-/// outgoing connection could otherwise be holding by then. Drawn at random from 29000–32767
-/// (xtask's own ports are below); a port taken is passed over, and none is handed out twice
-/// in one test process (a port probed free stays free until its server binds it).
-pub fn free_port_outside_ephemeral_range() -> u16 {
+    const FIRST: u16 = 29000;
+    const COUNT: u16 = 32768 - FIRST;
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let (slot, slots) = private::port_slot();
+    let width = COUNT / slots;
+    let base = FIRST + slot * width;
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..1000 {
-        let port = 29000 + (uuid::Uuid::new_v4().as_u128() % 3768) as u16;
+        let port = base + (uuid::Uuid::new_v4().as_u128() % u128::from(width)) as u16;
         if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             given.push(port);
             return port;
         }
     }
-    panic!("no free port in 29000-32767")
+    panic!("no free port in {base}-{}", base + width - 1)
 }
 
 /// One message read back from a stream.

@@ -43,52 +43,75 @@ fn scripts() -> PathBuf {
     dir
 }
 
+/// Waits up to 60 s for the provider's discovery document; the exit status if it exits first.
+async fn ready(child: &mut Child, issuer: &str) -> Result<(), std::process::ExitStatus> {
+    let url = format!("{issuer}/.well-known/openid-configuration");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("an HTTP client");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("ask after the provider") {
+            return Err(status);
+        }
+        let answered = client.get(&url).send().await;
+        if answered.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after 60s waiting for the OpenID provider on {issuer} to start"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 impl Oidc {
     /// Starts a provider for the audience `streamshop` and waits for its discovery document.
+    /// A provider that exits before it answers (its port taken after all) is started again
+    /// on another port, up to three times.
     pub async fn start() -> Self {
         let dir = std::env::temp_dir().join(format!("streamshop-oidc-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("create the provider's folder");
-        let port = crate::free_port();
-        let issuer = format!("http://127.0.0.1:{port}");
         let secret = Uuid::new_v4().simple().to_string();
         let keys = dir.join("keys.json");
         // login.mjs reads the operator's secret from a file, never from its arguments.
         crate::private::write_private(&dir.join("operator-secret"), secret.as_bytes());
-        let child = Command::new("node")
-            .arg(scripts().join("provider.mjs"))
-            .env("OIDC_PORT", port.to_string())
-            .env("OIDC_KEYS", &keys)
-            .env("OIDC_OPERATOR_SECRET", &secret)
-            .env("OIDC_AUDIENCE", "streamshop")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start node provider.mjs (node must be installed)");
-        let oidc = Self {
-            child,
-            issuer,
-            audience: "streamshop".into(),
-            keys,
-            _dir: TempDir(dir),
-        };
-        let url = format!("{}/.well-known/openid-configuration", oidc.issuer);
-        crate::eventually(
-            Duration::from_secs(30),
-            "the OpenID provider to start",
-            || async {
-                reqwest::get(&url)
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ())
-            },
-        )
-        .await;
-        oidc
+        let dir = TempDir(dir);
+        for attempt in 1..=3 {
+            let port = crate::free_port();
+            let mut child = Command::new("node")
+                .arg(scripts().join("provider.mjs"))
+                .env("OIDC_PORT", port.to_string())
+                .env("OIDC_KEYS", &keys)
+                .env("OIDC_OPERATOR_SECRET", &secret)
+                .env("OIDC_AUDIENCE", "streamshop")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start node provider.mjs (node must be installed)");
+            let issuer = format!("http://127.0.0.1:{port}");
+            match ready(&mut child, &issuer).await {
+                Ok(()) => {
+                    return Self {
+                        child,
+                        issuer,
+                        audience: "streamshop".into(),
+                        keys,
+                        _dir: dir,
+                    }
+                }
+                Err(status) => eprintln!(
+                    "testkit: the OpenID provider on port {port} exited ({status}) before it \
+                     answered (attempt {attempt} of 3)"
+                ),
+            }
+        }
+        panic!("the OpenID provider exited before it answered, three times (see its errors above)")
     }
-
     /// An access token for `customer`, from the authorization code flow.
     pub async fn customer_token(&self, customer: Uuid) -> String {
         self.login(&["--customer", &customer.to_string()]).await

@@ -21,6 +21,25 @@ pub(crate) fn provided(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{name} is not set: run the tests with `cargo xtask test`"))
 }
 
+/// This process's share of the test ports, `(slot, slots)`: from `STREAMSHOP_TEST_PORT_SLOT`
+/// (`i/n`, set by `cargo xtask test` for binaries it runs side by side), else the whole range.
+pub(crate) fn port_slot() -> (u16, u16) {
+    let env = runtime::env::Env::from_process();
+    let given = env.get("STREAMSHOP_TEST_PORT_SLOT");
+    let parsed = given.and_then(|text| {
+        let (slot, slots) = text.split_once('/')?;
+        let (slot, slots) = (slot.parse::<u16>().ok()?, slots.parse::<u16>().ok()?);
+        (slots > 0 && slots <= 16 && slot < slots).then_some((slot, slots))
+    });
+    match (given, parsed) {
+        (_, Some(share)) => share,
+        (None, None) => (0, 1),
+        (Some(text), None) => {
+            panic!("STREAMSHOP_TEST_PORT_SLOT={text} is not `i/n` with i < n <= 16")
+        }
+    }
+}
+
 /// A folder under the system's temporary folder, removed when the test's infrastructure is
 /// dropped. Only its owner may enter it: a node's configuration there holds its routes'
 /// password.
