@@ -13,6 +13,7 @@ mod oidc;
 mod postgres;
 mod proc;
 mod python;
+mod runner;
 mod secrets;
 mod services;
 mod stripe;
@@ -280,13 +281,40 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     let layout = layout.with_free_ports()?;
     postgres::start(&layout)?;
     nats::start(&layout)?;
-    let python_path = python::test_packages(&layout)?;
-    let deploy_python_path = python::deploy_packages(&layout)?;
-    let stripe_python_path = python::stripe_packages(&layout)?;
-    // The tests start their own OpenID providers from these packages.
-    oidc::install(&layout)?;
-
-    let mut code = if fmt_check(&layout.workspace)? && clippy(&layout.workspace)? {
+    // The tools the tests use install while fmt and clippy run: pip and npm wait on the
+    // network, clippy on the CPU.
+    let (tools, linted) = std::thread::scope(|scope| {
+        let tools = scope.spawn(|| -> anyhow::Result<[std::path::PathBuf; 3]> {
+            let paths = [
+                python::test_packages(&layout)?,
+                python::deploy_packages(&layout)?,
+                python::stripe_packages(&layout)?,
+            ];
+            // The tests start their own OpenID providers from these packages.
+            oidc::install(&layout)?;
+            Ok(paths)
+        });
+        let linted = fmt_check(&layout.workspace)
+            .and_then(|formatted| Ok(clippy(&layout.workspace)? && formatted));
+        (
+            tools.join().expect("installing the test tools panicked"),
+            linted,
+        )
+    });
+    let stop = |layout: &Layout| {
+        if !keep {
+            nats::stop(layout);
+            postgres::stop(layout);
+        }
+    };
+    let (tools, linted) = match (tools, linted) {
+        (Ok(tools), Ok(linted)) => (tools, linted),
+        (Err(e), _) | (_, Err(e)) => {
+            stop(&layout);
+            return Err(e);
+        }
+    };
+    let mut code = if linted {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -298,27 +326,14 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
         Ok(bins) => bins,
         Err(e) => {
             // The code does not build: nothing to test, and nothing left running.
-            if !keep {
-                nats::stop(&layout);
-                postgres::stop(&layout);
-            }
+            stop(&layout);
             return Err(e);
         }
     };
-
-    // `-p NAME` narrows the run; otherwise the whole workspace is tested.
-    let narrowed = cargo_args
-        .iter()
-        .any(|a| a == "-p" || a.starts_with("--package"));
-    let mut cargo_test = layout::cargo();
-    cargo_test.arg("test");
-    if !narrowed {
-        cargo_test.arg("--workspace");
-    }
-    println!("xtask: {cargo_test:?}");
+    let [python_path, deploy_python_path, stripe_python_path] = &tools;
     let env = test_env(
         &layout,
-        [&python_path, &deploy_python_path, &stripe_python_path],
+        [python_path, deploy_python_path, stripe_python_path],
         &bins,
     )?;
     if keep {
@@ -334,23 +349,45 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
             file.display()
         );
     }
-    let (tests, totals) = run_counting(
-        cargo_test
-            .args(cargo_args)
-            .envs(env)
-            .current_dir(&layout.workspace),
-    )?;
+
+    let (passed, totals) = if cargo_args.is_empty() {
+        // The whole suite: every test binary, two at a time.
+        let binaries = match runner::build(&layout.workspace, &[]) {
+            Ok(binaries) => binaries,
+            Err(e) => {
+                stop(&layout);
+                return Err(e);
+            }
+        };
+        runner::run(binaries, &env, &layout.root.join("runs"))?
+    } else {
+        // A narrowed run (`-- -p orders`, a test name): `cargo test` as asked, one binary
+        // at a time.
+        let narrowed = cargo_args
+            .iter()
+            .any(|a| a == "-p" || a.starts_with("--package"));
+        let mut cargo_test = layout::cargo();
+        cargo_test.arg("test");
+        if !narrowed {
+            cargo_test.arg("--workspace");
+        }
+        println!("xtask: {cargo_test:?}");
+        let (status, totals) = runner::run_counting(
+            cargo_test
+                .args(cargo_args)
+                .envs(env)
+                .current_dir(&layout.workspace),
+        )?;
+        (status.success(), totals)
+    };
     println!(
         "summary: {} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.ignored
     );
-    if !tests.success() {
+    if !passed {
         code = ExitCode::FAILURE;
     }
-    if !keep {
-        nats::stop(&layout);
-        postgres::stop(&layout);
-    }
+    stop(&layout);
     Ok(code)
 }
 
@@ -422,7 +459,8 @@ fn quick_test(cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     let mut cargo_test = layout::cargo();
     cargo_test.args(["test", "--workspace", "--lib", "--bins"]);
     println!("xtask: {cargo_test:?}");
-    let (tests, totals) = run_counting(cargo_test.args(cargo_args).current_dir(&workspace))?;
+    let (tests, totals) =
+        runner::run_counting(cargo_test.args(cargo_args).current_dir(&workspace))?;
     println!(
         "summary: {} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.ignored
@@ -474,58 +512,8 @@ fn cargo_passes(workspace: &std::path::Path, args: &[&str], failed: &str) -> any
     Ok(passed)
 }
 
-/// Test counts summed from cargo's `test result:` lines.
-#[derive(Debug, Default, PartialEq)]
-struct Totals {
-    passed: u64,
-    failed: u64,
-    ignored: u64,
-}
-
-impl Totals {
-    /// Adds a line such as `test result: ok. 4 passed; 0 failed; 1 ignored; ...`.
-    fn add_line(&mut self, line: &str) {
-        let Some(rest) = line.trim().strip_prefix("test result:") else {
-            return;
-        };
-        for part in rest.split(';') {
-            let mut words = part.split_whitespace().rev();
-            let (Some(label), Some(n)) = (words.next(), words.next()) else {
-                continue;
-            };
-            let Ok(n) = n.parse::<u64>() else { continue };
-            match label {
-                "passed" => self.passed += n,
-                "failed" => self.failed += n,
-                "ignored" => self.ignored += n,
-                _ => {}
-            }
-        }
-    }
-}
-
-/// Runs `cmd`, passing its output through, and totals its test results.
-fn run_counting(
-    cmd: &mut std::process::Command,
-) -> anyhow::Result<(std::process::ExitStatus, Totals)> {
-    use std::io::BufRead;
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("running cargo test")?;
-    let mut totals = Totals::default();
-    let stdout = child.stdout.take().context("cargo test stdout")?;
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line?;
-        println!("{line}");
-        totals.add_line(&line);
-    }
-    Ok((child.wait()?, totals))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::Totals;
 
     #[test]
     fn an_exported_value_survives_the_shell_whatever_it_holds() {
@@ -538,23 +526,5 @@ mod tests {
             .output()
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), value);
-    }
-
-    #[test]
-    fn test_result_lines_are_totalled() {
-        let mut t = Totals::default();
-        t.add_line("test result: ok. 4 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.04s");
-        t.add_line(
-            "test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out",
-        );
-        t.add_line("running 4 tests");
-        assert_eq!(
-            t,
-            Totals {
-                passed: 6,
-                failed: 3,
-                ignored: 1
-            }
-        );
     }
 }

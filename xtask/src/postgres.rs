@@ -175,7 +175,7 @@ pub fn start(layout: &Layout) -> anyhow::Result<()> {
         }
         std::fs::write(data.join("pg_hba.conf"), HBA)?;
         let mut conf = format!(
-            "\n# streamshop {}\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nmax_connections = 400\nshared_buffers = 256MB\n",
+            "\n# streamshop {}\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nmax_connections = 800\nshared_buffers = 256MB\n",
             layout.name, layout.pg_port
         );
         if layout.statement_stats {
