@@ -80,7 +80,7 @@ mod tests {
             ("DATABASE_URL", "postgres://inventory:s3cret@db/inventory"),
             ("TLS_DIR", "/run/tls"),
         ]);
-        let s = ServiceSettings::from_env(&env, DEFAULTS, messaging::Identity::Inventory).unwrap();
+        let s = ServiceSettings::from_env(&env, DEFAULTS, messaging::Identity::INVENTORY).unwrap();
         assert_eq!(s.basics.http_addr.port(), topology::INVENTORY.port);
         // One certificate serves the service's HTTPS and its NATS connection.
         let tls = s.basics.tls.as_ref().unwrap();
@@ -98,14 +98,14 @@ mod tests {
         let err = ServiceSettings::from_env(
             &Env::from_pairs(Vec::<(&str, &str)>::new()),
             DEFAULTS,
-            messaging::Identity::Inventory,
+            messaging::Identity::INVENTORY,
         )
         .unwrap_err();
         assert!(err.to_string().contains("TLS_DIR"), "{err}");
         let off = ServiceSettings::from_env(
             &Env::from_pairs([("TLS", "off")]),
             DEFAULTS,
-            messaging::Identity::Inventory,
+            messaging::Identity::INVENTORY,
         )
         .unwrap();
         assert!(off.basics.tls.is_none() && off.nats.tls.is_none());
@@ -120,7 +120,7 @@ mod tests {
             let err = ServiceSettings::from_env(
                 &Env::from_pairs([(name, value), ("TLS", "off")]),
                 DEFAULTS,
-                messaging::Identity::Inventory,
+                messaging::Identity::INVENTORY,
             )
             .unwrap_err();
             assert!(err.to_string().contains(name), "{err}");

@@ -112,7 +112,7 @@ impl Source {
         // As the analysts' identity: read the streams, nothing more, with replies on its own
         // inbox prefix (its user and password come in the URL, its certificate from `tls`).
         let mut options = messaging::settings::options_for(url)
-            .custom_inbox_prefix(messaging::Identity::Analyst.inbox_prefix());
+            .custom_inbox_prefix(messaging::Identity::ANALYST.inbox_prefix());
         if let Some(tls) = tls {
             options = messaging::settings::with_tls(options, tls)?;
         }
@@ -167,7 +167,7 @@ async fn last_at_or_before(stream: &Stream, at: DateTime<Utc>) -> anyhow::Result
     let after = at + chrono::Duration::nanoseconds(1);
     let consumer = messaging::streams::ordered_consumer(
         stream,
-        messaging::Identity::Analyst.name(),
+        messaging::Identity::ANALYST.name(),
         OrderedConfig {
             deliver_policy: nats_time(after)?,
             ..Default::default()
@@ -304,7 +304,7 @@ async fn read_one(
     let base = plan.context.stream_base().to_owned();
     let consumer = messaging::streams::ordered_consumer(
         &stream,
-        messaging::Identity::Analyst.name(),
+        messaging::Identity::ANALYST.name(),
         OrderedConfig {
             deliver_policy: plan.deliver,
             filter_subject: plan.filter.clone(),

@@ -169,7 +169,7 @@ impl Settings {
             http_addr: env.parse_or("HTTP_ADDR", own(Some(topology::GATEWAY.port)))?,
             metrics_addr: env.parse_or("METRICS_ADDR", own(topology::GATEWAY.metrics_port))?,
             log: LogSettings::from_env(env)?,
-            nats: NatsSettings::from_env(env, messaging::Identity::Gateway)?,
+            nats: NatsSettings::from_env(env, messaging::Identity::GATEWAY)?,
             upstreams: UpstreamUrls {
                 orders: url(&topology::ORDERS),
                 inventory: url(&topology::INVENTORY),

@@ -177,7 +177,7 @@ async fn follow(
         .map_err(|e| unavailable(e.to_string()))?;
     let consumer = messaging::streams::ordered_consumer(
         &stream,
-        messaging::Identity::Gateway.name(),
+        messaging::Identity::GATEWAY.name(),
         OrderedConfig {
             filter_subject: ns.aggregate_events_filter(context, &order.to_string()),
             deliver_policy: DeliverPolicy::All,

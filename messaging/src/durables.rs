@@ -52,7 +52,7 @@ pub fn all() -> Vec<Durable> {
     let mut durables: Vec<Durable> = ORCHESTRATOR_INPUTS
         .into_iter()
         .map(|context| Durable {
-            owner: Identity::Orchestrator,
+            owner: Identity::ORCHESTRATOR,
             context,
             name: ORCHESTRATOR.to_owned(),
         })
@@ -60,7 +60,7 @@ pub fn all() -> Vec<Durable> {
     for (name, context) in PROJECTIONS {
         for name in [name.to_owned(), format!("{REBUILD_PREFIX}{name}")] {
             durables.push(Durable {
-                owner: Identity::Projections,
+                owner: Identity::PROJECTIONS,
                 context,
                 name,
             });
@@ -94,7 +94,7 @@ mod tests {
                     "{a:?} and {b:?}"
                 );
             }
-            for reader in [Identity::Analyst, Identity::Gateway] {
+            for reader in [Identity::ANALYST, Identity::GATEWAY] {
                 assert!(!a.name.starts_with(&format!("{}_", reader.name())), "{a:?}");
             }
         }

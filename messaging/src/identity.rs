@@ -14,53 +14,61 @@
 
 use crate::{durables, BoundedContext, Namespace};
 
-/// Everyone who connects to NATS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Identity {
-    Orders,
-    Inventory,
-    Payments,
-    Orchestrator,
-    Projections,
-    Gateway,
-    /// Reads the streams and nothing else: analysts' tools and the `events` CLI. It logs in
-    /// with a user and password (in the URL), which every NATS client library supports.
-    Analyst,
+/// Someone who connects to NATS: a service of the topology, by its identity's name, or the
+/// analysts. The constants are the services the code itself talks as; [`Identity::all`] is
+/// every one, read from the topology, so a service added there has an identity, and its
+/// permissions are what its `topology::Nats` declares.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Identity(&'static str);
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// The identity of a service of the topology that talks to NATS.
+const fn of(service: &topology::Service) -> Identity {
+    match service.nats {
+        Some(nats) => Identity(nats.identity),
+        None => panic!("the service does not talk to NATS"),
+    }
 }
 
 impl Identity {
-    pub const ALL: [Self; 7] = [
-        Self::Orders,
-        Self::Inventory,
-        Self::Payments,
-        Self::Orchestrator,
-        Self::Projections,
-        Self::Gateway,
-        Self::Analyst,
-    ];
+    pub const ORDERS: Self = of(&topology::ORDERS);
+    pub const INVENTORY: Self = of(&topology::INVENTORY);
+    pub const PAYMENTS: Self = of(&topology::PAYMENTS);
+    pub const ORCHESTRATOR: Self = of(&topology::ORCHESTRATOR);
+    pub const PROJECTIONS: Self = of(&topology::PROJECTIONS);
+    pub const GATEWAY: Self = of(&topology::GATEWAY);
+    /// Reads the streams and nothing else: analysts' tools and the `events` CLI. It logs in
+    /// with a user and password (in the URL), which every NATS client library supports.
+    pub const ANALYST: Self = Self("analyst");
 
-    /// The identity's name: a service's is the topology's (`topology::Service::nats`).
-    pub fn name(self) -> &'static str {
-        let of = |s: &'static topology::Service| s.nats.expect("the service talks to NATS");
-        match self {
-            Self::Orders => of(&topology::ORDERS),
-            Self::Inventory => of(&topology::INVENTORY),
-            Self::Payments => of(&topology::PAYMENTS),
-            Self::Orchestrator => of(&topology::ORCHESTRATOR),
-            Self::Projections => of(&topology::PROJECTIONS),
-            Self::Gateway => of(&topology::GATEWAY),
-            Self::Analyst => "analyst",
-        }
+    /// Every identity: each service of the topology that talks to NATS, then the analysts.
+    pub fn all() -> Vec<Self> {
+        topology::SERVICES
+            .iter()
+            .filter_map(topology::Service::identity)
+            .map(Self)
+            .chain([Self::ANALYST])
+            .collect()
     }
 
-    /// The identity of a context's command service.
+    /// The identity's name: a service's is the topology's (`topology::Nats::identity`).
+    pub fn name(self) -> &'static str {
+        self.0
+    }
+
+    /// The identity whose relay publishes the context's events (and creates its stream).
     pub fn of_context(context: BoundedContext) -> Self {
-        match context {
-            BoundedContext::Orders => Self::Orders,
-            BoundedContext::Inventory => Self::Inventory,
-            BoundedContext::Payments => Self::Payments,
-            BoundedContext::Sagas => Self::Orchestrator,
-        }
+        topology::SERVICES
+            .iter()
+            .filter_map(|s| s.nats)
+            .find(|n| n.owns == Some(context.token()))
+            .map(|n| Self(n.identity))
+            .unwrap_or_else(|| panic!("no service of the topology owns {context}"))
     }
 
     /// The prefix of this identity's reply subjects: only it may subscribe there, so nobody
@@ -69,68 +77,22 @@ impl Identity {
         format!("_INBOX_{}", self.name())
     }
 
-    /// What this identity may do in `scope`.
+    /// What this identity may do in `scope`: what its service's declaration says, or for the
+    /// analysts, read every stream.
     pub fn permissions(self, scope: &Scope) -> Permissions {
-        use BoundedContext::*;
-        let mut p = Permissions {
-            publish: vec!["$JS.API.INFO".to_owned()],
-            deny_publish: Vec::new(),
-            subscribe: vec![format!("{}.>", self.inbox_prefix())],
-            allow_responses: false,
-        };
-        match self {
-            Self::Orders | Self::Inventory | Self::Payments => {
-                let context = match self {
-                    Self::Orders => Orders,
-                    Self::Inventory => Inventory,
-                    _ => Payments,
-                };
-                p.owns(scope, context);
-                p.serves(scope, context);
-                match self {
-                    // Orders keeps the customers' data keys and opens a sealed payment token
-                    // for payments alone, which needs it for the provider.
-                    Self::Orders => p
-                        .subscribe
-                        .extend(scope.subjects(&format!("keys.{}.open", Orders.token()))),
-                    Self::Payments => p
-                        .publish
-                        .extend(scope.subjects(&format!("keys.{}.open", Orders.token()))),
-                    _ => {}
-                }
-            }
-            Self::Orchestrator => {
-                p.owns(scope, Sagas);
-                for context in durables::ORCHESTRATOR_INPUTS {
-                    p.sends(scope, context);
-                }
-            }
-            Self::Projections => {}
-            Self::Gateway => {
-                for context in [Orders, Sagas] {
-                    p.reads(scope, context);
-                }
-            }
-            Self::Analyst => {
-                p.publish.extend([
-                    "$JS.API.STREAM.NAMES".to_owned(),
-                    "$JS.API.STREAM.LIST".to_owned(),
-                ]);
-                for context in BoundedContext::ALL {
-                    p.reads(scope, context);
-                }
-            }
+        if let Some(declared) = topology::with_identity(self.0).and_then(|s| s.nats) {
+            return Permissions::declared(&declared, scope);
         }
-        // Each durable consumer is its owner's alone: created, read, acknowledged, restored
-        // (deleted and made again) only under its own name.
-        for durable in durables::all().into_iter().filter(|d| d.owner == self) {
-            p.consumes(scope, durable.context, &durable.name);
+        assert_eq!(self, Self::ANALYST, "only the analysts are not a service");
+        let mut p = Permissions::inbox(self.0);
+        p.publish.extend([
+            "$JS.API.STREAM.NAMES".to_owned(),
+            "$JS.API.STREAM.LIST".to_owned(),
+        ]);
+        for context in BoundedContext::ALL {
+            p.reads(scope, context);
         }
-        for list in [&mut p.publish, &mut p.deny_publish, &mut p.subscribe] {
-            list.sort();
-            list.dedup();
-        }
-        p
+        p.finish(self.0, scope)
     }
 }
 
@@ -174,6 +136,67 @@ pub struct Permissions {
 }
 
 impl Permissions {
+    /// What a service's declaration in the topology allows in `scope` (a service the code
+    /// does not know yet, such as one a test adds to the topology, included).
+    pub fn declared(declared: &topology::Nats, scope: &Scope) -> Self {
+        let context = |token: &str| -> BoundedContext {
+            token
+                .parse()
+                .unwrap_or_else(|e| panic!("{} in the topology: {e}", declared.identity))
+        };
+        let mut p = Self::inbox(declared.identity);
+        if let Some(owned) = declared.owns {
+            p.owns(scope, context(owned));
+        }
+        if let Some(served) = declared.serves {
+            p.serves(scope, context(served));
+        }
+        for sent in declared.sends {
+            p.sends(scope, context(sent));
+        }
+        for read in declared.reads {
+            p.reads(scope, context(read));
+        }
+        for subject in declared.answers {
+            p.subscribe.extend(scope.subjects(subject));
+            p.allow_responses = true;
+        }
+        for subject in declared.asks {
+            p.publish.extend(scope.subjects(subject));
+        }
+        p.finish(declared.identity, scope)
+    }
+
+    /// What everyone may: ask the server for JetStream's limits, and read its own replies.
+    fn inbox(identity: &str) -> Self {
+        Self {
+            publish: vec!["$JS.API.INFO".to_owned()],
+            deny_publish: Vec::new(),
+            subscribe: vec![format!("_INBOX_{identity}.>")],
+            allow_responses: false,
+        }
+    }
+
+    /// Adds the durable consumers `identity` owns, each its owner's alone: created, read,
+    /// acknowledged, restored (deleted and made again) only under its own name. Then sorts.
+    fn finish(mut self, identity: &str, scope: &Scope) -> Self {
+        for durable in durables::all()
+            .into_iter()
+            .filter(|d| d.owner.name() == identity)
+        {
+            self.consumes(scope, durable.context, &durable.name);
+        }
+        for list in [
+            &mut self.publish,
+            &mut self.deny_publish,
+            &mut self.subscribe,
+        ] {
+            list.sort();
+            list.dedup();
+        }
+        self
+    }
+
     /// Publishes the context's events (its relay) and creates its stream.
     fn owns(&mut self, scope: &Scope, context: BoundedContext) {
         let stream = scope.stream(context);
@@ -248,12 +271,65 @@ impl Permissions {
     }
 }
 
-/// A user of the server configuration: its identity (`None` for the administrator, who may
-/// do everything: xtask, the tests' harness, the benchmark's driver) and how it logs in.
+/// A user of the server configuration: its name, what it may do (`None` for the
+/// administrator, who may do everything: xtask, the tests' harness, the benchmark's driver)
+/// and how it logs in.
 #[derive(Debug, Clone)]
 pub struct User {
-    pub identity: Option<Identity>,
+    pub name: String,
+    pub permissions: Option<Permissions>,
     pub login: Login,
+}
+
+impl User {
+    pub fn administrator(login: Login) -> Self {
+        Self {
+            name: "administrator".into(),
+            permissions: None,
+            login,
+        }
+    }
+
+    /// `identity`, with its permissions in `scope`.
+    pub fn of(identity: Identity, scope: &Scope, login: Login) -> Self {
+        Self {
+            name: identity.name().into(),
+            permissions: Some(identity.permissions(scope)),
+            login,
+        }
+    }
+
+    /// A service of the topology by its declaration (one the code may not know yet).
+    pub fn declared(declared: &topology::Nats, scope: &Scope, login: Login) -> Self {
+        Self {
+            name: declared.identity.into(),
+            permissions: Some(Permissions::declared(declared, scope)),
+            login,
+        }
+    }
+}
+
+/// The users of a server configuration in `scope` for `services` (the topology's, or a
+/// test's with one more): the administrator and every service that talks to NATS by their
+/// nkeys (`public_key` of a key's name: `admin`, or the identity's), and the analysts by
+/// `analyst_password`.
+pub fn users<E>(
+    services: &[topology::Service],
+    scope: &Scope,
+    mut public_key: impl FnMut(&str) -> Result<String, E>,
+    analyst_password: &str,
+) -> Result<Vec<User>, E> {
+    let mut users = vec![User::administrator(Login::Nkey(public_key("admin")?))];
+    for declared in services.iter().filter_map(|s| s.nats.as_ref()) {
+        let login = Login::Nkey(public_key(declared.identity)?);
+        users.push(User::declared(declared, scope, login));
+    }
+    let analysts = Login::Password {
+        user: Identity::ANALYST.name().into(),
+        password: analyst_password.to_owned(),
+    };
+    users.push(User::of(Identity::ANALYST, scope, analysts));
+    Ok(users)
 }
 
 #[derive(Debug, Clone)]
@@ -264,9 +340,9 @@ pub enum Login {
     Password { user: String, password: String },
 }
 
-/// nats-server's `authorization` block for `users` in `scope`. No `no_auth_user`: a client
-/// that does not log in is refused.
-pub fn authorization(users: &[User], scope: &Scope) -> String {
+/// nats-server's `authorization` block for `users`. No `no_auth_user`: a client that does not
+/// log in is refused.
+pub fn authorization(users: &[User]) -> String {
     let quoted = |items: &[String]| {
         items
             .iter()
@@ -282,12 +358,10 @@ pub fn authorization(users: &[User], scope: &Scope) -> String {
                 format!("user: {user:?}, password: {password:?}")
             }
         };
-        let name = user.identity.map_or("administrator", Identity::name);
-        out.push_str(&format!("    # {name}\n"));
-        match user.identity {
+        out.push_str(&format!("    # {}\n", user.name));
+        match &user.permissions {
             None => out.push_str(&format!("    {{ {login} }}\n")),
-            Some(identity) => {
-                let p = identity.permissions(scope);
+            Some(p) => {
                 out.push_str(&format!(
                     "    {{ {login}, permissions: {{\n      publish: {{ allow: [{}]{} }}\n      subscribe: {{ allow: [{}] }}\n{}    }} }}\n",
                     quoted(&p.publish),
@@ -319,7 +393,7 @@ pub fn jetstream_table() -> String {
     let mut out = String::from(
         "| identity | may use (JetStream API, acks and flow control) | refused although a wildcard matches |\n|---|---|---|\n",
     );
-    for identity in Identity::ALL {
+    for identity in Identity::all() {
         let p = identity.permissions(&scope);
         let api: Vec<&String> = p.publish.iter().filter(|s| s.starts_with("$JS.")).collect();
         let deny: Vec<&String> = p.deny_publish.iter().collect();
@@ -387,26 +461,36 @@ mod tests {
     }
 
     #[test]
-    fn every_service_of_the_topology_that_talks_to_nats_has_an_identity_and_no_other() {
-        for service in topology::SERVICES {
-            if let Some(name) = service.nats {
-                assert!(
-                    Identity::ALL.iter().any(|i| i.name() == name),
-                    "{} has no messaging::Identity: add one, with its permissions",
-                    service.name
-                );
-            }
-        }
-        for identity in Identity::ALL {
-            assert!(
-                identity == Identity::Analyst || topology::with_identity(identity.name()).is_some()
-            );
+    fn every_service_of_the_topology_that_talks_to_nats_is_an_identity_and_no_other() {
+        let names: Vec<&str> = Identity::all().into_iter().map(Identity::name).collect();
+        let declared: Vec<&str> = topology::SERVICES
+            .iter()
+            .filter_map(topology::Service::identity)
+            .chain(["analyst"])
+            .collect();
+        assert_eq!(names, declared);
+        for identity in Identity::all() {
+            // Every declaration names contexts that exist.
+            identity.permissions(&deployment());
         }
     }
 
     #[test]
+    fn a_service_declared_with_nothing_but_its_durables_may_only_consume_them() {
+        let p = Identity::PROJECTIONS.permissions(&deployment());
+        assert_eq!(p.subscribe, ["_INBOX_projections.>"]);
+        assert!(!p.allow_responses);
+        assert!(
+            p.publish
+                .iter()
+                .all(|s| s.starts_with("$JS.API.") || s.starts_with("$JS.ACK.")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
     fn only_a_contexts_own_service_publishes_its_events_or_takes_its_commands() {
-        for identity in Identity::ALL {
+        for identity in Identity::all() {
             let p = identity.permissions(&deployment());
             for context in BoundedContext::ALL {
                 let events = format!("events.{}.>", context.token());
@@ -423,7 +507,7 @@ mod tests {
                 );
                 assert_eq!(
                     p.publish.contains(&commands),
-                    identity == Identity::Orchestrator && context != BoundedContext::Sagas,
+                    identity == Identity::ORCHESTRATOR && context != BoundedContext::Sagas,
                     "{identity:?} sending {commands}"
                 );
             }
@@ -440,17 +524,17 @@ mod tests {
 
     #[test]
     fn only_payments_asks_orders_to_open_a_sealed_token() {
-        for identity in Identity::ALL {
+        for identity in Identity::all() {
             let p = identity.permissions(&deployment());
             let open = "keys.orders.open".to_owned();
             assert_eq!(
                 p.publish.contains(&open),
-                identity == Identity::Payments,
+                identity == Identity::PAYMENTS,
                 "{identity:?}"
             );
             assert_eq!(
                 p.subscribe.contains(&open),
-                identity == Identity::Orders,
+                identity == Identity::ORDERS,
                 "{identity:?}"
             );
         }
@@ -458,7 +542,7 @@ mod tests {
 
     #[test]
     fn in_any_namespace_the_contexts_stay_apart() {
-        let p = Identity::Inventory.permissions(&Scope::AnyNamespace);
+        let p = Identity::INVENTORY.permissions(&Scope::AnyNamespace);
         assert!(p.publish.contains(&"*.events.inventory.>".to_owned()));
         assert!(!p.publish.iter().any(|s| s.contains("events.orders")));
         assert!(p.subscribe.contains(&"*.cmd.inventory.>".to_owned()));
@@ -474,7 +558,7 @@ mod tests {
                 format!("$JS.API.CONSUMER.DELETE.{stream}.{}", durable.name),
                 format!("$JS.ACK.{stream}.{}.>", durable.name),
             ];
-            for identity in Identity::ALL {
+            for identity in Identity::all() {
                 let p = identity.permissions(&deployment());
                 for subject in &mine {
                     let granted = p.publish.contains(subject);
@@ -485,7 +569,7 @@ mod tests {
                     );
                 }
                 // Readers hold wildcards over consumer names: the durable's are denied.
-                if matches!(identity, Identity::Analyst | Identity::Gateway)
+                if matches!(identity, Identity::ANALYST | Identity::GATEWAY)
                     && p.publish
                         .iter()
                         .any(|s| s.contains(&format!(".{stream}.*")))
@@ -499,7 +583,7 @@ mod tests {
 
     #[test]
     fn no_reader_may_name_a_consumer_in_the_request_body() {
-        for identity in Identity::ALL {
+        for identity in Identity::all() {
             let p = identity.permissions(&deployment());
             for context in BoundedContext::ALL {
                 let legacy = format!("$JS.API.CONSUMER.CREATE.{}", context.stream_base());
@@ -517,7 +601,7 @@ mod tests {
     #[test]
     fn the_table_names_every_identity_and_each_durable_under_its_owner() {
         let table = jetstream_table();
-        for identity in Identity::ALL {
+        for identity in Identity::all() {
             assert!(
                 table.contains(&format!("| {} |", identity.name())),
                 "{table}"
@@ -536,20 +620,29 @@ mod tests {
 
     #[test]
     fn the_configuration_names_every_user() {
+        let scratch = topology::Nats {
+            sends: &["inventory"],
+            ..topology::Nats::nothing("scratch")
+        };
         let users = [
-            User {
-                identity: None,
-                login: Login::Nkey("UADMIN".into()),
-            },
-            User {
-                identity: Some(Identity::Orders),
-                login: Login::Nkey("UORDERS".into()),
-            },
+            User::administrator(Login::Nkey("UADMIN".into())),
+            User::of(
+                Identity::ORDERS,
+                &deployment(),
+                Login::Nkey("UORDERS".into()),
+            ),
+            User::declared(&scratch, &deployment(), Login::Nkey("USCRATCH".into())),
         ];
-        let config = authorization(&users, &deployment());
+        let config = authorization(&users);
         assert!(config.contains(r#"{ nkey: "UADMIN" }"#), "{config}");
         assert!(config.contains(r#""events.orders.>""#), "{config}");
         assert!(config.contains("allow_responses: true"), "{config}");
+        assert!(config.contains("# scratch"), "{config}");
+        assert!(
+            config.contains(r#"allow: ["$JS.API.INFO", "cmd.inventory.>"]"#),
+            "{config}"
+        );
+        assert!(config.contains(r#""_INBOX_scratch.>""#), "{config}");
         assert!(!config.contains("no_auth_user"));
     }
 }

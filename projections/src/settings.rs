@@ -35,7 +35,7 @@ impl Settings {
         let defaults = WorkerSettings::default();
         Ok(Self {
             basics: Basics::from_env(env, DEFAULTS)?,
-            nats: NatsSettings::from_env(env, messaging::Identity::Projections)?,
+            nats: NatsSettings::from_env(env, messaging::Identity::PROJECTIONS)?,
             worker: WorkerSettings {
                 // A fetched batch must fit a subscription's buffer (messaging's
                 // SUBSCRIPTION_CAPACITY), or NATS would drop part of it.

@@ -163,7 +163,7 @@ async fn an_erased_customer_s_tokens_open_nowhere_and_every_event_still_folds() 
     for order in [paid, waiting] {
         let sealed = sealed_token_of(&events, order);
         assert_eq!(
-            open_as(&s, Identity::Payments, order, &sealed).await,
+            open_as(&s, Identity::PAYMENTS, order, &sealed).await,
             Ok(OpenAnswer::Erased),
             "orders opens nothing of an erased customer"
         );
@@ -172,13 +172,13 @@ async fn an_erased_customer_s_tokens_open_nowhere_and_every_event_still_folds() 
     // the sealed token in its saga but may not ask for it to be opened.
     let sealed = sealed_token_of(&events, other);
     assert_eq!(
-        open_as(&s, Identity::Payments, other, &sealed).await,
+        open_as(&s, Identity::PAYMENTS, other, &sealed).await,
         Ok(OpenAnswer::Token(kept_token.clone()))
     );
     for identity in [
-        Identity::Orchestrator,
-        Identity::Gateway,
-        Identity::Projections,
+        Identity::ORCHESTRATOR,
+        Identity::GATEWAY,
+        Identity::PROJECTIONS,
     ] {
         let answer = open_as(&s, identity, other, &sealed).await;
         assert!(

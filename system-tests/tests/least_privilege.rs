@@ -108,8 +108,11 @@ async fn no_identity_but_a_contexts_own_publishes_its_events() {
             causation_id: None,
             recorded_at: chrono::Utc::now(),
         });
-        for attacker in Identity::ALL.into_iter().filter(|i| *i != Identity::Orders) {
-            if attacker == Identity::Analyst {
+        for attacker in Identity::all()
+            .into_iter()
+            .filter(|i| *i != Identity::ORDERS)
+        {
+            if attacker == Identity::ANALYST {
                 continue; // logs in with a password, below
             }
             assert!(
@@ -131,7 +134,7 @@ async fn a_forged_authorisation_cannot_pay_for_a_declined_order() {
     s.product("FORGE-2", 5).await;
     // The attacker listens where payments takes its commands and answers first, as a
     // compromised inventory service would try to.
-    let attacker = testkit::nats_as(Some(Identity::Inventory)).await;
+    let attacker = testkit::nats_as(Some(Identity::INVENTORY)).await;
     let subject = s.orders.ns.command_subject(
         BoundedContext::Payments,
         contracts::payments::AuthorisePayment::NAME,
@@ -181,9 +184,9 @@ async fn only_the_orchestrator_sends_saga_commands() {
     // An identity that may not send commands asks orders to confirm the unpaid order (and
     // would pre-empt a saga's command id if it could).
     for attacker in [
-        Identity::Gateway,
-        Identity::Inventory,
-        Identity::Projections,
+        Identity::GATEWAY,
+        Identity::INVENTORY,
+        Identity::PROJECTIONS,
     ] {
         let client = testkit::nats_as(Some(attacker)).await;
         let subject = s.orders.ns.command_subject(
@@ -211,7 +214,7 @@ async fn the_analysts_read_the_streams_and_can_write_nothing() {
     s.product("FORGE-4", 5).await;
     let url = testkit::nats_analyst_url();
     let mut options = messaging::settings::options_for(&url)
-        .custom_inbox_prefix(Identity::Analyst.inbox_prefix());
+        .custom_inbox_prefix(Identity::ANALYST.inbox_prefix());
     if let Some(tls) = testkit::tls_as("analyst") {
         options = messaging::settings::with_tls(options, &tls).unwrap();
     }
@@ -264,7 +267,7 @@ async fn login(
     let name = identity.map_or("admin", Identity::name);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let mut options = match identity {
-        Some(Identity::Analyst) => {
+        Some(Identity::ANALYST) => {
             async_nats::ConnectOptions::with_user_and_password("analyst".into(), password.into())
         }
         _ => {
@@ -380,16 +383,16 @@ fn may(identity: Identity, subject: &str) -> bool {
             let owner = Identity::of_context(context) == identity;
             let reader = *op == "INFO"
                 && match identity {
-                    Identity::Orchestrator => context != BoundedContext::Sagas,
-                    Identity::Projections | Identity::Analyst => true,
-                    Identity::Gateway => {
+                    Identity::ORCHESTRATOR => context != BoundedContext::Sagas,
+                    Identity::PROJECTIONS | Identity::ANALYST => true,
+                    Identity::GATEWAY => {
                         matches!(context, BoundedContext::Orders | BoundedContext::Sagas)
                     }
                     _ => false,
                 };
             owner || reader
         }
-        ["$JS", "API", "STREAM", "NAMES" | "LIST"] => identity == Identity::Analyst,
+        ["$JS", "API", "STREAM", "NAMES" | "LIST"] => identity == Identity::ANALYST,
         // Readers look single messages up.
         ["$JS", "API", "STREAM", "MSG", "GET", s] | ["$JS", "API", "DIRECT", "GET", s, ..] => {
             reads(identity, stream_of(s).unwrap())
@@ -436,8 +439,8 @@ fn may(identity: Identity, subject: &str) -> bool {
 /// Whether `identity` reads `context`'s stream with ordered consumers.
 fn reads(identity: Identity, context: BoundedContext) -> bool {
     match identity {
-        Identity::Analyst => true,
-        Identity::Gateway => matches!(context, BoundedContext::Orders | BoundedContext::Sagas),
+        Identity::ANALYST => true,
+        Identity::GATEWAY => matches!(context, BoundedContext::Orders | BoundedContext::Sagas),
         _ => false,
     }
 }
@@ -487,7 +490,7 @@ async fn every_identity_is_refused_every_jetstream_api_subject_it_may_not_use() 
     let before = durable_configs(&admin, &ns).await;
 
     let api = jetstream_api();
-    for identity in Identity::ALL {
+    for identity in Identity::all() {
         let (client, mut violations) = login(&url, Some(identity), &password).await;
         let refused: Vec<&String> = api.iter().filter(|s| !may(identity, s)).collect();
         assert!(!refused.is_empty());

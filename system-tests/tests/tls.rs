@@ -164,7 +164,7 @@ async fn connect_nats(tls: Option<&TlsSettings>) -> Result<async_nats::Client, S
     let seed = messaging::settings::seed_in(&credentials, "orders").unwrap();
     let mut options = async_nats::ConnectOptions::new()
         .nkey(seed)
-        .custom_inbox_prefix(Identity::Orders.inbox_prefix())
+        .custom_inbox_prefix(Identity::ORDERS.inbox_prefix())
         .connection_timeout(Duration::from_secs(3))
         .max_reconnects(Some(1));
     if let Some(tls) = tls {

@@ -249,9 +249,9 @@ impl Fleet {
                 for i in 0..NODES {
                     names.extend(self.nats.clients_on(i).await);
                 }
-                messaging::Identity::ALL
+                messaging::Identity::all()
                     .into_iter()
-                    .filter(|i| *i != messaging::Identity::Analyst)
+                    .filter(|i| *i != messaging::Identity::ANALYST)
                     .all(|i| names.iter().filter(|n| *n == i.name()).count() >= REPLICAS)
                     .then_some(())
             },
@@ -266,7 +266,7 @@ impl Fleet {
             on.push(self.nats.clients_on(i).await);
         }
         let mut seen = 0;
-        for identity in messaging::Identity::ALL {
+        for identity in messaging::Identity::all() {
             let nodes: Vec<usize> = (0..NODES)
                 .filter(|i| on[*i].iter().any(|c| c == identity.name()))
                 .collect();
@@ -284,7 +284,7 @@ impl Fleet {
             }
         }
         // All but the analysts' identity: every service but the query API talks to NATS.
-        assert_eq!(seen, messaging::Identity::ALL.len() - 1, "{on:?}");
+        assert_eq!(seen, messaging::Identity::all().len() - 1, "{on:?}");
     }
 
     fn position(&self, service: &str, index: usize) -> usize {

@@ -113,7 +113,7 @@ impl PrivateNats {
     /// `ORDERS`, `INVENTORY`, …), so every permission names its stream exactly as in
     /// production, and `analyst_password` as the analysts' password.
     pub async fn start_deployment(analyst_password: &str) -> Self {
-        use messaging::identity::{authorization, Login, Scope, User};
+        use messaging::identity::{authorization, Scope};
         let keys = crate::infra()
             .nats_credentials
             .clone()
@@ -124,24 +124,14 @@ impl PrivateNats {
                 .expect("a valid seed")
                 .public_key()
         };
-        let mut users = vec![User {
-            identity: None,
-            login: Login::Nkey(public("admin")),
-        }];
-        for identity in messaging::Identity::ALL {
-            let login = match identity {
-                messaging::Identity::Analyst => Login::Password {
-                    user: "analyst".into(),
-                    password: analyst_password.to_owned(),
-                },
-                _ => Login::Nkey(public(identity.name())),
-            };
-            users.push(User {
-                identity: Some(identity),
-                login,
-            });
-        }
-        let mut text = authorization(&users, &Scope::Namespace(messaging::Namespace::default()));
+        let users = messaging::identity::users(
+            topology::SERVICES,
+            &Scope::Namespace(messaging::Namespace::default()),
+            |name| Ok::<_, std::convert::Infallible>(public(name)),
+            analyst_password,
+        )
+        .unwrap_or_else(|never| match never {});
+        let mut text = authorization(&users);
         if let Some(tls) = &crate::infra().tls_dir {
             text.push_str(&messaging::server_config::tls_block(
                 &tls.display().to_string(),

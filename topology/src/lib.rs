@@ -1,5 +1,5 @@
 //! The one declaration of streamshop's services: name, port, database and roles, NATS
-//! identity, certificate, what each calls and waits for, what it needs mounted, and how many
+//! identity and what it may do, certificate, what each calls and waits for, what it needs mounted, and how many
 //! replicas it runs. xtask, the test harness, the load generator, the gateway's upstreams and
 //! every service's default address read it, and `cargo xtask generate` writes
 //! docker-compose.yml, the compose stack's Postgres init script and Prometheus targets from it.
@@ -18,8 +18,8 @@ pub struct Service {
     pub port: u16,
     /// The database it connects to and as whom.
     pub database: Option<Access>,
-    /// Its NATS identity (`messaging::Identity`); `None` when it never talks to NATS.
-    pub nats: Option<&'static str>,
+    /// Its NATS identity and what that identity may do; `None` when it never talks to NATS.
+    pub nats: Option<Nats>,
     /// The name of its certificate of the local CA (`<certificate>.crt`, `.key`).
     pub certificate: &'static str,
     /// The setting through which a caller is told its base URL (`ORDERS_URL`).
@@ -41,6 +41,55 @@ pub struct Service {
     /// (`deploy/kubernetes/base/autoscaling.yaml`).
     pub replicas: Option<u16>,
 }
+
+/// A service's NATS identity (`messaging::Identity`) and what it may do there, from which
+/// `messaging` makes its permissions. Contexts are named by their token (`orders`). Durable
+/// consumers are declared in `messaging::durables`, each with its owner's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nats {
+    /// Its user, its credentials file and the prefix of its reply subjects (`_INBOX_<it>`).
+    pub identity: &'static str,
+    /// The context whose events its outbox relay publishes; it creates that stream.
+    pub owns: Option<&'static str>,
+    /// The context whose commands it serves and answers.
+    pub serves: Option<&'static str>,
+    /// The contexts it sends commands to.
+    pub sends: &'static [&'static str],
+    /// The contexts whose streams it reads with consumers of its own naming, never a
+    /// durable's (the gateway's live views).
+    pub reads: &'static [&'static str],
+    /// Other request subjects it answers (`keys.orders.open`).
+    pub answers: &'static [&'static str],
+    /// Other request subjects it sends (`keys.orders.open`).
+    pub asks: &'static [&'static str],
+}
+
+impl Nats {
+    /// An identity that may do nothing but use its own inbox, to start a declaration from.
+    pub const fn nothing(identity: &'static str) -> Self {
+        Self {
+            identity,
+            owns: None,
+            serves: None,
+            sends: &[],
+            reads: &[],
+            answers: &[],
+            asks: &[],
+        }
+    }
+
+    /// A context's command service: it owns the context's stream and serves its commands.
+    const fn context(identity: &'static str) -> Self {
+        Self {
+            owns: Some(identity),
+            serves: Some(identity),
+            ..Self::nothing(identity)
+        }
+    }
+}
+
+/// The subject on which orders opens a customer's sealed payment token for payments.
+const OPEN_KEYS: &str = "keys.orders.open";
 
 /// A service's connection to its database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +156,10 @@ pub const ORDERS: Service = Service {
     about: "The Order aggregate, its event store and its outbox relay to the ORDERS stream.",
     port: 8081,
     database: store("orders", "orders_owner"),
-    nats: Some("orders"),
+    nats: Some(Nats {
+        answers: &[OPEN_KEYS],
+        ..Nats::context("orders")
+    }),
     certificate: "orders",
     url_setting: Some("ORDERS_URL"),
     calls: &[],
@@ -124,7 +176,7 @@ pub const INVENTORY: Service = Service {
     about: "The Product aggregate (stock and prices), its event store and outbox relay.",
     port: 8082,
     database: store("inventory", "inventory_owner"),
-    nats: Some("inventory"),
+    nats: Some(Nats::context("inventory")),
     certificate: "inventory",
     url_setting: Some("INVENTORY_URL"),
     calls: &[],
@@ -141,7 +193,10 @@ pub const PAYMENTS: Service = Service {
     about: "The Payment aggregate and the payment provider's adapter, with its outbox relay.",
     port: 8083,
     database: store("payments", "payments_owner"),
-    nats: Some("payments"),
+    nats: Some(Nats {
+        asks: &[OPEN_KEYS],
+        ..Nats::context("payments")
+    }),
     certificate: "payments",
     url_setting: Some("PAYMENTS_URL"),
     calls: &[],
@@ -158,7 +213,11 @@ pub const ORCHESTRATOR: Service = Service {
     about: "Runs every order's saga over NATS; its readiness asks for its input streams.",
     port: 8084,
     database: store("orchestrator", "orchestrator_owner"),
-    nats: Some("orchestrator"),
+    nats: Some(Nats {
+        owns: Some("sagas"),
+        sends: &["orders", "inventory", "payments"],
+        ..Nats::nothing("orchestrator")
+    }),
     certificate: "orchestrator",
     url_setting: Some("ORCHESTRATOR_URL"),
     calls: &[],
@@ -179,7 +238,7 @@ pub const PROJECTIONS: Service = Service {
         role: "projections",
         migrates_as: None,
     }),
-    nats: Some("projections"),
+    nats: Some(Nats::nothing("projections")),
     certificate: "projections",
     url_setting: Some("PROJECTIONS_URL"),
     calls: &[],
@@ -217,7 +276,10 @@ pub const GATEWAY: Service = Service {
     about: "The public entry: tokens, ownership, rate limits, live order streams.",
     port: 8000,
     database: None,
-    nats: Some("gateway"),
+    nats: Some(Nats {
+        reads: &["orders", "sagas"],
+        ..Nats::nothing("gateway")
+    }),
     certificate: "gateway",
     url_setting: None,
     calls: &[
@@ -271,10 +333,15 @@ pub fn service(name: &str) -> Option<&'static Service> {
 
 /// The service whose NATS identity is `identity`.
 pub fn with_identity(identity: &str) -> Option<&'static Service> {
-    SERVICES.iter().find(|s| s.nats == Some(identity))
+    SERVICES.iter().find(|s| s.identity() == Some(identity))
 }
 
 impl Service {
+    /// Its NATS identity's name.
+    pub fn identity(&self) -> Option<&'static str> {
+        self.nats.map(|n| n.identity)
+    }
+
     /// Serves HTTPS with its certificate (every service but the public entry).
     pub fn serves_tls(&self) -> bool {
         !self.public
@@ -320,8 +387,33 @@ mod tests {
                 assert_ne!(a.name, b.name);
                 assert_ne!(a.port, b.port, "{} and {}", a.name, b.name);
                 assert_ne!(a.certificate, b.certificate);
-                assert!(a.nats.is_none() || a.nats != b.nats);
+                assert!(a.identity().is_none() || a.identity() != b.identity());
                 assert!(a.url_setting.is_none() || a.url_setting != b.url_setting);
+            }
+        }
+    }
+
+    #[test]
+    fn every_context_sent_to_or_read_has_one_owner_and_every_request_an_answerer() {
+        let nats: Vec<Nats> = SERVICES.iter().filter_map(|s| s.nats).collect();
+        for n in &nats {
+            for context in n.sends.iter().chain(n.reads) {
+                let owners = nats.iter().filter(|o| o.owns == Some(context)).count();
+                assert_eq!(owners, 1, "{}: {context} has {owners} owners", n.identity);
+            }
+            for context in n.sends {
+                assert!(
+                    nats.iter().any(|o| o.serves == Some(context)),
+                    "{}: nobody serves {context}'s commands",
+                    n.identity
+                );
+            }
+            for subject in n.asks {
+                assert!(
+                    nats.iter().any(|o| o.answers.contains(subject)),
+                    "{}: nobody answers {subject}",
+                    n.identity
+                );
             }
         }
     }

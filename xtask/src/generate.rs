@@ -1,7 +1,8 @@
 //! `cargo xtask generate`: the files made from the topology (`topology::SERVICES` and
 //! `DATABASES`): docker-compose.yml (around the hand-written parts in `docker/compose/`), the
-//! compose stack's Postgres init script and Prometheus targets, and each service's Kubernetes
-//! manifest with the base's kustomization. They are committed; a test makes them again and
+//! compose stack's Postgres init script, Prometheus targets and NATS configuration (users and
+//! permissions, with the committed development keys of `docker/nats/keys/`), and each
+//! service's Kubernetes manifest with the base's kustomization. They are committed; a test makes them again and
 //! fails on any difference.
 
 use std::fmt::Write as _;
@@ -20,13 +21,21 @@ const GENERATED: &str =
 
 /// Every generated file of `workspace`: its path and what it must hold.
 pub fn files(workspace: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
-    files_for(workspace, topology::SERVICES, topology::DATABASES)
+    files_for(
+        workspace,
+        topology::SERVICES,
+        topology::DATABASES,
+        &mut |name| crate::compose_keys::public_key(workspace, name),
+    )
 }
 
+/// The files for `services` and `databases`, with the compose stack's NATS keys named by
+/// `nats_key` (the committed ones, or a test's for a service it adds).
 fn files_for(
     workspace: &Path,
     services: &[Service],
     databases: &[Database],
+    nats_key: &mut dyn FnMut(&str) -> anyhow::Result<String>,
 ) -> anyhow::Result<Vec<(PathBuf, String)>> {
     let part = |name: &str| {
         let path = workspace.join("docker/compose").join(name);
@@ -80,6 +89,10 @@ fn files_for(
             (
                 workspace.join("docker/prometheus.yml"),
                 prometheus(services),
+            ),
+            (
+                crate::compose_keys::dir(workspace).join("nats.conf"),
+                crate::compose_keys::config(services, nats_key)?,
             ),
         ])
         .collect())
@@ -227,7 +240,7 @@ fn compose_service(out: &mut String, s: &Service) {
         w(out, &format!("    ports: [\"{0}:{0}\"]", s.port));
     }
     w(out, "    volumes:");
-    if let Some(identity) = s.nats {
+    if let Some(identity) = s.identity() {
         w(out, "      # Its own NATS key, and no other.");
         w(
             out,
@@ -379,7 +392,7 @@ mod tests {
                 role: "scratch",
                 migrates_as: Some("scratch_owner"),
             }),
-            nats: Some("scratch"),
+            nats: Some(topology::Nats::nothing("scratch")),
             certificate: "scratch",
             url_setting: Some("SCRATCH_URL"),
             calls: &[],
@@ -399,7 +412,16 @@ mod tests {
             runtime: Some("scratch"),
             reader: None,
         });
-        let files = files_for(&workspace(), &services, &databases).unwrap();
+        let files = files_for(
+            &workspace(),
+            &services,
+            &databases,
+            &mut |name| match name {
+                "scratch" => Ok("USCRATCHKEY".into()),
+                _ => crate::compose_keys::public_key(&workspace(), name),
+            },
+        )
+        .unwrap();
         let text = |name: &str| {
             files
                 .iter()
@@ -426,6 +448,10 @@ mod tests {
         assert!(init.contains("CREATE DATABASE scratch OWNER scratch_owner;"));
         assert!(init.contains("GRANT CONNECT ON DATABASE scratch TO scratch;"));
         assert!(text("prometheus.yml").contains("- scratch:8099"));
+        // Its NATS user, with only what its declaration allows (its inbox).
+        let nats = text("nats.conf");
+        assert!(nats.contains("    # scratch\n    { nkey: \"USCRATCHKEY\", permissions: {"));
+        assert!(nats.contains(r#"subscribe: { allow: ["_INBOX_scratch.>"] }"#));
         let manifest: Vec<serde_yaml::Value> = text("base/scratch.yaml")
             .split("\n---\n")
             .skip(1)

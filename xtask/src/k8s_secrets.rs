@@ -35,7 +35,6 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::{bail, Context};
 use base64::Engine;
 use messaging::identity::Scope;
-use messaging::Identity;
 
 /// What `k8s-secrets` was asked for.
 #[derive(Debug, Clone)]
@@ -192,7 +191,7 @@ fn fresh(state: &Path, namespace: &str, stripe: Option<&Path>) -> anyhow::Result
     }
     let nats_keys = state.join("nats-credentials");
     crate::secrets::private_dir(&nats_keys)?;
-    for name in identity_names() {
+    for name in crate::nats::key_names() {
         let path = nats_keys.join(format!("{name}.nk"));
         if !path.exists() {
             crate::secrets::write_private(&path, nkeys::KeyPair::new_user().seed()?.as_bytes())?;
@@ -284,16 +283,6 @@ fn roles() -> Vec<String> {
     roles
 }
 
-/// The administrator and every identity that logs in with an nkey.
-fn identity_names() -> impl Iterator<Item = &'static str> {
-    std::iter::once("admin").chain(
-        Identity::ALL
-            .into_iter()
-            .filter(|i| *i != Identity::Analyst)
-            .map(Identity::name),
-    )
-}
-
 fn random_password() -> String {
     format!(
         "{}{}",
@@ -315,7 +304,7 @@ fn committed_in(workspace: &Path, material: &Material) -> anyhow::Result<Vec<Str
         }
     }
     let committed_keys = crate::compose_keys::dir(workspace).join("keys");
-    for name in identity_names() {
+    for name in crate::nats::key_names() {
         let file = format!("{name}.nk");
         let ours = std::fs::read_to_string(material.nats_keys.join(&file)).ok();
         if ours.is_some() && ours == std::fs::read_to_string(committed_keys.join(&file)).ok() {
@@ -387,7 +376,7 @@ fn render(material: &Material, namespace: &str) -> anyhow::Result<String> {
             ],
         );
         // Every service but the query API talks to NATS, as its own identity.
-        if let Some(identity) = service.nats {
+        if let Some(identity) = service.identity() {
             secret(
                 &mut out,
                 namespace,
@@ -467,15 +456,17 @@ fn render(material: &Material, namespace: &str) -> anyhow::Result<String> {
     );
     // The users: the authorization block only (the chart writes its own `tls {}`).
     let keys = material.nats_keys.clone();
-    let users = crate::nats::users(
+    let users = messaging::identity::users(
+        topology::SERVICES,
+        &Scope::Namespace(Default::default()),
         |name| {
             let seed = std::fs::read_to_string(keys.join(format!("{name}.nk")))
                 .with_context(|| format!("reading {name}.nk"))?;
-            Ok(nkeys::KeyPair::from_seed(seed.trim())?.public_key())
+            anyhow::Ok(nkeys::KeyPair::from_seed(seed.trim())?.public_key())
         },
         password("nats-analyst")?,
     )?;
-    let auth = messaging::identity::authorization(&users, &Scope::Namespace(Default::default()));
+    let auth = messaging::identity::authorization(&users);
     secret(
         &mut out,
         namespace,

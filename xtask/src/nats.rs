@@ -7,9 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use messaging::identity::{Login, Scope, User};
-use messaging::Identity;
-
+use messaging::identity::Scope;
 use messaging::server_config::{cluster_block, tls_block, ClusterNode};
 
 use crate::layout::Layout;
@@ -104,35 +102,15 @@ fn seed(layout: &Layout, name: &str) -> anyhow::Result<nkeys::KeyPair> {
     Ok(pair)
 }
 
-/// The users of a server configuration: the administrator, every service's identity by its
-/// nkey (`public_key` of a key's name), and the analysts by `analyst_password`.
-pub fn users(
-    mut public_key: impl FnMut(&str) -> anyhow::Result<String>,
-    analyst_password: &str,
-) -> anyhow::Result<Vec<User>> {
-    let mut users = vec![User {
-        identity: None,
-        login: Login::Nkey(public_key("admin")?),
-    }];
-    for identity in Identity::ALL {
-        let login = match identity {
-            Identity::Analyst => Login::Password {
-                user: "analyst".into(),
-                password: analyst_password.to_owned(),
-            },
-            _ => Login::Nkey(public_key(identity.name())?),
-        };
-        users.push(User {
-            identity: Some(identity),
-            login,
-        });
-    }
-    Ok(users)
+/// The names of every nkey a configuration needs: the administrator's (`admin`), then every
+/// identity of the topology (the analysts log in with a password).
+pub fn key_names() -> impl Iterator<Item = &'static str> {
+    std::iter::once("admin").chain(topology::SERVICES.iter().filter_map(|s| s.identity()))
 }
 
-/// The seed of `identity` (or of the administrator, `None`).
-pub fn seed_of(layout: &Layout, identity: Option<Identity>) -> anyhow::Result<String> {
-    Ok(seed(layout, identity.map_or("admin", Identity::name))?.seed()?)
+/// The seed of the identity named `identity` (`admin` for the administrator).
+pub fn seed_of(layout: &Layout, identity: &str) -> anyhow::Result<String> {
+    Ok(seed(layout, identity)?.seed()?)
 }
 
 /// The analysts' URL (every node's, in a cluster): their user and password in it, as any
@@ -155,21 +133,23 @@ pub fn analyst_url(layout: &Layout) -> anyhow::Result<String> {
 /// one deployment (no namespace); the tests and the benchmark give every run a namespace of
 /// its own, so their identities' permissions hold in any namespace.
 fn write_config(layout: &Layout) -> anyhow::Result<PathBuf> {
-    let users = users(
-        |name| Ok(seed(layout, name)?.public_key()),
-        &crate::secrets::password(layout, "nats-analyst")?,
-    )?;
     let scope = if matches!(layout.name, "dev" | "cluster") {
         Scope::Namespace(messaging::Namespace::default())
     } else {
         Scope::AnyNamespace
     };
+    let users = messaging::identity::users(
+        topology::SERVICES,
+        &scope,
+        |name| anyhow::Ok(seed(layout, name)?.public_key()),
+        &crate::secrets::password(layout, "nats-analyst")?,
+    )?;
     let tls = crate::tls::dir(layout);
     crate::tls::ensure(&tls)?;
     let path = config_path(layout);
     let text = format!(
         "# Written by cargo xtask from messaging::identity: edit that, not this.\n{}\n{}",
-        messaging::identity::authorization(&users, &scope),
+        messaging::identity::authorization(&users),
         tls_block(&tls.display().to_string(), "")
     );
     crate::secrets::write_private(&path, text.as_bytes())?;

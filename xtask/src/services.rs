@@ -140,15 +140,8 @@ pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
             }
         }
         // Each service holds its own NATS key only.
-        if let Some(identity) = s.nats {
-            let identity = messaging::Identity::ALL
-                .into_iter()
-                .find(|i| i.name() == identity)
-                .context("a NATS identity of the topology")?;
-            cmd.env(
-                "NATS_NKEY_SEED",
-                crate::nats::seed_of(layout, Some(identity))?,
-            );
+        if let Some(identity) = s.identity() {
+            cmd.env("NATS_NKEY_SEED", crate::nats::seed_of(layout, identity)?);
         }
         if layout.nats_nodes > 1 {
             // R3 streams, and each replica starts at its own node: a service's replicas never

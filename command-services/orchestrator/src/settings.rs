@@ -56,7 +56,7 @@ impl Settings {
         let defaults = SagaPolicy::default();
         Ok(Self {
             basics: Basics::from_env(env, DEFAULTS)?,
-            nats: NatsSettings::from_env(env, messaging::Identity::Orchestrator)?,
+            nats: NatsSettings::from_env(env, messaging::Identity::ORCHESTRATOR)?,
             policy: SagaPolicy {
                 step_deadline: env.millis_or("SAGA_STEP_DEADLINE_MS", defaults.step_deadline)?,
                 business_deadline: env

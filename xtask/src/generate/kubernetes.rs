@@ -135,7 +135,7 @@ pub fn manifest(s: &Service, generated: &str) -> String {
         ],
         why: "the local CA and its own certificate and key, and no other".into(),
     }];
-    if let Some(identity) = s.nats {
+    if let Some(identity) = s.identity() {
         mounts.push(Mount {
             volume: "nats-credentials",
             path: "/run/secrets/nats",
