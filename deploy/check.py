@@ -61,17 +61,6 @@ KUBERNETES_VERSION = "1.30.0"
 # The CRDs committed under deploy/crds, by the apiVersion and kind they define.
 CRD_FILES = ["keda.sh_scaledobjects.yaml", "postgresql.cnpg.io_clusters.yaml"]
 
-# The autoscalers the design asks for: HPA on CPU for these, KEDA on JetStream lag for the
-# services with durable consumers (command-services/orchestrator/src/inputs.rs,
-# projections/src/worker.rs).
-HPA_SERVICES = {"gateway", "query-api"}
-KEDA_CONSUMERS = {
-    "orchestrator": {("ORDERS", "orchestrator"), ("INVENTORY", "orchestrator"), ("PAYMENTS", "orchestrator")},
-    "projections": {("ORDERS", "orders_view"), ("INVENTORY", "products_view"),
-                    ("PAYMENTS", "payments_view"), ("SAGAS", "saga_timeline")},
-}
-
-
 class CheckError(Exception):
     """A failure of the renderer or of the set-up, reported as one message."""
 
@@ -565,18 +554,6 @@ def check_kubernetes_rules(docs, overlay):
                 errors.append(f"{overlay}: {kind} {name} scales {target}, which is no Deployment")
             elif "replicas" in deployments[target]["spec"]:
                 errors.append(f"{overlay}: Deployment {target} sets replicas, which its {kind} owns")
-    for name in sorted(HPA_SERVICES):
-        if not any(h["spec"]["scaleTargetRef"]["name"] == name and any(
-                m.get("resource", {}).get("name") == "cpu" for m in h["spec"].get("metrics") or [])
-                for h in hpas.values()):
-            errors.append(f"{overlay}: no HorizontalPodAutoscaler on CPU for {name}")
-    for name, consumers in sorted(KEDA_CONSUMERS.items()):
-        found = {(t["metadata"].get("stream"), t["metadata"].get("consumer"))
-                 for so in sos.values() if so["spec"]["scaleTargetRef"]["name"] == name
-                 for t in so["spec"]["triggers"] if t["type"] == "nats-jetstream"}
-        if found != consumers:
-            errors.append(f"{overlay}: {name}'s nats-jetstream triggers are on {sorted(found)}, "
-                          f"its durable consumers are {sorted(consumers)}")
     return errors
 
 
@@ -808,10 +785,6 @@ def self_test(rendered, compose, crds, secrets, values):
     def root(docs):
         container(docs, "payments")["securityContext"]["readOnlyRootFilesystem"] = False
 
-    def lost_trigger(docs):
-        so = by_kind(docs, "ScaledObject")["projections"]
-        so["spec"]["triggers"] = so["spec"]["triggers"][:-1]
-
     def unknown_secret(docs):
         for e in container(docs, "orders")["env"]:
             if e["name"] == "DATABASE_URL":
@@ -846,7 +819,6 @@ def self_test(rendered, compose, crds, secrets, values):
         ("a certificate file missing from TLS_DIR", mutate_docs(missing_cert), "compose mounts"),
         ("a container without limits", mutate_docs(no_limits), "no cpu and memory limits"),
         ("a writable root filesystem", mutate_docs(root), "readOnlyRootFilesystem"),
-        ("a projection's consumer without a KEDA trigger", mutate_docs(lost_trigger), "durable consumers are"),
         ("a Secret that make-secrets.sh does not make", mutate_docs(unknown_secret), "does not make it"),
         ("a KEDA trigger reading another namespace's NATS", mutate_docs(keda_namespace), "monitoring endpoint"),
         ("a compose variable the Deployment lacks", compose_env, "in compose but not in the Deployment"),

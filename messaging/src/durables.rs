@@ -47,6 +47,13 @@ pub struct Durable {
     pub name: String,
 }
 
+impl Durable {
+    /// Read all the time, not only during a rebuild.
+    pub fn live(&self) -> bool {
+        !self.name.starts_with(REBUILD_PREFIX)
+    }
+}
+
 /// Every durable consumer, the rebuilds' included.
 pub fn all() -> Vec<Durable> {
     let mut durables: Vec<Durable> = ORCHESTRATOR_INPUTS

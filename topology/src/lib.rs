@@ -37,9 +37,26 @@ pub struct Service {
     pub public: bool,
     /// Its `app.kubernetes.io/component` label in the Kubernetes manifests.
     pub component: &'static str,
-    /// Replicas in the Kubernetes base; `None` when an autoscaler owns the count
-    /// (`deploy/kubernetes/base/autoscaling.yaml`).
-    pub replicas: Option<u16>,
+    /// How many replicas the Kubernetes base runs, or which autoscaler decides.
+    pub scaling: Scaling,
+}
+
+/// How many replicas of a service the Kubernetes base runs (the overlays raise the bounds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scaling {
+    /// This many, always.
+    Fixed(u16),
+    /// A HorizontalPodAutoscaler on CPU: 1 to `max` replicas, out at 70% of the CPU request.
+    /// `why` is written above it.
+    Cpu { max: u16, why: &'static str },
+    /// KEDA's NATS JetStream scaler on the lag of the durable consumers its identity owns
+    /// (`messaging::durables`, rebuilds aside): 1 to `max` replicas, one per `lag` pending
+    /// messages. `why` is written above it.
+    Lag {
+        max: u16,
+        lag: u32,
+        why: &'static str,
+    },
 }
 
 /// A service's NATS identity (`messaging::Identity`) and what it may do there, from which
@@ -168,7 +185,7 @@ pub const ORDERS: Service = Service {
     metrics_port: None,
     public: false,
     component: "command-service",
-    replicas: Some(1),
+    scaling: Scaling::Fixed(1),
 };
 
 pub const INVENTORY: Service = Service {
@@ -185,7 +202,7 @@ pub const INVENTORY: Service = Service {
     metrics_port: None,
     public: false,
     component: "command-service",
-    replicas: Some(1),
+    scaling: Scaling::Fixed(1),
 };
 
 pub const PAYMENTS: Service = Service {
@@ -205,7 +222,7 @@ pub const PAYMENTS: Service = Service {
     metrics_port: None,
     public: false,
     component: "command-service",
-    replicas: Some(1),
+    scaling: Scaling::Fixed(1),
 };
 
 pub const ORCHESTRATOR: Service = Service {
@@ -226,7 +243,14 @@ pub const ORCHESTRATOR: Service = Service {
     metrics_port: None,
     public: false,
     component: "saga-orchestrator",
-    replicas: None,
+    scaling: Scaling::Lag {
+        max: 2,
+        lag: 100,
+        why: "one fetch batch (inputs.rs fetches 100) per replica. Replicas share the \
+              consumers and the database; a saga's events are applied under optimistic \
+              concurrency, so two replicas never both act on one state. Never 0: it also \
+              serves HTTP and runs timers (saga deadlines and recovery).",
+    },
 };
 
 pub const PROJECTIONS: Service = Service {
@@ -247,7 +271,13 @@ pub const PROJECTIONS: Service = Service {
     metrics_port: None,
     public: false,
     component: "projection-worker",
-    replicas: None,
+    scaling: Scaling::Lag {
+        max: 2,
+        lag: 500,
+        why: "one PROJECTION_BATCH_SIZE per replica. Workers share each consumer; per \
+              aggregate the order holds with several running (projections/tests/it/scale.rs). \
+              Never 0: it also serves HTTP and runs timers (dead-letter retention).",
+    },
 };
 
 pub const QUERY_API: Service = Service {
@@ -268,7 +298,10 @@ pub const QUERY_API: Service = Service {
     metrics_port: None,
     public: false,
     component: "query-api",
-    replicas: None,
+    scaling: Scaling::Cpu {
+        max: 2,
+        why: "CPU-bound and stateless: reads are served from Postgres, a replica holds nothing.",
+    },
 };
 
 pub const GATEWAY: Service = Service {
@@ -295,7 +328,11 @@ pub const GATEWAY: Service = Service {
     metrics_port: Some(9000),
     public: true,
     component: "gateway",
-    replicas: None,
+    scaling: Scaling::Cpu {
+        max: 2,
+        why: "CPU-bound and stateless: every proxied request costs the gateway CPU \
+              (docs/benchmark.md, figure 6).",
+    },
 };
 
 /// Every service, in the order they start: those that create streams first, the public

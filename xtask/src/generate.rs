@@ -1,9 +1,10 @@
 //! `cargo xtask generate`: the files made from the topology (`topology::SERVICES` and
 //! `DATABASES`): docker-compose.yml (around the hand-written parts in `docker/compose/`), the
-//! compose stack's Postgres init script, Prometheus targets and NATS configuration (users and
-//! permissions, with the committed development keys of `docker/nats/keys/`), and each
-//! service's Kubernetes manifest with the base's kustomization. They are committed; a test makes them again and
-//! fails on any difference.
+//! image's Dockerfile (around `docker/Dockerfile.template`), the compose stack's Postgres
+//! init script, Prometheus targets and NATS configuration (users and permissions, with the
+//! committed development keys of `docker/nats/keys/`), and each service's Kubernetes
+//! manifest (with its autoscaler), the base's kustomization and its Postgres cluster. They
+//! are committed; a test makes them again and fails on any difference.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -37,10 +38,7 @@ fn files_for(
     databases: &[Database],
     nats_key: &mut dyn FnMut(&str) -> anyhow::Result<String>,
 ) -> anyhow::Result<Vec<(PathBuf, String)>> {
-    let part = |name: &str| {
-        let path = workspace.join("docker/compose").join(name);
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
-    };
+    let part = |name: &str| part_of(workspace, &format!("docker/compose/{name}"));
     let names: Vec<String> = databases.iter().map(|d| format!("'{}'", d.name)).collect();
     let head = part("infrastructure.yml")?
         .replace("@DATABASES@", &names.join(", "))
@@ -94,8 +92,31 @@ fn files_for(
                 crate::compose_keys::dir(workspace).join("nats.conf"),
                 crate::compose_keys::config(services, nats_key)?,
             ),
+            (
+                workspace.join("Dockerfile"),
+                dockerfile(&part_of(workspace, "docker/Dockerfile.template")?, services),
+            ),
         ])
         .collect())
+}
+
+/// A hand-written part of a generated file, `path` in `workspace`.
+fn part_of(workspace: &Path, path: &str) -> anyhow::Result<String> {
+    let path = workspace.join(path);
+    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The image's Dockerfile: `template` with every service's package and binary.
+fn dockerfile(template: &str, services: &[Service]) -> String {
+    let (mut packages, mut binaries) = (String::new(), String::new());
+    for s in services {
+        let _ = writeln!(packages, "      --package {} \\", s.name);
+        let _ = writeln!(binaries, "      target/release/{} \\", s.name);
+    }
+    template
+        .replace("@GENERATED@", GENERATED)
+        .replace("@PACKAGES@", &packages)
+        .replace("@BINARIES@", &binaries)
 }
 
 /// Writes every generated file that differs; returns the paths written.
@@ -401,7 +422,10 @@ mod tests {
             metrics_port: None,
             public: false,
             component: "scratch",
-            replicas: Some(1),
+            scaling: topology::Scaling::Cpu {
+                max: 3,
+                why: "A test of an autoscaled service.",
+            },
         };
         let mut services = topology::SERVICES.to_vec();
         services.insert(services.len() - 1, scratch);
@@ -448,6 +472,9 @@ mod tests {
         assert!(init.contains("CREATE DATABASE scratch OWNER scratch_owner;"));
         assert!(init.contains("GRANT CONNECT ON DATABASE scratch TO scratch;"));
         assert!(text("prometheus.yml").contains("- scratch:8099"));
+        let dockerfile = text("Dockerfile");
+        assert!(dockerfile.contains("      --package scratch \\\n"));
+        assert!(dockerfile.contains("      target/release/scratch \\\n"));
         // Its NATS user, with only what its declaration allows (its inbox).
         let nats = text("nats.conf");
         assert!(nats.contains("    # scratch\n    { nkey: \"USCRATCHKEY\", permissions: {"));
@@ -462,6 +489,19 @@ mod tests {
         assert_eq!(container["command"][0].as_str(), Some("scratch"));
         assert_eq!(container["ports"][0]["containerPort"].as_u64(), Some(8099));
         assert!(text("base/kustomization.yaml").contains("  - scratch.yaml\n"));
+        let hpa = manifest
+            .iter()
+            .find(|d| d["kind"] == "HorizontalPodAutoscaler")
+            .unwrap();
+        assert_eq!(
+            hpa["spec"]["scaleTargetRef"]["name"].as_str(),
+            Some("scratch")
+        );
+        assert_eq!(hpa["spec"]["maxReplicas"].as_u64(), Some(3));
+        assert!(
+            deployment["spec"]["replicas"].is_null(),
+            "its autoscaler owns the count"
+        );
         let cluster = text("base/postgres.yaml");
         assert!(cluster.contains("- CREATE DATABASE scratch OWNER scratch_owner\n"));
         assert!(cluster.contains("name: pg-role-scratch-owner\n"));

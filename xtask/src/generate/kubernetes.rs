@@ -1,11 +1,11 @@
 //! Each service's Kubernetes manifest (`deploy/kubernetes/base/<service>.yaml`: its
-//! ConfigMap, Deployment, Service and PodDisruptionBudget) and the base's kustomization, from
-//! the topology. The autoscalers, the Postgres cluster and the shared settings stay
+//! ConfigMap, Deployment, Service, PodDisruptionBudget and autoscaler), the base's
+//! kustomization and its Postgres cluster, from the topology. The shared settings stay
 //! hand-written beside them.
 
 use std::fmt::Write as _;
 
-use topology::{Database, Need, Service};
+use topology::{Database, Need, Scaling, Service};
 
 /// Where a variable's value comes from: the service's ConfigMap, the shared one, or a Secret.
 enum From {
@@ -41,7 +41,6 @@ pub fn kustomization(services: &[Service], generated: &str) -> String {
     for s in services {
         let _ = writeln!(out, "  - {}.yaml", s.name);
     }
-    out.push_str("  - autoscaling.yaml\n");
     out
 }
 
@@ -230,11 +229,11 @@ pub fn manifest(s: &Service, generated: &str) -> String {
     );
     labels(&mut o, "    ");
     o.push_str("spec:\n");
-    match s.replicas {
-        Some(n) => {
+    match s.scaling {
+        Scaling::Fixed(n) => {
             let _ = writeln!(o, "  replicas: {n}");
         }
-        None => o.push_str("  # No replicas: its autoscaler (autoscaling.yaml) owns the count.\n"),
+        _ => o.push_str("  # No replicas: its autoscaler (below) owns the count.\n"),
     }
     let _ = write!(
         o,
@@ -386,7 +385,97 @@ pub fn manifest(s: &Service, generated: &str) -> String {
          apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: {name}\n  labels:\n    app.kubernetes.io/name: {name}\n\
          spec:\n  maxUnavailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: {name}\n"
     );
+    autoscaler(&mut o, s);
     o
+}
+
+/// `why`, as comment lines of at most about 92 characters.
+fn comment(o: &mut String, why: &str) {
+    let mut line = String::from("#");
+    for word in why.split_whitespace() {
+        if line.len() + word.len() > 92 {
+            o.push_str(&line);
+            o.push('\n');
+            line = String::from("#");
+        }
+        line.push(' ');
+        line.push_str(word);
+    }
+    o.push_str(&line);
+    o.push('\n');
+}
+
+/// The service's autoscaler, if its scaling is not a fixed count.
+fn autoscaler(o: &mut String, s: &Service) {
+    let name = s.name;
+    let target = format!(
+        "  scaleTargetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: {name}\n"
+    );
+    match s.scaling {
+        Scaling::Fixed(_) => {}
+        Scaling::Cpu { max, why } => {
+            o.push_str("---\n");
+            comment(o, why);
+            let _ = write!(
+                o,
+                "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: {name}\n  labels:\n    app.kubernetes.io/name: {name}\n\
+                 spec:\n{target}  minReplicas: 1\n  maxReplicas: {max}\n  metrics:\n    - type: Resource\n      resource:\n        name: cpu\n        target:\n          type: Utilization\n\
+                 \x20         # Of the request (100m): scale out at 70m per pod on average.\n\
+                 \x20         averageUtilization: 70\n  behavior:\n    scaleDown:\n      stabilizationWindowSeconds: 300\n"
+            );
+        }
+        Scaling::Lag { max, lag, why } => {
+            let identity = s
+                .identity()
+                .expect("a service scaled on its consumers' lag talks to NATS");
+            let durables: Vec<_> = messaging::durables::all()
+                .into_iter()
+                .filter(|d| d.owner.name() == identity && d.live())
+                .collect();
+            assert!(
+                !durables.is_empty(),
+                "{name} is scaled on the lag of durables it has none of"
+            );
+            o.push_str("---\n");
+            let names: Vec<String> = durables
+                .iter()
+                .map(|d| format!("{} on {}", d.name, d.context.stream_base()))
+                .collect();
+            comment(
+                o,
+                &format!(
+                    "Scales on the lag of its durable consumers ({}): KEDA takes the largest replica \
+                     count any trigger asks for. lagThreshold {lag}: {why}",
+                    names.join(", ")
+                ),
+            );
+            comment(
+                o,
+                "Lag (KEDA's nats-jetstream scaler) = num_pending + num_ack_pending, read from the \
+                 NATS monitoring endpoint of the consumer's leader: the headless Service of the NATS \
+                 chart (release `nats` in namespace `streamshop`), whose pods answer as \
+                 <pod>.nats-headless...; the account is the global one ($G): the server has users, \
+                 no accounts.",
+            );
+            let _ = write!(
+                o,
+                "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata:\n  name: {name}\n  labels:\n    app.kubernetes.io/name: {name}\n\
+                 spec:\n{target}  minReplicaCount: 1\n  maxReplicaCount: {max}\n  pollingInterval: 15\n  cooldownPeriod: 300\n\
+                 \x20 advanced:\n    horizontalPodAutoscalerConfig:\n      behavior:\n        scaleDown:\n          stabilizationWindowSeconds: 300\n\
+                 \x20 triggers:\n"
+            );
+            for d in durables {
+                let _ = write!(
+                    o,
+                    "    - type: nats-jetstream\n      metadata:\n\
+                     \x20       natsServerMonitoringEndpoint: \"nats-headless.streamshop.svc.cluster.local:8222\"\n\
+                     \x20       account: \"$G\"\n        stream: {}\n        consumer: {}\n        lagThreshold: \"{lag}\"\n        useHttps: \"false\"\n",
+                    d.context.stream_base(),
+                    d.name
+                );
+            }
+        }
+    }
 }
 
 /// `base/postgres.yaml`: the CloudNativePG Cluster of `template` with every database, role and
