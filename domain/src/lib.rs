@@ -4,6 +4,8 @@
 //! through commands, never from a clock read inside an aggregate.
 #![forbid(unsafe_code)]
 
+#[cfg(test)]
+mod given;
 pub mod money;
 pub mod order;
 pub mod payment;

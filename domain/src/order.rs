@@ -461,7 +461,6 @@ mod tests {
     use super::*;
     use crate::money::eur;
     use crate::Currency;
-    use cqrs_es::test::TestFramework;
 
     /// Seals a token the way the tests can check: `sealed:<customer>:<order>:<token>`, and
     /// refuses customer 0 as erased.
@@ -589,19 +588,11 @@ mod tests {
     }
 
     async fn expect(given: Vec<OrderEvent>, when: OrderCommand, then: Vec<OrderEvent>) {
-        TestFramework::<Order>::with(services())
-            .given(given)
-            .when_async(when)
-            .await
-            .then_expect_events(then);
+        crate::given::expect::<Order>(services(), given, when, then).await;
     }
 
     async fn refuse(given: Vec<OrderEvent>, when: OrderCommand, error: OrderError) {
-        TestFramework::<Order>::with(services())
-            .given(given)
-            .when_async(when)
-            .await
-            .then_expect_error(error);
+        crate::given::refuse::<Order>(services(), given, when, error).await;
     }
 
     /// The event of a place, its token sealed as [`Visible`] seals it.

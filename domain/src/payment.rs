@@ -685,19 +685,11 @@ mod tests {
     }
 
     async fn expect(given: Vec<PaymentEvent>, when: PaymentCommand, then: Vec<PaymentEvent>) {
-        TestFramework::<Payment>::with(services())
-            .given(given)
-            .when_async(when)
-            .await
-            .then_expect_events(then);
+        crate::given::expect::<Payment>(services(), given, when, then).await;
     }
 
     async fn refuse(given: Vec<PaymentEvent>, when: PaymentCommand, error: PaymentError) {
-        TestFramework::<Payment>::with(services())
-            .given(given)
-            .when_async(when)
-            .await
-            .then_expect_error(error);
+        crate::given::refuse::<Payment>(services(), given, when, error).await;
     }
 
     #[tokio::test]

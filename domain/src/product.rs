@@ -555,9 +555,6 @@ mod tests {
     use super::*;
     use crate::money::eur;
     use crate::Currency;
-    use cqrs_es::test::TestFramework;
-
-    type ProductTest = TestFramework<Product>;
 
     fn sku() -> Sku {
         Sku::parse("SKU-1").unwrap()
@@ -702,19 +699,11 @@ mod tests {
     }
 
     async fn expect(given: Vec<ProductEvent>, when: ProductCommand, then: Vec<ProductEvent>) {
-        ProductTest::with(())
-            .given(given)
-            .when_async(when)
-            .await
-            .then_expect_events(then);
+        crate::given::expect::<Product>((), given, when, then).await;
     }
 
     async fn refuse(given: Vec<ProductEvent>, when: ProductCommand, error: ProductError) {
-        ProductTest::with(())
-            .given(given)
-            .when_async(when)
-            .await
-            .then_expect_error(error);
+        crate::given::refuse::<Product>((), given, when, error).await;
     }
 
     fn create(name: &str, price: Money, stock: u32) -> ProductCommand {

@@ -82,19 +82,8 @@ impl IntoResponse for ApiError {
             Self::Forbidden(_) => Problem::new(StatusCode::FORBIDDEN, "forbidden", "Not allowed")
                 .detail(detail)
                 .into_response(),
-            Self::OrderNotFound => {
-                Problem::new(StatusCode::NOT_FOUND, "order-not-found", "No such order")
-                    .into_response()
-            }
-            Self::OrderNotVisible => Problem::new(
-                StatusCode::NOT_FOUND,
-                "order-not-found",
-                "The order is not visible yet",
-            )
-            .detail("the read model did not catch up with min_version in time; retry")
-            .with("stale", true)
-            .retry_after(1)
-            .into_response(),
+            Self::OrderNotFound => Problem::order_not_found(false).into_response(),
+            Self::OrderNotVisible => Problem::order_not_found(true).into_response(),
             Self::BadRequest(_) => Problem::new(
                 StatusCode::BAD_REQUEST,
                 "invalid-request",

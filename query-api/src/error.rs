@@ -43,19 +43,7 @@ impl IntoResponse for ApiError {
                     .detail(format!("no such {what}"))
                     .into_response()
             }
-            Self::OrderNotFound { stale: false } => {
-                Problem::new(StatusCode::NOT_FOUND, "order-not-found", "No such order")
-                    .into_response()
-            }
-            Self::OrderNotFound { stale: true } => Problem::new(
-                StatusCode::NOT_FOUND,
-                "order-not-found",
-                "The order is not visible yet",
-            )
-            .detail("the read model did not catch up with min_version in time; retry")
-            .with("stale", true)
-            .retry_after(1)
-            .into_response(),
+            Self::OrderNotFound { stale } => Problem::order_not_found(stale).into_response(),
             Self::Database(e) => Problem::internal(&e).into_response(),
         }
     }

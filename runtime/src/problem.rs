@@ -53,6 +53,23 @@ impl Problem {
         self
     }
 
+    /// `order-not-found`: no such order; with `stale`, none yet, because the read model did
+    /// not reach the `min_version` asked for in time (the query API's answer, which the
+    /// gateway gives too when it waits for an order it just accepted).
+    pub fn order_not_found(stale: bool) -> Self {
+        if !stale {
+            return Self::new(StatusCode::NOT_FOUND, "order-not-found", "No such order");
+        }
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "order-not-found",
+            "The order is not visible yet",
+        )
+        .detail("the read model did not catch up with min_version in time; retry")
+        .with("stale", true)
+        .retry_after(1)
+    }
+
     /// The opaque 500: the cause is logged here, once, and never shown to the client. A
     /// database that is only busy or away (no free connection in time, a statement cancelled
     /// by its timeout, a server restarting or unreachable) is a 503 with `Retry-After`, which a

@@ -111,22 +111,9 @@ pub fn ensure_for(
                 .filter(|h| **h != name)
                 .map(|h| (*h).to_owned()),
         );
-        let mut params = CertificateParams::new(names)
-            .with_context(|| format!("the names of {name}'s certificate"))?;
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.use_authority_key_identifier_extension = true;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        (params.not_before, params.not_after) = lifetime(validity);
-        let key = KeyPair::generate().with_context(|| format!("making {name}'s key"))?;
-        let signed = params
-            .signed_by(&key, &issuer)
-            .with_context(|| format!("signing {name}'s certificate"))?;
-        write_key(&dir.join(format!("{name}.key")), key.serialize_pem())?;
-        std::fs::write(&cert, signed.pem())?;
+        let (key, signed) = sign(&issuer, name, names, validity)?;
+        write_key(&dir.join(format!("{name}.key")), key)?;
+        std::fs::write(&cert, signed)?;
     }
     if fresh_ca {
         // On stderr: `k8s-secrets --print` writes YAML to stdout.
@@ -152,6 +139,20 @@ pub fn issue(
     let key =
         KeyPair::from_pem(&pem).with_context(|| format!("{} is not a key", ca_key.display()))?;
     let issuer = Issuer::new(ca_params(validity)?, key);
+    let (key, signed) = sign(&issuer, name, names, validity)?;
+    crate::secrets::write_private(&out.join(format!("{name}.key")), key.as_bytes())?;
+    std::fs::write(out.join(format!("{name}.crt")), signed)?;
+    Ok(())
+}
+
+/// A new key and a certificate for `name` with the DNS names `names` (server and client
+/// authentication both), signed by `issuer`: `(key, certificate)` in PEM.
+fn sign(
+    issuer: &Issuer<'_, KeyPair>,
+    name: &str,
+    names: Vec<String>,
+    validity: Duration,
+) -> anyhow::Result<(String, String)> {
     let mut params = CertificateParams::new(names)
         .with_context(|| format!("the names of {name}'s certificate"))?;
     params.distinguished_name.push(DnType::CommonName, name);
@@ -164,14 +165,9 @@ pub fn issue(
     (params.not_before, params.not_after) = lifetime(validity);
     let key = KeyPair::generate().with_context(|| format!("making {name}'s key"))?;
     let signed = params
-        .signed_by(&key, &issuer)
+        .signed_by(&key, issuer)
         .with_context(|| format!("signing {name}'s certificate"))?;
-    crate::secrets::write_private(
-        &out.join(format!("{name}.key")),
-        key.serialize_pem().as_bytes(),
-    )?;
-    std::fs::write(out.join(format!("{name}.crt")), signed.pem())?;
-    Ok(())
+    Ok((key.serialize_pem(), signed.pem()))
 }
 
 fn ca_params(validity: Duration) -> anyhow::Result<CertificateParams> {

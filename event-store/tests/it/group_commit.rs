@@ -9,7 +9,6 @@ use std::time::Duration;
 use domain::product::{Product, ProductCommand};
 use domain::{Money, Sku};
 use event_store::{CommandBus, Executed};
-use sqlx::Connection;
 use testkit::fixtures::metadata;
 use tokio::sync::Notify;
 
@@ -62,12 +61,7 @@ async fn a_batch_with_one_conflicting_command_commits_the_others_and_retries_onl
     let (transactions, commands) = a.commit_stats();
 
     // Hold every append back (a share lock on the outbox, which each append's trigger writes).
-    let mut holder = sqlx::PgConnection::connect(&world.db.owner).await.unwrap();
-    let mut hold = holder.begin().await.unwrap();
-    sqlx::query("LOCK TABLE outbox IN SHARE MODE")
-        .execute(&mut *hold)
-        .await
-        .unwrap();
+    let hold = hold_outbox(&world).await;
     // The first command's transaction waits on the lock; the other nineteen queue behind it.
     let first = tokio::spawn({
         let a = a.clone();
@@ -116,12 +110,7 @@ async fn a_batch_that_a_trigger_refuses_is_committed_one_command_at_a_time() {
     // Five creations of five products under one idempotency key (a client's bug): queued
     // behind a held outbox, they reach the committer as one batch, which the idempotency
     // trigger refuses as a whole.
-    let mut holder = sqlx::PgConnection::connect(&world.db.owner).await.unwrap();
-    let mut hold = holder.begin().await.unwrap();
-    sqlx::query("LOCK TABLE outbox IN SHARE MODE")
-        .execute(&mut *hold)
-        .await
-        .unwrap();
+    let hold = hold_outbox(&world).await;
     let tasks: Vec<_> = (0..5)
         .map(|i| {
             let bus = bus.clone();
@@ -155,4 +144,16 @@ async fn a_batch_that_a_trigger_refuses_is_committed_one_command_at_a_time() {
     // The first alone (it met the held outbox first), then the refused batch of four, tried
     // one by one: each conflicts with the key, and is answered from it.
     assert_eq!(bus.commit_stats(), (1, 1));
+}
+
+/// A transaction that holds a share lock on the outbox, which every append's trigger writes:
+/// appends wait until it ends.
+async fn hold_outbox(world: &testkit::world::World) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let pool = sqlx::PgPool::connect(&world.db.owner).await.unwrap();
+    let mut hold = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE outbox IN SHARE MODE")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    hold
 }

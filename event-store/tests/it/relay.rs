@@ -225,6 +225,19 @@ fn accepted(executed: Executed<Order>) -> (String, u64, bool) {
 }
 
 impl Fixture {
+    /// Places the order `id` through a bus, with the idempotency key `key` and the request's
+    /// hash `hash` when there is a key.
+    async fn place(
+        &self,
+        id: Uuid,
+        key: Option<&str>,
+        hash: &str,
+    ) -> Result<Executed<Order>, event_store::BusError> {
+        self.bus()
+            .execute(&id.to_string(), place(id), &metadata(key, hash))
+            .await
+    }
+
     fn bus(&self) -> CommandBus<Order> {
         let services = domain::order::OrderServices {
             sealer: std::sync::Arc::new(Unsealed),
@@ -274,17 +287,11 @@ async fn the_bus_reports_the_new_version_and_writes_the_outbox_in_the_same_commi
     let f = fixture().await;
     let bus = f.bus();
     let id = Uuid::now_v7();
-    let first = bus
-        .execute(&id.to_string(), place(id), &metadata(None, ""))
-        .await
-        .unwrap();
+    let first = f.place(id, None, "").await.unwrap();
     assert_eq!(accepted(first), (id.to_string(), 1, false));
     assert_eq!(f.outbox_len().await, 1);
 
-    let again = bus
-        .execute(&id.to_string(), place(id), &metadata(None, ""))
-        .await
-        .unwrap();
+    let again = f.place(id, None, "").await.unwrap();
     assert!(matches!(
         again,
         Executed::Rejected { ref reason, .. } if reason == "already_placed"
@@ -296,47 +303,19 @@ async fn the_bus_reports_the_new_version_and_writes_the_outbox_in_the_same_commi
 #[tokio::test]
 async fn an_idempotency_key_answers_a_repeat_with_the_first_answer() {
     let f = fixture().await;
-    let bus = f.bus();
     let (first_id, second_id) = (Uuid::now_v7(), Uuid::now_v7());
-    let first = bus
-        .execute(
-            &first_id.to_string(),
-            place(first_id),
-            &metadata(Some("k1"), "h1"),
-        )
-        .await
-        .unwrap();
+    let first = f.place(first_id, Some("k1"), "h1").await.unwrap();
     assert_eq!(accepted(first), (first_id.to_string(), 1, false));
     // The retry would place another order (a new id); the key returns the first one instead.
-    let repeat = bus
-        .execute(
-            &second_id.to_string(),
-            place(second_id),
-            &metadata(Some("k1"), "h1"),
-        )
-        .await
-        .unwrap();
+    let repeat = f.place(second_id, Some("k1"), "h1").await.unwrap();
     assert_eq!(accepted(repeat), (first_id.to_string(), 1, true));
     assert_eq!(f.count("events").await, 1, "the repeat appended nothing");
 
-    let other_body = bus
-        .execute(
-            &second_id.to_string(),
-            place(second_id),
-            &metadata(Some("k1"), "h2"),
-        )
-        .await;
+    let other_body = f.place(second_id, Some("k1"), "h2").await;
     assert!(matches!(other_body, Err(event_store::BusError::KeyReused)));
 
     // A rejection is an answer too.
-    let rejected = bus
-        .execute(
-            &first_id.to_string(),
-            place(first_id),
-            &metadata(Some("k2"), "h3"),
-        )
-        .await
-        .unwrap();
+    let rejected = f.place(first_id, Some("k2"), "h3").await.unwrap();
     assert!(matches!(
         rejected,
         Executed::Rejected {
@@ -344,14 +323,7 @@ async fn an_idempotency_key_answers_a_repeat_with_the_first_answer() {
             ..
         }
     ));
-    let rejected_again = bus
-        .execute(
-            &first_id.to_string(),
-            place(first_id),
-            &metadata(Some("k2"), "h3"),
-        )
-        .await
-        .unwrap();
+    let rejected_again = f.place(first_id, Some("k2"), "h3").await.unwrap();
     assert!(matches!(
         rejected_again,
         Executed::Rejected { ref reason, replayed: true, .. } if reason == "already_placed"
@@ -366,10 +338,7 @@ async fn concurrent_repeats_of_one_key_commit_once() {
             let f = f.clone();
             tokio::spawn(async move {
                 let id = Uuid::now_v7();
-                f.bus()
-                    .execute(&id.to_string(), place(id), &metadata(Some("same"), "h"))
-                    .await
-                    .unwrap()
+                f.place(id, Some("same"), "h").await.unwrap()
             })
         })
         .collect();
@@ -479,11 +448,7 @@ async fn the_bus_refuses_an_event_the_stream_could_not_store() {
     let f = fixture().await;
     let bus = f.bus();
     let order_id = Uuid::new_v4();
-    accepted(
-        bus.execute(&order_id.to_string(), place(order_id), &metadata(None, "h"))
-            .await
-            .unwrap(),
-    );
+    accepted(f.place(order_id, None, "h").await.unwrap());
     // Past the contract's bounds (1,000 characters), as a caller that skips them would send it.
     let reject = OrderCommand::Reject {
         reason: domain::order::RejectionReason::Failed,

@@ -2,49 +2,22 @@
 //! the projections: never a panic that kills the worker, never a value that wraps. The
 //! aggregate's later events wait behind the letter until an operator discards or replays it.
 
-use std::time::Duration;
-
 use chrono::Utc;
 use domain::payment::PaymentEvent;
 use domain::product::ProductEvent;
 use domain::{Currency, Money, Sku};
 use messaging::envelope::StoredEvent;
-use messaging::streams::{ensure_stream, StreamSettings};
 use messaging::{BoundedContext, Envelope};
 use projections::payments_view::PaymentsView;
 use projections::products_view::ProductsView;
 use projections::projection::Projection;
-use projections::worker::{Worker, WorkerSettings};
+use projections::worker::Worker;
 use testkit::world::World;
 use uuid::Uuid;
 
 async fn worker<P: Projection>(w: &World, projection: P) -> Worker<P> {
-    ensure_stream(
-        &w.js,
-        &w.ns,
-        projection.context(),
-        &StreamSettings::default(),
-    )
-    .await
-    .unwrap();
-    Worker::new(
-        projection,
-        w.pool.clone(),
-        &w.js,
-        &w.ns,
-        &StreamSettings::default(),
-        WorkerSettings {
-            batch_size: 100,
-            fetch_wait: Duration::from_millis(200),
-            retry_delay: Duration::from_millis(50),
-            ack_wait: Duration::from_secs(30),
-            consumer_prefix: String::new(),
-            schema: None,
-            trace_events: false,
-        },
-    )
-    .await
-    .unwrap()
+    crate::stream(w, projection.context()).await;
+    crate::worker_on(w, projection, false).await
 }
 
 fn event<E: serde::Serialize + cqrs_es::DomainEvent>(

@@ -8,47 +8,22 @@ use chrono::Utc;
 use domain::order::{OrderLine, OrderPlaced};
 use domain::Sku;
 use messaging::envelope::StoredEvent;
-use messaging::streams::{ensure_stream, StreamSettings};
 use messaging::{BoundedContext, Envelope};
 use projections::orders_view::OrdersView;
-use projections::worker::{BatchOutcome, Worker, WorkerSettings};
+use projections::worker::{BatchOutcome, Worker};
 use testkit::world::World;
 use uuid::Uuid;
 
 /// A fresh read database and a namespace with an `ORDERS` stream.
 async fn world() -> World {
     let w = World::read().await;
-    ensure_stream(
-        &w.js,
-        &w.ns,
-        BoundedContext::Orders,
-        &StreamSettings::default(),
-    )
-    .await
-    .unwrap();
+    crate::stream(&w, BoundedContext::Orders).await;
     w
 }
 
 /// The orders projection's worker on `w`.
 async fn worker(w: &World) -> Worker<OrdersView> {
-    Worker::new(
-        OrdersView,
-        w.pool.clone(),
-        &w.js,
-        &w.ns,
-        &StreamSettings::default(),
-        WorkerSettings {
-            batch_size: 100,
-            fetch_wait: Duration::from_millis(200),
-            retry_delay: Duration::from_millis(50),
-            ack_wait: Duration::from_secs(30),
-            consumer_prefix: String::new(),
-            schema: None,
-            trace_events: true,
-        },
-    )
-    .await
-    .unwrap()
+    crate::worker_on(w, OrdersView, true).await
 }
 
 fn envelope(
@@ -393,14 +368,7 @@ async fn a_consumer_deleted_changed_or_on_a_stream_made_again_is_restored() {
     w.js.delete_stream(w.ns.stream(BoundedContext::Orders))
         .await
         .unwrap();
-    ensure_stream(
-        &w.js,
-        &w.ns,
-        BoundedContext::Orders,
-        &StreamSettings::default(),
-    )
-    .await
-    .unwrap();
+    crate::stream(&w, BoundedContext::Orders).await;
     let newcomer = Uuid::now_v7();
     w.publish(&placed(newcomer, Uuid::now_v7())).await;
     step_until(&worker, "apply the new stream's first event", || true).await;
