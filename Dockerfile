@@ -15,7 +15,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
       --package projections \
       --package query-api \
       --package gateway \
-      --package events \
+      --package events-cli \
  && mkdir /out \
  && cp \
       target/release/orders \

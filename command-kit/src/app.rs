@@ -8,8 +8,8 @@ use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use cqrs_es::Aggregate;
 use event_store::{CommandBus, Relay, RelaySettings};
-use runtime::health::Readiness;
-use runtime::service::{task, Service};
+use service_kit::health::Readiness;
+use service_kit::service::{task, Service};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +35,7 @@ pub struct Resources<'a> {
 /// routes beside its commands' (documented by [`CommandSpec::extra_paths`]).
 pub struct Parts<A: Aggregate> {
     pub services: A::Services,
-    pub tasks: Vec<runtime::service::Task>,
+    pub tasks: Vec<service_kit::service::Task>,
     pub routes: axum::Router,
     /// Which of `routes` the gateway forwards to (operators' routes, say): its certificate
     /// is admitted there, as on the public commands.
@@ -103,7 +103,7 @@ impl CommandApp {
             .with_state(dispatcher.clone())
             .merge(own_routes)
             .merge(spec_routes);
-        let retention = runtime::retention::Rule {
+        let retention = service_kit::retention::Rule {
             table: "idempotency",
             column: "recorded_at",
             keep: settings.idempotency_retention,
@@ -122,7 +122,7 @@ impl CommandApp {
             .gateway_routes(public)
             .routes(routes, readiness, crate::openapi::document::<S>())
             .time_limit(settings.basics.request_timeout)
-            .with_task(runtime::retention::task_for(
+            .with_task(service_kit::retention::task_for(
                 pool.clone(),
                 vec![retention],
                 RETENTION_EVERY,
@@ -195,10 +195,10 @@ where
     S: CommandSpec + Default,
     <S::Aggregate as Aggregate>::Services: Default,
 {
-    let env = runtime::env::Env::from_process();
+    let env = service_kit::env::Env::from_process();
     let settings = crate::settings::settings::<S>(&env).context("reading settings")?;
     let name = S::CONTEXT.token();
-    let process = runtime::service::Process::start(name, &settings.basics, None);
+    let process = service_kit::service::Process::start(name, &settings.basics, None);
     let basics = &settings.basics;
     process
         .build(basics.http_addr, basics.tls.as_ref(), || {

@@ -74,8 +74,8 @@ where
             correlation_id = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
-        if !runtime::trace::in_trace() {
-            runtime::trace::join(&span, request.traceparent.as_deref());
+        if !service_kit::trace::in_trace() {
+            service_kit::trace::join(&span, request.traceparent.as_deref());
         }
         let reply = self.dispatch_inner(request).instrument(span.clone()).await;
         span.record("outcome", reply.reason().unwrap_or("accepted"));
@@ -174,7 +174,7 @@ where
             correlation_id: parsed.correlation_id,
             // The command span's own context, so the outbox publish and every consumer join
             // this trace as its descendants.
-            traceparent: runtime::trace::outgoing(traceparent.as_deref()),
+            traceparent: service_kit::trace::outgoing(traceparent.as_deref()),
             idempotency,
         };
         let command = parsed.command.clone();
@@ -236,7 +236,7 @@ where
                 true,
             ),
             Err(BusError::Unavailable(e)) => {
-                tracing::warn!(command = name, error = %runtime::problem::ErrorChain(&*e), "database unavailable");
+                tracing::warn!(command = name, error = %service_kit::problem::ErrorChain(&*e), "database unavailable");
                 Reply::rejected(
                     reasons::UNAVAILABLE,
                     "the database is unavailable; retry",
@@ -244,7 +244,7 @@ where
                 )
             }
             Err(BusError::Internal(e)) => {
-                tracing::error!(command = name, error = %runtime::problem::ErrorChain(&*e), "command failed");
+                tracing::error!(command = name, error = %service_kit::problem::ErrorChain(&*e), "command failed");
                 Reply::rejected(reasons::INTERNAL, "internal error", true)
             }
         }

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{post, MethodRouter};
 use axum::Router;
 use bytes::Bytes;
-use runtime::problem::Problem;
 use serde_json::{Map, Value};
+use service_kit::problem::Problem;
 
 use crate::dispatch::{Dispatcher, Request};
 use crate::spec::CommandSpec;
@@ -47,7 +47,7 @@ where
             }
         },
     )
-    .fallback(runtime::problem::method_not_allowed)
+    .fallback(service_kit::problem::method_not_allowed)
 }
 
 /// Builds the transport-neutral request, or the problem that refuses it.
@@ -57,7 +57,7 @@ fn request(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Request, Problem> {
-    let mut fields = runtime::problem::json_object(headers, body)?;
+    let mut fields = service_kit::problem::json_object(headers, body)?;
     for (key, value) in params {
         let value = Value::String(value.clone());
         match fields.get(key) {

@@ -78,18 +78,18 @@ where
                 otel.kind = "server",
                 subject = %message.subject,
             );
-            runtime::trace::join_message(&span, message.headers.as_ref());
+            service_kit::trace::join_message(&span, message.headers.as_ref());
             let reply = handle(&dispatcher, message).instrument(span).await;
             // A test loses a command's reply here (`nats.before_reply.<Command>@N:hang`): the
             // command took effect, and its answer never leaves.
-            if runtime::failpoint::armed() {
+            if service_kit::failpoint::armed() {
                 let point = format!("nats.before_reply.{}", command.unwrap_or_default());
-                runtime::failpoint::reached(&point).await;
+                service_kit::failpoint::reached(&point).await;
             }
             if let Some(reply_to) = reply_to {
                 let body = serde_json::to_vec(&reply).expect("replies serialise");
                 if let Err(e) = client.publish(reply_to, body.into()).await {
-                    tracing::warn!(error = %runtime::problem::ErrorChain(&e), "could not send a command reply");
+                    tracing::warn!(error = %service_kit::problem::ErrorChain(&e), "could not send a command reply");
                 }
             }
             drop(slot);
@@ -139,14 +139,16 @@ where
     };
     // A test forces a refusal for good here (`nats.refuse.<Command>@N:refuse`): the command is
     // not run, and the caller is told not to retry it.
-    if runtime::failpoint::armed() && runtime::failpoint::refuses(&format!("nats.refuse.{name}")) {
+    if service_kit::failpoint::armed()
+        && service_kit::failpoint::refuses(&format!("nats.refuse.{name}"))
+    {
         return Reply::rejected(
             reasons::REFUSED,
             format!("{name} refused for good by a failpoint"),
             false,
         );
     }
-    let traceparent = runtime::trace::of_message(message.headers.as_ref()).map(str::to_owned);
+    let traceparent = service_kit::trace::of_message(message.headers.as_ref()).map(str::to_owned);
     dispatcher
         .dispatch(Request {
             name,

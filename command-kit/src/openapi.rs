@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::spec::CommandSpec;
-use runtime::openapi::{add_schema, path_param, problem, schema_settings};
+use service_kit::openapi::{add_schema, path_param, problem, schema_settings};
 
 /// The request schema for HTTP: path parameters come from the path, so the body may leave
 /// them out (when it names one, it must agree with the path).
@@ -21,7 +21,7 @@ pub fn document<S: CommandSpec>() -> Value {
     let mut components = Map::new();
     let mut paths = Map::new();
     let answer_name = <S::Answer as schemars::JsonSchema>::schema_name();
-    let answer = runtime::openapi::add::<S::Answer>(&mut components, &answer_name);
+    let answer = service_kit::openapi::add::<S::Answer>(&mut components, &answer_name);
     for binding in S::bindings() {
         let info = binding.info;
         let params = contracts::path_params(info.path);
@@ -74,7 +74,7 @@ pub fn document<S: CommandSpec>() -> Value {
         paths.insert(path.to_owned(), item);
     }
     let context = S::CONTEXT.token();
-    runtime::openapi::document(
+    service_kit::openapi::document(
         &format!("streamshop {context} commands"),
         &format!(
             "The {context} context's commands over HTTP; the same commands are served over NATS request/reply on cmd.{context}.<Command>."

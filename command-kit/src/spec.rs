@@ -111,7 +111,7 @@ pub trait CommandSpec: Send + Sync + 'static {
     /// The problem type of a domain rejection over HTTP: `order-rejected`.
     const REJECTED_KIND: &'static str;
     /// The service's port and database under `cargo xtask up`.
-    const DEFAULTS: runtime::service::Defaults;
+    const DEFAULTS: service_kit::service::Defaults;
 
     /// How stored events of older versions are read as the current ones.
     fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
@@ -147,7 +147,7 @@ pub trait CommandSpec: Send + Sync + 'static {
         &self,
         _dispatcher: std::sync::Arc<crate::dispatch::Dispatcher<Self>>,
         _pool: sqlx::PgPool,
-    ) -> Vec<runtime::service::Task>
+    ) -> Vec<service_kit::service::Task>
     where
         Self: Sized,
     {

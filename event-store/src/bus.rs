@@ -108,7 +108,7 @@ pub enum BusError {
 
 impl From<sqlx::Error> for BusError {
     fn from(e: sqlx::Error) -> Self {
-        if runtime::db::unavailable(&e) {
+        if service_kit::db::unavailable(&e) {
             Self::Unavailable(Box::new(e))
         } else {
             Self::Internal(Box::new(e))

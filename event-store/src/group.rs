@@ -140,7 +140,7 @@ async fn run(
                     })
                     .collect()
             }
-            Err(e) if batch.len() > 1 && !runtime::db::unavailable(&e) => {
+            Err(e) if batch.len() > 1 && !service_kit::db::unavailable(&e) => {
                 // A trigger refused one of them: find it by committing each alone.
                 let mut outcomes = Vec::with_capacity(batch.len());
                 for append in &appends {
@@ -180,7 +180,7 @@ async fn run(
 }
 
 fn classify(e: sqlx::Error) -> Outcome {
-    if runtime::db::unavailable(&e) {
+    if service_kit::db::unavailable(&e) {
         return Outcome::Unavailable(e.to_string());
     }
     if let Some((code, detail)) = refusal(&e) {
@@ -193,7 +193,7 @@ fn classify(e: sqlx::Error) -> Outcome {
     if unique {
         Outcome::Conflict
     } else {
-        Outcome::Failed(runtime::problem::ErrorChain(&e).to_string())
+        Outcome::Failed(service_kit::problem::ErrorChain(&e).to_string())
     }
 }
 

@@ -22,7 +22,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Invariant: that role appends and reads events and can never UPDATE, DELETE or TRUNCATE
 /// one (it replaces snapshots, which are derived from them). It deletes only what is transient: outbox rows JetStream acknowledged, and
 /// idempotency answers past their retention.
-pub static SCHEMA: runtime::db::Schema = runtime::db::Schema {
+pub static SCHEMA: service_kit::db::Schema = service_kit::db::Schema {
     migrator: &MIGRATOR,
     grants: &[
         "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}",

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use messaging::envelope::{meta, msg_id, StoredEvent};
 use messaging::streams::{ensure_stream, StreamSettings, MAX_MESSAGE_BYTES};
 use messaging::{BoundedContext, Envelope, Namespace};
-use runtime::retry::{sleep_unless_cancelled, Backoff};
+use service_kit::retry::{sleep_unless_cancelled, Backoff};
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::Notify;
@@ -141,10 +141,11 @@ impl Relay {
                 Ok(Some(conn)) => self.lead(conn, &shutdown).await,
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(error = %runtime::problem::ErrorChain(&e), "outbox relay cannot reach its database")
+                    tracing::warn!(error = %service_kit::problem::ErrorChain(&e), "outbox relay cannot reach its database")
                 }
             }
-            runtime::retry::sleep_unless_cancelled(self.settings.poll_interval, &shutdown).await;
+            service_kit::retry::sleep_unless_cancelled(self.settings.poll_interval, &shutdown)
+                .await;
         }
         let _ = listener.await;
         tracing::info!("outbox relay stopped");
@@ -152,10 +153,10 @@ impl Relay {
 
     async fn ensure_stream(&self, shutdown: &CancellationToken) {
         let settings = &self.settings;
-        runtime::retry::until_ok(
+        service_kit::retry::until_ok(
             "creating or finding the event stream",
             shutdown,
-            runtime::retry::Backoff::default(),
+            service_kit::retry::Backoff::default(),
             || {
                 ensure_stream(
                     &self.js,
@@ -202,7 +203,7 @@ impl Relay {
                     tokio::select! {
                         _ = shutdown.cancelled() => {
                             if let Err(e) = self.delete_published(&mut conn).await {
-                                tracing::debug!(error = %runtime::problem::ErrorChain(&e), "deleting published outbox rows at shutdown failed");
+                                tracing::debug!(error = %service_kit::problem::ErrorChain(&e), "deleting published outbox rows at shutdown failed");
                             }
                             return;
                         }
@@ -212,12 +213,12 @@ impl Relay {
                 }
                 Err(RelayError::Database(e)) => {
                     // Leadership may be gone with the connection: give it up and re-elect.
-                    tracing::warn!(error = %runtime::problem::ErrorChain(&e), "outbox relay lost its database connection");
+                    tracing::warn!(error = %service_kit::problem::ErrorChain(&e), "outbox relay lost its database connection");
                     return;
                 }
                 Err(e @ RelayError::Publish { .. }) => {
                     let wait = backoff.failed();
-                    tracing::warn!(error = %runtime::problem::ErrorChain(&e), retry_in = ?wait, "outbox publish failed");
+                    tracing::warn!(error = %service_kit::problem::ErrorChain(&e), retry_in = ?wait, "outbox publish failed");
                     if !sleep_unless_cancelled(wait, shutdown).await {
                         return;
                     }
@@ -267,7 +268,7 @@ impl Relay {
                 .execute(&mut *conn)
                 .await
             {
-                tracing::debug!(error = %runtime::problem::ErrorChain(&e), "vacuuming the outbox failed");
+                tracing::debug!(error = %service_kit::problem::ErrorChain(&e), "vacuuming the outbox failed");
             }
         }
         Ok(())
@@ -360,8 +361,8 @@ impl Relay {
                 event_type = %stored.event_type,
             );
             let stored_traceparent = metadata_value(&metadata, meta::TRACEPARENT);
-            runtime::trace::join(&span, stored_traceparent.as_deref());
-            let traceparent = runtime::trace::traceparent_of(&span).or(stored_traceparent);
+            service_kit::trace::join(&span, stored_traceparent.as_deref());
+            let traceparent = service_kit::trace::traceparent_of(&span).or(stored_traceparent);
             match self
                 .send(&stored, envelope, traceparent)
                 .instrument(span)
@@ -389,7 +390,7 @@ impl Relay {
                 }
             }
         }
-        runtime::failpoint::hit("outbox.after_publish");
+        service_kit::failpoint::hit("outbox.after_publish");
         if !dead.ids.is_empty() {
             dead.store(&mut *conn).await?;
             metrics::counter!("outbox_dead_letters_total", "stream" => stream)
@@ -467,7 +468,7 @@ impl Relay {
             .header("Content-Type", "application/cloudevents+json")
             .payload(envelope.into());
         if let Some(tp) = traceparent {
-            message = message.header(runtime::trace::TRACEPARENT, tp.as_str());
+            message = message.header(service_kit::trace::TRACEPARENT, tp.as_str());
         }
         self.js.send_publish(subject, message).await
     }
@@ -537,11 +538,11 @@ async fn forward_notifications(pool: PgPool, wake: Arc<Notify>, shutdown: Cancel
                         wake.notify_one();
                     }
                     Err(e) => {
-                        tracing::warn!(error = %runtime::problem::ErrorChain(&e), "cannot LISTEN outbox")
+                        tracing::warn!(error = %service_kit::problem::ErrorChain(&e), "cannot LISTEN outbox")
                     }
                 },
                 Err(e) => {
-                    tracing::warn!(error = %runtime::problem::ErrorChain(&e), "cannot connect the outbox listener")
+                    tracing::warn!(error = %service_kit::problem::ErrorChain(&e), "cannot connect the outbox listener")
                 }
             }
         }
@@ -556,7 +557,7 @@ async fn forward_notifications(pool: PgPool, wake: Arc<Notify>, shutdown: Cancel
             received = l.recv() => match received {
                 Ok(_) => wake.notify_one(),
                 Err(e) => {
-                    tracing::warn!(error = %runtime::problem::ErrorChain(&e), "outbox listener lost; reconnecting");
+                    tracing::warn!(error = %service_kit::problem::ErrorChain(&e), "outbox listener lost; reconnecting");
                     listener = None;
                 }
             }

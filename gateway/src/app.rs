@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue, Method};
-use runtime::health::Readiness;
-use runtime::service::{task, Service};
+use service_kit::health::Readiness;
+use service_kit::service::{task, Service};
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -91,7 +91,7 @@ impl App {
         let cors = cors(&settings.limits.cors_origins)?;
         // The public side: metrics served apart (internal, over TLS), a client's trace only
         // linked, connections capped (a trusted proxy's only in all).
-        let connections = runtime::https::ConnectionLimits {
+        let connections = service_kit::https::ConnectionLimits {
             total: limits.max_connections,
             per_peer: limits.max_connections_per_client,
             exempt: limits.trusted_proxies.clone(),
@@ -112,7 +112,7 @@ impl App {
             .with_task(task(move |shutdown: CancellationToken| async move {
                 // Full buckets are forgotten, so memory follows the callers of the last
                 // minutes, not of all time.
-                while runtime::retry::sleep_unless_cancelled(Duration::from_secs(60), &shutdown)
+                while service_kit::retry::sleep_unless_cancelled(Duration::from_secs(60), &shutdown)
                     .await
                 {
                     edge.forget_idle();

@@ -21,7 +21,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::RateLimiter;
-use runtime::problem::Problem;
+use service_kit::problem::Problem;
 
 use crate::error::ApiError;
 use crate::oidc::{Principal, Verifier};

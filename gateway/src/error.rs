@@ -2,7 +2,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use runtime::problem::Problem;
+use service_kit::problem::Problem;
 
 use crate::oidc::TokenError;
 

@@ -2,8 +2,8 @@
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
-use runtime::env::Env;
-use runtime::service::Process;
+use service_kit::env::Env;
+use service_kit::service::Process;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

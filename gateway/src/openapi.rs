@@ -80,7 +80,7 @@ pub fn document(upstream: &dyn Fn(&str) -> Value) -> Value {
         for (status, description) in gateway_problems(route.access, route.path.contains('{')) {
             responses
                 .entry(status)
-                .or_insert_with(|| runtime::openapi::problem(description));
+                .or_insert_with(|| service_kit::openapi::problem(description));
         }
         paths
             .entry(route.path)
@@ -89,7 +89,7 @@ pub fn document(upstream: &dyn Fn(&str) -> Value) -> Value {
             .expect("a path item")
             .insert(route.method.as_str().to_ascii_lowercase(), operation);
     }
-    let mut doc = runtime::openapi::document(
+    let mut doc = service_kit::openapi::document(
         "streamshop gateway",
         "The public API. Send `Authorization: Bearer <access token>` from the OpenID provider \
          (`OIDC_ISSUER_URL`); customers are the token's `sub`, operators carry the `admin` \
@@ -201,7 +201,7 @@ fn adjust(kind: Kind, op: &mut Map<String, Value>, components: &mut Map<String, 
             );
             components.insert("PlaceOrderRequest".into(), request);
             op["requestBody"]["content"]["application/json"]["schema"] =
-                runtime::openapi::reference("PlaceOrderRequest");
+                service_kit::openapi::reference("PlaceOrderRequest");
         }
         Kind::MyOrders => {
             // The customer is the caller: no path parameter.
@@ -217,7 +217,7 @@ fn adjust(kind: Kind, op: &mut Map<String, Value>, components: &mut Map<String, 
 fn live_updates() -> Value {
     json!({
         "parameters": [
-            runtime::openapi::path_param("id"),
+            service_kit::openapi::path_param("id"),
             {
                 "name": "Last-Event-ID",
                 "in": "header",

@@ -203,7 +203,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     paths
         .into_iter()
         .fold(Router::new(), |router, (path, methods)| {
-            router.route(path, methods.fallback(runtime::problem::method_not_allowed))
+            router.route(
+                path,
+                methods.fallback(service_kit::problem::method_not_allowed),
+            )
         })
         .with_state(gateway)
 }
@@ -316,7 +319,7 @@ fn own_idempotency_key(call: &mut Call) -> Result<(), ApiError> {
 }
 
 fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| ApiError::Refused(runtime::problem::unreadable(rejection)))
+    body.map_err(|rejection| ApiError::Refused(service_kit::problem::unreadable(rejection)))
 }
 
 /// [`forward`], answering the client with what the service answered.
@@ -372,7 +375,7 @@ fn upstream_path(template: &str, params: &[String]) -> String {
 /// operator must say for whom they order.
 async fn place_order(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
     let mut fields =
-        runtime::problem::json_object(&call.headers, call.body).map_err(ApiError::Refused)?;
+        service_kit::problem::json_object(&call.headers, call.body).map_err(ApiError::Refused)?;
     let named = fields.get("customer_id").cloned();
     let customer = match (&call.caller, named) {
         (Some(Principal::Customer(me)), None) => *me,

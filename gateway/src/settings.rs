@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use messaging::NatsSettings;
-use runtime::env::{Env, EnvError};
-use runtime::telemetry::LogSettings;
+use service_kit::env::{Env, EnvError};
+use service_kit::telemetry::LogSettings;
 
 /// Everything the gateway binary can be told.
 #[derive(Debug, Clone)]
@@ -23,7 +23,7 @@ pub struct Settings {
     /// `TLS` (default on) and `TLS_DIR`: the gateway's certificate (`gateway.crt`), shown to
     /// NATS and to the internal services, and the local CA their certificates must chain to.
     /// The public side is plain HTTP, for a TLS-terminating load balancer in front.
-    pub tls: Option<runtime::tls::TlsSettings>,
+    pub tls: Option<service_kit::tls::TlsSettings>,
     pub upstreams: UpstreamUrls,
     pub oidc: OidcSettings,
     pub limits: Limits,
@@ -154,7 +154,7 @@ pub struct BreakerSettings {
 
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, EnvError> {
-        let tls = runtime::tls::TlsSettings::from_env(env, "gateway")?;
+        let tls = service_kit::tls::TlsSettings::from_env(env, "gateway")?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         // Each upstream's setting and default address are the topology's.
         let url = |s: &topology::Service| {

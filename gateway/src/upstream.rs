@@ -15,11 +15,11 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use runtime::tls::TlsSettings;
+use service_kit::tls::TlsSettings;
 
 use crate::error::ApiError;
 use crate::settings::BreakerSettings;
-use runtime::breaker::Breaker;
+use service_kit::breaker::Breaker;
 
 /// Request headers a client may send through to a service.
 const REQUEST_HEADERS: &[&str] = &[
@@ -76,7 +76,7 @@ pub fn client(tls: Option<&TlsSettings>) -> anyhow::Result<HttpClient> {
             .wrap_connector(http),
     };
     Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(runtime::https::CLIENT_IDLE_TIMEOUT)
+        .pool_idle_timeout(service_kit::https::CLIENT_IDLE_TIMEOUT)
         .build(connector))
 }
 
@@ -199,7 +199,7 @@ impl Upstream {
                 name,
                 settings.failures,
                 settings.open_for,
-                runtime::breaker::UPSTREAM,
+                service_kit::breaker::UPSTREAM,
             ),
         })
     }
@@ -320,13 +320,13 @@ impl Upstream {
                 out.insert(*name, value.clone());
             }
         }
-        let traceparent = runtime::trace::outgoing(
+        let traceparent = service_kit::trace::outgoing(
             headers
-                .get(runtime::trace::TRACEPARENT)
+                .get(service_kit::trace::TRACEPARENT)
                 .and_then(|v| v.to_str().ok()),
         );
         if let Ok(value) = HeaderValue::from_str(&traceparent) {
-            out.insert(runtime::trace::TRACEPARENT, value);
+            out.insert(service_kit::trace::TRACEPARENT, value);
         }
         let response = match self.http.request(request).await {
             Ok(response) => response,

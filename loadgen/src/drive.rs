@@ -106,7 +106,7 @@ static TLS: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new
 /// Makes every client of [`http_client`] trust the CA of `dir` and show the operators'
 /// certificate.
 pub fn trust(dir: &std::path::Path) -> anyhow::Result<()> {
-    let config = runtime::tls::TlsSettings::new(dir, "operator").client_config()?;
+    let config = service_kit::tls::TlsSettings::new(dir, "operator").client_config()?;
     let _ = TLS.set(config);
     Ok(())
 }
@@ -114,7 +114,7 @@ pub fn trust(dir: &std::path::Path) -> anyhow::Result<()> {
 /// An HTTP client for `clients` concurrent connections to one host (HTTPS or HTTP).
 pub fn http_client(clients: usize) -> reqwest::Client {
     let mut builder =
-        reqwest::Client::builder().pool_idle_timeout(runtime::https::CLIENT_IDLE_TIMEOUT);
+        reqwest::Client::builder().pool_idle_timeout(service_kit::https::CLIENT_IDLE_TIMEOUT);
     if let Some(config) = TLS.get() {
         builder = builder.use_preconfigured_tls(config.clone());
     }

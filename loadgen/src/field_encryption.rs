@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use domain::sealing::TokenSealer;
-use runtime::sealing::{self as seal, Key};
 use serde::Serialize;
+use service_kit::sealing::{self as seal, Key};
 use sqlx::Connection;
 use uuid::Uuid;
 

@@ -195,7 +195,7 @@ impl Transport {
         if let Some(dir) = &self.tls_dir {
             options = messaging::settings::with_tls(
                 options,
-                &runtime::tls::TlsSettings::new(dir, "operator"),
+                &service_kit::tls::TlsSettings::new(dir, "operator"),
             )?;
         }
         Ok(messaging::settings::connect_to(options, &self.nats_url).await?)
@@ -264,7 +264,7 @@ impl Bench {
                 "0".into(),
             ));
             // Each orders service seals payment tokens under a master key of its own.
-            let master = runtime::sealing::Key::generate()
+            let master = service_kit::sealing::Key::generate()
                 .map_err(|e| anyhow::anyhow!("making a master key: {e}"))?;
             env.push(("DATA_KEYS_MASTER_KEY".into(), master.to_base64()));
         }

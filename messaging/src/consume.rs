@@ -101,6 +101,6 @@ pub async fn settle(message: &Message, kind: AckKind, consumer: &str) {
             .increment(1);
     }
     if let Err(e) = message.ack_with(kind).await {
-        tracing::warn!(consumer, error = %runtime::problem::ErrorChain(&*e), "ack failed");
+        tracing::warn!(consumer, error = %service_kit::problem::ErrorChain(&*e), "ack failed");
     }
 }

@@ -17,7 +17,7 @@ pub fn tls_block(dir: &str, indent: &str) -> String {
         "tls {".to_owned(),
         format!("  cert_file: \"{dir}/nats.crt\""),
         format!("  key_file: \"{dir}/nats.key\""),
-        format!("  ca_file: \"{dir}/{}\"", runtime::tls::CA_FILE),
+        format!("  ca_file: \"{dir}/{}\"", service_kit::tls::CA_FILE),
         "  verify: true".to_owned(),
         "  timeout: 5".to_owned(),
         "}".to_owned(),

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use runtime::env::{Env, EnvError};
+use service_kit::env::{Env, EnvError};
 
-use runtime::secret::Secret;
+use service_kit::secret::Secret;
 
 use crate::streams::StreamSettings;
 use crate::{Identity, Namespace};
@@ -22,7 +22,7 @@ pub struct NatsSettings {
     pub credentials: Credentials,
     /// `TLS` (default on) and `TLS_DIR`: the server must prove itself with the local CA's
     /// certificate, and this process shows `<identity>.crt`.
-    pub tls: Option<runtime::tls::TlsSettings>,
+    pub tls: Option<service_kit::tls::TlsSettings>,
 }
 
 /// How a process proves its identity to NATS.
@@ -51,7 +51,7 @@ pub fn options_for(url: &str) -> async_nats::ConnectOptions {
 /// and `tls`'s certificate shown as the client's.
 pub fn with_tls(
     options: async_nats::ConnectOptions,
-    tls: &runtime::tls::TlsSettings,
+    tls: &service_kit::tls::TlsSettings,
 ) -> anyhow::Result<async_nats::ConnectOptions> {
     use anyhow::Context;
     let config = tls
@@ -63,7 +63,7 @@ pub fn with_tls(
 /// The servers of a `NATS_URL`: one URL, or several separated by commas (the nodes of a
 /// cluster, each with its scheme), in the order given.
 pub fn servers_of(url: &str) -> Vec<&str> {
-    runtime::secret::url_list(url)
+    service_kit::secret::url_list(url)
 }
 
 /// Connects with `options` to the servers of `url` ([`servers_of`]), trying them in the
@@ -131,8 +131,8 @@ impl NatsSettings {
         Ok(Self {
             identity,
             credentials,
-            tls: runtime::tls::TlsSettings::from_env(env, identity.name())?,
-            url: runtime::secret::Secret::new(env.string_or("NATS_URL", DEFAULT_NATS_URL)),
+            tls: service_kit::tls::TlsSettings::from_env(env, identity.name())?,
+            url: service_kit::secret::Secret::new(env.string_or("NATS_URL", DEFAULT_NATS_URL)),
             namespace: env.parse_or("NATS_NAMESPACE", Namespace::default())?,
             stream: StreamSettings {
                 replicas: env.parse_or("NATS_STREAM_REPLICAS", 1)?,

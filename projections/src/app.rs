@@ -7,8 +7,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context;
-use runtime::health::Readiness;
-use runtime::service::{task, Service, Task};
+use service_kit::health::Readiness;
+use service_kit::service::{task, Service, Task};
 use tokio_util::sync::CancellationToken;
 
 use crate::orders_view::OrdersView;
@@ -83,9 +83,9 @@ impl App {
                 crate::lag::openapi(),
             )
             .time_limit(settings.basics.request_timeout)
-            .with_task(runtime::retention::task_for(
+            .with_task(service_kit::retention::task_for(
                 pool.clone(),
-                vec![runtime::retention::Rule {
+                vec![service_kit::retention::Rule {
                     table: "dead_letters",
                     column: "recorded_at",
                     keep: settings.dead_letter_retention,
@@ -176,10 +176,10 @@ pub async fn rebuild(
         // Every name its own arm: a projection added to NAMES but not here is refused, never
         // rebuilt as another one.
         jobs.push(match name {
-            read_model::ORDERS_VIEW => rebuild_job(OrdersView, pool, js, settings, progress),
-            read_model::PRODUCTS_VIEW => rebuild_job(ProductsView, pool, js, settings, progress),
-            read_model::PAYMENTS_VIEW => rebuild_job(PaymentsView, pool, js, settings, progress),
-            read_model::SAGA_TIMELINE => rebuild_job(SagaTimeline, pool, js, settings, progress),
+            read_contract::ORDERS_VIEW => rebuild_job(OrdersView, pool, js, settings, progress),
+            read_contract::PRODUCTS_VIEW => rebuild_job(ProductsView, pool, js, settings, progress),
+            read_contract::PAYMENTS_VIEW => rebuild_job(PaymentsView, pool, js, settings, progress),
+            read_contract::SAGA_TIMELINE => rebuild_job(SagaTimeline, pool, js, settings, progress),
             other => anyhow::bail!("projection {other} has no rebuild: add it to rebuild()"),
         });
     }

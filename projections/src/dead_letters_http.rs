@@ -5,10 +5,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::Router;
-use runtime::problem::{self, Json, Problem};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use service_kit::problem::{self, Json, Problem};
 use sqlx::PgPool;
 
 use crate::dead_letters::{self, DeadLetterView, LetterError, Replayed, MAX_LIMIT};
@@ -131,11 +131,11 @@ async fn discard(
 
 /// The dead letters' paths for the projections service's OpenAPI document.
 pub fn paths(paths: &mut Map<String, Value>, components: &mut Map<String, Value>) {
-    let list = runtime::openapi::add::<DeadLetterList>(components, "DeadLetterList");
-    let replayed = runtime::openapi::add::<Replayed>(components, "Replayed");
+    let list = service_kit::openapi::add::<DeadLetterList>(components, "DeadLetterList");
+    let replayed = service_kit::openapi::add::<Replayed>(components, "Replayed");
     let id = json!({"name": "id", "in": "path", "required": true,
                     "schema": {"type": "integer", "minimum": 1}});
-    let mut get = runtime::openapi::get(
+    let mut get = service_kit::openapi::get(
         "Dead letters, oldest first (their payloads stay in the database)",
         vec![
             json!({"name": "projection", "in": "query", "required": false,
@@ -158,10 +158,10 @@ pub fn paths(paths: &mut Map<String, Value>, components: &mut Map<String, Value>
             "parameters": [id.clone()],
             "responses": {
                 "200": {"description": "Applied and removed", "content": {"application/json": {"schema": replayed}}},
-                "400": runtime::openapi::problem("The id is not a positive integer"),
-                "404": runtime::openapi::problem("No such dead letter"),
-                "422": runtime::openapi::problem("It still cannot be applied; nothing changed"),
-                "500": runtime::openapi::problem("Internal error")
+                "400": service_kit::openapi::problem("The id is not a positive integer"),
+                "404": service_kit::openapi::problem("No such dead letter"),
+                "422": service_kit::openapi::problem("It still cannot be applied; nothing changed"),
+                "500": service_kit::openapi::problem("Internal error")
             }
         }}),
     );
@@ -172,9 +172,9 @@ pub fn paths(paths: &mut Map<String, Value>, components: &mut Map<String, Value>
             "parameters": [id],
             "responses": {
                 "204": {"description": "Discarded"},
-                "400": runtime::openapi::problem("The id is not a positive integer"),
-                "404": runtime::openapi::problem("No such dead letter"),
-                "500": runtime::openapi::problem("Internal error")
+                "400": service_kit::openapi::problem("The id is not a positive integer"),
+                "404": service_kit::openapi::problem("No such dead letter"),
+                "500": service_kit::openapi::problem("Internal error")
             }
         }}),
     );

@@ -1,8 +1,8 @@
 //! The projections worker's view of lag: the read itself is shared with the query API and
-//! lives in `read_model::lag`; this module frames it, with the dead letters' paths, as the
+//! lives in `read_contract::lag`; this module frames it, with the dead letters' paths, as the
 //! worker's OpenAPI document.
 
-pub use read_model::lag::{lags, routes, ProjectionLag};
+pub use read_contract::lag::{lags, routes, ProjectionLag};
 
 /// The projections worker's OpenAPI document: `GET /projections` and the dead letters beside
 /// the common paths.
@@ -10,11 +10,11 @@ pub fn openapi() -> serde_json::Value {
     let mut components = serde_json::Map::new();
     let mut paths = serde_json::Map::new();
     paths.insert(
-        read_model::lag::PATH.into(),
-        read_model::lag::operation(&mut components),
+        read_contract::lag::PATH.into(),
+        read_contract::lag::operation(&mut components),
     );
     crate::dead_letters_http::paths(&mut paths, &mut components);
-    runtime::openapi::document(
+    service_kit::openapi::document(
         "streamshop projections worker",
         "The projection workers' health, metrics and progress, and their dead letters.",
         paths,

@@ -37,7 +37,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Invariant: no role but the owner can read `dead_letters.payload`; the others may read the
 /// column that counts them per projection (`GET /projections`), narrowed again at every start
 /// since provisioning grants SELECT on every table (`query-api/tests/it/reads.rs` tries).
-pub static SCHEMA: runtime::db::Schema = runtime::db::Schema {
+pub static SCHEMA: service_kit::db::Schema = service_kit::db::Schema {
     migrator: &MIGRATOR,
     grants: &[],
     owner_statements: &[DEAD_LETTERS_PRIVATE],
@@ -64,9 +64,9 @@ BEGIN
     END LOOP;
 END $$";
 
-// The names and the update channel are shared with the query API through `read_model`; they
+// The names and the update channel are shared with the query API through `read_contract`; they
 // stay reachable here because the worker's callers and tests name them through this crate.
-pub use read_model::{NAMES, UPDATED_CHANNEL};
+pub use read_contract::{NAMES, UPDATED_CHANNEL};
 
 #[cfg(test)]
 mod tests {
@@ -80,6 +80,6 @@ mod tests {
             crate::payments_view::PaymentsView.name(),
             crate::saga_timeline::SagaTimeline.name(),
         ];
-        assert_eq!(own, read_model::NAMES);
+        assert_eq!(own, read_contract::NAMES);
     }
 }

@@ -6,11 +6,11 @@
 use std::io::IsTerminal;
 
 use anyhow::Context;
-use runtime::service::Process;
+use service_kit::service::Process;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let env = runtime::env::Env::from_process();
+    let env = service_kit::env::Env::from_process();
     let settings = projections::Settings::from_env(&env).context("reading settings")?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args
@@ -43,8 +43,8 @@ async fn main() -> anyhow::Result<()> {
 async fn rebuild(settings: projections::Settings, which: &str) -> anyhow::Result<()> {
     // No shutdown signal here: an interrupted rebuild stops at once, and its tables are never
     // swapped in.
-    let _telemetry = runtime::telemetry::init("projections", &settings.basics.log);
-    runtime::metrics::install("projections");
+    let _telemetry = service_kit::telemetry::init("projections", &settings.basics.log);
+    service_kit::metrics::install("projections");
     let terminal = std::io::stderr().is_terminal();
     // The projections rebuild side by side: a terminal shows each one's latest progress on
     // one line; a log gets a line per report.

@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::order::OrderEvent;
 use messaging::{BoundedContext, Envelope};
-use read_model::OrderStatus;
+use read_contract::OrderStatus;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -68,7 +68,7 @@ impl Projection for OrdersView {
     type Change = OrderChange;
 
     fn name(&self) -> &'static str {
-        read_model::ORDERS_VIEW
+        read_contract::ORDERS_VIEW
     }
 
     fn context(&self) -> BoundedContext {

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use domain::payment::PaymentEvent;
 use messaging::{BoundedContext, Envelope};
-use read_model::PaymentStatus;
+use read_contract::PaymentStatus;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -57,7 +57,7 @@ impl Projection for PaymentsView {
     type Change = PaymentChange;
 
     fn name(&self) -> &'static str {
-        read_model::PAYMENTS_VIEW
+        read_contract::PAYMENTS_VIEW
     }
 
     fn context(&self) -> BoundedContext {

@@ -63,7 +63,7 @@ impl Projection for ProductsView {
     type Change = ProductChange;
 
     fn name(&self) -> &'static str {
-        read_model::PRODUCTS_VIEW
+        read_contract::PRODUCTS_VIEW
     }
 
     fn context(&self) -> BoundedContext {

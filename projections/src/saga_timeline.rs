@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use domain::saga::SagaEvent;
 use messaging::{BoundedContext, Envelope};
-use read_model::SagaStatus;
+use read_contract::SagaStatus;
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -33,7 +33,7 @@ impl Projection for SagaTimeline {
     type Change = SagaChange;
 
     fn name(&self) -> &'static str {
-        read_model::SAGA_TIMELINE
+        read_contract::SAGA_TIMELINE
     }
 
     fn context(&self) -> BoundedContext {

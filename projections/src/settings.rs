@@ -1,8 +1,8 @@
 //! The projections worker's settings, read from the environment with working local defaults.
 
 use messaging::NatsSettings;
-use runtime::env::{Env, EnvError};
-use runtime::service::{Basics, Defaults};
+use service_kit::env::{Env, EnvError};
+use service_kit::service::{Basics, Defaults};
 
 use crate::worker::WorkerSettings;
 

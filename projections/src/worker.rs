@@ -15,7 +15,7 @@ use messaging::consume;
 use messaging::keeper::Keeper;
 use messaging::streams::StreamSettings;
 use messaging::{Envelope, Namespace};
-use runtime::retry::Backoff;
+use service_kit::retry::Backoff;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -163,7 +163,7 @@ impl<P: Projection> Worker<P> {
             settings,
         };
         if let Err(e) = worker.consumer().await {
-            tracing::info!(projection = worker.name(), error = %runtime::problem::ErrorChain(&*e), "no consumer yet (is the stream there?); the worker retries");
+            tracing::info!(projection = worker.name(), error = %service_kit::problem::ErrorChain(&*e), "no consumer yet (is the stream there?); the worker retries");
         }
         Ok(worker)
     }
@@ -257,7 +257,7 @@ impl<P: Projection> Worker<P> {
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(projection = self.name(), "projection worker started");
         let what = format!("{} batch", self.name());
-        runtime::retry::until_cancelled(&what, &shutdown, Backoff::default(), || async {
+        service_kit::retry::until_cancelled(&what, &shutdown, Backoff::default(), || async {
             let outcome = self.process_batch().await?;
             if outcome.fetched > 0 {
                 tracing::debug!(projection = self.name(), ?outcome, "batch done");
@@ -286,7 +286,7 @@ impl<P: Projection> Worker<P> {
             Ok(v) => v,
             Err(e) if messages.len() > 1 && is_data_error(&e) => {
                 // Find the bad message: one transaction per message.
-                tracing::warn!(projection = self.name(), error = %runtime::problem::ErrorChain(&e), "batch hit a data error; replaying one by one");
+                tracing::warn!(projection = self.name(), error = %service_kit::problem::ErrorChain(&e), "batch hit a data error; replaying one by one");
                 let mut verdicts = Vec::with_capacity(messages.len());
                 for message in &messages {
                     verdicts.push(self.apply_one_or_dead_letter(message).await?);
@@ -392,7 +392,7 @@ impl<P: Projection> Worker<P> {
     fn event_span(&self, message: &jetstream::Message) -> tracing::Span {
         consume::note_delivery(message, self.keeper.name());
         let headers = message.headers.as_ref();
-        if !self.settings.trace_events || runtime::trace::of_message(headers).is_none() {
+        if !self.settings.trace_events || service_kit::trace::of_message(headers).is_none() {
             return tracing::Span::none();
         }
         let span = tracing::info_span!(
@@ -403,7 +403,7 @@ impl<P: Projection> Worker<P> {
             stream_sequence = stream_sequence(message),
             verdict = tracing::field::Empty,
         );
-        runtime::trace::join_message(&span, headers);
+        service_kit::trace::join_message(&span, headers);
         span
     }
 

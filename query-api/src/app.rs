@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use runtime::health::Readiness;
-use runtime::service::Service;
+use service_kit::health::Readiness;
+use service_kit::service::Service;
 use tokio_util::sync::CancellationToken;
 
 use crate::freshness::Freshness;

@@ -9,7 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use runtime::problem::Problem;
+use service_kit::problem::Problem;
 use sha2::{Digest, Sha256};
 
 /// Largest body the ETag layer hashes; larger bodies pass without one.

@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use runtime::problem::Problem;
+use service_kit::problem::Problem;
 
 /// Everything a read can answer besides success.
 #[derive(Debug, thiserror::Error)]

@@ -38,7 +38,7 @@ pub enum Waited<T> {
 impl Freshness {
     /// Starts the listener task; it stops with `shutdown`.
     pub fn start(pool: PgPool, shutdown: CancellationToken) -> Self {
-        let (senders, updates) = read_model::NAMES
+        let (senders, updates) = read_contract::NAMES
             .into_iter()
             .map(|name| {
                 let (tx, rx) = watch::channel(0u64);
@@ -50,7 +50,7 @@ impl Freshness {
     }
 
     /// Calls `read` until `is_fresh` holds for its result or `timeout` passes, reading again
-    /// whenever `projection` (one of `read_model::NAMES`) commits; gives up at once when the
+    /// whenever `projection` (one of `read_contract::NAMES`) commits; gives up at once when the
     /// first read is `too_far` behind what is asked.
     pub async fn wait_for<T, E, F, Fut>(
         &self,
@@ -68,7 +68,7 @@ impl Freshness {
         let mut updates = self
             .updates
             .get(projection)
-            .expect("callers name a projection of read_model::NAMES")
+            .expect("callers name a projection of read_contract::NAMES")
             .clone();
         let mut first = true;
         loop {
@@ -97,19 +97,19 @@ async fn listen(
     senders: std::collections::HashMap<&'static str, watch::Sender<u64>>,
     shutdown: CancellationToken,
 ) {
-    let channel = read_model::UPDATED_CHANNEL;
+    let channel = read_contract::UPDATED_CHANNEL;
     while !shutdown.is_cancelled() {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(mut l) => match l.listen(channel).await {
                 Ok(()) => l,
                 Err(e) => {
-                    tracing::warn!(error = %runtime::problem::ErrorChain(&e), "cannot LISTEN for read-model updates");
+                    tracing::warn!(error = %service_kit::problem::ErrorChain(&e), "cannot LISTEN for read-model updates");
                     pause(&shutdown).await;
                     continue;
                 }
             },
             Err(e) => {
-                tracing::warn!(error = %runtime::problem::ErrorChain(&e), "cannot connect the read-model listener");
+                tracing::warn!(error = %service_kit::problem::ErrorChain(&e), "cannot connect the read-model listener");
                 pause(&shutdown).await;
                 continue;
             }
@@ -124,7 +124,7 @@ async fn listen(
                         None => senders.values().for_each(|tx| tx.send_modify(|v| *v += 1)),
                     },
                     Err(e) => {
-                        tracing::warn!(error = %runtime::problem::ErrorChain(&e), "read-model listener lost; reconnecting");
+                        tracing::warn!(error = %service_kit::problem::ErrorChain(&e), "read-model listener lost; reconnecting");
                         break;
                     }
                 }

@@ -2,11 +2,11 @@
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
-use runtime::service::Process;
+use service_kit::service::Process;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let env = runtime::env::Env::from_process();
+    let env = service_kit::env::Env::from_process();
     let settings = query_api::Settings::from_env(&env).context("reading settings")?;
     let process = Process::start("query-api", &settings.basics, None);
     let basics = &settings.basics;

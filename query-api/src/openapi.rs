@@ -3,8 +3,8 @@
 //! schemars, which OpenAPI 3.1 accepts as they are). Served at `GET /openapi.json`, committed
 //! as `schemas/openapi/query-api.json`, and checked against the code by the schemas drift test.
 
-use runtime::openapi::{path_param, problem};
 use serde_json::{json, Map, Value};
+use service_kit::openapi::{path_param, problem};
 
 use crate::http::Route;
 
@@ -26,7 +26,7 @@ pub fn document() -> Value {
     // comes first in the table.
     let mut components = bodies;
     components.extend(used);
-    runtime::openapi::document(
+    service_kit::openapi::document(
         "streamshop query API",
         "Reads over the read models the projections build from the event streams.",
         paths,

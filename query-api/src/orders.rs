@@ -1,7 +1,7 @@
 //! Reads of the order read model.
 
 use chrono::{DateTime, Utc};
-use read_model::OrderStatus;
+use read_contract::OrderStatus;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;

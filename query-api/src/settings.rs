@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use runtime::env::{Env, EnvError};
-use runtime::service::{Basics, Defaults};
+use service_kit::env::{Env, EnvError};
+use service_kit::service::{Basics, Defaults};
 
 /// Everything the query API can be told.
 #[derive(Debug, Clone)]

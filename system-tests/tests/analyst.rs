@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use events::export::{self, ExportOptions};
-use events::fold::{self, AsOf};
-use events::formats::{self, Format};
-use events::progress::Progress;
-use events::read::Selection;
-use events::record::Record;
+use events_cli::export::{self, ExportOptions};
+use events_cli::fold::{self, AsOf};
+use events_cli::formats::{self, Format};
+use events_cli::progress::Progress;
+use events_cli::read::Selection;
+use events_cli::record::Record;
 use messaging::{BoundedContext, Envelope};
 use serde_json::{json, Value};
 use testkit::stack::Stack;
@@ -165,7 +165,7 @@ async fn exports_read_back_identical_in_every_format_and_resume_after_a_break() 
 
 /// What `replay` would print for `selection`.
 async fn select(s: &Stack, selection: Selection) -> Vec<Record> {
-    let mut reading = events::read::spawn(&s.source(), &selection, BTreeMap::new(), quiet());
+    let mut reading = events_cli::read::spawn(&s.source(), &selection, BTreeMap::new(), quiet());
     let mut records = Vec::new();
     while let Some(r) = reading.events.recv().await {
         records.push(r);
@@ -176,7 +176,7 @@ async fn select(s: &Stack, selection: Selection) -> Vec<Record> {
 
 #[tokio::test]
 async fn start_and_end_points_by_sequence_and_time_select_what_they_say() {
-    use events::read::{End, Start};
+    use events_cli::read::{End, Start};
     let s = stack_with_history().await;
     let orders = stored(&s, &[BoundedContext::Orders]).await;
     let all = Selection::everything(vec![BoundedContext::Orders]);

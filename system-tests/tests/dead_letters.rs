@@ -31,7 +31,7 @@ async fn events_tool(front: &Front, args: &[&str]) -> anyhow::Result<std::proces
     argv.extend(["dead-letters".to_owned(), "--projections-url".to_owned()]);
     argv.push(front.stack.reads[0].clone());
     argv.extend(args.iter().map(|a| (*a).to_owned()));
-    events::cli::run(events::cli::Cli::parse_from(argv)).await
+    events_cli::cli::run(events_cli::cli::Cli::parse_from(argv)).await
 }
 
 async fn letters_of(front: &Front, sku: &str) -> Vec<Value> {

@@ -91,7 +91,7 @@ fn sealed_token_of(events: &[Value], order: Uuid) -> String {
         })
         .unwrap_or_else(|| panic!("the OrderPlaced of {order}"));
     let token = placed["data"]["payment_token"].as_str().unwrap().to_owned();
-    assert!(runtime::sealing::is_sealed(&token), "{placed}");
+    assert!(service_kit::sealing::is_sealed(&token), "{placed}");
     token
 }
 
@@ -194,7 +194,7 @@ async fn an_erased_customer_s_tokens_open_nowhere_and_every_event_still_folds() 
     assert_eq!(started.len(), 3);
     for saga in started {
         let token = saga["data"]["payment_token"].as_str().unwrap();
-        assert!(runtime::sealing::is_sealed(token), "{saga}");
+        assert!(service_kit::sealing::is_sealed(token), "{saga}");
     }
     let keys = s
         .orders

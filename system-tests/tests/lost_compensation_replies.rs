@@ -19,7 +19,7 @@ async fn lost_replies_of_compensations_still_end_rejected_with_everything_undone
     // Each failpoint leaves a marker file when it swallows a reply.
     let markers = std::env::temp_dir().join(format!("lost-compensations-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&markers).unwrap();
-    runtime::failpoint::arm_with_markers(
+    service_kit::failpoint::arm_with_markers(
         "nats.before_reply.ReleaseStock@1:hang,nats.before_reply.RejectOrder@1:hang,\
          nats.refuse.CapturePayment@1:refuse,nats.before_reply.RestockProduct@1:hang,\
          nats.before_reply.VoidPayment@1:hang,nats.before_reply.RejectOrder@2:hang",

@@ -28,7 +28,7 @@ async fn a_lost_reply_at_every_step_still_ends_confirmed_with_everything_done_on
         .iter()
         .map(|c| format!("nats.before_reply.{c}@1:hang"))
         .collect();
-    runtime::failpoint::arm(&points.join(","));
+    service_kit::failpoint::arm(&points.join(","));
     // A far business deadline: only the truth decides, never a give-up.
     let s = Stack::start(600).await;
     s.product("LOST-1", 10).await;

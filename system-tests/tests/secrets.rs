@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use contracts::orders::PlaceOrder;
-use events::export::{self, ExportOptions};
-use events::formats::Format;
-use events::progress::Progress;
-use events::read::Selection;
+use events_cli::export::{self, ExportOptions};
+use events_cli::formats::Format;
+use events_cli::progress::Progress;
+use events_cli::read::Selection;
 use messaging::BoundedContext;
-use runtime::telemetry::{LogFormat, LogSettings};
+use service_kit::telemetry::{LogFormat, LogSettings};
 use testkit::otlp::Receiver;
 use testkit::stack::Stack;
 use uuid::Uuid;
@@ -66,7 +66,7 @@ async fn a_payment_token_reaches_no_reader_log_trace_or_export() {
     let receiver = Receiver::start().await;
     let lines = Lines::default();
     let writer = lines.clone();
-    let telemetry = Arc::new(runtime::telemetry::init_writing_to(
+    let telemetry = Arc::new(service_kit::telemetry::init_writing_to(
         "streamshop-test",
         &LogSettings {
             filter: "debug,hyper=info,h2=info,rustls=info,hyper_util=info".into(),
@@ -173,7 +173,10 @@ async fn a_payment_token_reaches_no_reader_log_trace_or_export() {
     assert!(exported[0].contains(contracts::sensitive::REDACTED));
     clean("an export with the sensitive fields", &exported[1], &token);
     assert!(
-        exported[1].contains(&format!("\"payment_token\":\"{}", runtime::sealing::SCHEME)),
+        exported[1].contains(&format!(
+            "\"payment_token\":\"{}",
+            service_kit::sealing::SCHEME
+        )),
         "an export that asks for sensitive fields has the sealed token"
     );
 

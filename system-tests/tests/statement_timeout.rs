@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use runtime::db::DatabaseSettings;
-use runtime::problem::Problem;
-use runtime::secret::Secret;
+use service_kit::db::DatabaseSettings;
+use service_kit::problem::Problem;
+use service_kit::secret::Secret;
 
 #[tokio::test]
 async fn a_statement_past_its_timeout_is_cancelled_by_postgres_and_answered_503() {

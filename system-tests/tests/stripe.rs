@@ -52,7 +52,7 @@ async fn payment_read(s: &Stack, order: Uuid, status: &str) -> Value {
 
 #[tokio::test]
 async fn every_payment_path_of_the_saga_goes_through_stripe_and_its_records_match_the_reads() {
-    runtime::failpoint::arm(
+    service_kit::failpoint::arm(
         "stripe.lose.create@1:refuse,stripe.lose.confirm@1:refuse,stripe.lose.capture@1:refuse,\
          stripe.lose.cancel@1:refuse,stripe.lose.refund@1:refuse,\
          nats.refuse.CapturePayment@3:refuse",

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use messaging::Identity;
 use orders::OrdersSpec;
-use runtime::tls::TlsSettings;
 use serde_json::{json, Value};
+use service_kit::tls::TlsSettings;
 use testkit::world::World;
 
 /// The tests' TLS folder; these tests mean nothing without it.

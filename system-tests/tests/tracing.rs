@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use runtime::telemetry::{LogFormat, LogSettings};
+use service_kit::telemetry::{LogFormat, LogSettings};
 use testkit::otlp::{ReceivedSpan, Receiver};
 use testkit::stack::Stack;
 use uuid::Uuid;
@@ -78,7 +78,7 @@ fn missing_hops(spans: &[ReceivedSpan], traceparent: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_order_is_one_trace_across_every_service() {
     let receiver = Receiver::start().await;
-    let telemetry = Arc::new(runtime::telemetry::init(
+    let telemetry = Arc::new(service_kit::telemetry::init(
         "streamshop-test",
         &LogSettings {
             filter: "warn".into(),
@@ -90,8 +90,8 @@ async fn one_order_is_one_trace_across_every_service() {
     let s = Stack::start_all(30).await;
     s.product("TR-1", 10).await;
 
-    let traceparent = runtime::trace::new_traceparent();
-    let trace_id = runtime::trace::trace_id_of(&traceparent)
+    let traceparent = service_kit::trace::new_traceparent();
+    let trace_id = service_kit::trace::trace_id_of(&traceparent)
         .unwrap()
         .to_owned();
     // Another order at the same time, in a trace of its own: none of its work may join ours.
@@ -110,7 +110,7 @@ async fn one_order_is_one_trace_across_every_service() {
     // The answer carries the request span's context: same trace, the server's own span id.
     let answered = r.headers()["traceparent"].to_str().unwrap().to_owned();
     assert_eq!(
-        runtime::trace::trace_id_of(&answered),
+        service_kit::trace::trace_id_of(&answered),
         Some(trace_id.as_str())
     );
     assert_ne!(answered, traceparent);

@@ -145,7 +145,7 @@ impl NatsCluster {
     /// says nothing (it waits for a TLS handshake), a TLS client without a certificate of the
     /// local CA gets no `INFO`, and one with the nodes' certificate gets the route's `INFO`.
     pub async fn assert_routes_need_tls(&self) {
-        let tls = runtime::tls::TlsSettings::new(provided("STREAMSHOP_TEST_TLS_DIR"), "nats");
+        let tls = service_kit::tls::TlsSettings::new(provided("STREAMSHOP_TEST_TLS_DIR"), "nats");
         let with_cert = tls.client_config().expect("the nodes' certificate");
         let without_cert = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),

@@ -27,7 +27,7 @@ pub fn metadata() -> event_store::CommandMetadata {
     event_store::CommandMetadata {
         command_id: uuid::Uuid::now_v7(),
         correlation_id: "c".into(),
-        traceparent: runtime::trace::new_traceparent(),
+        traceparent: service_kit::trace::new_traceparent(),
         idempotency: None,
     }
 }

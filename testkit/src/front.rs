@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use messaging::Namespace;
-use runtime::env::Env;
+use service_kit::env::Env;
 use tokio_util::sync::CancellationToken;
 
 use crate::oidc::Oidc;
@@ -91,7 +91,7 @@ impl Recorder {
         let url = match crate::tls_as("query") {
             Some(tls) => {
                 let config = tls.server_config().expect("the tests' TLS files");
-                tokio::spawn(runtime::https::serve(
+                tokio::spawn(service_kit::https::serve(
                     listener,
                     app,
                     Some(config),

@@ -57,9 +57,9 @@ static INFRA: OnceLock<Infra> = OnceLock::new();
 
 /// The master key of the customers' data keys in this test process (one, random): the
 /// orders services of a test seal with it, and `World::env` gives it to their processes.
-pub fn data_keys_master() -> runtime::sealing::Key {
-    static KEY: OnceLock<runtime::sealing::Key> = OnceLock::new();
-    KEY.get_or_init(|| runtime::sealing::Key::generate().expect("randomness"))
+pub fn data_keys_master() -> service_kit::sealing::Key {
+    static KEY: OnceLock<service_kit::sealing::Key> = OnceLock::new();
+    KEY.get_or_init(|| service_kit::sealing::Key::generate().expect("randomness"))
         .clone()
 }
 
@@ -87,7 +87,7 @@ pub fn use_infra(infra: Infra) {
 impl Infra {
     /// The shared infrastructure `cargo xtask test` started, from the environment.
     pub fn from_env() -> Self {
-        let env = runtime::env::Env::from_process();
+        let env = service_kit::env::Env::from_process();
         Self {
             pg_admin_url: env.string_or("STREAMSHOP_TEST_PG_URL", DEFAULT_PG_URL),
             nats_url: env.string_or("STREAMSHOP_TEST_NATS_URL", DEFAULT_NATS_URL),
@@ -163,7 +163,7 @@ async fn admin_connection(database: Option<&str>) -> PgConnection {
     PgConnection::connect(&url).await.unwrap_or_else(|e| {
         panic!(
             "the test Postgres at {} is not reachable ({e}); run the tests with `cargo xtask test`",
-            runtime::secret::redact_url(&url)
+            service_kit::secret::redact_url(&url)
         )
     })
 }
@@ -291,11 +291,11 @@ pub async fn nats_as(identity: Option<messaging::Identity>) -> async_nats::Clien
 
 /// The TLS files of `name` (`<name>.crt` in the tests' TLS folder), when the tests run with
 /// TLS.
-pub fn tls_as(name: &str) -> Option<runtime::tls::TlsSettings> {
+pub fn tls_as(name: &str) -> Option<service_kit::tls::TlsSettings> {
     infra()
         .tls_dir
         .as_ref()
-        .map(|dir| runtime::tls::TlsSettings::new(dir, name))
+        .map(|dir| service_kit::tls::TlsSettings::new(dir, name))
 }
 
 /// The TLS setting of a service in a test: `TLS_DIR`, or `TLS=off` when the test servers run
@@ -316,16 +316,16 @@ pub fn http() -> reqwest::Client {
 }
 
 /// An HTTP client that shows `tls`'s certificate (none for `None`), trusting the tests' CA.
-pub fn http_as(tls: Option<runtime::tls::TlsSettings>) -> reqwest::Client {
+pub fn http_as(tls: Option<service_kit::tls::TlsSettings>) -> reqwest::Client {
     let mut builder =
-        reqwest::Client::builder().pool_idle_timeout(runtime::https::CLIENT_IDLE_TIMEOUT);
+        reqwest::Client::builder().pool_idle_timeout(service_kit::https::CLIENT_IDLE_TIMEOUT);
     if let Some(tls) = tls {
         let config = tls
             .client_config()
             .unwrap_or_else(|e| panic!("the tests' TLS files of {}: {e:#}", tls.name));
         builder = builder.use_preconfigured_tls(config);
     } else if let Some(dir) = &infra().tls_dir {
-        let ca = std::fs::read(dir.join(runtime::tls::CA_FILE)).expect("the tests' CA");
+        let ca = std::fs::read(dir.join(service_kit::tls::CA_FILE)).expect("the tests' CA");
         builder = builder
             .tls_built_in_root_certs(false)
             .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("a PEM CA"));

@@ -15,7 +15,7 @@ use tokio::process::{Child, Command};
 
 /// The environment's word for what `cargo xtask test` provides, or a clear panic.
 pub(crate) fn provided(name: &str) -> PathBuf {
-    runtime::env::Env::from_process()
+    service_kit::env::Env::from_process()
         .get(name)
         .map(PathBuf::from)
         .unwrap_or_else(|| panic!("{name} is not set: run the tests with `cargo xtask test`"))
@@ -24,7 +24,7 @@ pub(crate) fn provided(name: &str) -> PathBuf {
 /// This process's share of the test ports, `(slot, slots)`: from `STREAMSHOP_TEST_PORT_SLOT`
 /// (`i/n`, set by `cargo xtask test` for binaries it runs side by side), else the whole range.
 pub(crate) fn port_slot() -> (u16, u16) {
-    let env = runtime::env::Env::from_process();
+    let env = service_kit::env::Env::from_process();
     let given = env.get("STREAMSHOP_TEST_PORT_SLOT");
     let parsed = given.and_then(|text| {
         let (slot, slots) = text.split_once('/')?;

@@ -11,8 +11,8 @@ use domain::order::OrderLine;
 use domain::{Currency, Sku};
 
 use crate::world::{post_command, serve, World};
-use runtime::env::Env;
 use serde_json::Value;
+use service_kit::env::Env;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -189,8 +189,8 @@ impl Stack {
     }
 
     /// Where the analysts' tool reads this stack's streams.
-    pub fn source(&self) -> events::read::Source {
-        events::read::Source {
+    pub fn source(&self) -> events_cli::read::Source {
+        events_cli::read::Source {
             js: self.orders.js.clone(),
             namespace: self.orders.ns.clone(),
             redact: false,
@@ -199,9 +199,9 @@ impl Stack {
 
     /// `events verify` against this stack: its four event stores, and its read models when
     /// they run.
-    pub async fn verify(&self) -> events::verify::Report {
+    pub async fn verify(&self) -> events_cli::verify::Report {
         use messaging::BoundedContext;
-        let mut targets = events::verify::Targets {
+        let mut targets = events_cli::verify::Targets {
             read_models: self.read_db.clone(),
             ..Default::default()
         };
@@ -213,8 +213,8 @@ impl Stack {
         ] {
             targets.stores.insert(context, url.clone());
         }
-        let progress = std::sync::Arc::new(events::progress::Progress::new("verify", true));
-        events::verify::verify(&self.source(), &targets, progress)
+        let progress = std::sync::Arc::new(events_cli::progress::Progress::new("verify", true));
+        events_cli::verify::verify(&self.source(), &targets, progress)
             .await
             .unwrap()
     }

@@ -24,7 +24,7 @@ pub struct World {
     pub nats: async_nats::Client,
     pub js: async_nats::jetstream::Context,
     /// What migrated it (and grants its roles their privileges).
-    schema: &'static runtime::db::Schema,
+    schema: &'static service_kit::db::Schema,
 }
 
 /// An HTTP answer: status and JSON body (`Null` when there is none).
@@ -55,10 +55,10 @@ impl World {
     async fn migrated(
         db: crate::TestDb,
         url: String,
-        schema: &'static runtime::db::Schema,
+        schema: &'static service_kit::db::Schema,
     ) -> Self {
         use sqlx::Connection;
-        let role = runtime::db::user_of(&url).expect("a Postgres URL");
+        let role = service_kit::db::user_of(&url).expect("a Postgres URL");
         let mut owner = sqlx::PgConnection::connect(&db.owner)
             .await
             .expect("connect the test database as its owner");
@@ -88,7 +88,7 @@ impl World {
     /// Applies its schema again, as the owner, as its service does at every start.
     pub async fn start_again(&self) {
         use sqlx::Connection;
-        let role = runtime::db::user_of(&self.db_url).expect("a Postgres URL");
+        let role = service_kit::db::user_of(&self.db_url).expect("a Postgres URL");
         let mut owner = sqlx::PgConnection::connect(&self.db.owner)
             .await
             .expect("connect the test database as its owner");
@@ -131,7 +131,7 @@ impl World {
         &self,
         spec: orders::OrdersSpec,
     ) -> (String, tokio_util::sync::CancellationToken) {
-        let env = runtime::env::Env::from_pairs(self.env());
+        let env = service_kit::env::Env::from_pairs(self.env());
         let settings =
             command_kit::settings::<orders::OrdersSpec>(&env).expect("the world's settings");
         let master = crate::data_keys_master();
@@ -150,7 +150,7 @@ impl World {
         S: command_kit::CommandSpec,
         <S::Aggregate as cqrs_es::Aggregate>::Services: Default,
     {
-        let env = runtime::env::Env::from_pairs(self.env());
+        let env = service_kit::env::Env::from_pairs(self.env());
         let settings = command_kit::settings::<S>(&env).expect("the world's settings");
         serve(
             command_kit::CommandApp::build(&settings, spec, |_| {

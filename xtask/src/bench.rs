@@ -18,7 +18,11 @@ pub fn run(loadgen_args: &[String]) -> anyhow::Result<ExitCode> {
     postgres::stop(&layout);
     layout.remove_state()?;
     let layout = layout.with_free_ports()?;
-    let bins = services::build(&layout, true, &["loadgen", "events"])?;
+    let bins = services::build(
+        &layout,
+        true,
+        &[("loadgen", "loadgen"), ("events-cli", "events")],
+    )?;
     // The gateway figure gets its customers' tokens from the local OpenID provider.
     oidc::install(&layout)?;
     println!(

@@ -210,7 +210,7 @@ fn every_service_speaks_tls_with_its_own_certificate_and_no_other() {
             "{name} mounts the CA and its own certificate and key, and no other"
         );
         // The committed files make a working client and server.
-        let tls = runtime::tls::TlsSettings::new(&dir, holder);
+        let tls = service_kit::tls::TlsSettings::new(&dir, holder);
         tls.client_config()
             .unwrap_or_else(|e| panic!("{holder}: {e:#}"));
         tls.server_config()

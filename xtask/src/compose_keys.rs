@@ -84,7 +84,7 @@ pub fn write(workspace: &Path) -> anyhow::Result<()> {
     let master = workspace.join("docker/keys/data-keys-master.key");
     if !master.exists() {
         std::fs::create_dir_all(master.parent().expect("a folder"))?;
-        let key = runtime::sealing::Key::generate()
+        let key = service_kit::sealing::Key::generate()
             .map_err(|e| anyhow::anyhow!("making a master key: {e}"))?;
         std::fs::write(&master, key.to_base64())?;
         println!("compose: made {}", master.display());

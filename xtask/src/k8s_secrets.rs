@@ -199,7 +199,7 @@ fn fresh(state: &Path, namespace: &str, stripe: Option<&Path>) -> anyhow::Result
     }
     let data_keys_master = state.join("data-keys-master.key");
     if !data_keys_master.exists() {
-        let key = runtime::sealing::Key::generate()
+        let key = service_kit::sealing::Key::generate()
             .map_err(|e| anyhow::anyhow!("making the data keys' master key: {e}"))?;
         crate::secrets::write_private(&data_keys_master, key.to_base64().as_bytes())?;
     }
@@ -607,7 +607,7 @@ mod tests {
     fn the_routes_certificate_chains_to_the_ca() {
         let state = scratch();
         let material = fresh(&state, "shop", None).unwrap();
-        let route = runtime::tls::TlsSettings::new(&material.tls, "nats-route");
+        let route = service_kit::tls::TlsSettings::new(&material.tls, "nats-route");
         route.client_config().unwrap();
         route.server_config().unwrap();
         let _ = std::fs::remove_dir_all(state);

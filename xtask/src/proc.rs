@@ -147,7 +147,7 @@ fn status_of(mut stream: impl Read + Write, path: &str) -> Option<u16> {
 /// operator, trusting the local CA only.
 pub fn operator_tls(dir: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     Ok(Arc::new(
-        runtime::tls::TlsSettings::new(dir, "operator").client_config()?,
+        service_kit::tls::TlsSettings::new(dir, "operator").client_config()?,
     ))
 }
 

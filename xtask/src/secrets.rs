@@ -34,7 +34,7 @@ pub fn data_keys_master(layout: &Layout) -> anyhow::Result<std::path::PathBuf> {
     let path = layout.root.join("data-keys-master.key");
     if !path.exists() {
         std::fs::create_dir_all(&layout.root)?;
-        let key = runtime::sealing::Key::generate()
+        let key = service_kit::sealing::Key::generate()
             .map_err(|e| anyhow::anyhow!("making the data keys' master key: {e}"))?;
         write_private(&path, key.to_base64().as_bytes())?;
     }

@@ -48,13 +48,14 @@ impl Local for Service {
     }
 }
 
-/// Builds every service binary and those of `extra` packages; returns the folder holding
-/// them.
-pub fn build(layout: &Layout, release: bool, extra: &[&str]) -> anyhow::Result<PathBuf> {
+/// Builds every service binary and the `extra` ones (package, binary); returns the folder
+/// holding them.
+pub fn build(layout: &Layout, release: bool, extra: &[(&str, &str)]) -> anyhow::Result<PathBuf> {
     let mut cmd = layout::cargo();
     cmd.arg("build").current_dir(&layout.workspace);
-    for package in SERVICES.iter().map(|s| s.name).chain(extra.iter().copied()) {
-        cmd.args(["--package", package, "--bin", package]);
+    let services = SERVICES.iter().map(|s| (s.name, s.name));
+    for (package, binary) in services.chain(extra.iter().copied()) {
+        cmd.args(["--package", package, "--bin", binary]);
     }
     if release {
         cmd.arg("--release");

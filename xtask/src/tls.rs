@@ -4,7 +4,7 @@
 //! Each certificate names its holder (`orders`, `gateway`, `operator`, ...) among its DNS
 //! names, beside `localhost` and `127.0.0.1`, and is good for both ends of a connection: the
 //! services serve HTTPS with it and show it as a client. A server tells its callers apart by
-//! that name (`runtime::https`).
+//! that name (`service_kit::https`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -78,7 +78,7 @@ pub fn ensure_for(
         }
     };
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (ca_cert, ca_key) = (dir.join(runtime::tls::CA_FILE), dir.join("ca.key"));
+    let (ca_cert, ca_key) = (dir.join(service_kit::tls::CA_FILE), dir.join("ca.key"));
     let fresh_ca = !ca_key.exists() || due(&ca_cert, validity, renew_before);
     let key = if fresh_ca {
         let key = KeyPair::generate().context("making the CA's key")?;
@@ -210,7 +210,7 @@ mod tests {
         ensure(&dir).unwrap();
         assert_eq!(std::fs::read(dir.join("orders.crt")).unwrap(), first);
         for (name, _) in holders() {
-            let settings = runtime::tls::TlsSettings::new(&dir, name);
+            let settings = service_kit::tls::TlsSettings::new(&dir, name);
             settings.client_config().unwrap();
             settings.server_config().unwrap();
         }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use command_kit::dispatch::{Dispatcher, Request};
 use contracts::inventory::ReleaseStock;
 use contracts::{Command, Reply};
-use runtime::service::{task, Task};
+use service_kit::service::{task, Task};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -162,10 +162,10 @@ pub fn sweeper(
                 Ok(swept) if !swept.caught_up => continue,
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %runtime::problem::ErrorChain(&e), "expiring reservations failed; trying again later")
+                    tracing::warn!(error = %service_kit::problem::ErrorChain(&e), "expiring reservations failed; trying again later")
                 }
             }
-            if !runtime::retry::sleep_unless_cancelled(every, &shutdown).await {
+            if !service_kit::retry::sleep_unless_cancelled(every, &shutdown).await {
                 return Ok(());
             }
         }

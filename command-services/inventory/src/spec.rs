@@ -9,7 +9,7 @@ use contracts::inventory::{
 use domain::product::{Product, ProductCommand, ProductEvent};
 use domain::{Money, Sku};
 use messaging::BoundedContext;
-use runtime::service::Defaults;
+use service_kit::service::Defaults;
 use uuid::Uuid;
 
 /// The inventory context's commands, and how long a reservation may stay open.
@@ -33,7 +33,7 @@ impl Default for InventorySpec {
 impl InventorySpec {
     /// The spec as the environment sets it: `RESERVATION_TTL_MINUTES`, 1 to 10080 (a week),
     /// default 60.
-    pub fn from_env(env: &runtime::env::Env) -> Result<Self, runtime::env::EnvError> {
+    pub fn from_env(env: &service_kit::env::Env) -> Result<Self, service_kit::env::EnvError> {
         let minutes: u64 = env.within_or("RESERVATION_TTL_MINUTES", 60, 1..=10_080)?;
         Ok(Self {
             reservation_ttl: std::time::Duration::from_secs(60 * minutes),
@@ -126,7 +126,7 @@ impl CommandSpec for InventorySpec {
         &self,
         dispatcher: std::sync::Arc<command_kit::dispatch::Dispatcher<Self>>,
         pool: sqlx::PgPool,
-    ) -> Vec<runtime::service::Task> {
+    ) -> Vec<service_kit::service::Task> {
         vec![crate::expiry::sweeper(
             dispatcher,
             pool,

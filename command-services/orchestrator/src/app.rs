@@ -8,8 +8,8 @@ use anyhow::Context;
 use domain::saga::OrderSaga;
 use event_store::{CommandBus, Relay, RelaySettings};
 use messaging::BoundedContext;
-use runtime::health::Readiness;
-use runtime::service::{task, Service};
+use service_kit::health::Readiness;
+use service_kit::service::{task, Service};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 

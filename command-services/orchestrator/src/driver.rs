@@ -20,7 +20,7 @@ use domain::saga::{OrderSaga, Readiness, SagaCommand, SagaError, SagaPolicy, Sag
 use event_store::{BusError, CommandBus, CommandMetadata, Executed};
 use messaging::Namespace;
 use rand::Rng;
-use runtime::breaker::Breaker;
+use service_kit::breaker::Breaker;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -51,7 +51,7 @@ pub struct Driver {
 }
 
 /// `saga_target_circuit{context}`, `saga_target_rejected_total{context}`.
-const TARGET: runtime::breaker::Metrics = runtime::breaker::Metrics {
+const TARGET: service_kit::breaker::Metrics = service_kit::breaker::Metrics {
     state: "saga_target_circuit",
     rejected: "saga_target_rejected_total",
     label: "context",
@@ -61,7 +61,7 @@ fn metadata(order_id: Uuid) -> CommandMetadata {
     CommandMetadata {
         command_id: Uuid::now_v7(),
         correlation_id: order_id.to_string(),
-        traceparent: runtime::trace::outgoing(None),
+        traceparent: service_kit::trace::outgoing(None),
         idempotency: None,
     }
 }
@@ -178,7 +178,8 @@ impl Driver {
                         tracing::error!(%order_id, reason = state.parked_reason.as_deref().unwrap_or_default(), "a saga stopped on an input it did not cause");
                     }
                 }
-                if let Some(traceparent) = runtime::trace::traceparent_of(&tracing::Span::current())
+                if let Some(traceparent) =
+                    service_kit::trace::traceparent_of(&tracing::Span::current())
                 {
                     self.traces.remember(order_id, traceparent);
                 }
@@ -214,11 +215,11 @@ impl Driver {
         }
         let driver = self.clone();
         let span = tracing::info_span!("saga.drive", %order_id);
-        runtime::trace::join(&span, self.traces.of(order_id).as_deref());
+        service_kit::trace::join(&span, self.traces.of(order_id).as_deref());
         let drives = async move {
             loop {
                 if let Err(e) = driver.drive(order_id).await {
-                    tracing::warn!(%order_id, error = %runtime::problem::ErrorChain(&e), "driving the saga failed; it is retried");
+                    tracing::warn!(%order_id, error = %service_kit::problem::ErrorChain(&e), "driving the saga failed; it is retried");
                     driver.wake_at(order_id, Duration::from_secs(1));
                 }
                 let mut driving = driver.driving.lock().unwrap_or_else(|p| p.into_inner());
@@ -298,7 +299,7 @@ impl Driver {
     async fn attempt(self: Arc<Self>, order_id: Uuid, step: Step) {
         let result = self.attempt_inner(order_id, step.clone()).await;
         if let Err(e) = result {
-            tracing::warn!(%order_id, %step, error = %runtime::problem::ErrorChain(&e), "saga step could not be recorded");
+            tracing::warn!(%order_id, %step, error = %service_kit::problem::ErrorChain(&e), "saga step could not be recorded");
         }
         self.spawn_drive(order_id);
     }
@@ -331,7 +332,7 @@ impl Driver {
                 tokio::spawn(
                     async move {
                         if let Err(e) = driver.send(order_id, step.clone(), &saga).await {
-                            tracing::warn!(%order_id, %step, error = %runtime::problem::ErrorChain(&e), "saga step could not be recorded");
+                            tracing::warn!(%order_id, %step, error = %service_kit::problem::ErrorChain(&e), "saga step could not be recorded");
                         }
                         driver.spawn_drive(order_id);
                     }
@@ -366,7 +367,7 @@ impl Driver {
             None => None,
         };
         let _in_flight = bulkhead.clone().acquire_owned().await.ok();
-        runtime::failpoint::reached("saga.after_attempt").await;
+        service_kit::failpoint::reached("saga.after_attempt").await;
         let Some(outgoing) = command_for(saga, &step) else {
             breaker.abandoned();
             return self
@@ -384,8 +385,8 @@ impl Driver {
         // The target's handler joins this step's span.
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
-            runtime::trace::TRACEPARENT,
-            runtime::trace::outgoing(None).as_str(),
+            service_kit::trace::TRACEPARENT,
+            service_kit::trace::outgoing(None).as_str(),
         );
         let request = self
             .nats
@@ -423,7 +424,7 @@ impl Driver {
                         },
                     )
                     .await?;
-                runtime::failpoint::reached("saga.after_result").await;
+                service_kit::failpoint::reached("saga.after_result").await;
                 self.send_attempted(order_id, &executed);
                 Ok(())
             }
@@ -523,7 +524,7 @@ impl Driver {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %runtime::problem::ErrorChain(&e), "cannot list open sagas")
+                    tracing::warn!(error = %service_kit::problem::ErrorChain(&e), "cannot list open sagas")
                 }
             }
             tokio::select! {

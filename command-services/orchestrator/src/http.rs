@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use event_store::Executed;
-use runtime::problem::{self, Json, Problem};
+use service_kit::problem::{self, Json, Problem};
 use std::collections::BTreeMap;
 
 use domain::saga::{CompensationReason, SagaEvent, SagaOutcome, SagaStatus, StepState};
@@ -117,12 +117,12 @@ fn without_token(event: SagaEvent) -> SagaEvent {
 /// The orchestrator's OpenAPI document.
 pub fn openapi() -> Value {
     let mut components = serde_json::Map::new();
-    let view = runtime::openapi::add::<SagaView>(&mut components, "SagaView");
-    let parked = runtime::openapi::add::<ParkedList>(&mut components, "ParkedList");
-    let retry_request = runtime::openapi::add::<RetryRequest>(&mut components, "RetryRequest");
-    let resumed = runtime::openapi::add::<Resumed>(&mut components, "Resumed");
+    let view = service_kit::openapi::add::<SagaView>(&mut components, "SagaView");
+    let parked = service_kit::openapi::add::<ParkedList>(&mut components, "ParkedList");
+    let retry_request = service_kit::openapi::add::<RetryRequest>(&mut components, "RetryRequest");
+    let resumed = service_kit::openapi::add::<Resumed>(&mut components, "Resumed");
     let mut paths = serde_json::Map::new();
-    let mut list = runtime::openapi::get(
+    let mut list = service_kit::openapi::get(
         "The sagas parked for attention, with the step and the reason each stopped on",
         vec![serde_json::json!({
             "name": "status", "in": "query", "required": true,
@@ -140,25 +140,25 @@ pub fn openapi() -> Value {
         "/sagas/{order_id}/retry".into(),
         serde_json::json!({"post": {
             "summary": "Resume a parked saga once its cause is removed; the reason is recorded",
-            "parameters": [runtime::openapi::path_param("order_id")],
+            "parameters": [service_kit::openapi::path_param("order_id")],
             "requestBody": {"required": true, "content": {"application/json": {"schema": retry_request}}},
             "responses": {
                 "202": {"description": "Resumed", "content": {"application/json": {"schema": resumed}}},
-                "400": runtime::openapi::problem("The order id is not a UUID, or the body is not valid JSON"),
-                "404": runtime::openapi::problem("No saga for this order"),
-                "409": runtime::openapi::problem("The saga is not parked"),
-                "413": runtime::openapi::problem("The body is too large"),
-                "415": runtime::openapi::problem("The body is not sent as application/json"),
-                "422": runtime::openapi::problem("Not a retry request: no reason, one over 1000 characters, or other fields"),
-                "500": runtime::openapi::problem("Internal error")
+                "400": service_kit::openapi::problem("The order id is not a UUID, or the body is not valid JSON"),
+                "404": service_kit::openapi::problem("No saga for this order"),
+                "409": service_kit::openapi::problem("The saga is not parked"),
+                "413": service_kit::openapi::problem("The body is too large"),
+                "415": service_kit::openapi::problem("The body is not sent as application/json"),
+                "422": service_kit::openapi::problem("Not a retry request: no reason, one over 1000 characters, or other fields"),
+                "500": service_kit::openapi::problem("Internal error")
             }
         }}),
     );
     paths.insert(
         "/sagas/{order_id}".into(),
-        runtime::openapi::get(
+        service_kit::openapi::get(
             "A saga's status, outcome, steps and timeline of events",
-            vec![runtime::openapi::path_param("order_id")],
+            vec![service_kit::openapi::path_param("order_id")],
             view,
             &[
                 ("400", "The order id is not a UUID"),
@@ -167,7 +167,7 @@ pub fn openapi() -> Value {
             ],
         ),
     );
-    runtime::openapi::document(
+    service_kit::openapi::document(
         "streamshop orchestrator",
         "The saga orchestrator's reads: each order's saga.",
         paths,

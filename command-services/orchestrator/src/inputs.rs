@@ -11,7 +11,7 @@ use messaging::consume;
 use messaging::durables;
 use messaging::keeper::{Finding, Keeper};
 use messaging::{BoundedContext, Envelope, Namespace};
-use runtime::retry::Backoff;
+use service_kit::retry::Backoff;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -47,7 +47,7 @@ pub async fn run(keeper: Keeper, pool: PgPool, driver: Arc<Driver>, shutdown: Ca
     let name = format!("orchestrator:{}", keeper.stream());
     let (keeper, pool, name) = (&keeper, &pool, name.as_str());
     let checked = std::sync::Mutex::new(tokio::time::Instant::now());
-    runtime::retry::until_cancelled(
+    service_kit::retry::until_cancelled(
         "orchestrator fetch",
         &shutdown,
         Backoff::new(Duration::from_secs(1), Duration::from_secs(5)),
@@ -210,7 +210,7 @@ async fn handle(
         consumer = %consumer,
         subject = %message.subject,
     );
-    runtime::trace::join_message(&span, message.headers.as_ref());
+    service_kit::trace::join_message(&span, message.headers.as_ref());
     consume::note_delivery(message, consumer);
     async {
         match parsed {
@@ -223,7 +223,7 @@ async fn handle(
                 Some((order_id, input)) => match driver.input(order_id, input).await {
                     Ok(()) => AckKind::Ack,
                     Err(e) => {
-                        tracing::warn!(%order_id, error = %runtime::problem::ErrorChain(&e), "saga input failed; redelivering");
+                        tracing::warn!(%order_id, error = %service_kit::problem::ErrorChain(&e), "saga input failed; redelivering");
                         AckKind::Nak(Some(Duration::from_secs(1)))
                     }
                 },

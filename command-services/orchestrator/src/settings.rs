@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use domain::saga::SagaPolicy;
 use messaging::NatsSettings;
-use runtime::env::{Env, EnvError};
-use runtime::service::{Basics, Defaults};
+use service_kit::env::{Env, EnvError};
+use service_kit::service::{Basics, Defaults};
 
 /// Everything the orchestrator binary can be told.
 #[derive(Debug, Clone)]

@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use runtime::problem::Problem;
 use serde_json::{json, Value};
+use service_kit::problem::Problem;
 use uuid::Uuid;
 
 use crate::keys::CustomerKeys;
@@ -22,7 +22,7 @@ pub fn router(keys: CustomerKeys) -> Router {
     Router::new()
         .route(
             PATH,
-            post(erase).fallback(runtime::problem::method_not_allowed),
+            post(erase).fallback(service_kit::problem::method_not_allowed),
         )
         .with_state(keys)
 }
@@ -50,13 +50,13 @@ async fn erase(State(keys): State<CustomerKeys>, Path(customer): Path<String>) -
 
 /// The route's OpenAPI path item.
 pub fn openapi() -> (&'static str, Value) {
-    let problem = |description: &str| runtime::openapi::problem(description);
+    let problem = |description: &str| service_kit::openapi::problem(description);
     (
         PATH,
         json!({"post": {
             "operationId": "EraseCustomer",
             "summary": "Erase a customer: delete their data key, so their sealed payment tokens never open again, and refuse their new orders",
-            "parameters": [runtime::openapi::path_param("customer_id")],
+            "parameters": [service_kit::openapi::path_param("customer_id")],
             "responses": {
                 "200": {"description": "Erased (also when they had placed no order yet)",
                         "content": {"application/json": {"schema": {

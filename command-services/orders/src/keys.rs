@@ -11,13 +11,13 @@ use std::sync::Arc;
 
 use domain::payment::BoxFuture;
 use domain::sealing::{SealingError, TokenOpener, TokenSealer};
-use runtime::sealing::{self as seal, Key};
+use service_kit::sealing::{self as seal, Key};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 /// `DATA_KEYS_MASTER_KEY` (32 bytes, base64) or `DATA_KEYS_MASTER_KEY_FILE` (a file holding
 /// that), read once at start; the service does not start without one.
-pub fn master_key(env: &runtime::env::Env) -> anyhow::Result<Key> {
+pub fn master_key(env: &service_kit::env::Env) -> anyhow::Result<Key> {
     let Some(text) = env.secret("DATA_KEYS_MASTER_KEY")? else {
         anyhow::bail!(
             "the orders service seals customers' payment tokens with their data keys, wrapped \

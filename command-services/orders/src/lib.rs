@@ -14,12 +14,12 @@ pub use spec::OrdersSpec;
 use command_kit::{Parts, Resources};
 use domain::order::{Order, OrderServices};
 use messaging::BoundedContext;
-use runtime::service::task;
+use service_kit::service::task;
 
 /// What the orders service adds to the shared machinery: the sealer of payment tokens (the
 /// customers' data keys under `master`), the server that opens them for payments, and the
 /// erasure route.
-pub fn parts(resources: &Resources<'_>, master: runtime::sealing::Key) -> Parts<Order> {
+pub fn parts(resources: &Resources<'_>, master: service_kit::sealing::Key) -> Parts<Order> {
     let keys = keys::CustomerKeys::new(resources.pool.clone(), master);
     let (nats, subject) = (
         resources.nats.clone(),

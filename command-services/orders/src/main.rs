@@ -5,11 +5,11 @@ use anyhow::Context;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let env = runtime::env::Env::from_process();
+    let env = service_kit::env::Env::from_process();
     let settings = command_kit::settings::<orders::OrdersSpec>(&env).context("reading settings")?;
     let spec = orders::OrdersSpec::from_env(&env).context("reading settings")?;
     let master = orders::keys::master_key(&env)?;
-    let process = runtime::service::Process::start("orders", &settings.basics, None);
+    let process = service_kit::service::Process::start("orders", &settings.basics, None);
     let basics = &settings.basics;
     process
         .build(basics.http_addr, basics.tls.as_ref(), || {

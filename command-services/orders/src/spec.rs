@@ -8,7 +8,7 @@ use contracts::orders::{
 use domain::order::{self, Order, OrderCommand, OrderEvent};
 use domain::Money;
 use messaging::BoundedContext;
-use runtime::service::Defaults;
+use service_kit::service::Defaults;
 use uuid::Uuid;
 
 /// The orders context's commands, and its customers' fair shares.
@@ -27,7 +27,7 @@ impl OrdersSpec {
     /// database enforces them in the transaction that appends `OrderPlaced` (event-store
     /// migration 0010), so they hold across replicas: a place past one is answered 429
     /// `too-many-open-orders` or 422 `customer-limit`, and nothing is written.
-    pub fn from_env(env: &runtime::env::Env) -> Result<Self, runtime::env::EnvError> {
+    pub fn from_env(env: &service_kit::env::Env) -> Result<Self, service_kit::env::EnvError> {
         let bound = |n: u32| (n > 0).then_some(n);
         Ok(Self {
             max_open_per_customer: bound(env.within_or(

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use command_kit::{CommandApp, ServiceSettings};
 use domain::payment::{PaymentProvider, PaymentServices};
-use runtime::env::{Env, EnvError};
+use service_kit::env::{Env, EnvError};
 use test_provider::TestProvider;
 
 pub use spec::PaymentsSpec;

@@ -2,11 +2,11 @@
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
-use runtime::service::Process;
+use service_kit::service::Process;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let env = runtime::env::Env::from_process();
+    let env = service_kit::env::Env::from_process();
     let settings = payments::settings(&env).context("reading settings")?;
     let process = Process::start("payments", &settings.service.basics, None);
     let basics = &settings.service.basics;

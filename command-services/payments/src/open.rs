@@ -26,7 +26,7 @@ impl NatsOpener {
     }
 
     async fn ask(&self, order_id: Uuid, token: &str) -> Result<String, SealingError> {
-        if !runtime::sealing::is_sealed(token) {
+        if !service_kit::sealing::is_sealed(token) {
             return Ok(token.to_owned());
         }
         let request = serde_json::to_vec(&OpenRequest {

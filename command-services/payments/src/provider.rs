@@ -10,11 +10,11 @@ use std::time::Duration;
 use domain::payment::{
     AuthorisationRequest, BoxFuture, PaymentProvider, ProviderCall, ProviderDecision, ProviderError,
 };
-use runtime::breaker::Breaker;
+use service_kit::breaker::Breaker;
 
 /// `payment_provider_circuit` (0 closed, 1 open, 2 probing) and
 /// `payment_provider_rejected_total`, labelled by provider.
-const METRICS: runtime::breaker::Metrics = runtime::breaker::Metrics {
+const METRICS: service_kit::breaker::Metrics = service_kit::breaker::Metrics {
     state: "payment_provider_circuit",
     rejected: "payment_provider_rejected_total",
     label: "provider",

@@ -8,7 +8,7 @@ use contracts::payments::{
 use domain::payment::{Payment, PaymentCommand, PaymentEvent};
 use domain::Money;
 use messaging::BoundedContext;
-use runtime::service::Defaults;
+use service_kit::service::Defaults;
 use uuid::Uuid;
 
 /// The payments context's commands, and the provider's webhook beside them.

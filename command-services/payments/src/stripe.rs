@@ -20,10 +20,10 @@ use std::time::Duration;
 use domain::payment::{
     AuthorisationRequest, BoxFuture, PaymentProvider, ProviderCall, ProviderDecision, ProviderError,
 };
-use runtime::env::{Env, EnvError};
-use runtime::secret::Secret;
 use serde::Deserialize;
 use serde_json::Value;
+use service_kit::env::{Env, EnvError};
+use service_kit::secret::Secret;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -245,8 +245,8 @@ impl Stripe {
         key: Option<&str>,
     ) -> Result<Value, Failure> {
         let answer = self.call(path, form, key).await;
-        if runtime::failpoint::armed()
-            && runtime::failpoint::refuses(&format!("stripe.lose.{what}"))
+        if service_kit::failpoint::armed()
+            && service_kit::failpoint::refuses(&format!("stripe.lose.{what}"))
         {
             tracing::warn!(what, "failpoint: the provider's answer is dropped");
             return Err(Failure::Fault(ProviderError::Timeout));

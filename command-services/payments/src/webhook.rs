@@ -25,10 +25,10 @@ use command_kit::dispatch::Dispatcher;
 use contracts::Reply;
 use domain::payment::{Observed, PaymentCommand};
 use domain::{Currency, Money};
-use runtime::env::{Env, EnvError};
-use runtime::problem::Problem;
-use runtime::secret::Secret;
 use serde_json::{json, Value};
+use service_kit::env::{Env, EnvError};
+use service_kit::problem::Problem;
+use service_kit::secret::Secret;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -157,7 +157,7 @@ pub fn router(
     Router::new()
         .route(
             PATH,
-            post(receive).fallback(runtime::problem::method_not_allowed),
+            post(receive).fallback(service_kit::problem::method_not_allowed),
         )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(Hook {
@@ -339,7 +339,7 @@ async fn observed(
 
 /// The route's OpenAPI path item.
 pub fn openapi() -> (&'static str, Value) {
-    let problem = |description: &str| runtime::openapi::problem(description);
+    let problem = |description: &str| service_kit::openapi::problem(description);
     (
         PATH,
         json!({"post": {

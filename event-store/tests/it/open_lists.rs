@@ -72,7 +72,7 @@ async fn refused_to_the_service(service: &mut PgConnection, statements: [&str; 3
 
 /// Runs the rest of the migrations and the grants, as a service's start-up does.
 async fn migrate_the_rest(db: &testkit::TestDb, owner: &mut PgConnection) {
-    let role = runtime::db::user_of(&db.app).unwrap();
+    let role = service_kit::db::user_of(&db.app).unwrap();
     event_store::SCHEMA
         .apply(owner, &role)
         .await

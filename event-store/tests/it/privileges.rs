@@ -81,7 +81,7 @@ async fn every_login_needs_its_password_and_no_role_reaches_the_maintenance_data
 #[tokio::test]
 async fn granting_again_never_leaves_the_running_role_without_its_privileges() {
     let w = World::new("regrant").await;
-    let role = runtime::db::user_of(&w.db.app).unwrap();
+    let role = service_kit::db::user_of(&w.db.app).unwrap();
     let done = std::sync::atomic::AtomicBool::new(false);
     // Two replicas starting at once, each granting again and again.
     let replica = || async {

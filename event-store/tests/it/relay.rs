@@ -61,7 +61,7 @@ impl Fixture {
         .bind(aggregate_id)
         .bind(sequence)
         .bind(serde_json::json!({"OrderPlaced": {"n": sequence}}))
-        .bind(serde_json::json!({"correlation_id": aggregate_id, "traceparent": runtime::trace::new_traceparent()}))
+        .bind(serde_json::json!({"correlation_id": aggregate_id, "traceparent": service_kit::trace::new_traceparent()}))
         .execute(&self.pool)
         .await
         .unwrap();
@@ -103,7 +103,7 @@ fn assert_once_and_ordered(messages: &[testkit::StoredMessage], expected: usize)
         );
         assert!(m
             .header("traceparent")
-            .is_some_and(runtime::trace::is_valid_traceparent));
+            .is_some_and(service_kit::trace::is_valid_traceparent));
     }
 }
 
@@ -194,7 +194,7 @@ fn metadata(key: Option<&str>, hash: &str) -> CommandMetadata {
     CommandMetadata {
         command_id: Uuid::now_v7(),
         correlation_id: "c".into(),
-        traceparent: runtime::trace::new_traceparent(),
+        traceparent: service_kit::trace::new_traceparent(),
         idempotency: key.map(|k| (k.to_owned(), hash.to_owned())),
     }
 }
@@ -394,7 +394,7 @@ async fn stored_v1_events_load_through_the_upcaster() {
 
 #[tokio::test]
 async fn a_row_that_can_never_be_published_is_dead_lettered_and_the_rest_go_out() {
-    runtime::metrics::install("relay-test");
+    service_kit::metrics::install("relay-test");
     let f = fixture().await;
     // Larger than any stream message: JetStream would refuse it on every try.
     sqlx::query(
@@ -431,7 +431,7 @@ async fn a_row_that_can_never_be_published_is_dead_lettered_and_the_rest_go_out(
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!((dead[0].0.as_str(), dead[0].1), ("huge", 1));
     assert!(dead[0].2.contains("exceed"), "{}", dead[0].2);
-    let metrics = runtime::metrics::render().await;
+    let metrics = service_kit::metrics::render().await;
     let body = axum::body::to_bytes(metrics.into_body(), usize::MAX)
         .await
         .unwrap();
@@ -475,12 +475,15 @@ async fn idempotency_answers_past_their_retention_are_deleted() {
     .execute(&f.pool)
     .await
     .unwrap();
-    let rule = runtime::retention::Rule {
+    let rule = service_kit::retention::Rule {
         table: "idempotency",
         column: "recorded_at",
         keep: Duration::from_secs(4 * 3600 + 1800),
     };
-    assert_eq!(runtime::retention::prune(&f.pool, &rule).await.unwrap(), 5);
+    assert_eq!(
+        service_kit::retention::prune(&f.pool, &rule).await.unwrap(),
+        5
+    );
     let kept: Vec<String> =
         sqlx::query_scalar("SELECT key FROM idempotency ORDER BY recorded_at DESC")
             .fetch_all(&f.pool)

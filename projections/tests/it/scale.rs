@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use contracts::orders::{CancelOrder, PlaceOrder};
-use runtime::env::Env;
 use serde_json::Value;
+use service_kit::env::Env;
 use sqlx::PgPool;
 use testkit::fixtures::line;
 use testkit::world::{post_command, OrderAccepted, World};

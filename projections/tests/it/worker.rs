@@ -290,7 +290,7 @@ async fn durable(w: &World) -> Option<async_nats::jetstream::consumer::Info> {
         w.js.get_stream(w.ns.stream(BoundedContext::Orders))
             .await
             .ok()?;
-    stream.consumer_info(read_model::ORDERS_VIEW).await.ok()
+    stream.consumer_info(read_contract::ORDERS_VIEW).await.ok()
 }
 
 /// Steps until `check` holds (the worker notices what happened to its consumer when a fetch
@@ -322,7 +322,7 @@ async fn a_consumer_deleted_changed_or_on_a_stream_made_again_is_restored() {
             .await
             .unwrap();
     stream
-        .delete_consumer(read_model::ORDERS_VIEW)
+        .delete_consumer(read_contract::ORDERS_VIEW)
         .await
         .unwrap();
     step_until(&worker, "notice the deleted consumer", || {

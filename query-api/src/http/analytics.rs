@@ -5,8 +5,8 @@ use std::sync::Arc;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::routing::get;
-use runtime::problem::Json;
 use serde::Deserialize;
+use service_kit::problem::Json;
 
 use super::{read, AppState, Body, Route};
 use crate::catalog::{self, OutcomeRow, SalesRow};

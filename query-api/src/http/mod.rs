@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use axum::routing::MethodRouter;
 use axum::Router;
-use runtime::problem;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use service_kit::problem;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -57,7 +57,7 @@ impl Body {
     pub const fn of<T: JsonSchema>(name: &'static str) -> Self {
         Self {
             name,
-            add: runtime::openapi::add::<T>,
+            add: service_kit::openapi::add::<T>,
         }
     }
 }
@@ -214,7 +214,7 @@ mod tests {
 
     use super::*;
 
-    /// The paths `runtime::service` adds to every service's router and document.
+    /// The paths `service_kit::service` adds to every service's router and document.
     const COMMON: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
 
     /// A router whose database is never reached: every request below is refused before a
@@ -269,7 +269,7 @@ mod tests {
             routes().count(),
             "each path is in the table once"
         );
-        assert!(table.contains(read_model::lag::PATH));
+        assert!(table.contains(read_contract::lag::PATH));
 
         // Each documented path is routed: another method is refused with 405, where a path
         // the router lacks would be a 404.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
-use read_model::OrderStatus;
-use runtime::problem::Json;
+use read_contract::OrderStatus;
+use service_kit::problem::Json;
 
 use super::{limit, parse_id, read, AppState, Body, Page, PageParams, ReadParams, Route};
 use super::{CURSOR, LIMIT, MIN_VERSION};
@@ -51,7 +51,7 @@ async fn get_order(
     let waited = state
         .freshness
         .wait_for(
-            read_model::ORDERS_VIEW,
+            read_contract::ORDERS_VIEW,
             state.min_version_timeout,
             || orders::find(&state.pool, order_id),
             |o: &OrderView| o.version >= min_version,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
-use runtime::problem::Json;
+use service_kit::problem::Json;
 
 use super::{parse_id, read, read_at_least, AppState, Body, ReadParams, Route, MIN_VERSION};
 use crate::catalog::{self, PaymentView};
@@ -28,7 +28,7 @@ async fn get_payment(
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let found = read_at_least(
         &state,
-        read_model::PAYMENTS_VIEW,
+        read_contract::PAYMENTS_VIEW,
         params.min_version,
         || catalog::payment(&state.pool, order_id),
         |p| p.version as u64,

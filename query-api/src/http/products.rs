@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
-use runtime::problem::Json;
+use service_kit::problem::Json;
 
 use super::{limit, read, read_at_least, AppState, Body, Page, PageParams, ReadParams, Route};
 use super::{CURSOR, LIMIT, MIN_VERSION};
@@ -66,7 +66,7 @@ async fn get_product(
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let found = read_at_least(
         &state,
-        read_model::PRODUCTS_VIEW,
+        read_contract::PRODUCTS_VIEW,
         params.min_version,
         || catalog::product(&state.pool, &sku),
         |p| p.version as u64,

@@ -1,8 +1,8 @@
 //! `GET /projections`: the projections' lag, served as the projections worker serves it (the
-//! read, its type and its handler are `read_model::lag`'s), so it skips the reads' ETag and
+//! read, its type and its handler are `read_contract::lag`'s), so it skips the reads' ETag and
 //! time limit.
 
-use read_model::lag::{ProjectionLag, PATH, SCHEMA, SUMMARY};
+use read_contract::lag::{ProjectionLag, PATH, SCHEMA, SUMMARY};
 
 use super::{Body, Route};
 
@@ -11,5 +11,5 @@ pub(super) const ROUTES: &[Route] = &[Route {
     summary: SUMMARY,
     query: &[],
     body: Body::of::<Vec<ProjectionLag>>(SCHEMA),
-    serve: |state| read_model::lag::handler(state.pool.clone()),
+    serve: |state| read_contract::lag::handler(state.pool.clone()),
 }];

@@ -250,7 +250,7 @@ pub fn manifest(s: &Service, generated: &str) -> String {
          \x20     automountServiceAccountToken: false\n\
          \x20     # No <SERVICE>_PORT variables from the other Services: the environment is exactly the one below.\n\
          \x20     enableServiceLinks: false\n\
-         \x20     # Shutdown path (runtime::shutdown, runtime::service::Service::run): SIGTERM stops the\n\
+         \x20     # Shutdown path (service_kit::shutdown, service_kit::service::Service::run): SIGTERM stops the\n\
          \x20     # listener, in-flight requests finish (each bounded by HTTP_REQUEST_TIMEOUT_MS, 10 s;\n\
          \x20     # the gateway's by REQUEST_TIMEOUT_MS, 10 s, and its live streams end at once), and every\n\
          \x20     # background task finishes the batch in hand (a relay or projection batch is one\n\

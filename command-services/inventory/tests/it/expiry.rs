@@ -20,7 +20,7 @@ use uuid::Uuid;
 async fn an_open_reservation_past_its_time_is_released_and_a_committed_one_is_kept() {
     let world = World::new("expiry").await;
     let settings = command_kit::settings::<inventory::InventorySpec>(
-        &runtime::env::Env::from_pairs(world.env()),
+        &service_kit::env::Env::from_pairs(world.env()),
     )
     .unwrap();
     let spec = inventory::InventorySpec {

@@ -80,7 +80,7 @@ fn assert_exactly_once(messages: &[testkit::StoredMessage], expected: usize) {
 async fn a_placed_order_reaches_the_stream_in_a_cloudevents_envelope() {
     let w = World::new("orders").await;
     let (base, shutdown) = w.spawn_orders(OrdersSpec::default()).await;
-    let traceparent = runtime::trace::new_traceparent();
+    let traceparent = service_kit::trace::new_traceparent();
     let place = place_order();
     let response = testkit::http()
         .post(format!("{base}{}", path_of(&place)))
@@ -300,7 +300,8 @@ async fn readiness_follows_the_database_going_away_and_coming_back() {
     env.push(("DATABASE_URL", gate.route(&w.db_url)));
     env.push(("HTTP_ADDR", "127.0.0.1:0".into()));
     let settings =
-        command_kit::settings::<orders::OrdersSpec>(&runtime::env::Env::from_pairs(env)).unwrap();
+        command_kit::settings::<orders::OrdersSpec>(&service_kit::env::Env::from_pairs(env))
+            .unwrap();
     let (base, shutdown) = testkit::world::serve(
         command_kit::CommandApp::build(&settings, orders::OrdersSpec::default(), |resources| {
             Ok(orders::parts(resources, testkit::data_keys_master()))
@@ -562,9 +563,10 @@ async fn every_order_command_works_over_http_and_nats() {
 async fn every_order_command_succeeds_over_each_transport() {
     use testkit::world::{Answer, Via};
     let world = World::new("orders").await;
-    let settings =
-        command_kit::settings::<orders::OrdersSpec>(&runtime::env::Env::from_pairs(world.env()))
-            .unwrap();
+    let settings = command_kit::settings::<orders::OrdersSpec>(&service_kit::env::Env::from_pairs(
+        world.env(),
+    ))
+    .unwrap();
     let (base, shutdown) = testkit::world::serve(
         command_kit::CommandApp::build(&settings, orders::OrdersSpec::default(), |resources| {
             Ok(orders::parts(resources, testkit::data_keys_master()))

@@ -17,7 +17,7 @@ async fn start(world: &World) -> (String, CancellationToken) {
     let mut env = world.env();
     env.push(("PAYMENT_PROVIDER_TIMEOUT_MS", "300".into()));
     env.extend(testkit::TEST_PAYMENT_PROVIDER.map(|(k, v)| (k, v.into())));
-    let settings = payments::settings(&runtime::env::Env::from_pairs(env)).unwrap();
+    let settings = payments::settings(&service_kit::env::Env::from_pairs(env)).unwrap();
     testkit::world::serve(payments::app(&settings).await.unwrap())
 }
 
@@ -227,8 +227,8 @@ async fn json_logs_parse_and_never_contain_a_payment_token() {
     .await;
     assert_eq!(bad.status, 422);
     // One request in a known trace: its log lines carry that trace id.
-    let traceparent = runtime::trace::new_traceparent();
-    let trace_id = runtime::trace::trace_id_of(&traceparent)
+    let traceparent = service_kit::trace::new_traceparent();
+    let trace_id = service_kit::trace::trace_id_of(&traceparent)
         .unwrap()
         .to_owned();
     let traced_order = Uuid::now_v7();
@@ -312,7 +312,7 @@ async fn a_busy_service_sheds_commands_over_nats_instead_of_queueing_them() {
     env.push(("PAYMENT_PROVIDER_TIMEOUT_MS", "300".into()));
     env.extend(testkit::TEST_PAYMENT_PROVIDER.map(|(k, v)| (k, v.into())));
     env.push(("NATS_COMMAND_CONCURRENCY", "1".into()));
-    let settings = payments::settings(&runtime::env::Env::from_pairs(env)).unwrap();
+    let settings = payments::settings(&service_kit::env::Env::from_pairs(env)).unwrap();
     let (_base, stop) = testkit::world::serve(payments::app(&settings).await.unwrap());
     let subject = world
         .ns

@@ -20,7 +20,7 @@ async fn start(world: &World, stripe: &LocalStripe) -> (String, CancellationToke
     let mut env = world.env();
     env.extend(stripe.env());
     env.push(("PAYMENT_PROVIDER_TIMEOUT_MS", "5000".into()));
-    let settings = payments::settings(&runtime::env::Env::from_pairs(env)).unwrap();
+    let settings = payments::settings(&service_kit::env::Env::from_pairs(env)).unwrap();
     let served = testkit::world::serve(payments::app(&settings).await.unwrap());
     world.serving(BoundedContext::Payments).await;
     served
@@ -305,7 +305,7 @@ async fn the_provider_s_own_timeouts_open_the_circuit_and_declines_do_not() {
         ("PAYMENT_PROVIDER_CIRCUIT_FAILURES", "3".to_owned()),
         ("PAYMENT_PROVIDER_CIRCUIT_OPEN_MS", "60000".to_owned()),
     ]);
-    let settings = payments::settings(&runtime::env::Env::from_pairs(env)).unwrap();
+    let settings = payments::settings(&service_kit::env::Env::from_pairs(env)).unwrap();
     let (_base, shutdown) = testkit::world::serve(payments::app(&settings).await.unwrap());
     world.serving(BoundedContext::Payments).await;
     for n in 0..3 {
@@ -375,7 +375,7 @@ async fn signed_webhooks_bring_in_what_happened_out_of_band_once_and_forgeries_a
     let mut env = world.env();
     env.extend(stripe.env());
     env.push(("STRIPE_WEBHOOK_SECRET", secret.clone()));
-    let settings = payments::settings(&runtime::env::Env::from_pairs(env)).unwrap();
+    let settings = payments::settings(&service_kit::env::Env::from_pairs(env)).unwrap();
     let (base, shutdown) = testkit::world::serve(payments::app(&settings).await.unwrap());
     world.serving(BoundedContext::Payments).await;
 

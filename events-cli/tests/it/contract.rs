@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use events::fold::Folded;
+use events_cli::fold::Folded;
 use messaging::{BoundedContext, Envelope};
 
 /// Histories made of the examples, by `<Type>.v<N>`; together they use every example.

@@ -201,7 +201,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let tls = cli
         .tls_dir
         .as_ref()
-        .map(|dir| runtime::tls::TlsSettings::new(dir, messaging::Identity::ANALYST.name()));
+        .map(|dir| service_kit::tls::TlsSettings::new(dir, messaging::Identity::ANALYST.name()));
     let mut source = Source::connect(&cli.nats_url, &cli.namespace, tls.as_ref()).await?;
     source.redact = !cli.include_sensitive && !matches!(cli.command, Command::Verify(_));
     match cli.command {

@@ -59,16 +59,16 @@ pub fn routes<S: Clone + Send + Sync + 'static>(pool: PgPool) -> Router<S> {
 
 async fn list(
     State(pool): State<PgPool>,
-) -> Result<axum::Json<Vec<ProjectionLag>>, runtime::problem::Problem> {
+) -> Result<axum::Json<Vec<ProjectionLag>>, service_kit::problem::Problem> {
     lags(&pool)
         .await
         .map(axum::Json)
-        .map_err(|e| runtime::problem::Problem::internal(&e))
+        .map_err(|e| service_kit::problem::Problem::internal(&e))
 }
 
 /// The OpenAPI path item of [`PATH`] as the worker documents it; adds the answer's schema to
 /// `components` as [`SCHEMA`].
 pub fn operation(components: &mut Map<String, Value>) -> Value {
-    let lags = runtime::openapi::add::<Vec<ProjectionLag>>(components, SCHEMA);
-    runtime::openapi::get(SUMMARY, vec![], lags, &[("500", "Internal error")])
+    let lags = service_kit::openapi::add::<Vec<ProjectionLag>>(components, SCHEMA);
+    service_kit::openapi::get(SUMMARY, vec![], lags, &[("500", "Internal error")])
 }

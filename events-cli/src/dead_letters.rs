@@ -101,7 +101,7 @@ fn describe(body: &Value) -> String {
 fn client(tls_dir: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
     if let Some(dir) = tls_dir {
-        let tls = runtime::tls::TlsSettings::new(dir, "operator");
+        let tls = service_kit::tls::TlsSettings::new(dir, "operator");
         builder = builder.use_preconfigured_tls(
             tls.client_config()
                 .context("the operators' certificate (operator.crt in the TLS folder)")?,

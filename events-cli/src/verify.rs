@@ -114,8 +114,8 @@ pub async fn verify(
 
 /// One connection, opened the way every service opens its pool.
 async fn connect(url: &str) -> anyhow::Result<PgPool> {
-    let settings = runtime::db::DatabaseSettings {
-        url: runtime::secret::Secret::new(url.to_owned()),
+    let settings = service_kit::db::DatabaseSettings {
+        url: service_kit::secret::Secret::new(url.to_owned()),
         owner_url: None,
         max_connections: 1,
         // `verify` reads whole tables at once.

@@ -107,7 +107,7 @@ impl Source {
     pub async fn connect(
         url: &str,
         namespace: &str,
-        tls: Option<&runtime::tls::TlsSettings>,
+        tls: Option<&service_kit::tls::TlsSettings>,
     ) -> anyhow::Result<Self> {
         // As the analysts' identity: read the streams, nothing more, with replies on its own
         // inbox prefix (its user and password come in the URL, its certificate from `tls`).
@@ -126,7 +126,7 @@ impl Source {
                 };
                 format!(
                     "connecting to NATS at {}{hint}",
-                    runtime::secret::redact_url(url)
+                    service_kit::secret::redact_url(url)
                 )
             })?;
         Ok(Self {

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use axum::routing::get;
-use runtime::health::Readiness;
-use runtime::problem::Problem;
-use runtime::service::Service;
+use service_kit::health::Readiness;
+use service_kit::problem::Problem;
+use service_kit::service::Service;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use runtime::health::Readiness;
-use runtime::service::{task, Service};
+use service_kit::health::Readiness;
+use service_kit::service::{task, Service};
 use tokio_util::sync::CancellationToken;
 
 async fn readyz(addr: SocketAddr) -> Option<u16> {

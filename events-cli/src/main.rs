@@ -7,8 +7,8 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = events::cli::Cli::parse();
-    match events::cli::run(cli).await {
+    let cli = events_cli::cli::Cli::parse();
+    match events_cli::cli::run(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("events: {e:#}");
