@@ -3,15 +3,19 @@
 //! Each binary declares one `Settings` struct and fills it through [`Env`], so defaults live in
 //! one place per binary and a bad value fails at start-up with the variable's name.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Display;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A snapshot of environment variables to read settings from.
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     vars: HashMap<String, String>,
+    /// Every name read so far (shared by clones), so a test can hold the documented list of
+    /// settings against the names the code reads.
+    asked: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// A variable was set to a value that does not parse.
@@ -27,6 +31,7 @@ impl Env {
     pub fn from_process() -> Self {
         Self {
             vars: std::env::vars().collect(),
+            asked: Arc::default(),
         }
     }
 
@@ -39,11 +44,22 @@ impl Env {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            asked: Arc::default(),
         }
+    }
+
+    /// Every variable name read from this environment (or a clone of it) so far, sorted.
+    pub fn asked(&self) -> Vec<String> {
+        let asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        asked.iter().cloned().collect()
     }
 
     /// The raw value, treating an empty string as unset.
     pub fn get(&self, name: &str) -> Option<&str> {
+        self.asked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned());
         self.vars
             .get(name)
             .map(String::as_str)

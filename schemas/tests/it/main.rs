@@ -1,3 +1,4 @@
 //! The integration tests of `schemas`, in one binary so that the crate links once.
 
+mod configuration;
 mod drift;
