@@ -253,7 +253,7 @@ async fn a_python_script_with_only_nats_py_and_pyarrow_agrees_on_counts_per_type
     let python_path = testkit::infra().python_path.clone().expect(
         "STREAMSHOP_TEST_PYTHONPATH: run the tests with `cargo xtask test`, which installs nats-py and pyarrow",
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/analyst/count_types.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../events-cli/analyst/count_types.py");
     let out = tokio::process::Command::new("python3")
         .arg(&script)
         // The URL holds the analysts' password: through the environment, never argv.

@@ -64,7 +64,7 @@ pub fn stripe_packages(layout: &Layout) -> anyhow::Result<PathBuf> {
 }
 
 /// The folder (for `PYTHONPATH`) holding the Python packages the tests use, installed on
-/// first use: the analysts' script's (nats-py and pyarrow, `events/analyst/requirements.txt`)
+/// first use: the analysts' script's (nats-py and pyarrow, `events-cli/analyst/requirements.txt`)
 /// the OpenAPI validator the schema tests run (`schemas/requirements.txt`) and the API fuzzer
 /// run against the gateway (`gateway/requirements.txt`).
 pub fn test_packages(layout: &Layout) -> anyhow::Result<PathBuf> {
@@ -72,7 +72,7 @@ pub fn test_packages(layout: &Layout) -> anyhow::Result<PathBuf> {
         layout,
         "python",
         &[
-            "events/analyst/requirements.txt",
+            "events-cli/analyst/requirements.txt",
             "schemas/requirements.txt",
             "gateway/requirements.txt",
         ],
