@@ -304,15 +304,11 @@ async fn the_live_stream_follows_a_saga_to_its_end_and_resumes_without_gaps() {
     // Resuming from the third event's id gives exactly the events the client had not
     // been sent, each once: the id is the last sequence of the order and of the saga seen.
     let (resume_id, _, _) = &all[2];
-    let resumed = a
-        .request(reqwest::Method::GET, &path)
-        .header("last-event-id", resume_id)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let resumed = testkit::text(
+        a.request(reqwest::Method::GET, &path)
+            .header("last-event-id", resume_id),
+    )
+    .await;
     let (order_seen, saga_seen) = resume_id.split_once('.').unwrap();
     let seen = |kind: &str| -> u64 {
         if kind == "order" {
@@ -341,14 +337,11 @@ async fn the_live_stream_follows_a_saga_to_its_end_and_resumes_without_gaps() {
     // ever); a resume point past the order's events was never sent, and is refused.
     let (last_id, _, _) = all.last().unwrap();
     let at_end = tokio::time::timeout(Duration::from_secs(5), async {
-        a.request(reqwest::Method::GET, &path)
-            .header("last-event-id", last_id)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        testkit::text(
+            a.request(reqwest::Method::GET, &path)
+                .header("last-event-id", last_id),
+        )
+        .await
     })
     .await
     .expect("a stream resumed at its end ends at once");

@@ -13,20 +13,6 @@ use serde_json::json;
 use testkit::stack::Stack;
 use uuid::Uuid;
 
-/// How many messages the context's stream holds, as the administrator reads it.
-async fn stored(s: &Stack, context: BoundedContext) -> u64 {
-    s.orders
-        .js
-        .get_stream(s.orders.ns.stream(context))
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .messages
-}
-
 /// Publishes `payload` on `subject` through JetStream as `identity`; whether the stream
 /// stored it (a denied publish is never acknowledged).
 async fn publish_as(identity: Identity, subject: String, payload: Vec<u8>) -> bool {
@@ -87,7 +73,7 @@ async fn no_identity_but_a_contexts_own_publishes_its_events() {
     s.product("FORGE-1", 5).await;
     let order = s.place(&[("FORGE-1", 1)], "tok_ok").await;
     s.finished(order).await;
-    let before = stored(&s, BoundedContext::Orders).await;
+    let before = s.stored(BoundedContext::Orders).await;
 
     // A valid-looking OrderConfirmed (with a sequence far ahead, and one just ahead) from
     // every identity that is not the orders service.
@@ -122,7 +108,7 @@ async fn no_identity_but_a_contexts_own_publishes_its_events() {
         }
     }
     assert_eq!(
-        stored(&s, BoundedContext::Orders).await,
+        s.stored(BoundedContext::Orders).await,
         before,
         "nothing forged was stored"
     );
@@ -228,7 +214,7 @@ async fn the_analysts_read_the_streams_and_can_write_nothing() {
         .await
         .expect("the analysts read the streams");
     assert!(stream.cached_info().state.messages >= 1);
-    let before = stored(&s, BoundedContext::Inventory).await;
+    let before = s.stored(BoundedContext::Inventory).await;
     let subject =
         s.orders
             .ns
@@ -250,7 +236,7 @@ async fn the_analysts_read_the_streams_and_can_write_nothing() {
         .map_or(true, |r| r.is_err()),
         "the analysts deleted a stream"
     );
-    assert_eq!(stored(&s, BoundedContext::Inventory).await, before);
+    assert_eq!(s.stored(BoundedContext::Inventory).await, before);
 }
 
 /// A connection to `url` as `identity` (the administrator for `None`; the analysts by

@@ -84,18 +84,7 @@ async fn metrics_count_one_saga_at_every_hop() {
     // What each relay published is what its stream holds, and nothing waits in an outbox.
     for context in BoundedContext::ALL {
         let stream = context.stream_base();
-        let name = s.orders.ns.stream(context);
-        let held = s
-            .orders
-            .js
-            .get_stream(&name)
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .messages;
+        let held = s.stored(context).await;
         let label = format!("stream=\"{stream}\"");
         expect("outbox_published_total", &[&label], held as f64);
         expect("outbox_backlog", &[&label], 0.0);

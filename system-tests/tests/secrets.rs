@@ -51,14 +51,7 @@ fn clean(what: &str, text: &str, token: &str) {
 }
 
 async fn get(url: String) -> String {
-    testkit::http()
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    testkit::text(testkit::http().get(&url)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

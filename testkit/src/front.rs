@@ -139,6 +139,19 @@ pub async fn gateway(
     (url, stop)
 }
 
+/// A [`gateway`] in a namespace of its own whose every upstream is one [`Recorder`] that
+/// answers after `delay`: the recorder, the gateway's URL and what stops it.
+pub async fn recorded(
+    oidc: &Oidc,
+    delay: std::time::Duration,
+    extra: &[(&'static str, String)],
+) -> (Recorder, String, Stopper) {
+    let recorder = Recorder::start(delay).await;
+    let ns = crate::unique_namespace();
+    let (url, stop) = gateway(oidc, &ns, Upstreams::all(&recorder.url), extra).await;
+    (recorder, url, stop)
+}
+
 /// [`gateway`], with the address of its metrics listener (internal, apart from the public
 /// side).
 pub async fn gateway_with_metrics(

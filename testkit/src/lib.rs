@@ -453,6 +453,32 @@ pub async fn read_stream(js: &async_nats::jetstream::Context, stream: &str) -> V
     out
 }
 
+/// Runs `command` to its end and returns what it wrote to stdout; if it fails, panics with
+/// `what` and its stderr.
+pub async fn stdout_of(command: &mut tokio::process::Command, what: &str) -> String {
+    let out = command
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap_or_else(|e| panic!("{what} wrote no text: {e}"))
+}
+
+/// Sends `request` and returns its body as text (a transport error panics).
+pub async fn text(request: reqwest::RequestBuilder) -> String {
+    request
+        .send()
+        .await
+        .expect("an answer")
+        .text()
+        .await
+        .expect("a readable body")
+}
+
 /// `GET url` and its JSON body (`Null` when there is none).
 pub async fn get_json(url: &str) -> serde_json::Value {
     http()

@@ -124,22 +124,15 @@ impl Oidc {
     }
 
     async fn login(&self, args: &[&str]) -> String {
-        let out = Command::new("node")
-            .arg(scripts().join("login.mjs"))
-            .args(["--issuer", &self.issuer, "--audience", &self.audience])
-            .args(args)
-            .output()
-            .await
-            .expect("run node login.mjs");
-        assert!(
-            out.status.success(),
-            "login.mjs {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .expect("a token is text")
-            .trim()
-            .to_owned()
+        let out = crate::stdout_of(
+            Command::new("node")
+                .arg(scripts().join("login.mjs"))
+                .args(["--issuer", &self.issuer, "--audience", &self.audience])
+                .args(args),
+            &format!("login.mjs {args:?}"),
+        )
+        .await;
+        out.trim().to_owned()
     }
 
     /// The shell command that prints a token from this provider, as `cargo xtask token` does

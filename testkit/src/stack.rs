@@ -188,6 +188,20 @@ impl Stack {
         (s, order)
     }
 
+    /// How many messages the context's stream holds, as the administrator reads it.
+    pub async fn stored(&self, context: messaging::BoundedContext) -> u64 {
+        self.orders
+            .js
+            .get_stream(self.orders.ns.stream(context))
+            .await
+            .expect("the context's stream")
+            .info()
+            .await
+            .expect("the stream's state")
+            .state
+            .messages
+    }
+
     /// Where the analysts' tool reads this stack's streams.
     pub fn source(&self) -> events_cli::read::Source {
         events_cli::read::Source {

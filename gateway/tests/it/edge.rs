@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use testkit::front::{gateway, Recorder, Upstreams};
+use testkit::front::{recorded, Recorder, Upstreams};
 use testkit::oidc::Oidc;
 use uuid::Uuid;
 
@@ -11,11 +11,9 @@ use uuid::Uuid;
 async fn request_ids_cors_body_and_time_limits() {
     let oidc = Oidc::start().await;
     // An upstream that takes two seconds: longer than the gateway allows a request.
-    let slow = Recorder::start(Duration::from_secs(2)).await;
-    let (url, _stop) = gateway(
+    let (slow, url, _stop) = recorded(
         &oidc,
-        &testkit::unique_namespace(),
-        Upstreams::all(&slow.url),
+        Duration::from_secs(2),
         &[
             ("CORS_ALLOWED_ORIGINS", "https://shop.example".into()),
             ("BODY_LIMIT_BYTES", "1024".into()),
@@ -135,11 +133,9 @@ async fn trickle(addr: std::net::SocketAddr, stop_after: Duration) -> (Option<St
 #[tokio::test]
 async fn trickled_bodies_and_too_many_connections_do_not_hold_the_gateway() {
     let oidc = Oidc::start().await;
-    let recorder = Recorder::start(Duration::ZERO).await;
-    let (url, _stop) = gateway(
+    let (_recorder, url, _stop) = recorded(
         &oidc,
-        &testkit::unique_namespace(),
-        Upstreams::all(&recorder.url),
+        Duration::ZERO,
         &[
             ("BODY_READ_TIMEOUT_MS", "1000".into()),
             ("HTTP_MAX_CONNECTIONS_PER_CLIENT", "10".into()),
@@ -219,14 +215,7 @@ async fn metrics_are_served_apart_from_the_public_side() {
 #[tokio::test]
 async fn a_clients_trace_context_does_not_reach_the_services() {
     let oidc = Oidc::start().await;
-    let recorder = Recorder::start(Duration::ZERO).await;
-    let (url, _stop) = gateway(
-        &oidc,
-        &testkit::unique_namespace(),
-        Upstreams::all(&recorder.url),
-        &[],
-    )
-    .await;
+    let (recorder, url, _stop) = recorded(&oidc, Duration::ZERO, &[]).await;
     let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let answer = testkit::http()
         .get(format!("{url}/api/products"))

@@ -8,15 +8,12 @@ use std::time::Duration;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use testkit::front::{gateway, Recorder, Stopper, Upstreams};
+use testkit::front::{Recorder, Stopper};
 use testkit::oidc::{unix_now, Oidc};
 use uuid::Uuid;
 
 async fn front(oidc: &Oidc, extra: &[(&'static str, String)]) -> (Recorder, String, Stopper) {
-    let recorder = Recorder::start(Duration::ZERO).await;
-    let ns = testkit::unique_namespace();
-    let (url, stop) = gateway(oidc, &ns, Upstreams::all(&recorder.url), extra).await;
-    (recorder, url, stop)
+    testkit::front::recorded(oidc, Duration::ZERO, extra).await
 }
 
 /// `GET /api/me/orders` with `authorization` (a whole header value), status and body.
@@ -84,14 +81,7 @@ async fn every_bad_token_is_401_and_reaches_nothing() {
         b64(&claims)
     );
     // The HMAC confusion: an HS256 token keyed with what the issuer publishes.
-    let jwks = testkit::http()
-        .get(format!("{}/jwks", oidc.issuer))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let jwks = testkit::text(testkit::http().get(format!("{}/jwks", oidc.issuer))).await;
     let hmac = sign(
         Algorithm::HS256,
         &rs_kid,
