@@ -19,7 +19,15 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 
 #[tokio::test]
 async fn metrics_count_one_saga_at_every_hop() {
-    let s = Stack::start_all(30).await;
+    // A step deadline no busy machine reaches: a step retried after its deadline sends its
+    // command again, and this test counts each command once.
+    let s = Stack::start_with(testkit::stack::Options {
+        business_deadline_secs: 60,
+        reads: true,
+        orchestrator_env: vec![("SAGA_STEP_DEADLINE_MS", "30000".into())],
+        ..testkit::stack::Options::default()
+    })
+    .await;
     s.product("M1", 10).await;
     let order = s.place(&[("M1", 2)], "tok_ok").await;
     assert_eq!(s.finished(order).await["outcome"], "confirmed");

@@ -241,7 +241,7 @@ impl World {
         context: BoundedContext,
         n: usize,
     ) -> Vec<StoredMessage> {
-        crate::eventually(Duration::from_secs(20), "events published", || async {
+        crate::eventually(Duration::from_secs(60), "events published", || async {
             let messages = self.stream(context).await;
             (messages.len() >= n && self.count("SELECT count(*) FROM outbox").await == 0)
                 .then_some(messages)
