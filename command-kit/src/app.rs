@@ -199,12 +199,11 @@ where
     let settings = crate::settings::settings::<S>(&env).context("reading settings")?;
     let name = S::CONTEXT.token();
     let process = service_kit::service::Process::start(name, &settings.basics, None);
-    let basics = &settings.basics;
     process
-        .build(basics.http_addr, basics.tls.as_ref(), || {
-            CommandApp::of::<S>(&settings)
-        })
-        .await?
-        .run(process.shutdown.clone())
+        .serve(
+            &settings.basics,
+            || CommandApp::of::<S>(&settings),
+            CommandApp::run,
+        )
         .await
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use messaging::NatsSettings;
 use service_kit::env::{Env, EnvError};
-use service_kit::service::{Basics, Defaults};
+use service_kit::service::Basics;
 
 /// Everything a command service binary can be told.
 #[derive(Debug, Clone)]
@@ -32,25 +32,21 @@ pub struct ServiceSettings {
 
 /// The settings of context `S`'s service from an environment, with its defaults.
 pub fn settings<S: crate::CommandSpec>(env: &Env) -> Result<ServiceSettings, EnvError> {
-    ServiceSettings::from_env(
-        env,
-        S::DEFAULTS,
-        messaging::Identity::of_context(S::CONTEXT),
-    )
+    ServiceSettings::from_env(env, S::SERVICE, messaging::Identity::of_context(S::CONTEXT))
 }
 
 impl ServiceSettings {
-    /// Reads the variables, with the service's port and database as `defaults`; the service
-    /// connects to NATS as `identity`.
+    /// Reads the variables, with `service`'s port and database under `cargo xtask up` as the
+    /// defaults; the service connects to NATS as `identity`.
     pub fn from_env(
         env: &Env,
-        defaults: Defaults,
+        service: &'static topology::Service,
         identity: messaging::Identity,
     ) -> Result<Self, EnvError> {
         let batch: i64 = env.within_or("OUTBOX_BATCH_SIZE", 500, 1..=1000)?;
         let concurrency = env.within_or("NATS_COMMAND_CONCURRENCY", 64, 1..=usize::MAX)?;
         Ok(Self {
-            basics: Basics::from_env(env, defaults)?,
+            basics: Basics::from_env(env, service)?,
             nats: NatsSettings::from_env(env, identity)?,
             outbox_relay: env.bool_or("OUTBOX_RELAY", true)?,
             outbox_batch_size: batch,
@@ -69,10 +65,7 @@ impl ServiceSettings {
 mod tests {
     use super::*;
 
-    const DEFAULTS: Defaults = Defaults {
-        service: &topology::INVENTORY,
-        max_connections: 10,
-    };
+    const SERVICE: &topology::Service = &topology::INVENTORY;
 
     #[test]
     fn defaults_work_locally_and_secrets_stay_hidden() {
@@ -80,7 +73,7 @@ mod tests {
             ("DATABASE_URL", "postgres://inventory:s3cret@db/inventory"),
             ("TLS_DIR", "/run/tls"),
         ]);
-        let s = ServiceSettings::from_env(&env, DEFAULTS, messaging::Identity::INVENTORY).unwrap();
+        let s = ServiceSettings::from_env(&env, SERVICE, messaging::Identity::INVENTORY).unwrap();
         assert_eq!(s.basics.http_addr.port(), topology::INVENTORY.port);
         // One certificate serves the service's HTTPS and its NATS connection.
         let tls = s.basics.tls.as_ref().unwrap();
@@ -97,14 +90,14 @@ mod tests {
     fn without_tls_files_a_service_does_not_start_unless_tls_is_turned_off() {
         let err = ServiceSettings::from_env(
             &Env::from_pairs(Vec::<(&str, &str)>::new()),
-            DEFAULTS,
+            SERVICE,
             messaging::Identity::INVENTORY,
         )
         .unwrap_err();
         assert!(err.to_string().contains("TLS_DIR"), "{err}");
         let off = ServiceSettings::from_env(
             &Env::from_pairs([("TLS", "off")]),
-            DEFAULTS,
+            SERVICE,
             messaging::Identity::INVENTORY,
         )
         .unwrap();
@@ -119,7 +112,7 @@ mod tests {
         ] {
             let err = ServiceSettings::from_env(
                 &Env::from_pairs([(name, value), ("TLS", "off")]),
-                DEFAULTS,
+                SERVICE,
                 messaging::Identity::INVENTORY,
             )
             .unwrap_err();

@@ -110,8 +110,8 @@ pub trait CommandSpec: Send + Sync + 'static {
     const ID_FIELD: &'static str;
     /// The problem type of a domain rejection over HTTP: `order-rejected`.
     const REJECTED_KIND: &'static str;
-    /// The service's port and database under `cargo xtask up`.
-    const DEFAULTS: service_kit::service::Defaults;
+    /// The service as the topology declares it: its port and database under `cargo xtask up`.
+    const SERVICE: &'static topology::Service;
 
     /// How stored events of older versions are read as the current ones.
     fn upcasters() -> Vec<Box<dyn EventUpcaster>> {

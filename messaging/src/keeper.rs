@@ -85,6 +85,35 @@ impl Keeper {
         }
     }
 
+    /// Keeps the durable consumer `name` of `context`'s events in `namespace` as every owner
+    /// declares one: explicit acks, redelivered after `ack_wait`, never given up on (what can
+    /// never apply is the owner's to dead-letter), at most `max_ack_pending` unacknowledged
+    /// (0: the server's default).
+    pub fn of_events(
+        js: &jetstream::Context,
+        namespace: &crate::Namespace,
+        context: crate::BoundedContext,
+        name: &str,
+        description: &str,
+        ack_wait: std::time::Duration,
+        max_ack_pending: i64,
+    ) -> Self {
+        Self::new(
+            js.clone(),
+            namespace.stream(context),
+            pull::Config {
+                durable_name: Some(name.to_owned()),
+                description: Some(description.to_owned()),
+                filter_subject: namespace.events_filter(context),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait,
+                max_deliver: -1,
+                max_ack_pending,
+                ..Default::default()
+            },
+        )
+    }
+
     pub fn name(&self) -> &str {
         self.declared.durable_name.as_deref().unwrap_or_default()
     }

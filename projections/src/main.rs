@@ -21,13 +21,13 @@ async fn main() -> anyhow::Result<()> {
     {
         [] => {
             let process = Process::start("projections", &settings.basics, None);
-            let basics = &settings.basics;
-            let app = process
-                .build(basics.http_addr, basics.tls.as_ref(), || {
-                    projections::App::build(&settings)
-                })
-                .await?;
-            app.run(process.shutdown.clone()).await
+            process
+                .serve(
+                    &settings.basics,
+                    || projections::App::build(&settings),
+                    projections::App::run,
+                )
+                .await
         }
         ["rebuild", which] => rebuild(settings, which).await,
         _ => {

@@ -2,7 +2,7 @@
 
 use messaging::NatsSettings;
 use service_kit::env::{Env, EnvError};
-use service_kit::service::{Basics, Defaults};
+use service_kit::service::Basics;
 
 use crate::worker::WorkerSettings;
 
@@ -24,17 +24,11 @@ pub struct Settings {
     pub dead_letter_retention: std::time::Duration,
 }
 
-/// Port and database of `cargo xtask up`.
-const DEFAULTS: Defaults = Defaults {
-    service: &topology::PROJECTIONS,
-    max_connections: 10,
-};
-
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, EnvError> {
         let defaults = WorkerSettings::default();
         Ok(Self {
-            basics: Basics::from_env(env, DEFAULTS)?,
+            basics: Basics::from_env(env, &topology::PROJECTIONS)?,
             nats: NatsSettings::from_env(env, messaging::Identity::PROJECTIONS)?,
             worker: WorkerSettings {
                 // A fetched batch must fit a subscription's buffer (messaging's

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use service_kit::env::{Env, EnvError};
-use service_kit::service::{Basics, Defaults};
+use service_kit::service::Basics;
 
 /// Everything the query API can be told.
 #[derive(Debug, Clone)]
@@ -22,16 +22,10 @@ pub struct Settings {
     pub request_timeout: Duration,
 }
 
-/// Port and database of `cargo xtask up`.
-const DEFAULTS: Defaults = Defaults {
-    service: &topology::QUERY_API,
-    max_connections: 20,
-};
-
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, EnvError> {
         Ok(Self {
-            basics: Basics::from_env(env, DEFAULTS)?,
+            basics: Basics::from_env(env, &topology::QUERY_API)?,
             min_version_timeout: env
                 .millis_or("READ_YOUR_WRITES_TIMEOUT_MS", Duration::from_millis(2000))?,
             min_version_max_ahead: env.within_or(

@@ -63,23 +63,11 @@ impl Readiness {
     /// Runs every check; `Ok` when all pass. The map says what each check found. A failed
     /// check says only that it failed: the driver's error goes to the log, never to callers.
     pub async fn check(&self) -> (bool, Map<String, Value>) {
-        const TIMEOUT: Duration = Duration::from_secs(2);
         let mut ok = true;
         let mut report = Map::new();
         for (name, pool) in &self.postgres {
-            let result = tokio::time::timeout(
-                TIMEOUT,
-                sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool),
-            )
-            .await;
-            let status = match result {
-                Ok(Ok(_)) => "ok",
-                Ok(Err(e)) => {
-                    tracing::warn!(database = name, error = %crate::problem::ErrorChain(&e), "readiness: the database does not answer");
-                    "error: unavailable"
-                }
-                Err(_) => "error: timed out",
-            };
+            let answer = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool);
+            let status = probe(answer, "postgres", name).await;
             ok &= status == "ok";
             report.insert(format!("postgres:{name}"), Value::String(status.into()));
         }
@@ -100,15 +88,7 @@ impl Readiness {
             for name in names {
                 // `get_stream` asks the server (`get_stream_no_info` sends nothing, so it
                 // would call a missing stream ready).
-                let result = tokio::time::timeout(TIMEOUT, js.get_stream(name)).await;
-                let status = match result {
-                    Ok(Ok(_)) => "ok",
-                    Ok(Err(e)) => {
-                        tracing::warn!(stream = name, error = %crate::problem::ErrorChain(&e), "readiness: the stream cannot be read");
-                        "error: unavailable"
-                    }
-                    Err(_) => "error: timed out",
-                };
+                let status = probe(js.get_stream(name), "stream", name).await;
                 ok &= status == "ok";
                 report.insert(format!("stream:{name}"), Value::String(status.into()));
             }
@@ -163,4 +143,23 @@ async fn readyz(State(readiness): State<Arc<Readiness>>) -> (StatusCode, axum::J
         status,
         axum::Json(json!({ "status": word, "checks": checks })),
     )
+}
+
+/// How long one readiness check may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `ok`, or why `what` `name` failed its check; the driver's error goes to the log only.
+async fn probe<T, E: std::error::Error + 'static>(
+    check: impl std::future::Future<Output = Result<T, E>>,
+    what: &str,
+    name: &str,
+) -> &'static str {
+    match tokio::time::timeout(PROBE_TIMEOUT, check).await {
+        Ok(Ok(_)) => "ok",
+        Ok(Err(e)) => {
+            tracing::warn!(what, name, error = %crate::problem::ErrorChain(&e), "readiness: a check failed");
+            "error: unavailable"
+        }
+        Err(_) => "error: timed out",
+    }
 }

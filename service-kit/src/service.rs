@@ -33,25 +33,15 @@ where
     Box::new(move |shutdown| Box::pin(run(shutdown)))
 }
 
-/// A service's own defaults under `cargo xtask up`: its port, certificate and database are
-/// the topology's.
-#[derive(Debug, Clone, Copy)]
-pub struct Defaults {
-    pub service: &'static topology::Service,
-    pub max_connections: u32,
-}
-
 /// Where `cargo xtask up` runs Postgres.
 const LOCAL_POSTGRES: &str = "127.0.0.1:25432";
 
-impl Defaults {
-    /// The service's database of `cargo xtask up`, as the role it runs as (the password comes
-    /// with the real `DATABASE_URL`).
-    fn database_url(&self) -> String {
-        match self.service.database {
-            Some(a) => format!("postgres://{}@{LOCAL_POSTGRES}/{}", a.role, a.database),
-            None => String::new(),
-        }
+/// The service's database of `cargo xtask up`, as the role it runs as (the password comes with
+/// the real `DATABASE_URL`).
+fn local_database_url(service: &topology::Service) -> String {
+    match service.database {
+        Some(a) => format!("postgres://{}@{LOCAL_POSTGRES}/{}", a.role, a.database),
+        None => String::new(),
     }
 }
 
@@ -116,20 +106,19 @@ impl Basics {
         Ok(pool)
     }
 
-    pub fn from_env(env: &Env, defaults: Defaults) -> Result<Self, EnvError> {
+    /// Reads the variables; the defaults are `service`'s under `cargo xtask up` (its port,
+    /// certificate, database and pool size as the topology declares them).
+    pub fn from_env(env: &Env, service: &'static topology::Service) -> Result<Self, EnvError> {
+        let pool = service.database.map_or(1, |a| a.pool);
         Ok(Self {
             http_addr: env.parse_or(
                 "HTTP_ADDR",
-                SocketAddr::from(([127, 0, 0, 1], defaults.service.port)),
+                SocketAddr::from(([127, 0, 0, 1], service.port)),
             )?,
-            database: DatabaseSettings::from_env(
-                env,
-                &defaults.database_url(),
-                defaults.max_connections,
-            )?,
+            database: DatabaseSettings::from_env(env, &local_database_url(service), pool)?,
             failpoints: env.string_or("FAILPOINTS", ""),
             log: crate::telemetry::LogSettings::from_env(env)?,
-            tls: crate::tls::TlsSettings::from_env(env, defaults.service.certificate)?,
+            tls: crate::tls::TlsSettings::from_env(env, service.certificate)?,
             request_timeout: env.millis_or(
                 "HTTP_REQUEST_TIMEOUT_MS",
                 std::time::Duration::from_secs(10),
@@ -186,6 +175,24 @@ impl Process {
         Fut: std::future::Future<Output = anyhow::Result<T>>,
     {
         crate::startup::patiently(addr, tls, &self.shutdown, build).await
+    }
+
+    /// The rest of a service's `main`: builds its app once what it needs answers (see
+    /// [`Process::build`]), then runs it until the shutdown signal.
+    pub async fn serve<T, Fut, Run>(
+        &self,
+        basics: &Basics,
+        build: impl FnMut() -> Fut,
+        run: impl FnOnce(T, CancellationToken) -> Run,
+    ) -> anyhow::Result<()>
+    where
+        Fut: Future<Output = anyhow::Result<T>>,
+        Run: Future<Output = anyhow::Result<()>>,
+    {
+        let app = self
+            .build(basics.http_addr, basics.tls.as_ref(), build)
+            .await?;
+        run(app, self.shutdown.clone()).await
     }
 }
 

@@ -116,6 +116,8 @@ pub struct Access {
     pub role: &'static str,
     /// The role it migrates as at start-up (`DATABASE_OWNER_URL`), when not `role`.
     pub migrates_as: Option<&'static str>,
+    /// Its connection pool's default size (`DATABASE_MAX_CONNECTIONS`).
+    pub pool: u32,
 }
 
 /// What a service needs besides Postgres and NATS.
@@ -160,11 +162,12 @@ impl Database {
     }
 }
 
-const fn store(database: &'static str, owner: &'static str) -> Option<Access> {
+const fn store(database: &'static str, owner: &'static str, pool: u32) -> Option<Access> {
     Some(Access {
         database,
         role: database,
         migrates_as: Some(owner),
+        pool,
     })
 }
 
@@ -172,7 +175,7 @@ pub const ORDERS: Service = Service {
     name: "orders",
     about: "The Order aggregate, its event store and its outbox relay to the ORDERS stream.",
     port: 8081,
-    database: store("orders", "orders_owner"),
+    database: store("orders", "orders_owner", 10),
     nats: Some(Nats {
         answers: &[OPEN_KEYS],
         ..Nats::context("orders")
@@ -192,7 +195,7 @@ pub const INVENTORY: Service = Service {
     name: "inventory",
     about: "The Product aggregate (stock and prices), its event store and outbox relay.",
     port: 8082,
-    database: store("inventory", "inventory_owner"),
+    database: store("inventory", "inventory_owner", 10),
     nats: Some(Nats::context("inventory")),
     certificate: "inventory",
     url_setting: Some("INVENTORY_URL"),
@@ -209,7 +212,7 @@ pub const PAYMENTS: Service = Service {
     name: "payments",
     about: "The Payment aggregate and the payment provider's adapter, with its outbox relay.",
     port: 8083,
-    database: store("payments", "payments_owner"),
+    database: store("payments", "payments_owner", 10),
     nats: Some(Nats {
         asks: &[OPEN_KEYS],
         ..Nats::context("payments")
@@ -229,7 +232,7 @@ pub const ORCHESTRATOR: Service = Service {
     name: "orchestrator",
     about: "Runs every order's saga over NATS; its readiness asks for its input streams.",
     port: 8084,
-    database: store("orchestrator", "orchestrator_owner"),
+    database: store("orchestrator", "orchestrator_owner", 20),
     nats: Some(Nats {
         owns: Some("sagas"),
         sends: &["orders", "inventory", "payments"],
@@ -261,6 +264,7 @@ pub const PROJECTIONS: Service = Service {
         database: "read",
         role: "projections",
         migrates_as: None,
+        pool: 10,
     }),
     nats: Some(Nats::nothing("projections")),
     certificate: "projections",
@@ -288,6 +292,7 @@ pub const QUERY_API: Service = Service {
         database: "read",
         role: "query_api",
         migrates_as: None,
+        pool: 20,
     }),
     nats: None,
     certificate: "query",

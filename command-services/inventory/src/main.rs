@@ -10,14 +10,10 @@ async fn main() -> anyhow::Result<()> {
         command_kit::settings::<inventory::InventorySpec>(&env).context("reading settings")?;
     let spec = inventory::InventorySpec::from_env(&env).context("reading settings")?;
     let process = service_kit::service::Process::start("inventory", &settings.basics, None);
-    let basics = &settings.basics;
+    let build = || {
+        command_kit::CommandApp::build(&settings, spec, |_| Ok(command_kit::Parts::services(())))
+    };
     process
-        .build(basics.http_addr, basics.tls.as_ref(), || {
-            command_kit::CommandApp::build(&settings, spec, |_| {
-                Ok(command_kit::Parts::services(()))
-            })
-        })
-        .await?
-        .run(process.shutdown.clone())
+        .serve(&settings.basics, build, command_kit::CommandApp::run)
         .await
 }

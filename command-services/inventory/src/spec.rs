@@ -9,7 +9,6 @@ use contracts::inventory::{
 use domain::product::{Product, ProductCommand, ProductEvent};
 use domain::{Money, Sku};
 use messaging::BoundedContext;
-use service_kit::service::Defaults;
 use uuid::Uuid;
 
 /// The inventory context's commands, and how long a reservation may stay open.
@@ -58,10 +57,7 @@ impl CommandSpec for InventorySpec {
     const CONTEXT: BoundedContext = BoundedContext::Inventory;
     const ID_FIELD: &'static str = "sku";
     const REJECTED_KIND: &'static str = "product-rejected";
-    const DEFAULTS: Defaults = Defaults {
-        service: &topology::INVENTORY,
-        max_connections: 10,
-    };
+    const SERVICE: &'static topology::Service = &topology::INVENTORY;
 
     fn upcasters() -> Vec<Box<dyn command_kit::spec::EventUpcaster>> {
         domain::product::upcasters()

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::{self, AckKind};
 use chrono::{DateTime, Utc};
 use messaging::consume;
@@ -23,18 +23,14 @@ use crate::steps::{input_of, Input};
 /// deleted or changed is restored, starting after the acknowledgement floor last recorded
 /// (`consumer_floors`), so no event is skipped and history is not read again.
 pub fn keeper(js: &jetstream::Context, namespace: &Namespace, context: BoundedContext) -> Keeper {
-    Keeper::new(
-        js.clone(),
-        namespace.stream(context),
-        pull::Config {
-            durable_name: Some(durables::ORCHESTRATOR.into()),
-            description: Some("streamshop saga orchestrator".into()),
-            filter_subject: namespace.events_filter(context),
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
-            max_deliver: -1,
-            ..Default::default()
-        },
+    Keeper::of_events(
+        js,
+        namespace,
+        context,
+        durables::ORCHESTRATOR,
+        "streamshop saga orchestrator",
+        Duration::from_secs(30),
+        0,
     )
 }
 

@@ -10,11 +10,11 @@ async fn main() -> anyhow::Result<()> {
     let settings = orchestrator::Settings::from_env(&env).context("reading settings")?;
     let markers = settings.failpoint_marker_dir.clone();
     let process = Process::start("orchestrator", &settings.basics, markers);
-    let basics = &settings.basics;
-    let app = process
-        .build(basics.http_addr, basics.tls.as_ref(), || {
-            orchestrator::App::build(&settings)
-        })
-        .await?;
-    app.run(process.shutdown.clone()).await
+    process
+        .serve(
+            &settings.basics,
+            || orchestrator::App::build(&settings),
+            orchestrator::App::run,
+        )
+        .await
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use domain::saga::SagaPolicy;
 use messaging::NatsSettings;
 use service_kit::env::{Env, EnvError};
-use service_kit::service::{Basics, Defaults};
+use service_kit::service::Basics;
 
 /// Everything the orchestrator binary can be told.
 #[derive(Debug, Clone)]
@@ -45,17 +45,11 @@ pub struct Containment {
     pub max_in_flight_per_customer: usize,
 }
 
-/// Port and database of `cargo xtask up`.
-const DEFAULTS: Defaults = Defaults {
-    service: &topology::ORCHESTRATOR,
-    max_connections: 20,
-};
-
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, EnvError> {
         let defaults = SagaPolicy::default();
         Ok(Self {
-            basics: Basics::from_env(env, DEFAULTS)?,
+            basics: Basics::from_env(env, &topology::ORCHESTRATOR)?,
             nats: NatsSettings::from_env(env, messaging::Identity::ORCHESTRATOR)?,
             policy: SagaPolicy {
                 step_deadline: env.millis_or("SAGA_STEP_DEADLINE_MS", defaults.step_deadline)?,

@@ -10,15 +10,13 @@ async fn main() -> anyhow::Result<()> {
     let spec = orders::OrdersSpec::from_env(&env).context("reading settings")?;
     let master = orders::keys::master_key(&env)?;
     let process = service_kit::service::Process::start("orders", &settings.basics, None);
-    let basics = &settings.basics;
-    process
-        .build(basics.http_addr, basics.tls.as_ref(), || {
-            let master = master.clone();
-            command_kit::CommandApp::build(&settings, spec, move |resources| {
-                Ok(orders::parts(resources, master))
-            })
+    let build = || {
+        let master = master.clone();
+        command_kit::CommandApp::build(&settings, spec, move |resources| {
+            Ok(orders::parts(resources, master))
         })
-        .await?
-        .run(process.shutdown.clone())
+    };
+    process
+        .serve(&settings.basics, build, command_kit::CommandApp::run)
         .await
 }

@@ -8,7 +8,6 @@ use contracts::orders::{
 use domain::order::{self, Order, OrderCommand, OrderEvent};
 use domain::Money;
 use messaging::BoundedContext;
-use service_kit::service::Defaults;
 use uuid::Uuid;
 
 /// The orders context's commands, and its customers' fair shares.
@@ -55,10 +54,7 @@ impl CommandSpec for OrdersSpec {
     const CONTEXT: BoundedContext = BoundedContext::Orders;
     const ID_FIELD: &'static str = "order_id";
     const REJECTED_KIND: &'static str = "order-rejected";
-    const DEFAULTS: Defaults = Defaults {
-        service: &topology::ORDERS,
-        max_connections: 10,
-    };
+    const SERVICE: &'static topology::Service = &topology::ORDERS;
 
     fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
         order::upcasters()

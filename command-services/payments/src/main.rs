@@ -9,12 +9,11 @@ async fn main() -> anyhow::Result<()> {
     let env = service_kit::env::Env::from_process();
     let settings = payments::settings(&env).context("reading settings")?;
     let process = Process::start("payments", &settings.service.basics, None);
-    let basics = &settings.service.basics;
     process
-        .build(basics.http_addr, basics.tls.as_ref(), || {
-            payments::app(&settings)
-        })
-        .await?
-        .run(process.shutdown.clone())
+        .serve(
+            &settings.service.basics,
+            || payments::app(&settings),
+            command_kit::CommandApp::run,
+        )
         .await
 }

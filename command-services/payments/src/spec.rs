@@ -8,7 +8,6 @@ use contracts::payments::{
 use domain::payment::{Payment, PaymentCommand, PaymentEvent};
 use domain::Money;
 use messaging::BoundedContext;
-use service_kit::service::Defaults;
 use uuid::Uuid;
 
 /// The payments context's commands, and the provider's webhook beside them.
@@ -29,10 +28,7 @@ impl CommandSpec for PaymentsSpec {
     const CONTEXT: BoundedContext = BoundedContext::Payments;
     const ID_FIELD: &'static str = "order_id";
     const REJECTED_KIND: &'static str = "payment-rejected";
-    const DEFAULTS: Defaults = Defaults {
-        service: &topology::PAYMENTS,
-        max_connections: 10,
-    };
+    const SERVICE: &'static topology::Service = &topology::PAYMENTS;
 
     fn bindings() -> Vec<Binding<Self>> {
         vec![
