@@ -137,7 +137,7 @@ pub struct ExportArgs {
     #[arg(long, short)]
     pub output: PathBuf,
     /// Events per part file: at most this much is redone after a crash.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = ExportOptions::PART_EVENTS)]
     pub part_events: u64,
     /// Discard a broken run's parts instead of resuming them.
     #[arg(long)]
@@ -217,11 +217,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let selection = args.selection.selection(Start::Beginning, End::Now);
             let progress = Arc::new(Progress::new("export", cli.quiet));
             let options = ExportOptions {
-                format: args.format,
-                output: args.output.clone(),
                 part_events: args.part_events.max(1),
                 restart: args.restart,
-                stop_after_parts: None,
+                ..ExportOptions::new(args.format, args.output.clone())
             };
             let report = export::export(&source, &selection, &options, progress.clone()).await?;
             progress.finish();

@@ -30,6 +30,23 @@ pub struct ExportOptions {
     pub stop_after_parts: Option<u32>,
 }
 
+impl ExportOptions {
+    /// Events per part file unless told otherwise (`--part-events`).
+    pub const PART_EVENTS: u64 = 100_000;
+
+    /// An export to `output` in `format`, resuming a broken run, in parts of
+    /// [`Self::PART_EVENTS`].
+    pub fn new(format: Format, output: PathBuf) -> Self {
+        Self {
+            format,
+            output,
+            part_events: Self::PART_EVENTS,
+            restart: false,
+            stop_after_parts: None,
+        }
+    }
+}
+
 /// What an export did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportReport {

@@ -481,22 +481,15 @@ mod tests {
     #[test]
     fn each_service_starts_at_a_node_of_its_own() {
         let cluster = transport("nats://a:1,nats://b:2,nats://c:3");
-        assert_eq!(
-            cluster.for_service("orders").nats_url,
-            "nats://a:1,nats://b:2,nats://c:3"
-        );
-        assert_eq!(
-            cluster.for_service("inventory").nats_url,
-            "nats://b:2,nats://c:3,nats://a:1"
-        );
-        assert_eq!(
-            cluster.for_service("payments").nats_url,
-            "nats://c:3,nats://a:1,nats://b:2"
-        );
-        assert_eq!(
-            cluster.for_service("orchestrator").nats_url,
-            "nats://a:1,nats://b:2,nats://c:3"
-        );
+        let (a, b, c) = ("nats://a:1", "nats://b:2", "nats://c:3");
+        for (service, first) in [
+            ("orders", [a, b, c]),
+            ("inventory", [b, c, a]),
+            ("payments", [c, a, b]),
+            ("orchestrator", [a, b, c]),
+        ] {
+            assert_eq!(cluster.for_service(service).nats_url, first.join(","));
+        }
         assert_eq!(cluster.for_service("orders").stream_replicas, 3);
     }
 

@@ -73,13 +73,18 @@ mod tests {
     use crate::projection::Projection;
 
     #[test]
-    fn names_are_the_projections_own() {
+    fn names_and_streams_are_the_declared_ones() {
+        use crate::orders_view::OrdersView;
+        use crate::payments_view::PaymentsView;
+        use crate::products_view::ProductsView;
+        use crate::saga_timeline::SagaTimeline;
         let own = [
-            crate::orders_view::OrdersView.name(),
-            crate::products_view::ProductsView.name(),
-            crate::payments_view::PaymentsView.name(),
-            crate::saga_timeline::SagaTimeline.name(),
+            (OrdersView::NAME, OrdersView::CONTEXT),
+            (ProductsView::NAME, ProductsView::CONTEXT),
+            (PaymentsView::NAME, PaymentsView::CONTEXT),
+            (SagaTimeline::NAME, SagaTimeline::CONTEXT),
         ];
-        assert_eq!(own, read_contract::NAMES);
+        assert_eq!(own, messaging::durables::PROJECTIONS);
+        assert_eq!(own.map(|(name, _)| name), read_contract::NAMES);
     }
 }

@@ -67,22 +67,14 @@ struct Fold {
 impl Projection for OrdersView {
     type Change = OrderChange;
 
-    fn name(&self) -> &'static str {
-        read_contract::ORDERS_VIEW
-    }
-
-    fn context(&self) -> BoundedContext {
-        BoundedContext::Orders
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &[
-            "orders_view",
-            "customer_order_counts",
-            "sales_daily",
-            "order_outcomes_daily",
-        ]
-    }
+    const NAME: &'static str = read_contract::ORDERS_VIEW;
+    const CONTEXT: BoundedContext = BoundedContext::Orders;
+    const TABLES: &'static [&'static str] = &[
+        "orders_view",
+        "customer_order_counts",
+        "sales_daily",
+        "order_outcomes_daily",
+    ];
 
     fn decode(&self, event: &Envelope) -> Result<OrderChange, String> {
         // The contract's decode reads every version (v1 OrderPlaced is upcast there).

@@ -56,17 +56,9 @@ struct Fold {
 impl Projection for PaymentsView {
     type Change = PaymentChange;
 
-    fn name(&self) -> &'static str {
-        read_contract::PAYMENTS_VIEW
-    }
-
-    fn context(&self) -> BoundedContext {
-        BoundedContext::Payments
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["payments_view"]
-    }
+    const NAME: &'static str = read_contract::PAYMENTS_VIEW;
+    const CONTEXT: BoundedContext = BoundedContext::Payments;
+    const TABLES: &'static [&'static str] = &["payments_view"];
 
     fn decode(&self, event: &Envelope) -> Result<PaymentChange, String> {
         let (kind, order_id, amount, reason) = match decode::<PaymentEvent>(event)? {

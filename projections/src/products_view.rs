@@ -62,17 +62,9 @@ struct Fold {
 impl Projection for ProductsView {
     type Change = ProductChange;
 
-    fn name(&self) -> &'static str {
-        read_contract::PRODUCTS_VIEW
-    }
-
-    fn context(&self) -> BoundedContext {
-        BoundedContext::Inventory
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["products_view"]
-    }
+    const NAME: &'static str = read_contract::PRODUCTS_VIEW;
+    const CONTEXT: BoundedContext = BoundedContext::Inventory;
+    const TABLES: &'static [&'static str] = &["products_view"];
 
     fn decode(&self, event: &Envelope) -> Result<ProductChange, String> {
         let (sku, effect) = match decode::<ProductEvent>(event)? {

@@ -18,13 +18,28 @@ pub trait Projection: Send + Sync + 'static {
     type Change: Send + Sync;
 
     /// Unique name: the durable consumer's name and the checkpoint's key.
-    fn name(&self) -> &'static str;
+    const NAME: &'static str;
 
     /// The context whose stream feeds it.
-    fn context(&self) -> BoundedContext;
+    const CONTEXT: BoundedContext;
 
     /// The tables it owns: what a rebuild builds afresh and swaps in.
-    fn tables(&self) -> &'static [&'static str];
+    const TABLES: &'static [&'static str];
+
+    /// [`Projection::NAME`], for a caller holding a value.
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    /// [`Projection::CONTEXT`], for a caller holding a value.
+    fn context(&self) -> BoundedContext {
+        Self::CONTEXT
+    }
+
+    /// [`Projection::TABLES`], for a caller holding a value.
+    fn tables(&self) -> &'static [&'static str] {
+        Self::TABLES
+    }
 
     /// Decodes one event before anything is written; `Err` names why it can never apply (an
     /// unknown type, a body that does not decode), and the event is dead-lettered.

@@ -84,21 +84,14 @@ pub async fn rebuild<P: Projection + Clone>(
     let started = Instant::now();
 
     // 1. Empty tables shaped like the live ones.
-    let mut conn = pool.acquire().await?;
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut *conn)
-        .await?;
+    // One round trip: the statements as one simple-protocol script.
+    let mut script = format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};");
     for table in projection.tables().iter().chain(&BOOKKEEPING) {
-        sqlx::query(&format!(
-            "CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL)"
-        ))
-        .execute(&mut *conn)
-        .await?;
+        script.push_str(&format!(
+            " CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL);"
+        ));
     }
-    drop(conn);
+    sqlx::raw_sql(&script).execute(pool).await?;
 
     let settings = WorkerSettings {
         consumer_prefix: format!("{}rebuild_", live.consumer_prefix),
@@ -169,17 +162,14 @@ pub async fn rebuild<P: Projection + Clone>(
         .bind(name)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(&format!("CREATE SCHEMA {retired}"))
-        .execute(&mut *tx)
-        .await?;
+    let mut script = format!("CREATE SCHEMA {retired};");
     for table in projection.tables() {
-        sqlx::query(&format!("ALTER TABLE public.{table} SET SCHEMA {retired}"))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(&format!("ALTER TABLE {schema}.{table} SET SCHEMA public"))
-            .execute(&mut *tx)
-            .await?;
+        script.push_str(&format!(
+            " ALTER TABLE public.{table} SET SCHEMA {retired};\
+             ALTER TABLE {schema}.{table} SET SCHEMA public;"
+        ));
     }
+    sqlx::raw_sql(&script).execute(&mut *tx).await?;
     for table in BOOKKEEPING {
         sqlx::query(&format!("DELETE FROM public.{table} WHERE projection = $1"))
             .bind(name)

@@ -32,17 +32,9 @@ pub struct SagaChange {
 impl Projection for SagaTimeline {
     type Change = SagaChange;
 
-    fn name(&self) -> &'static str {
-        read_contract::SAGA_TIMELINE
-    }
-
-    fn context(&self) -> BoundedContext {
-        BoundedContext::Sagas
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["saga_timeline", "sagas_view"]
-    }
+    const NAME: &'static str = read_contract::SAGA_TIMELINE;
+    const CONTEXT: BoundedContext = BoundedContext::Sagas;
+    const TABLES: &'static [&'static str] = &["saga_timeline", "sagas_view"];
 
     fn decode(&self, event: &Envelope) -> Result<SagaChange, String> {
         let order_id = Uuid::parse_str(&event.subject)

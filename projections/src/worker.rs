@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::consumer::{DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{self, AckKind};
 use messaging::consume;
 use messaging::keeper::Keeper;
@@ -138,20 +138,14 @@ impl<P: Projection> Worker<P> {
             );
         }
         let durable = format!("{}{}", settings.consumer_prefix, projection.name());
-        let keeper = Keeper::new(
-            js.clone(),
-            namespace.stream(context),
-            pull::Config {
-                durable_name: Some(durable.clone()),
-                description: Some(format!("streamshop projection {}", projection.name())),
-                filter_subject: namespace.events_filter(context),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: settings.ack_wait,
-                // Never give up on a message: what can never apply is dead-lettered by us.
-                max_deliver: -1,
-                max_ack_pending: (settings.batch_size * 4) as i64,
-                ..Default::default()
-            },
+        let keeper = Keeper::of_events(
+            js,
+            namespace,
+            context,
+            &durable,
+            &format!("streamshop projection {}", projection.name()),
+            settings.ack_wait,
+            (settings.batch_size * 4) as i64,
         );
         let worker = Self {
             projection,

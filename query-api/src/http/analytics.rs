@@ -2,13 +2,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use serde::Deserialize;
 use service_kit::problem::Json;
 
-use super::{read, AppState, Body, Route};
+use super::{read, AppState, Body, Params, Route};
 use crate::catalog::{self, OutcomeRow, SalesRow};
 use crate::error::ApiError;
 
@@ -46,9 +45,8 @@ pub struct RangeParams {
 
 async fn sales(
     State(state): State<Arc<AppState>>,
-    params: Result<Query<RangeParams>, QueryRejection>,
+    Params(params): Params<RangeParams>,
 ) -> Result<Json<SalesReport>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let to = params.to.unwrap_or_else(|| chrono::Utc::now().date_naive());
     let from = params.from.unwrap_or(to - chrono::Days::new(30));
     if from > to || (to - from).num_days() > 366 {

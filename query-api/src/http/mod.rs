@@ -118,6 +118,26 @@ const LIMIT: Param = ("limit", "integer", "Items per page, 1 to 200 (default 50)
 /// Documents `cursor` of lists ([`PageParams`]).
 const CURSOR: Param = ("cursor", "string", "The next_cursor of the previous page");
 
+/// The query string read as `T`; one that does not read is answered 400 (problem+json)
+/// before the handler runs.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for Params<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(params)) => Ok(Self(params)),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
 /// Query string of single-entity reads.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,13 +2,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use read_contract::OrderStatus;
 use service_kit::problem::Json;
 
-use super::{limit, parse_id, read, AppState, Body, Page, PageParams, ReadParams, Route};
+use super::{limit, parse_id, read, AppState, Body, Page, PageParams, Params, ReadParams, Route};
 use super::{CURSOR, LIMIT, MIN_VERSION};
 use crate::error::ApiError;
 use crate::freshness::Waited;
@@ -38,10 +37,9 @@ pub(super) const ROUTES: &[Route] = &[
 async fn get_order(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    params: Result<Query<ReadParams>, QueryRejection>,
+    Params(params): Params<ReadParams>,
 ) -> Result<Json<OrderView>, ApiError> {
     let order_id = parse_id(&id)?;
-    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let Some(min_version) = params.min_version else {
         return orders::find(&state.pool, order_id)
             .await?
@@ -78,10 +76,9 @@ async fn get_order(
 async fn customer_orders(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    params: Result<Query<PageParams>, QueryRejection>,
+    Params(params): Params<PageParams>,
 ) -> Result<Json<Page<OrderView>>, ApiError> {
     let customer = parse_id(&id)?;
-    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if params.low_stock.is_some() {
         return Err(ApiError::BadRequest("low_stock applies to products".into()));
     }

@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use service_kit::problem::Json;
 
-use super::{parse_id, read, read_at_least, AppState, Body, ReadParams, Route, MIN_VERSION};
+use super::{
+    parse_id, read, read_at_least, AppState, Body, Params, ReadParams, Route, MIN_VERSION,
+};
 use crate::catalog::{self, PaymentView};
 use crate::error::ApiError;
 
@@ -22,10 +23,9 @@ pub(super) const ROUTES: &[Route] = &[Route {
 async fn get_payment(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    params: Result<Query<ReadParams>, QueryRejection>,
+    Params(params): Params<ReadParams>,
 ) -> Result<Json<PaymentView>, ApiError> {
     let order_id = parse_id(&id)?;
-    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let found = read_at_least(
         &state,
         read_contract::PAYMENTS_VIEW,

@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use service_kit::problem::Json;
 
-use super::{limit, read, read_at_least, AppState, Body, Page, PageParams, ReadParams, Route};
+use super::{
+    limit, read, read_at_least, AppState, Body, Page, PageParams, Params, ReadParams, Route,
+};
 use super::{CURSOR, LIMIT, MIN_VERSION};
 use crate::catalog::{self, ProductView};
 use crate::error::ApiError;
@@ -39,9 +40,8 @@ pub(super) const ROUTES: &[Route] = &[
 
 async fn list_products(
     State(state): State<Arc<AppState>>,
-    params: Result<Query<PageParams>, QueryRejection>,
+    Params(params): Params<PageParams>,
 ) -> Result<Json<Page<ProductView>>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if params.status.is_some() {
         return Err(ApiError::BadRequest("status applies to orders".into()));
     }
@@ -61,9 +61,8 @@ async fn list_products(
 async fn get_product(
     State(state): State<Arc<AppState>>,
     Path(sku): Path<String>,
-    params: Result<Query<ReadParams>, QueryRejection>,
+    Params(params): Params<ReadParams>,
 ) -> Result<Json<ProductView>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let found = read_at_least(
         &state,
         read_contract::PRODUCTS_VIEW,
