@@ -56,6 +56,17 @@ fn host_port(url: &str) -> Option<(String, u16)> {
     Some((host.to_owned(), port.parse().ok()?))
 }
 
+/// The service's volumes whose source is under `dir`.
+fn mounts<'a>(service: &'a Value, dir: &str) -> Vec<&'a str> {
+    service["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|v| v.contains(dir))
+        .collect()
+}
+
 #[test]
 fn compose_file_matches_the_compose_specification() {
     let schema: Value = serde_json::from_str(
@@ -164,13 +175,7 @@ fn each_service_holds_only_its_own_nats_key() {
             environment["NATS_CREDENTIALS_DIR"], "/run/secrets/nats",
             "{name}"
         );
-        let keys: Vec<&str> = service["volumes"]
-            .as_array()
-            .map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|v| v.contains("docker/nats/keys/"))
-            .collect();
+        let keys: Vec<&str> = mounts(service, "docker/nats/keys/");
         assert_eq!(
             keys,
             [format!(
@@ -193,13 +198,7 @@ fn every_service_speaks_tls_with_its_own_certificate_and_no_other() {
         }
         assert_eq!(environment["TLS_DIR"], "/run/tls", "{name} uses TLS");
         let holder = topology::service(name).map_or(name.as_str(), |s| s.certificate);
-        let mounts: Vec<&str> = service["volumes"]
-            .as_array()
-            .map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|v| v.contains("docker/tls/"))
-            .collect();
+        let mounts: Vec<&str> = mounts(service, "docker/tls/");
         assert_eq!(
             mounts,
             [

@@ -412,6 +412,7 @@ mod tests {
                 database: "scratch",
                 role: "scratch",
                 migrates_as: Some("scratch_owner"),
+                pool: 10,
             }),
             nats: Some(topology::Nats::nothing("scratch")),
             certificate: "scratch",
@@ -467,7 +468,8 @@ mod tests {
         );
         assert!(block["depends_on"]["orders"].is_mapping());
         assert!(compose.contains("./docker/nats/keys/scratch.nk:/run/secrets/nats/scratch.nk:ro"));
-        assert!(compose.contains("'scratch')\" | grep -qx 6"));
+        let databases = topology::DATABASES.len() + 1;
+        assert!(compose.contains(&format!("'scratch')\" | grep -qx {databases}")));
         let init = text("postgres-init.sql");
         assert!(init.contains("CREATE DATABASE scratch OWNER scratch_owner;"));
         assert!(init.contains("GRANT CONNECT ON DATABASE scratch TO scratch;"));

@@ -413,47 +413,38 @@ fn render(material: &Material, namespace: &str) -> anyhow::Result<String> {
             );
         }
     }
-    secret(
-        &mut out,
-        namespace,
-        "nats-tls",
-        "kubernetes.io/tls",
-        &[
-            ("tls.crt", file(tls.join("nats.crt"))?),
-            ("tls.key", file(tls.join("nats.key"))?),
-        ],
-    );
-    secret(
-        &mut out,
-        namespace,
-        "orders-data-keys",
-        "Opaque",
-        &[("master.key", file(material.data_keys_master.clone())?)],
-    );
-    secret(
-        &mut out,
-        namespace,
-        "payments-stripe",
-        "Opaque",
-        &[("secret-key", file(material.stripe_secret_key.clone())?)],
-    );
-    secret(
-        &mut out,
-        namespace,
-        "streamshop-ca",
-        "Opaque",
-        &[("ca.pem", file(tls.join("ca.pem"))?)],
-    );
-    secret(
-        &mut out,
-        namespace,
-        "nats-route-tls",
-        "kubernetes.io/tls",
-        &[
-            ("tls.crt", file(tls.join("nats-route.crt"))?),
-            ("tls.key", file(tls.join("nats-route.key"))?),
-        ],
-    );
+    let tls_pair = |name: &str| -> anyhow::Result<Vec<(&str, Vec<u8>)>> {
+        Ok(vec![
+            ("tls.crt", file(tls.join(format!("{name}.crt")))?),
+            ("tls.key", file(tls.join(format!("{name}.key")))?),
+        ])
+    };
+    let shared = [
+        ("nats-tls", "kubernetes.io/tls", tls_pair("nats")?),
+        (
+            "nats-route-tls",
+            "kubernetes.io/tls",
+            tls_pair("nats-route")?,
+        ),
+        (
+            "orders-data-keys",
+            "Opaque",
+            vec![("master.key", file(material.data_keys_master.clone())?)],
+        ),
+        (
+            "payments-stripe",
+            "Opaque",
+            vec![("secret-key", file(material.stripe_secret_key.clone())?)],
+        ),
+        (
+            "streamshop-ca",
+            "Opaque",
+            vec![("ca.pem", file(tls.join("ca.pem"))?)],
+        ),
+    ];
+    for (name, kind, data) in &shared {
+        secret(&mut out, namespace, name, kind, data);
+    }
     // The users: the authorization block only (the chart writes its own `tls {}`).
     let keys = material.nats_keys.clone();
     let users = messaging::identity::users(

@@ -185,8 +185,8 @@ fn up(release: bool, cluster: bool) -> anyhow::Result<ExitCode> {
     for other in Layout::runnable()?.iter().filter(|l| l.name != layout.name) {
         if services::any_running(other)
             || nats::running(other)
-            || oidc::running(other)
-            || stripe::running(other)
+            || oidc::HELPER.running(other)
+            || stripe::HELPER.running(other)
         {
             anyhow::bail!(
                 "the {} stack is running and uses the same ports: `cargo xtask down` first",
@@ -214,7 +214,7 @@ fn compose_keys() -> anyhow::Result<ExitCode> {
 /// The stack `up` runs now: the cluster while its NATS runs, else the one-node stack.
 fn running_stack() -> anyhow::Result<Layout> {
     let cluster = Layout::cluster()?;
-    if nats::running(&cluster) || oidc::running(&cluster) {
+    if nats::running(&cluster) || oidc::HELPER.running(&cluster) {
         Ok(cluster)
     } else {
         Layout::dev()
@@ -234,8 +234,8 @@ fn token(customer: Option<&str>, admin: bool) -> anyhow::Result<ExitCode> {
 fn down() -> anyhow::Result<ExitCode> {
     for layout in Layout::runnable()? {
         services::stop_all(&layout);
-        stripe::stop(&layout);
-        oidc::stop(&layout);
+        stripe::HELPER.stop(&layout);
+        oidc::HELPER.stop(&layout);
         nats::stop(&layout);
         postgres::stop(&layout);
     }
@@ -262,8 +262,8 @@ fn reset() -> anyhow::Result<ExitCode> {
     let bench = Layout::bench()?;
     for layout in [&dev, &cluster, &test, &bench] {
         services::stop_all(layout);
-        stripe::stop(layout);
-        oidc::stop(layout);
+        stripe::HELPER.stop(layout);
+        oidc::HELPER.stop(layout);
         nats::stop(layout);
         postgres::stop(layout);
         layout.remove_state()?;

@@ -4,19 +4,11 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 
 use crate::layout::Layout;
 use crate::proc;
-
-/// The provider's port under `cargo xtask up`; the gateway's default `OIDC_ISSUER_URL`.
-pub const PORT: u16 = 8090;
-
-pub fn issuer() -> String {
-    format!("http://127.0.0.1:{PORT}")
-}
 
 fn scripts(layout: &Layout) -> PathBuf {
     layout.workspace.join("xtask/oidc")
@@ -55,17 +47,17 @@ pub fn install(layout: &Layout) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn state(layout: &Layout) -> PathBuf {
-    layout.root.join("oidc")
-}
-
-fn pid_file(layout: &Layout) -> PathBuf {
-    layout.run_dir().join("oidc.pid")
-}
+/// The provider under `cargo xtask up`; `url()` is its issuer, the gateway's default
+/// `OIDC_ISSUER_URL`.
+pub const HELPER: proc::Helper = proc::Helper {
+    name: "oidc",
+    port: 8090,
+    ready_path: "/.well-known/openid-configuration",
+};
 
 /// Where the operator client's secret is kept.
 fn operator_secret_file(layout: &Layout) -> PathBuf {
-    state(layout).join("operator-secret")
+    HELPER.state(layout).join("operator-secret")
 }
 
 /// The operator client's secret, made on first use and kept with the keys, in a file created
@@ -79,55 +71,33 @@ fn operator_secret(layout: &Layout) -> anyhow::Result<String> {
     let mut bytes = [0u8; 24];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    crate::secrets::private_dir(&state(layout))?;
+    crate::secrets::private_dir(&HELPER.state(layout))?;
     crate::secrets::write_private(&path, secret.as_bytes())?;
     Ok(secret)
 }
 
 /// Starts the provider unless it runs, and waits for its discovery document.
 pub fn start(layout: &Layout) -> anyhow::Result<()> {
-    if let Some(pid) = proc::running_pid(&pid_file(layout)) {
-        println!("oidc: already running on port {PORT} (pid {pid})");
+    if HELPER.already_running(layout) {
         return Ok(());
     }
-    std::fs::create_dir_all(state(layout))?;
+    std::fs::create_dir_all(HELPER.state(layout))?;
     let mut cmd = Command::new("node");
     cmd.arg(scripts(layout).join("provider.mjs"))
-        .env("OIDC_PORT", PORT.to_string())
-        .env("OIDC_KEYS", state(layout).join("keys.json"))
+        .env("OIDC_PORT", HELPER.port.to_string())
+        .env("OIDC_KEYS", HELPER.state(layout).join("keys.json"))
         .env("OIDC_OPERATOR_SECRET", operator_secret(layout)?);
-    let log = layout.logs().join("oidc.log");
-    let pid = proc::spawn_detached(cmd, &log, &pid_file(layout))?;
-    proc::wait_http_ok(
-        "oidc",
-        PORT,
-        "/.well-known/openid-configuration",
-        None,
-        Duration::from_secs(30),
-        &log,
-        Some(pid),
-    )?;
-    println!("oidc: running on port {PORT} (pid {pid})");
-    Ok(())
-}
-
-/// Whether this environment's provider runs.
-pub fn running(layout: &Layout) -> bool {
-    proc::running_pid(&pid_file(layout)).is_some()
-}
-
-pub fn stop(layout: &Layout) {
-    proc::stop_helper("oidc", &pid_file(layout));
+    HELPER.launch(layout, cmd)
 }
 
 pub fn status(layout: &Layout) {
-    proc::helper_status("oidc", &pid_file(layout), &issuer());
+    HELPER.status(layout, &HELPER.url());
 }
 
 /// Prints an access token from the running provider: a customer's (authorization code
 /// flow with PKCE, as a frontend gets one) or an operator's (client credentials).
 pub fn token(layout: &Layout, customer: Option<&str>, admin: bool) -> anyhow::Result<()> {
-    if proc::running_pid(&pid_file(layout)).is_none() {
+    if !HELPER.running(layout) {
         bail!("the OpenID provider is not running: start the stack with `cargo xtask up`");
     }
     if !login_command(layout, customer, admin)?
@@ -145,7 +115,7 @@ pub fn token(layout: &Layout, customer: Option<&str>, admin: bool) -> anyhow::Re
 fn login_command(layout: &Layout, customer: Option<&str>, admin: bool) -> anyhow::Result<Command> {
     let mut cmd = Command::new("node");
     cmd.arg(scripts(layout).join("login.mjs"))
-        .args(["--issuer", &issuer()]);
+        .args(["--issuer", &HELPER.url()]);
     match (customer, admin) {
         (Some(id), false) => {
             cmd.args(["--customer", id]);
@@ -178,7 +148,7 @@ mod tests {
             .all(|a| !a.to_string_lossy().contains(&secret)));
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&operator_secret_file(&layout)), 0o600);
-        assert_eq!(mode(&state(&layout)), 0o700);
+        assert_eq!(mode(&HELPER.state(&layout)), 0o700);
         let _ = std::fs::remove_dir_all(scratch);
     }
 }

@@ -56,23 +56,82 @@ pub fn stop(pid: i32, grace: Duration) {
     let _ = kill(pid_t, Signal::SIGKILL);
 }
 
-/// Stops the helper process (`name`) whose pid `pid_file` holds, if it runs, and removes the
-/// file.
-pub fn stop_helper(name: &str, pid_file: &Path) {
-    if let Some(pid) = running_pid(pid_file) {
-        stop(pid, Duration::from_secs(10));
-        println!("{name}: stopped");
-    }
-    let _ = std::fs::remove_file(pid_file);
+/// A helper process of a local stack (the OpenID provider, localstripe): started once, its pid
+/// kept in `<run dir>/<name>.pid`, its output in `<logs>/<name>.log`, ready once `ready_path`
+/// on `port` answers 200.
+pub struct Helper {
+    pub name: &'static str,
+    pub port: u16,
+    pub ready_path: &'static str,
 }
 
-/// The status line of the helper process (`name`) whose pid `pid_file` holds, serving `at`.
-pub fn helper_status(name: &str, pid_file: &Path, at: &str) {
-    let state = match running_pid(pid_file) {
-        Some(pid) => format!("running  pid {pid}"),
-        None => "stopped ".into(),
-    };
-    println!("{name:<12} {state} {at}");
+impl Helper {
+    /// Where it listens.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Its state directory in the environment (`<root>/<name>`).
+    pub fn state(&self, layout: &crate::layout::Layout) -> std::path::PathBuf {
+        layout.root.join(self.name)
+    }
+
+    fn pid_file(&self, layout: &crate::layout::Layout) -> std::path::PathBuf {
+        layout.run_dir().join(format!("{}.pid", self.name))
+    }
+
+    /// Whether it runs in this environment.
+    pub fn running(&self, layout: &crate::layout::Layout) -> bool {
+        running_pid(&self.pid_file(layout)).is_some()
+    }
+
+    /// Says so and answers true when it runs already.
+    pub fn already_running(&self, layout: &crate::layout::Layout) -> bool {
+        let pid = running_pid(&self.pid_file(layout));
+        if let Some(pid) = pid {
+            println!(
+                "{}: already running on port {} (pid {pid})",
+                self.name, self.port
+            );
+        }
+        pid.is_some()
+    }
+
+    /// Starts `cmd` as the helper and waits (30 s at most) until it is ready.
+    pub fn launch(&self, layout: &crate::layout::Layout, cmd: Command) -> anyhow::Result<()> {
+        let log = layout.logs().join(format!("{}.log", self.name));
+        let pid = spawn_detached(cmd, &log, &self.pid_file(layout))?;
+        let timeout = Duration::from_secs(30);
+        wait_http_ok(
+            self.name,
+            self.port,
+            self.ready_path,
+            None,
+            timeout,
+            &log,
+            Some(pid),
+        )?;
+        println!("{}: running on port {} (pid {pid})", self.name, self.port);
+        Ok(())
+    }
+
+    pub fn stop(&self, layout: &crate::layout::Layout) {
+        let pid_file = self.pid_file(layout);
+        if let Some(pid) = running_pid(&pid_file) {
+            stop(pid, Duration::from_secs(10));
+            println!("{}: stopped", self.name);
+        }
+        let _ = std::fs::remove_file(pid_file);
+    }
+
+    /// Its status line, serving `at`.
+    pub fn status(&self, layout: &crate::layout::Layout, at: &str) {
+        let state = match running_pid(&self.pid_file(layout)) {
+            Some(pid) => format!("running  pid {pid}"),
+            None => "stopped ".into(),
+        };
+        println!("{:<12} {state} {at}", self.name);
+    }
 }
 
 /// Starts `cmd` in its own process group (so a Ctrl-C of xtask does not stop it) with output

@@ -159,7 +159,7 @@ pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
         if s.needs(Need::Stripe) {
             // Payments go through the Stripe adapter to the local Stripe-compatible server.
             cmd.env("PAYMENT_PROVIDER", "stripe")
-                .env("STRIPE_API_BASE", crate::stripe::api_base())
+                .env("STRIPE_API_BASE", crate::stripe::HELPER.url())
                 .env(
                     "STRIPE_SECRET_KEY_FILE",
                     crate::stripe::secret_key_file(layout)?,
@@ -178,7 +178,7 @@ pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
         cmd.env("HTTP_ADDR", format!("127.0.0.1:{}", s.port_of(r)))
             .env("TLS_DIR", &tls)
             .env("NATS_URL", layout.nats_url_from(first_node))
-            .env("OIDC_ISSUER_URL", crate::oidc::issuer())
+            .env("OIDC_ISSUER_URL", crate::oidc::HELPER.url())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -295,12 +295,12 @@ pub fn print_urls(layout: &Layout) {
     println!(
         "  {:<12} {} (cargo xtask token --customer <uuid> | --admin)",
         "oidc",
-        crate::oidc::issuer()
+        crate::oidc::HELPER.url()
     );
     println!(
         "  {:<12} {} (localstripe, which payments pay through; its key: {})",
         "stripe",
-        crate::stripe::api_base(),
+        crate::stripe::HELPER.url(),
         layout.root.join("stripe/secret-key").display()
     );
     println!();
