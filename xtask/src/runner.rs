@@ -28,10 +28,12 @@ pub struct Binary {
 }
 
 impl Binary {
-    /// A system test that runs a whole three-node cluster: two of them never run side by
-    /// side, or each would starve the other's nodes of CPU.
-    fn runs_a_cluster(&self) -> bool {
-        self.package == "system-tests" && self.source.starts_with("tests/cluster_")
+    /// A system test that loads the whole machine: a three-node cluster, or the burst of
+    /// 500 orders through two replicas (`tests/sagas.rs`). Two of them never run side by side,
+    /// or each would starve the other of CPU and database connections.
+    fn loads_the_machine(&self) -> bool {
+        self.package == "system-tests"
+            && (self.source.starts_with("tests/cluster_") || self.source == "tests/sagas.rs")
     }
 
     fn label(&self) -> String {
@@ -40,7 +42,7 @@ impl Binary {
 }
 
 /// Builds every test binary (`cargo test --no-run` with `cargo_args`) and lists them,
-/// the cluster tests first so that they are spread over the run.
+/// the tests that load the whole machine first so that they are spread over the run.
 pub fn build(workspace: &Path, cargo_args: &[String]) -> anyhow::Result<Vec<Binary>> {
     let mut cmd = crate::layout::cargo();
     cmd.args([
@@ -65,7 +67,7 @@ pub fn build(workspace: &Path, cargo_args: &[String]) -> anyhow::Result<Vec<Bina
         child.wait()?.success(),
         "the tests do not build (see above)"
     );
-    binaries.sort_by_key(|b| !b.runs_a_cluster());
+    binaries.sort_by_key(|b| !b.loads_the_machine());
     Ok(binaries)
 }
 
@@ -148,10 +150,10 @@ pub fn run_counting(
     Ok((child.wait()?, totals))
 }
 
-/// The queue the workers take from, and whether a cluster test is running.
+/// The queue the workers take from, and whether a test that loads the whole machine runs.
 struct Queue {
     waiting: VecDeque<Binary>,
-    cluster_running: bool,
+    heavy_running: bool,
 }
 
 /// What the run has found so far.
@@ -174,7 +176,7 @@ pub fn run(
     let count = binaries.len();
     let queue = Mutex::new(Queue {
         waiting: binaries.into(),
-        cluster_running: false,
+        heavy_running: false,
     });
     let turn = Condvar::new();
     let outcome = Mutex::new(Outcome::default());
@@ -187,8 +189,8 @@ pub fn run(
                 scope.spawn(move || -> anyhow::Result<()> {
                     while let Some(binary) = next(queue, turn) {
                         let result = run_one(&binary, slot, env, logs);
-                        if binary.runs_a_cluster() {
-                            lock(queue).cluster_running = false;
+                        if binary.loads_the_machine() {
+                            lock(queue).heavy_running = false;
                             turn.notify_all();
                         }
                         report(binary, result?, outcome);
@@ -236,18 +238,22 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The next binary this worker may run, waiting while only cluster tests are left and one
-/// of them is running; `None` when the queue is empty.
+/// The next binary this worker may run, waiting while only tests that load the whole machine
+/// are left and one of them is running; `None` when the queue is empty.
 fn next(queue: &Mutex<Queue>, turn: &Condvar) -> Option<Binary> {
     let mut q = lock(queue);
     loop {
         if q.waiting.is_empty() {
             return None;
         }
-        let busy = q.cluster_running;
-        if let Some(i) = q.waiting.iter().position(|b| !(busy && b.runs_a_cluster())) {
+        let busy = q.heavy_running;
+        if let Some(i) = q
+            .waiting
+            .iter()
+            .position(|b| !(busy && b.loads_the_machine()))
+        {
             let binary = q.waiting.remove(i)?;
-            q.cluster_running |= binary.runs_a_cluster();
+            q.heavy_running |= binary.loads_the_machine();
             return Some(binary);
         }
         q = turn.wait(q).unwrap_or_else(|e| e.into_inner());
@@ -399,14 +405,14 @@ mod tests {
                 binary("orders", "tests/it/main.rs"),
             ]
             .into(),
-            cluster_running: false,
+            heavy_running: false,
         });
         let turn = Condvar::new();
         let first = next(&queue, &turn).unwrap();
         assert_eq!(first.source, "tests/cluster_a.rs");
         let second = next(&queue, &turn).unwrap();
         assert_eq!(second.package, "orders", "cluster_b waits for cluster_a");
-        lock(&queue).cluster_running = false;
+        lock(&queue).heavy_running = false;
         let third = next(&queue, &turn).unwrap();
         assert_eq!(third.source, "tests/cluster_b.rs");
         assert!(next(&queue, &turn).is_none());
