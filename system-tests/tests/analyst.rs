@@ -81,12 +81,9 @@ async fn exports_read_back_identical_in_every_format_and_resume_after_a_break() 
     for format in [Format::Jsonl, Format::Csv, Format::Parquet] {
         let output = dir.join(format!("all.{}", format.extension()));
         let options = ExportOptions {
-            format,
-            output: output.clone(),
             // Several parts, so joining them is exercised too.
             part_events: 7,
-            restart: false,
-            stop_after_parts: None,
+            ..ExportOptions::new(format, output.clone())
         };
         let report = export::export(&source, &selection, &options, quiet())
             .await
@@ -103,11 +100,9 @@ async fn exports_read_back_identical_in_every_format_and_resume_after_a_break() 
     for format in [Format::Jsonl, Format::Csv, Format::Parquet] {
         let output = dir.join(format!("resumed.{}", format.extension()));
         let mut options = ExportOptions {
-            format,
-            output: output.clone(),
             part_events: 5,
-            restart: false,
             stop_after_parts: Some(2),
+            ..ExportOptions::new(format, output.clone())
         };
         let broken = export::export(&source, &selection, &options, quiet())
             .await
@@ -144,11 +139,8 @@ async fn exports_read_back_identical_in_every_format_and_resume_after_a_break() 
     };
     let output = dir.join("one-order.jsonl");
     let options = ExportOptions {
-        format: Format::Jsonl,
-        output: output.clone(),
         part_events: 100,
-        restart: false,
-        stop_after_parts: None,
+        ..ExportOptions::new(Format::Jsonl, output.clone())
     };
     export::export(&source, &selection, &options, quiet())
         .await
@@ -238,13 +230,7 @@ async fn a_python_script_with_only_nats_py_and_pyarrow_agrees_on_counts_per_type
     let s = stack_with_history().await;
     let dir = scratch_dir();
     let output = dir.join("orders.parquet");
-    let options = ExportOptions {
-        format: Format::Parquet,
-        output: output.clone(),
-        part_events: 100_000,
-        restart: false,
-        stop_after_parts: None,
-    };
+    let options = ExportOptions::new(Format::Parquet, output.clone());
     let selection = Selection::everything(vec![BoundedContext::Orders]);
     export::export(&s.source(), &selection, &options, quiet())
         .await

@@ -10,8 +10,10 @@ use serde_json::Value;
 use sqlx::PgPool;
 use testkit::front::Front;
 
-/// A call to the gateway as an operator: status and JSON body.
-async fn operator(front: &Front, method: reqwest::Method, path: &str) -> (u16, Value) {
+/// `call` (`"POST /api/..."`) through the gateway as an operator: the status and the JSON body.
+async fn operator(front: &Front, call: &str) -> (u16, Value) {
+    let (method, path) = call.split_once(' ').expect("METHOD /path");
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
     let response = testkit::http()
         .request(method, format!("{}{path}", front.url))
         .bearer_auth(front.oidc.admin_token().await)
@@ -35,12 +37,7 @@ async fn events_tool(front: &Front, args: &[&str]) -> anyhow::Result<std::proces
 }
 
 async fn letters_of(front: &Front, sku: &str) -> Vec<Value> {
-    let (status, body) = operator(
-        front,
-        reqwest::Method::GET,
-        "/api/dead-letters?projection=products_view",
-    )
-    .await;
+    let (status, body) = operator(front, "GET /api/dead-letters?projection=products_view").await;
     assert_eq!(status, 200, "{body}");
     body["items"]
         .as_array()
@@ -137,12 +134,8 @@ async fn a_dead_letter_is_listed_replayed_after_the_fix_or_discarded() {
         .execute(&read)
         .await
         .expect("drop the constraint");
-    let (status, replayed) = operator(
-        &front,
-        reqwest::Method::POST,
-        &format!("/api/dead-letters/{first}/replay"),
-    )
-    .await;
+    let (status, replayed) =
+        operator(&front, &format!("POST /api/dead-letters/{first}/replay")).await;
     assert_eq!(status, 200, "{replayed}");
     let ids: Vec<&Value> = letters.iter().map(|l| &l["id"]).collect();
     assert_eq!(
@@ -196,21 +189,11 @@ async fn a_dead_letter_is_listed_replayed_after_the_fix_or_discarded() {
     .await
     .expect("its position");
     assert!(!held, "no letter of it remains: it is released");
-    let (status, gone) = operator(
-        &front,
-        reqwest::Method::POST,
-        &format!("/api/dead-letters/{id}/replay"),
-    )
-    .await;
+    let (status, gone) = operator(&front, &format!("POST /api/dead-letters/{id}/replay")).await;
     assert_eq!(
         (status, gone["type"].as_str()),
         (404, Some("urn:streamshop:problem:not-found"))
     );
-    let (status, _) = operator(
-        &front,
-        reqwest::Method::DELETE,
-        &format!("/api/dead-letters/{id}"),
-    )
-    .await;
+    let (status, _) = operator(&front, &format!("DELETE /api/dead-letters/{id}")).await;
     assert_eq!(status, 404, "discarded already, through the gateway");
 }

@@ -8,28 +8,13 @@
 use std::time::Duration;
 
 use contracts::keys::{OpenAnswer, OpenRequest};
-use contracts::orders::PlaceOrder;
 use messaging::{BoundedContext, Identity};
 use serde_json::{json, Value};
 use testkit::stack::Stack;
-use testkit::world::{post_command, HttpAnswer};
 use uuid::Uuid;
 
-async fn place(s: &Stack, customer: Uuid, token: &str) -> HttpAnswer {
-    post_command(
-        &s.urls[0],
-        &PlaceOrder {
-            customer_id: customer,
-            lines: vec![testkit::fixtures::line("ERASE-1", 1)],
-            payment_token: token.to_owned(),
-        },
-        None,
-    )
-    .await
-}
-
 async fn placed(s: &Stack, customer: Uuid, token: &str) -> Uuid {
-    let answer = place(s, customer, token).await;
+    let answer = s.post_order(customer, &[("ERASE-1", 1)], token).await;
     assert_eq!(answer.status, 202, "{:?}", answer.body);
     Uuid::parse_str(answer.body["order_id"].as_str().unwrap()).unwrap()
 }
@@ -139,7 +124,9 @@ async fn an_erased_customer_s_tokens_open_nowhere_and_every_event_still_folds() 
         .await;
     assert_eq!(declined, 1, "declined because the token was erased");
     // And they place no more orders (nothing could pay for them).
-    let refused = place(&s, erased, &token("after")).await;
+    let refused = s
+        .post_order(erased, &[("ERASE-1", 1)], &token("after"))
+        .await;
     assert_eq!(refused.status, 422, "{:?}", refused.body);
     assert_eq!(
         refused.body["reason"], "customer_erased",

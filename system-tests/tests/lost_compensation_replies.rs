@@ -51,14 +51,7 @@ async fn lost_replies_of_compensations_still_end_rejected_with_everything_undone
     }
     // The replies were lost: the saga learned the truth from the services' events (or from a
     // retry with the same command id, answered with what was done).
-    for command in ["ReleaseStock", "RejectOrder"] {
-        assert!(
-            markers
-                .join(format!("nats.before_reply.{command}"))
-                .exists(),
-            "{command}'s reply was swallowed"
-        );
-    }
+    testkit::stack::assert_replies_swallowed(&markers, &["ReleaseStock", "RejectOrder"]);
     let o: Order = s.orders.aggregate(&order.to_string()).await;
     assert_eq!(o.status, OrderStatus::Rejected);
     for sku in ["LOSTC-1", "LOSTC-2"] {
@@ -69,11 +62,7 @@ async fn lost_replies_of_compensations_still_end_rejected_with_everything_undone
         (&s.inventory.pool, "ReservationReleased", 2),
         (&s.orders.pool, "OrderRejected", 1),
     ] {
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
-            .bind(event_type)
-            .fetch_one(pool)
-            .await
-            .unwrap();
+        let count = testkit::stack::events_of_type(pool, event_type).await;
         assert_eq!(count, n, "{event_type} once per aggregate");
     }
     s.assert_consistent().await;
@@ -93,14 +82,7 @@ async fn lost_replies_of_compensations_still_end_rejected_with_everything_undone
             "{step}: {saga}"
         );
     }
-    for command in ["RestockProduct", "VoidPayment"] {
-        assert!(
-            markers
-                .join(format!("nats.before_reply.{command}"))
-                .exists(),
-            "{command}'s reply was swallowed"
-        );
-    }
+    testkit::stack::assert_replies_swallowed(&markers, &["RestockProduct", "VoidPayment"]);
     let _ = std::fs::remove_dir_all(&markers);
     let p: Product = s.inventory.aggregate("LOSTC-3").await;
     assert_eq!((p.on_hand, p.reserved), (10, 0), "restocked once");
@@ -113,11 +95,7 @@ async fn lost_replies_of_compensations_still_end_rejected_with_everything_undone
         (&s.inventory.pool, "ProductRestocked"),
         (&s.payments.pool, "PaymentVoided"),
     ] {
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
-            .bind(event_type)
-            .fetch_one(pool)
-            .await
-            .unwrap();
+        let count = testkit::stack::events_of_type(pool, event_type).await;
         assert_eq!(count, 1, "{event_type} once");
     }
     s.assert_consistent().await;

@@ -62,11 +62,7 @@ async fn a_lost_reply_at_every_step_still_ends_confirmed_with_everything_done_on
         (&s.payments.pool, "PaymentAuthorised"),
         (&s.payments.pool, "PaymentCaptured"),
     ] {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
-            .bind(event_type)
-            .fetch_one(pool)
-            .await
-            .unwrap();
+        let n = testkit::stack::events_of_type(pool, event_type).await;
         assert_eq!(n, 1, "{event_type} once");
     }
     s.assert_consistent().await;

@@ -35,11 +35,7 @@ async fn metrics_count_one_saga_at_every_hop() {
     // Every service answers /metrics; in this process they share one registry.
     let mut texts = Vec::new();
     for base in &s.all_urls() {
-        let r = testkit::http()
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap();
+        let r = testkit::get(format!("{base}/metrics")).await;
         assert_eq!(r.status(), 200);
         assert!(r.headers()["content-type"]
             .to_str()

@@ -103,11 +103,8 @@ async fn an_order_confirmed_behind_the_sagas_back_parks_it_until_an_operator_res
         404
     );
     assert_eq!(
-        testkit::http()
-            .get(format!("{}/sagas?status=running", s.urls[3]))
-            .send()
+        testkit::get(format!("{}/sagas?status=running", s.urls[3]))
             .await
-            .unwrap()
             .status()
             .as_u16(),
         400

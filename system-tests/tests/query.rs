@@ -57,11 +57,7 @@ impl Stack {
     }
 
     async fn get(&self, path: &str) -> reqwest::Response {
-        testkit::http()
-            .get(format!("{}{path}", self.query))
-            .send()
-            .await
-            .unwrap()
+        testkit::get(format!("{}{path}", self.query)).await
     }
 }
 

@@ -75,13 +75,12 @@ async fn the_readme_blocks_work_as_written() {
     let key_file = std::env::temp_dir().join(format!("readme-stripe-key-{}", uuid::Uuid::new_v4()));
     std::fs::write(&key_file, &stripe.key).unwrap();
     let key_file = key_file.to_string_lossy().into_owned();
-    let stdout = bash(&against(
-        &block("README.md", "## Try it"),
-        &front,
-        &stripe,
-        &key_file,
-    ))
-    .await;
+    // A block of a page, run as written against this stack.
+    let run = |text: String| {
+        let script = against(&text, &front, &stripe, &key_file);
+        async move { bash(&script).await }
+    };
+    let stdout = run(block("README.md", "## Try it")).await;
     // Every line the block prints is a JSON answer; none is a problem.
     let answers: Vec<Value> = stdout
         .lines()
@@ -145,13 +144,7 @@ async fn the_readme_blocks_work_as_written() {
         "the block shows the order's intent: {stdout}"
     );
 
-    let stream = bash(&against(
-        &block("docs/frontends.md", ""),
-        &front,
-        &stripe,
-        &key_file,
-    ))
-    .await;
+    let stream = run(block("docs/frontends.md", "")).await;
     assert!(stream.contains("event: order"), "{stream}");
     assert!(stream.contains(r#""status":"confirmed""#), "{stream}");
     assert!(stream.contains(r#""type":"SagaCompleted""#), "{stream}");

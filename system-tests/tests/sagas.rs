@@ -420,22 +420,12 @@ async fn the_query_api_shows_an_order_with_its_payment_saga_stock_and_sales() {
 /// customer's order goes through at its first attempt while they still fail.
 #[tokio::test]
 async fn one_customer_s_silent_payments_do_not_hold_up_another_customer_s_order() {
-    use contracts::orders::PlaceOrder;
-    use domain::order::OrderLine;
     let s = Stack::start(60).await;
     s.product("A", 1000).await;
     let hog = uuid::Uuid::now_v7();
     let mut held = Vec::new();
     for _ in 0..40 {
-        let place = PlaceOrder {
-            customer_id: hog,
-            lines: vec![OrderLine {
-                sku: domain::Sku::parse("A").unwrap(),
-                quantity: 1,
-            }],
-            payment_token: "tok_timeout".into(),
-        };
-        let r = testkit::world::post_command(&s.urls[0], &place, None).await;
+        let r = s.post_order(hog, &[("A", 1)], "tok_timeout").await;
         match r.status {
             202 => held.push(uuid::Uuid::parse_str(r.body["order_id"].as_str().unwrap()).unwrap()),
             // Past the customer's fair share of open orders.

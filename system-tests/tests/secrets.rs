@@ -7,13 +7,12 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use contracts::orders::PlaceOrder;
 use events_cli::export::{self, ExportOptions};
 use events_cli::formats::Format;
 use events_cli::progress::Progress;
 use events_cli::read::Selection;
 use messaging::BoundedContext;
-use service_kit::telemetry::{LogFormat, LogSettings};
+use service_kit::telemetry::LogFormat;
 use testkit::otlp::Receiver;
 use testkit::stack::Stack;
 use uuid::Uuid;
@@ -61,12 +60,10 @@ async fn a_payment_token_reaches_no_reader_log_trace_or_export() {
     let writer = lines.clone();
     let telemetry = Arc::new(service_kit::telemetry::init_writing_to(
         "streamshop-test",
-        &LogSettings {
-            filter: "debug,hyper=info,h2=info,rustls=info,hyper_util=info".into(),
-            format: LogFormat::Json,
-            otlp_endpoint: Some(receiver.endpoint.clone()),
-            otel_disabled: false,
-        },
+        &receiver.log_settings(
+            "debug,hyper=info,h2=info,rustls=info,hyper_util=info",
+            LogFormat::Json,
+        ),
         move || writer.clone(),
     ));
     // A card of its own, so any copy of it can be found.
@@ -74,16 +71,7 @@ async fn a_payment_token_reaches_no_reader_log_trace_or_export() {
     let s = Stack::start_all(30).await;
     s.product("SECRET-1", 10).await;
     let customer = Uuid::now_v7();
-    let placed = testkit::world::post_command(
-        &s.urls[0],
-        &PlaceOrder {
-            customer_id: customer,
-            lines: vec![testkit::fixtures::line("SECRET-1", 2)],
-            payment_token: token.clone(),
-        },
-        None,
-    )
-    .await;
+    let placed = s.post_order(customer, &[("SECRET-1", 2)], &token).await;
     assert_eq!(placed.status, 202, "{:?}", placed.body);
     clean("the answer to PlaceOrder", &placed.body.to_string(), &token);
     let order = Uuid::parse_str(placed.body["order_id"].as_str().unwrap()).unwrap();
@@ -144,13 +132,7 @@ async fn a_payment_token_reaches_no_reader_log_trace_or_export() {
         let mut source = s.source();
         source.redact = redact;
         let output = dir.join(format!("export-{redact}.jsonl"));
-        let options = ExportOptions {
-            format: Format::Jsonl,
-            output: output.clone(),
-            part_events: 100_000,
-            restart: false,
-            stop_after_parts: None,
-        };
+        let options = ExportOptions::new(Format::Jsonl, output.clone());
         let selection = Selection::everything(BoundedContext::ALL.to_vec());
         export::export(
             &source,

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use service_kit::telemetry::{LogFormat, LogSettings};
+use service_kit::telemetry::LogFormat;
 use testkit::otlp::{ReceivedSpan, Receiver};
 use testkit::stack::Stack;
 use uuid::Uuid;
@@ -80,12 +80,7 @@ async fn one_order_is_one_trace_across_every_service() {
     let receiver = Receiver::start().await;
     let telemetry = Arc::new(service_kit::telemetry::init(
         "streamshop-test",
-        &LogSettings {
-            filter: "warn".into(),
-            format: LogFormat::Pretty,
-            otlp_endpoint: Some(receiver.endpoint.clone()),
-            otel_disabled: false,
-        },
+        &receiver.log_settings("warn", LogFormat::Pretty),
     ));
     let s = Stack::start_all(30).await;
     s.product("TR-1", 10).await;

@@ -315,6 +315,11 @@ pub fn http() -> reqwest::Client {
     CLIENT.get_or_init(|| http_as(tls_as("operator"))).clone()
 }
 
+/// `GET url` with [`http`]'s client; a request that gets no answer fails the test.
+pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Response {
+    http().get(url).send().await.expect("GET")
+}
+
 /// An HTTP client that shows `tls`'s certificate (none for `None`), trusting the tests' CA.
 pub fn http_as(tls: Option<service_kit::tls::TlsSettings>) -> reqwest::Client {
     let mut builder =

@@ -166,19 +166,15 @@ impl Oidc {
     /// Rotates the signing keys: new keys first, the old ones still published; returns the
     /// new RS256 key's id once the provider signs with it.
     pub async fn rotate(&self) -> String {
-        let out = Command::new("node")
+        let mut rotate = Command::new("node");
+        rotate
             .arg(scripts().join("provider.mjs"))
             .arg("rotate")
-            .env("OIDC_KEYS", &self.keys)
-            .output()
+            .env("OIDC_KEYS", &self.keys);
+        let kid = crate::stdout_of(&mut rotate, "provider.mjs rotate")
             .await
-            .expect("run provider.mjs rotate");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let kid = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+            .trim()
+            .to_owned();
         let pid = Pid::from_raw(self.child.id().expect("the provider runs") as i32);
         kill(pid, Signal::SIGHUP).expect("SIGHUP the provider");
         let jwks = format!("{}/jwks", self.issuer);

@@ -47,6 +47,20 @@ impl Receiver {
         Self { endpoint, spans }
     }
 
+    /// Log settings that export this process's spans here, logging at `filter` as `format`.
+    pub fn log_settings(
+        &self,
+        filter: &str,
+        format: service_kit::telemetry::LogFormat,
+    ) -> service_kit::telemetry::LogSettings {
+        service_kit::telemetry::LogSettings {
+            filter: filter.into(),
+            format,
+            otlp_endpoint: Some(self.endpoint.clone()),
+            otel_disabled: false,
+        }
+    }
+
     /// Every span received so far.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.spans.lock().unwrap().clone()

@@ -265,21 +265,14 @@ impl PrivatePostgres {
         if let Some(user) = &pg.owner {
             nix::unistd::chown(&pwfile, Some(user.uid), Some(user.gid)).expect("chown");
         }
-        let out = pg
-            .command("initdb")
+        let mut initdb = pg.command("initdb");
+        initdb
             .arg("-D")
             .arg(pg.data())
             .arg(format!("--pwfile={}", pwfile.display()))
             .args(["-U", "postgres", "--auth=scram-sha-256", "-E", "UTF8"])
-            .args(["--no-locale", "--no-sync"])
-            .output()
-            .await
-            .expect("run initdb");
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .args(["--no-locale", "--no-sync"]);
+        crate::stdout_of(&mut initdb, "initdb").await;
         let conf = format!(
             "\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n\
              max_connections = 200\nfsync = off\n",

@@ -355,10 +355,16 @@ impl Stack {
         assert_eq!(r.status, 202, "{:?}", r.body);
     }
 
-    /// Places an order of `lines` (SKU, quantity) for a new customer, paid with `token`.
-    pub async fn place(&self, lines: &[(&str, u32)], token: &str) -> Uuid {
+    /// Sends `PlaceOrder` of `lines` (SKU, quantity) for `customer`, paid with `token`, and
+    /// returns the orders service's answer as it is.
+    pub async fn post_order(
+        &self,
+        customer: Uuid,
+        lines: &[(&str, u32)],
+        token: &str,
+    ) -> crate::world::HttpAnswer {
         let place = PlaceOrder {
-            customer_id: Uuid::now_v7(),
+            customer_id: customer,
             lines: lines
                 .iter()
                 .map(|(sku, quantity)| OrderLine {
@@ -368,7 +374,12 @@ impl Stack {
                 .collect(),
             payment_token: token.to_owned(),
         };
-        let r = post_command(&self.urls[0], &place, None).await;
+        post_command(&self.urls[0], &place, None).await
+    }
+
+    /// Places an order of `lines` (SKU, quantity) for a new customer, paid with `token`.
+    pub async fn place(&self, lines: &[(&str, u32)], token: &str) -> Uuid {
+        let r = self.post_order(Uuid::now_v7(), lines, token).await;
         assert_eq!(r.status, 202, "{:?}", r.body);
         Uuid::parse_str(r.body["order_id"].as_str().unwrap()).unwrap()
     }
@@ -399,6 +410,24 @@ impl Drop for Stack {
         for s in &self.shutdown {
             s.cancel();
         }
+    }
+}
+
+/// How many events of `event_type` a context's event store holds.
+pub async fn events_of_type(pool: &sqlx::PgPool, event_type: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
+        .bind(event_type)
+        .fetch_one(pool)
+        .await
+        .expect("counting events")
+}
+
+/// Asserts that the failpoint `nats.before_reply.<command>` swallowed a reply of each command
+/// (its marker file is in `markers`).
+pub fn assert_replies_swallowed(markers: &std::path::Path, commands: &[&str]) {
+    for command in commands {
+        let marker = markers.join(format!("nats.before_reply.{command}"));
+        assert!(marker.exists(), "{command}'s reply was swallowed");
     }
 }
 

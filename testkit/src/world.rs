@@ -44,6 +44,14 @@ impl World {
         Self::migrated(db, url, &event_store::SCHEMA).await
     }
 
+    /// A fresh database named after `label`, migrated by its owner with `schema`, which grants
+    /// the service's role its privileges (the notification service's, say).
+    pub async fn with_schema(label: &str, schema: &'static service_kit::db::Schema) -> Self {
+        let db = crate::fresh_db(label).await;
+        let url = db.app.clone();
+        Self::migrated(db, url, schema).await
+    }
+
     /// A fresh read database, migrated as the projections migrate it (they own it).
     pub async fn read() -> Self {
         let db = crate::fresh_read_db("read").await;

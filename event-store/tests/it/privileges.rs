@@ -54,24 +54,22 @@ async fn the_service_role_appends_events_and_can_never_change_or_remove_one() {
 async fn every_login_needs_its_password_and_no_role_reaches_the_maintenance_database() {
     let w = World::new("logins").await;
     let without_password = w.db.app.replacen(testkit::APP_ROLE.1, "wrong", 1);
-    let refused = sqlx::PgConnection::connect(&without_password)
-        .await
-        .expect_err("a wrong password is refused");
-    let code = refused
-        .as_database_error()
-        .and_then(|d| d.code())
-        .map(|c| c.into_owned());
-    assert_eq!(code.as_deref(), Some("28P01"), "{refused}");
+    refused_with(&without_password, "28P01", "a wrong password is refused").await;
 
     let maintenance = format!("{}/postgres", w.db.app.rsplit_once('/').unwrap().0);
-    let refused = sqlx::PgConnection::connect(&maintenance)
-        .await
-        .expect_err("CONNECT on postgres is revoked from PUBLIC");
-    let code = refused
-        .as_database_error()
-        .and_then(|d| d.code())
-        .map(|c| c.into_owned());
-    assert_eq!(code.as_deref(), Some("42501"), "{refused}");
+    refused_with(
+        &maintenance,
+        "42501",
+        "CONNECT on postgres is revoked from PUBLIC",
+    )
+    .await;
+}
+
+/// Asserts that a login at `url` is refused with the SQLSTATE `code`, for `why`.
+async fn refused_with(url: &str, code: &str, why: &str) {
+    let refused = sqlx::PgConnection::connect(url).await.expect_err(why);
+    let got = refused.as_database_error().and_then(|d| d.code());
+    assert_eq!(got.as_deref(), Some(code), "{why}: {refused}");
 }
 
 /// A replica that starts migrates and grants as the owner while the other replicas run as the

@@ -162,11 +162,7 @@ async fn trickled_bodies_and_too_many_connections_do_not_hold_the_gateway() {
     }
     assert_eq!(timed_out, 10, "the cap per client, each answered 408");
     // The client is served normally once its connections are gone.
-    let ok = testkit::http()
-        .get(format!("{url}/api/products"))
-        .send()
-        .await
-        .unwrap();
+    let ok = testkit::get(format!("{url}/api/products")).await;
     assert_eq!(ok.status(), 200);
 }
 
@@ -183,22 +179,14 @@ async fn metrics_are_served_apart_from_the_public_side() {
         &[],
     )
     .await;
-    let public = testkit::http()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let public = testkit::get(format!("{url}/metrics")).await;
     assert_eq!(public.status(), 404);
     let scheme = if testkit::tls_as("operator").is_some() {
         "https"
     } else {
         "http"
     };
-    let inside = testkit::http()
-        .get(format!("{scheme}://{metrics}/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let inside = testkit::get(format!("{scheme}://{metrics}/metrics")).await;
     assert_eq!(inside.status(), 200);
     if scheme == "https" {
         let stranger = testkit::http_as(None)

@@ -269,17 +269,10 @@ async fn bad_input_is_a_problem_and_writes_nothing() {
 async fn health_and_readiness_answer() {
     let w = World::new("orders").await;
     let (base, shutdown) = w.spawn_orders(OrdersSpec::default()).await;
-    let healthz = testkit::http()
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let healthz = testkit::get(format!("{base}/healthz")).await;
     assert_eq!(healthz.status(), StatusCode::OK);
-    let readyz: Value = testkit::http()
-        .get(format!("{base}/readyz"))
-        .send()
+    let readyz: Value = testkit::get(format!("{base}/readyz"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -299,22 +292,9 @@ async fn readiness_follows_the_database_going_away_and_coming_back() {
         .collect();
     env.push(("DATABASE_URL", gate.route(&w.db_url)));
     env.push(("HTTP_ADDR", "127.0.0.1:0".into()));
-    let settings =
-        command_kit::settings::<orders::OrdersSpec>(&service_kit::env::Env::from_pairs(env))
-            .unwrap();
-    let (base, shutdown) = testkit::world::serve(
-        command_kit::CommandApp::build(&settings, orders::OrdersSpec::default(), |resources| {
-            Ok(orders::parts(resources, testkit::data_keys_master()))
-        })
-        .await
-        .unwrap(),
-    );
+    let (base, shutdown) = serve_orders(env).await;
     let readyz = || async {
-        let r = testkit::http()
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .unwrap();
+        let r = testkit::get(format!("{base}/readyz")).await;
         let status = r.status();
         (status, r.json::<Value>().await.unwrap())
     };
@@ -338,11 +318,7 @@ async fn readiness_follows_the_database_going_away_and_coming_back() {
         report["checks"]["nats"], "ok",
         "only the database is away: {report}"
     );
-    let healthz = testkit::http()
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let healthz = testkit::get(format!("{base}/healthz")).await;
     assert_eq!(
         healthz.status(),
         StatusCode::OK,
@@ -563,17 +539,7 @@ async fn every_order_command_works_over_http_and_nats() {
 async fn every_order_command_succeeds_over_each_transport() {
     use testkit::world::{Answer, Via};
     let world = World::new("orders").await;
-    let settings = command_kit::settings::<orders::OrdersSpec>(&service_kit::env::Env::from_pairs(
-        world.env(),
-    ))
-    .unwrap();
-    let (base, shutdown) = testkit::world::serve(
-        command_kit::CommandApp::build(&settings, orders::OrdersSpec::default(), |resources| {
-            Ok(orders::parts(resources, testkit::data_keys_master()))
-        })
-        .await
-        .unwrap(),
-    );
+    let (base, shutdown) = serve_orders(world.env()).await;
     let ctx = BoundedContext::Orders;
     for via in [Via::Http(base.clone()), Via::Nats] {
         let place = || async { world.send(&via, &place_order()).await };
@@ -666,4 +632,20 @@ async fn an_oversized_detail_is_refused_at_the_command_and_the_relay_goes_on() {
     assert_eq!(published.len(), 2, "{published:?}");
     assert!(published.iter().all(|e| e.name() == "OrderPlaced"));
     shutdown.cancel();
+}
+
+/// The orders service, built in this process from `env` and served on a free port.
+async fn serve_orders(
+    env: Vec<(&'static str, String)>,
+) -> (String, tokio_util::sync::CancellationToken) {
+    let settings =
+        command_kit::settings::<orders::OrdersSpec>(&service_kit::env::Env::from_pairs(env))
+            .unwrap();
+    let app =
+        command_kit::CommandApp::build(&settings, orders::OrdersSpec::default(), |resources| {
+            Ok(orders::parts(resources, testkit::data_keys_master()))
+        })
+        .await
+        .unwrap();
+    testkit::world::serve(app)
 }
