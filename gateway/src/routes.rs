@@ -258,7 +258,7 @@ async fn handle(gw: &Gateway, mut call: Call) -> Result<Response, ApiError> {
     match route.kind {
         Kind::Proxy => {
             let body = body_of(call.body)?;
-            proxy(
+            forward(
                 gw,
                 route,
                 &call.params,
@@ -267,6 +267,7 @@ async fn handle(gw: &Gateway, mut call: Call) -> Result<Response, ApiError> {
                 body,
             )
             .await
+            .map(Answer::into_response)
         }
         Kind::PlaceOrder => place_order(gw, call).await,
         Kind::ReadOrder => read_order(gw, call).await,
@@ -278,7 +279,7 @@ async fn handle(gw: &Gateway, mut call: Call) -> Result<Response, ApiError> {
                 ));
             };
             let params = [me.to_string()];
-            proxy(
+            forward(
                 gw,
                 route,
                 &params,
@@ -287,6 +288,7 @@ async fn handle(gw: &Gateway, mut call: Call) -> Result<Response, ApiError> {
                 Bytes::new(),
             )
             .await
+            .map(Answer::into_response)
         }
         Kind::OrderEvents => order_events(gw, call).await,
     }
@@ -322,22 +324,9 @@ fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| ApiError::Refused(service_kit::problem::unreadable(rejection)))
 }
 
-/// [`forward`], answering the client with what the service answered.
-async fn proxy(
-    gw: &Gateway,
-    route: &Route,
-    params: &[String],
-    query: Option<&str>,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    Ok(forward(gw, route, params, query, headers, body)
-        .await?
-        .into_response())
-}
-
 /// Sends the call to the route's service, at its path with `params` and the client's query,
-/// and returns what it answered (for a route that checks the answer first).
+/// and returns what it answered: a route that checks the answer first reads it, the others
+/// pass it on as it is (`Answer::into_response`).
 async fn forward(
     gw: &Gateway,
     route: &Route,
@@ -405,7 +394,9 @@ async fn place_order(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
     );
     let body =
         Bytes::from(serde_json::to_vec(&Value::Object(fields)).map_err(anyhow::Error::from)?);
-    proxy(gw, call.route, &[], None, &headers, body).await
+    forward(gw, call.route, &[], None, &headers, body)
+        .await
+        .map(Answer::into_response)
 }
 
 /// Reads the order; another customer's answers 404, exactly as a missing one does, and at
@@ -503,7 +494,9 @@ async fn cancel_order(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
     )
     .await?;
     let body = body_of(call.body)?;
-    proxy(gw, call.route, &call.params, None, &call.headers, body).await
+    forward(gw, call.route, &call.params, None, &call.headers, body)
+        .await
+        .map(Answer::into_response)
 }
 
 async fn order_events(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
