@@ -14,6 +14,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
       --package orchestrator \
       --package projections \
       --package query-api \
+      --package notifications \
       --package gateway \
       --package events-cli \
  && mkdir /out \
@@ -24,6 +25,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
       target/release/orchestrator \
       target/release/projections \
       target/release/query-api \
+      target/release/notifications \
       target/release/gateway \
       target/release/events /out/
 

@@ -29,6 +29,12 @@ pub const PROJECTIONS: [(&str, BoundedContext); 4] = [
     (SAGA_TIMELINE, BoundedContext::Sagas),
 ];
 
+/// The notifications service's consumer of the order events it tells partners about.
+pub const NOTIFICATIONS: &str = "notifications";
+
+/// The streams the notifications service reads.
+pub const NOTIFICATIONS_INPUTS: [BoundedContext; 1] = [BoundedContext::Orders];
+
 /// Put before a projection's name for the consumer of its blue/green rebuild.
 pub const REBUILD_PREFIX: &str = "rebuild_";
 
@@ -64,6 +70,11 @@ pub fn all() -> Vec<Durable> {
             name: ORCHESTRATOR.to_owned(),
         })
         .collect();
+    durables.extend(NOTIFICATIONS_INPUTS.into_iter().map(|context| Durable {
+        owner: Identity::NOTIFICATIONS,
+        context,
+        name: NOTIFICATIONS.to_owned(),
+    }));
     for (name, context) in PROJECTIONS {
         for name in [name.to_owned(), format!("{REBUILD_PREFIX}{name}")] {
             durables.push(Durable {
@@ -106,6 +117,6 @@ mod tests {
             }
         }
         assert_eq!(on(BoundedContext::Sagas).count(), 2);
-        assert_eq!(on(BoundedContext::Orders).count(), 3);
+        assert_eq!(on(BoundedContext::Orders).count(), 4);
     }
 }

@@ -41,6 +41,7 @@ impl Identity {
     pub const PAYMENTS: Self = of(&topology::PAYMENTS);
     pub const ORCHESTRATOR: Self = of(&topology::ORCHESTRATOR);
     pub const PROJECTIONS: Self = of(&topology::PROJECTIONS);
+    pub const NOTIFICATIONS: Self = of(&topology::NOTIFICATIONS);
     pub const GATEWAY: Self = of(&topology::GATEWAY);
     /// Reads the streams and nothing else: analysts' tools and the `events` CLI. It logs in
     /// with a user and password (in the URL), which every NATS client library supports.

@@ -309,6 +309,30 @@ pub const QUERY_API: Service = Service {
     },
 };
 
+pub const NOTIFICATIONS: Service = Service {
+    name: "notifications",
+    about: "Tells the world what happened: signed webhooks to partners, retried until delivered.",
+    port: 8086,
+    database: store("notifications", "notifications_owner", 10),
+    nats: Some(Nats::nothing("notifications")),
+    certificate: "notifications",
+    url_setting: Some("NOTIFICATIONS_URL"),
+    calls: &[],
+    after: &["orders"],
+    needs: &[],
+    metrics_port: None,
+    public: false,
+    component: "notifications",
+    scaling: Scaling::Lag {
+        max: 4,
+        lag: 200,
+        why: "its work arrives on its consumer: a replica per 200 pending events. Replicas \
+              share the consumer (an order's events are recorded in sequence whatever replica \
+              reads them) and the deliveries (each claimed by one replica for a lease). \
+              Never 0: it also sends what is due and serves HTTP.",
+    },
+};
+
 pub const GATEWAY: Service = Service {
     name: "gateway",
     about: "The public entry: tokens, ownership, rate limits, live order streams.",
@@ -327,6 +351,7 @@ pub const GATEWAY: Service = Service {
         "orchestrator",
         "projections",
         "query-api",
+        "notifications",
     ],
     after: &[],
     needs: &[Need::Oidc],
@@ -349,6 +374,7 @@ pub const SERVICES: &[Service] = &[
     ORCHESTRATOR,
     PROJECTIONS,
     QUERY_API,
+    NOTIFICATIONS,
     GATEWAY,
 ];
 
@@ -360,6 +386,7 @@ pub const DATABASES: &[Database] = &[
     Database::store("inventory", "inventory_owner", "inventory"),
     Database::store("payments", "payments_owner", "payments"),
     Database::store("orchestrator", "orchestrator_owner", "orchestrator"),
+    Database::store("notifications", "notifications_owner", "notifications"),
     Database {
         name: "read",
         owner: "projections",

@@ -65,8 +65,9 @@ pub fn stripe_packages(layout: &Layout) -> anyhow::Result<PathBuf> {
 
 /// The folder (for `PYTHONPATH`) holding the Python packages the tests use, installed on
 /// first use: the analysts' script's (nats-py and pyarrow, `events-cli/analyst/requirements.txt`)
-/// the OpenAPI validator the schema tests run (`schemas/requirements.txt`) and the API fuzzer
-/// run against the gateway (`gateway/requirements.txt`).
+/// the OpenAPI validator the schema tests run (`schemas/requirements.txt`), the API fuzzer
+/// run against the gateway (`gateway/requirements.txt`) and the Standard Webhooks library the
+/// webhook receivers verify with (`notifications/requirements.txt`).
 pub fn test_packages(layout: &Layout) -> anyhow::Result<PathBuf> {
     installed(
         layout,
@@ -75,8 +76,9 @@ pub fn test_packages(layout: &Layout) -> anyhow::Result<PathBuf> {
             "events-cli/analyst/requirements.txt",
             "schemas/requirements.txt",
             "gateway/requirements.txt",
+            "notifications/requirements.txt",
         ],
-        "the tests' packages (nats-py, pyarrow, openapi-spec-validator, schemathesis)",
+        "the tests' packages (nats-py, pyarrow, openapi-spec-validator, schemathesis, standardwebhooks)",
     )
 }
 
