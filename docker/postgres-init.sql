@@ -12,6 +12,8 @@ CREATE ROLE payments_owner LOGIN PASSWORD 'payments_owner-dev-password';
 CREATE ROLE payments LOGIN PASSWORD 'payments-dev-password';
 CREATE ROLE orchestrator_owner LOGIN PASSWORD 'orchestrator_owner-dev-password';
 CREATE ROLE orchestrator LOGIN PASSWORD 'orchestrator-dev-password';
+CREATE ROLE notifications_owner LOGIN PASSWORD 'notifications_owner-dev-password';
+CREATE ROLE notifications LOGIN PASSWORD 'notifications-dev-password';
 CREATE ROLE projections LOGIN PASSWORD 'projections-dev-password';
 CREATE ROLE query_api LOGIN PASSWORD 'query_api-dev-password';
 
@@ -21,13 +23,15 @@ CREATE DATABASE orders OWNER orders_owner;
 CREATE DATABASE inventory OWNER inventory_owner;
 CREATE DATABASE payments OWNER payments_owner;
 CREATE DATABASE orchestrator OWNER orchestrator_owner;
+CREATE DATABASE notifications OWNER notifications_owner;
 CREATE DATABASE read OWNER projections;
 
-REVOKE ALL ON DATABASE orders, inventory, payments, orchestrator, read FROM PUBLIC;
+REVOKE ALL ON DATABASE orders, inventory, payments, orchestrator, notifications, read FROM PUBLIC;
 GRANT CONNECT ON DATABASE orders TO orders;
 GRANT CONNECT ON DATABASE inventory TO inventory;
 GRANT CONNECT ON DATABASE payments TO payments;
 GRANT CONNECT ON DATABASE orchestrator TO orchestrator;
+GRANT CONNECT ON DATABASE notifications TO notifications;
 GRANT CONNECT ON DATABASE read TO query_api;
 
 \connect orders
@@ -42,6 +46,9 @@ GRANT USAGE ON SCHEMA public TO payments;
 \connect orchestrator
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO orchestrator;
+\connect notifications
+REVOKE ALL ON SCHEMA public FROM PUBLIC;
+GRANT USAGE ON SCHEMA public TO notifications;
 \connect read
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO query_api;

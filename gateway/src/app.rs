@@ -63,6 +63,7 @@ impl App {
             orchestrator: upstream(topology::ORCHESTRATOR.name, &urls.orchestrator)?,
             projections: upstream(topology::PROJECTIONS.name, &urls.projections)?,
             query: upstream(topology::QUERY_API.name, &urls.query)?,
+            notifications: upstream(topology::NOTIFICATIONS.name, &urls.notifications)?,
             owners: Owners::new(js.clone(), settings.nats.namespace.clone()),
             js: js.clone(),
             ns: settings.nats.namespace.clone(),

@@ -19,6 +19,7 @@ pub fn committed(service: &str) -> Value {
         "orchestrator" => include_str!("../../schemas/openapi/orchestrator.json"),
         "projections" => include_str!("../../schemas/openapi/projections.json"),
         "query-api" => include_str!("../../schemas/openapi/query-api.json"),
+        "notifications" => include_str!("../../schemas/openapi/notifications.json"),
         other => panic!("no committed document for {other}"),
     };
     serde_json::from_str(text).expect("a committed OpenAPI document is JSON")

@@ -49,6 +49,7 @@ pub enum Target {
     Orchestrator,
     Projections,
     Query,
+    Notifications,
     /// The gateway itself answers, from JetStream.
     Stream,
 }
@@ -64,6 +65,7 @@ impl Target {
             Self::Orchestrator => topology::ORCHESTRATOR.name,
             Self::Projections => topology::PROJECTIONS.name,
             Self::Query => topology::QUERY_API.name,
+            Self::Notifications => topology::NOTIFICATIONS.name,
             Self::Stream => topology::GATEWAY.name,
         }
     }
@@ -139,6 +141,16 @@ pub static ROUTES: &[Route] = &[
     route!(POST "/api/dead-letters/{id}/replay", Operator, Projections "/dead-letters/{id}/replay", Proxy, "Replay a dead letter after a fix, with its aggregate's held events (operators)"),
     route!(DELETE "/api/dead-letters/{id}", Operator, Projections "/dead-letters/{id}", Proxy, "Discard a dead letter for good (operators)"),
     route!(GET "/api/analytics/sales", Operator, Query "/analytics/sales", Proxy, "Sales over time (operators)"),
+    route!(GET "/api/webhooks", Operator, Notifications "/webhooks", Proxy, "Every webhook endpoint (operators)"),
+    route!(POST "/api/webhooks", Operator, Notifications "/webhooks", Proxy, "Register a partner's webhook endpoint; the answer holds its signing secret, once (operators)"),
+    route!(GET "/api/webhooks/{id}", Operator, Notifications "/webhooks/{id}", Proxy, "A webhook endpoint (operators)"),
+    route!(DELETE "/api/webhooks/{id}", Operator, Notifications "/webhooks/{id}", Proxy, "Delete a webhook endpoint and its deliveries (operators)"),
+    route!(POST "/api/webhooks/{id}/pause", Operator, Notifications "/webhooks/{id}/pause", Proxy, "Pause a webhook endpoint (operators)"),
+    route!(POST "/api/webhooks/{id}/resume", Operator, Notifications "/webhooks/{id}/resume", Proxy, "Resume a webhook endpoint (operators)"),
+    route!(POST "/api/webhooks/{id}/rotate", Operator, Notifications "/webhooks/{id}/rotate", Proxy, "Rotate a webhook endpoint's signing secret; the old one signs too for a grace period (operators)"),
+    route!(GET "/api/webhooks/{id}/deliveries", Operator, Notifications "/webhooks/{id}/deliveries", Proxy, "A webhook endpoint's deliveries, newest first (operators)"),
+    route!(GET "/api/webhooks/{id}/deliveries/{delivery_id}", Operator, Notifications "/webhooks/{id}/deliveries/{delivery_id}", Proxy, "A delivery with every attempt (operators)"),
+    route!(POST "/api/webhooks/{id}/deliveries/{delivery_id}/resend", Operator, Notifications "/webhooks/{id}/deliveries/{delivery_id}/resend", Proxy, "Send a delivery again (operators)"),
 ];
 
 /// What the routes share.
@@ -149,6 +161,7 @@ pub struct Gateway {
     pub orchestrator: Upstream,
     pub projections: Upstream,
     pub query: Upstream,
+    pub notifications: Upstream,
     pub owners: Owners,
     pub js: async_nats::jetstream::Context,
     pub ns: Namespace,
@@ -167,6 +180,7 @@ impl Gateway {
             Target::Payments => &self.payments,
             Target::Orchestrator => &self.orchestrator,
             Target::Projections => &self.projections,
+            Target::Notifications => &self.notifications,
             // The live stream's route never forwards (it reads JetStream); the query API
             // stands in only so the match is whole.
             Target::Query | Target::Stream => &self.query,

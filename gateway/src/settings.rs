@@ -31,7 +31,7 @@ pub struct Settings {
 }
 
 /// The internal services' base URLs: `ORDERS_URL`, `INVENTORY_URL`, `PAYMENTS_URL`,
-/// `ORCHESTRATOR_URL`, `PROJECTIONS_URL`, `QUERY_URL`, defaults those of `cargo xtask up` (`https://` unless
+/// `ORCHESTRATOR_URL`, `PROJECTIONS_URL`, `QUERY_URL`, `NOTIFICATIONS_URL`, defaults those of `cargo xtask up` (`https://` unless
 /// `TLS=off`). Each may list several replicas' addresses separated by commas: the calls take
 /// them in turn, and one that cannot be reached hands its call to the next.
 #[derive(Debug, Clone)]
@@ -42,6 +42,7 @@ pub struct UpstreamUrls {
     pub orchestrator: String,
     pub projections: String,
     pub query: String,
+    pub notifications: String,
 }
 
 impl UpstreamUrls {
@@ -55,6 +56,7 @@ impl UpstreamUrls {
             (&topology::ORCHESTRATOR, &self.orchestrator),
             (&topology::PROJECTIONS, &self.projections),
             (&topology::QUERY_API, &self.query),
+            (&topology::NOTIFICATIONS, &self.notifications),
         ]
         .map(|(service, url)| (service.url_setting.unwrap_or(service.name), url));
         match named.into_iter().find(|(_, url)| {
@@ -177,6 +179,7 @@ impl Settings {
                 orchestrator: url(&topology::ORCHESTRATOR),
                 projections: url(&topology::PROJECTIONS),
                 query: url(&topology::QUERY_API),
+                notifications: url(&topology::NOTIFICATIONS),
             },
             oidc: OidcSettings {
                 issuer: env

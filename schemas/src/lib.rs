@@ -199,6 +199,7 @@ pub fn openapi_documents() -> Vec<(&'static str, Value)> {
         ("orchestrator", orchestrator::http::openapi()),
         ("projections", projections::lag::openapi()),
         ("query-api", query_api::openapi::document()),
+        ("notifications", notifications::http::openapi()),
     ];
     // The gateway's operations are the services' own, as the code makes them now.
     let gateway = gateway::openapi::document(&|service| {

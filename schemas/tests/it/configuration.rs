@@ -78,6 +78,9 @@ fn read_by_the_services() -> BTreeSet<String> {
         done(projections::Settings::from_env(env))
     });
     read("query-api", &|env| done(query_api::Settings::from_env(env)));
+    read("notifications", &|env| {
+        done(notifications::Settings::from_env(env))
+    });
     read("gateway", &|env| done(gateway::Settings::from_env(env)));
     names
 }
