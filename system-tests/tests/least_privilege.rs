@@ -370,6 +370,7 @@ fn may(identity: Identity, subject: &str) -> bool {
             let reader = *op == "INFO"
                 && match identity {
                     Identity::ORCHESTRATOR => context != BoundedContext::Sagas,
+                    Identity::NOTIFICATIONS => context == BoundedContext::Orders,
                     Identity::PROJECTIONS | Identity::ANALYST => true,
                     Identity::GATEWAY => {
                         matches!(context, BoundedContext::Orders | BoundedContext::Sagas)
@@ -548,11 +549,7 @@ async fn durable_configs(
 
 /// The orchestrator's `/readyz`: its status and what its consumer check on `stream` says.
 async fn consumer_readiness(s: &Stack, stream: &str) -> (u16, String) {
-    let r = testkit::http()
-        .get(format!("{}/readyz", s.urls[3]))
-        .send()
-        .await
-        .unwrap();
+    let r = testkit::get(format!("{}/readyz", s.urls[3])).await;
     let status = r.status().as_u16();
     let body: serde_json::Value = r.json().await.unwrap_or_default();
     let check = body["checks"][format!("consumer:orchestrator:{stream}")]

@@ -83,6 +83,7 @@ impl Fleet {
         let (orders, inventory, payments) = Stack::command_worlds().await;
         let orchestrator_db = crate::fresh_db("orchestrator").await;
         let read_db = crate::fresh_read_db("read").await;
+        let notifications_db = crate::fresh_db("notifications").await;
         let oidc = Oidc::start().await;
         let logs = crate::private::scratch("fleet-logs");
         eprintln!("fleet: every replica's log is in {}", logs.display());
@@ -158,6 +159,13 @@ impl Fleet {
                 ],
                 "projections" => vec![("DATABASE_URL", read_db.owner.clone())],
                 "query-api" => vec![("DATABASE_URL", read_db.reader.clone())],
+                "notifications" => vec![
+                    ("DATABASE_URL", notifications_db.app.clone()),
+                    ("DATABASE_OWNER_URL", notifications_db.owner.clone()),
+                    // The tests' receivers listen on 127.0.0.1.
+                    ("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", "true".into()),
+                    ("WEBHOOK_BACKOFF_BASE_MS", "200".into()),
+                ],
                 "gateway" => vec![
                     ("OIDC_ISSUER_URL", oidc.issuer.clone()),
                     ("OIDC_AUDIENCE", oidc.audience.clone()),
@@ -207,6 +215,9 @@ impl Fleet {
                 read_db: Some(read_db.owner.clone()),
                 urls: Default::default(),
                 reads: Vec::new(),
+                // Its replicas are the fleet's, as the other services' are.
+                notifications: None,
+                notifications_db: Some(notifications_db),
                 shutdown: Vec::new(),
                 payments_env: crate::TEST_PAYMENT_PROVIDER
                     .map(|(k, v)| (k, v.to_owned()))

@@ -38,10 +38,11 @@ pub struct Upstreams<'a> {
     pub orchestrator: &'a str,
     pub projections: &'a str,
     pub query: &'a str,
+    pub notifications: &'a str,
 }
 
 impl Upstreams<'_> {
-    /// All six at one address.
+    /// All of them at one address.
     pub fn all(url: &str) -> Upstreams<'_> {
         Upstreams {
             orders: url,
@@ -50,6 +51,7 @@ impl Upstreams<'_> {
             orchestrator: url,
             projections: url,
             query: url,
+            notifications: url,
         }
     }
 }
@@ -176,6 +178,7 @@ pub async fn gateway_with_metrics(
         ("ORCHESTRATOR_URL", upstreams.orchestrator.to_owned()),
         ("PROJECTIONS_URL", upstreams.projections.to_owned()),
         ("QUERY_URL", upstreams.query.to_owned()),
+        ("NOTIFICATIONS_URL", upstreams.notifications.to_owned()),
     ];
     env.extend(extra.iter().cloned());
     let settings = gateway::Settings::from_env(&Env::from_pairs(env)).expect("gateway settings");
@@ -206,6 +209,7 @@ impl Front {
     ) -> Self {
         let stack = Stack::start_with(Options {
             reads: true,
+            notifications: true,
             business_deadline_secs: 3,
             payments_env,
             ..Options::default()
@@ -214,6 +218,7 @@ impl Front {
         let oidc = Oidc::start().await;
         let [orders, inventory, payments, orchestrator] = &stack.urls;
         let (projections, query) = (&stack.reads[0], &stack.reads[1]);
+        let notifications = stack.notifications.as_deref().expect("notifications run");
         let (url, stop) = gateway(
             &oidc,
             &stack.orders.ns,
@@ -224,6 +229,7 @@ impl Front {
                 orchestrator,
                 projections,
                 query,
+                notifications,
             },
             extra,
         )

@@ -18,6 +18,7 @@ pub mod process;
 pub mod schemas;
 pub mod stack;
 pub mod stripe;
+pub mod webhooks;
 pub mod world;
 
 use std::future::Future;

@@ -29,6 +29,9 @@ pub struct Stack {
     pub urls: [String; 4],
     /// The projections service and the query API, when started (`Options::reads`).
     pub reads: Vec<String>,
+    /// The notification service's URL and database, when started (`Options::notifications`).
+    pub notifications: Option<String>,
+    pub notifications_db: Option<crate::TestDb>,
     pub shutdown: Vec<CancellationToken>,
     /// The payment provider's settings of the payments service (the test provider unless
     /// `Options::payments_env` says otherwise).
@@ -42,6 +45,9 @@ pub struct Options {
     pub orchestrator: bool,
     /// The projections worker and the query API, on a fresh read database.
     pub reads: bool,
+    /// The notification service, on a fresh database, sending to private addresses too (the
+    /// tests' receivers).
+    pub notifications: bool,
     /// `SAGA_BUSINESS_DEADLINE_MS` of the orchestrator, in seconds: how long a step that
     /// gets no answer is retried before the order is rejected (each attempt waits 1 s).
     pub business_deadline_secs: u64,
@@ -58,6 +64,7 @@ impl Default for Options {
         Self {
             orchestrator: true,
             reads: false,
+            notifications: false,
             business_deadline_secs: 3,
             query_env: Vec::new(),
             orchestrator_env: Vec::new(),
@@ -106,7 +113,32 @@ impl Stack {
         if options.reads {
             stack.start_reads(options.query_env).await;
         }
+        if options.notifications {
+            stack.start_notifications().await;
+        }
         stack
+    }
+
+    async fn start_notifications(&mut self) {
+        let db = crate::fresh_db("notifications").await;
+        let env = vec![
+            ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
+            ("DATABASE_URL", db.app.clone()),
+            ("DATABASE_OWNER_URL", db.owner.clone()),
+            ("NATS_URL", crate::infra().nats_url.clone()),
+            ("NATS_CREDENTIALS_DIR", crate::nats_credentials_dir()),
+            crate::tls_env(),
+            ("NATS_NAMESPACE", self.orders.ns.as_str().to_owned()),
+            ("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", "true".to_owned()),
+            ("WEBHOOK_BACKOFF_BASE_MS", "200".to_owned()),
+        ];
+        let settings = notifications::Settings::from_env(&Env::from_pairs(env)).unwrap();
+        let app = notifications::App::build(&settings).await.unwrap();
+        self.notifications = Some(app.url());
+        self.notifications_db = Some(db);
+        let stop = CancellationToken::new();
+        tokio::spawn(app.run(stop.clone()));
+        self.shutdown.push(stop);
     }
 
     async fn start_reads(&mut self, query_env: Vec<(&'static str, String)>) {
@@ -308,6 +340,8 @@ impl Stack {
             read_db: None,
             urls: [o, i, p, String::new()],
             reads: Vec::new(),
+            notifications: None,
+            notifications_db: None,
             shutdown: vec![o_stop, i_stop, p_stop],
             payments_env,
         };
