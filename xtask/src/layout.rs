@@ -1,9 +1,9 @@
 //! Where local state lives and which ports each environment uses.
 //!
-//! `dev` is what `up` runs (services on the DESIGN.md ports); `test` is the infrastructure of
-//! `cargo xtask test`, on other ports so both can run at once. Every port is below 32768, out
-//! of Linux's ephemeral range, so no outgoing connection can be holding it when a server
-//! starts.
+//! `dev` is what `up` runs (services on the ports the topology declares); `test` is the
+//! infrastructure of `cargo xtask test`, on other ports so both can run at once. Every port is
+//! below 32768, out of Linux's ephemeral range, so no outgoing connection can be holding it
+//! when a server starts.
 
 use std::path::{Path, PathBuf};
 
@@ -110,7 +110,7 @@ impl Layout {
 
     /// `up --cluster`: three nats-server nodes as one JetStream cluster (R3 streams) and two
     /// replicas of every service, on a Postgres and NATS of its own. Its first replicas use
-    /// the DESIGN.md ports, so it runs instead of `dev`, not beside it.
+    /// the topology's ports, so it runs instead of `dev`, not beside it.
     pub fn cluster() -> anyhow::Result<Self> {
         let workspace = workspace_root()?;
         Ok(Self {

@@ -1,4 +1,4 @@
-//! Builds and runs the service binaries of the local stack on the DESIGN.md ports.
+//! Builds and runs the service binaries of the local stack on the ports the topology declares.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
