@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+use crate::catalog::CatalogCache;
 use crate::edge::{self, Edge};
 use crate::oidc::Verifier;
 use crate::owners::Owners;
@@ -65,6 +66,7 @@ impl App {
             query: upstream(topology::QUERY_API.name, &urls.query)?,
             notifications: upstream(topology::NOTIFICATIONS.name, &urls.notifications)?,
             owners: Owners::new(js.clone(), settings.nats.namespace.clone()),
+            catalog: CatalogCache::new(settings.catalog_fresh_for),
             js: js.clone(),
             ns: settings.nats.namespace.clone(),
             request_timeout: settings.limits.request_timeout,

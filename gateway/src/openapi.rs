@@ -210,7 +210,7 @@ fn adjust(kind: Kind, op: &mut Map<String, Value>, components: &mut Map<String, 
                 params.retain(|p| p["in"] != "path");
             }
         }
-        Kind::Proxy | Kind::ReadOrder | Kind::CancelOrder | Kind::OrderEvents => {}
+        Kind::Proxy | Kind::Catalog | Kind::ReadOrder | Kind::CancelOrder | Kind::OrderEvents => {}
     }
 }
 

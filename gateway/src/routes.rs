@@ -21,6 +21,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::catalog::{CatalogCache, Outcome};
 use crate::edge::Caller;
 use crate::error::ApiError;
 use crate::oidc::Principal;
@@ -76,6 +77,9 @@ impl Target {
 pub enum Kind {
     /// Passed on as it is.
     Proxy,
+    /// A read of the catalog, the same for every caller: served from the gateway's shared
+    /// cache for a moment, then revalidated ([`crate::catalog`]).
+    Catalog,
     /// `customer_id` comes from the token (or must be named by an operator).
     PlaceOrder,
     /// Another customer's order answers 404.
@@ -117,8 +121,8 @@ macro_rules! route {
 
 /// Every public route.
 pub static ROUTES: &[Route] = &[
-    route!(GET "/api/products", Anyone, Query "/products", Proxy, "The catalog"),
-    route!(GET "/api/products/{sku}", Anyone, Query "/products/{sku}", Proxy, "One product with its stock"),
+    route!(GET "/api/products", Anyone, Query "/products", Catalog, "The catalog"),
+    route!(GET "/api/products/{sku}", Anyone, Query "/products/{sku}", Catalog, "One product with its stock"),
     route!(POST "/api/orders", Customer, Orders "/orders", PlaceOrder, "Place an order for the token's customer"),
     route!(GET "/api/me/orders", Customer, Query "/customers/{id}/orders", MyOrders, "The caller's orders, newest first"),
     route!(GET "/api/orders/{id}", Customer, Query "/orders/{id}", ReadOrder, "One of the caller's orders"),
@@ -163,6 +167,7 @@ pub struct Gateway {
     pub query: Upstream,
     pub notifications: Upstream,
     pub owners: Owners,
+    pub catalog: CatalogCache,
     pub js: async_nats::jetstream::Context,
     pub ns: Namespace,
     pub request_timeout: Duration,
@@ -283,6 +288,7 @@ async fn handle(gw: &Gateway, mut call: Call) -> Result<Response, ApiError> {
             .await
             .map(Answer::into_response)
         }
+        Kind::Catalog => read_catalog(gw, call).await,
         Kind::PlaceOrder => place_order(gw, call).await,
         Kind::ReadOrder => read_order(gw, call).await,
         Kind::CancelOrder => cancel_order(gw, call).await,
@@ -372,6 +378,80 @@ fn upstream_path(template: &str, params: &[String]) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// A catalog read through the shared cache: a fresh kept answer as it is, a stale one
+/// revalidated with its `ETag`, a missing one fetched and kept; the client's own
+/// `If-None-Match` is then answered 304 when it names the answer's `ETag`. A read that waits
+/// for a version (`min_version`) goes to the query API, as does every read with the cache off.
+async fn read_catalog(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
+    let query = call.query.as_deref();
+    let waits = query.is_some_and(|q| q.split('&').any(|p| p.starts_with("min_version=")));
+    if waits || !gw.catalog.enabled() {
+        return forward(
+            gw,
+            call.route,
+            &call.params,
+            query,
+            &call.headers,
+            Bytes::new(),
+        )
+        .await
+        .map(Answer::into_response);
+    }
+    let key = match query {
+        Some(q) => format!(
+            "{}?{q}",
+            upstream_path(call.route.upstream_path, &call.params)
+        ),
+        None => upstream_path(call.route.upstream_path, &call.params),
+    };
+    let asked = call.headers.get(axum::http::header::IF_NONE_MATCH).cloned();
+    let (answer, outcome) = match gw.catalog.fresh(&key) {
+        Some(kept) => (kept, Outcome::Hit),
+        None => {
+            // The cache's own condition, never the client's: a 304 must be for what it holds.
+            let mut headers = call.headers.clone();
+            headers.remove(axum::http::header::IF_NONE_MATCH);
+            let held = gw.catalog.etag(&key);
+            if let Some(etag) = &held {
+                headers.insert(axum::http::header::IF_NONE_MATCH, etag.clone());
+            }
+            let answer =
+                forward(gw, call.route, &call.params, query, &headers, Bytes::new()).await?;
+            let current = match (&held, answer.status) {
+                (Some(etag), StatusCode::NOT_MODIFIED) => gw.catalog.revalidated(&key, etag),
+                _ => None,
+            };
+            match current {
+                Some(kept) => (kept, Outcome::Revalidated),
+                None if answer.status == StatusCode::NOT_MODIFIED => {
+                    // Replaced meanwhile by another request: ask once more, in full.
+                    headers.remove(axum::http::header::IF_NONE_MATCH);
+                    let full = forward(gw, call.route, &call.params, query, &headers, Bytes::new())
+                        .await?;
+                    gw.catalog.keep(&key, &full);
+                    (full, Outcome::Miss)
+                }
+                None => {
+                    gw.catalog.keep(&key, &answer);
+                    (answer, Outcome::Miss)
+                }
+            }
+        }
+    };
+    metrics::counter!("gateway_catalog_cache_total", "outcome" => outcome.as_str()).increment(1);
+    let etag = answer.headers.get(axum::http::header::ETAG).cloned();
+    let mut answer = match (answer.status, asked, etag) {
+        (StatusCode::OK, Some(asked), Some(etag)) if crate::catalog::matches(&asked, &etag) => {
+            crate::catalog::not_modified(answer)
+        }
+        _ => answer,
+    };
+    answer
+        .headers
+        .insert("x-cache", HeaderValue::from_static(outcome.as_str()));
+    Ok(answer.into_response())
 }
 
 /// The customer id is the token's; a body naming another customer is refused, and an

@@ -28,6 +28,9 @@ pub struct Settings {
     pub oidc: OidcSettings,
     pub limits: Limits,
     pub breaker: BreakerSettings,
+    /// `CATALOG_CACHE_MS`, default 1000, at most 60000: how long the gateway serves a catalog
+    /// read from its shared cache before it revalidates it with the query API (0: no cache).
+    pub catalog_fresh_for: Duration,
 }
 
 /// The internal services' base URLs: `ORDERS_URL`, `INVENTORY_URL`, `PAYMENTS_URL`,
@@ -232,6 +235,11 @@ impl Settings {
                 failures: env.within_or("BREAKER_FAILURES", 5, 1..=1000)?,
                 open_for: env.millis_or("BREAKER_OPEN_MS", Duration::from_secs(5))?,
             },
+            catalog_fresh_for: Duration::from_millis(env.within_or(
+                "CATALOG_CACHE_MS",
+                1000,
+                0..=60_000,
+            )?),
         };
         settings.upstreams.check_schemes(settings.tls.is_some())?;
         Ok(settings)

@@ -582,3 +582,97 @@ async fn one_customer_holds_at_most_their_share_of_a_product() {
     assert_eq!(statuses[10], 429, "{last}");
     assert_eq!(last["type"], "urn:streamshop:problem:too-many-open-orders");
 }
+
+/// Conditional reads pass through the gateway: a customer's own order answers 304 to the
+/// `ETag` they hold (another customer's stays a plain 404), and catalog reads are served from
+/// the gateway's shared cache within its moment, revalidated after it, and follow a change.
+#[tokio::test]
+async fn conditional_reads_answer_304_and_the_catalog_is_cached_at_the_edge() {
+    let fresh_for = Duration::from_millis(2000);
+    let cache = [("CATALOG_CACHE_MS", fresh_for.as_millis().to_string())];
+    let front = Front::start(&cache).await;
+    let operator = admin(&front).await;
+    let product = json!({"sku": "GW-ETAG", "name": "Cup", "unit_price": 300, "currency": "EUR", "initial_stock": 5});
+    assert_eq!(operator.post("/api/products", product).await.0, 202);
+    let (_, a) = customer(&front).await;
+    let (_, b) = customer(&front).await;
+    let order = place(&a, "GW-ETAG", "tok_ok").await;
+
+    let path = format!("/api/orders/{order}");
+    let get = |caller: &Caller<'_>, path: &str, etag: Option<&reqwest::header::HeaderValue>| {
+        let mut request = caller.request(reqwest::Method::GET, path);
+        if let Some(etag) = etag {
+            request = request.header("if-none-match", etag);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    // The order changes while its saga runs: the two reads are repeated until they agree.
+    let etag = testkit::eventually(
+        Duration::from_secs(30),
+        "a 304 to the order's own ETag",
+        || async {
+            let first = get(&a, &path, None).await;
+            assert_eq!(first.status(), 200);
+            let etag = first.headers()["etag"].clone();
+            let again = get(&a, &path, Some(&etag)).await;
+            if again.status() != 304 {
+                return None;
+            }
+            assert!(again.bytes().await.unwrap().is_empty(), "a 304 has no body");
+            Some(etag)
+        },
+    )
+    .await;
+    assert_eq!(get(&b, &path, Some(&etag)).await.status(), 404);
+
+    // The catalog once the saga has committed the stock (created, reserved, committed).
+    let anonymous = Caller {
+        front: &front,
+        token: None,
+    };
+    let product = "/api/products/GW-ETAG";
+    testkit::eventually(Duration::from_secs(30), "the stock committed", || async {
+        let (status, body) = anonymous.get(&format!("{product}?min_version=3")).await;
+        (status == 200 && body["on_hand"] == 4).then_some(())
+    })
+    .await;
+    let cached = |r: &Response| r.headers()["x-cache"].to_str().unwrap().to_owned();
+    let first = get(&anonymous, product, None).await;
+    assert_eq!(
+        (first.status().as_u16(), cached(&first).as_str()),
+        (200, "miss")
+    );
+    let etag = first.headers()["etag"].clone();
+    let second = get(&anonymous, product, None).await;
+    assert_eq!(
+        (second.status().as_u16(), cached(&second).as_str()),
+        (200, "hit")
+    );
+    let held = get(&anonymous, product, Some(&etag)).await;
+    assert_eq!(
+        (held.status().as_u16(), cached(&held).as_str()),
+        (304, "hit")
+    );
+    tokio::time::sleep(fresh_for + Duration::from_millis(200)).await;
+    let later = get(&anonymous, product, None).await;
+    assert_eq!(
+        (later.status().as_u16(), cached(&later).as_str()),
+        (200, "revalidated")
+    );
+    assert_eq!(later.headers()["etag"], etag);
+
+    // A restock reaches the catalog's readers within the cache's moment.
+    let (status, _) = operator
+        .post("/api/products/GW-ETAG/restock", json!({"quantity": 10}))
+        .await;
+    assert_eq!(status, 202);
+    testkit::eventually(
+        Duration::from_secs(30),
+        "the restock in the catalog",
+        || async {
+            let (status, body) = anonymous.get(product).await;
+            (status == 200 && body["on_hand"] == 14).then_some(())
+        },
+    )
+    .await;
+}

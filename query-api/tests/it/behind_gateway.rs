@@ -58,6 +58,8 @@ async fn a_killed_upstream_is_a_fast_503_and_recovers_by_itself() {
         &[
             ("BREAKER_FAILURES", "2".into()),
             ("BREAKER_OPEN_MS", "1000".into()),
+            // No catalog cache: every read reaches the query API, as a breaker test needs.
+            ("CATALOG_CACHE_MS", "0".into()),
         ],
     )
     .await;
