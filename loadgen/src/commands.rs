@@ -41,12 +41,15 @@ pub fn order_body(i: u64) -> PlaceOrder {
     PlaceOrder {
         customer_id: Uuid::from_u128(customer),
         lines: vec![OrderLine {
-            sku: bench_sku(i % 100),
+            sku: bench_sku(i % BENCH_PRODUCTS),
             quantity: 1,
         }],
         payment_token: "tok_ok".into(),
     }
 }
+
+/// How many products the benchmark makes (`sagas::create_products_at`) and orders spread over.
+pub const BENCH_PRODUCTS: u64 = 100;
 
 /// The benchmark's `n`th SKU, `BENCH-000n`.
 pub fn bench_sku(n: u64) -> Sku {

@@ -1,7 +1,8 @@
 //! Figure 6: the gateway's own cost. `POST /api/orders` and `GET /api/orders/{id}` through
 //! the gateway (with real customer tokens from the local OpenID provider, verified on every
 //! request), beside the same requests sent straight to the orders service and the query API,
-//! in the same run.
+//! in the same run; and the catalog (`GET /api/products/{sku}`) through the gateway's shared
+//! cache beside the same reads through a gateway with the cache off.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::commands::order_body;
+use crate::commands::{bench_sku, order_body, BENCH_PRODUCTS};
 use crate::drive::{drive, expect_status, http_client, HttpFigure, Pace, Run, LATENCY_LOAD};
 use crate::procs::{Cost, Monitor, Proc, Watched};
 use crate::stats::{LatencySpread, Spread};
@@ -26,6 +27,9 @@ const CUSTOMERS: usize = 16;
 const ORDERS: u64 = 2_000;
 
 const NAMESPACE: &str = "benchgw";
+
+/// The two sides of the gateway's cost.
+const SIDES: [&str; 2] = ["direct", "through the gateway"];
 
 /// One request, straight to the service and through the gateway.
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +46,9 @@ pub struct GatewayFigure {
     pub place: Pair,
     /// `GET /orders/{id}` (query API) and `GET /api/orders/{id}`.
     pub read: Pair,
+    /// `GET /api/products/{sku}` through a gateway with its catalog cache off (`direct`) and
+    /// on (`gateway`, the default `CATALOG_CACHE_MS`).
+    pub catalog: Pair,
     /// CPU per request through the gateway, of the gateway and of the service behind it, in
     /// microseconds: (request, gateway, service).
     pub cpu_per_request: Vec<(String, f64, f64)>,
@@ -120,7 +127,11 @@ pub async fn run(b: &Bench) -> anyhow::Result<GatewayFigure> {
     let provider = Provider::start(b).await?;
     let orders_db = b.cluster.fresh("bench_gw_orders").await?;
     let read_db = b.cluster.fresh("bench_gw_read").await?;
+    let inventory_db = b.cluster.fresh("bench_gw_inventory").await?;
     let orders = b.service("orders", &orders_db, NAMESPACE, &[]).await?;
+    let inventory = b
+        .service("inventory", &inventory_db, NAMESPACE, &[])
+        .await?;
     let projections = b.service("projections", &read_db, NAMESPACE, &[]).await?;
     let query = b.service("query-api", &read_db, NAMESPACE, &[]).await?;
     // No limit the benchmark could reach: the figure is the gateway's cost, not its limiter.
@@ -140,15 +151,24 @@ pub async fn run(b: &Bench) -> anyhow::Result<GatewayFigure> {
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
-    let gateway = Proc::start(
-        "gateway",
-        &b.bins.join("gateway"),
-        &[],
-        &env,
-        false,
-        &b.logs,
+    let start = |name: &'static str, env: Vec<(String, String)>| async move {
+        Proc::start(name, &b.bins.join("gateway"), &[], &env, false, &b.logs).await
+    };
+    let gateway = start("gateway", env.clone()).await?;
+    // The same gateway with its catalog cache off, for the catalog's pair.
+    env.push(("CATALOG_CACHE_MS".into(), "0".into()));
+    let uncached = start("gateway-uncached", env).await?;
+    crate::sagas::create_products_at(&inventory.base_url).await?;
+    expect_status(
+        http_client(1).get(format!(
+            "{}/products/{}?min_version=1",
+            query.base_url,
+            bench_sku(BENCH_PRODUCTS - 1)
+        )),
+        200,
     )
-    .await?;
+    .await
+    .map_err(anyhow::Error::msg)?;
 
     let mut customers = Vec::new();
     for n in 0..CUSTOMERS {
@@ -160,6 +180,7 @@ pub async fn run(b: &Bench) -> anyhow::Result<GatewayFigure> {
 
     let placing = pair(
         "POST /orders",
+        SIDES,
         b,
         |pace| place(&orders.base_url, "/orders", false, &customers, b, pace),
         |pace| place(&gateway.base_url, "/api/orders", true, &customers, b, pace),
@@ -167,6 +188,7 @@ pub async fn run(b: &Bench) -> anyhow::Result<GatewayFigure> {
     .await?;
     let reading = pair(
         "GET /orders/{id}",
+        SIDES,
         b,
         |pace| read(&query.base_url, "/orders", false, &ids, &customers, b, pace),
         |pace| {
@@ -180,6 +202,14 @@ pub async fn run(b: &Bench) -> anyhow::Result<GatewayFigure> {
                 pace,
             )
         },
+    )
+    .await?;
+    let catalog = pair(
+        "GET /api/products/{sku}",
+        ["uncached", "cached"],
+        b,
+        |pace| read_catalog(&uncached.base_url, b, pace),
+        |pace| read_catalog(&gateway.base_url, b, pace),
     )
     .await?;
     // One more closed-loop run of each, with the processes' CPU counted.
@@ -226,12 +256,13 @@ pub async fn run(b: &Bench) -> anyhow::Result<GatewayFigure> {
         monitor.finish().await,
     ));
 
-    for p in [gateway, query, projections, orders] {
+    for p in [gateway, uncached, query, projections, inventory, orders] {
         p.stop().await;
     }
     let figure = GatewayFigure {
         place: placing,
         read: reading,
+        catalog,
         cpu_per_request,
     };
     println!(
@@ -255,7 +286,13 @@ fn per_request(what: &str, run: &Run, costs: Vec<Cost>) -> (String, f64, f64) {
 /// turns (direct, gateway, direct, ...) so the machine's drift weighs on both alike: a
 /// warm-up each, closed-loop runs for the rates and each pair's share, then open-loop runs at
 /// 80% of each side's median rate for the latencies.
-async fn pair<D, G, FD, FG>(what: &str, b: &Bench, direct: D, through: G) -> anyhow::Result<Pair>
+async fn pair<D, G, FD, FG>(
+    what: &str,
+    sides: [&str; 2],
+    b: &Bench,
+    direct: D,
+    through: G,
+) -> anyhow::Result<Pair>
 where
     D: Fn(Pace) -> FD,
     G: Fn(Pace) -> FG,
@@ -263,8 +300,8 @@ where
     FG: std::future::Future<Output = Run>,
 {
     for (side, warm) in [
-        ("direct", direct(Pace::Closed).await),
-        ("gateway", through(Pace::Closed).await),
+        (sides[0], direct(Pace::Closed).await),
+        (sides[1], through(Pace::Closed).await),
     ] {
         anyhow::ensure!(
             warm.ok > 0,
@@ -309,8 +346,10 @@ where
     };
     let share = Spread::of(&shares);
     println!(
-        "  {what}, {CLIENTS} clients: direct {}/s, through the gateway {}/s, share {:.0}% ({:.0}–{:.0}%)",
+        "  {what}, {CLIENTS} clients: {} {}/s, {} {}/s, share {:.0}% ({:.0}–{:.0}%)",
+        sides[0],
         rates[0].show(0),
+        sides[1],
         rates[1].show(0),
         share.median * 100.0,
         share.min * 100.0,
@@ -321,6 +360,17 @@ where
         gateway: figure(1),
         share,
     })
+}
+
+/// `GET {gateway}/api/products/{sku}`, anonymous, spread over the benchmark's products.
+async fn read_catalog(gateway: &str, b: &Bench, pace: Pace) -> Run {
+    let client = http_client(CLIENTS);
+    let base = format!("{gateway}/api/products");
+    drive(CLIENTS, pace, b.duration, move |i| {
+        let request = client.get(format!("{base}/{}", bench_sku((i * 7919) % BENCH_PRODUCTS)));
+        async move { expect_status(request, 200).await.map(|_| ()) }
+    })
+    .await
 }
 
 /// Places [`ORDERS`] orders straight at the orders service and waits until the query API

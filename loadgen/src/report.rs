@@ -575,6 +575,24 @@ impl Report {
                 ));
             }
             line(String::new());
+            let c = &g.catalog;
+            line(format!(
+                "The catalog through the gateway's shared cache (`CATALOG_CACHE_MS`, 1 s) and \
+                 through a gateway with it off, anonymous `GET /api/products/{{sku}}` over {} \
+                 products: uncached {}/s, cached {}/s ({:.0}% of uncached, {:.0}–{:.0}%); \
+                 p50 / p95 / p99 ms uncached {} at {:.0}/s, cached {} at {:.0}/s.",
+                crate::commands::BENCH_PRODUCTS,
+                c.direct.rate.show(0),
+                c.gateway.rate.show(0),
+                c.share.median * 100.0,
+                c.share.min * 100.0,
+                c.share.max * 100.0,
+                lat(&c.direct.latency),
+                c.direct.latency_rate,
+                lat(&c.gateway.latency),
+                c.gateway.latency_rate
+            ));
+            line(String::new());
             line(format!(
                 "CPU per request through the gateway (one more closed-loop run each): {}.",
                 g.cpu_per_request

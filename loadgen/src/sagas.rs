@@ -457,7 +457,7 @@ async fn create_products(stack: &Stack) -> anyhow::Result<()> {
 pub async fn create_products_at(inventory: &str) -> anyhow::Result<()> {
     let client = http_client(1);
     let url = format!("{inventory}/products");
-    for i in 0..100 {
+    for i in 0..crate::commands::BENCH_PRODUCTS {
         let sku = bench_sku(i);
         let create = CreateProduct {
             sku: sku.clone(),
