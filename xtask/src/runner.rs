@@ -28,12 +28,17 @@ pub struct Binary {
 }
 
 impl Binary {
-    /// A system test that loads the whole machine: a three-node cluster, or the burst of
-    /// 500 orders through two replicas (`tests/sagas.rs`). Two of them never run side by side,
-    /// or each would starve the other of CPU and database connections.
+    /// A system test that loads the whole machine: a three-node cluster, the burst of 500
+    /// orders through two replicas (`tests/sagas.rs`), or `cargo xtask up`'s build and stack
+    /// (`tests/getting_started.rs`). Two of them never run side by side, or each would starve
+    /// the other of CPU and database connections.
     fn loads_the_machine(&self) -> bool {
         self.package == "system-tests"
-            && (self.source.starts_with("tests/cluster_") || self.source == "tests/sagas.rs")
+            && (self.source.starts_with("tests/cluster_")
+                || matches!(
+                    self.source.as_str(),
+                    "tests/sagas.rs" | "tests/getting_started.rs"
+                ))
     }
 
     fn label(&self) -> String {

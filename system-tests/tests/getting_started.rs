@@ -1,0 +1,194 @@
+//! Runs the getting-started page's commands as a reader runs them: `cargo xtask up` starts the
+//! local stack, `status` shows it, `token` signs in against it, an order goes through its
+//! gateway to confirmed, `up` again changes nothing, and `down` stops it. (`cargo xtask test`
+//! is what CI runs, `.ci/run`; the "Try it" block runs in `readme.rs`.)
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// The gateway of `cargo xtask up`.
+const GATEWAY: &str = "http://localhost:8000";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("system-tests is in the workspace")
+        .to_owned()
+}
+
+/// `line` in bash from the workspace root, as a reader types it, with none of the test
+/// runner's variables (the stack it starts is `up`'s own, not the suite's) and none of the
+/// package variables `cargo run` exported (build scripts fingerprint them).
+fn typed(line: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new("bash");
+    cmd.args(["-euo", "pipefail", "-c", line])
+        .current_dir(workspace());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("STREAMSHOP_")
+            || name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                name.as_str(),
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+/// Runs `line` ([`typed`]); its stdout, or the test fails with what it said.
+async fn run(line: &str) -> String {
+    let out = tokio::process::Command::from(typed(line))
+        .output()
+        .await
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "`{line}` failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The lines of the page's first block under `heading`, without their comments.
+fn commands(file: &str, heading: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(workspace().join(file)).expect("the page");
+    let section = text
+        .split(&format!("\n{heading}\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("{file} has a {heading:?} section"));
+    let start = section.find("```sh\n").expect("a sh block") + "```sh\n".len();
+    let end = start + section[start..].find("\n```").expect("the block ends");
+    section[start..end]
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default().trim().to_owned())
+        .filter(|line| !line.is_empty())
+        .collect()
+}
+
+/// Stops the stack the test started, even when the test fails halfway.
+struct Down(bool);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        if self.0
+            && !typed("cargo xtask down")
+                .status()
+                .is_ok_and(|s| s.success())
+        {
+            // Not a panic: this may run while the test is failing already.
+            eprintln!("`cargo xtask down` failed: stop the stack by hand");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_getting_started_commands_run_the_local_stack() {
+    let two = commands("docs/getting-started.md", "## The two commands");
+    assert_eq!(two, ["cargo xtask up", "cargo xtask test"]);
+    let ci = std::fs::read_to_string(workspace().join(".ci/run")).unwrap();
+    assert!(
+        ci.lines().any(|l| l == format!("exec {}", two[1])),
+        ".ci/run runs the page's test command"
+    );
+
+    // A reader's own stack, already up, is used as it is and left running.
+    let ours = TcpStream::connect("127.0.0.1:8000").is_err();
+    let down = Down(ours);
+
+    let up = run(&two[0]).await;
+    assert!(up.contains("streamshop is up:"), "{up}");
+    for service in topology::SERVICES {
+        assert!(
+            up.contains(service.name),
+            "`up` names {}: {up}",
+            service.name
+        );
+    }
+    let status = run("cargo xtask status").await;
+    assert!(status.contains("gateway"), "{status}");
+
+    // Signed in as the page says, an operator creates a product and a customer orders it;
+    // the order goes through stock and payment (localstripe) to confirmed.
+    let admin = run("cargo xtask token --admin").await.trim().to_owned();
+    let customer_id = uuid::Uuid::now_v7();
+    let customer = run(&format!("cargo xtask token --customer {customer_id}"))
+        .await
+        .trim()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let sku = format!("GS-{}", &customer_id.simple().to_string()[20..]).to_uppercase();
+    let created = http
+        .post(format!("{GATEWAY}/api/products"))
+        .bearer_auth(&admin)
+        .json(
+            &json!({"sku": sku, "name": "Mug", "unit_price": 1250, "currency": "EUR",
+                      "initial_stock": 5}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{:?}", created.text().await);
+    let placed = http
+        .post(format!("{GATEWAY}/api/orders"))
+        .bearer_auth(&customer)
+        .json(&json!({"lines": [{"sku": sku, "quantity": 2}], "payment_token": "pm_card_visa"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), 202);
+    let placed: Value = placed.json().await.unwrap();
+    let order = placed["order_id"].as_str().unwrap().to_owned();
+    let view = testkit::eventually(
+        Duration::from_secs(60),
+        "the order to be confirmed through the gateway",
+        || async {
+            let view: Value = http
+                .get(format!("{GATEWAY}/api/orders/{order}"))
+                .bearer_auth(&customer)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (view["status"] == "confirmed").then_some(view)
+        },
+    )
+    .await;
+    assert_eq!(view["total"]["amount_minor"], 2500, "{view}");
+    let anonymous = http
+        .get(format!("{GATEWAY}/api/orders/{order}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    // `up` is safe to run again: everything runs its current binary, so nothing restarts.
+    let again = run(&two[0]).await;
+    assert!(again.contains("streamshop is up:"), "{again}");
+    let still: Value = http
+        .get(format!("{GATEWAY}/api/orders/{order}"))
+        .bearer_auth(&customer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(still["status"], "confirmed");
+
+    if ours {
+        drop(down);
+        assert!(
+            TcpStream::connect("127.0.0.1:8000").is_err(),
+            "`cargo xtask down` stopped the gateway"
+        );
+    }
+}
