@@ -4,20 +4,13 @@
 //! is what CI runs, `.ci/run`; the "Try it" block runs in `readme.rs`.)
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use system_tests::{sh_block, workspace};
 
 /// The gateway of `cargo xtask up`.
 const GATEWAY: &str = "http://localhost:8000";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("system-tests is in the workspace")
-        .to_owned()
-}
 
 /// `line` in bash from the workspace root, as a reader types it, with none of the test
 /// runner's variables (the stack it starts is `up`'s own, not the suite's) and none of the
@@ -43,29 +36,13 @@ fn typed(line: &str) -> std::process::Command {
 
 /// Runs `line` ([`typed`]); its stdout, or the test fails with what it said.
 async fn run(line: &str) -> String {
-    let out = tokio::process::Command::from(typed(line))
-        .output()
-        .await
-        .expect("bash runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "`{line}` failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    let mut command = tokio::process::Command::from(typed(line));
+    testkit::stdout_of(&mut command, &format!("`{line}`")).await
 }
 
 /// The lines of the page's first block under `heading`, without their comments.
 fn commands(file: &str, heading: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(workspace().join(file)).expect("the page");
-    let section = text
-        .split(&format!("\n{heading}\n"))
-        .nth(1)
-        .unwrap_or_else(|| panic!("{file} has a {heading:?} section"));
-    let start = section.find("```sh\n").expect("a sh block") + "```sh\n".len();
-    let end = start + section[start..].find("\n```").expect("the block ends");
-    section[start..end]
+    sh_block(file, heading)
         .lines()
         .map(|line| line.split('#').next().unwrap_or_default().trim().to_owned())
         .filter(|line| !line.is_empty())
@@ -149,15 +126,9 @@ async fn the_getting_started_commands_run_the_local_stack() {
         Duration::from_secs(60),
         "the order to be confirmed through the gateway",
         || async {
-            let view: Value = http
-                .get(format!("{GATEWAY}/api/orders/{order}"))
-                .bearer_auth(&customer)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let read = http.get(format!("{GATEWAY}/api/orders/{order}"));
+            let answer = read.bearer_auth(&customer).send().await.ok()?;
+            let view: Value = answer.json().await.ok()?;
             (view["status"] == "confirmed").then_some(view)
         },
     )

@@ -9,22 +9,7 @@ use serde_json::Value;
 use testkit::front::Front;
 use testkit::stripe::LocalStripe;
 
-/// The first ```sh block of the repository file `file` after the line `heading` (from the
-/// top when `heading` is empty).
-fn block(file: &str, heading: &str) -> String {
-    let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let section = if heading.is_empty() {
-        text.as_str()
-    } else {
-        text.split(&format!("\n{heading}\n"))
-            .nth(1)
-            .unwrap_or_else(|| panic!("{file} has a {heading:?} section"))
-    };
-    let start = section.find("```sh\n").expect("a sh block") + "```sh\n".len();
-    let end = start + section[start..].find("\n```").expect("the block ends");
-    section[start..end].to_owned()
-}
+use system_tests::sh_block as block;
 
 #[test]
 fn the_getting_started_page_tries_what_the_readme_tries() {
@@ -53,18 +38,9 @@ fn against(block: &str, front: &Front, stripe: &LocalStripe, key_file: &str) -> 
 }
 
 async fn bash(block: &str) -> String {
-    let output = tokio::process::Command::new("bash")
-        .args(["-euo", "pipefail", "-c", block])
-        .output()
-        .await
-        .expect("bash runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "the block failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    let mut bash = tokio::process::Command::new("bash");
+    bash.args(["-euo", "pipefail", "-c", block]);
+    testkit::stdout_of(&mut bash, "the block").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

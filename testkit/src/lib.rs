@@ -468,7 +468,8 @@ pub async fn stdout_of(command: &mut tokio::process::Command, what: &str) -> Str
         .unwrap_or_else(|e| panic!("run {what}: {e}"));
     assert!(
         out.status.success(),
-        "{what} failed: {}",
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap_or_else(|e| panic!("{what} wrote no text: {e}"))
