@@ -1,7 +1,8 @@
 //! Runs the getting-started page's commands as a reader runs them: `cargo xtask up` starts the
 //! local stack, `status` shows it, `token` signs in against it, an order goes through its
-//! gateway to confirmed, `up` again changes nothing, and `down` stops it. (`cargo xtask test`
-//! is what CI runs, `.ci/run`; the "Try it" block runs in `readme.rs`.)
+//! gateway to confirmed, `up` again changes nothing, and `down` stops it; then the same with
+//! `up --cluster`. (`cargo xtask test` is what CI runs, `.ci/run`; the "Try it" block runs in
+//! `readme.rs`.)
 
 use std::net::TcpStream;
 use std::time::Duration;
@@ -65,8 +66,67 @@ impl Drop for Down {
     }
 }
 
+/// Signed in as the page says (`cargo xtask token`), an operator creates a product and a
+/// customer orders it through `gateway`; the order goes through stock and payment
+/// (localstripe) to confirmed. Returns the order and the customer's token.
+async fn an_order_is_confirmed(gateway: &str) -> (String, String) {
+    let admin = run("cargo xtask token --admin").await.trim().to_owned();
+    let customer_id = uuid::Uuid::now_v7();
+    let customer = run(&format!("cargo xtask token --customer {customer_id}"))
+        .await
+        .trim()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let sku = format!("GS-{}", &customer_id.simple().to_string()[20..]).to_uppercase();
+    let product = json!({"sku": sku, "name": "Mug", "unit_price": 1250, "currency": "EUR",
+                         "initial_stock": 5});
+    let created = http
+        .post(format!("{gateway}/api/products"))
+        .bearer_auth(&admin)
+        .json(&product)
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{:?}", created.text().await);
+    let placed = http
+        .post(format!("{gateway}/api/orders"))
+        .bearer_auth(&customer)
+        .json(&json!({"lines": [{"sku": sku, "quantity": 2}], "payment_token": "pm_card_visa"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), 202);
+    let placed: Value = placed.json().await.unwrap();
+    let order = placed["order_id"].as_str().unwrap().to_owned();
+    let view = confirmed(gateway, &order, &customer).await;
+    assert_eq!(view["total"]["amount_minor"], 2500, "{view}");
+    let anonymous = http
+        .get(format!("{gateway}/api/orders/{order}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    (order, customer)
+}
+
+/// The order as its customer reads it through `gateway`, once it is confirmed.
+async fn confirmed(gateway: &str, order: &str, customer: &str) -> Value {
+    let http = reqwest::Client::new();
+    testkit::eventually(
+        Duration::from_secs(60),
+        "the order to be confirmed through the gateway",
+        || async {
+            let read = http.get(format!("{gateway}/api/orders/{order}"));
+            let answer = read.bearer_auth(customer).send().await.ok()?;
+            let view: Value = answer.json().await.ok()?;
+            (view["status"] == "confirmed").then_some(view)
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_getting_started_commands_run_the_local_stack() {
+async fn the_getting_started_commands_run_the_local_stack_and_cluster() {
     let two = commands("docs/getting-started.md", "## The two commands");
     assert_eq!(two, ["cargo xtask up", "cargo xtask test"]);
     let ci = std::fs::read_to_string(workspace().join(".ci/run")).unwrap();
@@ -90,76 +150,36 @@ async fn the_getting_started_commands_run_the_local_stack() {
     }
     let status = run("cargo xtask status").await;
     assert!(status.contains("gateway"), "{status}");
-
-    // Signed in as the page says, an operator creates a product and a customer orders it;
-    // the order goes through stock and payment (localstripe) to confirmed.
-    let admin = run("cargo xtask token --admin").await.trim().to_owned();
-    let customer_id = uuid::Uuid::now_v7();
-    let customer = run(&format!("cargo xtask token --customer {customer_id}"))
-        .await
-        .trim()
-        .to_owned();
-    let http = reqwest::Client::new();
-    let sku = format!("GS-{}", &customer_id.simple().to_string()[20..]).to_uppercase();
-    let created = http
-        .post(format!("{GATEWAY}/api/products"))
-        .bearer_auth(&admin)
-        .json(
-            &json!({"sku": sku, "name": "Mug", "unit_price": 1250, "currency": "EUR",
-                      "initial_stock": 5}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert!(created.status().is_success(), "{:?}", created.text().await);
-    let placed = http
-        .post(format!("{GATEWAY}/api/orders"))
-        .bearer_auth(&customer)
-        .json(&json!({"lines": [{"sku": sku, "quantity": 2}], "payment_token": "pm_card_visa"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(placed.status(), 202);
-    let placed: Value = placed.json().await.unwrap();
-    let order = placed["order_id"].as_str().unwrap().to_owned();
-    let view = testkit::eventually(
-        Duration::from_secs(60),
-        "the order to be confirmed through the gateway",
-        || async {
-            let read = http.get(format!("{GATEWAY}/api/orders/{order}"));
-            let answer = read.bearer_auth(&customer).send().await.ok()?;
-            let view: Value = answer.json().await.ok()?;
-            (view["status"] == "confirmed").then_some(view)
-        },
-    )
-    .await;
-    assert_eq!(view["total"]["amount_minor"], 2500, "{view}");
-    let anonymous = http
-        .get(format!("{GATEWAY}/api/orders/{order}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(anonymous.status(), 401);
+    let (order, customer) = an_order_is_confirmed(GATEWAY).await;
 
     // `up` is safe to run again: everything runs its current binary, so nothing restarts.
     let again = run(&two[0]).await;
     assert!(again.contains("streamshop is up:"), "{again}");
-    let still: Value = http
-        .get(format!("{GATEWAY}/api/orders/{order}"))
-        .bearer_auth(&customer)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(still["status"], "confirmed");
-
-    if ours {
-        drop(down);
-        assert!(
-            TcpStream::connect("127.0.0.1:8000").is_err(),
-            "`cargo xtask down` stopped the gateway"
-        );
+    confirmed(GATEWAY, &order, &customer).await;
+    if !ours {
+        eprintln!("a stack of yours runs: `up --cluster` is not tried beside it");
+        return;
     }
+    drop(down);
+    assert!(
+        TcpStream::connect("127.0.0.1:8000").is_err(),
+        "`cargo xtask down` stopped the gateway"
+    );
+
+    // `up --cluster`: three NATS nodes as one JetStream cluster and two replicas of every
+    // service; an order through the second gateway, whose services are the second replicas
+    // and the first alike.
+    let down = Down(true);
+    let up = run("cargo xtask up --cluster").await;
+    for node in ["nats n1", "nats n2", "nats n3"] {
+        assert!(up.contains(node), "{up}");
+    }
+    let status = run("cargo xtask status").await;
+    assert!(status.contains("the cluster stack"), "{status}");
+    an_order_is_confirmed("http://localhost:8100").await;
+    drop(down);
+    assert!(
+        TcpStream::connect("127.0.0.1:8100").is_err(),
+        "`cargo xtask down` stopped the cluster"
+    );
 }

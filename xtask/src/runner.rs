@@ -29,7 +29,7 @@ pub struct Binary {
 
 impl Binary {
     /// A system test that loads the whole machine: a three-node cluster, the burst of 500
-    /// orders through two replicas (`tests/sagas.rs`), or `cargo xtask up`'s build and stack
+    /// orders through two replicas (`tests/sagas.rs`), or `cargo xtask up` and `up --cluster`
     /// (`tests/getting_started.rs`). Two of them never run side by side, or each would starve
     /// the other of CPU and database connections.
     fn loads_the_machine(&self) -> bool {
