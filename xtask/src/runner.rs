@@ -30,14 +30,16 @@ pub struct Binary {
 impl Binary {
     /// A system test that loads the whole machine: a three-node cluster, the burst of 500
     /// orders through two replicas (`tests/sagas.rs`), or `cargo xtask up` and `up --cluster`
-    /// (`tests/getting_started.rs`). Two of them never run side by side, or each would starve
-    /// the other of CPU and database connections.
+    /// (`tests/getting_started.rs`); or one whose recovery is timed and which such a test
+    /// starves (`tests/nats_restart.rs` timed out beside a cluster test and passed alone).
+    /// Two of them never run side by side, or each would starve the other of CPU and
+    /// database connections.
     fn loads_the_machine(&self) -> bool {
         self.package == "system-tests"
             && (self.source.starts_with("tests/cluster_")
                 || matches!(
                     self.source.as_str(),
-                    "tests/sagas.rs" | "tests/getting_started.rs"
+                    "tests/sagas.rs" | "tests/getting_started.rs" | "tests/nats_restart.rs"
                 ))
     }
 
