@@ -68,6 +68,26 @@ pub fn unreachable(error: &anyhow::Error) -> Option<&'static str> {
             let away = matches!(e.kind(), Stream::TimedOut | Stream::JetStreamUnavailable);
             return away.then_some("nats");
         }
+        // A JetStream request that times out or finds no responder: a cluster still electing
+        // its stream and consumer leaders (a fresh `up --cluster` on a busy machine timed out
+        // making the orchestrator's consumer), or a node restarting.
+        if let Some(e) = cause.downcast_ref::<async_nats::jetstream::stream::ConsumerError>() {
+            use async_nats::jetstream::stream::ConsumerErrorKind as Consumer;
+            return matches!(e.kind(), Consumer::TimedOut).then_some("nats");
+        }
+        if let Some(e) = cause.downcast_ref::<async_nats::jetstream::context::ConsumerInfoError>() {
+            use async_nats::jetstream::context::ConsumerInfoErrorKind as Info;
+            let away = matches!(
+                e.kind(),
+                Info::TimedOut | Info::NoResponders | Info::Offline
+            );
+            return away.then_some("nats");
+        }
+        if let Some(e) = cause.downcast_ref::<async_nats::jetstream::context::RequestError>() {
+            use async_nats::jetstream::context::RequestErrorKind as Request;
+            let away = matches!(e.kind(), Request::TimedOut | Request::NoResponders);
+            return away.then_some("nats");
+        }
     }
     None
 }
@@ -180,5 +200,42 @@ async fn release() {
     if let Some(held) = held {
         held.stop.cancel();
         let _ = held.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unreachable;
+    use anyhow::Context;
+    use async_nats::jetstream::context::{
+        ConsumerInfoError, ConsumerInfoErrorKind, RequestError, RequestErrorKind,
+    };
+    use async_nats::jetstream::stream::{ConsumerError, ConsumerErrorKind};
+
+    fn wrapped<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
+        Err::<(), _>(e)
+            .context("creating the orchestrator consumer on INVENTORY")
+            .unwrap_err()
+    }
+
+    #[test]
+    fn a_jetstream_request_that_times_out_is_waited_out_and_a_refusal_is_not() {
+        let away = [
+            wrapped(ConsumerError::new(ConsumerErrorKind::TimedOut)),
+            wrapped(ConsumerInfoError::new(ConsumerInfoErrorKind::TimedOut)),
+            wrapped(ConsumerInfoError::new(ConsumerInfoErrorKind::NoResponders)),
+            wrapped(RequestError::new(RequestErrorKind::TimedOut)),
+        ];
+        for error in &away {
+            assert_eq!(unreachable(error), Some("nats"), "{error:#}");
+        }
+        let refused = [
+            wrapped(ConsumerError::new(ConsumerErrorKind::InvalidName)),
+            wrapped(ConsumerInfoError::new(ConsumerInfoErrorKind::InvalidName)),
+            wrapped(RequestError::new(RequestErrorKind::InvalidSubject)),
+        ];
+        for error in &refused {
+            assert_eq!(unreachable(error), None, "{error:#}");
+        }
     }
 }
