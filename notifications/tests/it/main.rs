@@ -4,6 +4,7 @@
 
 mod api;
 mod kill;
+mod restore;
 mod webhooks;
 
 /// An order's events as the saga makes them, in sequence.
