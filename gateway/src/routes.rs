@@ -380,14 +380,18 @@ fn upstream_path(template: &str, params: &[String]) -> String {
     out
 }
 
+/// Whether a read asks the query API to wait for a version (`min_version`).
+fn waits_for_version(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|p| p.starts_with("min_version=")))
+}
+
 /// A catalog read through the shared cache: a fresh kept answer as it is, a stale one
 /// revalidated with its `ETag`, a missing one fetched and kept; the client's own
 /// `If-None-Match` is then answered 304 when it names the answer's `ETag`. A read that waits
 /// for a version (`min_version`) goes to the query API, as does every read with the cache off.
 async fn read_catalog(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
     let query = call.query.as_deref();
-    let waits = query.is_some_and(|q| q.split('&').any(|p| p.starts_with("min_version=")));
-    if waits || !gw.catalog.enabled() {
+    if waits_for_version(query) || !gw.catalog.enabled() {
         return forward(
             gw,
             call.route,
@@ -502,10 +506,7 @@ async fn read_order(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
         _ => None,
     };
     if customer.is_some() {
-        let waits = call
-            .query
-            .as_deref()
-            .is_some_and(|q| q.split('&').any(|p| p.starts_with("min_version=")));
+        let waits = waits_for_version(call.query.as_deref());
         let order = call.params.first().map_or("", String::as_str);
         if authorise_order(gw, &call.caller, order).await.is_err() {
             // As the query API answers an order it does not hold (yet): with `min_version`,
