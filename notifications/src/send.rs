@@ -25,7 +25,7 @@ use crate::channel::{Channel, Endpoint, Outcome, Webhooks};
 use crate::settings::WebhookSettings;
 
 /// A delivery claimed for one attempt.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub struct Claimed {
     pub id: Uuid,
     pub endpoint_id: Uuid,
@@ -37,6 +37,20 @@ pub struct Claimed {
     pub secret: String,
     pub previous_secret: Option<String>,
     pub previous_secret_until: Option<DateTime<Utc>>,
+}
+
+/// Every field but the signing secrets, which no log may show.
+impl std::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claimed")
+            .field("id", &self.id)
+            .field("endpoint_id", &self.endpoint_id)
+            .field("attempts", &self.attempts)
+            .field("window_start", &self.window_start)
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 /// Sends what is due, through the webhook channel.
@@ -322,5 +336,23 @@ mod tests {
         assert_eq!(backoff(5, base, max, 1.0), max);
         assert_eq!(backoff(60, base, max, 1.0), max);
         assert_eq!(backoff(2, base, max, 0.0), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_claimed_delivery_never_shows_its_secrets_in_a_log() {
+        let claimed = Claimed {
+            id: Uuid::nil(),
+            endpoint_id: Uuid::nil(),
+            attempts: 1,
+            payload: sqlx::types::Json(Value::Null),
+            window_start: Utc::now(),
+            url: "https://partner.example/hook".into(),
+            secret: "whsec_current".into(),
+            previous_secret: Some("whsec_previous".into()),
+            previous_secret_until: None,
+        };
+        let shown = format!("{claimed:?}");
+        assert!(shown.contains("partner.example"), "{shown}");
+        assert!(!shown.contains("whsec_"), "{shown}");
     }
 }
