@@ -55,10 +55,54 @@ fn variants(enum_schema: &Value) -> Vec<(String, Value)> {
             if let (Some(obj), Some(defs)) = (schema.as_object_mut(), &defs) {
                 obj.insert("$defs".into(), defs.clone());
             }
+            prune_definitions(&mut schema);
             out.push((name.clone(), schema));
         }
     }
     out
+}
+
+/// Drops the `$defs` that nothing in the schema refers to (directly or through another
+/// definition): an event's file holds what it uses, and another event's new version changes
+/// no file but its own.
+pub fn prune_definitions(schema: &mut Value) {
+    fn refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(name) = map
+                    .get("$ref")
+                    .and_then(Value::as_str)
+                    .and_then(|r| r.strip_prefix("#/$defs/"))
+                {
+                    out.push(name.to_owned());
+                }
+                map.iter()
+                    .filter(|(k, _)| *k != "$defs")
+                    .for_each(|(_, v)| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let Some(defs) = schema.get("$defs").and_then(Value::as_object).cloned() else {
+        return;
+    };
+    let mut pending = Vec::new();
+    refs(schema, &mut pending);
+    let mut used = std::collections::BTreeSet::new();
+    while let Some(name) = pending.pop() {
+        if used.insert(name.clone()) {
+            if let Some(def) = defs.get(&name) {
+                refs(def, &mut pending);
+            }
+        }
+    }
+    let obj = schema.as_object_mut().expect("checked above");
+    if used.is_empty() {
+        obj.remove("$defs");
+    } else if let Some(Value::Object(kept)) = obj.get_mut("$defs") {
+        kept.retain(|name, _| used.contains(name));
+    }
 }
 
 fn finish(mut schema: Value, id: &str, title: String) -> Value {
@@ -217,13 +261,14 @@ pub fn openapi_documents() -> Vec<(&'static str, Value)> {
 pub const RELEASED: &str = "released.json";
 
 /// SHA-256 of a schema file's text, in hex, without the annotations that say how a field
-/// may be shown (`x-sensitive`): they change no validation, so a released schema may gain
-/// them and stay locked.
+/// may be shown (`x-sensitive`) and without definitions nothing refers to: neither changes
+/// validation, so a released schema may gain the one and lose the other and stay locked.
 pub fn digest(text: &str) -> String {
     use sha2::Digest;
     let locked = match serde_json::from_str::<serde_json::Value>(text) {
         Ok(mut schema) => {
             strip_annotations(&mut schema);
+            prune_definitions(&mut schema);
             render(&schema)
         }
         Err(_) => text.to_owned(),

@@ -146,11 +146,22 @@ fn a_new_event_schema_must_be_locked() {
 }
 
 #[test]
+fn an_event_s_file_holds_only_the_definitions_it_uses() {
+    let generated = schemas::generate();
+    let cancelled = &generated["events/orders/OrderCancelled.v1.json"];
+    assert!(cancelled.get("$defs").is_none(), "{cancelled}");
+    let placed = &generated["events/orders/OrderPlaced.v2.json"];
+    let defs: Vec<&String> = placed["$defs"].as_object().unwrap().keys().collect();
+    assert_eq!(defs, ["OrderLine", "Sku"], "{placed}");
+}
+
+#[test]
 fn every_event_type_version_and_command_has_a_schema() {
     let generated = schemas::generate();
     for path in [
         "events/orders/OrderPlaced.v1.json",
         "events/orders/OrderPlaced.v2.json",
+        "events/orders/OrderPlaced.v3.json",
         "events/orders/OrderPriced.v1.json",
         "events/orders/OrderConfirmed.v1.json",
         "events/orders/OrderRejected.v1.json",
