@@ -96,10 +96,13 @@ impl LogEvent for OrderEvent {
 
     fn upcast<'a>(name: &str, version: u32, data: &'a Value) -> Option<Cow<'a, Value>> {
         match (name, version) {
-            ("OrderPlaced", 1) => Some(Cow::Owned(domain::order::order_placed_v1_to_v2(
+            ("OrderPlaced", 1) => Some(Cow::Owned(domain::order::order_placed_v2_to_v3(
+                domain::order::order_placed_v1_to_v2(data.clone()),
+            ))),
+            ("OrderPlaced", 2) => Some(Cow::Owned(domain::order::order_placed_v2_to_v3(
                 data.clone(),
             ))),
-            ("OrderPlaced", 2) => Some(Cow::Borrowed(data)),
+            ("OrderPlaced", 3) => Some(Cow::Borrowed(data)),
             ("OrderPlaced", _) => None,
             _ => only_v1(version, data),
         }
@@ -153,11 +156,29 @@ mod tests {
                           "detail": "", "skus": []});
         let bad = decode_data::<OrderEvent>("OrderRejected", 1, &body);
         assert!(matches!(bad, Err(DecodeError::Body { .. })), "{bad:?}");
-        let version = decode_data::<OrderEvent>("OrderPlaced", 3, &json!({}));
+        let version = decode_data::<OrderEvent>("OrderPlaced", 4, &json!({}));
         assert!(
-            matches!(version, Err(DecodeError::Unknown { version: 3, .. })),
+            matches!(version, Err(DecodeError::Unknown { version: 4, .. })),
             "{version:?}"
         );
+    }
+
+    #[test]
+    fn order_placed_v1_and_v2_arrive_without_an_email() {
+        let v2 = json!({"order_id": "0193a1b2-7c3d-7e4f-8a5b-6c7d8e9f0a1b",
+                        "customer_id": "0193a1b2-0000-7000-8000-000000000001",
+                        "lines": [{"sku": "SKU-1", "quantity": 2}], "payment_token": "tok_ok",
+                        "placed_at": "2026-11-30T10:00:00Z"});
+        let mut v1 = v2.clone();
+        v1.as_object_mut().unwrap().remove("payment_token");
+        for (version, data, token) in [(1, v1, None), (2, v2, Some("tok_ok".to_owned()))] {
+            match decode_data::<OrderEvent>("OrderPlaced", version, &data).unwrap() {
+                OrderEvent::OrderPlaced(placed) => {
+                    assert_eq!((placed.payment_token, placed.email), (token, None));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! Opening a sealed payment token: what payments asks of orders, which keeps the customers'
-//! data keys (NATS request/reply on `keys.orders.open`, `messaging::Namespace::open_subject`).
+//! Opening a sealed value: what payments (the payment token, on `keys.orders.open`) and
+//! notifications (the email address, on `keys.orders.email`) ask of orders, which keeps the
+//! customers' data keys (NATS request/reply; `messaging::Namespace::open_subject`,
+//! `open_email_subject`).
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// A request: the order the token belongs to, and the token as the command carried it.
+/// A request: the order the value belongs to, and the value as the event carried it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpenRequest {
     pub order_id: Uuid,
@@ -18,7 +20,7 @@ pub enum OpenAnswer {
     Token(String),
     /// The customer was erased: nothing of theirs opens again.
     Erased,
-    /// Not a token sealed for that order.
+    /// Not a value sealed for that order and field.
     Invalid,
     /// The keys could not be read now: worth retrying.
     Unavailable,

@@ -19,6 +19,11 @@ pub struct PlaceOrder {
     /// The payment provider's token; it never leaves the write side.
     #[schemars(length(max = 64), extend("writeOnly" = true))]
     pub payment_token: String,
+    /// The customer's address for the order's emails (behind the gateway, the `email` claim
+    /// of their token); sealed with their data key before it is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 254), extend("writeOnly" = true))]
+    pub email: Option<String>,
 }
 command!(
     PlaceOrder,

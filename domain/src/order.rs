@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::sealing::Field;
 use crate::{Money, Sku};
 
 /// Most lines one order may hold.
@@ -69,13 +70,36 @@ pub struct PlaceOrder {
     pub customer_id: Uuid,
     pub lines: Vec<OrderLine>,
     pub payment_token: String,
+    /// The customer's address for the order's emails, from their verified token.
+    pub email: Option<String>,
     pub placed_at: DateTime<Utc>,
 }
 
-/// The order was placed; prices are not known yet. Version 2 added `payment_token`; events
-/// stored as version 1 are upcast with `payment_token: null` (see [`upcasters`]).
+/// The order was placed; prices are not known yet. Version 3 added `email`, version 2
+/// `payment_token`; older events are upcast with them null (see [`upcasters`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderPlaced {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub lines: Vec<OrderLine>,
+    /// The payment provider's token, sealed with the customer's data key: the saga passes it
+    /// to the provider; no reader is shown it.
+    #[schemars(extend("x-sensitive" = true))]
+    pub payment_token: Option<String>,
+    /// The customer's email address, sealed with their data key (erasing the customer makes
+    /// it unreadable): the notification service opens it to send the order's emails.
+    #[schemars(extend("x-sensitive" = true))]
+    pub email: Option<String>,
+    pub placed_at: DateTime<Utc>,
+}
+
+/// Version 2 of `OrderPlaced`, as stored before email addresses. Kept for its schema and for
+/// reading old history (through [`order_placed_v2_to_v3`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(
+    description = "The order was placed; prices are not known yet. Version 2 added `payment_token`; events\nstored as version 1 are upcast with `payment_token: null` (see [`upcasters`])."
+)]
+pub struct OrderPlacedV2 {
     pub order_id: Uuid,
     pub customer_id: Uuid,
     pub lines: Vec<OrderLine>,
@@ -122,7 +146,7 @@ pub enum OrderEvent {
 }
 
 /// The current version of `OrderPlaced`.
-pub const ORDER_PLACED_VERSION: &str = "2";
+pub const ORDER_PLACED_VERSION: &str = "3";
 
 impl DomainEvent for OrderEvent {
     fn event_type(&self) -> String {
@@ -153,7 +177,16 @@ pub fn order_placed_v1_to_v2(mut data: serde_json::Value) -> serde_json::Value {
     data
 }
 
-/// cqrs-es upcasters for stored order events (the payload is `{"OrderPlaced": {...}}`).
+/// `OrderPlaced` v2 -> v3 on the event's own object: v2 orders carried no email address.
+pub fn order_placed_v2_to_v3(mut data: serde_json::Value) -> serde_json::Value {
+    if let Some(obj) = data.as_object_mut() {
+        obj.entry("email").or_insert(serde_json::Value::Null);
+    }
+    data
+}
+
+/// cqrs-es upcasters for stored order events (the payload is `{"OrderPlaced": {...}}`): an
+/// `OrderPlaced` below the current version gets each later version's fields, null.
 pub fn upcasters() -> Vec<Box<dyn cqrs_es::persist::EventUpcaster>> {
     vec![Box::new(
         cqrs_es::persist::SemanticVersionEventUpcaster::new(
@@ -161,7 +194,7 @@ pub fn upcasters() -> Vec<Box<dyn cqrs_es::persist::EventUpcaster>> {
             ORDER_PLACED_VERSION,
             Box::new(|mut payload| {
                 if let Some(inner) = payload.get_mut("OrderPlaced") {
-                    *inner = order_placed_v1_to_v2(inner.take());
+                    *inner = order_placed_v2_to_v3(order_placed_v1_to_v2(inner.take()));
                 }
                 payload
             }),
@@ -182,6 +215,10 @@ pub enum OrderError {
     InvalidQuantity { sku: Sku, quantity: u32 },
     #[error("the payment token must be 1 to 64 of A-Z, a-z, 0-9, _ and -")]
     InvalidPaymentToken,
+    #[error(
+        "the email address must be one local part, @ and a domain, at most {MAX_EMAIL} characters"
+    )]
+    InvalidEmail,
     #[error("order {0} was already placed")]
     AlreadyPlaced(Uuid),
     #[error("no such order")]
@@ -207,6 +244,7 @@ impl OrderError {
             Self::DuplicateSku(_) => "duplicate_sku",
             Self::InvalidQuantity { .. } => "invalid_quantity",
             Self::InvalidPaymentToken => "invalid_payment_token",
+            Self::InvalidEmail => "invalid_email",
             Self::AlreadyPlaced(_) => "already_placed",
             Self::NotFound => "not_found",
             Self::PriceMismatch(_) => "price_mismatch",
@@ -246,6 +284,29 @@ pub struct Order {
     pub payment_token: Option<String>,
 }
 
+/// Longest email address accepted (RFC 5321's path limit, less the angle brackets).
+pub const MAX_EMAIL: usize = 254;
+
+/// An address an SMTP server takes: one `@` between a non-empty local part and a dotted
+/// domain, printable ASCII without spaces, quotes or angle brackets.
+fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    email.len() <= MAX_EMAIL
+        && !local.is_empty()
+        && local.len() <= 64
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"@\"<>(),;:[]\\".contains(&b))
+}
+
 fn valid_token(token: &str) -> bool {
     (1..=64).contains(&token.len())
         && token
@@ -283,11 +344,15 @@ impl Order {
         if !valid_token(&cmd.payment_token) {
             return Err(OrderError::InvalidPaymentToken);
         }
+        if cmd.email.as_deref().is_some_and(|e| !valid_email(e)) {
+            return Err(OrderError::InvalidEmail);
+        }
         Ok(vec![OrderEvent::OrderPlaced(OrderPlaced {
             order_id: cmd.order_id,
             customer_id: cmd.customer_id,
             lines: cmd.lines,
             payment_token: Some(cmd.payment_token),
+            email: cmd.email,
             placed_at: cmd.placed_at,
         })])
     }
@@ -413,19 +478,25 @@ impl Aggregate for Order {
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
         let mut events = self.decide(command)?;
-        // The rules are decided; what leaves for the log has its payment token sealed.
+        // The rules are decided; what leaves for the log has its personal data sealed.
         for event in &mut events {
             if let OrderEvent::OrderPlaced(placed) = event {
-                if let Some(token) = &placed.payment_token {
-                    let sealed = services
-                        .sealer
-                        .seal(placed.customer_id, placed.order_id, token)
-                        .await
-                        .map_err(|e| match e {
-                            crate::sealing::SealingError::Erased => OrderError::CustomerErased,
-                            other => OrderError::KeysUnavailable(other.to_string()),
-                        })?;
-                    placed.payment_token = Some(sealed);
+                let (customer, order) = (placed.customer_id, placed.order_id);
+                for (field, value) in [
+                    (Field::PaymentToken, &mut placed.payment_token),
+                    (Field::Email, &mut placed.email),
+                ] {
+                    if let Some(clear) = value.as_deref() {
+                        let sealed = services
+                            .sealer
+                            .seal(customer, order, field, clear)
+                            .await
+                            .map_err(|e| match e {
+                                crate::sealing::SealingError::Erased => OrderError::CustomerErased,
+                                other => OrderError::KeysUnavailable(other.to_string()),
+                            })?;
+                        *value = Some(sealed);
+                    }
                 }
             }
         }
@@ -471,12 +542,16 @@ mod tests {
             &'a self,
             customer_id: Uuid,
             order_id: Uuid,
-            token: &'a str,
+            field: Field,
+            value: &'a str,
         ) -> crate::payment::BoxFuture<'a, Result<String, crate::sealing::SealingError>> {
             Box::pin(std::future::ready(if customer_id.is_nil() {
                 Err(crate::sealing::SealingError::Erased)
             } else {
-                Ok(format!("sealed:{customer_id}:{order_id}:{token}"))
+                Ok(format!(
+                    "sealed:{customer_id}:{order_id}:{}:{value}",
+                    field.name()
+                ))
             }))
         }
     }
@@ -504,6 +579,7 @@ mod tests {
             customer_id: Uuid::from_u128(2),
             lines,
             payment_token: "tok_ok".into(),
+            email: Some("ada@example.com".into()),
             placed_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
         }
     }
@@ -514,6 +590,7 @@ mod tests {
             customer_id: cmd.customer_id,
             lines: cmd.lines.clone(),
             payment_token: Some(cmd.payment_token.clone()),
+            email: cmd.email.clone(),
             placed_at: cmd.placed_at,
         })
     }
@@ -595,20 +672,24 @@ mod tests {
         crate::given::refuse::<Order>(services(), given, when, error).await;
     }
 
-    /// The event of a place, its token sealed as [`Visible`] seals it.
+    /// The event of a place, its token and address sealed as [`Visible`] seals them.
     fn placed_sealed(cmd: &PlaceOrder) -> OrderEvent {
         let mut event = placed(cmd);
         if let OrderEvent::OrderPlaced(p) = &mut event {
-            p.payment_token = Some(format!(
-                "sealed:{}:{}:{}",
-                cmd.customer_id, cmd.order_id, cmd.payment_token
-            ));
+            let sealed = |field: &str, value: &str| {
+                format!(
+                    "sealed:{}:{}:{field}:{value}",
+                    cmd.customer_id, cmd.order_id
+                )
+            };
+            p.payment_token = Some(sealed("payment_token", &cmd.payment_token));
+            p.email = cmd.email.as_deref().map(|e| sealed("email", e));
         }
         event
     }
 
     #[tokio::test]
-    async fn place_succeeds_with_the_token_sealed_for_its_customer_and_order() {
+    async fn place_succeeds_with_the_token_and_email_sealed_for_its_customer_and_order() {
         let cmd = place(vec![line("A-1", 2), line("B-2", 1000)]);
         expect(
             vec![],
@@ -616,6 +697,28 @@ mod tests {
             vec![placed_sealed(&cmd)],
         )
         .await;
+        let mut without = cmd.clone();
+        without.email = None;
+        expect(
+            vec![],
+            OrderCommand::Place(without.clone()),
+            vec![placed_sealed(&without)],
+        )
+        .await;
+    }
+
+    #[test]
+    fn a_v1_or_v2_order_placed_reads_as_v3_without_an_email() {
+        let v2 = serde_json::json!({"order_id": Uuid::nil(), "customer_id": Uuid::nil(),
+            "lines": [], "payment_token": "t", "placed_at": "2026-11-30T10:00:00Z"});
+        let v3 = order_placed_v2_to_v3(v2.clone());
+        assert_eq!(v3["email"], serde_json::Value::Null);
+        assert_eq!(v3["payment_token"], "t");
+        let mut v1 = v2;
+        v1.as_object_mut().unwrap().remove("payment_token");
+        let read: OrderPlaced =
+            serde_json::from_value(order_placed_v2_to_v3(order_placed_v1_to_v2(v1))).unwrap();
+        assert_eq!((read.payment_token, read.email), (None, None));
     }
 
     #[tokio::test]
@@ -672,6 +775,27 @@ mod tests {
             OrderError::InvalidPaymentToken,
         )
         .await;
+        let long = format!("{}@example.com", "a".repeat(MAX_EMAIL));
+        for email in [
+            "ada",
+            "@example.com",
+            "ada@",
+            "ada@localhost",
+            "a da@example.com",
+            "ada@exa mple.com",
+            "<ada@example.com>",
+            "ada@example.com\r\nBcc: x@y.z",
+            &long,
+        ] {
+            let mut bad_email = place(vec![line("A-1", 1)]);
+            bad_email.email = Some(email.into());
+            refuse(
+                vec![],
+                OrderCommand::Place(bad_email),
+                OrderError::InvalidEmail,
+            )
+            .await;
+        }
     }
 
     #[tokio::test]
@@ -797,20 +921,35 @@ mod tests {
     fn events_are_stored_with_type_and_version() {
         let event = placed_two();
         assert_eq!(event.event_type(), "OrderPlaced");
-        assert_eq!(event.event_version(), "2");
+        assert_eq!(event.event_version(), "3");
         assert_eq!(confirmed().event_version(), "1");
         let json = serde_json::to_value(&event).unwrap();
         assert!(json.get("OrderPlaced").is_some(), "{json}");
     }
 
     #[test]
-    fn order_placed_v1_upcasts_to_v2() {
-        let v1 = serde_json::json!({"order_id": Uuid::from_u128(1), "customer_id": Uuid::from_u128(2),
-            "lines": [{"sku": "A-1", "quantity": 1}], "placed_at": "2026-01-01T00:00:00Z"});
-        let v2: OrderPlaced = serde_json::from_value(order_placed_v1_to_v2(v1)).unwrap();
-        assert_eq!(v2.payment_token, None);
+    fn stored_order_placed_v1_and_v2_upcast_to_v3() {
         let upcaster = &upcasters()[0];
         assert!(upcaster.can_upcast("OrderPlaced", "1"));
-        assert!(!upcaster.can_upcast("OrderPlaced", "2"));
+        assert!(upcaster.can_upcast("OrderPlaced", "2"));
+        assert!(!upcaster.can_upcast("OrderPlaced", "3"));
+        let v1 = serde_json::json!({"order_id": Uuid::from_u128(1), "customer_id": Uuid::from_u128(2),
+            "lines": [{"sku": "A-1", "quantity": 1}], "placed_at": "2026-01-01T00:00:00Z"});
+        let stored = cqrs_es::persist::SerializedEvent {
+            aggregate_id: "1".into(),
+            sequence: 1,
+            aggregate_type: "Order".into(),
+            event_type: "OrderPlaced".into(),
+            event_version: "1".into(),
+            payload: serde_json::json!({ "OrderPlaced": v1 }),
+            metadata: serde_json::json!({}),
+        };
+        let upcast = upcaster.upcast(stored);
+        assert_eq!(upcast.event_version, "3.0.0");
+        let event: OrderEvent = serde_json::from_value(upcast.payload).unwrap();
+        let OrderEvent::OrderPlaced(placed) = event else {
+            panic!("{event:?}")
+        };
+        assert_eq!((placed.payment_token, placed.email), (None, None));
     }
 }

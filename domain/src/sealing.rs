@@ -1,6 +1,7 @@
 //! The ports through which the aggregates reach the sealed (encrypted) form of sensitive
-//! fields, such as the payment token: the orders context seals a token before it is stored in
-//! an event, the payments context opens it right before the provider needs it. How values are
+//! fields, the payment token and the email address: the orders context seals them before they
+//! are stored in an event; the payments context opens the token right before the provider
+//! needs it (and the notification service the address, outside any aggregate). How values are
 //! sealed (envelope encryption, per-customer keys) is the adapters' business; the aggregates
 //! only carry the sealed value, an opaque string.
 
@@ -23,13 +24,33 @@ pub enum SealingError {
     Invalid,
 }
 
-/// Seals a payment token for its customer and order (orders).
+/// Which sensitive field a value is: a value sealed as one never opens as another, so a
+/// context allowed to open one (payments, the token; notifications, the address) cannot have
+/// the other opened by passing it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    PaymentToken,
+    Email,
+}
+
+impl Field {
+    /// Its name in the event (and in what binds a sealed value to its order).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PaymentToken => "payment_token",
+            Self::Email => "email",
+        }
+    }
+}
+
+/// Seals a sensitive field's value for its customer and order (orders).
 pub trait TokenSealer: Send + Sync {
     fn seal<'a>(
         &'a self,
         customer_id: Uuid,
         order_id: Uuid,
-        token: &'a str,
+        field: Field,
+        value: &'a str,
     ) -> BoxFuture<'a, Result<String, SealingError>>;
 }
 

@@ -45,6 +45,7 @@ pub fn order_body(i: u64) -> PlaceOrder {
             quantity: 1,
         }],
         payment_token: "tok_ok".into(),
+        email: None,
     }
 }
 

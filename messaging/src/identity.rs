@@ -542,6 +542,24 @@ mod tests {
     }
 
     #[test]
+    fn only_notifications_asks_orders_to_open_a_sealed_email_address() {
+        for identity in Identity::all() {
+            let p = identity.permissions(&deployment());
+            let open = "keys.orders.email".to_owned();
+            assert_eq!(
+                p.publish.contains(&open),
+                identity == Identity::NOTIFICATIONS,
+                "{identity:?}"
+            );
+            assert_eq!(
+                p.subscribe.contains(&open),
+                identity == Identity::ORDERS,
+                "{identity:?}"
+            );
+        }
+    }
+
+    #[test]
     fn in_any_namespace_the_contexts_stay_apart() {
         let p = Identity::INVENTORY.permissions(&Scope::AnyNamespace);
         assert!(p.publish.contains(&"*.events.inventory.>".to_owned()));

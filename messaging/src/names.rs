@@ -126,6 +126,12 @@ impl Namespace {
     pub fn open_subject(&self, context: BoundedContext) -> String {
         self.subject(format!("keys.{}.open", context.token()))
     }
+
+    /// `keys.orders.email`: where that context opens a customer's sealed email address for
+    /// the notification service alone.
+    pub fn open_email_subject(&self, context: BoundedContext) -> String {
+        self.subject(format!("keys.{}.email", context.token()))
+    }
 }
 
 impl FromStr for Namespace {

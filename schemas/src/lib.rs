@@ -163,20 +163,28 @@ pub fn generate() -> BTreeMap<String, Value> {
         }
     }
     // Historic versions still in the log.
-    for (context, event, schema) in [
+    for (context, event, version, schema) in [
         (
             BoundedContext::Orders,
             "OrderPlaced",
+            1,
             schema_of::<domain::order::OrderPlacedV1>(),
+        ),
+        (
+            BoundedContext::Orders,
+            "OrderPlaced",
+            2,
+            schema_of::<domain::order::OrderPlacedV2>(),
         ),
         (
             BoundedContext::Inventory,
             "StockReserved",
+            1,
             schema_of::<domain::product::StockReservedV1>(),
         ),
     ] {
-        let path = schema_path(context, event, 1);
-        let title = format!("{event} v1 ({} context)", context.token());
+        let path = schema_path(context, event, version);
+        let title = format!("{event} v{version} ({} context)", context.token());
         files.insert(path.clone(), finish(schema, &path, title));
     }
     for command in contracts::all() {

@@ -159,7 +159,13 @@ pub fn open(key: &Key, sealed: &str, aad: &[u8]) -> Result<String, SealError> {
 
 /// What binds a sealed payment token to its order.
 pub fn payment_token_aad(order_id: uuid::Uuid) -> Vec<u8> {
-    format!("payment_token/{order_id}").into_bytes()
+    field_aad("payment_token", order_id)
+}
+
+/// What binds a sealed value to its field (`payment_token`, `email`) and order: it opens as
+/// nothing else.
+pub fn field_aad(field: &str, order_id: uuid::Uuid) -> Vec<u8> {
+    format!("{field}/{order_id}").into_bytes()
 }
 
 /// What binds a wrapped data key to its customer and id.

@@ -66,7 +66,7 @@ fn sealed_token_of(events: &[Value], order: Uuid) -> String {
     let placed = events
         .iter()
         .find(|e| {
-            e["type"] == "streamshop.orders.OrderPlaced.v2" && e["subject"] == order.to_string()
+            e["type"] == "streamshop.orders.OrderPlaced.v3" && e["subject"] == order.to_string()
         })
         .unwrap_or_else(|| panic!("the OrderPlaced of {order}"));
     let token = placed["data"]["payment_token"].as_str().unwrap().to_owned();

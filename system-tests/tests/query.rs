@@ -50,6 +50,7 @@ impl Stack {
             customer_id: uuid::Uuid::now_v7(),
             lines: vec![line("SKU-1", 2), line("SKU-9", 5)],
             payment_token: "tok_ok".into(),
+            email: None,
         };
         let r = testkit::world::post_command(&self.orders, &place, None).await;
         assert_eq!(r.status, 202, "{:?}", r.body);

@@ -97,6 +97,7 @@ async fn one_order_is_one_trace_across_every_service() {
             customer_id: Uuid::now_v7(),
             lines: vec![testkit::fixtures::line("TR-1", 2)],
             payment_token: "tok_ok".into(),
+            email: None,
         })
         .send();
     let (r, other) = tokio::join!(ours, s.place(&[("TR-1", 1)], "tok_ok"));

@@ -131,6 +131,7 @@ async fn place_retrying(s: &Stack, sku: &str, token: &str) -> uuid::Uuid {
             quantity: 1,
         }],
         payment_token: token.to_owned(),
+        email: None,
     };
     let key = uuid::Uuid::new_v4().to_string();
     let deadline = Instant::now() + Duration::from_secs(120);

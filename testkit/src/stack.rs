@@ -407,6 +407,7 @@ impl Stack {
                 })
                 .collect(),
             payment_token: token.to_owned(),
+            email: None,
         };
         post_command(&self.urls[0], &place, None).await
     }

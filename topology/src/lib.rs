@@ -107,6 +107,8 @@ impl Nats {
 
 /// The subject on which orders opens a customer's sealed payment token for payments.
 const OPEN_KEYS: &str = "keys.orders.open";
+/// The subject on which orders opens a customer's sealed email address for notifications.
+const OPEN_EMAIL: &str = "keys.orders.email";
 
 /// A service's connection to its database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,7 +179,7 @@ pub const ORDERS: Service = Service {
     port: 8081,
     database: store("orders", "orders_owner", 10),
     nats: Some(Nats {
-        answers: &[OPEN_KEYS],
+        answers: &[OPEN_KEYS, OPEN_EMAIL],
         ..Nats::context("orders")
     }),
     certificate: "orders",
@@ -311,10 +313,13 @@ pub const QUERY_API: Service = Service {
 
 pub const NOTIFICATIONS: Service = Service {
     name: "notifications",
-    about: "Tells the world what happened: signed webhooks to partners, retried until delivered.",
+    about: "Tells the world what happened: order emails to customers, signed webhooks to partners.",
     port: 8086,
     database: store("notifications", "notifications_owner", 10),
-    nats: Some(Nats::nothing("notifications")),
+    nats: Some(Nats {
+        asks: &[OPEN_EMAIL],
+        ..Nats::nothing("notifications")
+    }),
     certificate: "notifications",
     url_setting: Some("NOTIFICATIONS_URL"),
     calls: &[],

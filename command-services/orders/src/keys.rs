@@ -1,5 +1,5 @@
 //! The customers' data keys, which the orders context owns: each customer's sensitive values
-//! (the payment token of each order) are sealed with a key of their own, kept in the `orders`
+//! (each order's payment token and email address) are sealed with a key of their own, kept in the `orders`
 //! database wrapped by the master key (`DATA_KEYS_MASTER_KEY` or `_FILE`). Erasing a customer
 //! deletes their wrapped key: what was sealed with it never opens again, anywhere (the right
 //! to erasure in an immutable log: crypto-shredding), and they can place no more orders.
@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use domain::payment::BoxFuture;
-use domain::sealing::{SealingError, TokenOpener, TokenSealer};
+use domain::sealing::{Field, SealingError, TokenOpener, TokenSealer};
 use service_kit::sealing::{self as seal, Key};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -134,11 +134,20 @@ impl CustomerKeys {
         Ok(had.unwrap_or(false))
     }
 
-    /// A sealed payment token of `order_id` opened; a value never sealed (from before
-    /// sealing) is given back as it is.
-    pub async fn open_token(&self, order_id: Uuid, token: &str) -> Result<String, SealingError> {
+    /// A sealed `field` of `order_id` opened. A payment token never sealed (from before
+    /// sealing) is given back as it is; an address was always sealed, so a clear one is
+    /// refused.
+    pub async fn open(
+        &self,
+        order_id: Uuid,
+        field: Field,
+        token: &str,
+    ) -> Result<String, SealingError> {
         let Some(key_id) = seal::key_id_of(token) else {
-            return Ok(token.to_owned());
+            return match field {
+                Field::PaymentToken => Ok(token.to_owned()),
+                Field::Email => Err(SealingError::Invalid),
+            };
         };
         let row: Option<(Uuid, Option<Vec<u8>>)> =
             sqlx::query_as("SELECT customer_id, wrapped FROM customer_keys WHERE key_id = $1")
@@ -151,8 +160,10 @@ impl CustomerKeys {
         };
         match self.unwrapped(customer, key_id, wrapped)? {
             Stored::Erased => Err(SealingError::Erased),
-            Stored::Live { key, .. } => seal::open(&key, token, &seal::payment_token_aad(order_id))
-                .map_err(|_| SealingError::Invalid),
+            Stored::Live { key, .. } => {
+                seal::open(&key, token, &seal::field_aad(field.name(), order_id))
+                    .map_err(|_| SealingError::Invalid)
+            }
         }
     }
 }
@@ -162,15 +173,19 @@ impl TokenSealer for CustomerKeys {
         &'a self,
         customer_id: Uuid,
         order_id: Uuid,
-        token: &'a str,
+        field: Field,
+        value: &'a str,
     ) -> BoxFuture<'a, Result<String, SealingError>> {
         Box::pin(async move {
             match self.data_key(customer_id).await? {
                 Stored::Erased => Err(SealingError::Erased),
-                Stored::Live { key_id, key } => {
-                    seal::seal(&key, key_id, token, &seal::payment_token_aad(order_id))
-                        .map_err(unavailable)
-                }
+                Stored::Live { key_id, key } => seal::seal(
+                    &key,
+                    key_id,
+                    value,
+                    &seal::field_aad(field.name(), order_id),
+                )
+                .map_err(unavailable),
             }
         })
     }
@@ -182,6 +197,6 @@ impl TokenOpener for CustomerKeys {
         order_id: Uuid,
         token: &'a str,
     ) -> BoxFuture<'a, Result<String, SealingError>> {
-        Box::pin(self.open_token(order_id, token))
+        Box::pin(self.open(order_id, Field::PaymentToken, token))
     }
 }

@@ -1,11 +1,13 @@
-//! Opens a sealed payment token for the payments context, which needs it for the provider:
-//! NATS request/reply on `keys.orders.open`, which only payments may send to and only orders
-//! may take (the NATS permissions). The answer goes back on payments' own reply subject,
-//! which nobody else may read.
+//! Opens a sealed value for the one context that needs it: the payment token for payments
+//! (NATS request/reply on `keys.orders.open`), the email address for notifications (on
+//! `keys.orders.email`). Only that context may send to its subject and only orders may take
+//! it (the NATS permissions); a value sealed as the other field does not open. The answer
+//! goes back on the asker's own reply subject, which nobody else may read.
 
 use std::sync::Arc;
 
 use contracts::keys::{OpenAnswer, OpenRequest};
+use domain::sealing::Field;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -14,12 +16,13 @@ use crate::keys::CustomerKeys;
 /// Requests opened at once, at most.
 const CONCURRENCY: usize = 64;
 
-/// Serves `subject` (a queue group shared by the replicas) until `shutdown`; requests in hand
-/// are answered.
+/// Serves `subject`, opening `field` (a queue group shared by the replicas) until `shutdown`;
+/// requests in hand are answered.
 pub async fn serve(
     keys: CustomerKeys,
     nats: async_nats::Client,
     subject: String,
+    field: Field,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut requests = nats
@@ -44,12 +47,12 @@ pub async fn serve(
         in_hand.spawn(async move {
             let answer = match serde_json::from_slice::<OpenRequest>(&message.payload) {
                 Err(_) => OpenAnswer::Invalid,
-                Ok(request) => match keys.open_token(request.order_id, &request.token).await {
+                Ok(request) => match keys.open(request.order_id, field, &request.token).await {
                     Ok(token) => OpenAnswer::Token(token),
                     Err(domain::sealing::SealingError::Erased) => OpenAnswer::Erased,
                     Err(domain::sealing::SealingError::Invalid) => OpenAnswer::Invalid,
                     Err(domain::sealing::SealingError::Unavailable(why)) => {
-                        tracing::warn!(%why, "a sealed token could not be opened");
+                        tracing::warn!(%why, field = field.name(), "a sealed value could not be opened");
                         OpenAnswer::Unavailable
                     }
                 },

@@ -86,6 +86,7 @@ impl CommandSpec for OrdersSpec {
                     customer_id: b.customer_id,
                     lines: b.lines,
                     payment_token: b.payment_token,
+                    email: b.email,
                     placed_at: now,
                 };
                 // The id is new: there is no history to load.

@@ -208,6 +208,7 @@ fn place(order_id: Uuid) -> OrderCommand {
             quantity: 1,
         }],
         payment_token: "tok_ok".into(),
+        email: None,
         placed_at: Utc::now(),
     })
 }
@@ -492,7 +493,7 @@ async fn idempotency_answers_past_their_retention_are_deleted() {
     assert_eq!(kept, ["k0", "k1", "k2", "k3", "k4"]);
 }
 
-/// Leaves a payment token as it is: these tests are about the relay, not the tokens (the
+/// Leaves a payment token (or address) as it is: these tests are about the relay, not the tokens (the
 /// orders service seals them, `orders::keys`).
 struct Unsealed;
 
@@ -501,8 +502,9 @@ impl domain::sealing::TokenSealer for Unsealed {
         &'a self,
         _customer_id: uuid::Uuid,
         _order_id: uuid::Uuid,
-        token: &'a str,
+        _field: domain::sealing::Field,
+        value: &'a str,
     ) -> domain::payment::BoxFuture<'a, Result<String, domain::sealing::SealingError>> {
-        Box::pin(std::future::ready(Ok(token.to_owned())))
+        Box::pin(std::future::ready(Ok(value.to_owned())))
     }
 }

@@ -19,7 +19,7 @@ const HISTORIES: &[(BoundedContext, &[&str])] = &[
     ),
     (
         BoundedContext::Orders,
-        &["OrderPlaced.v2", "OrderCancelled.v1"],
+        &["OrderPlaced.v3", "OrderCancelled.v1"],
     ),
     (
         BoundedContext::Inventory,

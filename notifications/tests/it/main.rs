@@ -136,8 +136,8 @@ impl Drop for Service {
     }
 }
 
-/// An event of `order`: an `OrderPlaced` (with a payment token, which no partner may see)
-/// at sequence 1, else `{"order_id"}` under `event_type`.
+/// An event of `order`: an `OrderPlaced` (with a payment token and an address, which no
+/// partner may see) at sequence 1, else `{"order_id"}` under `event_type`.
 pub fn order_event(order: Uuid, sequence: u64, event_type: &str) -> Envelope {
     let (version, payload) = if event_type == "OrderPlaced" {
         let placed = domain::order::OrderPlaced {
@@ -145,9 +145,13 @@ pub fn order_event(order: Uuid, sequence: u64, event_type: &str) -> Envelope {
             customer_id: Uuid::now_v7(),
             lines: vec![testkit::fixtures::line("SKU-1", 2)],
             payment_token: Some("sealed-token-partners-never-see".into()),
+            email: Some("sealed-address-partners-never-see".into()),
             placed_at: Utc::now(),
         };
-        ("2", serde_json::to_value(placed).unwrap())
+        (
+            domain::order::ORDER_PLACED_VERSION,
+            serde_json::to_value(placed).unwrap(),
+        )
     } else {
         ("1", json!({"order_id": order}))
     };

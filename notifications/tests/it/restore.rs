@@ -43,7 +43,7 @@ async fn a_deleted_consumer_is_made_again_after_the_checkpoint() {
     // Each order's events once, in sequence (their CloudEvent types end in the version).
     let life: Vec<String> = LIFE
         .iter()
-        .zip(["v2", "v1", "v1"])
+        .zip(["v3", "v1", "v1"])
         .map(|(event, version)| format!("streamshop.orders.{event}.{version}"))
         .collect();
     for order in [before, after] {

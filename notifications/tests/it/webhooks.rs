@@ -38,7 +38,7 @@ async fn every_subscribed_event_arrives_once_in_order_per_order_and_verifies() {
         assert_eq!(
             types,
             [
-                "streamshop.orders.OrderPlaced.v2",
+                "streamshop.orders.OrderPlaced.v3",
                 "streamshop.orders.OrderPriced.v1",
                 "streamshop.orders.OrderConfirmed.v1"
             ],
@@ -52,10 +52,14 @@ async fn every_subscribed_event_arrives_once_in_order_per_order_and_verifies() {
     for g in &got {
         let body = String::from_utf8_lossy(&g.body);
         assert!(!body.contains("sealed-token-partners-never-see"), "{body}");
+        assert!(
+            !body.contains("sealed-address-partners-never-see"),
+            "{body}"
+        );
     }
     let placed = got
         .iter()
-        .find(|g| g.json()["type"] == "streamshop.orders.OrderPlaced.v2");
+        .find(|g| g.json()["type"] == "streamshop.orders.OrderPlaced.v3");
     assert_eq!(
         placed.unwrap().json()["data"]["payment_token"],
         "[redacted]"
@@ -137,7 +141,7 @@ async fn a_failing_endpoint_gets_it_after_backoff_and_a_dead_one_is_paused_apart
     assert_eq!(
         order_of_types,
         [
-            "streamshop.orders.OrderPlaced.v2",
+            "streamshop.orders.OrderPlaced.v3",
             "streamshop.orders.OrderPriced.v1"
         ]
     );

@@ -51,6 +51,7 @@ fn order(customer: Uuid, sku: &str, quantity: u32) -> PlaceOrder {
         customer_id: customer,
         lines: vec![line(sku, quantity)],
         payment_token: "tok_ok".into(),
+        email: None,
     }
 }
 

@@ -65,6 +65,7 @@ fn placed(order_id: Uuid, customer_id: Uuid) -> Envelope {
             quantity: 3,
         }],
         payment_token: Some("tok_ok".into()),
+        email: None,
         placed_at: Utc::now(),
     };
     versioned(

@@ -201,7 +201,7 @@ fn every_event_type_version_and_command_has_a_schema() {
     // The OpenAPI documents: one per service of the topology (the gateway's among them).
     assert_eq!(
         generated.len(),
-        29 + 2 * contracts::all().len() + topology::SERVICES.len()
+        30 + 2 * contracts::all().len() + topology::SERVICES.len()
     );
 }
 

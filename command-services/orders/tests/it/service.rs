@@ -32,6 +32,7 @@ fn order_of(lines: Vec<OrderLine>) -> PlaceOrder {
         customer_id: Uuid::now_v7(),
         lines,
         payment_token: "tok_ok".into(),
+        email: None,
     }
 }
 
@@ -111,7 +112,7 @@ async fn a_placed_order_reaches_the_stream_in_a_cloudevents_envelope() {
     );
     assert_eq!(m.header("traceparent"), Some(traceparent.as_str()));
     let env = Envelope::from_slice(&m.payload).unwrap();
-    assert_eq!(env.event_type, "streamshop.orders.OrderPlaced.v2");
+    assert_eq!(env.event_type, "streamshop.orders.OrderPlaced.v3");
     assert_eq!(env.source, "/streamshop/orders");
     assert_eq!(env.subject, order_id);
     assert_eq!(env.sequence, 1);
@@ -142,6 +143,7 @@ async fn bad_input_is_a_problem_and_writes_nothing() {
             customer_id: customer,
             lines,
             payment_token: "tok_ok".into(),
+            email: None,
         })
         .unwrap()
     };
