@@ -1,5 +1,5 @@
 //! The notification service as one process: its database, the consumer that records
-//! deliveries, the sender and the operators' API.
+//! deliveries and emails, the webhook sender, the mailer (when `SMTP_URL` is set) and the API.
 
 use std::sync::Arc;
 
@@ -19,14 +19,22 @@ pub struct App {
     service: Service,
 }
 
-/// Delivered deliveries leave the log after `WEBHOOK_DELIVERY_RETENTION_DAYS` (their attempts
-/// with them); pending and failed ones have no `delivered_at` and stay.
-pub fn retention(settings: &crate::settings::WebhookSettings) -> service_kit::retention::Rule {
-    service_kit::retention::Rule {
-        table: "deliveries",
-        column: "delivered_at",
-        keep: settings.delivered_retention,
-    }
+/// Delivered deliveries and sent emails leave the log after
+/// `WEBHOOK_DELIVERY_RETENTION_DAYS` (deliveries' attempts with them); pending and failed ones
+/// have no `delivered_at` or `sent_at` and stay.
+pub fn retention(settings: &crate::settings::WebhookSettings) -> Vec<service_kit::retention::Rule> {
+    vec![
+        service_kit::retention::Rule {
+            table: "deliveries",
+            column: "delivered_at",
+            keep: settings.delivered_retention,
+        },
+        service_kit::retention::Rule {
+            table: "emails",
+            column: "sent_at",
+            keep: settings.delivered_retention,
+        },
+    ]
 }
 
 impl App {
@@ -52,8 +60,41 @@ impl App {
                 .await,
             );
         }
-        let sender = Sender::new(pool.clone(), settings.webhooks.clone(), recorded)
+        let sender = Sender::new(pool.clone(), settings.webhooks.clone(), recorded.clone())
             .context("the webhook client")?;
+        let mailer = match &settings.mail.smtp_url {
+            Some(url) => {
+                let templates = crate::email::Templates::new(
+                    &settings.mail.order_url,
+                    &settings.mail.settings_url,
+                );
+                let channel = crate::email::Email::new(
+                    url.expose(),
+                    &settings.mail.from,
+                    templates,
+                    settings.mail.timeout,
+                )?;
+                let opener = crate::emails::Opener {
+                    nats: nats.clone(),
+                    subject: settings
+                        .nats
+                        .namespace
+                        .open_email_subject(messaging::BoundedContext::Orders),
+                    timeout: settings.mail.timeout,
+                };
+                Some(crate::emails::Mailer::new(
+                    pool.clone(),
+                    channel,
+                    opener,
+                    settings.mail.clone(),
+                    recorded,
+                ))
+            }
+            None => {
+                tracing::info!("SMTP_URL is not set: no order emails are recorded or sent");
+                None
+            }
+        };
         let readiness = recorders.iter().fold(
             Readiness::new()
                 .postgres("notifications", pool.clone())
@@ -84,10 +125,16 @@ impl App {
             }))
             .with_task(service_kit::retention::task_for(
                 pool.clone(),
-                vec![retention(&settings.webhooks)],
+                retention(&settings.webhooks),
                 std::time::Duration::from_secs(3600),
             ))
             .with_pool(pool);
+        if let Some(mailer) = mailer {
+            service = service.with_task(task(|shutdown| async move {
+                mailer.run(shutdown).await;
+                Ok(())
+            }));
+        }
         for recorder in recorders {
             service = service.with_task(task(|shutdown| async move {
                 recorder.run(shutdown).await;

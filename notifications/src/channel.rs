@@ -1,6 +1,6 @@
-//! A channel delivers one message to one destination and says how it went. Webhooks are the
-//! channel there is; email, SMS and push are channels beside it, each with its own
-//! destination, sharing the recording, the retries and the delivery log.
+//! A channel delivers one message to one destination and says how it went: webhooks
+//! (here) and email (`crate::email`); SMS and push would be channels beside them, each with
+//! its own destination, recorded by the same consumer and retried with the same backoff.
 
 use std::future::Future;
 use std::time::{Duration, Instant};

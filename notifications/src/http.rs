@@ -1,6 +1,7 @@
-//! The operators' API for webhook endpoints (behind the gateway at `/api/webhooks`): register
-//! (the answer holds the signing secret, once), list, read, pause, resume, rotate the secret,
-//! delete, and read or resend an endpoint's deliveries.
+//! The notification service's API: for operators, webhook endpoints (behind the gateway at
+//! `/api/webhooks`): register (the answer holds the signing secret, once), list, read, pause,
+//! resume, rotate the secret, delete, and read or resend an endpoint's deliveries; for
+//! customers, their order emails off or on (`crate::preferences`).
 
 use std::sync::Arc;
 
@@ -50,6 +51,7 @@ const PATHS: &[(&str, &[Method])] = &[
         "/webhooks/{id}/deliveries/{delivery_id}/resend",
         &[Method::POST],
     ),
+    ("/customers/{id}/notifications", &[Method::GET, Method::PUT]),
 ];
 
 pub fn router(state: Arc<Api>) -> Router {
@@ -68,6 +70,12 @@ pub fn router(state: Arc<Api>) -> Router {
         .route(
             "/webhooks/{id}/deliveries/{delivery_id}/resend",
             post(resend).fallback(na),
+        )
+        .route(
+            "/customers/{id}/notifications",
+            get(crate::preferences::read)
+                .put(crate::preferences::change)
+                .fallback(na),
         )
         .with_state(state)
 }
@@ -335,6 +343,9 @@ pub fn openapi() -> Value {
     let list = add::<EndpointList>(&mut c, "WebhookEndpointList");
     let deliveries = add::<DeliveryList>(&mut c, "DeliveryList");
     let log = add::<DeliveryLog>(&mut c, "DeliveryLog");
+    let preferences = add::<crate::preferences::Preferences>(&mut c, "NotificationPreferences");
+    let change =
+        add::<crate::preferences::ChangePreferences>(&mut c, "ChangeNotificationPreferences");
     let bad_id = ("400", "An id is not a UUID");
     let none = ("404", "No such webhook endpoint");
     let id = &["id"][..];
@@ -389,9 +400,17 @@ pub fn openapi() -> Value {
     paths.insert("/webhooks/{id}/deliveries/{delivery_id}/resend".into(), json!({
         "post": operation("Send a delivery again now, with a fresh retry window", both, None, ("202", None), &[bad_id, no_delivery]),
     }));
+    let bad_customer = ("400", "The customer id is not a UUID");
+    paths.insert("/customers/{id}/notifications".into(), json!({
+        "get": operation("Whether a customer gets emails about their orders", id, None, ("200", Some(&preferences)), &[bad_customer]),
+        "put": operation("Turn a customer's order emails off or on", id, Some(&change), ("200", Some(&preferences)), &[
+            bad_customer, ("413", "The body is too large"),
+            ("415", "The body is not sent as application/json"),
+            ("422", "Not {\"email\": true|false}")]),
+    }));
     service_kit::openapi::document(
         "streamshop notifications",
-        "Webhook endpoints for partners and their deliveries: signed CloudEvents (Standard Webhooks), retried with backoff.",
+        "Webhook endpoints for partners and their deliveries (signed CloudEvents, Standard Webhooks, retried with backoff), and customers' choice of order emails.",
         paths,
         c,
     )
@@ -405,7 +424,7 @@ mod tests {
         let document = super::openapi();
         let mut documented: Vec<(String, String)> = Vec::new();
         for (path, item) in document["paths"].as_object().unwrap() {
-            if !path.starts_with("/webhooks") {
+            if !path.starts_with("/webhooks") && !path.starts_with("/customers") {
                 continue;
             }
             for method in item.as_object().unwrap().keys() {

@@ -1,6 +1,7 @@
 //! The notification service: it reads the event streams with a durable consumer, records in
-//! the same transaction what is to be sent to whom, and delivers it through a channel (signed
-//! webhooks to partners), retrying with backoff until it is delivered or its window is over.
+//! the same transaction what is to be sent to whom, and delivers it through a channel (order
+//! emails to customers over SMTP, signed webhooks to partners), retrying with backoff until it
+//! is delivered or its window is over.
 //!
 //! Invariant: a delivery is recorded in the transaction that records its event as read, so a
 //! killed replica loses none and makes none twice; a receiver drops a resent one by its
@@ -13,9 +14,12 @@
 
 pub mod app;
 pub mod channel;
+pub mod email;
+pub mod emails;
 pub mod endpoints;
 pub mod guard;
 pub mod http;
+pub mod preferences;
 pub mod record;
 pub mod send;
 pub mod settings;
@@ -39,6 +43,9 @@ pub static SCHEMA: service_kit::db::Schema = service_kit::db::Schema {
         "GRANT SELECT, INSERT, UPDATE ON consumer_positions TO {role}",
         "GRANT SELECT, INSERT, UPDATE ON consumer_checkpoints TO {role}",
         "GRANT SELECT, INSERT ON notification_dead_letters TO {role}",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON order_mail TO {role}",
+        "GRANT SELECT, INSERT, UPDATE ON email_preferences TO {role}",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON emails TO {role}",
         "GRANT USAGE ON SEQUENCE notification_dead_letters_id_seq TO {role}",
     ],
     owner_statements: &[],

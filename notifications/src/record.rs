@@ -1,6 +1,7 @@
 //! The consumer: reads the order stream with a durable consumer (shared by every replica) and
-//! records, for each event, a delivery to every endpoint that wants it, in one transaction per
-//! batch with the aggregate's position and the checkpoint. Only then are the events
+//! records, for each event, a delivery to every endpoint that wants it and the customer's
+//! email it calls for, in one transaction per batch with the aggregate's position and the
+//! checkpoint. Only then are the events
 //! acknowledged, so a killed replica's batch is read again and recorded once.
 //!
 //! Invariant: an aggregate's events are recorded in sequence order. An event whose predecessor
@@ -283,7 +284,14 @@ impl Recorder {
         .bind(sqlx::types::Json(as_sent(event)))
         .execute(&mut *tx)
         .await?;
-        Ok(Verdict::Recorded(inserted.rows_affected() as usize))
+        let emailed = if self.settings.emails {
+            crate::emails::record(tx, event).await?
+        } else {
+            0
+        };
+        Ok(Verdict::Recorded(
+            inserted.rows_affected() as usize + emailed,
+        ))
     }
 
     /// Records batches until `shutdown`; the batch in hand is finished.

@@ -16,6 +16,38 @@ pub struct Settings {
     pub nats: NatsSettings,
     pub consumer: ConsumerSettings,
     pub webhooks: WebhookSettings,
+    pub mail: MailSettings,
+}
+
+/// How order emails are sent.
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    /// `SMTP_URL` or `SMTP_URL_FILE` (a secret: it may hold a password): `smtp://host:port`
+    /// (plain; `?tls=required` for STARTTLS) or `smtps://user:password@host:465`. Unset: no
+    /// order emails are recorded or sent (webhooks go on).
+    pub smtp_url: Option<service_kit::secret::Secret<String>>,
+    /// `MAIL_FROM`, default `streamshop <orders@streamshop.example>`.
+    pub from: String,
+    /// `MAIL_ORDER_URL`, default `http://127.0.0.1:8000/api/orders/{order_id}`: the link to
+    /// the order in its emails (`{order_id}` is replaced).
+    pub order_url: String,
+    /// `MAIL_SETTINGS_URL`, default `http://127.0.0.1:8000/api/me/notifications`: where a
+    /// customer turns order emails off.
+    pub settings_url: String,
+    /// `MAIL_TIMEOUT_MS`, default 10000: the longest one attempt (opening the address and the
+    /// SMTP exchange, each) may take.
+    pub timeout: Duration,
+    /// `MAIL_RETRY_FOR_SECS`, default 86400: how long an email is retried before it is marked
+    /// failed.
+    pub retry_for: Duration,
+    /// `MAIL_BACKOFF_BASE_MS`, default 1000: the delay after the n-th failed attempt is base ×
+    /// 2^(n-1), at most an hour, times a random 0.5 to 1.
+    pub backoff_base: Duration,
+    /// `MAIL_MAX_IN_FLIGHT`, default 16: emails one replica sends at once (the channel's
+    /// bulkhead, apart from the webhooks').
+    pub max_in_flight: usize,
+    /// `WEBHOOK_POLL_INTERVAL_MS` too: how often due retries are looked for.
+    pub poll_interval: Duration,
 }
 
 /// How the streams are read.
@@ -31,6 +63,8 @@ pub struct ConsumerSettings {
     /// `NOTIFY_RETRY_DELAY_MS`, default 500: how long an event waits whose aggregate's earlier
     /// event is not recorded yet (another replica holds it), or after a failed batch.
     pub retry_delay: Duration,
+    /// Whether order emails are recorded: when `SMTP_URL` is set.
+    pub emails: bool,
 }
 
 /// How webhooks are delivered.
@@ -65,6 +99,9 @@ pub struct WebhookSettings {
 
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, EnvError> {
+        let smtp_url = env.secret("SMTP_URL")?;
+        let poll_interval =
+            env.millis_or("WEBHOOK_POLL_INTERVAL_MS", Duration::from_millis(200))?;
         Ok(Self {
             basics: Basics::from_env(env, &topology::NOTIFICATIONS)?,
             nats: NatsSettings::from_env(env, messaging::Identity::NOTIFICATIONS)?,
@@ -73,6 +110,7 @@ impl Settings {
                 fetch_wait: env.millis_or("NOTIFY_FETCH_WAIT_MS", Duration::from_millis(500))?,
                 ack_wait: env.millis_or("NOTIFY_ACK_WAIT_MS", Duration::from_secs(30))?,
                 retry_delay: env.millis_or("NOTIFY_RETRY_DELAY_MS", Duration::from_millis(500))?,
+                emails: smtp_url.is_some(),
             },
             webhooks: WebhookSettings {
                 timeout: env.millis_or("WEBHOOK_TIMEOUT_MS", Duration::from_secs(10))?,
@@ -95,11 +133,31 @@ impl Settings {
                     86_400u64,
                     0..=30 * 86_400,
                 )?),
-                poll_interval: env
-                    .millis_or("WEBHOOK_POLL_INTERVAL_MS", Duration::from_millis(200))?,
+                poll_interval,
                 delivered_retention: Duration::from_secs(
                     86_400 * env.within_or("WEBHOOK_DELIVERY_RETENTION_DAYS", 30u64, 1..=3650)?,
                 ),
+            },
+            mail: MailSettings {
+                smtp_url,
+                from: env.string_or("MAIL_FROM", "streamshop <orders@streamshop.example>"),
+                order_url: env.string_or(
+                    "MAIL_ORDER_URL",
+                    "http://127.0.0.1:8000/api/orders/{order_id}",
+                ),
+                settings_url: env.string_or(
+                    "MAIL_SETTINGS_URL",
+                    "http://127.0.0.1:8000/api/me/notifications",
+                ),
+                timeout: env.millis_or("MAIL_TIMEOUT_MS", Duration::from_secs(10))?,
+                retry_for: Duration::from_secs(env.within_or(
+                    "MAIL_RETRY_FOR_SECS",
+                    86_400u64,
+                    1..=30 * 86_400,
+                )?),
+                backoff_base: env.millis_or("MAIL_BACKOFF_BASE_MS", Duration::from_secs(1))?,
+                max_in_flight: env.within_or("MAIL_MAX_IN_FLIGHT", 16, 1..=1000)?,
+                poll_interval,
             },
         })
     }

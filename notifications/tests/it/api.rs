@@ -200,7 +200,7 @@ async fn delivered_deliveries_leave_the_log_after_their_retention_and_others_sta
     let as_service = sqlx::PgPool::connect(&s.world.db_url).await.unwrap();
     let pruned = service_kit::retention::prune(
         &as_service,
-        &notifications::app::retention(&settings.webhooks),
+        &notifications::app::retention(&settings.webhooks)[0],
     )
     .await
     .unwrap();
