@@ -21,8 +21,9 @@ use crate::verified::Verified;
 /// Who a valid token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    /// A customer: the token's `sub`.
-    Customer(Uuid),
+    /// A customer: the token's `sub`, and its `email` claim unless the token says the address
+    /// is not verified (`email_verified: false`).
+    Customer { id: Uuid, email: Option<String> },
     /// An operator: a token carrying the admin scope or role; `subject` is its `sub`.
     Operator { subject: String },
 }
@@ -31,7 +32,7 @@ impl Principal {
     /// The rate-limit key of the principal.
     pub fn subject(&self) -> String {
         match self {
-            Self::Customer(id) => id.to_string(),
+            Self::Customer { id, .. } => id.to_string(),
             Self::Operator { subject } => format!("operator:{subject}"),
         }
     }
@@ -65,6 +66,11 @@ struct Claims {
     /// Roles, as some issuers put them.
     #[serde(default)]
     roles: Vec<String>,
+    /// The customer's address (OpenID Connect's standard claims).
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    email_verified: Option<bool>,
 }
 
 /// A verification key and the one algorithm it may be used with.
@@ -225,8 +231,11 @@ impl Verifier {
                 subject: claims.sub,
             });
         }
+        let email = claims
+            .email
+            .filter(|_| claims.email_verified != Some(false));
         Uuid::parse_str(&claims.sub)
-            .map(Principal::Customer)
+            .map(|id| Principal::Customer { id, email })
             .map_err(|_| TokenError::NoRole)
     }
 

@@ -196,6 +196,10 @@ fn adjust(kind: Kind, op: &mut Map<String, Value>, components: &mut Map<String, 
             if let Some(required) = request["required"].as_array_mut() {
                 required.retain(|f| f != "customer_id");
             }
+            // The gateway sets it from the token.
+            if let Some(properties) = request["properties"].as_object_mut() {
+                properties.remove("email");
+            }
             request["properties"]["customer_id"]["description"] = json!(
                 "Optional for a customer (it is the token's `sub`; another id is 403); \
                  required for an operator ordering for a customer"
@@ -204,7 +208,7 @@ fn adjust(kind: Kind, op: &mut Map<String, Value>, components: &mut Map<String, 
             op["requestBody"]["content"]["application/json"]["schema"] =
                 service_kit::openapi::reference("PlaceOrderRequest");
         }
-        Kind::MyOrders => {
+        Kind::Mine => {
             // The customer is the caller: no path parameter.
             if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
                 params.retain(|p| p["in"] != "path");

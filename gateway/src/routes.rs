@@ -86,8 +86,9 @@ pub enum Kind {
     ReadOrder,
     /// Only the order's customer (or an operator) may cancel it.
     CancelOrder,
-    /// The caller's own orders.
-    MyOrders,
+    /// The caller's own (orders, notification settings): the upstream path's one parameter
+    /// is the token's customer.
+    Mine,
     /// Server-Sent Events of one order.
     OrderEvents,
 }
@@ -124,7 +125,9 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/api/products", Anyone, Query "/products", Catalog, "The catalog"),
     route!(GET "/api/products/{sku}", Anyone, Query "/products/{sku}", Catalog, "One product with its stock"),
     route!(POST "/api/orders", Customer, Orders "/orders", PlaceOrder, "Place an order for the token's customer"),
-    route!(GET "/api/me/orders", Customer, Query "/customers/{id}/orders", MyOrders, "The caller's orders, newest first"),
+    route!(GET "/api/me/orders", Customer, Query "/customers/{id}/orders", Mine, "The caller's orders, newest first"),
+    route!(GET "/api/me/notifications", Customer, Notifications "/customers/{id}/notifications", Mine, "Whether the caller gets emails about their orders"),
+    route!(PUT "/api/me/notifications", Customer, Notifications "/customers/{id}/notifications", Mine, "Turn the caller's order emails off or on: {\"email\": false}"),
     route!(GET "/api/orders/{id}", Customer, Query "/orders/{id}", ReadOrder, "One of the caller's orders"),
     route!(POST "/api/orders/{order_id}/cancel", Customer, Orders "/orders/{order_id}/cancel", CancelOrder, "Cancel one of the caller's orders before it is confirmed"),
     route!(GET "/api/orders/{id}/events", Customer, Stream "/api/orders/{id}/events", OrderEvents, "The order's status changes and saga steps, live (Server-Sent Events)"),
@@ -262,7 +265,7 @@ async fn handle(gw: &Gateway, mut call: Call) -> Result<Response, ApiError> {
                 "this route needs a bearer token".into(),
             ))
         }
-        (Access::Operator, Some(Principal::Customer(_))) => {
+        (Access::Operator, Some(Principal::Customer { .. })) => {
             return Err(ApiError::Forbidden("operators only".into()))
         }
         _ => {}
@@ -292,20 +295,22 @@ async fn handle(gw: &Gateway, mut call: Call) -> Result<Response, ApiError> {
         Kind::PlaceOrder => place_order(gw, call).await,
         Kind::ReadOrder => read_order(gw, call).await,
         Kind::CancelOrder => cancel_order(gw, call).await,
-        Kind::MyOrders => {
-            let Some(Principal::Customer(me)) = call.caller else {
+        Kind::Mine => {
+            let Some(Principal::Customer { id: me, .. }) = call.caller else {
                 return Err(ApiError::Forbidden(
-                    "an operator has no orders of their own: use /api/customers/{id}/orders".into(),
+                    "an operator has no orders or settings of their own: use /api/customers/{id}/…"
+                        .into(),
                 ));
             };
             let params = [me.to_string()];
+            let body = body_of(call.body)?;
             forward(
                 gw,
                 route,
                 &params,
                 call.query.as_deref(),
                 &call.headers,
-                Bytes::new(),
+                body,
             )
             .await
             .map(Answer::into_response)
@@ -465,8 +470,8 @@ async fn place_order(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
         service_kit::problem::json_object(&call.headers, call.body).map_err(ApiError::Refused)?;
     let named = fields.get("customer_id").cloned();
     let customer = match (&call.caller, named) {
-        (Some(Principal::Customer(me)), None) => *me,
-        (Some(Principal::Customer(me)), Some(named)) => {
+        (Some(Principal::Customer { id: me, .. }), None) => *me,
+        (Some(Principal::Customer { id: me, .. }), Some(named)) => {
             if named.as_str().and_then(|s| Uuid::parse_str(s).ok()) != Some(*me) {
                 return Err(ApiError::Forbidden(
                     "a customer may place orders only for themselves".into(),
@@ -485,6 +490,15 @@ async fn place_order(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
         }
     };
     fields.insert("customer_id".into(), Value::String(customer.to_string()));
+    // The address for the order's emails is the token's, never the body's: an operator's
+    // order for a customer carries none.
+    fields.remove("email");
+    if let Some(Principal::Customer {
+        email: Some(email), ..
+    }) = &call.caller
+    {
+        fields.insert("email".into(), Value::String(email.clone()));
+    }
     let mut headers = call.headers;
     headers.insert(
         axum::http::header::CONTENT_TYPE,
@@ -502,7 +516,7 @@ async fn place_order(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
 /// `min_version` wait nor its answer can tell whether another customer's order exists.
 async fn read_order(gw: &Gateway, call: Call) -> Result<Response, ApiError> {
     let customer = match call.caller {
-        Some(Principal::Customer(me)) => Some(me),
+        Some(Principal::Customer { id: me, .. }) => Some(me),
         _ => None,
     };
     if customer.is_some() {
@@ -569,7 +583,7 @@ async fn authorise_order(
     order: &str,
 ) -> Result<Uuid, ApiError> {
     let order = Uuid::parse_str(order).map_err(|_| ApiError::OrderNotFound)?;
-    if let Some(Principal::Customer(me)) = caller {
+    if let Some(Principal::Customer { id: me, .. }) = caller {
         if gw.owners.owner_of(order).await? != Some(*me) {
             return Err(ApiError::OrderNotFound);
         }

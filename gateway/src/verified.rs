@@ -85,7 +85,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_token_is_trusted_within_its_times_and_for_a_minute_at_most() {
         let v = Verified::new(30);
-        let who = Principal::Customer(Uuid::nil());
+        let who = Principal::Customer {
+            id: Uuid::nil(),
+            email: None,
+        };
         v.put("t", who.clone(), 1_000, 0);
         assert_eq!(v.get("t", 900), Some(who.clone()));
         assert_eq!(v.get("t", 1_030), Some(who.clone()), "within the leeway");

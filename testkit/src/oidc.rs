@@ -112,9 +112,16 @@ impl Oidc {
         }
         panic!("the OpenID provider exited before it answered, three times (see its errors above)")
     }
-    /// An access token for `customer`, from the authorization code flow.
+    /// An access token for `customer`, from the authorization code flow; its `email` claim
+    /// is `<customer>@customers.example`.
     pub async fn customer_token(&self, customer: Uuid) -> String {
         self.login(&["--customer", &customer.to_string()]).await
+    }
+
+    /// An access token for `customer` who signed in giving `email` (their token's claim).
+    pub async fn customer_token_with_email(&self, customer: Uuid, email: &str) -> String {
+        self.login(&["--customer", &customer.to_string(), "--email", email])
+            .await
     }
 
     /// An operator's access token (client credentials, scope `admin`).

@@ -1,6 +1,6 @@
 // Command-line client of the local OpenID Connect provider (provider.mjs): it obtains an access
 // token for the streamshop API and prints only that token, so scripts can use $(node login.mjs ...).
-//   node login.mjs --issuer URL --customer <uuid> [--audience streamshop]   (authorization code + PKCE as `storefront`)
+//   node login.mjs --issuer URL --customer <uuid> [--email ADDRESS] [--audience streamshop]   (authorization code + PKCE as `storefront`)
 //   node login.mjs --issuer URL --admin --secret-file F [--audience streamshop]  (client credentials as `operator`)
 // The operator's secret is read from a file, never taken on the command line, where every user
 // of the machine could read it (ps, /proc/<pid>/cmdline).
@@ -36,7 +36,7 @@ async function tokenRequest(meta, params, headers = {}) {
 // The authorization code flow a browser would perform, done by hand: redirects are followed
 // one by one (never into the callback, which nobody serves) and the issuer's cookies are kept
 // in a small jar, because the login page and the resumed authorization depend on them.
-async function customerToken(meta, customer, resource) {
+async function customerToken(meta, customer, email, resource) {
   const verifier = crypto.randomBytes(32).toString('base64url');
   const state = crypto.randomBytes(16).toString('base64url');
   const url = new URL(meta.authorization_endpoint);
@@ -82,7 +82,7 @@ async function customerToken(meta, customer, resource) {
       url: new URL(action, next.url).href,
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ customer }).toString(),
+      body: new URLSearchParams({ customer, ...(email ? { email } : {}) }).toString(),
     };
   }
   const answer = callback.searchParams;
@@ -105,6 +105,7 @@ async function main() {
     options: {
       issuer: { type: 'string' },
       customer: { type: 'string' },
+      email: { type: 'string' },
       admin: { type: 'boolean', default: false },
       'secret-file': { type: 'string' },
       audience: { type: 'string', default: 'streamshop' },
@@ -117,7 +118,7 @@ async function main() {
   const resource = URL.canParse(o.audience) ? o.audience : `urn:${o.audience}`;
   const discovery = `${o.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
   const meta = await json(await fetch(discovery), `discovery ${discovery}`);
-  if (o.customer) return customerToken(meta, o.customer, resource);
+  if (o.customer) return customerToken(meta, o.customer, o.email, resource);
   // client_secret_basic: id and secret are form-encoded before base64 (RFC 6749, section 2.3.1).
   const secret = readFileSync(o['secret-file'], 'utf8').trim();
   const basic = Buffer.from(`operator:${encodeURIComponent(secret)}`).toString('base64');

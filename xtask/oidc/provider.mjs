@@ -73,6 +73,11 @@ const { default: Provider, errors } = await import('oidc-provider');
 console.warn = consoleWarn;
 
 const adapter = createMemoryAdapter();
+// Each customer's address, as given at sign-in; one who gave none is `<id>@customers.example`
+// (a domain reserved for examples), so every local customer gets their order emails.
+const emails = new Map();
+const EMAIL = /^[^\s@<>"(),;:\[\]\\]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/;
+const emailOf = (id) => ({ email: emails.get(id) ?? `${id}@customers.example`, email_verified: true });
 // Cookie keys are shared by every Provider instance so that a key reload keeps logins going.
 const cookieKeys = [crypto.randomBytes(32).toString('base64url')];
 
@@ -98,7 +103,10 @@ function makeProvider(jwks) {
         redirect_uris: [],
       },
     ],
-    findAccount: (ctx, id) => ({ accountId: id, claims: () => ({ sub: id }) }),
+    findAccount: (ctx, id) => ({ accountId: id, claims: () => ({ sub: id, ...emailOf(id) }) }),
+    // A customer's access token carries their address (OpenID's `email` claim), which the
+    // gateway passes on with their orders; the operator's has none.
+    extraTokenClaims: (ctx, token) => (token.accountId ? emailOf(token.accountId) : undefined),
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
@@ -146,14 +154,19 @@ async function interaction(req, res, uid, login) {
   if (!login && req.method === 'GET') {
     return send(res, 200, 'text/html; charset=utf-8', `<!doctype html><title>Sign in</title>
 <form method=post action=/interaction/${uid}/login>
-<label>Customer id (UUID) <input name=customer required autofocus></label> <button>Sign in</button>
+<label>Customer id (UUID) <input name=customer required autofocus></label>
+<label>Email (optional) <input name=email type=email></label> <button>Sign in</button>
 </form>\n`);
   }
   if (!login || req.method !== 'POST') return send(res, 405, 'text/plain', 'method not allowed\n');
   let body = '';
   for await (const chunk of req) if ((body += chunk).length > 4096) return send(res, 413, 'text/plain', 'too large\n');
-  const customer = new URLSearchParams(body).get('customer')?.trim().toLowerCase() ?? '';
+  const form = new URLSearchParams(body);
+  const customer = form.get('customer')?.trim().toLowerCase() ?? '';
   if (!UUID.test(customer)) return send(res, 400, 'text/plain', 'customer must be a UUID\n');
+  const email = form.get('email')?.trim() ?? '';
+  if (email && (email.length > 254 || !EMAIL.test(email))) return send(res, 400, 'text/plain', 'email is not an address\n');
+  if (email) emails.set(customer, email);
   const grant = new provider.Grant({ accountId: customer, clientId: details.params.client_id });
   const requested = String(details.params.scope ?? '').split(' ');
   grant.addOIDCScope(['openid', ...requested.filter((s) => s === 'offline_access')]);
