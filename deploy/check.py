@@ -558,14 +558,15 @@ def check_kubernetes_rules(docs, overlay):
 
 
 def referenced_secrets(docs):
-    """(Secret, key or None) that the rendered resources need."""
+    """(Secret, key or None) that the rendered resources need: an optional reference (the SMTP
+    server's URL, which the operator gives when they want order emails) is not needed."""
     refs = set()
     for d in docs:
         for spec in pod_specs(d):
             for c in spec.get("containers") or []:
                 for e in c.get("env") or []:
                     ref = (e.get("valueFrom") or {}).get("secretKeyRef")
-                    if ref:
+                    if ref and not ref.get("optional"):
                         refs.add((ref["name"], ref["key"]))
             for v in spec.get("volumes") or []:
                 if "secret" in v:

@@ -21,15 +21,7 @@ async fn placed(s: &Stack, customer: Uuid, token: &str) -> Uuid {
 
 /// `events --include-sensitive replay` of the whole namespace, as the analysts run it.
 async fn replay_with_sensitive_fields(s: &Stack) -> Vec<Value> {
-    let out = testkit::stdout_of(
-        tokio::process::Command::new(testkit::binary("events"))
-            .args(["--quiet", "--include-sensitive", "replay"])
-            .env("NATS_URL", testkit::nats_analyst_url())
-            .env("NATS_NAMESPACE", s.orders.ns.as_str())
-            .envs(testkit::tls_as("analyst").map(|tls| ("TLS_DIR", tls.dir))),
-        "events replay",
-    )
-    .await;
+    let out = testkit::analyst_events(&s.orders.ns, &["replay"]).await;
     out.lines()
         .map(|line| serde_json::from_str(line).expect("a JSON line"))
         .collect()

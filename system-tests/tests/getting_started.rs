@@ -12,6 +12,8 @@ use system_tests::{sh_block, workspace};
 
 /// The gateway of `cargo xtask up`.
 const GATEWAY: &str = "http://localhost:8000";
+/// The local SMTP sink's page (and API), as `up` prints it.
+const MAIL: &str = "http://127.0.0.1:1080";
 
 /// `line` in bash from the workspace root, as a reader types it, with none of the test
 /// runner's variables (the stack it starts is `up`'s own, not the suite's) and none of the
@@ -68,7 +70,8 @@ impl Drop for Down {
 
 /// Signed in as the page says (`cargo xtask token`), an operator creates a product and a
 /// customer orders it through `gateway`; the order goes through stock and payment
-/// (localstripe) to confirmed. Returns the order and the customer's token.
+/// (localstripe) to confirmed, and its email reaches the local SMTP sink's page. Returns the
+/// order and the customer's token.
 async fn an_order_is_confirmed(gateway: &str) -> (String, String) {
     let admin = run("cargo xtask token --admin").await.trim().to_owned();
     let customer_id = uuid::Uuid::now_v7();
@@ -106,7 +109,33 @@ async fn an_order_is_confirmed(gateway: &str) -> (String, String) {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
+    emailed(&customer_id, &order).await;
     (order, customer)
+}
+
+/// Waits for the order's confirmation email on the page `up` prints for the SMTP sink.
+async fn emailed(customer: &uuid::Uuid, order: &str) {
+    let to = format!("{customer}@customers.example");
+    testkit::eventually(
+        Duration::from_secs(60),
+        "the order's email on the mail page",
+        || async {
+            let all: Value = reqwest::get(format!("{MAIL}/api/email"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            all.as_array()?
+                .iter()
+                .any(|m| {
+                    m["to"][0]["address"] == to.as_str()
+                        && m["text"].as_str().is_some_and(|t| t.contains(order))
+                })
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// The order as its customer reads it through `gateway`, once it is confirmed.
@@ -148,8 +177,12 @@ async fn the_getting_started_commands_run_the_local_stack_and_cluster() {
             service.name
         );
     }
+    assert!(up.contains(MAIL), "`up` prints the mail page: {up}");
     let status = run("cargo xtask status").await;
-    assert!(status.contains("gateway"), "{status}");
+    assert!(
+        status.contains("gateway") && status.contains("mail"),
+        "{status}"
+    );
     let (order, customer) = an_order_is_confirmed(GATEWAY).await;
 
     // `up` is safe to run again: everything runs its current binary, so nothing restarts.

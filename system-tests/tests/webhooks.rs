@@ -4,28 +4,10 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use testkit::front::Front;
 use testkit::webhooks::{verify_with_the_reference_library, Answer, Receiver};
 use uuid::Uuid;
-
-async fn call(
-    front: &Front,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, format!("{}{path}", front.url))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("the gateway answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 #[tokio::test]
 async fn a_partner_receives_a_real_orders_events_through_a_webhook_registered_at_the_gateway() {
@@ -36,35 +18,34 @@ async fn a_partner_receives_a_real_orders_events_through_a_webhook_registered_at
     let partner = Receiver::start(Answer::Ok).await;
 
     let endpoint = json!({"url": partner.url, "event_types": ["OrderPlaced", "OrderConfirmed"]});
-    let (status, refused) = call(
-        &front,
-        &customer,
-        Method::POST,
-        "/api/webhooks",
-        Some(endpoint.clone()),
-    )
-    .await;
+    let (status, refused) = front
+        .call(
+            &customer,
+            Method::POST,
+            "/api/webhooks",
+            Some(endpoint.clone()),
+        )
+        .await;
     assert_eq!(
         status, 403,
         "customers may not register webhooks: {refused}"
     );
-    let (status, registered) = call(
-        &front,
-        &admin,
-        Method::POST,
-        "/api/webhooks",
-        Some(endpoint),
-    )
-    .await;
+    let (status, registered) = front
+        .call(&admin, Method::POST, "/api/webhooks", Some(endpoint))
+        .await;
     assert_eq!(status, 201, "{registered}");
     let secret = registered["secret"].as_str().unwrap().to_owned();
     let id = registered["id"].as_str().unwrap().to_owned();
 
     let product = json!({"sku": "HOOK-1", "name": "Mug", "unit_price": 1250, "currency": "EUR", "initial_stock": 5});
-    let (status, body) = call(&front, &admin, Method::POST, "/api/products", Some(product)).await;
+    let (status, body) = front
+        .call(&admin, Method::POST, "/api/products", Some(product))
+        .await;
     assert_eq!(status, 202, "{body}");
     let order = json!({"lines": [{"sku": "HOOK-1", "quantity": 2}], "payment_token": "tok_ok"});
-    let (status, placed) = call(&front, &customer, Method::POST, "/api/orders", Some(order)).await;
+    let (status, placed) = front
+        .call(&customer, Method::POST, "/api/orders", Some(order))
+        .await;
     assert_eq!(status, 202, "{placed}");
     let order_id = placed["order_id"].as_str().unwrap().to_owned();
 
@@ -92,7 +73,7 @@ async fn a_partner_receives_a_real_orders_events_through_a_webhook_registered_at
         Duration::from_secs(20),
         "both deliveries recorded",
         || async {
-            let (status, deliveries) = call(&front, &admin, Method::GET, &path, None).await;
+            let (status, deliveries) = front.call(&admin, Method::GET, &path, None).await;
             assert_eq!(status, 200, "{deliveries}");
             let items = deliveries["items"].as_array().unwrap().clone();
             (items.len() == 2
@@ -103,13 +84,13 @@ async fn a_partner_receives_a_real_orders_events_through_a_webhook_registered_at
         },
     )
     .await;
-    let (status, _) = call(
-        &front,
-        &customer,
-        Method::GET,
-        &format!("/api/webhooks/{id}/deliveries"),
-        None,
-    )
-    .await;
+    let (status, _) = front
+        .call(
+            &customer,
+            Method::GET,
+            &format!("/api/webhooks/{id}/deliveries"),
+            None,
+        )
+        .await;
     assert_eq!(status, 403);
 }

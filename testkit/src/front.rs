@@ -17,6 +17,8 @@ pub struct Front {
     pub oidc: Oidc,
     /// The gateway's base URL.
     pub url: String,
+    /// The SMTP sink the order emails go to ([`Front::start_mailing`]).
+    pub mail: Option<crate::mail::MailSink>,
     _stop: Stopper,
 }
 
@@ -195,6 +197,29 @@ pub async fn gateway_with_metrics(
 }
 
 impl Front {
+    /// `method path` through the gateway with `token` (and a JSON body): the status and the
+    /// JSON answer (null when there is none).
+    pub async fn call(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the gateway answers");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     /// The whole stack (saga, projections, query API) behind a gateway; `extra` is more
     /// gateway environment (limits, say).
     pub async fn start(extra: &[(&'static str, String)]) -> Self {
@@ -207,11 +232,34 @@ impl Front {
         extra: &[(&'static str, String)],
         payments_env: Vec<(&'static str, String)>,
     ) -> Self {
+        Self::start_all(extra, payments_env, None).await
+    }
+
+    /// As [`Front::start`], with an SMTP sink that the notification service sends the order
+    /// emails to (`front.mail`).
+    pub async fn start_mailing(extra: &[(&'static str, String)]) -> Self {
+        let sink = crate::mail::MailSink::start().await;
+        Self::start_all(extra, Vec::new(), Some(sink)).await
+    }
+
+    async fn start_all(
+        extra: &[(&'static str, String)],
+        payments_env: Vec<(&'static str, String)>,
+        mail: Option<crate::mail::MailSink>,
+    ) -> Self {
+        let notifications_env = match &mail {
+            Some(sink) => vec![
+                ("SMTP_URL", sink.smtp_url.clone()),
+                ("MAIL_BACKOFF_BASE_MS", "200".to_owned()),
+            ],
+            None => Vec::new(),
+        };
         let stack = Stack::start_with(Options {
             reads: true,
             notifications: true,
             business_deadline_secs: 3,
             payments_env,
+            notifications_env,
             ..Options::default()
         })
         .await;
@@ -238,6 +286,7 @@ impl Front {
             stack,
             oidc,
             url,
+            mail,
             _stop: stop,
         }
     }

@@ -10,6 +10,7 @@ pub mod fixtures;
 pub mod fleet;
 pub mod front;
 pub mod gate;
+pub mod mail;
 pub mod oidc;
 pub mod otlp;
 pub mod outage;
@@ -354,6 +355,21 @@ pub fn nats_analyst_url() -> String {
         .nats_analyst_url
         .clone()
         .unwrap_or_else(|| infra().nats_url.clone())
+}
+
+/// What `events --quiet --include-sensitive <args>` prints for namespace `ns`, run as the
+/// analysts run it (their NATS user and certificate).
+pub async fn analyst_events(ns: &messaging::Namespace, args: &[&str]) -> String {
+    stdout_of(
+        tokio::process::Command::new(binary("events"))
+            .args(["--quiet", "--include-sensitive"])
+            .args(args)
+            .env("NATS_URL", nats_analyst_url())
+            .env("NATS_NAMESPACE", ns.as_str())
+            .envs(tls_as("analyst").map(|tls| ("TLS_DIR", tls.dir))),
+        &format!("events {args:?}"),
+    )
+    .await
 }
 
 /// Where the workspace's binaries are (a service's, `events`): `cargo xtask test` builds them

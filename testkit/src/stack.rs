@@ -57,6 +57,8 @@ pub struct Options {
     pub orchestrator_env: Vec<(&'static str, String)>,
     /// The payment provider's settings (`LocalStripe::env`, say); empty: the test provider.
     pub payments_env: Vec<(&'static str, String)>,
+    /// More environment for the notification service (`SMTP_URL`, say).
+    pub notifications_env: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -68,6 +70,7 @@ impl Default for Options {
             business_deadline_secs: 3,
             query_env: Vec::new(),
             orchestrator_env: Vec::new(),
+            notifications_env: Vec::new(),
             payments_env: Vec::new(),
         }
     }
@@ -114,14 +117,14 @@ impl Stack {
             stack.start_reads(options.query_env).await;
         }
         if options.notifications {
-            stack.start_notifications().await;
+            stack.start_notifications(options.notifications_env).await;
         }
         stack
     }
 
-    async fn start_notifications(&mut self) {
+    async fn start_notifications(&mut self, extra: Vec<(&'static str, String)>) {
         let db = crate::fresh_db("notifications").await;
-        let env = vec![
+        let mut env = vec![
             ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
             ("DATABASE_URL", db.app.clone()),
             ("DATABASE_OWNER_URL", db.owner.clone()),
@@ -132,6 +135,7 @@ impl Stack {
             ("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", "true".to_owned()),
             ("WEBHOOK_BACKOFF_BASE_MS", "200".to_owned()),
         ];
+        env.extend(extra);
         let settings = notifications::Settings::from_env(&Env::from_pairs(env)).unwrap();
         let app = notifications::App::build(&settings).await.unwrap();
         self.notifications = Some(app.url());

@@ -131,6 +131,8 @@ pub enum Need {
     Stripe,
     /// The OpenID provider whose tokens it verifies.
     Oidc,
+    /// An SMTP server to send customers' emails through (maildev locally).
+    Smtp,
 }
 
 /// A database and its roles.
@@ -324,7 +326,7 @@ pub const NOTIFICATIONS: Service = Service {
     url_setting: Some("NOTIFICATIONS_URL"),
     calls: &[],
     after: &["orders"],
-    needs: &[],
+    needs: &[Need::Smtp],
     metrics_port: None,
     public: false,
     component: "notifications",

@@ -160,6 +160,9 @@ fn compose_service(out: &mut String, s: &Service) {
     if s.needs(Need::Oidc) {
         ready.push("oidc");
     }
+    if s.needs(Need::Smtp) {
+        ready.push("mail");
+    }
     ready.extend(s.waits_for());
     for name in ready {
         w(
@@ -216,6 +219,13 @@ fn compose_service(out: &mut String, s: &Service) {
     }
     if s.needs(Need::Oidc) {
         w(out, "      OIDC_ISSUER_URL: http://oidc:8090");
+    }
+    if s.needs(Need::Smtp) {
+        w(
+            out,
+            "      # Order emails to the local SMTP sink (`mail`); its page: http://127.0.0.1:1080.\n      \
+             SMTP_URL: smtp://mail:1025",
+        );
     }
     for called in s.calls.iter().filter_map(|c| topology::service(c)) {
         if let Some(setting) = called.url_setting {

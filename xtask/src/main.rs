@@ -8,7 +8,9 @@ mod docs;
 mod generate;
 mod k8s_secrets;
 mod layout;
+mod mail;
 mod nats;
+mod npm;
 mod oidc;
 mod postgres;
 mod proc;
@@ -187,6 +189,7 @@ fn up(release: bool, cluster: bool) -> anyhow::Result<ExitCode> {
             || nats::running(other)
             || oidc::HELPER.running(other)
             || stripe::HELPER.running(other)
+            || mail::HELPER.running(other)
         {
             anyhow::bail!(
                 "the {} stack is running and uses the same ports: `cargo xtask down` first",
@@ -200,6 +203,7 @@ fn up(release: bool, cluster: bool) -> anyhow::Result<ExitCode> {
     oidc::install(&layout)?;
     oidc::start(&layout)?;
     stripe::start(&layout)?;
+    mail::start(&layout)?;
     let bins = services::build(&layout, release, &[])?;
     services::start_all(&layout, &bins)?;
     services::print_urls(&layout);
@@ -234,6 +238,7 @@ fn token(customer: Option<&str>, admin: bool) -> anyhow::Result<ExitCode> {
 fn down() -> anyhow::Result<ExitCode> {
     for layout in Layout::runnable()? {
         services::stop_all(&layout);
+        mail::HELPER.stop(&layout);
         stripe::HELPER.stop(&layout);
         oidc::HELPER.stop(&layout);
         nats::stop(&layout);
@@ -252,6 +257,7 @@ fn status() -> anyhow::Result<ExitCode> {
     nats::status(&layout);
     oidc::status(&layout);
     stripe::status(&layout);
+    mail::status(&layout);
     services::status(&layout);
     Ok(ExitCode::SUCCESS)
 }
@@ -262,6 +268,7 @@ fn reset() -> anyhow::Result<ExitCode> {
     let bench = Layout::bench()?;
     for layout in [&dev, &cluster, &test, &bench] {
         services::stop_all(layout);
+        mail::HELPER.stop(layout);
         stripe::HELPER.stop(layout);
         oidc::HELPER.stop(layout);
         nats::stop(layout);
@@ -290,8 +297,9 @@ fn test(keep: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
                 python::deploy_packages(&layout)?,
                 python::stripe_packages(&layout)?,
             ];
-            // The tests start their own OpenID providers from these packages.
+            // The tests start their own OpenID providers and SMTP sinks from these packages.
             oidc::install(&layout)?;
+            mail::install(&layout)?;
             Ok(paths)
         });
         let linted = fmt_check(&layout.workspace)

@@ -14,37 +14,9 @@ fn scripts(layout: &Layout) -> PathBuf {
     layout.workspace.join("xtask/oidc")
 }
 
-/// Installs the provider's npm packages (`npm ci`) unless the lock file is unchanged since
-/// the last install; installs Node.js from Debian's packages when it is missing.
+/// Installs the provider's npm packages from its lock file (`crate::npm`).
 pub fn install(layout: &Layout) -> anyhow::Result<()> {
-    if Command::new("node").arg("--version").output().is_err() {
-        println!("oidc: Node.js is missing; installing Debian's nodejs and npm");
-        let ok = Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "nodejs", "npm"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            bail!("Node.js (node and npm) is needed for the local OpenID provider; install it");
-        }
-    }
-    let dir = scripts(layout);
-    let lock = std::fs::read_to_string(dir.join("package-lock.json"))
-        .context("reading xtask/oidc/package-lock.json")?;
-    let marker = dir.join("node_modules/.streamshop-installed");
-    if std::fs::read_to_string(&marker).ok().as_deref() == Some(lock.as_str()) {
-        return Ok(());
-    }
-    println!("oidc: installing the OpenID provider's packages (npm ci)");
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .current_dir(&dir)
-        .status()
-        .context("running npm ci")?;
-    if !status.success() {
-        bail!("npm ci failed in {}", dir.display());
-    }
-    std::fs::write(&marker, lock)?;
-    Ok(())
+    crate::npm::install(&scripts(layout), "oidc")
 }
 
 /// The provider under `cargo xtask up`; `url()` is its issuer, the gateway's default

@@ -165,6 +165,10 @@ pub fn start_all(layout: &Layout, bins: &Path) -> anyhow::Result<()> {
                     crate::stripe::secret_key_file(layout)?,
                 );
         }
+        if s.needs(Need::Smtp) {
+            // Order emails go to the local SMTP sink, whose page shows them.
+            cmd.env("SMTP_URL", crate::mail::smtp_url());
+        }
         if let Some(metrics) = s.metrics_port {
             // Its metrics, apart from the public side: 9000, and 9100 for a second replica.
             cmd.env("METRICS_ADDR", format!("127.0.0.1:{}", metrics + 100 * r));
@@ -296,6 +300,12 @@ pub fn print_urls(layout: &Layout) {
         "  {:<12} {} (cargo xtask token --customer <uuid> | --admin)",
         "oidc",
         crate::oidc::HELPER.url()
+    );
+    println!(
+        "  {:<12} {} (the order emails sent, on its web page; SMTP {})",
+        "mail",
+        crate::mail::HELPER.url(),
+        crate::mail::smtp_url()
     );
     println!(
         "  {:<12} {} (localstripe, which payments pay through; its key: {})",

@@ -12,6 +12,8 @@ enum From {
     Own,
     Shared,
     Secret(&'static str),
+    /// A Secret the operator makes when they want what it enables (`<name>-<suffix>`).
+    OptionalSecret(&'static str),
 }
 
 /// A mounted Secret: volume name, mount path, the Secret's name suffix, its keys, and why.
@@ -119,6 +121,11 @@ pub fn manifest(s: &Service, generated: &str) -> String {
         if *k != "METRICS_ADDR" {
             env.push((k, From::Own));
         }
+    }
+    if s.needs(Need::Smtp) {
+        // Order emails: the SMTP server's URL holds its password, so it is a Secret; without
+        // one the service sends no emails (webhooks go on).
+        env.push(("SMTP_URL", From::OptionalSecret("smtp")));
     }
     env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", From::Shared));
 
@@ -294,14 +301,19 @@ pub fn manifest(s: &Service, generated: &str) -> String {
     }
     o.push_str("          env:\n");
     for (var, from) in &env {
-        let (kind, source) = match from {
-            From::Own => ("configMapKeyRef", format!("{name}-config")),
-            From::Shared => ("configMapKeyRef", "streamshop-shared".to_owned()),
-            From::Secret(suffix) => ("secretKeyRef", format!("{name}-{suffix}")),
+        let (kind, source, optional) = match from {
+            From::Own => ("configMapKeyRef", format!("{name}-config"), ""),
+            From::Shared => ("configMapKeyRef", "streamshop-shared".to_owned(), ""),
+            From::Secret(suffix) => ("secretKeyRef", format!("{name}-{suffix}"), ""),
+            From::OptionalSecret(suffix) => (
+                "secretKeyRef",
+                format!("{name}-{suffix}"),
+                "                  optional: true\n",
+            ),
         };
         let _ = write!(
             o,
-            "            - name: {var}\n              valueFrom:\n                {kind}:\n                  name: {source}\n                  key: {var}\n"
+            "            - name: {var}\n              valueFrom:\n                {kind}:\n                  name: {source}\n                  key: {var}\n{optional}"
         );
     }
     let probes_note = if s.serves_tls() {
