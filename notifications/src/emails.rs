@@ -19,7 +19,6 @@ use messaging::Envelope;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Notify, Semaphore};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -380,43 +379,29 @@ impl Mailer {
     /// Sends until `shutdown`; the attempts in flight finish and are recorded.
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
-        let mut attempts = JoinSet::new();
-        loop {
-            let free = this.places.available_permits();
-            if free > 0 {
-                match this.claim(free).await {
-                    Ok(claimed) => {
-                        for email in claimed {
-                            let permit = this
-                                .places
-                                .clone()
-                                .acquire_owned()
-                                .await
-                                .expect("the bulkhead is never closed");
-                            let mailer = this.clone();
-                            attempts.spawn(async move {
-                                if let Err(e) = mailer.attempt(&email).await {
-                                    tracing::warn!(email = %email.id, error = %service_kit::problem::ErrorChain(&e), "recording an email's attempt failed; the lease runs out and it is tried again");
-                                }
-                                drop(permit);
-                            });
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %service_kit::problem::ErrorChain(&e), "claiming emails failed")
+        let lane = crate::send::Lane {
+            what: "emails",
+            places: this.places.clone(),
+            recorded: this.recorded.clone(),
+            poll_interval: this.settings.poll_interval,
+        };
+        let claimer = this.clone();
+        lane.drive(
+            shutdown,
+            move |free| {
+                let this = claimer.clone();
+                async move { this.claim(free).await }
+            },
+            |email: Claimed| {
+                let mailer = this.clone();
+                async move {
+                    if let Err(e) = mailer.attempt(&email).await {
+                        tracing::warn!(email = %email.id, error = %service_kit::problem::ErrorChain(&e), "recording an email's attempt failed; the lease runs out and it is tried again");
                     }
                 }
-            }
-            while attempts.try_join_next().is_some() {}
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = this.recorded.notified() => {}
-                Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
-                () = tokio::time::sleep(this.settings.poll_interval) => {}
-            }
-        }
-        while attempts.join_next().await.is_some() {}
-        tracing::info!("mailer stopped");
+            },
+        )
+        .await;
     }
 }
 

@@ -268,44 +268,90 @@ impl Sender {
     /// Sends until `shutdown`: attempts in flight are finished and recorded.
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
+        let lane = Lane {
+            what: "webhook deliveries",
+            places: this.places.clone(),
+            recorded: this.recorded.clone(),
+            poll_interval: this.settings.poll_interval,
+        };
+        let claimer = this.clone();
+        lane.drive(
+            shutdown,
+            move |free| {
+                let this = claimer.clone();
+                async move { this.claim(free).await }
+            },
+            |delivery: Claimed| {
+                // Counted before the next claim, which passes over saturated endpoints.
+                *this
+                    .in_flight
+                    .lock()
+                    .expect("in-flight counts")
+                    .entry(delivery.endpoint_id)
+                    .or_default() += 1;
+                let sender = this.clone();
+                async move {
+                    if let Err(e) = sender.attempt(&delivery).await {
+                        tracing::warn!(delivery = %delivery.id, error = %service_kit::problem::ErrorChain(&e), "recording an attempt failed; the lease runs out and it is tried again");
+                    }
+                    let mut in_flight = sender.in_flight.lock().expect("in-flight counts");
+                    if let Some(n) = in_flight.get_mut(&delivery.endpoint_id) {
+                        *n -= 1;
+                        if *n == 0 {
+                            in_flight.remove(&delivery.endpoint_id);
+                        }
+                    }
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// One channel's sending: a bulkhead of places, woken when something is recorded and polled
+/// for retries that fall due.
+pub struct Lane {
+    /// What it sends, for its logs.
+    pub what: &'static str,
+    pub places: Arc<Semaphore>,
+    pub recorded: Arc<Notify>,
+    pub poll_interval: Duration,
+}
+
+impl Lane {
+    /// Claims as many due items as there are free places, runs `attempt` on each while it
+    /// holds a place, and waits for new work, a free place or the next poll; until
+    /// `shutdown`, when the attempts in flight are finished. `attempt` is called at once (what
+    /// it does before its future runs is done before the next claim).
+    pub async fn drive<T, C, CF, A, AF>(self, shutdown: CancellationToken, claim: C, attempt: A)
+    where
+        C: Fn(usize) -> CF,
+        CF: std::future::Future<Output = Result<Vec<T>, sqlx::Error>>,
+        A: Fn(T) -> AF,
+        AF: std::future::Future<Output = ()> + Send + 'static,
+    {
         let mut attempts = JoinSet::new();
         loop {
-            let free = this.places.available_permits();
+            let free = self.places.available_permits();
             if free > 0 {
-                match this.claim(free).await {
+                match claim(free).await {
                     Ok(claimed) => {
-                        for delivery in claimed {
-                            let permit = this
+                        for item in claimed {
+                            let permit = self
                                 .places
                                 .clone()
                                 .acquire_owned()
                                 .await
                                 .expect("the bulkhead is never closed");
-                            *this
-                                .in_flight
-                                .lock()
-                                .expect("in-flight counts")
-                                .entry(delivery.endpoint_id)
-                                .or_default() += 1;
-                            let sender = this.clone();
+                            let attempt = attempt(item);
                             attempts.spawn(async move {
-                                if let Err(e) = sender.attempt(&delivery).await {
-                                    tracing::warn!(delivery = %delivery.id, error = %service_kit::problem::ErrorChain(&e), "recording an attempt failed; the lease runs out and it is tried again");
-                                }
-                                let mut in_flight =
-                                    sender.in_flight.lock().expect("in-flight counts");
-                                if let Some(n) = in_flight.get_mut(&delivery.endpoint_id) {
-                                    *n -= 1;
-                                    if *n == 0 {
-                                        in_flight.remove(&delivery.endpoint_id);
-                                    }
-                                }
+                                attempt.await;
                                 drop(permit);
                             });
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %service_kit::problem::ErrorChain(&e), "claiming deliveries failed")
+                        tracing::warn!(what = self.what, error = %service_kit::problem::ErrorChain(&e), "claiming failed")
                     }
                 }
             }
@@ -313,13 +359,13 @@ impl Sender {
             while attempts.try_join_next().is_some() {}
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = this.recorded.notified() => {}
+                () = self.recorded.notified() => {}
                 Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
-                () = tokio::time::sleep(this.settings.poll_interval) => {}
+                () = tokio::time::sleep(self.poll_interval) => {}
             }
         }
         while attempts.join_next().await.is_some() {}
-        tracing::info!("webhook sender stopped");
+        tracing::info!(what = self.what, "sending stopped");
     }
 }
 
