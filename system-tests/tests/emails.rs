@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use contracts::keys::{OpenAnswer, OpenRequest};
+use contracts::keys::OpenAnswer;
 use messaging::{BoundedContext, Identity};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -51,15 +51,22 @@ async fn notifications_db(front: &Front) -> sqlx::PgPool {
     sqlx::PgPool::connect(&db.owner).await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn each_outcome_sends_one_email_and_a_customer_may_turn_them_off() {
+/// The stack sending its emails to a sink, with 50 of `sku` at `unit_price`; the operator's
+/// token.
+async fn shop_selling(sku: &str, unit_price: i64) -> (Front, String) {
     let front = Front::start_mailing(&[]).await;
     let admin = front.oidc.admin_token().await;
-    let product = json!({"sku": "MAIL-1", "name": "Mug", "unit_price": 1250, "currency": "EUR", "initial_stock": 50});
+    let product = json!({"sku": sku, "name": "Mug", "unit_price": unit_price, "currency": "EUR", "initial_stock": 50});
     let (status, body) = front
         .call(&admin, Method::POST, "/api/products", Some(product))
         .await;
     assert_eq!(status, 202, "{body}");
+    (front, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_outcome_sends_one_email_and_a_customer_may_turn_them_off() {
+    let (front, admin) = shop_selling("MAIL-1", 1250).await;
 
     let (ada, quiet) = (Uuid::now_v7(), Uuid::now_v7());
     let address = format!("ada.{}@shop-customers.example", ada.simple());
@@ -180,31 +187,6 @@ async fn each_outcome_sends_one_email_and_a_customer_may_turn_them_off() {
     about(&got, again);
 }
 
-/// Asks orders to open `sealed` of `order` on `subject`, as `identity` does.
-async fn open_as(
-    identity: Identity,
-    subject: &str,
-    order: Uuid,
-    sealed: &str,
-) -> Result<OpenAnswer, String> {
-    let nats = testkit::nats_as(Some(identity)).await;
-    let request = serde_json::to_vec(&OpenRequest {
-        order_id: order,
-        token: sealed.to_owned(),
-    })
-    .unwrap();
-    match tokio::time::timeout(
-        Duration::from_secs(3),
-        nats.request(subject.to_owned(), request.into()),
-    )
-    .await
-    {
-        Err(_) => Err("no answer".into()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Ok(Ok(reply)) => Ok(serde_json::from_slice(&reply.payload).expect("an answer")),
-    }
-}
-
 /// The `OrderPlaced` of `order` in JSON lines of events.
 fn placed_of(lines: &str, order: Uuid) -> Value {
     lines
@@ -218,13 +200,7 @@ fn placed_of(lines: &str, order: Uuid) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_erased_customers_address_opens_nowhere_and_they_get_no_more_email() {
-    let front = Front::start_mailing(&[]).await;
-    let admin = front.oidc.admin_token().await;
-    let product = json!({"sku": "MAIL-2", "name": "Cup", "unit_price": 800, "currency": "EUR", "initial_stock": 50});
-    let (status, body) = front
-        .call(&admin, Method::POST, "/api/products", Some(product))
-        .await;
-    assert_eq!(status, 202, "{body}");
+    let (front, admin) = shop_selling("MAIL-2", 800).await;
     let erin = Uuid::now_v7();
     let address = format!("erin.{}@shop-customers.example", erin.simple());
     let token = front.oidc.customer_token_with_email(erin, &address).await;
@@ -245,7 +221,7 @@ async fn an_erased_customers_address_opens_nowhere_and_they_get_no_more_email() 
     assert!(service_kit::sealing::is_sealed(&sealed), "{sealed}");
     let email_subject = ns.open_email_subject(BoundedContext::Orders);
     assert_eq!(
-        open_as(Identity::NOTIFICATIONS, &email_subject, first, &sealed).await,
+        testkit::open_as(Identity::NOTIFICATIONS, &email_subject, first, &sealed).await,
         Ok(OpenAnswer::Token(address.clone()))
     );
     for identity in [
@@ -253,14 +229,14 @@ async fn an_erased_customers_address_opens_nowhere_and_they_get_no_more_email() 
         Identity::GATEWAY,
         Identity::ORCHESTRATOR,
     ] {
-        let answer = open_as(identity, &email_subject, first, &sealed).await;
+        let answer = testkit::open_as(identity, &email_subject, first, &sealed).await;
         assert!(
             answer.is_err(),
             "{identity:?} may not open an address: {answer:?}"
         );
     }
     assert_eq!(
-        open_as(
+        testkit::open_as(
             Identity::PAYMENTS,
             &ns.open_subject(BoundedContext::Orders),
             first,
@@ -285,7 +261,7 @@ async fn an_erased_customers_address_opens_nowhere_and_they_get_no_more_email() 
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
-        open_as(Identity::NOTIFICATIONS, &email_subject, first, &sealed).await,
+        testkit::open_as(Identity::NOTIFICATIONS, &email_subject, first, &sealed).await,
         Ok(OpenAnswer::Erased)
     );
     let file = std::env::temp_dir().join(format!(

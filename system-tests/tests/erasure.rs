@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use contracts::keys::{OpenAnswer, OpenRequest};
+use contracts::keys::OpenAnswer;
 use messaging::{BoundedContext, Identity};
 use serde_json::{json, Value};
 use testkit::stack::Stack;
@@ -34,23 +34,8 @@ async fn open_as(
     order: Uuid,
     token: &str,
 ) -> Result<OpenAnswer, String> {
-    let nats = testkit::nats_as(Some(identity)).await;
-    let request = serde_json::to_vec(&OpenRequest {
-        order_id: order,
-        token: token.to_owned(),
-    })
-    .unwrap();
     let subject = s.orders.ns.open_subject(BoundedContext::Orders);
-    match tokio::time::timeout(
-        Duration::from_secs(3),
-        nats.request(subject, request.into()),
-    )
-    .await
-    {
-        Err(_) => Err("no answer".into()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Ok(Ok(reply)) => Ok(serde_json::from_slice(&reply.payload).expect("an answer")),
-    }
+    testkit::open_as(identity, &subject, order, token).await
 }
 
 /// The sealed payment token of `order` in its `OrderPlaced`, from the replay.

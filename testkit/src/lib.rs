@@ -357,6 +357,33 @@ pub fn nats_analyst_url() -> String {
         .unwrap_or_else(|| infra().nats_url.clone())
 }
 
+/// Asks orders to open `sealed` of `order` on `subject` (`keys.orders.open` or `.email` of
+/// a namespace), as `identity` does: orders' answer, or why none came (a permission denied
+/// shows as no answer).
+pub async fn open_as(
+    identity: messaging::Identity,
+    subject: &str,
+    order: uuid::Uuid,
+    sealed: &str,
+) -> Result<contracts::keys::OpenAnswer, String> {
+    let nats = nats_as(Some(identity)).await;
+    let request = serde_json::to_vec(&contracts::keys::OpenRequest {
+        order_id: order,
+        token: sealed.to_owned(),
+    })
+    .expect("a request serialises");
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        nats.request(subject.to_owned(), request.into()),
+    )
+    .await
+    {
+        Err(_) => Err("no answer".into()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(reply)) => serde_json::from_slice(&reply.payload).map_err(|e| e.to_string()),
+    }
+}
+
 /// What `events --quiet --include-sensitive <args>` prints for namespace `ns`, run as the
 /// analysts run it (their NATS user and certificate).
 pub async fn analyst_events(ns: &messaging::Namespace, args: &[&str]) -> String {
