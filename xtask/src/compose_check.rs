@@ -135,7 +135,7 @@ fn the_image_builds_every_service_and_no_database_trusts_a_connection() {
 }
 
 #[test]
-fn only_the_gateway_and_the_observability_uis_are_published() {
+fn only_the_gateway_the_mail_page_and_the_observability_uis_are_published() {
     let compose = compose();
     let published: BTreeSet<&str> = services(&compose)
         .iter()
@@ -144,11 +144,12 @@ fn only_the_gateway_and_the_observability_uis_are_published() {
         .collect();
     assert_eq!(
         published,
-        BTreeSet::from(["gateway", "grafana", "jaeger", "prometheus"])
+        BTreeSet::from(["gateway", "grafana", "jaeger", "mail", "prometheus"])
     );
-    // The observability UIs answer this machine only: published on all interfaces, anyone on
-    // the network could reach Grafana (and through it every database).
-    for ui in ["grafana", "jaeger", "prometheus"] {
+    // The observability UIs and the mail page answer this machine only: published on all
+    // interfaces, anyone on the network could reach Grafana (and through it every database)
+    // or read the customers' emails.
+    for ui in ["grafana", "jaeger", "mail", "prometheus"] {
         for port in services(&compose)[ui]["ports"].as_array().unwrap() {
             let port = port.as_str().unwrap();
             assert!(port.starts_with("127.0.0.1:"), "{ui} publishes {port}");
