@@ -10,6 +10,7 @@ mod commands;
 mod drive;
 mod field_encryption;
 mod gateway;
+mod notify;
 mod pg;
 mod procs;
 mod queries;
@@ -114,12 +115,16 @@ struct RunArgs {
     /// At least this many events are replayed.
     #[arg(long, default_value_t = 1_000_000)]
     replay_events: u64,
-    /// Which figures to run (commands, sagas, queries, replay, gateway, security, cluster);
-    /// sagas feeds queries and replay.
+    /// The notifications figure's first load, in orders per second (its second is 10): by
+    /// default the load the saga figure sustained in this run, else 10 alone.
+    #[arg(long)]
+    notify_rate: Option<f64>,
+    /// Which figures to run (commands, sagas, queries, replay, gateway, security, cluster,
+    /// notifications); sagas feeds queries, replay and the notifications' load.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "commands,sagas,queries,replay,gateway,security,cluster"
+        default_value = "commands,sagas,queries,replay,gateway,security,cluster,notifications"
     )]
     figures: Vec<String>,
     /// Have the services export their spans to a receiver here, and lay out the slowest
@@ -400,6 +405,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         security: None,
         field_encryption: None,
         cluster: None,
+        notifications: None,
         targets: Vec::new(),
     };
 
@@ -446,6 +452,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             anyhow::bail!("the cluster figure needs --nats-server and --nats-config");
         };
         report.cluster = Some(cluster::run(&b, server, config).await?);
+    }
+
+    if wants("notifications") {
+        let sustained = report.sagas.as_ref().map(|s| s.sustained_rate);
+        let first = args.notify_rate.or(sustained.filter(|r| *r > 0.0));
+        let mut rates: Vec<f64> = first.into_iter().collect();
+        if first != Some(10.0) {
+            rates.push(10.0);
+        }
+        report.notifications = Some(notify::run(&b, &rates).await?);
     }
 
     report.machine.total_seconds = started.elapsed().as_secs_f64();

@@ -81,6 +81,8 @@ pub struct Report {
     pub field_encryption: Option<crate::field_encryption::FieldEncryption>,
     /// One NATS server (first) against a three-node cluster (second).
     pub cluster: Option<Comparison>,
+    /// The notification delay, and the sagas with and without the notification service.
+    pub notifications: Option<crate::notify::NotifyFigure>,
     pub targets: Vec<Target>,
 }
 
@@ -302,7 +304,55 @@ impl Report {
         self.security_section(&mut line);
         self.field_encryption_section(&mut line);
         self.cluster_section(&mut line);
+        self.notifications_section(&mut line);
         o
+    }
+
+    fn notifications_section(&self, line: &mut dyn FnMut(String)) {
+        let Some(n) = &self.notifications else {
+            return;
+        };
+        line(
+            "**9. Notifications**: orders each with its customer's address, the sagas with the \
+              notification service running (emails to a mail server and a webhook endpoint \
+              subscribed to `OrderConfirmed`, both played by loadgen) and with it stopped, at \
+              the saga figure's load and at 10/s; and the delay from `OrderConfirmed` stored to \
+              the webhook received and to the email taken by the mail server"
+                .into(),
+        );
+        line(String::new());
+        line("| orders/s offered | notifications | sagas/s | saga p50 / p95 / p99 ms | all confirmed | to the webhook p50 / p99 / max ms | to the email p50 / p99 / max ms | notifications' CPU ms per saga |".into());
+        line("|---|---|---|---|---|---|---|---|".into());
+        for l in &n.loads {
+            let delay = |got: u64, p: &crate::stats::Percentiles| {
+                format!(
+                    "{:.1} / {:.1} / {:.1} ({got} of {})",
+                    p.p50, p.p99, p.max, l.confirmed
+                )
+            };
+            for (what, s, delays) in [
+                (
+                    "running",
+                    &l.with,
+                    Some((
+                        delay(l.webhooks, &l.webhook_delay),
+                        delay(l.emails, &l.email_delay),
+                        format!("{:.2}", l.notifications_cpu_ms_per_saga),
+                    )),
+                ),
+                ("stopped", &l.without, None),
+            ] {
+                let (webhook, email, cpu) = delays.unwrap_or_default();
+                line(format!(
+                    "| {:.0} | {what} | {} | {} | {} | {webhook} | {email} | {cpu} |",
+                    l.rate,
+                    s.completed_per_second.show(1),
+                    lat(&s.latency),
+                    if s.all_confirmed { "yes" } else { "**no**" }
+                ));
+            }
+        }
+        line(String::new());
     }
 
     fn commands_section(&self, line: &mut dyn FnMut(String)) {

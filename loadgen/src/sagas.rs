@@ -38,10 +38,21 @@ pub struct Stack {
     pub query_url: String,
     pub orders_url: String,
     pub read_url: String,
+    /// Its NATS namespace.
+    pub namespace: &'static str,
 }
 
 impl Stack {
     pub async fn start(b: &Bench) -> anyhow::Result<Self> {
+        Self::start_in(b, NAMESPACE, "bench_e2e").await
+    }
+
+    /// The stack on `namespace`, its databases named `<prefix>_<database>` (made fresh).
+    pub async fn start_in(
+        b: &Bench,
+        namespace: &'static str,
+        prefix: &str,
+    ) -> anyhow::Result<Self> {
         let mut procs = Vec::new();
         let mut databases = Vec::new();
         let mut read_url = String::new();
@@ -53,7 +64,7 @@ impl Stack {
             ("projections", "read"),
             ("query-api", "read"),
         ] {
-            let db_name = format!("bench_e2e_{db}");
+            let db_name = format!("{prefix}_{db}");
             let url = if databases.contains(&db_name) {
                 b.cluster.url(&db_name)
             } else {
@@ -63,17 +74,18 @@ impl Stack {
             if db == "read" {
                 read_url = url.clone();
             }
-            procs.push(b.service(name, &url, NAMESPACE, &[]).await?);
+            procs.push(b.service(name, &url, namespace, &[]).await?);
         }
         Ok(Self {
             query_url: crate::procs::url_of(&procs, "query-api"),
             orders_url: crate::procs::url_of(&procs, "orders"),
             read_url,
             procs,
+            namespace,
         })
     }
 
-    fn url(&self, name: &str) -> String {
+    pub fn url(&self, name: &str) -> String {
         crate::procs::url_of(&self.procs, name)
     }
 
@@ -299,14 +311,18 @@ struct Sequenced {
     sequence: u64,
 }
 
-/// Listens for every order's end on the ORDERS subjects.
-async fn listen(b: &Bench, tracker: Arc<Tracker>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// Listens for every order's end on the ORDERS subjects of `namespace`.
+async fn listen(
+    b: &Bench,
+    namespace: &str,
+    tracker: Arc<Tracker>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let nats = b.nats_admin().await?;
     let mut confirmed = nats
-        .subscribe(format!("{NAMESPACE}.events.orders.*.OrderConfirmed"))
+        .subscribe(format!("{namespace}.events.orders.*.OrderConfirmed"))
         .await?;
     let mut rejected = nats
-        .subscribe(format!("{NAMESPACE}.events.orders.*.OrderRejected"))
+        .subscribe(format!("{namespace}.events.orders.*.OrderRejected"))
         .await?;
     Ok(tokio::spawn(async move {
         let _keep = nats;
@@ -329,30 +345,70 @@ async fn listen(b: &Bench, tracker: Arc<Tracker>) -> anyhow::Result<tokio::task:
     }))
 }
 
+/// Orders placed on a schedule and followed to confirmed and visible: the steps of a figure.
+pub struct Session {
+    driver: Driver,
+    outcomes: mpsc::UnboundedReceiver<Outcome>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Session {
+    /// A session on `stack`, its products made and its caches warmed up by a first step;
+    /// with `emails`, every order carries a customer's address.
+    pub async fn open(b: &Bench, stack: &Stack, emails: bool) -> anyhow::Result<Self> {
+        create_products(stack).await?;
+        let (tx, outcomes) = mpsc::unbounded_channel();
+        let tracker = Arc::new(Tracker {
+            entries: Mutex::new(HashMap::new()),
+            client: http_client(256),
+            query_url: stack.query_url.clone(),
+            outcomes: tx,
+        });
+        let listener = listen(b, stack.namespace, tracker.clone()).await?;
+        let mut session = Self {
+            driver: Driver {
+                client: http_client(256),
+                orders_url: format!("{}/orders", stack.orders_url),
+                tracker,
+                step: 0,
+                confirmed_ids: Vec::new(),
+                seed: b.next_seed(),
+                admin_url: b.cluster.admin_url.clone(),
+                hot: false,
+                emails,
+            },
+            outcomes,
+            listener,
+        };
+        // Warm up the caches, pools and JIT-free paths before anything is measured.
+        session.step(20.0, 2.0).await;
+        Ok(session)
+    }
+
+    /// Places orders at `rate` per second for `seconds` and follows each to its end.
+    pub async fn step(&mut self, rate: f64, seconds: f64) -> Step {
+        self.driver.step(&mut self.outcomes, rate, seconds).await
+    }
+
+    /// The orders confirmed so far, in the order they were.
+    pub fn confirmed_ids(&self) -> &[Uuid] {
+        &self.driver.confirmed_ids
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
 pub async fn run(b: &Bench, stack: &Stack) -> anyhow::Result<SagasFigure> {
     println!("figure 2: sagas end to end");
-    create_products(stack).await?;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let tracker = Arc::new(Tracker {
-        entries: Mutex::new(HashMap::new()),
-        client: http_client(256),
-        query_url: stack.query_url.clone(),
-        outcomes: tx,
-    });
-    let listener = listen(b, tracker.clone()).await?;
-    let mut driver = Driver {
-        client: http_client(256),
-        orders_url: format!("{}/orders", stack.orders_url),
-        tracker,
-        step: 0,
-        confirmed_ids: Vec::new(),
-        seed: b.next_seed(),
-        admin_url: b.cluster.admin_url.clone(),
-        hot: false,
-    };
-
-    // Warm up the caches, pools and JIT-free paths before anything is measured.
-    driver.step(&mut rx, 20.0, 2.0).await;
+    let mut session = Session::open(b, stack, false).await?;
+    let Session {
+        driver, outcomes, ..
+    } = &mut session;
+    let rx = outcomes;
 
     let mut watched: Vec<Watched> = stack.procs.iter().map(Watched::of).collect();
     watched.extend(b.infrastructure());
@@ -367,7 +423,7 @@ pub async fn run(b: &Bench, stack: &Stack) -> anyhow::Result<SagasFigure> {
 
     let mut ladder = Vec::new();
     for rate in LADDER {
-        let step = driver.step(&mut rx, rate, b.step_seconds).await;
+        let step = driver.step(rx, rate, b.step_seconds).await;
         let passed = step.passed;
         ladder.push(step);
         if !passed {
@@ -379,14 +435,14 @@ pub async fn run(b: &Bench, stack: &Stack) -> anyhow::Result<SagasFigure> {
     let mut sustained = Vec::from_iter(best.clone());
     let repeat_rate = best.map_or(LADDER[0], |s| s.offered_rate);
     while sustained.len() < b.repeats {
-        sustained.push(driver.step(&mut rx, repeat_rate, b.step_seconds).await);
+        sustained.push(driver.step(rx, repeat_rate, b.step_seconds).await);
     }
 
     let xid_before = xid(b).await?;
     let light_confirmed_before = driver.confirmed_ids.len();
     let mut light = Vec::new();
     for _ in 0..b.repeats {
-        light.push(driver.step(&mut rx, LIGHT_RATE, b.light_seconds).await);
+        light.push(driver.step(rx, LIGHT_RATE, b.light_seconds).await);
     }
     let light_orders = (driver.confirmed_ids.len() - light_confirmed_before) as f64;
     let commits_per_order = (xid(b).await? - xid_before) as f64 / light_orders.max(1.0);
@@ -399,13 +455,12 @@ pub async fn run(b: &Bench, stack: &Stack) -> anyhow::Result<SagasFigure> {
     };
     let sagas = (driver.confirmed_ids.len() - confirmed_before) as u64;
     let hot_started_unix_nano = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX) as u64;
-    let hot = hot_figure(b, &mut driver, &mut rx, sustained_rate).await;
+    let hot = hot_figure(b, driver, rx, sustained_rate).await;
     let cpu: f64 = resources
         .iter()
         .filter(|c| !c.name.starts_with("loadgen"))
         .map(|c| c.cpu_seconds)
         .sum();
-    listener.abort();
     println!("  {commits_per_order:.1} write transactions per order");
     Ok(SagasFigure {
         sustained_rate,
@@ -428,7 +483,7 @@ pub async fn run(b: &Bench, stack: &Stack) -> anyhow::Result<SagasFigure> {
         hot: Some(hot),
         hot_started_unix_nano,
         statements,
-        confirmed_ids: driver.confirmed_ids,
+        confirmed_ids: std::mem::take(&mut driver.confirmed_ids),
     })
 }
 
@@ -492,6 +547,8 @@ struct Driver {
     admin_url: String,
     /// Every order on one SKU (the hot-product figure) rather than spread over 100.
     hot: bool,
+    /// Every order with its customer's address (the notifications figure).
+    emails: bool,
 }
 
 impl Driver {
@@ -508,12 +565,13 @@ impl Driver {
         let xid_before = xid_at(&self.admin_url).await.ok();
         let start = Instant::now() + Duration::from_millis(20);
         let schedule = {
-            let (client, url, tracker, seed, hot) = (
+            let (client, url, tracker, seed, hot, emails) = (
                 self.client.clone(),
                 self.orders_url.clone(),
                 self.tracker.clone(),
                 self.seed,
                 self.hot,
+                self.emails,
             );
             self.seed += n;
             tokio::spawn(async move {
@@ -523,6 +581,9 @@ impl Driver {
                     let mut body = order_body(seed + i);
                     if hot {
                         body.lines[0].sku = bench_sku(0);
+                    }
+                    if emails {
+                        body.email = Some(format!("{}@customers.example", body.customer_id));
                     }
                     let request = client.post(&url).json(&body);
                     let tracker = tracker.clone();

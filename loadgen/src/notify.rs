@@ -1,0 +1,351 @@
+//! Figure 9: the notification delay at the saga figure's load. The whole stack and the
+//! notification service, its emails going to a mail server and a partner's webhook endpoint
+//! subscribed to `OrderConfirmed` (both played by this process): from each order's
+//! `OrderConfirmed` being stored (the event's `time`) to the webhook arriving, and to the mail
+//! server taking the email. Beside it, the same steps with the notification service stopped: the
+//! sagas' figures with and without it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::drive::http_client;
+use crate::sagas::{Session, Stack, Step};
+use crate::stats::{LatencySpread, Percentiles, Spread};
+use crate::Bench;
+
+pub const NAMESPACE: &str = "benchnotify";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NotifyFigure {
+    /// At the saga figure's sustained load, then at 10 orders/s.
+    pub loads: Vec<NotifyLoad>,
+}
+
+/// The figure at one load.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotifyLoad {
+    /// Orders per second offered in every step.
+    pub rate: f64,
+    /// Sagas completed per second and their latency, the notification service running.
+    pub with: Steps,
+    /// The same with it stopped.
+    pub without: Steps,
+    /// Confirmed orders of the measured steps, and the webhooks and emails that came for them.
+    pub confirmed: u64,
+    pub webhooks: u64,
+    pub emails: u64,
+    /// `OrderConfirmed` stored → webhook received, over every measured order.
+    pub webhook_delay: Percentiles,
+    /// `OrderConfirmed` stored → email taken by the mail server.
+    pub email_delay: Percentiles,
+    /// CPU per measured saga of the notification service while the running steps ran, in ms.
+    pub notifications_cpu_ms_per_saga: f64,
+}
+
+/// Repeated steps at one load.
+#[derive(Debug, Clone, Serialize)]
+pub struct Steps {
+    pub completed_per_second: Spread,
+    pub latency: LatencySpread,
+    pub all_confirmed: bool,
+}
+
+impl Steps {
+    fn of(steps: &[Step]) -> Self {
+        Self {
+            completed_per_second: Spread::of(
+                &steps
+                    .iter()
+                    .map(|s| s.completed_per_second)
+                    .collect::<Vec<_>>(),
+            ),
+            latency: LatencySpread::of(&steps.iter().map(|s| s.latency).collect::<Vec<_>>()),
+            all_confirmed: steps.iter().all(|s| s.confirmed == s.placed),
+        }
+    }
+}
+
+/// A webhook as the partner got it: the order, when its event was stored, when it arrived.
+type Arrival = (Uuid, DateTime<Utc>, DateTime<Utc>);
+
+/// A partner's endpoint: every `OrderConfirmed` it receives, with when.
+async fn receiver() -> anyhow::Result<(String, Arc<Mutex<Vec<Arrival>>>)> {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let log = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let log = log.clone();
+            async move {
+                let at = Utc::now();
+                if let Ok(event) = serde_json::from_slice::<Value>(&body) {
+                    let order = event["data"]["order_id"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok());
+                    let time = event["time"].as_str().and_then(|s| s.parse().ok());
+                    if let (Some(order), Some(time)) = (order, time) {
+                        log.lock().expect("arrivals").push((order, time, at));
+                    }
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, got))
+}
+
+/// The mail server: a minimal SMTP server in this process that takes every message (the load
+/// generator plays it as it plays the partner's endpoint, so its CPU is the load's, and what a
+/// mail server costs is not counted as the notification service's).
+struct Sink {
+    smtp_url: String,
+    /// The order each message names, as it was taken.
+    got: Arc<Mutex<Vec<Uuid>>>,
+}
+
+impl Sink {
+    async fn start() -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let smtp_url = format!("smtp://{}", listener.local_addr()?);
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let log = got.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let _ = smtp_session(stream, log).await;
+                });
+            }
+        });
+        Ok(Self { smtp_url, got })
+    }
+
+    /// The orders of the emails taken so far.
+    async fn received(&self) -> anyhow::Result<Vec<Uuid>> {
+        Ok(self.got.lock().expect("emails").clone())
+    }
+}
+
+/// One SMTP connection (RFC 5321's minimum: no extensions, no TLS): every message is taken,
+/// and the order it names (`Order <uuid>` in its text) recorded.
+async fn smtp_session(
+    stream: tokio::net::TcpStream,
+    log: Arc<Mutex<Vec<Uuid>>>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    write.write_all(b"220 loadgen ESMTP\r\n").await?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if read.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+        let answer: &[u8] = match verb.as_str() {
+            "EHLO" | "HELO" => b"250 loadgen\r\n",
+            "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 OK\r\n",
+            "DATA" => {
+                write.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
+                let mut message = String::new();
+                loop {
+                    line.clear();
+                    if read.read_line(&mut line).await? == 0 {
+                        return Ok(());
+                    }
+                    if line == ".\r\n" {
+                        break;
+                    }
+                    message.push_str(&line);
+                }
+                let order = message
+                    .match_indices("Order ")
+                    .find_map(|(at, _)| message.get(at + 6..at + 42)?.parse().ok());
+                if let Some(order) = order {
+                    log.lock().expect("emails").push(order);
+                }
+                b"250 taken\r\n"
+            }
+            "QUIT" => {
+                write.write_all(b"221 bye\r\n").await?;
+                return Ok(());
+            }
+            _ => b"502 not here\r\n",
+        };
+        write.write_all(answer).await?;
+    }
+}
+
+/// When the mail server took each order's confirmation email, as the notification service
+/// recorded it (`sent_at`, right after the server's 250).
+async fn sent_at(database: &str) -> anyhow::Result<Vec<(Uuid, DateTime<Utc>)>> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(database).await?;
+    Ok(sqlx::query_as(
+        "SELECT order_id, sent_at FROM emails WHERE status = 'sent' AND kind = 'confirmed'",
+    )
+    .fetch_all(&mut conn)
+    .await?)
+}
+
+/// Delays in microseconds from when each order's event was stored to `at`.
+fn delays<'a>(
+    stored: &std::collections::HashMap<Uuid, DateTime<Utc>>,
+    arrivals: impl Iterator<Item = (&'a Uuid, &'a DateTime<Utc>)>,
+) -> Vec<u64> {
+    arrivals
+        .filter_map(|(order, at)| {
+            let from = stored.get(order)?;
+            Some((*at - *from).num_microseconds()?.max(0) as u64)
+        })
+        .collect()
+}
+
+/// The figure at each of `rates`, on one stack.
+pub async fn run(b: &Bench, rates: &[f64]) -> anyhow::Result<NotifyFigure> {
+    println!("figure 9: notifications");
+    let mut stack = Stack::start_in(b, NAMESPACE, "bench_notify").await?;
+    let sink = Sink::start().await?;
+    let database = b.cluster.fresh("bench_notify_notifications").await?;
+    // Its emails to this process's mail server, its webhooks to this process's endpoint.
+    let env = [
+        ("SMTP_URL", sink.smtp_url.as_str()),
+        ("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", "true"),
+    ];
+    let start = || b.service("notifications", &database, NAMESPACE, &env);
+    let notifications = start().await?;
+    let (hook, arrivals) = receiver().await?;
+    let registered = http_client(1)
+        .post(format!("{}/webhooks", notifications.base_url))
+        .json(&serde_json::json!({"url": hook, "event_types": ["OrderConfirmed"]}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        registered.status().as_u16() == 201,
+        "registering the webhook: {}",
+        registered.text().await.unwrap_or_default()
+    );
+
+    let mut session = Session::open(b, &stack, true).await?;
+    let mut loads = Vec::new();
+    let mut notifications = Some(notifications);
+    for &rate in rates {
+        // The service is started again for each load: its stop is part of the comparison.
+        let running = match notifications.take() {
+            Some(running) => running,
+            None => {
+                let running = start().await?;
+                // What was stored while it was stopped is sent first: not this load's delay.
+                arrived(&arrivals, &sink, session.confirmed_ids()).await?;
+                running
+            }
+        };
+        loads.push(at(b, &mut session, &sink, &arrivals, &database, running, rate).await?);
+    }
+    drop(session);
+    stack.stop_except(&[]).await;
+    Ok(NotifyFigure { loads })
+}
+
+/// Waits (60 s at most) until every order of `orders` has its webhook and its email; the
+/// webhooks so far.
+async fn arrived(
+    arrivals: &Mutex<Vec<Arrival>>,
+    sink: &Sink,
+    orders: &[Uuid],
+) -> anyhow::Result<Vec<Arrival>> {
+    let wanted: std::collections::HashSet<&Uuid> = orders.iter().collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let webhooks = arrivals.lock().expect("arrivals").clone();
+        let emails = sink.received().await?;
+        let hooked = webhooks.iter().filter(|(o, ..)| wanted.contains(o)).count();
+        let mailed = emails.iter().filter(|o| wanted.contains(o)).count();
+        if (hooked >= wanted.len() && mailed >= wanted.len())
+            || tokio::time::Instant::now() >= deadline
+        {
+            return Ok(webhooks);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Steps at `rate` with `notifications` running, then with it stopped.
+async fn at(
+    b: &Bench,
+    session: &mut Session,
+    sink: &Sink,
+    arrivals: &Mutex<Vec<Arrival>>,
+    database: &str,
+    notifications: crate::procs::Proc,
+    rate: f64,
+) -> anyhow::Result<NotifyLoad> {
+    println!("  at {rate:.0} orders/s");
+    let before = session.confirmed_ids().len();
+    let monitor = crate::procs::Monitor::start(vec![crate::procs::Watched::of(&notifications)]);
+    let mut with = Vec::new();
+    for _ in 0..b.repeats {
+        with.push(session.step(rate, b.step_seconds).await);
+    }
+    let measured: Vec<Uuid> = session.confirmed_ids()[before..].to_vec();
+    // Every measured order's webhook and email, or 60 s.
+    let wanted: std::collections::HashSet<Uuid> = measured.iter().copied().collect();
+    let webhooks = arrived(arrivals, sink, &measured).await?;
+    let costs = monitor.finish().await;
+    let emails = sent_at(database).await?;
+    let per_saga = |name: &str| {
+        costs
+            .iter()
+            .filter(|c| c.name == name)
+            .map(|c| c.cpu_seconds * 1000.0)
+            .sum::<f64>()
+            / measured.len().max(1) as f64
+    };
+    let stored: std::collections::HashMap<Uuid, DateTime<Utc>> = webhooks
+        .iter()
+        .filter(|(order, ..)| wanted.contains(order))
+        .map(|(order, time, _)| (*order, *time))
+        .collect();
+    let mut webhook_us = delays(&stored, webhooks.iter().map(|(o, _, at)| (o, at)));
+    let mut email_us = delays(&stored, emails.iter().map(|(o, at)| (o, at)));
+
+    notifications.stop().await;
+    let mut without = Vec::new();
+    for _ in 0..b.repeats {
+        without.push(session.step(rate, b.step_seconds).await);
+    }
+
+    let figure = NotifyLoad {
+        rate,
+        with: Steps::of(&with),
+        without: Steps::of(&without),
+        confirmed: measured.len() as u64,
+        webhooks: webhook_us.len() as u64,
+        emails: email_us.len() as u64,
+        webhook_delay: Percentiles::of(&mut webhook_us),
+        email_delay: Percentiles::of(&mut email_us),
+        notifications_cpu_ms_per_saga: per_saga("notifications"),
+    };
+    println!(
+        "  {} confirmed: {} webhooks, p50 {:.1} p99 {:.1} ms; {} emails, p50 {:.1} p99 {:.1} ms; \
+         notifications' CPU per saga {:.2} ms",
+        figure.confirmed,
+        figure.webhooks,
+        figure.webhook_delay.p50,
+        figure.webhook_delay.p99,
+        figure.emails,
+        figure.email_delay.p50,
+        figure.email_delay.p99,
+        figure.notifications_cpu_ms_per_saga
+    );
+    Ok(figure)
+}
