@@ -25,3 +25,19 @@ pub enum OpenAnswer {
     /// The keys could not be read now: worth retrying.
     Unavailable,
 }
+
+impl OpenAnswer {
+    /// The clear value, or why there is none, as the sealing port says it (for every context
+    /// that asks: payments for a token, notifications for an address).
+    pub fn opened(self) -> Result<String, domain::sealing::SealingError> {
+        use domain::sealing::SealingError;
+        match self {
+            Self::Token(clear) => Ok(clear),
+            Self::Erased => Err(SealingError::Erased),
+            Self::Invalid => Err(SealingError::Invalid),
+            Self::Unavailable => Err(SealingError::Unavailable(
+                "orders could not read the keys".into(),
+            )),
+        }
+    }
+}

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use contracts::keys::{OpenAnswer, OpenRequest};
+use domain::sealing::SealingError;
 use messaging::Envelope;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
@@ -204,35 +205,23 @@ pub struct Opener {
     pub timeout: Duration,
 }
 
-/// What opening an address came to.
-enum Opened {
-    Address(String),
-    /// Erased, or not an address of this order: never sent.
-    Never(&'static str),
-    /// Try again later.
-    NotNow(String),
-}
-
 impl Opener {
-    async fn open(&self, order_id: Uuid, sealed: &str) -> Opened {
+    /// The address, or why not: `Erased` and `Invalid` never open; `Unavailable` may later.
+    async fn open(&self, order_id: Uuid, sealed: &str) -> Result<String, SealingError> {
+        let unavailable = SealingError::Unavailable;
         let request = OpenRequest {
             order_id,
             token: sealed.to_owned(),
         };
         let body = serde_json::to_vec(&request).unwrap_or_default();
         let asked = self.nats.request(self.subject.clone(), body.into());
-        let reply = match tokio::time::timeout(self.timeout, asked).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => return Opened::NotNow(format!("the address could not be opened: {e}")),
-            Err(_) => return Opened::NotNow("opening the address timed out".into()),
-        };
-        match serde_json::from_slice::<OpenAnswer>(&reply.payload) {
-            Ok(OpenAnswer::Token(address)) => Opened::Address(address),
-            Ok(OpenAnswer::Erased) => Opened::Never("the customer was erased"),
-            Ok(OpenAnswer::Invalid) => Opened::Never("the address does not open for this order"),
-            Ok(OpenAnswer::Unavailable) => Opened::NotNow("the data keys are unavailable".into()),
-            Err(e) => Opened::NotNow(format!("orders answered something else: {e}")),
-        }
+        let reply = tokio::time::timeout(self.timeout, asked)
+            .await
+            .map_err(|_| unavailable("opening the address timed out".into()))?
+            .map_err(|e| unavailable(format!("the address could not be opened: {e}")))?;
+        serde_json::from_slice::<OpenAnswer>(&reply.payload)
+            .map_err(|e| unavailable(format!("orders answered something else: {e}")))?
+            .opened()
     }
 }
 
@@ -307,9 +296,12 @@ impl Mailer {
                 .open(claimed.order_id, &claimed.email_sealed)
                 .await
             {
-                Opened::Never(why) => Settled::Skipped(why),
-                Opened::NotNow(why) => Settled::Retry(why),
-                Opened::Address(address) => {
+                Err(SealingError::Erased) => Settled::Skipped("the customer was erased"),
+                Err(SealingError::Invalid) => {
+                    Settled::Skipped("the address does not open for this order")
+                }
+                Err(SealingError::Unavailable(why)) => Settled::Retry(why),
+                Ok(address) => {
                     match self
                         .channel
                         .deliver(&address, claimed.id, &claimed.content.0)

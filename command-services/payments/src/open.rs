@@ -41,17 +41,9 @@ impl NatsOpener {
         .await
         .map_err(|_| SealingError::Unavailable("orders did not answer in time".into()))?
         .map_err(|e| SealingError::Unavailable(e.to_string()))?;
-        match serde_json::from_slice::<OpenAnswer>(&reply.payload) {
-            Ok(OpenAnswer::Token(token)) => Ok(token),
-            Ok(OpenAnswer::Erased) => Err(SealingError::Erased),
-            Ok(OpenAnswer::Invalid) => Err(SealingError::Invalid),
-            Ok(OpenAnswer::Unavailable) => Err(SealingError::Unavailable(
-                "orders could not read the keys".into(),
-            )),
-            Err(e) => Err(SealingError::Unavailable(format!(
-                "an answer that does not read: {e}"
-            ))),
-        }
+        serde_json::from_slice::<OpenAnswer>(&reply.payload)
+            .map_err(|e| SealingError::Unavailable(format!("an answer that does not read: {e}")))?
+            .opened()
     }
 }
 
