@@ -298,7 +298,8 @@ async fn handle(gw: &Gateway, mut call: Call) -> Result<Response, ApiError> {
         Kind::Mine => {
             let Some(Principal::Customer { id: me, .. }) = call.caller else {
                 return Err(ApiError::Forbidden(
-                    "an operator has no orders or settings of their own: use /api/customers/{id}/…"
+                    "an operator has no orders or notification settings of their own (a \
+                     customer's orders: /api/customers/{id}/orders)"
                         .into(),
                 ));
             };

@@ -84,7 +84,7 @@ pub async fn change(
     .execute(&state.pool)
     .await
     .map_err(|e| Problem::internal(&e))?;
-    tracing::info!(customer = %customer_id, email = change.email, "order emails turned {}", if change.email { "on" } else { "off" });
+    tracing::info!(customer = %customer_id, emails_on = change.email, "a customer's order emails changed");
     Ok(Json(Preferences {
         customer_id,
         email: change.email,
