@@ -65,6 +65,34 @@ pub async fn fetch(
     Ok(messages)
 }
 
+/// As [`fetch`], and then, when the batch is not full, waits `linger` once and takes what
+/// else arrived meanwhile: for a reader off the critical path, a few milliseconds that let
+/// the events of a light load share one transaction (and one pull request) instead of
+/// costing one each. A `linger` of zero is [`fetch`].
+pub async fn fetch_lingering(
+    consumer: &PullConsumer,
+    size: usize,
+    wait: Duration,
+    linger: Duration,
+) -> Result<Vec<Message>, FetchError> {
+    let mut messages = fetch(consumer, size, wait).await?;
+    if messages.is_empty() || messages.len() >= size || linger.is_zero() {
+        return Ok(messages);
+    }
+    tokio::time::sleep(linger).await;
+    let more = consumer
+        .fetch()
+        .max_messages(size - messages.len())
+        .messages()
+        .await;
+    // What already arrived is handled even if the second request fails.
+    match collect(more).await {
+        Ok(more) => messages.extend(more),
+        Err(e) => tracing::warn!(error = %e, kept = messages.len(), "a pull request failed"),
+    }
+    Ok(messages)
+}
+
 /// Reads a pull request's messages to the end. An error after some messages keeps those (they
 /// are handled and settled now, not left to wait out the ack wait); an error before any is
 /// the fetch's error.

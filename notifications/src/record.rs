@@ -100,10 +100,11 @@ impl Recorder {
             .keeper
             .consumer(|stream_created| self.start(stream_created))
             .await?;
-        let messages = match messaging::consume::fetch(
+        let messages = match messaging::consume::fetch_lingering(
             &consumer,
             self.settings.batch_size,
             self.settings.fetch_wait,
+            self.settings.linger,
         )
         .await
         {

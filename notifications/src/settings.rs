@@ -57,6 +57,10 @@ pub struct ConsumerSettings {
     pub batch_size: usize,
     /// `NOTIFY_FETCH_WAIT_MS`, default 500: how long an idle fetch waits for the next event.
     pub fetch_wait: Duration,
+    /// `NOTIFY_LINGER_MS`, default 20: how long the consumer, once an event is in hand, waits
+    /// for more to record in the same transaction. Notifications are off the saga's path, so
+    /// a few milliseconds here buy one commit for several events at a light load.
+    pub linger: Duration,
     /// `NOTIFY_ACK_WAIT_MS`, default 30000: how long JetStream waits for a replica's ack
     /// before it gives the event to another.
     pub ack_wait: Duration,
@@ -108,6 +112,7 @@ impl Settings {
             consumer: ConsumerSettings {
                 batch_size: env.within_or("NOTIFY_BATCH_SIZE", 100, 1..=1000)?,
                 fetch_wait: env.millis_or("NOTIFY_FETCH_WAIT_MS", Duration::from_millis(500))?,
+                linger: env.millis_or("NOTIFY_LINGER_MS", Duration::from_millis(20))?,
                 ack_wait: env.millis_or("NOTIFY_ACK_WAIT_MS", Duration::from_secs(30))?,
                 retry_delay: env.millis_or("NOTIFY_RETRY_DELAY_MS", Duration::from_millis(500))?,
                 emails: smtp_url.is_some(),
