@@ -7,7 +7,6 @@ use anyhow::Context;
 use messaging::durables;
 use service_kit::health::Readiness;
 use service_kit::service::{task, Service};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::record::Recorder;
@@ -45,7 +44,7 @@ impl App {
             .await?;
         // The streams are their contexts' to create: the consumer waits for a missing one.
         let (nats, js) = settings.nats.connect_with_streams(&[]).await?;
-        let recorded = Arc::new(Notify::new());
+        let wake = crate::record::Wake::default();
         let mut recorders = Vec::new();
         for context in durables::NOTIFICATIONS_INPUTS {
             recorders.push(
@@ -55,13 +54,17 @@ impl App {
                     &settings.nats.namespace,
                     context,
                     settings.consumer.clone(),
-                    recorded.clone(),
+                    wake.clone(),
                 )
                 .await,
             );
         }
-        let sender = Sender::new(pool.clone(), settings.webhooks.clone(), recorded.clone())
-            .context("the webhook client")?;
+        let sender = Sender::new(
+            pool.clone(),
+            settings.webhooks.clone(),
+            wake.deliveries.clone(),
+        )
+        .context("the webhook client")?;
         let mailer = match &settings.mail.smtp_url {
             Some(url) => {
                 let templates = crate::email::Templates::new(
@@ -87,7 +90,7 @@ impl App {
                     channel,
                     opener,
                     settings.mail.clone(),
-                    recorded,
+                    wake.emails,
                 ))
             }
             None => {

@@ -196,6 +196,8 @@ pub struct Claimed {
     pub email_sealed: String,
     pub content: sqlx::types::Json<Value>,
     pub window_start: DateTime<Utc>,
+    /// The customer's choice as it stood when the email was claimed.
+    pub wanted: bool,
 }
 
 /// Asks orders to open a sealed address (NATS request/reply on `keys.orders.email`).
@@ -262,9 +264,10 @@ impl Mailer {
     }
 
     /// Claims up to `limit` due emails for a lease of twice the attempt's timeout and 5 s.
-    pub async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, sqlx::Error> {
+    /// Also whether more may be due (the claim was full).
+    pub async fn claim(&self, limit: usize) -> Result<(Vec<Claimed>, bool), sqlx::Error> {
         let lease = self.settings.timeout * 2 + Duration::from_secs(5);
-        sqlx::query_as(
+        let claimed: Vec<Claimed> = sqlx::query_as(
             "UPDATE emails e SET locked_until = now() + make_interval(secs => $2::float8 / 1000), \
                  attempts = e.attempts + 1 \
              FROM (SELECT id FROM emails WHERE status = 'pending' AND next_attempt_at <= now() \
@@ -272,23 +275,21 @@ impl Mailer {
                    ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due \
              WHERE e.id = due.id \
              RETURNING e.id, e.order_id, e.customer_id, e.attempts, e.email_sealed, e.content, \
-                 e.window_start",
+                 e.window_start, coalesce((SELECT p.email FROM email_preferences p \
+                     WHERE p.customer_id = e.customer_id), true) AS wanted",
         )
         .bind(limit as i64)
         .bind(lease.as_millis() as i64)
         .fetch_all(&self.pool)
-        .await
+        .await?;
+        let more = claimed.len() >= limit;
+        Ok((claimed, more))
     }
 
-    /// Makes one attempt: the customer's choice checked again, the address opened, the email
-    /// sent, and the outcome recorded.
+    /// Makes one attempt: the customer's choice checked again (as the claim read it), the
+    /// address opened, the email sent, and the outcome recorded.
     pub async fn attempt(&self, claimed: &Claimed) -> Result<(), sqlx::Error> {
-        let wanted: Option<bool> =
-            sqlx::query_scalar("SELECT email FROM email_preferences WHERE customer_id = $1")
-                .bind(claimed.customer_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        let settled = if wanted == Some(false) {
+        let settled = if !claimed.wanted {
             Settled::Skipped("the customer turned order emails off")
         } else {
             match self

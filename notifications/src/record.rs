@@ -29,8 +29,8 @@ const PATIENCE: i64 = 4;
 /// What became of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Recorded with this many deliveries.
-    Recorded(usize),
+    /// Recorded, with this many webhook deliveries and emails.
+    Recorded { deliveries: usize, emails: usize },
     /// Recorded before: dropped.
     Duplicate,
     /// Its aggregate's earlier event is not recorded yet: read again after a delay.
@@ -45,8 +45,16 @@ pub struct Recorder {
     keeper: Keeper,
     stream: String,
     settings: ConsumerSettings,
-    /// Woken when deliveries were recorded, so the sender need not wait for its next poll.
-    recorded: Arc<Notify>,
+    /// Wakes the senders when it recorded something for them.
+    wake: Wake,
+}
+
+/// The senders' wake-ups: each lane is woken only by what it sends, and a wake-up given while
+/// its lane is busy is kept for it (`notify_one`), so no recorded work waits for a poll.
+#[derive(Clone, Default)]
+pub struct Wake {
+    pub deliveries: Arc<Notify>,
+    pub emails: Arc<Notify>,
 }
 
 impl Recorder {
@@ -59,7 +67,7 @@ impl Recorder {
         namespace: &Namespace,
         context: BoundedContext,
         settings: ConsumerSettings,
-        recorded: Arc<Notify>,
+        wake: Wake,
     ) -> Self {
         let stream = namespace.stream(context);
         let keeper = Keeper::of_events(
@@ -76,7 +84,7 @@ impl Recorder {
             keeper,
             stream,
             settings,
-            recorded,
+            wake,
         };
         if let Err(e) = recorder
             .keeper
@@ -131,11 +139,15 @@ impl Recorder {
         // Recorded and committed, not yet acknowledged: a crash here has the batch read again
         // (by this replica or another) and dropped as duplicates.
         service_kit::failpoint::hit("notifications.after_record");
-        let mut any = false;
+        let (mut deliveries, mut emails) = (false, false);
         for (message, verdict) in messages.iter().zip(&verdicts) {
             let kind = match verdict {
-                Verdict::Recorded(n) => {
-                    any |= *n > 0;
+                Verdict::Recorded {
+                    deliveries: d,
+                    emails: e,
+                } => {
+                    deliveries |= *d > 0;
+                    emails |= *e > 0;
                     AckKind::Ack
                 }
                 Verdict::Duplicate => AckKind::Ack,
@@ -144,8 +156,11 @@ impl Recorder {
             };
             messaging::consume::settle(message, kind, durables::NOTIFICATIONS).await;
         }
-        if any {
-            self.recorded.notify_waiters();
+        if deliveries {
+            self.wake.deliveries.notify_one();
+        }
+        if emails {
+            self.wake.emails.notify_one();
         }
         Ok(verdicts)
     }
@@ -215,7 +230,7 @@ impl Recorder {
         tx.commit().await?;
         for verdict in &verdicts {
             let label = match verdict {
-                Verdict::Recorded(_) => "recorded",
+                Verdict::Recorded { .. } => "recorded",
                 Verdict::Duplicate => "duplicate",
                 Verdict::Early => "early",
                 Verdict::Unreadable => "unreadable",
@@ -290,9 +305,10 @@ impl Recorder {
         } else {
             0
         };
-        Ok(Verdict::Recorded(
-            inserted.rows_affected() as usize + emailed,
-        ))
+        Ok(Verdict::Recorded {
+            deliveries: inserted.rows_affected() as usize,
+            emails: emailed,
+        })
     }
 
     /// Records batches until `shutdown`; the batch in hand is finished.

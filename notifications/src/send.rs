@@ -108,11 +108,14 @@ impl Sender {
 
     /// Claims up to `limit` due deliveries, each for a lease of twice the attempt's timeout
     /// and 5 s: time to send and record it. A replica killed meanwhile leaves the lease to
-    /// run out, and another sends the delivery again (with the same id).
-    pub async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, sqlx::Error> {
+    /// run out, and another sends the delivery again (with the same id). Also whether more
+    /// may be due: the claim was full, or passed over (or now fills) an endpoint's places.
+    pub async fn claim(&self, limit: usize) -> Result<(Vec<Claimed>, bool), sqlx::Error> {
+        let saturated = self.saturated();
+        let cap = self.settings.max_in_flight_per_endpoint;
         let lease = self.settings.timeout * 2 + Duration::from_secs(5);
         let lease_ms = lease.as_millis() as i64;
-        sqlx::query_as(
+        let claimed: Vec<Claimed> = sqlx::query_as(
             "WITH candidates AS ( \
                 SELECT d.id, row_number() OVER ( \
                     PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.sequence) AS n \
@@ -139,11 +142,22 @@ impl Sender {
                  e.secret, e.previous_secret, e.previous_secret_until",
         )
         .bind(limit as i64)
-        .bind(self.saturated())
-        .bind(self.settings.max_in_flight_per_endpoint as i64)
+        .bind(&saturated)
+        .bind(cap as i64)
         .bind(lease_ms)
         .fetch_all(&self.pool)
-        .await
+        .await?;
+        let fills_an_endpoint = {
+            let in_flight = self.in_flight.lock().expect("in-flight counts");
+            let mut taken: HashMap<Uuid, usize> = HashMap::new();
+            claimed.iter().any(|c| {
+                let n = taken.entry(c.endpoint_id).or_default();
+                *n += 1;
+                in_flight.get(&c.endpoint_id).copied().unwrap_or(0) + *n >= cap
+            })
+        };
+        let more = claimed.len() >= limit || !saturated.is_empty() || fills_an_endpoint;
+        Ok((claimed, more))
     }
 
     /// Makes one attempt of a claimed delivery and records how it went.
@@ -184,6 +198,7 @@ impl Sender {
         took: Duration,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        let mut wake_lane = false;
         let (status, error) = match outcome {
             Outcome::Delivered { status } => (Some(i32::from(*status)), None),
             Outcome::Failed { status, error } => (status.map(i32::from), Some(error.clone())),
@@ -203,15 +218,21 @@ impl Sender {
         let channel = self.channel.name();
         match outcome {
             Outcome::Delivered { .. } => {
-                sqlx::query(
-                    "UPDATE deliveries SET status = 'delivered', delivered_at = now(), \
+                // Whether the endpoint's next delivery of the same aggregate waited for this
+                // one: it is due now, and the lane is woken for it.
+                let next_waits: Option<bool> = sqlx::query_scalar(
+                    "UPDATE deliveries d SET status = 'delivered', delivered_at = now(), \
                      locked_until = NULL, last_status_code = $2, last_error = NULL \
-                     WHERE id = $1",
+                     WHERE id = $1 \
+                     RETURNING EXISTS (SELECT 1 FROM deliveries n \
+                         WHERE n.endpoint_id = d.endpoint_id AND n.aggregate_id = d.aggregate_id \
+                           AND n.sequence > d.sequence AND n.status = 'pending')",
                 )
                 .bind(claimed.id)
                 .bind(status)
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?;
+                wake_lane = next_waits == Some(true);
                 metrics::counter!("notifications_deliveries_total", "channel" => channel, "outcome" => "delivered").increment(1);
             }
             Outcome::Failed { .. } => {
@@ -262,7 +283,11 @@ impl Sender {
                 }
             }
         }
-        tx.commit().await
+        tx.commit().await?;
+        if wake_lane {
+            self.recorded.notify_one();
+        }
+        Ok(())
     }
 
     /// Sends until `shutdown`: attempts in flight are finished and recorded.
@@ -308,8 +333,8 @@ impl Sender {
     }
 }
 
-/// One channel's sending: a bulkhead of places, woken when something is recorded and polled
-/// for retries that fall due.
+/// One channel's sending: a bulkhead of places, woken when something is recorded for it and
+/// polled for retries that fall due (and leases that ran out).
 pub struct Lane {
     /// What it sends, for its logs.
     pub what: &'static str,
@@ -320,22 +345,25 @@ pub struct Lane {
 
 impl Lane {
     /// Claims as many due items as there are free places, runs `attempt` on each while it
-    /// holds a place, and waits for new work, a free place or the next poll; until
-    /// `shutdown`, when the attempts in flight are finished. `attempt` is called at once (what
-    /// it does before its future runs is done before the next claim).
+    /// holds a place, and waits for new work, the next poll, or (when `claim` said more may
+    /// be due) a free place; until `shutdown`, when the attempts in flight are finished.
+    /// `attempt` is called at once (what it does before its future runs is done before the
+    /// next claim). A claim costs a query: none is made when nothing can have fallen due.
     pub async fn drive<T, C, CF, A, AF>(self, shutdown: CancellationToken, claim: C, attempt: A)
     where
         C: Fn(usize) -> CF,
-        CF: std::future::Future<Output = Result<Vec<T>, sqlx::Error>>,
+        CF: std::future::Future<Output = Result<(Vec<T>, bool), sqlx::Error>>,
         A: Fn(T) -> AF,
         AF: std::future::Future<Output = ()> + Send + 'static,
     {
         let mut attempts = JoinSet::new();
+        let (mut claim_now, mut more) = (true, false);
         loop {
             let free = self.places.available_permits();
-            if free > 0 {
+            if claim_now && free > 0 {
                 match claim(free).await {
-                    Ok(claimed) => {
+                    Ok((claimed, left)) => {
+                        more = left;
                         for item in claimed {
                             let permit = self
                                 .places
@@ -351,18 +379,26 @@ impl Lane {
                         }
                     }
                     Err(e) => {
+                        more = true;
                         tracing::warn!(what = self.what, error = %service_kit::problem::ErrorChain(&e), "claiming failed")
                     }
                 }
             }
-            // Reap what finished, then wait for new work, a free place or the next poll.
-            while attempts.try_join_next().is_some() {}
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = self.recorded.notified() => {}
-                Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
-                () = tokio::time::sleep(self.poll_interval) => {}
+            // Reap what finished: a place it freed is used at once if more may be due.
+            let mut reaped = false;
+            while attempts.try_join_next().is_some() {
+                reaped = true;
             }
+            if reaped && more {
+                claim_now = true;
+                continue;
+            }
+            claim_now = tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.recorded.notified() => true,
+                Some(_) = attempts.join_next(), if !attempts.is_empty() => more,
+                () = tokio::time::sleep(self.poll_interval) => true,
+            };
         }
         while attempts.join_next().await.is_some() {}
         tracing::info!(what = self.what, "sending stopped");
@@ -382,6 +418,48 @@ mod tests {
         assert_eq!(backoff(5, base, max, 1.0), max);
         assert_eq!(backoff(60, base, max, 1.0), max);
         assert_eq!(backoff(2, base, max, 0.0), Duration::from_millis(100));
+    }
+
+    /// A finished attempt frees a place; it is claimed for only when the last claim said more
+    /// may be due. New work and the poll always claim.
+    #[tokio::test(start_paused = true)]
+    async fn a_finished_attempt_claims_again_only_when_more_may_be_due() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        for (more, after_finish) in [(false, 1), (true, 2)] {
+            let claims = Arc::new(AtomicUsize::new(0));
+            let recorded = Arc::new(Notify::new());
+            let lane = Lane {
+                what: "test",
+                places: Arc::new(Semaphore::new(4)),
+                recorded: recorded.clone(),
+                poll_interval: Duration::from_secs(1),
+            };
+            let shutdown = CancellationToken::new();
+            let counted = claims.clone();
+            let driving = tokio::spawn(lane.drive(
+                shutdown.clone(),
+                move |_free| {
+                    let n = counted.fetch_add(1, SeqCst);
+                    async move {
+                        Ok(if n == 0 {
+                            (vec![()], more)
+                        } else {
+                            (Vec::new(), false)
+                        })
+                    }
+                },
+                |()| tokio::time::sleep(Duration::from_millis(10)),
+            ));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!(claims.load(SeqCst), after_finish, "more: {more}");
+            recorded.notify_one();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(claims.load(SeqCst), after_finish + 1, "woken by new work");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert_eq!(claims.load(SeqCst), after_finish + 2, "the poll");
+            shutdown.cancel();
+            driving.await.expect("the lane stops");
+        }
     }
 
     #[test]
