@@ -2,8 +2,8 @@
 //! notification service, its emails going to a mail server and a partner's webhook endpoint
 //! subscribed to `OrderConfirmed` (both played by this process): from each order's
 //! `OrderConfirmed` being stored (the event's `time`) to the webhook arriving, and to the mail
-//! server taking the email. Beside it, the same steps with the notification service stopped: the
-//! sagas' figures with and without it.
+//! server taking the email. Beside it, steps with the notification service paused, alternating
+//! with the running ones: the sagas' figures with and without it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,7 +33,7 @@ pub struct NotifyLoad {
     pub rate: f64,
     /// Sagas completed per second and their latency, the notification service running.
     pub with: Steps,
-    /// The same with it stopped.
+    /// The same with it paused, in the steps between.
     pub without: Steps,
     /// Confirmed orders of the measured steps, and the webhooks and emails that came for them.
     pub confirmed: u64,
@@ -43,7 +43,8 @@ pub struct NotifyLoad {
     pub webhook_delay: Percentiles,
     /// `OrderConfirmed` stored → email taken by the mail server.
     pub email_delay: Percentiles,
-    /// CPU per measured saga of the notification service while the running steps ran, in ms.
+    /// CPU of the notification service per saga of this load (every step's, since it sends
+    /// what a paused step stored once resumed), in ms.
     pub notifications_cpu_ms_per_saga: f64,
 }
 
@@ -221,8 +222,9 @@ pub async fn run(b: &Bench, rates: &[f64]) -> anyhow::Result<NotifyFigure> {
         ("SMTP_URL", sink.smtp_url.as_str()),
         ("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", "true"),
     ];
-    let start = || b.service("notifications", &database, NAMESPACE, &env);
-    let notifications = start().await?;
+    let notifications = b
+        .service("notifications", &database, NAMESPACE, &env)
+        .await?;
     let (hook, arrivals) = receiver().await?;
     let registered = http_client(1)
         .post(format!("{}/webhooks", notifications.base_url))
@@ -237,23 +239,34 @@ pub async fn run(b: &Bench, rates: &[f64]) -> anyhow::Result<NotifyFigure> {
 
     let mut session = Session::open(b, &stack, true).await?;
     let mut loads = Vec::new();
-    let mut notifications = Some(notifications);
     for &rate in rates {
-        // The service is started again for each load: its stop is part of the comparison.
-        let running = match notifications.take() {
-            Some(running) => running,
-            None => {
-                let running = start().await?;
-                // What was stored while it was stopped is sent first: not this load's delay.
-                arrived(&arrivals, &sink, session.confirmed_ids()).await?;
-                running
-            }
-        };
-        loads.push(at(b, &mut session, &sink, &arrivals, &database, running, rate).await?);
+        loads.push(
+            at(
+                b,
+                &mut session,
+                &sink,
+                &arrivals,
+                &database,
+                &notifications,
+                rate,
+            )
+            .await?,
+        );
     }
     drop(session);
+    notifications.stop().await;
     stack.stop_except(&[]).await;
     Ok(NotifyFigure { loads })
+}
+
+/// Pauses (`STOP`) or resumes (`CONT`) a process: paused, it costs no CPU and keeps its
+/// connections, so the steps without it need no restart (whose cold start would be measured).
+fn signal(process: &crate::procs::Proc, signal: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), process.pid.to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -{signal} {} failed", process.pid);
+    Ok(())
 }
 
 /// Waits (60 s at most) until every order of `orders` has its webhook and its email; the
@@ -279,36 +292,46 @@ async fn arrived(
     }
 }
 
-/// Steps at `rate` with `notifications` running, then with it stopped.
+/// Rounds at `rate`, each a step with `notifications` running and one with it paused, so a
+/// drift over the rounds weighs on both sides alike. After each resume an unmeasured step
+/// lets it send what the paused step stored, which is not this load's delay.
 async fn at(
     b: &Bench,
     session: &mut Session,
     sink: &Sink,
     arrivals: &Mutex<Vec<Arrival>>,
     database: &str,
-    notifications: crate::procs::Proc,
+    notifications: &crate::procs::Proc,
     rate: f64,
 ) -> anyhow::Result<NotifyLoad> {
     println!("  at {rate:.0} orders/s");
-    let before = session.confirmed_ids().len();
-    let monitor = crate::procs::Monitor::start(vec![crate::procs::Watched::of(&notifications)]);
-    let mut with = Vec::new();
+    let first = session.confirmed_ids().len();
+    let monitor = crate::procs::Monitor::start(vec![crate::procs::Watched::of(notifications)]);
+    let (mut with, mut without, mut measured) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..b.repeats {
+        session.step(rate, (b.step_seconds / 2.0).max(1.0)).await;
+        let before = session.confirmed_ids().len();
         with.push(session.step(rate, b.step_seconds).await);
+        measured.extend_from_slice(&session.confirmed_ids()[before..]);
+        signal(notifications, "STOP")?;
+        let paused = session.step(rate, b.step_seconds).await;
+        signal(notifications, "CONT")?;
+        without.push(paused);
     }
-    let measured: Vec<Uuid> = session.confirmed_ids()[before..].to_vec();
-    // Every measured order's webhook and email, or 60 s.
-    let wanted: std::collections::HashSet<Uuid> = measured.iter().copied().collect();
-    let webhooks = arrived(arrivals, sink, &measured).await?;
+    // Every order of this load has its webhook and its email (or 60 s passed): the CPU
+    // counted is that of all of them, the delays those of the measured steps' orders.
+    let all: Vec<Uuid> = session.confirmed_ids()[first..].to_vec();
+    let webhooks = arrived(arrivals, sink, &all).await?;
     let costs = monitor.finish().await;
     let emails = sent_at(database).await?;
+    let wanted: std::collections::HashSet<Uuid> = measured.iter().copied().collect();
     let per_saga = |name: &str| {
         costs
             .iter()
             .filter(|c| c.name == name)
             .map(|c| c.cpu_seconds * 1000.0)
             .sum::<f64>()
-            / measured.len().max(1) as f64
+            / all.len().max(1) as f64
     };
     let stored: std::collections::HashMap<Uuid, DateTime<Utc>> = webhooks
         .iter()
@@ -317,12 +340,6 @@ async fn at(
         .collect();
     let mut webhook_us = delays(&stored, webhooks.iter().map(|(o, _, at)| (o, at)));
     let mut email_us = delays(&stored, emails.iter().map(|(o, at)| (o, at)));
-
-    notifications.stop().await;
-    let mut without = Vec::new();
-    for _ in 0..b.repeats {
-        without.push(session.step(rate, b.step_seconds).await);
-    }
 
     let figure = NotifyLoad {
         rate,
