@@ -5,8 +5,8 @@
 //! acknowledged, so a killed replica's batch is read again and recorded once.
 //!
 //! Invariant: an aggregate's events are recorded in sequence order. An event whose predecessor
-//! is not recorded yet (another replica holds it) waits and is redelivered; one already
-//! recorded is acknowledged and dropped.
+//! is not recorded yet (another replica holds it) waits and is redelivered, for longer than the
+//! ack wait (see [`patience`]); one already recorded is acknowledged and dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +22,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::settings::ConsumerSettings;
 
-/// A predecessor missing for this many deliveries was never on the stream as this consumer
-/// reads it (the consumer started after it): the event is taken as its aggregate's first.
-const PATIENCE: i64 = 4;
+/// How many deliveries an event waits for its aggregate's missing predecessor before it is
+/// taken as the aggregate's first (the consumer started after the predecessor, so it never
+/// comes): more than the ack wait's worth of retry delays. A predecessor a killed replica held
+/// unacknowledged is given to a live one after the ack wait, so it is recorded first; with less
+/// patience its successor went ahead, and the predecessor was then dropped as a duplicate.
+pub fn patience(settings: &ConsumerSettings) -> i64 {
+    let delay = settings.retry_delay.as_millis().max(1);
+    let waits = settings.ack_wait.as_millis().div_ceil(delay);
+    i64::try_from(waits)
+        .unwrap_or(i64::MAX)
+        .saturating_add(2)
+        .max(4)
+}
 
 /// What became of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,7 +280,7 @@ impl Recorder {
         .bind(&event.subject)
         .fetch_optional(&mut *tx)
         .await?;
-        let patient = delivered >= PATIENCE;
+        let patient = delivered >= patience(&self.settings);
         match recorded {
             Some(at) if sequence <= at => return Ok(Verdict::Duplicate),
             Some(at) if sequence != at + 1 && !patient => return Ok(Verdict::Early),
@@ -334,4 +344,38 @@ pub fn as_sent(event: &Envelope) -> Value {
     let mut value = serde_json::to_value(event).unwrap_or(Value::Null);
     contracts::sensitive::redact(&mut value["data"]);
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::patience;
+    use crate::settings::ConsumerSettings;
+
+    fn settings(ack_wait_ms: u64, retry_delay_ms: u64) -> ConsumerSettings {
+        ConsumerSettings {
+            batch_size: 10,
+            fetch_wait: Duration::from_millis(500),
+            linger: Duration::ZERO,
+            ack_wait: Duration::from_millis(ack_wait_ms),
+            retry_delay: Duration::from_millis(retry_delay_ms),
+            emails: false,
+        }
+    }
+
+    /// Redelivered at least a retry delay apart, an event that reaches its patience has waited
+    /// longer than the ack wait, after which a dead replica's messages are given to another.
+    #[test]
+    fn an_event_waits_out_the_ack_wait_before_it_goes_without_its_predecessor() {
+        for (ack_wait, delay) in [(30_000, 500), (30_000, 100), (1_000, 300), (10, 500)] {
+            let n = patience(&settings(ack_wait, delay));
+            assert!(
+                (n - 1) * delay as i64 > ack_wait as i64,
+                "{n} deliveries of {delay} ms against {ack_wait} ms"
+            );
+            assert!(n >= 4);
+        }
+        assert_eq!(patience(&settings(30_000, 500)), 62);
+    }
 }
