@@ -3,7 +3,8 @@
 //! receives exactly one email per outcome (confirmed, rejected, cancelled), naming the order
 //! and its total, its HTML part valid (html-validate). A customer who turned emails off gets
 //! none. An erased customer's address is sealed in the log and opens nowhere after the erase,
-//! and they get no further email.
+//! and they get no further email. A replica killed between the mail server taking an email and
+//! recording it loses none: another sends it again, with the same message id.
 
 use std::time::Duration;
 
@@ -309,5 +310,96 @@ async fn an_erased_customers_address_opens_nowhere_and_they_get_no_more_email() 
         sink(&front).to(&address).await.len(),
         1,
         "only the email before the erase"
+    );
+}
+
+/// One of two notification replicas is a process that aborts right after the mail server took
+/// its first email, before recording it. The other sends that email again once the dead one's
+/// lease runs out, with the same `Message-ID` (so a receiver can drop the copy); the events the
+/// dead one had fetched come to the other after the ack wait, each after its predecessor (an
+/// order's confirmation never goes ahead of its placing, whose address it needs). Every order
+/// gets its email, and only the one in flight at the crash twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_after_sending_loses_no_email_and_the_copy_keeps_its_id() {
+    let (front, _admin) = shop_selling("MAIL-K", 400).await;
+    let mut env = front.stack.notifications_env.clone();
+    env.extend([
+        ("FAILPOINTS", "notifications.after_email@1".to_owned()),
+        // One email in flight at the crash, leased for 2 × 1 s + 5 s.
+        ("MAIL_MAX_IN_FLIGHT", "1".to_owned()),
+        ("MAIL_TIMEOUT_MS", "1000".to_owned()),
+    ]);
+    let doomed = testkit::process::ServiceProcess::start(
+        &testkit::binary("notifications"),
+        testkit::free_port(),
+        &env,
+    )
+    .await;
+
+    let customer = Uuid::now_v7();
+    let address = format!("kim.{}@shop-customers.example", customer.simple());
+    let token = front
+        .oidc
+        .customer_token_with_email(customer, &address)
+        .await;
+    // Enough orders that the two replicas, taking events as they come, both get some (in two
+    // rounds: a customer holds at most 10 open orders).
+    let mut orders = Vec::new();
+    for _ in 0..2 {
+        let mut round = Vec::new();
+        for _ in 0..6 {
+            round.push(order(&front, &token, "MAIL-K", 1, "tok_ok").await);
+        }
+        for o in &round {
+            assert_eq!(front.stack.finished(*o).await["outcome"], "confirmed");
+        }
+        orders.extend(round);
+    }
+
+    let status = doomed.wait_exit(WAIT).await;
+    assert!(!status.success(), "the failpoint aborted it: {status}");
+    let db = notifications_db(&front).await;
+    // Events the dead replica held unacknowledged come again after the ack wait (30 s).
+    testkit::eventually(
+        Duration::from_secs(90),
+        "every email recorded as sent",
+        || async {
+            let sent: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM emails WHERE customer_id = $1 AND status = 'sent'",
+            )
+            .bind(customer)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            (sent == orders.len() as i64).then_some(())
+        },
+    )
+    .await;
+    let got = sink(&front).to(&address).await;
+    let mut twice = 0;
+    for o in &orders {
+        let copies: Vec<&Received> = got
+            .iter()
+            .filter(|m| m.text.contains(&o.to_string()))
+            .collect();
+        assert!(!copies.is_empty(), "{o} got its email");
+        assert!(
+            copies.iter().all(|m| m.message_id == copies[0].message_id),
+            "{o}: every copy keeps the email's id: {copies:#?}"
+        );
+        if copies.len() > 1 {
+            twice += 1;
+        }
+    }
+    assert_eq!(twice, 1, "only the email in flight at the crash came twice");
+    let attempts: i32 =
+        sqlx::query_scalar("SELECT max(attempts) FROM emails WHERE customer_id = $1")
+            .bind(customer)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(
+        attempts, 2,
+        "the crashed attempt, then the one that recorded it"
     );
 }

@@ -218,6 +218,7 @@ impl Fleet {
                 // Its replicas are the fleet's, as the other services' are.
                 notifications: None,
                 notifications_db: Some(notifications_db),
+                notifications_env: Vec::new(),
                 shutdown: Vec::new(),
                 payments_env: crate::TEST_PAYMENT_PROVIDER
                     .map(|(k, v)| (k, v.to_owned()))

@@ -32,6 +32,9 @@ pub struct Stack {
     /// The notification service's URL and database, when started (`Options::notifications`).
     pub notifications: Option<String>,
     pub notifications_db: Option<crate::TestDb>,
+    /// The environment the notification service was started with, to start another replica
+    /// of it as a process (for crash tests).
+    pub notifications_env: Vec<(&'static str, String)>,
     pub shutdown: Vec<CancellationToken>,
     /// The payment provider's settings of the payments service (the test provider unless
     /// `Options::payments_env` says otherwise).
@@ -136,6 +139,7 @@ impl Stack {
             ("WEBHOOK_BACKOFF_BASE_MS", "200".to_owned()),
         ];
         env.extend(extra);
+        self.notifications_env = env.clone();
         let settings = notifications::Settings::from_env(&Env::from_pairs(env)).unwrap();
         let app = notifications::App::build(&settings).await.unwrap();
         self.notifications = Some(app.url());
@@ -346,6 +350,7 @@ impl Stack {
             reads: Vec::new(),
             notifications: None,
             notifications_db: None,
+            notifications_env: Vec::new(),
             shutdown: vec![o_stop, i_stop, p_stop],
             payments_env,
         };
