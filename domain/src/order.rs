@@ -289,7 +289,7 @@ pub const MAX_EMAIL: usize = 254;
 
 /// An address an SMTP server takes: one `@` between a non-empty local part and a dotted
 /// domain, printable ASCII without spaces, quotes or angle brackets.
-fn valid_email(email: &str) -> bool {
+pub fn valid_email(email: &str) -> bool {
     let Some((local, domain)) = email.split_once('@') else {
         return false;
     };

@@ -22,7 +22,7 @@ use crate::verified::Verified;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     /// A customer: the token's `sub`, and its `email` claim unless the token says the address
-    /// is not verified (`email_verified: false`).
+    /// is not verified (`email_verified: false`) or orders would refuse it.
     Customer { id: Uuid, email: Option<String> },
     /// An operator: a token carrying the admin scope or role; `subject` is its `sub`.
     Operator { subject: String },
@@ -231,9 +231,7 @@ impl Verifier {
                 subject: claims.sub,
             });
         }
-        let email = claims
-            .email
-            .filter(|_| claims.email_verified != Some(false));
+        let email = order_address(claims.email, claims.email_verified);
         Uuid::parse_str(&claims.sub)
             .map(|id| Principal::Customer { id, email })
             .map_err(|_| TokenError::NoRole)
@@ -317,5 +315,44 @@ fn describe(e: &jsonwebtoken::errors::Error) -> String {
         ErrorKind::InvalidSignature => "the signature does not verify".into(),
         ErrorKind::MissingRequiredClaim(claim) => format!("the token has no {claim} claim"),
         other => format!("the token is not valid: {other:?}"),
+    }
+}
+
+/// The address a customer's orders carry: the token's `email`, unless the token says it is not
+/// verified, or it is no address orders accept (an identity provider may allow what SMTP does
+/// not): then the order goes without emails rather than being refused for its address.
+fn order_address(email: Option<String>, verified: Option<bool>) -> Option<String> {
+    let email = email.filter(|_| verified != Some(false))?;
+    if domain::order::valid_email(&email) {
+        Some(email)
+    } else {
+        // The claim is personal data: it is not logged, only that it was set aside.
+        tracing::warn!(
+            "a token's email claim is not an address orders accept; the order goes without emails"
+        );
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::order_address;
+
+    #[test]
+    fn an_order_carries_the_token_s_address_only_when_verified_and_acceptable() {
+        let a = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            order_address(a("ana@shop.example"), None),
+            a("ana@shop.example")
+        );
+        assert_eq!(
+            order_address(a("ana@shop.example"), Some(true)),
+            a("ana@shop.example")
+        );
+        assert_eq!(order_address(a("ana@shop.example"), Some(false)), None);
+        assert_eq!(order_address(None, Some(true)), None);
+        // Accepted by some providers, refused by orders: the order goes without it.
+        assert_eq!(order_address(a("ana@localhost"), Some(true)), None);
+        assert_eq!(order_address(a("\"ana smith\"@shop.example"), None), None);
     }
 }
