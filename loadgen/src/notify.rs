@@ -313,6 +313,8 @@ async fn at(
         let before = session.confirmed_ids().len();
         with.push(session.step(rate, b.step_seconds).await);
         measured.extend_from_slice(&session.confirmed_ids()[before..]);
+        // Its orders' notifications arrive before the pause, which is no part of their delay.
+        arrived(arrivals, sink, &session.confirmed_ids()[before..]).await?;
         signal(notifications, "STOP")?;
         let paused = session.step(rate, b.step_seconds).await;
         signal(notifications, "CONT")?;
