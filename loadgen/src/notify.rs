@@ -14,6 +14,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::drive::http_client;
+use crate::procs::{Monitor, Watched};
 use crate::sagas::{Session, Stack, Step};
 use crate::stats::{LatencySpread, Percentiles, Spread};
 use crate::Bench;
@@ -54,11 +55,23 @@ pub struct Steps {
     pub completed_per_second: Spread,
     pub latency: LatencySpread,
     pub all_confirmed: bool,
+    /// Write transactions per saga, every database.
+    pub transactions_per_saga: Spread,
+    /// CPU per confirmed saga over every process but the load generator, in ms: a running
+    /// step's until its orders' notifications arrived, a paused step's without them.
+    pub cpu_ms_per_saga: Spread,
 }
 
 impl Steps {
-    fn of(steps: &[Step]) -> Self {
+    fn of(steps: &[Step], cpu_ms_per_saga: &[f64]) -> Self {
         Self {
+            transactions_per_saga: Spread::of(
+                &steps
+                    .iter()
+                    .map(|s| s.transactions_per_saga)
+                    .collect::<Vec<_>>(),
+            ),
+            cpu_ms_per_saga: Spread::of(cpu_ms_per_saga),
             completed_per_second: Spread::of(
                 &steps
                     .iter()
@@ -238,20 +251,19 @@ pub async fn run(b: &Bench, rates: &[f64]) -> anyhow::Result<NotifyFigure> {
     );
 
     let mut session = Session::open(b, &stack, true).await?;
+    let mut everything: Vec<Watched> = stack.procs.iter().map(Watched::of).collect();
+    everything.push(Watched::of(&notifications));
+    everything.extend(b.infrastructure());
+    let load = Load {
+        sink: &sink,
+        arrivals: &arrivals,
+        database: &database,
+        notifications: &notifications,
+        everything: &everything,
+    };
     let mut loads = Vec::new();
     for &rate in rates {
-        loads.push(
-            at(
-                b,
-                &mut session,
-                &sink,
-                &arrivals,
-                &database,
-                &notifications,
-                rate,
-            )
-            .await?,
-        );
+        loads.push(at(b, &mut session, &load, rate).await?);
     }
     drop(session);
     notifications.stop().await;
@@ -292,31 +304,57 @@ async fn arrived(
     }
 }
 
-/// Rounds at `rate`, each a step with `notifications` running and one with it paused, so a
+/// What the steps of each load run against.
+struct Load<'a> {
+    sink: &'a Sink,
+    arrivals: &'a Mutex<Vec<Arrival>>,
+    database: &'a str,
+    notifications: &'a crate::procs::Proc,
+    /// Every process but the load generator, for the CPU per saga.
+    everything: &'a [Watched],
+}
+
+/// CPU in ms over `costs`, per one of `sagas`.
+fn cpu_ms_per(costs: &[crate::procs::Cost], sagas: u64) -> f64 {
+    costs.iter().map(|c| c.cpu_seconds * 1000.0).sum::<f64>() / sagas.max(1) as f64
+}
+
+/// Rounds at `rate`, each a step with notifications running and one with it paused, so a
 /// drift over the rounds weighs on both sides alike. After each resume an unmeasured step
 /// lets it send what the paused step stored, which is not this load's delay.
 async fn at(
     b: &Bench,
     session: &mut Session,
-    sink: &Sink,
-    arrivals: &Mutex<Vec<Arrival>>,
-    database: &str,
-    notifications: &crate::procs::Proc,
+    load: &Load<'_>,
     rate: f64,
 ) -> anyhow::Result<NotifyLoad> {
+    let Load {
+        sink,
+        arrivals,
+        database,
+        notifications,
+        everything,
+    } = *load;
     println!("  at {rate:.0} orders/s");
     let first = session.confirmed_ids().len();
-    let monitor = crate::procs::Monitor::start(vec![crate::procs::Watched::of(notifications)]);
+    let monitor = Monitor::start(vec![Watched::of(notifications)]);
     let (mut with, mut without, mut measured) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut with_cpu, mut without_cpu) = (Vec::new(), Vec::new());
     for _ in 0..b.repeats {
         session.step(rate, (b.step_seconds / 2.0).max(1.0)).await;
         let before = session.confirmed_ids().len();
-        with.push(session.step(rate, b.step_seconds).await);
-        measured.extend_from_slice(&session.confirmed_ids()[before..]);
-        // Its orders' notifications arrive before the pause, which is no part of their delay.
+        let all = Monitor::start(everything.to_vec());
+        let step = session.step(rate, b.step_seconds).await;
+        // Its orders' notifications arrive before the pause, which is no part of their delay;
+        // their cost is the step's.
         arrived(arrivals, sink, &session.confirmed_ids()[before..]).await?;
+        with_cpu.push(cpu_ms_per(&all.finish().await, step.confirmed));
+        with.push(step);
+        measured.extend_from_slice(&session.confirmed_ids()[before..]);
         signal(notifications, "STOP")?;
+        let all = Monitor::start(everything.to_vec());
         let paused = session.step(rate, b.step_seconds).await;
+        without_cpu.push(cpu_ms_per(&all.finish().await, paused.confirmed));
         signal(notifications, "CONT")?;
         without.push(paused);
     }
@@ -345,8 +383,8 @@ async fn at(
 
     let figure = NotifyLoad {
         rate,
-        with: Steps::of(&with),
-        without: Steps::of(&without),
+        with: Steps::of(&with, &with_cpu),
+        without: Steps::of(&without, &without_cpu),
         confirmed: measured.len() as u64,
         webhooks: webhook_us.len() as u64,
         emails: email_us.len() as u64,

@@ -317,13 +317,15 @@ impl Report {
               notification service running (emails to a mail server and a webhook endpoint \
               subscribed to `OrderConfirmed`, both played by loadgen) and with it paused, \
               alternating step by step (each running step after an unmeasured one that sends \
-              what the paused step stored), at the saga figure's load and at 10/s; and the delay from `OrderConfirmed` stored to \
-              the webhook received and to the email taken by the mail server"
+              what the paused step stored), at the saga figure's load and at 10/s; the delay \
+              from `OrderConfirmed` stored to the webhook received and to the email taken by \
+              the mail server; and each step's cost over every process but loadgen, per saga \
+              (a running step's until its orders' notifications arrived)"
                 .into(),
         );
         line(String::new());
-        line("| orders/s offered | notifications | sagas/s | saga p50 ms | saga p99 ms | all confirmed | to the webhook p50 / p99 / max ms | to the email p50 / p99 / max ms | notifications' CPU ms per saga |".into());
-        line("|---|---|---|---|---|---|---|---|---|".into());
+        line("| orders/s offered | notifications | sagas/s | saga p50 ms | saga p99 ms | all confirmed | write transactions per saga | CPU ms per saga, every process | to the webhook p50 / p99 / max ms | to the email p50 / p99 / max ms | notifications' CPU ms per saga |".into());
+        line("|---|---|---|---|---|---|---|---|---|---|---|".into());
         for l in &n.loads {
             let delay = |got: u64, p: &crate::stats::Percentiles| {
                 format!(
@@ -345,12 +347,14 @@ impl Report {
             ] {
                 let (webhook, email, cpu) = delays.unwrap_or_default();
                 line(format!(
-                    "| {:.0} | {what} | {} | {} | {} | {} | {webhook} | {email} | {cpu} |",
+                    "| {:.0} | {what} | {} | {} | {} | {} | {} | {} | {webhook} | {email} | {cpu} |",
                     l.rate,
                     s.completed_per_second.show(1),
                     s.latency.p50.show(1),
                     s.latency.p99.show(1),
-                    if s.all_confirmed { "yes" } else { "**no**" }
+                    if s.all_confirmed { "yes" } else { "**no**" },
+                    s.transactions_per_saga.show(1),
+                    s.cpu_ms_per_saga.show(1),
                 ));
             }
         }
