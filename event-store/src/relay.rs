@@ -4,7 +4,8 @@
 //! One relay per database publishes at a time: leadership is a session advisory lock held on
 //! the relay's own connection, so a second replica stands by and takes over within one poll
 //! interval when the leader dies. The relay wakes on a commit in this process (a `Notify`), on
-//! `NOTIFY outbox` from any replica, and otherwise polls.
+//! `NOTIFY outbox` from another replica (the payload names the committing pool, and its own
+//! pool's are passed over), and otherwise polls.
 //!
 //! Invariant: an outbox row is deleted only after JetStream acknowledged its event; a crash in
 //! between re-publishes it with the same `Nats-Msg-Id`, which the stream drops as a duplicate.
@@ -313,8 +314,8 @@ impl Relay {
         };
         metrics::gauge!("outbox_backlog", "stream" => stream).set(backlog as f64);
         if rows.is_empty() {
-            // Nothing new (each commit wakes the relay twice: the bus's signal and NOTIFY,
-            // so an empty step is common): delete only what is due.
+            // Nothing new (a poll, or a wake-up whose rows the last step took): delete only
+            // what is due.
             if self.delete_due_in().is_some_and(|due| due.is_zero()) {
                 self.delete_published(conn).await?;
             }
@@ -525,8 +526,19 @@ fn metadata_value(metadata: &serde_json::Value, key: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Turns `NOTIFY outbox` from any replica's commits into wake-ups of this relay.
+/// Whether a `NOTIFY outbox` whose payload is `sender` (the committing session's
+/// application name) wakes a relay whose pool is named `own`: not for its own pool's commits,
+/// whose command bus has woken it already.
+fn wakes(sender: &str, own: Option<&str>) -> bool {
+    own != Some(sender)
+}
+
+/// Turns `NOTIFY outbox` from other replicas' commits into wake-ups of this relay.
 async fn forward_notifications(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let own = pool
+        .connect_options()
+        .get_application_name()
+        .map(str::to_owned);
     let mut listener = None;
     while !shutdown.is_cancelled() {
         if listener.is_none() {
@@ -555,12 +567,38 @@ async fn forward_notifications(pool: PgPool, wake: Arc<Notify>, shutdown: Cancel
         tokio::select! {
             _ = shutdown.cancelled() => return,
             received = l.recv() => match received {
-                Ok(_) => wake.notify_one(),
+                Ok(n) => {
+                    if wakes(n.payload(), own.as_deref()) {
+                        wake.notify_one();
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %service_kit::problem::ErrorChain(&e), "outbox listener lost; reconnecting");
                     listener = None;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wakes;
+
+    #[test]
+    fn a_relay_is_woken_by_other_pools_commits_only() {
+        assert!(
+            !wakes("orders/1a2b.0", Some("orders/1a2b.0")),
+            "its own pool's"
+        );
+        assert!(
+            wakes("orders/3c4d.0", Some("orders/1a2b.0")),
+            "another replica's"
+        );
+        assert!(wakes("", Some("orders/1a2b.0")), "an unnamed session's");
+        assert!(
+            wakes("", None),
+            "a relay on an unnamed pool hears every commit"
+        );
     }
 }

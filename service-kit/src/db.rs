@@ -115,7 +115,18 @@ impl DatabaseSettings {
     /// `Problem::internal`), and every connection has the statement timeout.
     pub async fn connect(&self) -> Result<sqlx::PgPool, sqlx::Error> {
         use std::str::FromStr;
-        let options = sqlx::postgres::PgConnectOptions::from_str(self.url.expose())?
+        let options = sqlx::postgres::PgConnectOptions::from_str(self.url.expose())?;
+        // Each pool's sessions carry a name of their own (the URL's, or `streamshop`, and an
+        // id): the outbox trigger's NOTIFY says whose commit sent it, so a relay passes over
+        // its own pool's (the command bus woke it already), and pg_stat_activity tells the
+        // replicas apart.
+        let name = format!(
+            "{}/{}",
+            options.get_application_name().unwrap_or("streamshop"),
+            pool_id()
+        );
+        let options = options
+            .application_name(&name)
             .options([(
                 "statement_timeout",
                 self.statement_timeout.as_millis().to_string(),
@@ -127,6 +138,14 @@ impl DatabaseSettings {
             .connect_with(options)
             .await
     }
+}
+
+/// A short id for a new pool, unique within the machine for as long as it matters: the
+/// process id and a count.
+fn pool_id() -> String {
+    static POOLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = POOLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:x}.{n}", std::process::id())
 }
 
 /// Whether `error` says the database is away rather than that it refused: no connection to
