@@ -358,8 +358,16 @@ impl Lane {
     {
         let mut attempts = JoinSet::new();
         let (mut claim_now, mut more) = (true, false);
+        // The poll is due a poll interval after the last claim, however often the lane wakes
+        // meanwhile for attempts that finish without claiming.
+        let mut next_poll = tokio::time::Instant::now();
         loop {
             let free = self.places.available_permits();
+            if claim_now {
+                // With no free place there is nothing to claim now; the next finished attempt
+                // claims (the last claim filled the places, so it said more may be due).
+                next_poll = tokio::time::Instant::now() + self.poll_interval;
+            }
             if claim_now && free > 0 {
                 match claim(free).await {
                     Ok((claimed, left)) => {
@@ -397,7 +405,7 @@ impl Lane {
                 () = shutdown.cancelled() => break,
                 () = self.recorded.notified() => true,
                 Some(_) = attempts.join_next(), if !attempts.is_empty() => more,
-                () = tokio::time::sleep(self.poll_interval) => true,
+                () = tokio::time::sleep_until(next_poll) => true,
             };
         }
         while attempts.join_next().await.is_some() {}
@@ -460,6 +468,44 @@ mod tests {
             shutdown.cancel();
             driving.await.expect("the lane stops");
         }
+    }
+
+    /// Attempts finishing one after another wake the lane without claiming; they do not put
+    /// off the poll, which finds retries and run-out leases.
+    #[tokio::test(start_paused = true)]
+    async fn finishing_attempts_do_not_put_off_the_poll() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let claims = Arc::new(AtomicUsize::new(0));
+        let lane = Lane {
+            what: "test",
+            places: Arc::new(Semaphore::new(16)),
+            recorded: Arc::new(Notify::new()),
+            poll_interval: Duration::from_secs(1),
+        };
+        let shutdown = CancellationToken::new();
+        let counted = claims.clone();
+        let driving = tokio::spawn(lane.drive(
+            shutdown.clone(),
+            move |_free| {
+                let n = counted.fetch_add(1, SeqCst);
+                async move {
+                    // First eight attempts ending 100 ms apart; nothing more is due.
+                    let items = if n == 0 {
+                        (1..=8).collect()
+                    } else {
+                        Vec::new()
+                    };
+                    Ok((items, false))
+                }
+            },
+            |n: u64| tokio::time::sleep(Duration::from_millis(100 * n)),
+        ));
+        tokio::time::sleep(Duration::from_millis(950)).await;
+        assert_eq!(claims.load(SeqCst), 1, "finished attempts claim nothing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(claims.load(SeqCst), 2, "the poll, 1 s after the claim");
+        shutdown.cancel();
+        driving.await.expect("the lane stops");
     }
 
     #[test]
