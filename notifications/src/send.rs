@@ -428,45 +428,72 @@ mod tests {
         assert_eq!(backoff(2, base, max, 0.0), Duration::from_millis(100));
     }
 
-    /// A finished attempt frees a place; it is claimed for only when the last claim said more
-    /// may be due. New work and the poll always claim.
-    #[tokio::test(start_paused = true)]
-    async fn a_finished_attempt_claims_again_only_when_more_may_be_due() {
-        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-        for (more, after_finish) in [(false, 1), (true, 2)] {
-            let claims = Arc::new(AtomicUsize::new(0));
+    /// A lane with a 1 s poll, driven in a task: its first claim returns `first` (each item
+    /// an attempt lasting that many ms) and `more`, every later claim nothing.
+    struct Driven {
+        claims: Arc<std::sync::atomic::AtomicUsize>,
+        recorded: Arc<Notify>,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Driven {
+        fn start(places: usize, first: Vec<u64>, more: bool) -> Self {
+            let claims = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let recorded = Arc::new(Notify::new());
             let lane = Lane {
                 what: "test",
-                places: Arc::new(Semaphore::new(4)),
+                places: Arc::new(Semaphore::new(places)),
                 recorded: recorded.clone(),
                 poll_interval: Duration::from_secs(1),
             };
             let shutdown = CancellationToken::new();
             let counted = claims.clone();
-            let driving = tokio::spawn(lane.drive(
+            let task = tokio::spawn(lane.drive(
                 shutdown.clone(),
                 move |_free| {
-                    let n = counted.fetch_add(1, SeqCst);
-                    async move {
-                        Ok(if n == 0 {
-                            (vec![()], more)
-                        } else {
-                            (Vec::new(), false)
-                        })
-                    }
+                    let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let claimed = if n == 0 {
+                        (first.clone(), more)
+                    } else {
+                        (Vec::new(), false)
+                    };
+                    async move { Ok(claimed) }
                 },
-                |()| tokio::time::sleep(Duration::from_millis(10)),
+                |ms: u64| tokio::time::sleep(Duration::from_millis(ms)),
             ));
+            Self {
+                claims,
+                recorded,
+                shutdown,
+                task,
+            }
+        }
+
+        fn claims(&self) -> usize {
+            self.claims.load(std::sync::atomic::Ordering::SeqCst)
+        }
+
+        async fn stop(self) {
+            self.shutdown.cancel();
+            self.task.await.expect("the lane stops");
+        }
+    }
+
+    /// A finished attempt frees a place; it is claimed for only when the last claim said more
+    /// may be due. New work and the poll always claim.
+    #[tokio::test(start_paused = true)]
+    async fn a_finished_attempt_claims_again_only_when_more_may_be_due() {
+        for (more, after_finish) in [(false, 1), (true, 2)] {
+            let lane = Driven::start(4, vec![10], more);
             tokio::time::sleep(Duration::from_millis(500)).await;
-            assert_eq!(claims.load(SeqCst), after_finish, "more: {more}");
-            recorded.notify_one();
+            assert_eq!(lane.claims(), after_finish, "more: {more}");
+            lane.recorded.notify_one();
             tokio::time::sleep(Duration::from_millis(100)).await;
-            assert_eq!(claims.load(SeqCst), after_finish + 1, "woken by new work");
+            assert_eq!(lane.claims(), after_finish + 1, "woken by new work");
             tokio::time::sleep(Duration::from_secs(1)).await;
-            assert_eq!(claims.load(SeqCst), after_finish + 2, "the poll");
-            shutdown.cancel();
-            driving.await.expect("the lane stops");
+            assert_eq!(lane.claims(), after_finish + 2, "the poll");
+            lane.stop().await;
         }
     }
 
@@ -474,38 +501,13 @@ mod tests {
     /// off the poll, which finds retries and run-out leases.
     #[tokio::test(start_paused = true)]
     async fn finishing_attempts_do_not_put_off_the_poll() {
-        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-        let claims = Arc::new(AtomicUsize::new(0));
-        let lane = Lane {
-            what: "test",
-            places: Arc::new(Semaphore::new(16)),
-            recorded: Arc::new(Notify::new()),
-            poll_interval: Duration::from_secs(1),
-        };
-        let shutdown = CancellationToken::new();
-        let counted = claims.clone();
-        let driving = tokio::spawn(lane.drive(
-            shutdown.clone(),
-            move |_free| {
-                let n = counted.fetch_add(1, SeqCst);
-                async move {
-                    // First eight attempts ending 100 ms apart; nothing more is due.
-                    let items = if n == 0 {
-                        (1..=8).collect()
-                    } else {
-                        Vec::new()
-                    };
-                    Ok((items, false))
-                }
-            },
-            |n: u64| tokio::time::sleep(Duration::from_millis(100 * n)),
-        ));
+        // Eight attempts ending 100 ms apart; nothing more is due.
+        let lane = Driven::start(16, (1..=8).map(|n| 100 * n).collect(), false);
         tokio::time::sleep(Duration::from_millis(950)).await;
-        assert_eq!(claims.load(SeqCst), 1, "finished attempts claim nothing");
+        assert_eq!(lane.claims(), 1, "finished attempts claim nothing");
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(claims.load(SeqCst), 2, "the poll, 1 s after the claim");
-        shutdown.cancel();
-        driving.await.expect("the lane stops");
+        assert_eq!(lane.claims(), 2, "the poll, 1 s after the claim");
+        lane.stop().await;
     }
 
     #[test]
