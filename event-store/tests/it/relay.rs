@@ -20,11 +20,13 @@ struct Fixture {
     js: async_nats::jetstream::Context,
     ns: Namespace,
     wake: Arc<Notify>,
+    /// The service role's URL, for a pool of the relay's own.
+    db_url: String,
 }
 
 async fn fixture() -> Fixture {
     let world = testkit::world::World::new("relay").await;
-    let (pool, js, ns) = (world.pool, world.js, world.ns);
+    let (pool, js, ns, db_url) = (world.pool, world.js, world.ns, world.db_url);
     messaging::streams::ensure_stream(&js, &ns, BoundedContext::Orders, &StreamSettings::default())
         .await
         .unwrap();
@@ -33,6 +35,7 @@ async fn fixture() -> Fixture {
         js,
         ns,
         wake: Arc::new(Notify::new()),
+        db_url,
     }
 }
 
@@ -507,4 +510,64 @@ impl domain::sealing::TokenSealer for Unsealed {
     ) -> domain::payment::BoxFuture<'a, Result<String, domain::sealing::SealingError>> {
         Box::pin(std::future::ready(Ok(value.to_owned())))
     }
+}
+
+/// A relay passes over the NOTIFY of its own pool's commits (its command bus signals it) and is
+/// woken at once by another pool's, as another replica's. The poll is too slow to matter here.
+#[tokio::test]
+async fn a_relay_is_woken_by_another_pool_s_commit_and_not_by_its_own() {
+    let f = fixture().await;
+    let own = service_kit::db::DatabaseSettings {
+        url: service_kit::secret::Secret::new(f.db_url.clone()),
+        owner_url: None,
+        max_connections: 2,
+        statement_timeout: Duration::from_secs(10),
+        session: Vec::new(),
+    }
+    .connect()
+    .await
+    .unwrap();
+    let relay = Relay::new(
+        own.clone(),
+        f.js.clone(),
+        RelaySettings {
+            context: BoundedContext::Orders,
+            namespace: f.ns.clone(),
+            stream: StreamSettings::default(),
+            batch_size: 50,
+            poll_interval: Duration::from_secs(30),
+        },
+        f.wake.clone(),
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+    // Leading and listening: the first wake-up finds nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Appended on the relay's own pool without the bus's signal: nothing wakes it.
+    let mine = Fixture {
+        pool: own.clone(),
+        js: f.js.clone(),
+        ns: f.ns.clone(),
+        wake: f.wake.clone(),
+        db_url: f.db_url.clone(),
+    };
+    mine.append("own-pool", 1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        f.stream().await.len(),
+        0,
+        "its own pool's NOTIFY is passed over"
+    );
+
+    // Another pool's commit (another replica's) wakes it, and the row before goes too.
+    f.append("other-pool", 1).await;
+    let published = testkit::eventually(Duration::from_secs(5), "the relay to publish", || async {
+        let n = f.stream().await.len();
+        (n == 2).then_some(n)
+    })
+    .await;
+    assert_eq!(published, 2);
+    shutdown.cancel();
+    running.await.unwrap();
 }
