@@ -53,13 +53,7 @@ pub async fn fetch(
                 .expires(wait)
                 .messages()
                 .await;
-            // What already arrived is handled even if the rest of the request fails.
-            match collect(more).await {
-                Ok(more) => messages.extend(more),
-                Err(e) => {
-                    tracing::warn!(error = %e, kept = messages.len(), "a pull request failed")
-                }
-            }
+            add_more(&mut messages, more).await;
         }
     }
     Ok(messages)
@@ -85,12 +79,17 @@ pub async fn fetch_lingering(
         .max_messages(size - messages.len())
         .messages()
         .await;
-    // What already arrived is handled even if the second request fails.
+    add_more(&mut messages, more).await;
+    Ok(messages)
+}
+
+/// Adds a further pull request's messages to `messages`: what already arrived is handled even
+/// if that request fails.
+async fn add_more(messages: &mut Vec<Message>, more: Result<pull::Batch, pull::BatchError>) {
     match collect(more).await {
         Ok(more) => messages.extend(more),
         Err(e) => tracing::warn!(error = %e, kept = messages.len(), "a pull request failed"),
     }
-    Ok(messages)
 }
 
 /// Reads a pull request's messages to the end. An error after some messages keeps those (they
