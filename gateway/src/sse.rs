@@ -96,6 +96,11 @@ pub async fn order_events(
 }
 
 /// Sends each event not yet seen to `tx` until the stream is over (see [`order_events`]).
+///
+/// The saga's completion follows the order's end in the log, but the two come through
+/// different relays and may arrive here in either order; a completion that comes first is
+/// held until the order's end has been sent (or [`SAGA_GRACE`] has passed), so the client
+/// sees them as they happened.
 async fn forward(
     mut merged: impl Stream<Item = Result<(Source, Envelope), String>> + Unpin,
     from: Position,
@@ -106,12 +111,18 @@ async fn forward(
     let mut order_over = false;
     let mut saga_over = false;
     let mut deadline: Option<Instant> = None;
+    let mut held: Option<(u64, Value)> = None;
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => return,
             // The client went away: end now, not at the next event, which may never come.
             _ = tx.closed() => return,
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => return,
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                if let Some((sequence, payload)) = held.take() {
+                    send(&tx, &mut position, Source::Saga, sequence, payload).await;
+                }
+                return;
+            }
             next = merged.next() => next,
         };
         let (source, envelope) = match next {
@@ -122,40 +133,63 @@ async fn forward(
             }
             None => return,
         };
-        let seen = match source {
-            Source::Order => &mut position.order,
-            Source::Saga => &mut position.saga,
-        };
-        let (payload, ends) = describe(source, &envelope);
+        let (payload, end) = describe(source, &envelope);
+        let unseen = envelope.sequence
+            > match source {
+                Source::Order => position.order,
+                Source::Saga => position.saga,
+            };
+        if end == End::AfterOrder && !order_over && unseen {
+            held = Some((envelope.sequence, payload));
+            deadline.get_or_insert_with(|| Instant::now() + SAGA_GRACE);
+            continue;
+        }
         // Replayed from the start: what the client already has is not sent again, but an end
         // among it still ends the stream (a resume after the last event ends at once).
-        if envelope.sequence > *seen {
-            *seen = envelope.sequence;
-            let event = Event::default()
-                .id(position.id())
-                .event(match source {
-                    Source::Order => "order",
-                    Source::Saga => "saga",
-                })
-                .json_data(payload)
-                .unwrap_or_default();
-            if tx.send(event).await.is_err() {
-                // The client went away.
-                return;
-            }
+        if unseen && !send(&tx, &mut position, source, envelope.sequence, payload).await {
+            return;
         }
-        match source {
-            Source::Order if ends => {
+        match end {
+            End::Order => {
                 order_over = true;
                 deadline = Some(Instant::now() + SAGA_GRACE);
+                if let Some((sequence, payload)) = held.take() {
+                    if !send(&tx, &mut position, Source::Saga, sequence, payload).await {
+                        return;
+                    }
+                    saga_over = true;
+                }
             }
-            Source::Saga if ends => saga_over = true,
-            _ => {}
+            End::AfterOrder | End::Saga => saga_over = true,
+            End::No => {}
         }
         if order_over && saga_over {
             return;
         }
     }
+}
+
+/// Sends one event as the next of its aggregate; false when the client went away.
+async fn send(
+    tx: &mpsc::Sender<Event>,
+    position: &mut Position,
+    source: Source,
+    sequence: u64,
+    payload: Value,
+) -> bool {
+    match source {
+        Source::Order => position.order = sequence,
+        Source::Saga => position.saga = sequence,
+    }
+    let event = Event::default()
+        .id(position.id())
+        .event(match source {
+            Source::Order => "order",
+            Source::Saga => "saga",
+        })
+        .json_data(payload)
+        .unwrap_or_default();
+    tx.send(event).await.is_ok()
 }
 
 /// How many events of one aggregate are stored now, and its events from its first, then live.
@@ -201,10 +235,21 @@ async fn follow(
     ))
 }
 
-/// What a frontend is told of an event, and whether it ends its aggregate (the order's
-/// terminal status, or the saga's completion or parking). Payment tokens are removed
-/// wherever they appear.
-fn describe(source: Source, envelope: &Envelope) -> (Value, bool) {
+/// Whether an event ends its aggregate's part of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    No,
+    /// The order's terminal status.
+    Order,
+    /// The saga's completion, which always follows the order's end.
+    AfterOrder,
+    /// The saga parked, which the order's end need not precede.
+    Saga,
+}
+
+/// What a frontend is told of an event, and whether it ends its aggregate. Payment tokens are
+/// removed wherever they appear.
+fn describe(source: Source, envelope: &Envelope) -> (Value, End) {
     let mut data = envelope.data.clone();
     scrub(&mut data);
     let mut payload = json!({
@@ -214,23 +259,26 @@ fn describe(source: Source, envelope: &Envelope) -> (Value, bool) {
         "time": envelope.time,
         "data": data,
     });
-    let mut terminal = false;
+    let mut end = End::No;
     if source == Source::Order {
         if let Ok(event) = decode::<OrderEvent>(envelope) {
             let status = status_after(&event);
-            terminal = matches!(
+            if matches!(
                 status,
                 OrderStatus::Confirmed | OrderStatus::Rejected | OrderStatus::Cancelled
-            );
+            ) {
+                end = End::Order;
+            }
             payload["status"] = json!(status);
         }
     } else {
-        terminal = matches!(
-            decode::<SagaEvent>(envelope),
-            Ok(SagaEvent::SagaCompleted { .. } | SagaEvent::SagaNeedsAttention { .. })
-        );
+        end = match decode::<SagaEvent>(envelope) {
+            Ok(SagaEvent::SagaCompleted { .. }) => End::AfterOrder,
+            Ok(SagaEvent::SagaNeedsAttention { .. }) => End::Saga,
+            _ => End::No,
+        };
     }
-    (payload, terminal)
+    (payload, end)
 }
 
 /// The order's status once `event` has happened.
@@ -267,6 +315,92 @@ mod tests {
         assert_eq!(Position::parse("4"), None);
         assert_eq!(Position::parse("a.b"), None);
         assert_eq!(Position::parse("-1.2"), None);
+    }
+
+    fn envelope(context: BoundedContext, sequence: u64, payload: Value) -> (Source, Envelope) {
+        let (source, aggregate_type) = match context {
+            BoundedContext::Orders => (Source::Order, "Order"),
+            _ => (Source::Saga, "OrderSaga"),
+        };
+        let event_type = payload.as_object().unwrap().keys().next().unwrap().clone();
+        let stored = messaging::envelope::StoredEvent {
+            context,
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: Uuid::nil().to_string(),
+            sequence,
+            event_type,
+            event_version: "1".into(),
+            payload,
+            correlation_id: None,
+            causation_id: None,
+            recorded_at: serde_json::from_value(json!("2026-12-07T00:00:00Z")).unwrap(),
+        };
+        (source, Envelope::from_stored(&stored))
+    }
+
+    fn confirmed(sequence: u64) -> (Source, Envelope) {
+        let event = OrderEvent::OrderConfirmed {
+            order_id: Uuid::nil(),
+            total: serde_json::from_value(json!({"amount_minor": 300, "currency": "EUR"})).unwrap(),
+        };
+        envelope(
+            BoundedContext::Orders,
+            sequence,
+            serde_json::to_value(event).unwrap(),
+        )
+    }
+
+    fn completed(sequence: u64) -> (Source, Envelope) {
+        let event = SagaEvent::SagaCompleted {
+            outcome: domain::saga::SagaOutcome::Confirmed,
+            at: serde_json::from_value(json!("2026-12-07T00:00:01Z")).unwrap(),
+        };
+        envelope(
+            BoundedContext::Sagas,
+            sequence,
+            serde_json::to_value(event).unwrap(),
+        )
+    }
+
+    /// Runs [`forward`] over `items` (then nothing more, as a live stream that waits), and
+    /// gives the `id` and `event` lines of what it sent.
+    async fn forwarded(items: Vec<(Source, Envelope)>) -> Vec<String> {
+        let merged =
+            futures::stream::iter(items.into_iter().map(Ok)).chain(futures::stream::pending());
+        let (tx, mut rx) = mpsc::channel(16);
+        forward(
+            Box::pin(merged),
+            Position::default(),
+            tx,
+            CancellationToken::new(),
+        )
+        .await;
+        let mut sent = vec![];
+        while let Some(event) = rx.recv().await {
+            // The event's bytes as written to the wire, escaped: `id: 3.0\nevent: order\n…`.
+            let wire = format!("{event:?}");
+            let start = wire.find("id: ").expect("an id");
+            sent.push(wire[start..].split("\\ndata").next().unwrap().to_owned());
+        }
+        sent
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_saga_completion_that_arrives_first_is_sent_after_the_order_s_end() {
+        let sent = forwarded(vec![completed(9), confirmed(3)]).await;
+        assert_eq!(
+            sent,
+            ["id: 3.0\\nevent: order", "id: 3.9\\nevent: saga"],
+            "{sent:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_completion_is_sent_when_the_order_s_end_never_comes() {
+        let started = Instant::now();
+        let sent = forwarded(vec![completed(9)]).await;
+        assert_eq!(sent, ["id: 0.9\\nevent: saga"], "{sent:?}");
+        assert!(started.elapsed() >= SAGA_GRACE);
     }
 
     #[test]
