@@ -14,6 +14,14 @@ pub struct Settings {
     pub basics: Basics,
     /// `NATS_URL`, `NATS_NAMESPACE`, `NATS_STREAM_REPLICAS`, `NATS_DUPLICATE_WINDOW_MS`.
     pub nats: NatsSettings,
+    /// `NOTIFY_NICENESS`, 0 to 19, default 10: the process's CPU niceness. Notifications go
+    /// at their own pace: where the service shares CPUs with the order flow (one machine, a
+    /// node's pods), the scheduler gives the flow's processes the CPU first.
+    pub niceness: i32,
+    /// `NOTIFY_WORKER_THREADS`, 1 to 64, default 1: the runtime's threads. A replica's work is
+    /// waiting on the network; on one thread it wakes no other thread for each step of it,
+    /// which at a few hundred messages a second cost more CPU than the work. Replicas scale it.
+    pub worker_threads: usize,
     pub consumer: ConsumerSettings,
     pub webhooks: WebhookSettings,
     pub mail: MailSettings,
@@ -109,6 +117,8 @@ impl Settings {
         Ok(Self {
             basics: Basics::from_env(env, &topology::NOTIFICATIONS)?,
             nats: NatsSettings::from_env(env, messaging::Identity::NOTIFICATIONS)?,
+            niceness: env.within_or("NOTIFY_NICENESS", 10, 0..=19)?,
+            worker_threads: env.within_or("NOTIFY_WORKER_THREADS", 1, 1..=64)?,
             consumer: ConsumerSettings {
                 batch_size: env.within_or("NOTIFY_BATCH_SIZE", 100, 1..=1000)?,
                 fetch_wait: env.millis_or("NOTIFY_FETCH_WAIT_MS", Duration::from_millis(500))?,
