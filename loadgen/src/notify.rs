@@ -47,6 +47,9 @@ pub struct NotifyLoad {
     /// CPU of the notification service per saga of this load (every step's, since it sends
     /// what a paused step stored once resumed), in ms.
     pub notifications_cpu_ms_per_saga: f64,
+    /// Saga p50 of each running step less that of the paused step after it, in ms: the
+    /// rounds' drift is in both, so a difference whose spread holds 0 is within noise.
+    pub p50_difference: Spread,
 }
 
 /// Repeated steps at one load.
@@ -60,10 +63,14 @@ pub struct Steps {
     /// CPU per confirmed saga over every process but the load generator, in ms: a running
     /// step's until its orders' notifications arrived, a paused step's without them.
     pub cpu_ms_per_saga: Spread,
+    /// The load generator's own CPU per saga over the same window, in ms: it also plays the
+    /// mail server and the webhook receiver, so its running steps hold their work too.
+    pub loadgen_cpu_ms_per_saga: Spread,
 }
 
 impl Steps {
-    fn of(steps: &[Step], cpu_ms_per_saga: &[f64]) -> Self {
+    fn of(steps: &[Step], cpu_ms_per_saga: &[(f64, f64)]) -> Self {
+        let (stack, loadgen): (Vec<f64>, Vec<f64>) = cpu_ms_per_saga.iter().copied().unzip();
         Self {
             transactions_per_saga: Spread::of(
                 &steps
@@ -71,7 +78,8 @@ impl Steps {
                     .map(|s| s.transactions_per_saga)
                     .collect::<Vec<_>>(),
             ),
-            cpu_ms_per_saga: Spread::of(cpu_ms_per_saga),
+            cpu_ms_per_saga: Spread::of(&stack),
+            loadgen_cpu_ms_per_saga: Spread::of(&loadgen),
             completed_per_second: Spread::of(
                 &steps
                     .iter()
@@ -314,9 +322,21 @@ struct Load<'a> {
     everything: &'a [Watched],
 }
 
-/// CPU in ms over `costs`, per one of `sagas`.
-fn cpu_ms_per(costs: &[crate::procs::Cost], sagas: u64) -> f64 {
-    costs.iter().map(|c| c.cpu_seconds * 1000.0).sum::<f64>() / sagas.max(1) as f64
+/// The load generator's name among the watched processes.
+const LOADGEN: &str = "loadgen";
+
+/// CPU in ms per one of `sagas`: over `costs` but the load generator's, and the load
+/// generator's.
+fn cpu_ms_per(costs: &[crate::procs::Cost], sagas: u64) -> (f64, f64) {
+    let per = |loadgen: bool| {
+        costs
+            .iter()
+            .filter(|c| (c.name == LOADGEN) == loadgen)
+            .map(|c| c.cpu_seconds * 1000.0)
+            .sum::<f64>()
+            / sagas.max(1) as f64
+    };
+    (per(false), per(true))
 }
 
 /// Rounds at `rate`, each a step with notifications running and one with it paused, so a
@@ -338,12 +358,22 @@ async fn at(
     println!("  at {rate:.0} orders/s");
     let first = session.confirmed_ids().len();
     let monitor = Monitor::start(vec![Watched::of(notifications)]);
+    let mut everything = everything.to_vec();
+    everything.push(Watched {
+        name: LOADGEN.into(),
+        pid: std::process::id() as i32,
+        with_children: false,
+    });
     let (mut with, mut without, mut measured) = (Vec::new(), Vec::new(), Vec::new());
     let (mut with_cpu, mut without_cpu) = (Vec::new(), Vec::new());
     for _ in 0..b.repeats {
         session.step(rate, (b.step_seconds / 2.0).max(1.0)).await;
+        // What the paused step stored is sent before the measured step begins, so that the
+        // step holds the cost and the queueing of its own orders' notifications only.
         let before = session.confirmed_ids().len();
-        let all = Monitor::start(everything.to_vec());
+        arrived(arrivals, sink, &session.confirmed_ids()[first..before]).await?;
+        let before = session.confirmed_ids().len();
+        let all = Monitor::start(everything.clone());
         let step = session.step(rate, b.step_seconds).await;
         // Its orders' notifications arrive before the pause, which is no part of their delay;
         // their cost is the step's.
@@ -352,7 +382,7 @@ async fn at(
         with.push(step);
         measured.extend_from_slice(&session.confirmed_ids()[before..]);
         signal(notifications, "STOP")?;
-        let all = Monitor::start(everything.to_vec());
+        let all = Monitor::start(everything.clone());
         let paused = session.step(rate, b.step_seconds).await;
         without_cpu.push(cpu_ms_per(&all.finish().await, paused.confirmed));
         signal(notifications, "CONT")?;
@@ -391,6 +421,13 @@ async fn at(
         webhook_delay: Percentiles::of(&mut webhook_us),
         email_delay: Percentiles::of(&mut email_us),
         notifications_cpu_ms_per_saga: per_saga("notifications"),
+        p50_difference: Spread::of(
+            &with
+                .iter()
+                .zip(&without)
+                .map(|(w, p)| w.latency.p50 - p.latency.p50)
+                .collect::<Vec<_>>(),
+        ),
     };
     println!(
         "  {} confirmed: {} webhooks, p50 {:.1} p99 {:.1} ms; {} emails, p50 {:.1} p99 {:.1} ms; \

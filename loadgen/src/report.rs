@@ -319,13 +319,15 @@ impl Report {
               alternating step by step (each running step after an unmeasured one that sends \
               what the paused step stored), at the saga figure's load and at 10/s; the delay \
               from `OrderConfirmed` stored to the webhook received and to the email taken by \
-              the mail server; and each step's cost over every process but loadgen, per saga \
-              (a running step's until its orders' notifications arrived)"
+              the mail server; each step's cost over every process but loadgen, per saga (a \
+              running step's until its orders' notifications arrived), and loadgen's own, \
+              which holds the mail server's and the receiver's work; and per round, the running \
+              step's saga p50 less the paused step's after it"
                 .into(),
         );
         line(String::new());
-        line("| orders/s offered | notifications | sagas/s | saga p50 ms | saga p99 ms | all confirmed | write transactions per saga | CPU ms per saga, every process | to the webhook p50 / p99 / max ms | to the email p50 / p99 / max ms | notifications' CPU ms per saga |".into());
-        line("|---|---|---|---|---|---|---|---|---|---|---|".into());
+        line("| orders/s offered | notifications | sagas/s | saga p50 ms | saga p99 ms | all confirmed | write transactions per saga | CPU ms per saga, every process | loadgen's CPU ms per saga | to the webhook p50 / p99 / max ms | to the email p50 / p99 / max ms | notifications' CPU ms per saga | p50 running − paused, per round, ms |".into());
+        line("|---|---|---|---|---|---|---|---|---|---|---|---|---|".into());
         for l in &n.loads {
             let delay = |got: u64, p: &crate::stats::Percentiles| {
                 format!(
@@ -341,13 +343,14 @@ impl Report {
                         delay(l.webhooks, &l.webhook_delay),
                         delay(l.emails, &l.email_delay),
                         format!("{:.2}", l.notifications_cpu_ms_per_saga),
+                        l.p50_difference.show(1),
                     )),
                 ),
                 ("paused", &l.without, None),
             ] {
-                let (webhook, email, cpu) = delays.unwrap_or_default();
+                let (webhook, email, cpu, difference) = delays.unwrap_or_default();
                 line(format!(
-                    "| {:.0} | {what} | {} | {} | {} | {} | {} | {} | {webhook} | {email} | {cpu} |",
+                    "| {:.0} | {what} | {} | {} | {} | {} | {} | {} | {} | {webhook} | {email} | {cpu} | {difference} |",
                     l.rate,
                     s.completed_per_second.show(1),
                     s.latency.p50.show(1),
@@ -355,6 +358,7 @@ impl Report {
                     if s.all_confirmed { "yes" } else { "**no**" },
                     s.transactions_per_saga.show(1),
                     s.cpu_ms_per_saga.show(1),
+                    s.loadgen_cpu_ms_per_saga.show(1),
                 ));
             }
         }
