@@ -76,6 +76,7 @@ impl App {
                     &settings.mail.from,
                     templates,
                     settings.mail.timeout,
+                    settings.mail.max_in_flight,
                 )?;
                 let opener = crate::emails::Opener {
                     nats: nats.clone(),

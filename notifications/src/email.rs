@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::Message;
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -143,7 +143,7 @@ impl Templates {
 
 /// Emails over SMTP.
 pub struct Email {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    smtp: crate::smtp::Smtp,
     from: Mailbox,
     templates: Templates,
     /// The host of the message ids (`<delivery id>@host`).
@@ -152,23 +152,22 @@ pub struct Email {
 
 impl Email {
     /// A channel to the SMTP server at `url` (`smtp://host:port` plain, `?tls=required` for
-    /// STARTTLS, `smtps://` for TLS; user and password in the URL), sending as `from`.
+    /// STARTTLS, `smtps://` for TLS; user and password in the URL), sending as `from`, with
+    /// at most `connections` connections kept open while idle.
     pub fn new(
         url: &str,
         from: &str,
         templates: Templates,
         timeout: Duration,
+        connections: usize,
     ) -> anyhow::Result<Self> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|e| anyhow::anyhow!("SMTP_URL is not an SMTP URL: {e}"))?
-            .timeout(Some(timeout))
-            .build();
+        let smtp = crate::smtp::Smtp::from_url(url, timeout, connections)?;
         let from: Mailbox = from
             .parse()
             .map_err(|e| anyhow::anyhow!("MAIL_FROM is not an address: {e}"))?;
         let id_host = from.email.domain().to_owned();
         Ok(Self {
-            transport,
+            smtp,
             from,
             templates,
             id_host,
@@ -215,16 +214,16 @@ impl Channel for Email {
             }
         };
         let started = std::time::Instant::now();
-        let answer = self.transport.send(message).await;
+        let answer = self.smtp.send(message).await;
         metrics::histogram!("email_attempt_seconds").record(started.elapsed().as_secs_f64());
         match answer {
             Ok(response) => Outcome::Delivered {
                 status: response.code().into(),
             },
             // A server's refusal may quote the address: it is never kept in the clear.
-            Err(e) => Outcome::Failed {
-                status: e.status().map(u16::from),
-                error: format!("SMTP: {e}").replace(to.as_str(), "<address>"),
+            Err(refusal) => Outcome::Failed {
+                status: refusal.status,
+                error: format!("SMTP: {}", refusal.message).replace(to.as_str(), "<address>"),
             },
         }
     }

@@ -24,6 +24,7 @@ pub mod record;
 pub mod send;
 pub mod settings;
 pub mod signing;
+pub mod smtp;
 
 pub use app::App;
 pub use settings::Settings;
