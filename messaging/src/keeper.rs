@@ -146,10 +146,8 @@ impl Keeper {
         match stream.consumer_info(&name).await {
             Ok(info) => match differences(&self.declared, &info.config) {
                 None => {
-                    let consumer: PullConsumer = stream
-                        .get_consumer(&name)
-                        .await
-                        .map_err(|e| anyhow::anyhow!(e))?;
+                    let consumer: PullConsumer =
+                        stream.get_consumer(&name).await.map_err(unboxed)?;
                     self.hold(&mut held, consumer.clone(), stream_created, false);
                     return Ok(consumer);
                 }
@@ -249,6 +247,16 @@ impl Keeper {
     }
 }
 
+/// `get_consumer`'s boxed error as the error it boxes, so that a start-up tells a timeout
+/// it waits out (`service_kit::startup::unreachable` looks for the error's type; a boxed one,
+/// even through `anyhow::Error::from_boxed`, shows only its message).
+pub fn unboxed(error: Box<dyn std::error::Error + Send + Sync>) -> anyhow::Error {
+    match error.downcast::<ConsumerInfoError>() {
+        Ok(info) => anyhow::Error::new(*info),
+        Err(other) => anyhow::Error::from_boxed(other),
+    }
+}
+
 fn is_not_found(e: &ConsumerInfoError) -> bool {
     match e.kind() {
         ConsumerInfoErrorKind::NotFound => true,
@@ -309,4 +317,26 @@ pub fn differences(
         found.push("paused".to_owned());
     }
     (!found.is_empty()).then(|| found.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A timeout inside `get_consumer` reaches the start-up as a timeout it waits out (an
+    /// orchestrator of a starting cluster once exited on it, seen only as "timed out").
+    #[test]
+    fn a_boxed_consumer_timeout_stays_a_timeout_the_start_up_waits_out() {
+        let boxed = || -> Box<dyn std::error::Error + Send + Sync> {
+            Box::new(ConsumerInfoError::new(ConsumerInfoErrorKind::TimedOut))
+        };
+        let error = unboxed(boxed()).context("creating the orchestrator consumer on PAYMENTS");
+        assert_eq!(service_kit::startup::unreachable(&error), Some("nats"));
+        // What it was before: the message alone, which nothing classifies.
+        let lost = anyhow::anyhow!(boxed()).context("creating the orchestrator consumer");
+        assert_eq!(service_kit::startup::unreachable(&lost), None);
+        // Any other boxed error stays what it was, message and all.
+        let other: Box<dyn std::error::Error + Send + Sync> = "no such thing".into();
+        assert_eq!(unboxed(other).to_string(), "no such thing");
+    }
 }
