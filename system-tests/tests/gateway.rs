@@ -123,11 +123,13 @@ async fn customers_reach_only_their_own_orders_and_operators_run_the_catalog() {
         .await;
     assert_eq!(status, 202, "{body}");
 
-    // Anyone reads the catalog.
+    // Anyone reads the catalog. Polled under the anonymous bucket's refill (5 a second), so
+    // a slow projection does not leave the reads below without a token (429).
     testkit::eventually(
         Duration::from_secs(10),
         "the product in the catalog",
         || async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
             let (status, body) = anonymous.get("/api/products/GW-1").await;
             (status == 200 && body["on_hand"] == 10).then_some(())
         },
